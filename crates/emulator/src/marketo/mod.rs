@@ -1,0 +1,1 @@
+//! Marketo Engage REST API emulator (work in progress).
