@@ -1,1 +1,29 @@
-//! core
+//! salesync's domain: the fixed Marketo → mirror people mapping, owner qualification, mirror
+//! rules, the sales activity model, and the ports (traits) the engine talks to.
+//!
+//! No I/O, no HTTP, no SQL lives here.
+//!
+//! - [`mapping`]: the one table from Marketo REST lead fields to [`Person`] (13 synced fields;
+//!   the original document's heading says 11 but lists 13), the lenient per-record parser, and
+//!   owner qualification.
+//! - [`mirror`]: pure decisions (insert, update with changed fields, unchanged, remove with a
+//!   reason). Duplicates by email are two people; nothing dedups.
+//! - [`activity`]: the eight sales activity kinds, Salesforce task kinds, reminder tasks,
+//!   unsubscribes, admin settings.
+//! - [`ports`]: `MarketoApi`, `SalesforceApi`, `Store` (mockable with the `mock` feature).
+#![warn(missing_docs)]
+#![deny(rustdoc::broken_intra_doc_links)]
+
+pub mod activity;
+pub mod error;
+pub mod mapping;
+pub mod mirror;
+pub mod person;
+pub mod ports;
+pub mod sfid;
+
+pub use error::{Error, RecordError, Result, Service};
+pub use mapping::{LEAD_FIELDS, LeadField, LeadRecord, MarketoLead, Qualification};
+pub use mirror::{Decision, Incoming, RemovalReason, decide};
+pub use person::{OpportunityRef, Person, SalesforceType};
+pub use sfid::{SalesforceId, SalesforceObject};

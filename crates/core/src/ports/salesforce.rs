@@ -1,0 +1,214 @@
+//! The Salesforce port.
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::Page;
+use super::marketo::RecordOutcome;
+use crate::error::Result;
+use crate::sfid::SalesforceId;
+
+/// A Task to create or upsert (by the external-id field).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskWrite {
+    /// salesync's id, written to the external-id field: a retried upsert never makes a second Task.
+    pub external_id: String,
+    /// WhoId (Lead or Contact).
+    pub who_id: Option<SalesforceId>,
+    /// WhatId (Opportunity or Account).
+    pub what_id: Option<SalesforceId>,
+    /// OwnerId (the acting seller), when mapped.
+    pub owner_id: Option<SalesforceId>,
+    /// Subject (≤255).
+    pub subject: String,
+    /// Status ("Completed", "Not Started").
+    pub status: String,
+    /// Priority ("Normal", "High").
+    pub priority: String,
+    /// ActivityDate.
+    pub activity_date: Option<NaiveDate>,
+    /// Description.
+    pub description: Option<String>,
+    /// TaskSubtype (Email, Call, Task): create-only in Salesforce.
+    pub task_subtype: Option<String>,
+    /// Type (Email, Call, Reply), when the org has the value.
+    pub task_type: Option<String>,
+    /// CallDurationInSeconds.
+    pub call_duration_secs: Option<u32>,
+    /// CallDisposition.
+    pub call_disposition: Option<String>,
+    /// Extra custom fields (API name → value), filled when configured.
+    pub custom_fields: Vec<(String, serde_json::Value)>,
+}
+
+/// A Task as read from Salesforce.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// Task id.
+    pub id: SalesforceId,
+    /// The external id, when salesync wrote it.
+    pub external_id: Option<String>,
+    /// WhoId.
+    pub who_id: Option<SalesforceId>,
+    /// Subject.
+    pub subject: Option<String>,
+    /// Status.
+    pub status: Option<String>,
+    /// Priority.
+    pub priority: Option<String>,
+    /// ActivityDate.
+    pub activity_date: Option<NaiveDate>,
+    /// Description.
+    pub description: Option<String>,
+    /// TaskSubtype.
+    pub task_subtype: Option<String>,
+    /// CreatedDate.
+    pub created_at: DateTime<Utc>,
+    /// SystemModstamp.
+    pub modified_at: DateTime<Utc>,
+    /// IsDeleted.
+    pub deleted: bool,
+}
+
+/// A Lead or Contact with its opt-out flag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OptOutRecord {
+    /// Lead or Contact id.
+    pub id: SalesforceId,
+    /// Email.
+    pub email: Option<String>,
+    /// The opt-out field's value.
+    pub opted_out: bool,
+    /// SystemModstamp.
+    pub modified_at: DateTime<Utc>,
+}
+
+/// A Lead or Contact found by email.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersonRef {
+    /// Lead or Contact id.
+    pub id: SalesforceId,
+    /// For converted leads: the contact it became.
+    pub converted_contact_id: Option<SalesforceId>,
+    /// Account id (contacts).
+    pub account_id: Option<SalesforceId>,
+}
+
+/// A lead's conversion, if it was converted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeadConversion {
+    /// The lead.
+    pub lead_id: SalesforceId,
+    /// IsConverted.
+    pub converted: bool,
+    /// ConvertedContactId.
+    pub contact_id: Option<SalesforceId>,
+    /// ConvertedAccountId.
+    pub account_id: Option<SalesforceId>,
+    /// ConvertedOpportunityId.
+    pub opportunity_id: Option<SalesforceId>,
+}
+
+/// A deleted record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletedRecord {
+    /// Id.
+    pub id: SalesforceId,
+    /// When it was deleted.
+    pub deleted_at: DateTime<Utc>,
+}
+
+/// The answer of the `deleted` replication endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletedSince {
+    /// Deleted records.
+    pub records: Vec<DeletedRecord>,
+    /// The earliest date the org still has deletions for; a start before it means a gap.
+    pub earliest_available: Option<DateTime<Utc>>,
+    /// The end of the covered window.
+    pub latest_covered: Option<DateTime<Utc>>,
+}
+
+/// A Salesforce user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// User id.
+    pub id: SalesforceId,
+    /// Email.
+    pub email: Option<String>,
+    /// Full name.
+    pub name: Option<String>,
+}
+
+/// Daily API usage from `Sforce-Limit-Info`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiUsage {
+    /// Calls used in the last 24 hours.
+    pub used: u64,
+    /// Daily allocation.
+    pub max: u64,
+}
+
+impl ApiUsage {
+    /// Calls left.
+    pub fn remaining(&self) -> u64 {
+        self.max.saturating_sub(self.used)
+    }
+}
+
+/// Everything salesync needs from Salesforce. Implemented by `salesync-salesforce`.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait SalesforceApi: Send + Sync + std::fmt::Debug {
+    /// Upserts up to 200 Tasks by the external-id field; one outcome per input, in order.
+    async fn upsert_tasks(&self, tasks: &[TaskWrite]) -> Result<Vec<RecordOutcome>>;
+
+    /// Updates fields of existing Tasks by id (≤200); one outcome per input, in order.
+    async fn update_tasks(
+        &self,
+        updates: &[(SalesforceId, Vec<(String, serde_json::Value)>)],
+    ) -> Result<Vec<RecordOutcome>>;
+
+    /// Deletes a Task.
+    async fn delete_task(&self, id: &SalesforceId) -> Result<()>;
+
+    /// One page of Tasks whose SystemModstamp is after `since` (oldest first).
+    async fn tasks_modified_since(&self, since: DateTime<Utc>, page_token: Option<String>) -> Result<Page<TaskRecord>>;
+
+    /// Tasks deleted in `[start, end)`.
+    async fn tasks_deleted_between(&self, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<DeletedSince>;
+
+    /// Sets the opt-out field to true on Leads/Contacts (≤200); one outcome per input.
+    async fn set_opted_out(&self, ids: &[SalesforceId], field: &str) -> Result<Vec<RecordOutcome>>;
+
+    /// One page of Leads and Contacts opted out in `field` and modified after `since`.
+    async fn opted_out_since(
+        &self,
+        field: &str,
+        since: DateTime<Utc>,
+        page_token: Option<String>,
+    ) -> Result<Page<OptOutRecord>>;
+
+    /// For each contact, its opportunity: the most recently modified open one through
+    /// OpportunityContactRole, primary first (`None` when it has none).
+    async fn opportunities_for_contacts(
+        &self,
+        contact_ids: &[SalesforceId],
+    ) -> Result<Vec<(SalesforceId, Option<SalesforceId>)>>;
+
+    /// Conversion state of leads.
+    async fn lead_conversions(&self, lead_ids: &[SalesforceId]) -> Result<Vec<LeadConversion>>;
+
+    /// Leads and Contacts with this email.
+    async fn find_by_email(&self, email: &str) -> Result<Vec<PersonRef>>;
+
+    /// Active users.
+    async fn active_users(&self) -> Result<Vec<User>>;
+
+    /// The Task `Type` picklist values of the org.
+    async fn task_type_values(&self) -> Result<Vec<String>>;
+
+    /// Daily API usage as last reported by `Sforce-Limit-Info`, if any call was made.
+    fn api_usage(&self) -> Option<ApiUsage>;
+}

@@ -1,0 +1,364 @@
+//! The store port: the host's database behind one object-safe trait.
+//!
+//! Methods are atomic units of meaning (apply a page of decisions with its checkpoint; record an
+//! outbox entry with its side data; claim a batch; finish a batch). There is no begin/commit:
+//! each backend guarantees atomicity its own way.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::activity::{AdminSettings, ReminderTask, SalesActivity, UnsubscribeState};
+use crate::error::Result;
+use crate::mirror::{Decision, RemovalReason};
+use crate::person::Person;
+use crate::sfid::SalesforceId;
+
+/// A checkpointed sync stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamId {
+    /// Initial full sync progress (bulk job ids / windows / REST position).
+    InitialSync,
+    /// Marketo lead-changes paging token.
+    LeadChanges,
+    /// Marketo deleted-leads paging token.
+    DeletedLeads,
+    /// Salesforce Task high-water mark (SystemModstamp).
+    SalesforceTasks,
+    /// Salesforce opt-out high-water mark.
+    SalesforceOptOuts,
+}
+
+impl StreamId {
+    /// Stable name used as the storage key.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamId::InitialSync => "initial_sync",
+            StreamId::LeadChanges => "lead_changes",
+            StreamId::DeletedLeads => "deleted_leads",
+            StreamId::SalesforceTasks => "salesforce_tasks",
+            StreamId::SalesforceOptOuts => "salesforce_opt_outs",
+        }
+    }
+
+    /// All streams.
+    pub const ALL: [StreamId; 5] =
+        [Self::InitialSync, Self::LeadChanges, Self::DeletedLeads, Self::SalesforceTasks, Self::SalesforceOptOuts];
+}
+
+/// A stream's resume position, as the engine defines it (opaque JSON to the store).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Which stream.
+    pub stream: StreamId,
+    /// Position (a paging token, a timestamp, a bulk job id and offset…).
+    pub position: serde_json::Value,
+    /// When it was written.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A page of mirror decisions and the checkpoint that covers them: applied atomically.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MirrorPage {
+    /// Decisions; `Unchanged` and `Skip` write nothing.
+    pub decisions: Vec<Decision>,
+    /// The checkpoint to write in the same transaction.
+    pub checkpoint: Option<Checkpoint>,
+    /// The time removals are stamped with.
+    pub at: DateTime<Utc>,
+}
+
+/// What applying a page did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ApplyCounts {
+    /// Inserted.
+    pub inserted: u64,
+    /// Updated.
+    pub updated: u64,
+    /// Removed.
+    pub removed: u64,
+    /// Unchanged or skipped.
+    pub untouched: u64,
+}
+
+/// Why and when a person left the mirror.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tombstone {
+    /// Marketo id.
+    pub marketo_id: i64,
+    /// Why (includes the merge winner).
+    pub reason: RemovalReason,
+    /// When.
+    pub removed_at: DateTime<Utc>,
+}
+
+/// Where an outbox item goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// Marketo (custom activities).
+    Marketo,
+    /// Salesforce (Tasks, opt-outs).
+    Salesforce,
+}
+
+/// What an outbox item delivers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum OutboxPayload {
+    /// A sales activity.
+    Activity {
+        /// The activity.
+        activity: SalesActivity,
+    },
+    /// An unsubscribe to push to Salesforce.
+    Unsubscribe {
+        /// The person.
+        marketo_id: i64,
+    },
+    /// A reminder task change to push to Salesforce (create, edit, complete, reopen, delete).
+    Reminder {
+        /// The reminder's state after the change.
+        task: ReminderTask,
+    },
+}
+
+/// A new outbox item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewOutboxItem {
+    /// Idempotency key, unique per item (e.g. `<activity id>:marketo`): recording the same key
+    /// twice returns the existing item.
+    pub key: String,
+    /// Target system.
+    pub target: Target,
+    /// Payload.
+    pub payload: OutboxPayload,
+    /// Earliest delivery time.
+    pub not_before: DateTime<Utc>,
+}
+
+/// Outbox item state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboxState {
+    /// Waiting for delivery (or for its next attempt).
+    Pending,
+    /// Claimed by a worker whose lease has not expired.
+    InFlight,
+    /// Delivered; never delivered again.
+    Delivered,
+    /// Parked after a permanent failure or too many attempts; an admin may requeue it.
+    Parked,
+    /// Not delivered by design (e.g. a call for a person without a Salesforce id).
+    Skipped,
+}
+
+/// An outbox item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxItem {
+    /// Store-assigned id.
+    pub id: i64,
+    /// Idempotency key.
+    pub key: String,
+    /// Target.
+    pub target: Target,
+    /// Payload.
+    pub payload: OutboxPayload,
+    /// State.
+    pub state: OutboxState,
+    /// Delivery attempts started so far.
+    pub attempts: u32,
+    /// Next attempt time.
+    pub next_attempt_at: DateTime<Utc>,
+    /// Last error, raw.
+    pub last_error: Option<String>,
+    /// Remote id once delivered (Marketo activity GUID, Salesforce Task id) or skip reason.
+    pub result: Option<String>,
+    /// Worker holding the lease.
+    pub lease_owner: Option<String>,
+    /// Lease expiry.
+    pub lease_until: Option<DateTime<Utc>>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// How a claimed item ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Delivered; the remote id.
+    Delivered {
+        /// Remote id.
+        remote_id: String,
+    },
+    /// Try again at `at`.
+    Retry {
+        /// Next attempt.
+        at: DateTime<Utc>,
+        /// Raw error.
+        error: String,
+    },
+    /// Park for an admin.
+    Park {
+        /// Raw error.
+        error: String,
+    },
+    /// Not delivered by design.
+    Skip {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Outcome of one claimed item, applied only while `worker` still holds its lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finished {
+    /// Item id.
+    pub id: i64,
+    /// The worker that claimed it.
+    pub worker: String,
+    /// Outcome.
+    pub outcome: Outcome,
+}
+
+/// Outbox counts by state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct OutboxCounts {
+    /// Pending.
+    pub pending: u64,
+    /// In flight.
+    pub in_flight: u64,
+    /// Delivered.
+    pub delivered: u64,
+    /// Parked.
+    pub parked: u64,
+    /// Skipped.
+    pub skipped: u64,
+}
+
+/// Host-side writes recorded atomically with their outbox items.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Recording {
+    /// Unsubscribe state to set.
+    pub unsubscribe: Option<UnsubscribeState>,
+    /// Reminder task to store.
+    pub reminder: Option<ReminderTask>,
+    /// Items to enqueue.
+    pub outbox: Vec<NewOutboxItem>,
+}
+
+/// Data pulled from Salesforce, applied atomically with its checkpoint.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct InboundBatch {
+    /// Unsubscribe states to set.
+    pub unsubscribes: Vec<UnsubscribeState>,
+    /// Reminder tasks to store.
+    pub reminders: Vec<ReminderTask>,
+    /// Checkpoint.
+    pub checkpoint: Option<Checkpoint>,
+}
+
+/// The salesync database. Implemented by `salesync-store` (memory, SQLite, PostgreSQL).
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// Binds the store to one Marketo instance on first use; refuses a store bound to another
+    /// (two tenants' mirrors never mix).
+    async fn bind_instance(&self, instance: &str) -> Result<()>;
+
+    /// Applies a page of decisions and its checkpoint in one transaction.
+    async fn apply_page(&self, page: MirrorPage) -> Result<ApplyCounts>;
+
+    /// One person by Marketo id.
+    async fn person(&self, marketo_id: i64) -> Result<Option<Person>>;
+
+    /// People by Marketo ids (absent ids are left out).
+    async fn people_by_ids(&self, ids: &[i64]) -> Result<Vec<Person>>;
+
+    /// Every person with this email (case-insensitive); duplicates are all returned.
+    async fn people_by_email(&self, email: &str) -> Result<Vec<Person>>;
+
+    /// People whose Salesforce lead or contact id is `id`.
+    async fn people_by_salesforce_id(&self, id: &SalesforceId) -> Result<Vec<Person>>;
+
+    /// A page of people owned by `owner`, by Marketo id ascending after `after`.
+    async fn people_by_owner(&self, owner: &SalesforceId, after: Option<i64>, limit: u32) -> Result<Vec<Person>>;
+
+    /// A page of all people, by Marketo id ascending after `after`.
+    async fn list_people(&self, after: Option<i64>, limit: u32) -> Result<Vec<Person>>;
+
+    /// Number of people in the mirror.
+    async fn count_people(&self) -> Result<u64>;
+
+    /// The tombstone of a removed person.
+    async fn tombstone(&self, marketo_id: i64) -> Result<Option<Tombstone>>;
+
+    /// A stream's checkpoint.
+    async fn checkpoint(&self, stream: StreamId) -> Result<Option<Checkpoint>>;
+
+    /// Writes a checkpoint on its own (for streams whose data lives elsewhere).
+    async fn put_checkpoint(&self, checkpoint: Checkpoint) -> Result<()>;
+
+    /// Records host writes and their outbox items atomically; returns the item ids (existing
+    /// ids for keys already recorded).
+    async fn record(&self, recording: Recording) -> Result<Vec<i64>>;
+
+    /// Claims up to `limit` due items for `target`: pending items whose time has come, and
+    /// in-flight items whose lease expired. Safe with several workers on one database.
+    async fn claim(
+        &self,
+        target: Target,
+        limit: u32,
+        worker: &str,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<OutboxItem>>;
+
+    /// Applies outcomes of claimed items; ignores items no longer leased to their worker.
+    async fn finish(&self, finished: Vec<Finished>, now: DateTime<Utc>) -> Result<()>;
+
+    /// One outbox item.
+    async fn outbox_item(&self, id: i64) -> Result<Option<OutboxItem>>;
+
+    /// Items in a state, oldest first.
+    async fn outbox_items(&self, state: OutboxState, limit: u32) -> Result<Vec<OutboxItem>>;
+
+    /// Counts by state.
+    async fn outbox_counts(&self) -> Result<OutboxCounts>;
+
+    /// Moves parked items back to pending (an admin's "retry").
+    async fn requeue(&self, ids: &[i64], now: DateTime<Utc>) -> Result<u64>;
+
+    /// A reminder task.
+    async fn reminder(&self, id: &str) -> Result<Option<ReminderTask>>;
+
+    /// The reminder task synced with a Salesforce Task.
+    async fn reminder_by_salesforce_id(&self, task_id: &SalesforceId) -> Result<Option<ReminderTask>>;
+
+    /// Reminder tasks of a person (deleted ones included).
+    async fn reminders_for(&self, marketo_id: i64) -> Result<Vec<ReminderTask>>;
+
+    /// Stores a reminder task (e.g. after delivery recorded its Salesforce id).
+    async fn put_reminder(&self, task: ReminderTask) -> Result<()>;
+
+    /// A person's unsubscribe state.
+    async fn unsubscribe(&self, marketo_id: i64) -> Result<Option<UnsubscribeState>>;
+
+    /// Applies data pulled from Salesforce with its checkpoint, atomically.
+    async fn apply_inbound(&self, batch: InboundBatch) -> Result<()>;
+
+    /// Admin settings (defaults when never written).
+    async fn settings(&self) -> Result<AdminSettings>;
+
+    /// Writes admin settings.
+    async fn put_settings(&self, settings: AdminSettings) -> Result<()>;
+
+    /// Acquires or renews the named lease for `holder` until `now + ttl`; false when another
+    /// holder's lease is still valid.
+    async fn try_lease(&self, name: &str, holder: &str, ttl: Duration, now: DateTime<Utc>) -> Result<bool>;
+
+    /// Releases the named lease if `holder` holds it.
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()>;
+}
