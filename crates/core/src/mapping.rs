@@ -294,13 +294,52 @@ enum Val {
     Bool(bool),
     Array,
     Object,
+    /// A valid Salesforce id, parsed straight from the borrowed string (no allocation).
+    Sfid(SalesforceId),
+    /// A parsed `sfdcType` (`None`: neither Lead nor Contact).
+    Type(Option<SalesforceType>),
+    /// A parsed datetime.
+    Time(DateTime<Utc>),
+}
+
+/// How a field's string values are read: parsed in place where the target type allows.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Text,
+    Sfid,
+    Type,
+    Time,
+}
+
+impl Kind {
+    fn of(f: LeadField) -> Kind {
+        match f {
+            LeadField::SalesforceContactId
+            | LeadField::SalesforceLeadId
+            | LeadField::SalesforceAccountId
+            | LeadField::SalesforceOpportunityId
+            | LeadField::OwnerId => Kind::Sfid,
+            LeadField::SalesforceType => Kind::Type,
+            LeadField::UpdatedAt => Kind::Time,
+            _ => Kind::Text,
+        }
+    }
+}
+
+struct FieldSeed(Kind);
+
+impl<'de> de::DeserializeSeed<'de> for FieldSeed {
+    type Value = Val;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Val, D::Error> {
+        d.deserialize_any(ValVisitor(self.0))
+    }
 }
 
 impl Val {
     fn kind(&self) -> &'static str {
         match self {
             Val::Absent | Val::Null => "null",
-            Val::Str(_) => "a string",
+            Val::Str(_) | Val::Sfid(_) | Val::Type(_) | Val::Time(_) => "a string",
             Val::Int(_) | Val::Float(_) => "a number",
             Val::Bool(_) => "a boolean",
             Val::Array => "an array",
@@ -321,49 +360,57 @@ impl Val {
 
 impl<'de> Deserialize<'de> for Val {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Val;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_unit<E>(self) -> Result<Val, E> {
-                Ok(Val::Null)
-            }
-            fn visit_none<E>(self) -> Result<Val, E> {
-                Ok(Val::Null)
-            }
-            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Val, D::Error> {
-                Val::deserialize(d)
-            }
-            fn visit_bool<E>(self, v: bool) -> Result<Val, E> {
-                Ok(Val::Bool(v))
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<Val, E> {
-                Ok(Val::Int(v))
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<Val, E> {
-                Ok(i64::try_from(v).map_or(Val::Float(v as f64), Val::Int))
-            }
-            fn visit_f64<E>(self, v: f64) -> Result<Val, E> {
-                Ok(Val::Float(v))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Val, E> {
-                Ok(Val::Str(v.to_owned()))
-            }
-            fn visit_string<E>(self, v: String) -> Result<Val, E> {
-                Ok(Val::Str(v))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Val, A::Error> {
-                while a.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Val::Array)
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Val, A::Error> {
-                while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(Val::Object)
-            }
-        }
-        d.deserialize_any(V)
+        d.deserialize_any(ValVisitor(Kind::Text))
+    }
+}
+
+struct ValVisitor(Kind);
+
+impl<'de> Visitor<'de> for ValVisitor {
+    type Value = Val;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Val, E> {
+        Ok(Val::Null)
+    }
+    fn visit_none<E>(self) -> Result<Val, E> {
+        Ok(Val::Null)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Val, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Val, E> {
+        Ok(Val::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Val, E> {
+        Ok(Val::Int(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Val, E> {
+        Ok(i64::try_from(v).map_or(Val::Float(v as f64), Val::Int))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Val, E> {
+        Ok(Val::Float(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Val, E> {
+        let t = v.trim();
+        Ok(match self.0 {
+            Kind::Text => Val::Str(v.to_owned()),
+            _ if t.is_empty() => Val::Null,
+            Kind::Sfid => SalesforceId::parse(t).map_or_else(|_| Val::Str(v.to_owned()), Val::Sfid),
+            Kind::Type if t.eq_ignore_ascii_case("lead") => Val::Type(Some(SalesforceType::Lead)),
+            Kind::Type if t.eq_ignore_ascii_case("contact") => Val::Type(Some(SalesforceType::Contact)),
+            Kind::Type => Val::Type(None),
+            Kind::Time => parse_datetime(t).map_or_else(|| Val::Str(v.to_owned()), Val::Time),
+        })
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Val, A::Error> {
+        while a.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Val::Array)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Val, A::Error> {
+        while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Val::Object)
     }
 }
 
@@ -415,10 +462,12 @@ impl RawLead {
         let salesforce_type = match self.take(LeadField::SalesforceType) {
             Val::Str(s) if s.eq_ignore_ascii_case("lead") => Some(SalesforceType::Lead),
             Val::Str(s) if s.eq_ignore_ascii_case("contact") => Some(SalesforceType::Contact),
+            Val::Type(t) => t,
             Val::Str(_) | Val::Absent | Val::Null => None,
             other => return Err(wrong(rid, LeadField::SalesforceType, &other, "a string")),
         };
         let updated_at = match self.take(LeadField::UpdatedAt) {
+            Val::Time(t) => Some(t),
             Val::Str(s) if s.trim().is_empty() => None,
             Val::Str(s) => Some(parse_datetime(&s).ok_or_else(|| {
                 RecordError::new(rid, "updatedAt", Some(&s), RecordProblem::Invalid("not an ISO-8601 datetime".into()))
@@ -458,6 +507,7 @@ impl RawLead {
 
     fn sfid(&mut self, rid: Option<i64>, f: LeadField) -> Result<Option<SalesforceId>, RecordError> {
         match self.take(f) {
+            Val::Sfid(id) => Ok(Some(id)),
             Val::Str(s) if s.trim().is_empty() => Ok(None),
             Val::Str(s) => SalesforceId::parse(s.trim())
                 .map(Some)
@@ -518,7 +568,7 @@ impl<'de> Deserialize<'de> for LeadRecord {
                 let mut raw = RawLead::default();
                 while let Some(key) = a.next_key::<Key>()? {
                     match key.0 {
-                        Some(f) => raw.set(f, a.next_value::<Val>()?),
+                        Some(f) => raw.set(f, a.next_value_seed(FieldSeed(Kind::of(f)))?),
                         None => {
                             a.next_value::<IgnoredAny>()?;
                         }
