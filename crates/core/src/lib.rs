@@ -10,11 +10,14 @@
 //!   reason). Duplicates by email are two people; nothing dedups.
 //! - [`activity`]: the eight sales activity kinds, Salesforce task kinds, reminder tasks,
 //!   unsubscribes, admin settings.
+//! - [`delivery`]: pure outbound rules (custom activity types, Task plans, subject templates,
+//!   reminder conflict resolution).
 //! - [`ports`]: `MarketoApi`, `SalesforceApi`, `Store` (mockable with the `mock` feature).
 #![warn(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]
 
 pub mod activity;
+pub mod delivery;
 pub mod error;
 pub mod mapping;
 pub mod mirror;
