@@ -1,0 +1,202 @@
+//! A streaming CSV reader over a bulk export file.
+//!
+//! Chunks are buffered until a record boundary (a newline outside quotes) is seen; the complete
+//! records before it are parsed with the `csv` crate, each with the absolute byte offset where it
+//! ends, so a resumed download can start right after the last applied row.
+
+use std::collections::VecDeque;
+
+use futures::StreamExt;
+use salesync_core::MarketoLead;
+use salesync_core::RecordError;
+use salesync_core::ports::marketo::bytes_stream::ByteStream;
+
+/// One CSV row and the absolute byte offset just after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsvRow {
+    /// Field values.
+    pub fields: Vec<String>,
+    /// Offset in the file right after this row.
+    pub end_offset: u64,
+}
+
+/// Reads CSV rows from a byte stream that starts at `base_offset` of the file.
+pub struct CsvRows {
+    stream: ByteStream,
+    buf: Vec<u8>,
+    /// Absolute file offset of `buf[0]`.
+    base: u64,
+    /// How much of `buf` has been scanned for boundaries.
+    scanned: usize,
+    in_quotes: bool,
+    ready: VecDeque<CsvRow>,
+    eof: bool,
+}
+
+impl std::fmt::Debug for CsvRows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CsvRows").field("base", &self.base).field("buffered", &self.buf.len()).finish_non_exhaustive()
+    }
+}
+
+/// A CSV problem: the file is not readable as CSV.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsvError(pub String);
+
+impl CsvRows {
+    /// A reader over `stream`, whose first byte is at `base_offset` of the file.
+    pub fn new(stream: ByteStream, base_offset: u64) -> Self {
+        Self {
+            stream,
+            buf: Vec::new(),
+            base: base_offset,
+            scanned: 0,
+            in_quotes: false,
+            ready: VecDeque::new(),
+            eof: false,
+        }
+    }
+
+    /// The next row, `Ok(None)` at the end of the file. Empty lines are skipped.
+    pub async fn next_row(&mut self) -> Result<Option<CsvRow>, RowError> {
+        loop {
+            if let Some(row) = self.ready.pop_front() {
+                return Ok(Some(row));
+            }
+            if self.eof {
+                if self.buf.iter().all(|b| b.is_ascii_whitespace()) {
+                    return Ok(None);
+                }
+                let len = self.buf.len();
+                self.parse_prefix(len)?;
+                continue;
+            }
+            match self.stream.next().await {
+                Some(Ok(chunk)) => {
+                    self.buf.extend_from_slice(&chunk);
+                    if let Some(boundary) = self.scan() {
+                        self.parse_prefix(boundary)?;
+                    }
+                }
+                Some(Err(e)) => return Err(RowError::Port(e)),
+                None => self.eof = true,
+            }
+        }
+    }
+
+    /// Scans new bytes; returns the length of the longest prefix that ends on a record boundary.
+    fn scan(&mut self) -> Option<usize> {
+        let mut last = None;
+        for (i, &b) in self.buf.iter().enumerate().skip(self.scanned) {
+            match b {
+                b'"' => self.in_quotes = !self.in_quotes,
+                b'\n' if !self.in_quotes => last = Some(i + 1),
+                _ => {}
+            }
+        }
+        self.scanned = self.buf.len();
+        last
+    }
+
+    fn parse_prefix(&mut self, len: usize) -> Result<(), RowError> {
+        let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(&self.buf[..len]);
+        let mut record = csv::ByteRecord::new();
+        loop {
+            match reader.read_byte_record(&mut record) {
+                Ok(true) => {
+                    // The record owns its line terminator (`\r\n` included) and blank lines after it.
+                    let mut end = reader.position().byte();
+                    while let Some(b'\r' | b'\n') = self.buf[..len].get(end as usize) {
+                        end += 1;
+                    }
+                    if record.len() == 1 && record.get(0).is_some_and(|f| f.is_empty()) {
+                        continue;
+                    }
+                    let fields = record.iter().map(|f| String::from_utf8_lossy(f).into_owned()).collect();
+                    self.ready.push_back(CsvRow { fields, end_offset: self.base + end });
+                }
+                Ok(false) => break,
+                Err(e) => return Err(RowError::Csv(CsvError(e.to_string()))),
+            }
+        }
+        self.buf.drain(..len);
+        self.base += len as u64;
+        self.scanned = self.scanned.saturating_sub(len);
+        Ok(())
+    }
+}
+
+/// Why the next row could not be read.
+#[derive(Debug)]
+pub enum RowError {
+    /// The download failed.
+    Port(salesync_core::Error),
+    /// The bytes are not CSV.
+    Csv(CsvError),
+}
+
+/// Maps a bulk export row to a lead: header names are REST names, literal `null` and empty
+/// values are absent, unknown columns are ignored.
+pub fn lead_from_row(header: &[String], row: &[String]) -> Result<MarketoLead, RecordError> {
+    MarketoLead::from_text_fields(header.iter().map(String::as_str).zip(row.iter().map(String::as_str)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::stream;
+
+    fn chunks(parts: &[&str]) -> ByteStream {
+        let v: Vec<salesync_core::Result<Vec<u8>>> = parts.iter().map(|p| Ok(p.as_bytes().to_vec())).collect();
+        stream::iter(v).boxed()
+    }
+
+    async fn all(mut r: CsvRows) -> Vec<CsvRow> {
+        let mut out = Vec::new();
+        while let Some(row) = r.next_row().await.unwrap() {
+            out.push(row);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn rows_split_across_chunks_and_quoted_newlines() {
+        let file = "id,firstName,title\n1,\"Zo\"\"ë\",\"multi\nline\"\n2,null,CTO";
+        for split in 1..file.len() {
+            if !file.is_char_boundary(split) {
+                continue;
+            }
+            let (a, b) = file.split_at(split);
+            let rows = all(CsvRows::new(chunks(&[a, b]), 0)).await;
+            assert_eq!(rows.len(), 3, "split at {split}");
+            assert_eq!(rows[0].fields, vec!["id", "firstName", "title"]);
+            assert_eq!(rows[1].fields, vec!["1", "Zo\"ë", "multi\nline"]);
+            assert_eq!(rows[2].fields, vec!["2", "null", "CTO"]);
+            assert_eq!(rows[0].end_offset, 19);
+            assert_eq!(rows[2].end_offset, file.len() as u64);
+        }
+    }
+
+    #[tokio::test]
+    async fn offsets_are_absolute_and_crlf_and_blank_lines_are_fine() {
+        let rows = all(CsvRows::new(chunks(&["5,a\r\n", "\r\n6,b\r\n"]), 100)).await;
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].fields, vec!["5", "a"]);
+        assert_eq!(rows[0].end_offset, 105);
+        assert_eq!(rows[1].fields, vec!["6", "b"]);
+        assert_eq!(rows[1].end_offset, 112);
+    }
+
+    #[test]
+    fn row_to_lead_treats_null_as_absent() {
+        let header: Vec<String> = ["id", "firstName", "sfdcType", "sfdcLeadOwnerId", "extra"].map(String::from).into();
+        let row: Vec<String> = ["7", "null", "Lead", "0055g00000AbCdE", "x"].map(String::from).into();
+        let lead = lead_from_row(&header, &row).unwrap();
+        assert_eq!(lead.id, 7);
+        assert_eq!(lead.first_name, None);
+        let bad: Vec<String> = ["8", "A", "Lead", "nope"].map(String::from).into();
+        let err = lead_from_row(&header, &bad).unwrap_err();
+        assert_eq!(err.record_id, Some(8));
+        assert_eq!(err.field, "sfdcLeadOwnerId");
+    }
+}

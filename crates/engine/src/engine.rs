@@ -1,0 +1,543 @@
+//! The engine: builder, passes, the pass context and its helpers (counted, retried, cancellable
+//! port calls; page application with change notifications).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use salesync_core::mapping::requested_fields;
+use salesync_core::mirror::{Decision, Incoming, decide};
+use salesync_core::ports::marketo::{ActivityType, MarketoApi};
+use salesync_core::ports::salesforce::SalesforceApi;
+use salesync_core::ports::store::{ApplyCounts, Checkpoint, MirrorPage, Store, StreamId};
+use salesync_core::{Person, Qualification, RecordError, Service};
+use tokio::sync::{OnceCell, broadcast};
+use tokio_util::sync::CancellationToken;
+
+use crate::checkpoint::{self, InitialState, InitialStatus};
+use crate::events::{MirrorChange, Phase, SyncEvent};
+use crate::mirror_reader::MirrorReader;
+use crate::report::{InitialPath, SyncReport};
+use crate::settings::{EngineSettings, InitialMode};
+use crate::{Error, Result};
+
+/// Builds a [`SyncEngine`].
+#[derive(Default)]
+pub struct SyncEngineBuilder {
+    marketo: Option<Arc<dyn MarketoApi>>,
+    salesforce: Option<Arc<dyn SalesforceApi>>,
+    store: Option<Arc<dyn Store>>,
+    settings: Option<EngineSettings>,
+}
+
+impl std::fmt::Debug for SyncEngineBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncEngineBuilder")
+            .field("marketo", &self.marketo.is_some())
+            .field("salesforce", &self.salesforce.is_some())
+            .field("store", &self.store.is_some())
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+impl SyncEngineBuilder {
+    /// The Marketo connector (required).
+    pub fn marketo(mut self, marketo: Arc<dyn MarketoApi>) -> Self {
+        self.marketo = Some(marketo);
+        self
+    }
+
+    /// The Salesforce connector (required; used for opportunity fill).
+    pub fn salesforce(mut self, salesforce: Arc<dyn SalesforceApi>) -> Self {
+        self.salesforce = Some(salesforce);
+        self
+    }
+
+    /// The store holding the mirror and checkpoints (required).
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Settings (required: at least `instance_id`).
+    pub fn settings(mut self, settings: EngineSettings) -> Self {
+        self.settings = Some(settings);
+        self
+    }
+
+    /// Validates and builds. The store is bound to `settings.instance_id` on the first pass.
+    pub fn build(self) -> Result<SyncEngine> {
+        let missing = |field: &'static str| Error::Config { field, reason: "is required".into() };
+        let marketo = self.marketo.ok_or_else(|| missing("marketo"))?;
+        let salesforce = self.salesforce.ok_or_else(|| missing("salesforce"))?;
+        let store = self.store.ok_or_else(|| missing("store"))?;
+        let settings = self.settings.ok_or_else(|| missing("settings"))?;
+        settings.validate()?;
+        let (events, _) = broadcast::channel(settings.channel_capacity);
+        let (changes, _) = broadcast::channel(settings.channel_capacity);
+        Ok(SyncEngine {
+            inner: Arc::new(Inner {
+                marketo,
+                salesforce,
+                store,
+                settings,
+                events,
+                changes,
+                run_lock: tokio::sync::Mutex::new(()),
+                bound: OnceCell::new(),
+                fields: Mutex::new(None),
+                activity_types: tokio::sync::Mutex::new(None),
+            }),
+        })
+    }
+}
+
+/// The inbound sync engine: mirrors qualified Marketo people into the store and keeps them
+/// current. Cheap to clone (shared state); `Send + Sync`.
+///
+/// Passes never overlap: `sync_once` and `run` take a lock for the length of a pass.
+#[derive(Debug, Clone)]
+pub struct SyncEngine {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub marketo: Arc<dyn MarketoApi>,
+    pub salesforce: Arc<dyn SalesforceApi>,
+    pub store: Arc<dyn Store>,
+    pub settings: EngineSettings,
+    pub events: broadcast::Sender<SyncEvent>,
+    pub changes: broadcast::Sender<MirrorChange>,
+    run_lock: tokio::sync::Mutex<()>,
+    bound: OnceCell<()>,
+    fields: Mutex<Option<Vec<String>>>,
+    pub activity_types: tokio::sync::Mutex<Option<Vec<ActivityType>>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncEngine").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+impl Inner {
+    pub fn now(&self) -> DateTime<Utc> {
+        self.settings.clock.now()
+    }
+}
+
+impl SyncEngine {
+    /// A builder.
+    pub fn builder() -> SyncEngineBuilder {
+        SyncEngineBuilder::default()
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &EngineSettings {
+        &self.inner.settings
+    }
+
+    /// Sync events (phases, pages, backoffs, record failures, finished passes).
+    ///
+    /// The channel is bounded: a subscriber that lags behind by more than
+    /// `channel_capacity` events gets `RecvError::Lagged` and loses the oldest events; the sync
+    /// never blocks on subscribers.
+    pub fn subscribe_events(&self) -> broadcast::Receiver<SyncEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Mirror changes, published after the store committed them.
+    ///
+    /// Bounded like [`subscribe_events`](Self::subscribe_events): a lagging subscriber gets
+    /// `RecvError::Lagged` (and should re-read the mirror), and never slows the sync down.
+    pub fn subscribe_changes(&self) -> broadcast::Receiver<MirrorChange> {
+        self.inner.changes.subscribe()
+    }
+
+    /// Read-only access to the mirror.
+    pub fn mirror(&self) -> MirrorReader {
+        MirrorReader::new(self.inner.store.clone())
+    }
+
+    /// One pass: runs or resumes the initial sync when it is not done, then one incremental pass
+    /// (lead changes, deleted leads, merges), with a reconciling resync when a stream's position
+    /// is too old.
+    pub async fn sync_once(&self) -> Result<SyncReport> {
+        self.sync_once_with(&CancellationToken::new()).await
+    }
+
+    /// [`sync_once`](Self::sync_once) that stops between pages when `cancel` fires (returning
+    /// [`Error::Cancelled`]); every applied page is consistent with its checkpoint, so the next
+    /// pass resumes where this one stopped.
+    pub async fn sync_once_with(&self, cancel: &CancellationToken) -> Result<SyncReport> {
+        let _guard = self.inner.run_lock.lock().await;
+        let started = tokio::time::Instant::now();
+        let inner = &*self.inner;
+        inner.bound.get_or_try_init(|| async { inner.store.bind_instance(&inner.settings.instance_id).await }).await?;
+        let mut pass = Pass::new(inner, cancel);
+        let result = pass.run().await;
+        pass.report.duration = started.elapsed();
+        pass.set_phase(Phase::Idle);
+        match result {
+            Ok(()) => {
+                let report = pass.report;
+                pass.eng.emit(SyncEvent::Finished { report: Box::new(report.clone()) });
+                tracing::info!(
+                    inserted = report.inserted,
+                    updated = report.updated,
+                    removed = report.removed.total(),
+                    pages = report.pages,
+                    "sync pass finished"
+                );
+                Ok(report)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "sync pass stopped");
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs [`sync_once`](Self::sync_once), then an incremental pass every `poll_interval`, until
+    /// `cancel` fires (then returns `Ok(())`). A failed pass is logged, reported as a
+    /// [`SyncEvent::Backoff`] and retried at the next interval; configuration and checkpoint
+    /// errors end the loop.
+    pub async fn run(&self, cancel: CancellationToken) -> Result<()> {
+        loop {
+            match self.sync_once_with(&cancel).await {
+                Ok(_) => {}
+                Err(Error::Cancelled) => return Ok(()),
+                Err(e @ (Error::Config { .. } | Error::Checkpoint { .. })) => return Err(e),
+                Err(e) => {
+                    self.inner.emit(SyncEvent::Backoff {
+                        reason: format!("pass failed: {e}"),
+                        delay: self.inner.settings.poll_interval,
+                    });
+                }
+            }
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(self.inner.settings.poll_interval) => {}
+            }
+        }
+    }
+}
+
+impl Inner {
+    pub fn emit(&self, event: SyncEvent) {
+        // No subscribers is fine; a full channel drops the oldest event for laggards.
+        let _ = self.events.send(event);
+    }
+}
+
+/// Decisions of one page, keyed by Marketo id (a later record of the same id replaces an
+/// earlier one, judged against the store's state before the page).
+#[derive(Debug)]
+pub(crate) struct PageBuilder {
+    current: HashMap<i64, Person>,
+    entries: Vec<(Decision, bool)>,
+    slot: HashMap<i64, usize>,
+    errors: Vec<RecordError>,
+    now: DateTime<Utc>,
+}
+
+impl PageBuilder {
+    pub fn new(current: Vec<Person>, now: DateTime<Utc>) -> Self {
+        Self {
+            current: current.into_iter().map(|p| (p.marketo_id, p)).collect(),
+            entries: Vec::new(),
+            slot: HashMap::new(),
+            errors: Vec::new(),
+            now,
+        }
+    }
+
+    pub fn push(&mut self, incoming: Incoming) {
+        let unqualified = matches!(incoming, Incoming::Lead(Qualification::Unqualified { .. }));
+        let id = incoming.marketo_id();
+        let d = decide(self.current.get(&id), incoming, self.now);
+        self.set(d, unqualified);
+    }
+
+    pub fn push_decision(&mut self, d: Decision) {
+        self.set(d, false);
+    }
+
+    fn set(&mut self, d: Decision, unqualified: bool) {
+        let id = d.marketo_id();
+        match self.slot.get(&id) {
+            Some(&i) => self.entries[i] = (d, unqualified),
+            None => {
+                self.slot.insert(id, self.entries.len());
+                self.entries.push((d, unqualified));
+            }
+        }
+    }
+
+    pub fn error(&mut self, e: RecordError) {
+        self.errors.push(e);
+    }
+}
+
+/// What kind of page is applied (for counting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ApplyKind {
+    Sync,
+    OpportunityFill,
+}
+
+/// The state of one pass.
+pub(crate) struct Pass<'a> {
+    pub eng: &'a Inner,
+    pub cancel: &'a CancellationToken,
+    pub report: SyncReport,
+    pub phase: Phase,
+}
+
+impl<'a> Pass<'a> {
+    pub fn new(eng: &'a Inner, cancel: &'a CancellationToken) -> Self {
+        Self { eng, cancel, report: SyncReport::default(), phase: Phase::Idle }
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.eng.now()
+    }
+
+    pub fn set_phase(&mut self, phase: Phase) {
+        if self.phase != phase {
+            self.phase = phase;
+            self.eng.emit(SyncEvent::PhaseChanged { phase });
+        }
+    }
+
+    /// Fails with `Cancelled` when the pass was cancelled (checked between pages).
+    pub fn check_cancel(&self) -> Result<()> {
+        if self.cancel.is_cancelled() { Err(Error::Cancelled) } else { Ok(()) }
+    }
+
+    /// Sleeps, waking early with `Cancelled`.
+    pub async fn sleep(&self, delay: Duration) -> Result<()> {
+        tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => Err(Error::Cancelled),
+            _ = tokio::time::sleep(delay) => Ok(()),
+        }
+    }
+
+    /// Waits out `delay`, announcing it as a backoff.
+    pub async fn backoff(&self, reason: String, delay: Duration) -> Result<()> {
+        tracing::debug!(%reason, ?delay, "backing off");
+        self.eng.emit(SyncEvent::Backoff { reason, delay });
+        self.sleep(delay).await
+    }
+
+    /// A Marketo call: counted, cancellable, transient errors retried with backoff.
+    pub async fn marketo<T, F, Fut>(&mut self, what: &str, f: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = salesync_core::Result<T>>,
+    {
+        self.call(Service::Marketo, what, f).await
+    }
+
+    /// A Salesforce call: counted, cancellable, transient errors retried with backoff.
+    pub async fn salesforce<T, F, Fut>(&mut self, what: &str, f: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = salesync_core::Result<T>>,
+    {
+        self.call(Service::Salesforce, what, f).await
+    }
+
+    async fn call<T, F, Fut>(&mut self, service: Service, what: &str, mut f: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = salesync_core::Result<T>>,
+    {
+        let retry = self.eng.settings.retry;
+        let mut attempt: u32 = 0;
+        loop {
+            self.check_cancel()?;
+            attempt += 1;
+            match service {
+                Service::Salesforce => self.report.api_calls.salesforce += 1,
+                _ => self.report.api_calls.marketo += 1,
+            }
+            let result = tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => return Err(Error::Cancelled),
+                r = f() => r,
+            };
+            match result {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_retryable() && attempt < retry.max_attempts => {
+                    let delay = match &e {
+                        salesync_core::Error::RateLimited { retry_after: Some(d), .. } => *d,
+                        _ => retry.base_delay.saturating_mul(1u32 << (attempt - 1).min(16)),
+                    }
+                    .min(retry.max_delay);
+                    self.backoff(format!("{service} {what}: {e}"), delay).await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The Marketo fields to request (the mapping table filtered by the instance's describe),
+    /// cached for the engine's lifetime.
+    pub async fn fields(&mut self) -> Result<Vec<String>> {
+        if let Some(f) = lock(&self.eng.fields).clone() {
+            return Ok(f);
+        }
+        let m = self.eng.marketo.as_ref();
+        let schema = self.marketo("describe", || m.lead_schema()).await?;
+        let fields: Vec<String> = requested_fields(|n| schema.has(n)).into_iter().map(String::from).collect();
+        *lock(&self.eng.fields) = Some(fields.clone());
+        Ok(fields)
+    }
+
+    /// A page builder holding the store's current records of `ids`.
+    pub async fn page_for(&self, ids: &[i64]) -> Result<PageBuilder> {
+        let current = if ids.is_empty() { Vec::new() } else { self.eng.store.people_by_ids(ids).await? };
+        Ok(PageBuilder::new(current, self.now()))
+    }
+
+    /// Applies a page with its checkpoint in one store call, then reports, notifies and fills
+    /// opportunities. Nothing is counted or published when the store fails.
+    pub async fn apply(&mut self, page: PageBuilder, checkpoint: Option<Checkpoint>) -> Result<ApplyCounts> {
+        let (counts, mut fill) = self.commit(page, checkpoint, ApplyKind::Sync).await?;
+        if self.eng.settings.opportunity_lookup {
+            fill.retain(|p| p.salesforce_opportunity.needs_lookup());
+            if !fill.is_empty() {
+                self.fill_opportunities(fill).await?;
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Applies a page and its checkpoint; returns the store's counts and the people written.
+    pub async fn commit(
+        &mut self,
+        page: PageBuilder,
+        checkpoint: Option<Checkpoint>,
+        kind: ApplyKind,
+    ) -> Result<(ApplyCounts, Vec<Person>)> {
+        let PageBuilder { entries, errors, now, .. } = page;
+        // Unchanged and Skip write nothing: they never reach the store.
+        let decisions: Vec<Decision> = entries
+            .iter()
+            .filter(|(d, _)| !matches!(d, Decision::Unchanged { .. } | Decision::Skip { .. }))
+            .map(|(d, _)| d.clone())
+            .collect();
+        let counts = self.eng.store.apply_page(MirrorPage { decisions, checkpoint, at: now }).await?;
+        self.report.pages += 1;
+        let mut changes = Vec::new();
+        let mut written = Vec::new();
+        for (d, unqualified) in entries {
+            match d {
+                Decision::Insert { person } => {
+                    self.report.inserted += 1;
+                    changes.push(MirrorChange::Inserted { id: person.marketo_id });
+                    written.push(person);
+                }
+                Decision::Update { person, changed } => {
+                    match kind {
+                        ApplyKind::Sync => self.report.updated += 1,
+                        ApplyKind::OpportunityFill => self.report.opportunities_resolved += 1,
+                    }
+                    changes.push(MirrorChange::Updated { id: person.marketo_id, changed });
+                    written.push(person);
+                }
+                Decision::Unchanged { .. } => self.report.unchanged += 1,
+                Decision::Remove { marketo_id, reason } => {
+                    self.report.removed.add(&reason);
+                    changes.push(MirrorChange::Removed { id: marketo_id, reason });
+                }
+                Decision::Skip { .. } if unqualified => self.report.skipped_unqualified += 1,
+                Decision::Skip { .. } => self.report.skipped_not_in_mirror += 1,
+            }
+        }
+        for error in errors {
+            tracing::warn!(%error, "Marketo record skipped");
+            self.eng.emit(SyncEvent::RecordFailed { error: error.clone() });
+            self.report.record_errors.push(error);
+        }
+        let phase = if kind == ApplyKind::OpportunityFill { Phase::Opportunities } else { self.phase };
+        self.eng.emit(SyncEvent::PageApplied { counts, phase });
+        for c in changes {
+            // No subscriber is fine; laggards see `Lagged`.
+            let _ = self.eng.changes.send(c);
+        }
+        Ok((counts, written))
+    }
+
+    /// Reads the initial-sync checkpoint.
+    pub async fn load_initial(&self) -> Result<Option<InitialState>> {
+        match self.eng.store.checkpoint(StreamId::InitialSync).await? {
+            Some(cp) => Ok(Some(checkpoint::decode(&cp)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes a checkpoint on its own (positions that carry no data, e.g. a new export job id).
+    pub async fn put<T: serde::Serialize>(&self, stream: StreamId, pos: &T) -> Result<()> {
+        let cp = checkpoint::encode(stream, pos, self.now())?;
+        self.eng.store.put_checkpoint(cp).await?;
+        Ok(())
+    }
+
+    /// The whole pass.
+    async fn run(&mut self) -> Result<()> {
+        let state = match self.load_initial().await? {
+            Some(s) if s.status == InitialStatus::Done => s,
+            Some(s) => self.run_initial(s).await?,
+            None => {
+                let path = match self.eng.settings.initial_mode {
+                    InitialMode::Auto | InitialMode::Bulk => InitialPath::Bulk,
+                    InitialMode::Rest => InitialPath::Rest,
+                };
+                let s = InitialState::new(path, self.now(), false);
+                self.run_initial(s).await?
+            }
+        };
+        if self.incremental(&state).await? == crate::incremental::Flow::Reconcile {
+            let state = self.reconcile().await?;
+            if self.incremental(&state).await? == crate::incremental::Flow::Reconcile {
+                self.report.warnings.push("incremental position still too old after a reconciling resync".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a reconciling resync and runs it.
+    async fn reconcile(&mut self) -> Result<InitialState> {
+        let state = InitialState::new(InitialPath::Rest, self.now(), true);
+        self.put(StreamId::InitialSync, &state).await?;
+        self.run_initial(state).await
+    }
+}
+
+impl InitialState {
+    pub(crate) fn new(path: InitialPath, started_at: DateTime<Utc>, reconcile: bool) -> Self {
+        Self {
+            status: InitialStatus::Running,
+            started_at,
+            path,
+            reconcile,
+            rest: Default::default(),
+            bulk: Default::default(),
+            bulk_quota_action: None,
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}

@@ -1,0 +1,256 @@
+//! The incremental pass: lead changes, deleted leads and merges, each paged by a Marketo paging
+//! token that is advanced only together with the data of its page.
+
+use std::collections::HashSet;
+
+use salesync_core::mirror::Incoming;
+use salesync_core::ports::marketo::Activity;
+use salesync_core::ports::store::StreamId;
+
+use crate::checkpoint::{self, InitialState, LeadChangesPos, TokenPos};
+use crate::engine::Pass;
+use crate::events::Phase;
+use crate::{Error, Result};
+
+/// Activity type of Merge Leads.
+pub(crate) const MERGE_LEADS: i64 = 32;
+
+/// How the incremental pass ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flow {
+    Done,
+    /// A position is too old: a reconciling resync must run.
+    Reconcile,
+}
+
+/// True when Marketo refused a paging token because it is too old or unknown.
+pub(crate) fn token_rejected(e: &Error) -> bool {
+    match e {
+        Error::Port(salesync_core::Error::Rejected { message, code, .. }) => {
+            let m = message.to_ascii_lowercase();
+            (m.contains("token") && !m.contains("access token"))
+                || m.contains("too old")
+                || code == "1003" && m.contains("expired")
+        }
+        _ => false,
+    }
+}
+
+/// The Marketo ids a Merge Leads activity names as losers (attribute "Merge IDs"; a JSON array,
+/// a number, or a string such as `"[12, 13]"` or `"12,13"`).
+pub(crate) fn merge_losers(a: &Activity) -> Vec<i64> {
+    let mut out = Vec::new();
+    let mut push = |id: i64| {
+        if id != a.lead_id && id > 0 && !out.contains(&id) {
+            out.push(id);
+        }
+    };
+    let from_str = |s: &str, push: &mut dyn FnMut(i64)| {
+        s.split(|c: char| !c.is_ascii_digit()).filter(|p| !p.is_empty()).filter_map(|p| p.parse().ok()).for_each(push);
+    };
+    match a.attribute("Merge IDs").or_else(|| a.attribute("Merge Ids")) {
+        Some(serde_json::Value::Array(items)) => {
+            for v in items {
+                match v {
+                    serde_json::Value::Number(n) => {
+                        if let Some(i) = n.as_i64() {
+                            push(i)
+                        }
+                    }
+                    serde_json::Value::String(s) => from_str(s, &mut push),
+                    _ => {}
+                }
+            }
+        }
+        Some(serde_json::Value::Number(n)) => {
+            if let Some(i) = n.as_i64() {
+                push(i)
+            }
+        }
+        Some(serde_json::Value::String(s)) => from_str(s, &mut push),
+        _ => {}
+    }
+    out
+}
+
+impl Pass<'_> {
+    pub(crate) async fn incremental(&mut self, initial: &InitialState) -> Result<Flow> {
+        let streams = self.eng.settings.streams;
+        let (mut lc, mut del) = self.load_positions().await?;
+        if lc.is_none() || del.is_none() {
+            // Positions lost (or never written): restart them at the initial sync's start.
+            self.position_streams(initial.started_at).await?;
+            (lc, del) = self.load_positions().await?;
+        }
+        let (Some(lc), Some(del)) = (lc.as_mut(), del.as_mut()) else {
+            return Err(Error::Checkpoint {
+                stream: StreamId::LeadChanges,
+                detail: "the store did not keep the incremental positions".into(),
+            });
+        };
+        let retention =
+            chrono::Duration::from_std(self.eng.settings.deleted_leads_retention).unwrap_or(chrono::Duration::days(14));
+        if streams.deleted_leads && self.now() - del.as_of > retention {
+            tracing::warn!(as_of = %del.as_of, "deleted leads not read within retention; reconciling");
+            return Ok(Flow::Reconcile);
+        }
+        if streams.lead_changes {
+            match self.lead_changes(lc).await {
+                Err(e) if token_rejected(&e) => {
+                    tracing::warn!(error = %e, "lead changes token rejected; reconciling");
+                    return Ok(Flow::Reconcile);
+                }
+                other => other?,
+            }
+        }
+        if streams.deleted_leads {
+            match self.deleted_leads(del).await {
+                Err(e) if token_rejected(&e) => return Ok(Flow::Reconcile),
+                other => other?,
+            }
+        }
+        if streams.merges {
+            match self.merges(lc).await {
+                Err(e) if token_rejected(&e) => return Ok(Flow::Reconcile),
+                other => other?,
+            }
+        }
+        Ok(Flow::Done)
+    }
+
+    async fn load_positions(&self) -> Result<(Option<LeadChangesPos>, Option<TokenPos>)> {
+        let store = &self.eng.store;
+        let lc = match store.checkpoint(StreamId::LeadChanges).await? {
+            Some(cp) => Some(checkpoint::decode::<LeadChangesPos>(&cp)?),
+            None => None,
+        };
+        let del = match store.checkpoint(StreamId::DeletedLeads).await? {
+            Some(cp) => Some(checkpoint::decode::<TokenPos>(&cp)?),
+            None => None,
+        };
+        Ok((lc, del))
+    }
+
+    /// Fetches the current records of `ids` (≤`page_size` per call) into `page`. Ids Marketo no
+    /// longer returns are left to the deleted-leads stream.
+    async fn refetch(&mut self, ids: &[i64], page: &mut crate::engine::PageBuilder) -> Result<()> {
+        let fields = self.fields().await?;
+        let m = self.eng.marketo.as_ref();
+        let now = self.now();
+        for chunk in ids.chunks(self.eng.settings.page_size as usize) {
+            let records = self.marketo("leads by id", || m.leads_by_ids(chunk, &fields)).await?;
+            for r in records {
+                match r.0 {
+                    Ok(lead) => page.push(Incoming::Lead(lead.qualify(now))),
+                    Err(e) => page.error(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn lead_changes(&mut self, pos: &mut LeadChangesPos) -> Result<()> {
+        self.set_phase(Phase::LeadChanges);
+        let fields: Vec<String> = self.fields().await?.into_iter().filter(|f| f != "id" && f != "updatedAt").collect();
+        let m = self.eng.marketo.as_ref();
+        let pass_start = self.now();
+        loop {
+            self.check_cancel()?;
+            let token = pos.token.clone();
+            let page = self.marketo("lead changes", || m.lead_changes(&token, &fields)).await?;
+            let ids = unique_lead_ids(&page.items);
+            let mut builder = self.page_for(&ids).await?;
+            self.refetch(&ids, &mut builder).await?;
+            let done = !page.more || page.next_token.is_none();
+            let mut next = pos.clone();
+            if let Some(t) = page.next_token {
+                next.token = t;
+            }
+            if done {
+                next.as_of = pass_start;
+            }
+            let cp = checkpoint::encode(StreamId::LeadChanges, &next, self.now())?;
+            self.apply(builder, Some(cp)).await?;
+            *pos = next;
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn deleted_leads(&mut self, pos: &mut TokenPos) -> Result<()> {
+        self.set_phase(Phase::DeletedLeads);
+        let m = self.eng.marketo.as_ref();
+        let pass_start = self.now();
+        loop {
+            self.check_cancel()?;
+            let token = pos.token.clone();
+            let page = self.marketo("deleted leads", || m.deleted_leads(&token)).await?;
+            let ids = unique_lead_ids(&page.items);
+            let mut builder = self.page_for(&ids).await?;
+            for id in ids {
+                builder.push(Incoming::Deleted { marketo_id: id });
+            }
+            let done = !page.more || page.next_token.is_none();
+            let mut next = pos.clone();
+            if let Some(t) = page.next_token {
+                next.token = t;
+            }
+            if done {
+                next.as_of = pass_start;
+            }
+            let cp = checkpoint::encode(StreamId::DeletedLeads, &next, self.now())?;
+            self.apply(builder, Some(cp)).await?;
+            *pos = next;
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn merges(&mut self, pos: &mut LeadChangesPos) -> Result<()> {
+        self.set_phase(Phase::Merges);
+        let m = self.eng.marketo.as_ref();
+        loop {
+            self.check_cancel()?;
+            let token = pos.merges_token.clone();
+            let page = self.marketo("merges", || m.activities(&token, &[MERGE_LEADS], &[])).await?;
+            let mut pairs = Vec::new();
+            let mut winners = Vec::new();
+            for a in &page.items {
+                if a.activity_type_id != MERGE_LEADS {
+                    continue;
+                }
+                for loser in merge_losers(a) {
+                    pairs.push((loser, a.lead_id));
+                }
+                if !winners.contains(&a.lead_id) {
+                    winners.push(a.lead_id);
+                }
+            }
+            let mut ids: Vec<i64> = pairs.iter().map(|(l, _)| *l).collect();
+            ids.extend(&winners);
+            let mut builder = self.page_for(&ids).await?;
+            for (loser, winner) in pairs {
+                builder.push(Incoming::Merged { marketo_id: loser, winner });
+            }
+            self.refetch(&winners, &mut builder).await?;
+            let done = !page.more || page.next_token.is_none();
+            let mut next = pos.clone();
+            if let Some(t) = page.next_token {
+                next.merges_token = t;
+            }
+            let cp = checkpoint::encode(StreamId::LeadChanges, &next, self.now())?;
+            self.apply(builder, Some(cp)).await?;
+            *pos = next;
+            if done {
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn unique_lead_ids(items: &[Activity]) -> Vec<i64> {
+    let mut seen = HashSet::new();
+    items.iter().map(|a| a.lead_id).filter(|id| seen.insert(*id)).collect()
+}

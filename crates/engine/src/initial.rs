@@ -1,0 +1,381 @@
+//! The initial full sync: a bulk extract by `createdAt` windows, or a REST id-range sweep.
+//!
+//! # How the REST path enumerates people
+//!
+//! Marketo has no "list all leads" call. The REST path sweeps the Marketo id space with
+//! `leads_by_filter(filterType=id)`, `page_size` (≤300) consecutive ids per call, from id 1
+//! upwards. It stops once the sweep has passed `rest_max_marketo_id` (when set) *and* seen
+//! `rest_empty_chunks_to_stop` consecutive chunks without any lead, and no mirror person has a
+//! higher id. This sees everyone, qualified or not, whoever owns them (users, queues or inactive
+//! users), at the cost of `highest id / 300` calls. The alternative, filtering by
+//! `sfdcLeadOwnerId` with the ids of active Salesforce users, misses people owned by queues and
+//! inactive users, so it is not used. People created while the sweep runs are picked up by the
+//! incremental pass, which starts from the sweep's start time; a gap of unused ids longer than the
+//! stop distance could hide later ids, which is what `rest_max_marketo_id` is for.
+//!
+//! Because a chunk covers a closed id range, the sweep also knows which mirror people in that
+//! range Marketo no longer has: they are removed as `Vanished` in the same page. That makes the
+//! sweep exact and resumable, and it is what a reconciling resync runs.
+//!
+//! # Bulk path
+//!
+//! `createdAt` windows of 31 days (minus a second, both ends inclusive) from `oldest_created_at`
+//! to the sync's start. Per window: create a job (its id is checkpointed at once, so a restarted
+//! run reuses it), poll its status with backoff, stream the CSV and apply it in pages of
+//! `page_size` rows, each page with a checkpoint holding the window, job id, rows applied and
+//! the byte offset after the last applied row (a resumed download starts there).
+
+use chrono::{DateTime, Utc};
+use salesync_core::mirror::{Decision, Incoming, RemovalReason};
+use salesync_core::ports::marketo::{ExportFilter, ExportState};
+use salesync_core::ports::store::StreamId;
+use salesync_core::{MarketoLead, RecordError};
+use std::collections::HashSet;
+
+use crate::checkpoint::{self, BulkPos, InitialState, InitialStatus, LeadChangesPos, TokenPos};
+use crate::csv_stream::{CsvRows, RowError, lead_from_row};
+use crate::engine::Pass;
+use crate::events::Phase;
+use crate::report::{BulkQuotaAction, InitialPath};
+use crate::settings::{BulkQuotaPolicy, InitialMode};
+use crate::{Error, Result};
+
+/// Failed or cancelled export jobs tolerated per window.
+const MAX_EXPORT_FAILURES: u32 = 3;
+
+/// How the bulk path ended.
+enum BulkOutcome {
+    Done,
+    UseRest,
+}
+
+/// How waiting for an export ended.
+enum ExportWait {
+    Ready,
+    Failed(String),
+}
+
+impl Pass<'_> {
+    /// Runs or resumes the initial sync described by `state`, then positions the incremental
+    /// streams at its start time and marks it done.
+    pub(crate) async fn run_initial(&mut self, mut state: InitialState) -> Result<InitialState> {
+        if state.reconcile {
+            self.report.reconciled = true;
+        }
+        if state.path == InitialPath::Bulk && !state.reconcile {
+            self.report.initial_path = Some(InitialPath::Bulk);
+            self.set_phase(Phase::Initial(InitialPath::Bulk));
+            if let BulkOutcome::UseRest = self.initial_bulk(&mut state).await? {
+                state.path = InitialPath::Rest;
+                self.put(StreamId::InitialSync, &state).await?;
+            }
+        }
+        if state.path == InitialPath::Rest {
+            self.report.initial_path = Some(InitialPath::Rest);
+            self.set_phase(if state.reconcile { Phase::Reconcile } else { Phase::Initial(InitialPath::Rest) });
+            self.initial_rest(&mut state).await?;
+        }
+        if let Some(a) = state.bulk_quota_action {
+            self.report.bulk_quota_action = Some(a);
+        }
+        self.position_streams(state.started_at).await?;
+        state.status = InitialStatus::Done;
+        self.put(StreamId::InitialSync, &state).await?;
+        Ok(state)
+    }
+
+    /// Writes the lead-changes and deleted-leads positions as of `since`.
+    pub(crate) async fn position_streams(&mut self, since: DateTime<Utc>) -> Result<()> {
+        let m = self.eng.marketo.as_ref();
+        let token = self.marketo("paging token", || m.paging_token(since)).await?;
+        self.put(
+            StreamId::LeadChanges,
+            &LeadChangesPos { token: token.clone(), merges_token: token.clone(), as_of: since },
+        )
+        .await?;
+        self.put(StreamId::DeletedLeads, &TokenPos { token, as_of: since }).await?;
+        Ok(())
+    }
+
+    async fn initial_rest(&mut self, st: &mut InitialState) -> Result<()> {
+        let fields = self.fields().await?;
+        let chunk = i64::from(self.eng.settings.page_size);
+        let m = self.eng.marketo.as_ref();
+        while !st.rest.complete {
+            self.check_cancel()?;
+            let start = st.rest.next_id;
+            let end = start.saturating_add(chunk - 1);
+            let values: Vec<String> = (start..=end).map(|i| i.to_string()).collect();
+            let mut records = Vec::new();
+            let mut token: Option<String> = None;
+            loop {
+                let t = token.clone();
+                let page =
+                    self.marketo("leads by id range", || m.leads_by_filter("id", &values, &fields, t.clone())).await?;
+                records.extend(page.items);
+                match page.next_token {
+                    Some(next) if page.more => token = Some(next),
+                    _ => break,
+                }
+            }
+            let mut seen = HashSet::new();
+            let mut anonymous_error = false;
+            for r in &records {
+                match &r.0 {
+                    Ok(lead) => {
+                        seen.insert(lead.id);
+                    }
+                    Err(e) => match e.record_id {
+                        Some(id) => {
+                            seen.insert(id);
+                        }
+                        None => anonymous_error = true,
+                    },
+                }
+            }
+            let mut in_range: Vec<_> = self
+                .eng
+                .store
+                .list_people(Some(start - 1), self.eng.settings.page_size)
+                .await?
+                .into_iter()
+                .filter(|p| p.marketo_id <= end)
+                .collect();
+            let outside: Vec<i64> = seen.iter().copied().filter(|id| *id < start || *id > end).collect();
+            if !outside.is_empty() {
+                in_range.extend(self.eng.store.people_by_ids(&outside).await?);
+            }
+            let vanished: Vec<i64> = if anonymous_error {
+                Vec::new()
+            } else {
+                in_range.iter().map(|p| p.marketo_id).filter(|id| !seen.contains(id)).collect()
+            };
+            let mut page = crate::engine::PageBuilder::new(in_range, self.now());
+            let now = self.now();
+            for r in records {
+                match r.0 {
+                    Ok(lead) => page.push(Incoming::Lead(lead.qualify(now))),
+                    Err(e) => page.error(e),
+                }
+            }
+            for id in vanished {
+                page.push_decision(Decision::Remove { marketo_id: id, reason: RemovalReason::Vanished });
+            }
+            match seen.iter().max() {
+                Some(&max) => {
+                    st.rest.highest_seen = st.rest.highest_seen.max(max);
+                    st.rest.empty_run = 0;
+                }
+                None => st.rest.empty_run += 1,
+            }
+            st.rest.next_id = end.saturating_add(1);
+            let past_hint = self.eng.settings.rest_max_marketo_id.is_none_or(|max| st.rest.next_id > max);
+            if past_hint && st.rest.empty_run >= self.eng.settings.rest_empty_chunks_to_stop {
+                match self.eng.store.list_people(Some(end), 1).await?.first() {
+                    Some(p) => {
+                        st.rest.next_id = p.marketo_id;
+                        st.rest.empty_run = 0;
+                    }
+                    None => st.rest.complete = true,
+                }
+            }
+            let cp = checkpoint::encode(StreamId::InitialSync, &*st, self.now())?;
+            self.apply(page, Some(cp)).await?;
+        }
+        Ok(())
+    }
+
+    fn window(&self, index: u32) -> (DateTime<Utc>, DateTime<Utc>) {
+        let len = chrono::Duration::days(31);
+        let start = self.eng.settings.oldest_created_at + len * i32::try_from(index).unwrap_or(i32::MAX);
+        (start, start + len - chrono::Duration::seconds(1))
+    }
+
+    async fn initial_bulk(&mut self, st: &mut InitialState) -> Result<BulkOutcome> {
+        let fields = self.fields().await?;
+        loop {
+            self.check_cancel()?;
+            let (start, end) = self.window(st.bulk.window);
+            if start > st.started_at {
+                return Ok(BulkOutcome::Done);
+            }
+            let end = end.min(st.started_at);
+            let export_id = match st.bulk.export_id.clone() {
+                Some(id) => id,
+                None => match self.start_export(st, &fields, start, end).await? {
+                    Some(id) => id,
+                    None => return Ok(BulkOutcome::UseRest),
+                },
+            };
+            match self.wait_export(&export_id).await? {
+                ExportWait::Ready => {}
+                ExportWait::Failed(detail) => {
+                    st.bulk.failures += 1;
+                    if st.bulk.failures >= MAX_EXPORT_FAILURES {
+                        return Err(Error::Export { export_id, detail });
+                    }
+                    tracing::warn!(%export_id, %detail, "bulk export failed; creating another");
+                    st.bulk = BulkPos { window: st.bulk.window, failures: st.bulk.failures, ..BulkPos::default() };
+                    self.put(StreamId::InitialSync, &*st).await?;
+                    continue;
+                }
+            }
+            self.read_export(st, &export_id).await?;
+        }
+    }
+
+    /// Creates the window's export job and checkpoints its id; `None` means continue via REST.
+    async fn start_export(
+        &mut self,
+        st: &mut InitialState,
+        fields: &[String],
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<Option<String>> {
+        let m = self.eng.marketo.as_ref();
+        let start = trunc_secs(start);
+        let end = trunc_secs(end);
+        loop {
+            let filter = ExportFilter::CreatedAt { start, end };
+            match self.marketo("start lead export", || m.start_lead_export(fields, filter.clone())).await {
+                Ok(job) => {
+                    st.bulk.export_id = Some(job.id.clone());
+                    st.bulk.rows_applied = 0;
+                    st.bulk.offset = 0;
+                    st.bulk.header.clear();
+                    self.put(StreamId::InitialSync, &*st).await?;
+                    return Ok(Some(job.id));
+                }
+                Err(Error::Port(
+                    e @ (salesync_core::Error::Rejected { .. } | salesync_core::Error::AccessDenied { .. }),
+                )) if self.eng.settings.initial_mode == InitialMode::Auto => {
+                    tracing::info!(error = %e, "bulk export unavailable; initial sync continues via REST");
+                    self.report.warnings.push(format!("bulk export unavailable, using REST: {e}"));
+                    return Ok(None);
+                }
+                Err(Error::Port(salesync_core::Error::QuotaExhausted { resets_at, detail, .. })) => {
+                    match self.eng.settings.bulk_quota {
+                        BulkQuotaPolicy::FallBackToRest => {
+                            st.bulk_quota_action = Some(BulkQuotaAction::FellBackToRest);
+                            self.report.bulk_quota_action = Some(BulkQuotaAction::FellBackToRest);
+                            self.report.warnings.push(format!("bulk export quota exhausted, using REST: {detail}"));
+                            return Ok(None);
+                        }
+                        BulkQuotaPolicy::Wait { retry_after } => {
+                            let delay = resets_at
+                                .and_then(|t| (t - self.now()).to_std().ok())
+                                .filter(|d| !d.is_zero())
+                                .unwrap_or(retry_after);
+                            st.bulk_quota_action = Some(BulkQuotaAction::Waited);
+                            self.report.bulk_quota_action = Some(BulkQuotaAction::Waited);
+                            self.backoff(format!("bulk export quota exhausted: {detail}"), delay).await?;
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn wait_export(&mut self, export_id: &str) -> Result<ExportWait> {
+        let m = self.eng.marketo.as_ref();
+        let mut delay = self.eng.settings.export_poll;
+        loop {
+            let job = match self.marketo("export status", || m.lead_export_status(export_id)).await {
+                Ok(job) => job,
+                Err(Error::Port(salesync_core::Error::NotFound { .. })) => {
+                    return Ok(ExportWait::Failed("export job not found (expired?)".into()));
+                }
+                Err(e) => return Err(e),
+            };
+            match job.state {
+                ExportState::Completed => return Ok(ExportWait::Ready),
+                ExportState::Failed | ExportState::Cancelled => {
+                    return Ok(ExportWait::Failed(job.error.unwrap_or_else(|| format!("{:?}", job.state))));
+                }
+                ExportState::Created | ExportState::Queued | ExportState::Processing => {
+                    self.backoff(format!("bulk export {export_id} is {:?}", job.state), delay).await?;
+                    delay = delay.saturating_mul(2).min(self.eng.settings.export_poll_max);
+                }
+            }
+        }
+    }
+
+    async fn read_export(&mut self, st: &mut InitialState, export_id: &str) -> Result<()> {
+        if st.bulk.header.is_empty() {
+            st.bulk.offset = 0;
+            st.bulk.rows_applied = 0;
+        }
+        let offset = st.bulk.offset;
+        let m = self.eng.marketo.as_ref();
+        let stream = self.marketo("export file", || m.lead_export_file(export_id, offset)).await?;
+        let mut rows = CsvRows::new(stream, offset);
+        let page_size = self.eng.settings.page_size as usize;
+        let mut batch: Vec<Result<MarketoLead, RecordError>> = Vec::new();
+        let mut header = st.bulk.header.clone();
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => return Err(Error::Cancelled),
+                r = rows.next_row() => r,
+            };
+            let row = match next {
+                Ok(row) => row,
+                Err(RowError::Port(e)) => return Err(e.into()),
+                Err(RowError::Csv(e)) => {
+                    return Err(Error::Export {
+                        export_id: export_id.to_string(),
+                        detail: format!("unreadable CSV: {}", e.0),
+                    });
+                }
+            };
+            match row {
+                Some(row) if header.is_empty() => header = row.fields,
+                Some(row) => {
+                    batch.push(lead_from_row(&header, &row.fields));
+                    if batch.len() >= page_size {
+                        let mut pos = st.bulk.clone();
+                        pos.rows_applied += batch.len() as u64;
+                        pos.offset = row.end_offset;
+                        pos.header = header.clone();
+                        self.apply_rows(st, std::mem::take(&mut batch), pos).await?;
+                        self.check_cancel()?;
+                    }
+                }
+                None => {
+                    let pos = BulkPos { window: st.bulk.window + 1, ..BulkPos::default() };
+                    self.apply_rows(st, batch, pos).await?;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Applies bulk rows with the bulk position that follows them.
+    async fn apply_rows(
+        &mut self,
+        st: &mut InitialState,
+        rows: Vec<Result<MarketoLead, RecordError>>,
+        pos: BulkPos,
+    ) -> Result<()> {
+        let ids: Vec<i64> = rows.iter().filter_map(|r| r.as_ref().ok().map(|l| l.id)).collect();
+        let mut page = self.page_for(&ids).await?;
+        let now = self.now();
+        for r in rows {
+            match r {
+                Ok(lead) => page.push(Incoming::Lead(lead.qualify(now))),
+                Err(e) => page.error(e),
+            }
+        }
+        let mut next = st.clone();
+        next.bulk = pos;
+        let cp = checkpoint::encode(StreamId::InitialSync, &next, self.now())?;
+        self.apply(page, Some(cp)).await?;
+        *st = next;
+        Ok(())
+    }
+}
+
+fn trunc_secs(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
+}

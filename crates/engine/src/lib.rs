@@ -1,0 +1,35 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+#![deny(rustdoc::broken_intra_doc_links)]
+
+mod checkpoint;
+pub mod csv_stream;
+mod engine;
+mod error;
+pub mod events;
+mod incremental;
+mod initial;
+mod insight;
+mod mirror_reader;
+mod opportunity;
+pub mod report;
+pub mod settings;
+
+pub use engine::{SyncEngine, SyncEngineBuilder};
+pub use error::{Error, Result};
+pub use events::{MirrorChange, Phase, SyncEvent};
+pub use insight::{BlockReason, CanEmail, InsightKind};
+pub use mirror_reader::{MirrorReader, PageRequest, PersonPage};
+pub use report::{ApiCalls, BulkQuotaAction, InitialPath, RemovedCounts, SyncReport};
+pub use settings::{BulkQuotaPolicy, Clock, EngineSettings, InitialMode, RetrySettings, StreamSettings, SystemClock};
+
+/// Compile-time check: the engine can be shared across tasks.
+#[allow(dead_code)]
+fn _assert_send_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<SyncEngine>();
+    check::<MirrorReader>();
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,107 @@
+//! What a pass did.
+
+use std::time::Duration;
+
+use salesync_core::RecordError;
+use salesync_core::mirror::RemovalReason;
+use serde::{Deserialize, Serialize};
+
+/// How the initial sync read Marketo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InitialPath {
+    /// Bulk lead extract by `createdAt` windows.
+    Bulk,
+    /// REST `leads_by_filter` id-range sweep.
+    Rest,
+}
+
+/// What the engine did when the bulk export quota ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BulkQuotaAction {
+    /// Continued through the REST sweep.
+    FellBackToRest,
+    /// Waited for the quota to reset.
+    Waited,
+}
+
+/// People removed, by reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RemovedCounts {
+    /// Lost their owner or left Salesforce.
+    pub disqualified: u64,
+    /// Deleted in Marketo.
+    pub deleted: u64,
+    /// Lost a merge.
+    pub merged: u64,
+    /// Absent from Marketo at a sweep.
+    pub vanished: u64,
+}
+
+impl RemovedCounts {
+    /// All removals.
+    pub fn total(&self) -> u64 {
+        self.disqualified + self.deleted + self.merged + self.vanished
+    }
+
+    pub(crate) fn add(&mut self, reason: &RemovalReason) {
+        match reason {
+            RemovalReason::Disqualified { .. } => self.disqualified += 1,
+            RemovalReason::Deleted => self.deleted += 1,
+            RemovalReason::Merged { .. } => self.merged += 1,
+            RemovalReason::Vanished => self.vanished += 1,
+        }
+    }
+}
+
+/// API calls made through the ports (each attempt counts, retries included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ApiCalls {
+    /// Marketo calls.
+    pub marketo: u64,
+    /// Salesforce calls.
+    pub salesforce: u64,
+}
+
+impl ApiCalls {
+    /// Both together.
+    pub fn total(&self) -> u64 {
+        self.marketo + self.salesforce
+    }
+}
+
+/// What one [`SyncEngine::sync_once`](crate::SyncEngine::sync_once) did.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct SyncReport {
+    /// People inserted.
+    pub inserted: u64,
+    /// People updated (opportunity fills not included: see `opportunities_resolved`).
+    pub updated: u64,
+    /// Records seen with no change.
+    pub unchanged: u64,
+    /// People removed, by reason.
+    pub removed: RemovedCounts,
+    /// Unqualified Marketo records that never touched the store.
+    pub skipped_unqualified: u64,
+    /// Deletions and merge losses of people the mirror never had.
+    pub skipped_not_in_mirror: u64,
+    /// Records that could not be mapped (each names the Marketo id when readable).
+    pub record_errors: Vec<RecordError>,
+    /// Pages applied to the store.
+    pub pages: u64,
+    /// API calls made.
+    pub api_calls: ApiCalls,
+    /// Wall time of the pass.
+    pub duration: Duration,
+    /// The path of the initial sync, when one ran (or resumed) in this pass.
+    pub initial_path: Option<InitialPath>,
+    /// What happened when the bulk export quota ran out, if it did.
+    pub bulk_quota_action: Option<BulkQuotaAction>,
+    /// True when a reconciling resync ran (token too old or deletions possibly pruned).
+    pub reconciled: bool,
+    /// People whose opportunity id was filled from Salesforce.
+    pub opportunities_resolved: u64,
+    /// Non-fatal problems (e.g. an opportunity lookup that failed and will be retried).
+    pub warnings: Vec<String>,
+}

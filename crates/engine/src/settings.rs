@@ -1,0 +1,201 @@
+//! Engine settings and the clock.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+
+/// A source of the current time (injectable so tests control stamps and windows).
+pub trait Clock: Send + Sync + 'static {
+    /// The current time.
+    fn now(&self) -> DateTime<Utc>;
+}
+
+impl<F> Clock for F
+where
+    F: Fn() -> DateTime<Utc> + Send + Sync + 'static,
+{
+    fn now(&self) -> DateTime<Utc> {
+        self()
+    }
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// How the initial full sync reads Marketo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InitialMode {
+    /// Bulk extract, unless the subscription refuses bulk exports (`Rejected`/`AccessDenied` from
+    /// the first `start_lead_export`), then REST.
+    #[default]
+    Auto,
+    /// Bulk extract only.
+    Bulk,
+    /// REST id-range sweep only.
+    Rest,
+}
+
+/// What to do when the bulk export quota is used up during the initial sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BulkQuotaPolicy {
+    /// Continue the initial sync through the REST id-range sweep (the default).
+    #[default]
+    FallBackToRest,
+    /// Wait until the quota resets (or `retry_after` when the reset time is unknown), then
+    /// continue the bulk export.
+    Wait {
+        /// Wait this long when Marketo does not say when the quota resets.
+        retry_after: Duration,
+    },
+}
+
+/// Which incremental streams run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamSettings {
+    /// Lead changes (New Lead, Change Data Value).
+    pub lead_changes: bool,
+    /// Deleted leads (Delete Lead).
+    pub deleted_leads: bool,
+    /// Merges (Merge Leads).
+    pub merges: bool,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        Self { lead_changes: true, deleted_leads: true, merges: true }
+    }
+}
+
+/// Engine-level retries of transient port errors (rate limits, outages), on top of the
+/// connectors' own retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetrySettings {
+    /// Attempts per call, the first included (1 = no retry).
+    pub max_attempts: u32,
+    /// Delay before the first retry; doubles after each attempt.
+    pub base_delay: Duration,
+    /// Longest delay.
+    pub max_delay: Duration,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        Self { max_attempts: 4, base_delay: Duration::from_secs(2), max_delay: Duration::from_secs(120) }
+    }
+}
+
+/// Settings of a [`SyncEngine`](crate::SyncEngine).
+///
+/// Build with struct-update syntax from [`EngineSettings::default`]; `instance_id` is required.
+#[derive(Clone)]
+pub struct EngineSettings {
+    /// The Marketo instance (Munchkin id); the store is bound to it and refuses another.
+    pub instance_id: String,
+    /// Time between incremental passes in [`SyncEngine::run`](crate::SyncEngine::run) (default 60 s).
+    pub poll_interval: Duration,
+    /// Records per page and ids per Marketo call (1..=300, default 300).
+    pub page_size: u32,
+    /// How the initial sync reads Marketo (default [`InitialMode::Auto`]).
+    pub initial_mode: InitialMode,
+    /// Which incremental streams run (all by default).
+    pub streams: StreamSettings,
+    /// Fill unresolved opportunity ids from Salesforce after each applied page (default on).
+    pub opportunity_lookup: bool,
+    /// Start of the bulk path's `createdAt` windows (default 2006-01-01, before Marketo existed).
+    pub oldest_created_at: DateTime<Utc>,
+    /// What to do when the bulk export quota is used up.
+    pub bulk_quota: BulkQuotaPolicy,
+    /// First delay between bulk export status polls; doubles up to `export_poll_max`.
+    pub export_poll: Duration,
+    /// Longest delay between bulk export status polls.
+    pub export_poll_max: Duration,
+    /// REST sweep: the sweep covers at least the ids up to this one (e.g. the highest Marketo id
+    /// the host knows of). `None`: stop only after `rest_empty_chunks_to_stop` empty chunks.
+    pub rest_max_marketo_id: Option<i64>,
+    /// REST sweep: stop after this many consecutive id chunks without any lead (default 50, i.e.
+    /// 15 000 unused ids at page size 300).
+    pub rest_empty_chunks_to_stop: u32,
+    /// Deleted-lead activities older than this may be pruned by Marketo (14 days): when the
+    /// deleted-leads stream has not been read for longer, a reconciling resync runs.
+    pub deleted_leads_retention: Duration,
+    /// Engine-level retries of transient port errors.
+    pub retry: RetrySettings,
+    /// Capacity of the event and change broadcast channels (default 1024).
+    pub channel_capacity: usize,
+    /// The clock (default [`SystemClock`]).
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            instance_id: String::new(),
+            poll_interval: Duration::from_secs(60),
+            page_size: 300,
+            initial_mode: InitialMode::Auto,
+            streams: StreamSettings::default(),
+            opportunity_lookup: true,
+            oldest_created_at: Utc.with_ymd_and_hms(2006, 1, 1, 0, 0, 0).single().unwrap_or(DateTime::UNIX_EPOCH),
+            bulk_quota: BulkQuotaPolicy::default(),
+            export_poll: Duration::from_secs(30),
+            export_poll_max: Duration::from_secs(300),
+            rest_max_marketo_id: None,
+            rest_empty_chunks_to_stop: 50,
+            deleted_leads_retention: Duration::from_secs(14 * 24 * 3600),
+            retry: RetrySettings::default(),
+            channel_capacity: 1024,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl fmt::Debug for EngineSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EngineSettings")
+            .field("instance_id", &self.instance_id)
+            .field("poll_interval", &self.poll_interval)
+            .field("page_size", &self.page_size)
+            .field("initial_mode", &self.initial_mode)
+            .field("streams", &self.streams)
+            .field("opportunity_lookup", &self.opportunity_lookup)
+            .field("oldest_created_at", &self.oldest_created_at)
+            .field("bulk_quota", &self.bulk_quota)
+            .field("rest_max_marketo_id", &self.rest_max_marketo_id)
+            .field("rest_empty_chunks_to_stop", &self.rest_empty_chunks_to_stop)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EngineSettings {
+    pub(crate) fn validate(&self) -> crate::Result<()> {
+        let bad = |field: &'static str, reason: &str| Err(crate::Error::Config { field, reason: reason.to_string() });
+        if self.instance_id.trim().is_empty() {
+            return bad("instance_id", "must name the Marketo instance");
+        }
+        if self.page_size == 0 || self.page_size > 300 {
+            return bad("page_size", "must be between 1 and 300");
+        }
+        if self.poll_interval.is_zero() {
+            return bad("poll_interval", "must be positive");
+        }
+        if self.rest_empty_chunks_to_stop == 0 {
+            return bad("rest_empty_chunks_to_stop", "must be at least 1");
+        }
+        if self.channel_capacity == 0 {
+            return bad("channel_capacity", "must be at least 1");
+        }
+        if self.retry.max_attempts == 0 {
+            return bad("retry.max_attempts", "must be at least 1");
+        }
+        Ok(())
+    }
+}

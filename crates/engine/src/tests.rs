@@ -1,0 +1,1151 @@
+//! Engine tests: mockall mocks of the Marketo and Salesforce ports over a small in-test world,
+//! an in-test fake store (and `MockStore` where the exact store calls matter).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use futures::StreamExt;
+use salesync_core::activity::{AdminSettings, ReminderTask, UnsubscribeOrigin, UnsubscribeState};
+use salesync_core::mapping::{LeadField, LeadRecord, all_field_names};
+use salesync_core::mirror::{Decision, RemovalReason};
+use salesync_core::ports::Page;
+use salesync_core::ports::marketo::{Activity, ActivityType, ExportJob, ExportState, LeadSchema, MockMarketoApi};
+use salesync_core::ports::salesforce::{LeadConversion, MockSalesforceApi};
+use salesync_core::ports::store::{
+    ApplyCounts, Checkpoint, Finished, InboundBatch, MirrorPage, MockStore, OutboxCounts, OutboxItem, OutboxState,
+    Recording, Store, StreamId, Target, Tombstone,
+};
+use salesync_core::{OpportunityRef, Person, SalesforceId, Service};
+use serde_json::{Value, json};
+use tokio::sync::broadcast::error::TryRecvError;
+use tokio_util::sync::CancellationToken;
+
+use crate::*;
+use salesync_core::mapping::Disqualification as dq;
+
+const OWNER: &str = "0055g00000AbCdE";
+const CONTACT: &str = "0035g00000XyZaB";
+const LEAD: &str = "00Q5g00000QwErT";
+const OPP: &str = "0065g00000AbCdE";
+const OPP2: &str = "0065g00000ZzZzZ";
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 29, 12, 0, 0).unwrap()
+}
+
+fn sfid(s: &str) -> SalesforceId {
+    SalesforceId::parse(s).unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fake store.
+
+#[derive(Debug, Default)]
+struct StoreState {
+    bound: Option<String>,
+    people: BTreeMap<i64, Person>,
+    tombstones: HashMap<i64, Tombstone>,
+    checkpoints: HashMap<StreamId, Checkpoint>,
+    pages: Vec<MirrorPage>,
+    apply_calls: usize,
+    /// Fail the apply call with this 1-based number.
+    fail_apply: Option<usize>,
+    unsubscribes: HashMap<i64, UnsubscribeState>,
+    settings: AdminSettings,
+}
+
+#[derive(Debug, Default)]
+struct FakeStore(Mutex<StoreState>);
+
+impl FakeStore {
+    fn state(&self) -> std::sync::MutexGuard<'_, StoreState> {
+        self.0.lock().unwrap()
+    }
+    fn position(&self, stream: StreamId) -> Option<Value> {
+        self.state().checkpoints.get(&stream).map(|c| c.position.clone())
+    }
+}
+
+#[async_trait]
+impl Store for FakeStore {
+    async fn bind_instance(&self, instance: &str) -> salesync_core::Result<()> {
+        let mut s = self.state();
+        match &s.bound {
+            Some(b) if b != instance => {
+                Err(salesync_core::Error::Conflict { what: "instance", detail: format!("bound to {b}") })
+            }
+            _ => {
+                s.bound = Some(instance.to_string());
+                Ok(())
+            }
+        }
+    }
+    async fn apply_page(&self, page: MirrorPage) -> salesync_core::Result<ApplyCounts> {
+        let mut s = self.state();
+        s.apply_calls += 1;
+        if s.fail_apply == Some(s.apply_calls) {
+            return Err(salesync_core::Error::Backend { backend: "fake", source: "disk full".into() });
+        }
+        let mut counts = ApplyCounts::default();
+        for d in &page.decisions {
+            match d {
+                Decision::Insert { person } => {
+                    counts.inserted += 1;
+                    s.people.insert(person.marketo_id, person.clone());
+                }
+                Decision::Update { person, .. } => {
+                    counts.updated += 1;
+                    s.people.insert(person.marketo_id, person.clone());
+                }
+                Decision::Remove { marketo_id, reason } => {
+                    counts.removed += 1;
+                    s.people.remove(marketo_id);
+                    s.tombstones.insert(
+                        *marketo_id,
+                        Tombstone { marketo_id: *marketo_id, reason: *reason, removed_at: page.at },
+                    );
+                }
+                Decision::Unchanged { .. } | Decision::Skip { .. } => counts.untouched += 1,
+            }
+        }
+        if let Some(cp) = &page.checkpoint {
+            s.checkpoints.insert(cp.stream, cp.clone());
+        }
+        s.pages.push(page);
+        Ok(counts)
+    }
+    async fn person(&self, id: i64) -> salesync_core::Result<Option<Person>> {
+        Ok(self.state().people.get(&id).cloned())
+    }
+    async fn people_by_ids(&self, ids: &[i64]) -> salesync_core::Result<Vec<Person>> {
+        let s = self.state();
+        Ok(ids.iter().filter_map(|i| s.people.get(i).cloned()).collect())
+    }
+    async fn people_by_email(&self, email: &str) -> salesync_core::Result<Vec<Person>> {
+        let s = self.state();
+        Ok(s.people
+            .values()
+            .filter(|p| p.email.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(email)))
+            .cloned()
+            .collect())
+    }
+    async fn people_by_salesforce_id(&self, id: &SalesforceId) -> salesync_core::Result<Vec<Person>> {
+        let s = self.state();
+        Ok(s.people
+            .values()
+            .filter(|p| p.salesforce_lead_id.as_ref() == Some(id) || p.salesforce_contact_id.as_ref() == Some(id))
+            .cloned()
+            .collect())
+    }
+    async fn people_by_owner(
+        &self,
+        owner: &SalesforceId,
+        after: Option<i64>,
+        limit: u32,
+    ) -> salesync_core::Result<Vec<Person>> {
+        let s = self.state();
+        Ok(s.people
+            .values()
+            .filter(|p| &p.owner_id == owner && after.is_none_or(|a| p.marketo_id > a))
+            .take(limit as usize)
+            .cloned()
+            .collect())
+    }
+    async fn list_people(&self, after: Option<i64>, limit: u32) -> salesync_core::Result<Vec<Person>> {
+        let s = self.state();
+        Ok(s.people.values().filter(|p| after.is_none_or(|a| p.marketo_id > a)).take(limit as usize).cloned().collect())
+    }
+    async fn count_people(&self) -> salesync_core::Result<u64> {
+        Ok(self.state().people.len() as u64)
+    }
+    async fn tombstone(&self, id: i64) -> salesync_core::Result<Option<Tombstone>> {
+        Ok(self.state().tombstones.get(&id).cloned())
+    }
+    async fn checkpoint(&self, stream: StreamId) -> salesync_core::Result<Option<Checkpoint>> {
+        Ok(self.state().checkpoints.get(&stream).cloned())
+    }
+    async fn put_checkpoint(&self, cp: Checkpoint) -> salesync_core::Result<()> {
+        self.state().checkpoints.insert(cp.stream, cp);
+        Ok(())
+    }
+    async fn record(&self, _: Recording) -> salesync_core::Result<Vec<i64>> {
+        unimplemented!()
+    }
+    async fn claim(
+        &self,
+        _: Target,
+        _: u32,
+        _: &str,
+        _: Duration,
+        _: DateTime<Utc>,
+    ) -> salesync_core::Result<Vec<OutboxItem>> {
+        unimplemented!()
+    }
+    async fn finish(&self, _: Vec<Finished>, _: DateTime<Utc>) -> salesync_core::Result<()> {
+        unimplemented!()
+    }
+    async fn outbox_item(&self, _: i64) -> salesync_core::Result<Option<OutboxItem>> {
+        unimplemented!()
+    }
+    async fn outbox_items(&self, _: OutboxState, _: u32) -> salesync_core::Result<Vec<OutboxItem>> {
+        unimplemented!()
+    }
+    async fn outbox_counts(&self) -> salesync_core::Result<OutboxCounts> {
+        unimplemented!()
+    }
+    async fn requeue(&self, _: &[i64], _: DateTime<Utc>) -> salesync_core::Result<u64> {
+        unimplemented!()
+    }
+    async fn reminder(&self, _: &str) -> salesync_core::Result<Option<ReminderTask>> {
+        unimplemented!()
+    }
+    async fn reminder_by_salesforce_id(&self, _: &SalesforceId) -> salesync_core::Result<Option<ReminderTask>> {
+        unimplemented!()
+    }
+    async fn reminders_for(&self, _: i64) -> salesync_core::Result<Vec<ReminderTask>> {
+        unimplemented!()
+    }
+    async fn put_reminder(&self, _: ReminderTask) -> salesync_core::Result<()> {
+        unimplemented!()
+    }
+    async fn unsubscribe(&self, id: i64) -> salesync_core::Result<Option<UnsubscribeState>> {
+        Ok(self.state().unsubscribes.get(&id).cloned())
+    }
+    async fn apply_inbound(&self, _: InboundBatch) -> salesync_core::Result<()> {
+        unimplemented!()
+    }
+    async fn settings(&self) -> salesync_core::Result<AdminSettings> {
+        Ok(self.state().settings.clone())
+    }
+    async fn put_settings(&self, settings: AdminSettings) -> salesync_core::Result<()> {
+        self.state().settings = settings;
+        Ok(())
+    }
+    async fn try_lease(&self, _: &str, _: &str, _: Duration, _: DateTime<Utc>) -> salesync_core::Result<bool> {
+        unimplemented!()
+    }
+    async fn release_lease(&self, _: &str, _: &str) -> salesync_core::Result<()> {
+        unimplemented!()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The Marketo world behind MockMarketoApi.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum ExportMode {
+    #[default]
+    Ok,
+    Rejected,
+    Quota,
+}
+
+#[derive(Debug, Default)]
+struct World {
+    leads: BTreeMap<i64, Value>,
+    changes: VecDeque<Page<Activity>>,
+    deletes: VecDeque<Page<Activity>>,
+    merges: VecDeque<Page<Activity>>,
+    /// Fail the next lead-changes call as "token too old".
+    reject_token: bool,
+    export_mode: ExportMode,
+    export_file: Vec<u8>,
+    /// Polls answering Processing before Completed.
+    export_polls: u32,
+    jobs_started: u32,
+    file_offsets: Vec<u64>,
+    filter_starts: Vec<String>,
+    paging_token_since: Vec<DateTime<Utc>>,
+    activity_calls: Vec<(Vec<i64>, Vec<i64>)>,
+    insight: Vec<Activity>,
+    unsubscribed: HashMap<i64, bool>,
+}
+
+type W = Arc<Mutex<World>>;
+
+fn lead(id: i64, owner: Option<&str>, ty: &str) -> Value {
+    let mut v = json!({"id": id, "firstName": format!("P{id}"), "email": format!("p{id}@example.com"), "sfdcType": ty});
+    if let Some(o) = owner {
+        v["sfdcLeadOwnerId"] = json!(o);
+    }
+    v
+}
+
+fn record(v: &Value) -> LeadRecord {
+    serde_json::from_value(v.clone()).unwrap()
+}
+
+fn act(lead_id: i64, type_id: i64, attrs: Vec<(&str, Value)>) -> Activity {
+    Activity {
+        guid: format!("g{lead_id}-{type_id}"),
+        id: Some(lead_id * 100 + type_id),
+        lead_id,
+        activity_date: t0(),
+        activity_type_id: type_id,
+        primary_attribute_value: None,
+        attributes: attrs.into_iter().map(|(n, v)| (n.to_string(), v)).collect(),
+        changed_fields: Vec::new(),
+    }
+}
+
+fn page(items: Vec<Activity>, token: &str, more: bool) -> Page<Activity> {
+    Page { items, next_token: Some(token.to_string()), more }
+}
+
+fn marketo(world: &W) -> Arc<MockMarketoApi> {
+    let mut m = MockMarketoApi::new();
+    m.expect_lead_schema().returning(|| {
+        Ok(LeadSchema { fields: all_field_names().into_iter().map(String::from).collect(), searchable: vec![] })
+    });
+    let w = world.clone();
+    m.expect_leads_by_filter().returning(move |ft, values, _, _| {
+        assert_eq!(ft, "id");
+        let mut w = w.lock().unwrap();
+        w.filter_starts.push(values[0].clone());
+        let ids: Vec<i64> = values.iter().map(|v| v.parse().unwrap()).collect();
+        let items = ids.iter().filter_map(|i| w.leads.get(i)).map(record).collect();
+        Ok(Page::last(items, None))
+    });
+    let w = world.clone();
+    m.expect_leads_by_ids().returning(move |ids, _| {
+        let w = w.lock().unwrap();
+        Ok(ids.iter().filter_map(|i| w.leads.get(i)).map(record).collect())
+    });
+    let w = world.clone();
+    m.expect_paging_token().returning(move |since| {
+        w.lock().unwrap().paging_token_since.push(since);
+        Ok(format!("tok@{}", since.timestamp()))
+    });
+    let w = world.clone();
+    m.expect_lead_changes().returning(move |token, _| {
+        let mut w = w.lock().unwrap();
+        if std::mem::take(&mut w.reject_token) {
+            return Err(salesync_core::Error::Rejected {
+                service: Service::Marketo,
+                code: "1003".into(),
+                message: "Invalid next page token: too old".into(),
+            });
+        }
+        Ok(w.changes.pop_front().unwrap_or_else(|| page(vec![], token, false)))
+    });
+    let w = world.clone();
+    m.expect_deleted_leads().returning(move |token| {
+        Ok(w.lock().unwrap().deletes.pop_front().unwrap_or_else(|| page(vec![], token, false)))
+    });
+    let w = world.clone();
+    m.expect_activities().returning(move |token, types, leads| {
+        let mut w = w.lock().unwrap();
+        w.activity_calls.push((types.to_vec(), leads.to_vec()));
+        if types == [32] {
+            return Ok(w.merges.pop_front().unwrap_or_else(|| page(vec![], token, false)));
+        }
+        let items = w.insight.iter().filter(|a| types.contains(&a.activity_type_id)).cloned().collect();
+        Ok(page(items, token, false))
+    });
+    let w = world.clone();
+    m.expect_start_lead_export().returning(move |fields, _| {
+        let mut w = w.lock().unwrap();
+        assert!(fields.iter().any(|f| f == "sfdcLeadOwnerId"));
+        match w.export_mode {
+            ExportMode::Ok => {
+                w.jobs_started += 1;
+                Ok(job(&format!("job-{}", w.jobs_started), ExportState::Queued))
+            }
+            ExportMode::Rejected => Err(salesync_core::Error::Rejected {
+                service: Service::Marketo,
+                code: "1035".into(),
+                message: "Bulk export not enabled".into(),
+            }),
+            ExportMode::Quota => Err(salesync_core::Error::QuotaExhausted {
+                service: Service::Marketo,
+                resets_at: None,
+                detail: "Export daily quota exceeded".into(),
+            }),
+        }
+    });
+    let w = world.clone();
+    m.expect_lead_export_status().returning(move |id| {
+        let mut w = w.lock().unwrap();
+        if w.export_polls > 0 {
+            w.export_polls -= 1;
+            return Ok(job(id, ExportState::Processing));
+        }
+        Ok(job(id, ExportState::Completed))
+    });
+    let w = world.clone();
+    m.expect_lead_export_file().returning(move |_, offset| {
+        let mut w = w.lock().unwrap();
+        w.file_offsets.push(offset);
+        let bytes = w.export_file[offset as usize..].to_vec();
+        let chunks: Vec<salesync_core::Result<Vec<u8>>> = bytes.chunks(7).map(|c| Ok(c.to_vec())).collect();
+        Ok(futures::stream::iter(chunks).boxed())
+    });
+    m.expect_activity_types().returning(|| {
+        Ok(vec![
+            ActivityType { id: 1, name: "Visit Webpage".into(), api_name: None },
+            ActivityType { id: 6, name: "Send Email".into(), api_name: None },
+            ActivityType { id: 46, name: "Interesting Moment".into(), api_name: None },
+            ActivityType {
+                id: 100_007,
+                name: "Sales Call (salesync)".into(),
+                api_name: Some("salesyncSalesCall".into()),
+            },
+        ])
+    });
+    let w = world.clone();
+    m.expect_lead_unsubscribed().returning(move |id| Ok(w.lock().unwrap().unsubscribed.get(&id).copied()));
+    Arc::new(m)
+}
+
+fn job(id: &str, state: ExportState) -> ExportJob {
+    ExportJob { id: id.to_string(), state, records: None, file_size: None, checksum: None, error: None }
+}
+
+/// A Salesforce mock that must not be called.
+fn no_salesforce() -> Arc<MockSalesforceApi> {
+    Arc::new(MockSalesforceApi::new())
+}
+
+fn settings(mode: InitialMode) -> EngineSettings {
+    EngineSettings {
+        instance_id: "123-ABC-456".into(),
+        page_size: 3,
+        initial_mode: mode,
+        opportunity_lookup: false,
+        rest_empty_chunks_to_stop: 2,
+        oldest_created_at: t0() - chrono::Duration::days(10),
+        export_poll: Duration::from_secs(1),
+        retry: RetrySettings {
+            max_attempts: 2,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(1),
+        },
+        clock: Arc::new(t0),
+        ..Default::default()
+    }
+}
+
+fn engine(world: &W, store: &Arc<FakeStore>, settings: EngineSettings) -> SyncEngine {
+    SyncEngine::builder()
+        .marketo(marketo(world))
+        .salesforce(no_salesforce())
+        .store(store.clone())
+        .settings(settings)
+        .build()
+        .unwrap()
+}
+
+fn world_with(leads: Vec<Value>) -> W {
+    let mut w = World::default();
+    for l in leads {
+        w.leads.insert(l["id"].as_i64().unwrap(), l);
+    }
+    Arc::new(Mutex::new(w))
+}
+
+fn drain<T: Clone>(rx: &mut tokio::sync::broadcast::Receiver<T>) -> Vec<T> {
+    let mut out = Vec::new();
+    loop {
+        match rx.try_recv() {
+            Ok(v) => out.push(v),
+            Err(TryRecvError::Lagged(_)) => continue,
+            Err(_) => return out,
+        }
+    }
+}
+
+fn ids(store: &FakeStore) -> Vec<i64> {
+    store.state().people.keys().copied().collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests.
+
+#[test]
+fn builder_validates() {
+    let world = world_with(vec![]);
+    let err = SyncEngine::builder().marketo(marketo(&world)).build().unwrap_err();
+    assert!(matches!(err, Error::Config { field: "salesforce", .. }));
+    let err = SyncEngine::builder()
+        .marketo(marketo(&world))
+        .salesforce(no_salesforce())
+        .store(Arc::new(FakeStore::default()))
+        .settings(EngineSettings { page_size: 301, ..settings(InitialMode::Rest) })
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, Error::Config { field: "page_size", .. }));
+    let err = SyncEngine::builder()
+        .marketo(marketo(&world))
+        .salesforce(no_salesforce())
+        .store(Arc::new(FakeStore::default()))
+        .settings(EngineSettings { instance_id: " ".into(), ..settings(InitialMode::Rest) })
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, Error::Config { field: "instance_id", .. }));
+}
+
+#[tokio::test]
+async fn rest_initial_sync_qualifies_reports_bad_records_and_positions_streams() {
+    let mut bad = lead(5, Some(OWNER), "Lead");
+    bad["sfdcLeadOwnerId"] = json!("not-an-id");
+    let world = world_with(vec![
+        lead(1, Some(OWNER), "Lead"),
+        lead(2, Some(OWNER), "Contact"),
+        lead(3, None, "Lead"),
+        json!({"id": 4, "sfdcType": "none", "sfdcLeadOwnerId": OWNER}),
+        bad,
+        lead(7, Some(OWNER), "Lead"),
+    ]);
+    let store = Arc::new(FakeStore::default());
+    let eng = engine(&world, &store, settings(InitialMode::Rest));
+    let mut events = eng.subscribe_events();
+    let mut changes = eng.subscribe_changes();
+    let report = eng.sync_once().await.unwrap();
+
+    assert_eq!(report.initial_path, Some(InitialPath::Rest));
+    assert_eq!(report.inserted, 3);
+    assert_eq!(report.skipped_unqualified, 2);
+    assert_eq!(report.record_errors.len(), 1);
+    assert_eq!(report.record_errors[0].record_id, Some(5));
+    assert_eq!(report.record_errors[0].field, "sfdcLeadOwnerId");
+    assert!(!report.reconciled);
+    assert_eq!(ids(&store), vec![1, 2, 7]);
+    // chunks 1-3, 4-6, 7-9, then two empty ones
+    assert_eq!(world.lock().unwrap().filter_starts, vec!["1", "4", "7", "10", "13"]);
+    // unqualified people never touch the store
+    assert!(store.state().pages.iter().all(|p| p.decisions.iter().all(|d| d.marketo_id() != 3)));
+    assert_eq!(store.state().bound.as_deref(), Some("123-ABC-456"));
+    // streams positioned at the initial sync's start
+    assert_eq!(world.lock().unwrap().paging_token_since, vec![t0()]);
+    let lc = store.position(StreamId::LeadChanges).unwrap();
+    assert_eq!(lc["token"], json!(format!("tok@{}", t0().timestamp())));
+    assert_eq!(store.position(StreamId::InitialSync).unwrap()["status"], json!("done"));
+    assert!(report.api_calls.marketo >= 9, "{:?}", report.api_calls);
+    assert_eq!(report.api_calls.salesforce, 0);
+
+    let changes = drain(&mut changes);
+    assert_eq!(
+        changes,
+        vec![MirrorChange::Inserted { id: 1 }, MirrorChange::Inserted { id: 2 }, MirrorChange::Inserted { id: 7 }]
+    );
+    let events = drain(&mut events);
+    assert!(events.contains(&SyncEvent::PhaseChanged { phase: Phase::Initial(InitialPath::Rest) }));
+    assert!(events.iter().any(|e| matches!(e, SyncEvent::RecordFailed { error } if error.record_id == Some(5))));
+    assert!(matches!(events.last(), Some(SyncEvent::Finished { .. })));
+
+    // A second pass runs no initial sync and finds nothing new.
+    let again = eng.sync_once().await.unwrap();
+    assert_eq!(again.initial_path, None);
+    assert_eq!(again.inserted, 0);
+}
+
+#[tokio::test]
+async fn checkpoint_travels_with_its_page_and_does_not_advance_when_apply_fails() {
+    let world = world_with(vec![lead(1, Some(OWNER), "Lead"), lead(4, Some(OWNER), "Lead")]);
+    let pages: Arc<Mutex<Vec<MirrorPage>>> = Arc::default();
+    let mut store = MockStore::new();
+    store.expect_bind_instance().returning(|_| Ok(()));
+    store.expect_checkpoint().returning(|_| Ok(None));
+    store.expect_list_people().returning(|_, _| Ok(vec![]));
+    store.expect_people_by_ids().returning(|_| Ok(vec![]));
+    let seen = pages.clone();
+    let mut calls = 0;
+    store.expect_apply_page().returning(move |page| {
+        calls += 1;
+        seen.lock().unwrap().push(page);
+        if calls == 2 {
+            return Err(salesync_core::Error::Backend { backend: "mock", source: "lost connection".into() });
+        }
+        Ok(ApplyCounts { inserted: 1, ..Default::default() })
+    });
+    store.expect_put_checkpoint().never();
+    let eng = SyncEngine::builder()
+        .marketo(marketo(&world))
+        .salesforce(no_salesforce())
+        .store(Arc::new(store))
+        .settings(settings(InitialMode::Rest))
+        .build()
+        .unwrap();
+    let mut changes = eng.subscribe_changes();
+    let err = eng.sync_once().await.unwrap_err();
+    assert!(matches!(err, Error::Port(salesync_core::Error::Backend { .. })), "{err}");
+
+    let pages = pages.lock().unwrap();
+    assert_eq!(pages.len(), 2, "nothing after the failed page");
+    let first = &pages[0];
+    assert!(matches!(&first.decisions[..], [Decision::Insert { person }] if person.marketo_id == 1));
+    let cp = first.checkpoint.as_ref().unwrap();
+    assert_eq!(cp.stream, StreamId::InitialSync);
+    assert_eq!(cp.position["rest"]["next_id"], json!(4));
+    let second = &pages[1];
+    assert!(matches!(&second.decisions[..], [Decision::Insert { person }] if person.marketo_id == 4));
+    assert_eq!(second.checkpoint.as_ref().unwrap().position["rest"]["next_id"], json!(7));
+    // Only the committed page was announced.
+    assert_eq!(drain(&mut changes), vec![MirrorChange::Inserted { id: 1 }]);
+}
+
+#[tokio::test]
+async fn rest_sync_resumes_from_its_checkpoint() {
+    let world = world_with((1..=8).map(|i| lead(i, Some(OWNER), "Lead")).collect());
+    let store = Arc::new(FakeStore::default());
+    store.state().fail_apply = Some(2);
+    let eng = engine(&world, &store, settings(InitialMode::Rest));
+    assert!(eng.sync_once().await.is_err());
+    assert_eq!(ids(&store), vec![1, 2, 3]);
+    assert_eq!(store.position(StreamId::InitialSync).unwrap()["rest"]["next_id"], json!(4));
+
+    world.lock().unwrap().filter_starts.clear();
+    let report = eng.sync_once().await.unwrap();
+    assert_eq!(world.lock().unwrap().filter_starts[0], "4", "resumed after the applied page");
+    assert_eq!(report.inserted, 5);
+    assert_eq!(ids(&store), (1..=8).collect::<Vec<_>>());
+}
+
+fn csv_file(rows: &[&str]) -> Vec<u8> {
+    let mut s = String::from("id,firstName,email,sfdcType,sfdcLeadOwnerId,sfdcContactId\n");
+    for r in rows {
+        s.push_str(r);
+        s.push('\n');
+    }
+    s.into_bytes()
+}
+
+#[tokio::test(start_paused = true)]
+async fn bulk_sync_reuses_its_job_after_a_restart_and_skips_applied_rows() {
+    let world = world_with(vec![]);
+    {
+        let mut w = world.lock().unwrap();
+        w.export_polls = 2;
+        w.export_file = csv_file(&[
+            &format!("1,Ann,a@x.com,Lead,{OWNER},null"),
+            "2,Bob,b@x.com,Lead,null,null",
+            &format!("3,\"Cy, Jr\",c@x.com,Contact,{OWNER},{CONTACT}"),
+            &format!("4,Di,d@x.com,Lead,{OWNER},bogus"),
+            &format!("5,Ed,e@x.com,Lead,{OWNER},null"),
+        ]);
+    }
+    let store = Arc::new(FakeStore::default());
+    store.state().fail_apply = Some(2);
+    let mut s = settings(InitialMode::Bulk);
+    s.page_size = 2;
+    let eng = engine(&world, &store, s);
+    let mut events = eng.subscribe_events();
+    assert!(eng.sync_once().await.is_err());
+    assert_eq!(ids(&store), vec![1]);
+    let pos = store.position(StreamId::InitialSync).unwrap();
+    assert_eq!(pos["bulk"]["export_id"], json!("job-1"));
+    assert_eq!(pos["bulk"]["rows_applied"], json!(2));
+    let offset = pos["bulk"]["offset"].as_u64().unwrap();
+    assert!(drain(&mut events).iter().any(|e| matches!(e, SyncEvent::Backoff { .. })), "status polls back off");
+
+    let report = eng.sync_once().await.unwrap();
+    let w = world.lock().unwrap();
+    assert_eq!(w.jobs_started, 1, "the restarted run reused the export job");
+    assert_eq!(w.file_offsets, vec![0, offset], "second run resumed after the applied rows");
+    assert_eq!(report.initial_path, Some(InitialPath::Bulk));
+    assert_eq!(report.inserted, 2);
+    assert_eq!(report.record_errors.len(), 1);
+    assert_eq!(report.record_errors[0].record_id, Some(4));
+    assert_eq!(ids(&store), vec![1, 3, 5]);
+    assert_eq!(store.state().people[&3].first_name.as_deref(), Some("Cy, Jr"));
+    let pos = store.position(StreamId::InitialSync).unwrap();
+    assert_eq!(pos["status"], json!("done"));
+    assert_eq!(pos["bulk"]["window"], json!(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn bulk_windows_cover_oldest_created_at_to_start() {
+    let world = world_with(vec![]);
+    world.lock().unwrap().export_file = csv_file(&[]);
+    let store = Arc::new(FakeStore::default());
+    let mut s = settings(InitialMode::Auto);
+    s.oldest_created_at = t0() - chrono::Duration::days(70);
+    let eng = engine(&world, &store, s);
+    let report = eng.sync_once().await.unwrap();
+    assert_eq!(report.initial_path, Some(InitialPath::Bulk));
+    assert_eq!(world.lock().unwrap().jobs_started, 3, "70 days = three 31-day windows");
+}
+
+#[tokio::test]
+async fn auto_mode_uses_rest_when_bulk_is_refused() {
+    let world = world_with(vec![lead(2, Some(OWNER), "Lead")]);
+    world.lock().unwrap().export_mode = ExportMode::Rejected;
+    let store = Arc::new(FakeStore::default());
+    let eng = engine(&world, &store, settings(InitialMode::Auto));
+    let report = eng.sync_once().await.unwrap();
+    assert_eq!(report.initial_path, Some(InitialPath::Rest));
+    assert_eq!(ids(&store), vec![2]);
+
+    // Bulk mode does not fall back.
+    let world = world_with(vec![]);
+    world.lock().unwrap().export_mode = ExportMode::Rejected;
+    let eng = engine(&world, &Arc::new(FakeStore::default()), settings(InitialMode::Bulk));
+    assert!(matches!(eng.sync_once().await, Err(Error::Port(salesync_core::Error::Rejected { .. }))));
+}
+
+#[tokio::test(start_paused = true)]
+async fn bulk_quota_exhausted_falls_back_or_waits_as_configured() {
+    let world = world_with(vec![lead(1, Some(OWNER), "Lead")]);
+    world.lock().unwrap().export_mode = ExportMode::Quota;
+    let store = Arc::new(FakeStore::default());
+    let eng = engine(&world, &store, settings(InitialMode::Bulk));
+    let report = eng.sync_once().await.unwrap();
+    assert_eq!(report.initial_path, Some(InitialPath::Rest));
+    assert_eq!(report.bulk_quota_action, Some(BulkQuotaAction::FellBackToRest));
+    assert_eq!(ids(&store), vec![1]);
+
+    // Wait: the engine backs off, then the quota is back.
+    let world = world_with(vec![]);
+    {
+        let mut w = world.lock().unwrap();
+        w.export_mode = ExportMode::Quota;
+        w.export_file = csv_file(&[&format!("9,Zed,z@x.com,Lead,{OWNER},null")]);
+    }
+    let store = Arc::new(FakeStore::default());
+    let mut s = settings(InitialMode::Bulk);
+    s.bulk_quota = BulkQuotaPolicy::Wait { retry_after: Duration::from_secs(3600) };
+    let eng = engine(&world, &store, s);
+    let mut events = eng.subscribe_events();
+    let w2 = world.clone();
+    let run = tokio::spawn(async move { eng.sync_once().await });
+    // Let the engine hit the quota, then restore it.
+    loop {
+        if let Ok(SyncEvent::Backoff { delay, .. }) = events.recv().await {
+            assert_eq!(delay, Duration::from_secs(3600));
+            w2.lock().unwrap().export_mode = ExportMode::Ok;
+            break;
+        }
+    }
+    let report = run.await.unwrap().unwrap();
+    assert_eq!(report.initial_path, Some(InitialPath::Bulk));
+    assert_eq!(report.bulk_quota_action, Some(BulkQuotaAction::Waited));
+    assert_eq!(ids(&store), vec![9]);
+}
+
+/// A store and engine whose initial sync is done with people 1..=4 (1, 2 Leads; 3, 4 Contacts).
+async fn synced(extra: Vec<Value>) -> (W, Arc<FakeStore>, SyncEngine) {
+    let mut leads: Vec<Value> = vec![
+        lead(1, Some(OWNER), "Lead"),
+        lead(2, Some(OWNER), "Lead"),
+        lead(3, Some(OWNER), "Contact"),
+        lead(4, Some(OWNER), "Contact"),
+    ];
+    leads.extend(extra);
+    let world = world_with(leads);
+    let store = Arc::new(FakeStore::default());
+    let eng = engine(&world, &store, settings(InitialMode::Rest));
+    eng.sync_once().await.unwrap();
+    (world, store, eng)
+}
+
+#[tokio::test]
+async fn incremental_updates_disqualifies_and_requalifies() {
+    let (world, store, eng) = synced(vec![lead(6, None, "Lead")]).await;
+    assert_eq!(ids(&store), vec![1, 2, 3, 4]);
+    {
+        let mut w = world.lock().unwrap();
+        w.leads.insert(1, lead(1, None, "Lead")); // lost its owner
+        let mut two = lead(2, Some(OWNER), "Lead");
+        two["title"] = json!("CTO");
+        w.leads.insert(2, two);
+        w.leads.insert(6, lead(6, Some(OWNER), "Lead")); // gained one
+        w.leads.remove(&4); // gone from Marketo: left to the deleted-leads stream
+        w.changes.push_back(page(vec![act(1, 13, vec![]), act(2, 13, vec![])], "lc-1", true));
+        w.changes.push_back(page(vec![act(6, 13, vec![]), act(4, 13, vec![]), act(6, 13, vec![])], "lc-2", false));
+    }
+    let mut changes = eng.subscribe_changes();
+    let report = eng.sync_once().await.unwrap();
+    assert_eq!(report.removed.disqualified, 1);
+    assert_eq!(report.updated, 1);
+    assert_eq!(report.inserted, 1);
+    assert_eq!(ids(&store), vec![2, 3, 4, 6]);
+    assert_eq!(store.state().people[&2].title.as_deref(), Some("CTO"));
+    assert_eq!(store.state().tombstones[&1].reason, RemovalReason::Disqualified { why: dq::NoOwner });
+    assert_eq!(
+        drain(&mut changes),
+        vec![
+            MirrorChange::Removed { id: 1, reason: RemovalReason::Disqualified { why: dq::NoOwner } },
+            MirrorChange::Updated { id: 2, changed: vec![LeadField::Title] },
+            MirrorChange::Inserted { id: 6 },
+        ]
+    );
+    let lc = store.position(StreamId::LeadChanges).unwrap();
+    assert_eq!(lc["token"], json!("lc-2"));
+    assert_eq!(lc["as_of"], json!(t0()));
+    // each page's token went into the page's own apply
+    let pages = &store.state().pages;
+    let tokens: Vec<Value> = pages
+        .iter()
+        .filter_map(|p| p.checkpoint.as_ref())
+        .filter(|c| c.stream == StreamId::LeadChanges)
+        .map(|c| c.position["token"].clone())
+        .collect();
+    assert!(tokens.windows(2).any(|w| w == [json!("lc-1"), json!("lc-2")]), "{tokens:?}");
+}
+
+#[tokio::test]
+async fn lead_changes_token_is_not_advanced_when_the_page_fails() {
+    let (world, store, eng) = synced(vec![]).await;
+    world.lock().unwrap().changes.push_back(page(vec![act(2, 13, vec![])], "lc-1", false));
+    let before = store.position(StreamId::LeadChanges).unwrap();
+    let next_apply = store.state().apply_calls + 1;
+    store.state().fail_apply = Some(next_apply);
+    assert!(eng.sync_once().await.is_err());
+    assert_eq!(store.position(StreamId::LeadChanges).unwrap(), before);
+}
+
+#[tokio::test]
+async fn deletes_and_merges_remove_with_reasons_and_refetch_the_winner() {
+    let (world, store, eng) = synced(vec![]).await;
+    {
+        let mut w = world.lock().unwrap();
+        w.leads.remove(&2);
+        w.leads.remove(&4);
+        let mut winner = lead(3, Some(OWNER), "Contact");
+        winner["phone"] = json!("+1 555");
+        w.leads.insert(3, winner);
+        w.deletes.push_back(page(vec![act(2, 37, vec![]), act(99, 37, vec![])], "del-1", false));
+        w.merges.push_back(page(vec![act(3, 32, vec![("Merge IDs", json!("[4]"))])], "mrg-1", false));
+    }
+    let mut changes = eng.subscribe_changes();
+    let report = eng.sync_once().await.unwrap();
+    assert_eq!(report.removed.deleted, 1);
+    assert_eq!(report.removed.merged, 1);
+    assert_eq!(report.skipped_not_in_mirror, 1, "deletion of someone the mirror never had");
+    assert_eq!(report.updated, 1);
+    assert_eq!(ids(&store), vec![1, 3]);
+    assert_eq!(store.state().tombstones[&4].reason, RemovalReason::Merged { winner: 3 });
+    assert_eq!(store.state().people[&3].phone.as_deref(), Some("+1 555"));
+    let got = drain(&mut changes);
+    assert!(got.contains(&MirrorChange::Removed { id: 2, reason: RemovalReason::Deleted }));
+    assert!(got.contains(&MirrorChange::Removed { id: 4, reason: RemovalReason::Merged { winner: 3 } }));
+    assert_eq!(store.position(StreamId::DeletedLeads).unwrap()["token"], json!("del-1"));
+    let lc = store.position(StreamId::LeadChanges).unwrap();
+    assert_eq!(lc["merges_token"], json!("mrg-1"));
+    assert!(world.lock().unwrap().activity_calls.iter().any(|(t, _)| t == &[32]));
+}
+
+#[test]
+fn merge_ids_are_read_leniently() {
+    use crate::incremental::merge_losers;
+    let a = |v: Value| act(10, 32, vec![("Merge IDs", v)]);
+    assert_eq!(merge_losers(&a(json!("[11, 12]"))), vec![11, 12]);
+    assert_eq!(merge_losers(&a(json!("11,12,10"))), vec![11, 12]);
+    assert_eq!(merge_losers(&a(json!([11, "12"]))), vec![11, 12]);
+    assert_eq!(merge_losers(&a(json!(13))), vec![13]);
+    assert!(merge_losers(&act(10, 32, vec![])).is_empty());
+}
+
+#[tokio::test]
+async fn stale_deleted_leads_position_triggers_a_reconciling_resync() {
+    let (world, store, _) = synced(vec![]).await;
+    world.lock().unwrap().leads.remove(&3); // deleted long ago, deletion pruned
+    let mut s = settings(InitialMode::Rest);
+    s.clock = Arc::new(|| t0() + chrono::Duration::days(15));
+    let eng = engine(&world, &store, s);
+    let report = eng.sync_once().await.unwrap();
+    assert!(report.reconciled);
+    assert_eq!(report.removed.vanished, 1);
+    assert_eq!(store.state().tombstones[&3].reason, RemovalReason::Vanished);
+    assert_eq!(ids(&store), vec![1, 2, 4]);
+    assert_eq!(
+        store.position(StreamId::DeletedLeads).unwrap()["as_of"],
+        json!(t0() + chrono::Duration::days(15)),
+        "streams restarted at the resync"
+    );
+}
+
+#[tokio::test]
+async fn rejected_token_triggers_a_reconciling_resync() {
+    let (world, store, eng) = synced(vec![]).await;
+    {
+        let mut w = world.lock().unwrap();
+        w.reject_token = true;
+        w.leads.remove(&1);
+        w.leads.insert(1000, lead(1000, Some(OWNER), "Lead")); // far beyond a gap
+    }
+    // The mirror knows nobody that high, so the sweep stops at its gap: 1000 is found by the
+    // incremental pass that follows the resync (New Lead activity).
+    world.lock().unwrap().changes.push_back(page(vec![act(1000, 12, vec![])], "lc-9", false));
+    let report = eng.sync_once().await.unwrap();
+    assert!(report.reconciled);
+    assert_eq!(report.removed.vanished, 1);
+    assert_eq!(ids(&store), vec![2, 3, 4, 1000]);
+}
+
+#[tokio::test]
+async fn rest_sweep_jumps_to_mirror_people_beyond_a_gap() {
+    let (world, store, eng) = synced(vec![]).await;
+    // Someone in the mirror far beyond the sweep's stop distance is still checked.
+    {
+        let mut s = store.state();
+        let mut p = s.people[&1].clone();
+        p.marketo_id = 500;
+        s.people.insert(500, p);
+    }
+    world.lock().unwrap().reject_token = true;
+    let report = eng.sync_once().await.unwrap();
+    assert!(report.reconciled);
+    assert_eq!(store.state().tombstones[&500].reason, RemovalReason::Vanished);
+    assert!(world.lock().unwrap().filter_starts.contains(&"500".to_string()));
+}
+
+#[tokio::test]
+async fn opportunities_are_filled_from_salesforce() {
+    let mut c = lead(1, Some(OWNER), "Contact");
+    c["sfdcContactId"] = json!(CONTACT);
+    let mut l = lead(2, Some(OWNER), "Lead");
+    l["sfdcLeadId"] = json!(LEAD);
+    let mut m = lead(3, Some(OWNER), "Contact");
+    m["sfdcOpptyId"] = json!(OPP2); // Marketo gave it: no lookup
+    let world = world_with(vec![c, l, m, lead(4, Some(OWNER), "Contact")]);
+    let mut sf = MockSalesforceApi::new();
+    sf.expect_opportunities_for_contacts().times(1).returning(|ids| {
+        assert_eq!(ids, &[sfid(CONTACT)]);
+        Ok(vec![(sfid(CONTACT), Some(sfid(OPP)))])
+    });
+    sf.expect_lead_conversions().times(1).returning(|ids| {
+        assert_eq!(ids, &[sfid(LEAD)]);
+        Ok(vec![LeadConversion {
+            lead_id: sfid(LEAD),
+            converted: true,
+            contact_id: Some(sfid(CONTACT)),
+            account_id: None,
+            opportunity_id: Some(sfid(OPP2)),
+        }])
+    });
+    let store = Arc::new(FakeStore::default());
+    let eng = SyncEngine::builder()
+        .marketo(marketo(&world))
+        .salesforce(Arc::new(sf))
+        .store(store.clone())
+        .settings(EngineSettings { opportunity_lookup: true, ..settings(InitialMode::Rest) })
+        .build()
+        .unwrap();
+    let mut changes = eng.subscribe_changes();
+    let report = eng.sync_once().await.unwrap();
+    assert_eq!(report.opportunities_resolved, 2);
+    assert_eq!(report.api_calls.salesforce, 2);
+    let s = store.state();
+    assert_eq!(s.people[&1].salesforce_opportunity, OpportunityRef::Salesforce(Some(sfid(OPP))));
+    assert_eq!(s.people[&2].salesforce_opportunity, OpportunityRef::Salesforce(Some(sfid(OPP2))));
+    assert_eq!(s.people[&3].salesforce_opportunity, OpportunityRef::Marketo(sfid(OPP2)));
+    assert_eq!(s.people[&4].salesforce_opportunity, OpportunityRef::Unresolved, "contact without contact id");
+    drop(s);
+    assert!(
+        drain(&mut changes)
+            .contains(&MirrorChange::Updated { id: 1, changed: vec![LeadField::SalesforceOpportunityId] })
+    );
+}
+
+#[tokio::test]
+async fn opportunity_lookup_failure_is_a_warning() {
+    let mut c = lead(1, Some(OWNER), "Contact");
+    c["sfdcContactId"] = json!(CONTACT);
+    let world = world_with(vec![c]);
+    let mut sf = MockSalesforceApi::new();
+    sf.expect_opportunities_for_contacts().returning(|_| {
+        Err(salesync_core::Error::AccessDenied {
+            service: Service::Salesforce,
+            code: "INSUFFICIENT_ACCESS".into(),
+            message: "no".into(),
+        })
+    });
+    let store = Arc::new(FakeStore::default());
+    let eng = SyncEngine::builder()
+        .marketo(marketo(&world))
+        .salesforce(Arc::new(sf))
+        .store(store.clone())
+        .settings(EngineSettings { opportunity_lookup: true, ..settings(InitialMode::Rest) })
+        .build()
+        .unwrap();
+    let report = eng.sync_once().await.unwrap();
+    assert_eq!(report.inserted, 1);
+    assert_eq!(report.warnings.len(), 1);
+    assert!(store.state().people[&1].salesforce_opportunity.needs_lookup());
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_errors_are_retried_with_backoff() {
+    let world = world_with(vec![lead(1, Some(OWNER), "Lead")]);
+    let mut m = MockMarketoApi::new();
+    let mut failed = false;
+    m.expect_lead_schema().returning(move || {
+        if !failed {
+            failed = true;
+            return Err(salesync_core::Error::RateLimited {
+                service: Service::Marketo,
+                retry_after: Some(Duration::from_millis(1)),
+            });
+        }
+        Ok(LeadSchema { fields: vec![], searchable: vec![] })
+    });
+    let inner = marketo(&world);
+    let w = world.clone();
+    m.expect_leads_by_filter().returning(move |_, values, _, _| {
+        let w = w.lock().unwrap();
+        let items = values.iter().filter_map(|v| w.leads.get(&v.parse::<i64>().unwrap())).map(record).collect();
+        Ok(Page::last(items, None))
+    });
+    m.expect_paging_token().returning(|_| Ok("t".into()));
+    m.expect_lead_changes().returning(|t, _| Ok(page(vec![], t, false)));
+    m.expect_deleted_leads().returning(|t| Ok(page(vec![], t, false)));
+    m.expect_activities().returning(|t, _, _| Ok(page(vec![], t, false)));
+    drop(inner);
+    let store = Arc::new(FakeStore::default());
+    let eng = SyncEngine::builder()
+        .marketo(Arc::new(m))
+        .salesforce(no_salesforce())
+        .store(store.clone())
+        .settings(settings(InitialMode::Rest))
+        .build()
+        .unwrap();
+    let mut events = eng.subscribe_events();
+    let report = eng.sync_once().await.unwrap();
+    assert_eq!(report.inserted, 1);
+    assert!(drain(&mut events).iter().any(|e| matches!(e, SyncEvent::Backoff { .. })));
+}
+
+#[tokio::test]
+async fn cancellation_stops_between_pages_and_run_returns() {
+    let world = world_with(vec![lead(1, Some(OWNER), "Lead")]);
+    let store = Arc::new(FakeStore::default());
+    let eng = engine(&world, &store, settings(InitialMode::Rest));
+    let cancel = CancellationToken::new();
+    cancel.cancel();
+    assert!(matches!(eng.sync_once_with(&cancel).await, Err(Error::Cancelled)));
+    assert_eq!(store.state().apply_calls, 0);
+    eng.run(cancel).await.unwrap();
+
+    // Cancelled after the first page: the checkpoint matches what was applied, and the next
+    // pass resumes from it.
+    let world = world_with((1..=6).map(|i| lead(i, Some(OWNER), "Lead")).collect());
+    let store = Arc::new(FakeStore::default());
+    let eng = engine(&world, &store, settings(InitialMode::Rest));
+    let cancel = CancellationToken::new();
+    let mut changes = eng.subscribe_changes();
+    let (e2, c2) = (eng.clone(), cancel.clone());
+    let task = tokio::spawn(async move { e2.sync_once_with(&c2).await });
+    let _ = changes.recv().await;
+    cancel.cancel();
+    let result = task.await.unwrap();
+    if result.is_err() {
+        let pos = store.position(StreamId::InitialSync).unwrap();
+        let next = pos["rest"]["next_id"].as_i64().unwrap();
+        assert!(ids(&store).iter().all(|i| *i < next), "nothing applied beyond the checkpoint");
+    }
+    eng.sync_once().await.unwrap();
+    assert_eq!(ids(&store), (1..=6).collect::<Vec<_>>());
+}
+
+#[tokio::test(start_paused = true)]
+async fn run_polls_until_cancelled() {
+    let world = world_with(vec![lead(1, Some(OWNER), "Lead")]);
+    let store = Arc::new(FakeStore::default());
+    let eng = engine(&world, &store, settings(InitialMode::Rest));
+    let mut events = eng.subscribe_events();
+    let cancel = CancellationToken::new();
+    let (e2, c2) = (eng.clone(), cancel.clone());
+    let task = tokio::spawn(async move { e2.run(c2).await });
+    let mut finished = 0;
+    while finished < 3 {
+        if let Ok(SyncEvent::Finished { .. }) = events.recv().await {
+            finished += 1;
+        }
+    }
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+    assert_eq!(ids(&store), vec![1]);
+}
+
+#[tokio::test]
+async fn lagging_subscribers_see_lagged_and_never_block() {
+    let world = world_with((1..=9).map(|i| lead(i, Some(OWNER), "Lead")).collect());
+    let store = Arc::new(FakeStore::default());
+    let eng = engine(&world, &store, EngineSettings { channel_capacity: 2, ..settings(InitialMode::Rest) });
+    let mut changes = eng.subscribe_changes();
+    eng.sync_once().await.unwrap();
+    assert!(matches!(changes.try_recv(), Err(TryRecvError::Lagged(_))));
+    assert_eq!(changes.try_recv().unwrap(), MirrorChange::Inserted { id: 8 });
+}
+
+#[tokio::test]
+async fn store_bound_to_another_instance_is_refused() {
+    let world = world_with(vec![]);
+    let store = Arc::new(FakeStore::default());
+    store.state().bound = Some("other".into());
+    let eng = engine(&world, &store, settings(InitialMode::Rest));
+    assert!(matches!(eng.sync_once().await, Err(Error::Port(salesync_core::Error::Conflict { .. }))));
+}
+
+#[tokio::test]
+async fn mirror_reader_pages_and_finds_duplicates() {
+    let mut a = lead(1, Some(OWNER), "Lead");
+    a["email"] = json!("same@x.com");
+    let mut b = lead(2, Some(OWNER), "Lead");
+    b["email"] = json!("SAME@x.com");
+    let world = world_with(vec![a, b, lead(3, Some(OWNER), "Lead")]);
+    let store = Arc::new(FakeStore::default());
+    let eng = engine(&world, &store, settings(InitialMode::Rest));
+    eng.sync_once().await.unwrap();
+    let mirror = eng.mirror();
+    assert_eq!(mirror.count().await.unwrap(), 3);
+    assert_eq!(mirror.by_email("same@x.com").await.unwrap().len(), 2);
+    assert_eq!(mirror.get(3).await.unwrap().unwrap().marketo_id, 3);
+    let p1 = mirror.list(PageRequest::first(2)).await.unwrap();
+    assert_eq!(p1.people.len(), 2);
+    let p2 = mirror.list(p1.next.unwrap()).await.unwrap();
+    assert_eq!(p2.people.iter().map(|p| p.marketo_id).collect::<Vec<_>>(), vec![3]);
+    assert!(p2.next.is_none());
+    let owned = mirror.by_owner(&sfid(OWNER), PageRequest::first(10)).await.unwrap();
+    assert_eq!(owned.people.len(), 3);
+    assert!(mirror.tombstone(1).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn check_can_email_uses_salesync_then_marketo() {
+    let world = world_with(vec![]);
+    let store = Arc::new(FakeStore::default());
+    let eng = engine(&world, &store, settings(InitialMode::Rest));
+    assert_eq!(eng.check_can_email(1).await.unwrap(), CanEmail::Allowed);
+    store.state().unsubscribes.insert(
+        1,
+        UnsubscribeState { marketo_id: 1, unsubscribed: true, origin: UnsubscribeOrigin::Salesforce, at: t0() },
+    );
+    assert_eq!(
+        eng.check_can_email(1).await.unwrap(),
+        CanEmail::Blocked { reason: BlockReason::UnsubscribedInSalesync { origin: UnsubscribeOrigin::Salesforce } }
+    );
+    world.lock().unwrap().unsubscribed.insert(2, true);
+    assert_eq!(eng.check_can_email(2).await.unwrap(), CanEmail::Allowed, "check off: Marketo not asked");
+    store.state().settings.marketo_unsubscribe_check = true;
+    assert_eq!(eng.check_can_email(2).await.unwrap(), CanEmail::Blocked { reason: BlockReason::UnsubscribedInMarketo });
+    assert_eq!(eng.check_can_email(3).await.unwrap(), CanEmail::Allowed, "unknown to Marketo");
+}
+
+#[tokio::test]
+async fn insight_activities_resolve_types_by_name_newest_first() {
+    let world = world_with(vec![]);
+    {
+        let mut w = world.lock().unwrap();
+        let mut old = act(7, 1, vec![]);
+        old.activity_date = t0() - chrono::Duration::hours(2);
+        let mut new = act(7, 46, vec![]);
+        new.activity_date = t0();
+        let mut call = act(7, 100_007, vec![]);
+        call.activity_date = t0() - chrono::Duration::hours(1);
+        w.insight = vec![old, new, call, act(8, 6, vec![])];
+    }
+    let store = Arc::new(FakeStore::default());
+    let eng = engine(&world, &store, settings(InitialMode::Rest));
+    let got = eng.insight_activities(7, t0() - chrono::Duration::days(30), &InsightKind::ALL).await.unwrap();
+    assert_eq!(got.iter().map(|a| a.activity_type_id).collect::<Vec<_>>(), vec![46, 100_007, 1]);
+    let got = eng.insight_activities(7, t0(), &[InsightKind::Web]).await.unwrap();
+    assert_eq!(got.len(), 1);
+    let calls = world.lock().unwrap().activity_calls.clone();
+    assert!(calls.iter().all(|(types, leads)| types.len() <= 10 && leads == &[7]));
+    assert_eq!(calls.last().unwrap().0, vec![1]);
+}
