@@ -5,18 +5,13 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Duration, Utc};
 
 /// Source of "now" for an emulator.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub enum Clock {
     /// The system clock.
+    #[default]
     System,
     /// A manual clock shared by every clone; tests move it with [`Clock::advance`].
     Manual(Arc<Mutex<DateTime<Utc>>>),
-}
-
-impl Default for Clock {
-    fn default() -> Self {
-        Clock::System
-    }
 }
 
 impl Clock {

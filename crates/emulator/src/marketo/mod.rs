@@ -1,1 +1,348 @@
-//! Marketo Engage REST API emulator (work in progress).
+//! Marketo Engage REST API emulator.
+//!
+//! A stateful axum server written from `shared/reference/marketo-api.md` (§1–§7, §11). Start it with
+//! [`MarketoEmulator::start`]; `/identity`, `/rest` and `/bulk` all live under
+//! [`MarketoEmulator::base_url`]. Tests seed and mutate the lead database through the Rust API
+//! ([`MarketoEmulator::seed_world`], [`MarketoEmulator::update_lead`], …), which emits the activities
+//! the real system would.
+//!
+//! # Emulated
+//! - Identity (`GET|POST /identity/oauth/token`, params in the query): same token until expiry with a
+//!   shrinking `expires_in`; first use of an expired token → 602, later uses / unknown / missing → 601;
+//!   bad credentials → HTTP 401 `{"error":"invalid_client",…}`. Bearer header only: an
+//!   `access_token` query parameter is answered with 601 (switch: [`MarketoConfig::reject_query_access_token`]).
+//! - Envelope: `requestId` `"<4-5 hex>#<11 hex>"`, string error codes, HTTP 200 for API errors
+//!   (HTTP 502 for an injected 502), no `result` on failure, no `errors`/`warnings` on success.
+//! - Limits ([`MarketoLimits`]): rolling window on the emulator clock (606), in-flight count (615),
+//!   daily quota per America/Chicago day with US DST rules (607), batch 300, URI 8 KB (414, plain
+//!   text), body 1 MiB (413). Identity and calls ending in ★ codes (601/602/604/605/608/611) are not
+//!   counted. Calls rejected with 606/607/615 are not counted either (they did no work) — a guess.
+//!   `POST …?_method=GET` with a form body behaves as GET.
+//! - 612 (POST JSON without `application/json`), 609 (malformed JSON), 605 (known path, wrong
+//!   method), 610 (unknown path under `/rest` or `/bulk`, HTTP 200 envelope); other paths → HTTP 404.
+//! - Leads: get by filter (paging, default fields, 1006/1011/1003), by id, describe, describe2, sync
+//!   (`createOnly|updateOnly|createOrUpdate|createDuplicate`, `lookupField`, per-record `reasons`
+//!   1003/1004/1005/1006/1007), delete (`input` body or `id` query), merge (`leadId`/`leadIds`, ≤25
+//!   losers else 1080).
+//! - Activities: paging token (base32 of `"<ts>,<lastActivityId>"`, ordered by activity date then
+//!   id), activities.json (≤10 types, ≤30 lead ids, `scan_block` short/empty pages), leadchanges
+//!   (12 and 13 filtered to requested `fields`), deletedleads (37, hidden after
+//!   [`MarketoConfig::deleted_lead_retention`], default 14 days), types.json (standard ids of §5.5
+//!   incl. 39–48 plus approved custom types).
+//! - Custom activities: type list/describe(`draft=true`)/create/update/approve/discardDraft/delete,
+//!   attribute create/update/delete, 10-type (1027) and 20-attribute (1028) limits, add
+//!   (`external.json`, ≤300, per-record `added` or `skipped` with `errors`).
+//! - Bulk extract of leads and activities: create/enqueue/status/file/cancel/list; Created → Queued →
+//!   Processing → Completed|Cancelled; ≤2 processing, ≤10 queued (1029), daily byte quota (1029
+//!   "Export daily quota exceeded"); CSV/TSV/SSV with `null` literals; `Range` → 206; 404 plain text
+//!   before completion; `fileSize` + `sha256:` checksum; jobs visible only to the creating client.
+//! - `GET /rest/v1/stats/usage.json`.
+//! - Faults through [`crate::faults::FaultPlan`]`<`[`MarketoFault`]`>`, consulted for every admitted
+//!   API call (never for identity).
+//!
+//! # Deliberate deviations and guesses
+//! - Merge: losers disappear without a Delete Lead (37) activity; the winner gets one Merge Leads
+//!   (32) activity whose `Merge IDs` attribute is the comma-separated loser ids, and empty winner
+//!   fields are filled from the losers (emitting 13s).
+//! - Change Data Value: one activity per changed field; `updatedAt` moves on every change (the real
+//!   `updatedAt` only reflects standard fields).
+//! - Unapproved/unknown custom activity type → record skipped with 1003; unknown attribute → 1006;
+//!   unknown lead → 1004; attributes JSON > 65,536 bytes → 1049. Custom attributes read back as
+//!   `{name: <display name>, value, apiName}`.
+//! - Missing/invalid request parameters → 1003; unparsable `sinceDatetime` → 704; unknown export id
+//!   (or another client's) → 1003. Bulk filter problems (range > 31 days, milliseconds, not exactly
+//!   one filter, list filters) → 1003; `updatedAt` with `bulk_updated_at_filter: false` → 1035.
+//! - Bulk jobs move on every bulk call: a queued job starts when fewer than two are processing, and
+//!   completes once [`MarketoConfig::bulk_processing_time`] of clock time has passed since it started
+//!   (default 0: complete on the next poll). Data is snapshotted when processing starts. SSV uses `;`.
+//! - A dropped connection answers with headers and then a body that errors, so hyper aborts the
+//!   connection; clients see a transport error while reading.
+//! - `sfdcOpptyId` is always accepted as a `filterType`, but is a returnable field only with
+//!   [`MarketoConfig::expose_oppty_id`]; `linkedInProfileURL` exists only with
+//!   [`MarketoConfig::linkedin_field`].
+
+mod activities;
+mod auth;
+mod bulk;
+mod custom_activities;
+mod envelope;
+mod fields;
+mod leads;
+mod limits;
+mod server;
+mod state;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value, json};
+
+pub use limits::MarketoLimits;
+
+use crate::clock::Clock;
+use crate::faults::FaultPlan;
+use crate::seed::{SeedSfType, SeedWorld};
+
+/// Emulator configuration. `Default` gives Marketo's documented behaviour on an ephemeral port.
+#[derive(Debug, Clone)]
+pub struct MarketoConfig {
+    /// Client id accepted by identity.
+    pub client_id: String,
+    /// Client secret accepted by identity.
+    pub client_secret: String,
+    /// More (client id, secret) pairs, e.g. to test that bulk jobs are private to their creator.
+    pub additional_clients: Vec<(String, String)>,
+    /// Identity `scope` (the API-only user).
+    pub api_user: String,
+    /// Access-token lifetime (3600 s).
+    pub token_ttl: chrono::Duration,
+    /// Rate, concurrency, quota and size limits.
+    pub limits: MarketoLimits,
+    /// Time source for tokens, windows, activity dates and retention.
+    pub clock: Clock,
+    /// Address to bind (`127.0.0.1:0` by default).
+    pub bind: SocketAddr,
+    /// Artificial delay of every admitted API call, spent while counted as in flight.
+    pub latency: Option<std::time::Duration>,
+    /// Whether `sfdcOpptyId` is a returnable lead field (default false).
+    pub expose_oppty_id: bool,
+    /// Whether the instance has `linkedInProfileURL` (default true).
+    pub linkedin_field: bool,
+    /// Whether the bulk lead `updatedAt` filter is available (false → 1035).
+    pub bulk_updated_at_filter: bool,
+    /// Seed for request ids.
+    pub fault_seed: u64,
+    /// Activities scanned per activities/leadchanges/deletedleads call (0 = unlimited). A small value
+    /// produces short or empty pages with `moreResult: true`, as the real service does.
+    pub scan_block: usize,
+    /// Clock time a bulk job spends in Processing (default 0).
+    pub bulk_processing_time: chrono::Duration,
+    /// Answer 601 when the token is passed as an `access_token` query parameter (default true).
+    pub reject_query_access_token: bool,
+    /// How long Delete Lead activities stay visible through deletedleads.json (14 days).
+    pub deleted_lead_retention: chrono::Duration,
+    /// Max custom activity types (10).
+    pub max_custom_activity_types: usize,
+}
+
+impl Default for MarketoConfig {
+    fn default() -> Self {
+        Self {
+            client_id: "salesync-emulator-client".into(),
+            client_secret: "salesync-emulator-secret".into(),
+            additional_clients: Vec::new(),
+            api_user: "salesync-api@example.com".into(),
+            token_ttl: chrono::Duration::seconds(3600),
+            limits: MarketoLimits::default(),
+            clock: Clock::System,
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            latency: None,
+            expose_oppty_id: false,
+            linkedin_field: true,
+            bulk_updated_at_filter: true,
+            fault_seed: 0,
+            scan_block: 0,
+            bulk_processing_time: chrono::Duration::zero(),
+            reject_query_access_token: true,
+            deleted_lead_retention: chrono::Duration::days(14),
+            max_custom_activity_types: 10,
+        }
+    }
+}
+
+/// An injected Marketo error: the code to answer with (HTTP 502 for `"502"`, else an HTTP 200 envelope).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MarketoFault {
+    /// Error code, e.g. `"606"`.
+    pub code: String,
+    /// Error message (a documented default when built with [`MarketoFault::code`]).
+    pub message: String,
+}
+
+impl MarketoFault {
+    /// A fault with the documented message for `code` (502, 601…615, 713, 1029, …).
+    pub fn code(code: &str) -> Self {
+        Self { code: code.to_string(), message: envelope::default_message(code).to_string() }
+    }
+}
+
+/// One request as the emulator saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MarketoCall {
+    /// Monotonic arrival time.
+    pub at: Instant,
+    /// Emulator-clock arrival time.
+    pub clock_at: DateTime<Utc>,
+    /// Effective method (`GET` for `POST …?_method=GET`).
+    pub method: String,
+    /// Path without the query.
+    pub path: String,
+    /// Whether it counted against the rate window and daily quota.
+    pub counted: bool,
+    /// `None` on success, else the error code (`"606"`, `"1003"`, `"401"`, `"414"`) or `"dropped"`
+    /// / `"malformed"` for injected transport faults.
+    pub outcome: Option<String>,
+    /// HTTP status sent (0 when the connection was dropped).
+    pub http_status: u16,
+}
+
+/// A running emulator: a cheap `Clone` handle on shared state and the server task.
+#[derive(Clone)]
+pub struct MarketoEmulator {
+    shared: Arc<server::Shared>,
+    addr: SocketAddr,
+    task: Arc<std::sync::Mutex<Option<server::ServerTask>>>,
+}
+
+impl std::fmt::Debug for MarketoEmulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MarketoEmulator").field("addr", &self.addr).finish_non_exhaustive()
+    }
+}
+
+impl MarketoEmulator {
+    /// Binds `config.bind` and serves in a background task.
+    pub async fn start(config: MarketoConfig) -> std::io::Result<MarketoEmulator> {
+        let shared = Arc::new(server::Shared::new(config));
+        let (addr, task) = server::serve(Arc::clone(&shared)).await?;
+        tracing::info!(%addr, "marketo emulator listening");
+        Ok(MarketoEmulator { shared, addr, task: Arc::new(std::sync::Mutex::new(Some(task))) })
+    }
+
+    /// `http://127.0.0.1:PORT`; identity, REST and bulk paths are all under it.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Accepted client id.
+    pub fn client_id(&self) -> &str {
+        &self.shared.config.client_id
+    }
+
+    /// Accepted client secret.
+    pub fn client_secret(&self) -> &str {
+        &self.shared.config.client_secret
+    }
+
+    /// The emulator clock.
+    pub fn clock(&self) -> &Clock {
+        &self.shared.config.clock
+    }
+
+    /// Loads a seeded world: one lead per person (with its id), each with a New Lead (12) activity
+    /// dated at the person's `createdAt`.
+    pub fn seed_world(&self, world: &SeedWorld) {
+        let mut db = self.shared.db();
+        for p in &world.people {
+            let mut m = Map::new();
+            let mut put = |k: &str, v: &Option<String>| {
+                if let Some(v) = v {
+                    m.insert(k.to_string(), json!(v));
+                }
+            };
+            put("firstName", &p.first_name);
+            put("lastName", &p.last_name);
+            put("email", &p.email);
+            put("company", &p.company);
+            put("title", &p.title);
+            put("phone", &p.phone);
+            if self.shared.config.linkedin_field {
+                put("linkedInProfileURL", &p.linkedin_url);
+            }
+            put("leadSource", &p.lead_source);
+            put("sfdcLeadId", &p.sf_lead_id);
+            put("sfdcContactId", &p.sf_contact_id);
+            put("sfdcAccountId", &p.sf_account_id);
+            put("sfdcOpptyId", &p.sf_opportunity_id);
+            put("sfdcLeadOwnerId", &p.owner_id);
+            if let Some(t) = p.sf_type {
+                m.insert("sfdcType".into(), json!(if t == SeedSfType::Lead { "Lead" } else { "Contact" }));
+            }
+            m.insert("unsubscribed".into(), json!(p.unsubscribed));
+            db.insert_lead(Some(p.marketo_id), m, p.created_at, p.updated_at, "Seeded");
+        }
+    }
+
+    /// Creates a lead now (New Lead activity); returns its id.
+    pub fn create_lead(&self, fields: Map<String, Value>) -> i64 {
+        let now = self.shared.now();
+        self.shared.db().insert_lead(None, fields, now, now, "Web service API")
+    }
+
+    /// Changes fields (a null value clears one); one Change Data Value (13) per changed field.
+    /// False when the lead does not exist.
+    pub fn update_lead(&self, id: i64, changes: Map<String, Value>) -> bool {
+        let now = self.shared.now();
+        self.shared.db().update_lead(id, changes, now, "Web service API")
+    }
+
+    /// Deletes a lead (Delete Lead activity, visible through deletedleads.json). False when absent.
+    pub fn delete_lead(&self, id: i64) -> bool {
+        let now = self.shared.now();
+        self.shared.db().delete_lead(id, now)
+    }
+
+    /// Merges `losers` into `winner` (see the module docs). False when any id is unknown.
+    pub fn merge_leads(&self, winner: i64, losers: &[i64]) -> bool {
+        let now = self.shared.now();
+        self.shared.db().merge_leads(winner, losers, now)
+    }
+
+    /// One lead with every stored field (including `sfdcOpptyId`).
+    pub fn lead(&self, id: i64) -> Option<Map<String, Value>> {
+        self.shared.db().leads.get(&id).cloned()
+    }
+
+    /// All current leads, by id.
+    pub fn leads(&self) -> Vec<Map<String, Value>> {
+        self.shared.db().leads.values().cloned().collect()
+    }
+
+    /// Custom activities added through `POST /rest/v1/activities/external.json`, in order, as
+    /// `{id, marketoGUID, leadId, activityDate, activityTypeId, apiName, primaryAttributeValue, attributes}`.
+    pub fn custom_activities(&self) -> Vec<Value> {
+        self.shared.db().custom_added.clone()
+    }
+
+    /// Replaces the fault plan.
+    pub fn set_faults(&self, plan: FaultPlan<MarketoFault>) {
+        *self.shared.faults_slot() = Arc::new(plan);
+    }
+
+    /// Every request so far.
+    pub fn call_log(&self) -> Vec<MarketoCall> {
+        self.shared.log().clone()
+    }
+
+    /// The most counted calls that fell inside any window of `limits.window` (emulator clock).
+    pub fn max_calls_in_any_window(&self) -> u32 {
+        let times: Vec<DateTime<Utc>> = self.shared.log().iter().filter(|c| c.counted).map(|c| c.clock_at).collect();
+        let window =
+            chrono::Duration::from_std(self.shared.config.limits.window).unwrap_or(chrono::Duration::seconds(20));
+        limits::max_in_window(times, window)
+    }
+
+    /// The most API calls that were in flight at once (identity excluded).
+    pub fn max_concurrent_seen(&self) -> u32 {
+        self.shared.peak.load(Ordering::SeqCst)
+    }
+
+    /// Stops the server and waits for it.
+    pub async fn shutdown(self) {
+        let task = match self.task.lock() {
+            Ok(mut g) => g.take(),
+            Err(p) => p.into_inner().take(),
+        };
+        if let Some(t) = task {
+            t.stop().await;
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! Lead endpoints: get by filter / id, describe, sync, delete, merge.
+
+use serde_json::{Map, Value, json};
+
+use super::envelope::Reply;
+use super::fields::{self, FieldDef};
+use super::server::Ctx;
+use super::state::{Db, Lead};
+
+/// Fields returned when `fields` is omitted.
+pub(crate) const DEFAULT_FIELDS: [&str; 6] = ["id", "email", "updatedAt", "createdAt", "firstName", "lastName"];
+
+/// A lead value as the string Marketo compares / reports it as.
+pub(crate) fn value_string(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// Parses and validates a `fields` list (1006 for unknown fields).
+pub(crate) fn requested_fields(cat: &[FieldDef], raw: Option<&str>) -> Result<Vec<String>, Reply> {
+    let list: Vec<String> = match raw {
+        None => DEFAULT_FIELDS.iter().map(|s| s.to_string()).collect(),
+        Some(r) => r.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+    };
+    for f in &list {
+        if !cat.iter().any(|d| d.name == f) {
+            return Err(Reply::err("1006", format!("Field '{f}' not found")));
+        }
+    }
+    Ok(list)
+}
+
+/// A lead restricted to `fields`; `id` always present, null fields omitted.
+pub(crate) fn render(lead: &Lead, fields: &[String]) -> Value {
+    let mut out = Map::new();
+    if let Some(id) = lead.get("id") {
+        out.insert("id".into(), id.clone());
+    }
+    for f in fields {
+        if let Some(v) = lead.get(f)
+            && !v.is_null()
+        {
+            out.insert(f.clone(), v.clone());
+        }
+    }
+    Value::Object(out)
+}
+
+fn encode_token(s: &str) -> String {
+    data_encoding::BASE32.encode(s.as_bytes())
+}
+
+fn decode_token(t: &str) -> Option<String> {
+    data_encoding::BASE32.decode(t.trim().as_bytes()).ok().and_then(|b| String::from_utf8(b).ok())
+}
+
+fn matches(lead: &Lead, field: &str, values: &[String]) -> bool {
+    let Some(v) = lead.get(field).and_then(value_string) else {
+        return false;
+    };
+    values.iter().any(|x| x.eq_ignore_ascii_case(&v))
+}
+
+pub(crate) fn get_by_filter(ctx: &Ctx<'_>) -> Reply {
+    let Some(filter_type) = ctx.param("filterType") else {
+        return Reply::err("1003", "filterType cannot be blank");
+    };
+    let db = ctx.shared.db();
+    if !fields::is_filter_type(&db.fields, filter_type) {
+        return Reply::err("1011", format!("Field '{filter_type}' not supported"));
+    }
+    let Some(raw_values) = ctx.param("filterValues") else {
+        return Reply::err("1003", "filterValues cannot be blank");
+    };
+    let values: Vec<String> = raw_values.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    if values.len() > ctx.max_batch() {
+        return Reply::err("1003", format!("Too many filterValues, max {}", ctx.max_batch()));
+    }
+    let fields = match requested_fields(&db.fields, ctx.param("fields")) {
+        Ok(f) => f,
+        Err(e) => return e,
+    };
+    let batch = match ctx.batch_size() {
+        Ok(b) => b,
+        Err(e) => return e,
+    };
+    let after = match ctx.param("nextPageToken") {
+        None => 0,
+        Some(t) => match decode_token(t).and_then(|s| s.strip_prefix("lead,").and_then(|n| n.parse::<i64>().ok())) {
+            Some(n) => n,
+            None => return Reply::err("1003", "Invalid nextPageToken"),
+        },
+    };
+    let mut hits =
+        db.leads.range(after + 1..).filter(|(_, l)| matches(l, filter_type, &values)).map(|(id, l)| (*id, l));
+    let page: Vec<(i64, &Lead)> = hits.by_ref().take(batch).collect();
+    let more = hits.next().is_some();
+    let result: Vec<Value> = page.iter().map(|(_, l)| render(l, &fields)).collect();
+    let mut reply = Reply::ok(result);
+    if more && let Some((last, _)) = page.last() {
+        reply =
+            reply.with("moreResult", json!(true)).with("nextPageToken", json!(encode_token(&format!("lead,{last}"))));
+    }
+    reply
+}
+
+pub(crate) fn get_by_id(ctx: &Ctx<'_>, id: &str) -> Reply {
+    let Ok(id) = id.parse::<i64>() else {
+        return Reply::err("1003", format!("Invalid lead id '{id}'"));
+    };
+    let db = ctx.shared.db();
+    let fields = match requested_fields(&db.fields, ctx.param("fields")) {
+        Ok(f) => f,
+        Err(e) => return e,
+    };
+    Reply::ok(db.leads.get(&id).map(|l| render(l, &fields)).into_iter().collect())
+}
+
+pub(crate) fn describe(ctx: &Ctx<'_>) -> Reply {
+    let db = ctx.shared.db();
+    Reply::ok(db.fields.iter().map(fields::describe_v1).collect())
+}
+
+pub(crate) fn describe2(ctx: &Ctx<'_>) -> Reply {
+    let db = ctx.shared.db();
+    Reply::ok(vec![json!({
+        "name": "API Lead",
+        "searchableFields": fields::searchable(&db.fields),
+        "fields": db.fields.iter().map(fields::describe_v2).collect::<Vec<_>>(),
+    })])
+}
+
+fn skipped(code: &str, message: impl Into<String>) -> Value {
+    json!({"status": "skipped", "reasons": [{"code": code, "message": message.into()}]})
+}
+
+fn find(db: &Db, field: &str, value: &Value) -> Vec<i64> {
+    let Some(v) = value_string(value) else {
+        return Vec::new();
+    };
+    db.leads
+        .iter()
+        .filter(|(_, l)| l.get(field).and_then(value_string).is_some_and(|x| x.eq_ignore_ascii_case(&v)))
+        .map(|(id, _)| *id)
+        .collect()
+}
+
+pub(crate) fn sync(ctx: &Ctx<'_>) -> Reply {
+    let body = match ctx.json() {
+        Ok(b) => b,
+        Err(e) => return e,
+    };
+    let Some(input) = body.get("input").and_then(Value::as_array) else {
+        return Reply::err("1003", "input cannot be blank");
+    };
+    if input.len() > ctx.max_batch() {
+        return Reply::err("1003", format!("Batch size exceeded, max {}", ctx.max_batch()));
+    }
+    let action = body.get("action").and_then(Value::as_str).unwrap_or("createOrUpdate");
+    if !matches!(action, "createOnly" | "updateOnly" | "createOrUpdate" | "createDuplicate") {
+        return Reply::err("1003", format!("Invalid action '{action}'"));
+    }
+    let lookup = body.get("lookupField").and_then(Value::as_str).unwrap_or("email");
+    let mut db = ctx.shared.db();
+    if db.field(lookup).is_none() {
+        return Reply::err("1006", format!("Field '{lookup}' not found"));
+    }
+    let mut out = Vec::with_capacity(input.len());
+    for rec in input {
+        let Some(rec) = rec.as_object() else {
+            out.push(skipped("1003", "Invalid lead record"));
+            continue;
+        };
+        if let Some(bad) = rec.keys().find(|k| db.field(k).is_none()) {
+            out.push(skipped("1006", format!("Field '{bad}' not found")));
+            continue;
+        }
+        if action == "createOnly" && rec.contains_key("id") {
+            out.push(skipped("1003", "Field 'id' not allowed for createOnly"));
+            continue;
+        }
+        let mut fields = rec.clone();
+        fields.remove("id");
+        if action == "createDuplicate" {
+            let id = db.insert_lead(None, fields, ctx.now, ctx.now, "Web service API");
+            out.push(json!({"id": id, "status": "created"}));
+            continue;
+        }
+        let Some(key) = rec.get(lookup).filter(|v| !v.is_null()) else {
+            out.push(skipped("1003", format!("Value for lookup field '{lookup}' not specified")));
+            continue;
+        };
+        let found = if lookup == "id" {
+            key.as_i64().filter(|id| db.leads.contains_key(id)).into_iter().collect()
+        } else {
+            find(&db, lookup, key)
+        };
+        match (found.as_slice(), action) {
+            ([_, _, ..], _) => out.push(skipped("1007", "Multiple lead match lookup criteria")),
+            ([id], "createOnly") => {
+                let _ = id;
+                out.push(skipped("1005", "Lead already exists"));
+            }
+            ([id], _) => {
+                let id = *id;
+                db.update_lead(id, fields, ctx.now, "Web service API");
+                out.push(json!({"id": id, "status": "updated"}));
+            }
+            ([], "updateOnly") => out.push(skipped("1004", "Lead not found")),
+            ([], _) => {
+                let id = db.insert_lead(None, fields, ctx.now, ctx.now, "Web service API");
+                out.push(json!({"id": id, "status": "created"}));
+            }
+        }
+    }
+    Reply::ok(out)
+}
+
+pub(crate) fn delete(ctx: &Ctx<'_>) -> Reply {
+    let ids: Vec<Option<i64>> = if ctx.body.is_empty() && ctx.param("id").is_some() {
+        ctx.param("id").unwrap_or("").split(',').map(|s| s.trim().parse::<i64>().ok()).collect()
+    } else {
+        let body = match ctx.json() {
+            Ok(b) => b,
+            Err(e) => return e,
+        };
+        let Some(input) = body.get("input").and_then(Value::as_array) else {
+            return Reply::err("1003", "input cannot be blank");
+        };
+        input.iter().map(|r| r.get("id").and_then(Value::as_i64)).collect()
+    };
+    if ids.len() > ctx.max_batch() {
+        return Reply::err("1003", format!("Batch size exceeded, max {}", ctx.max_batch()));
+    }
+    let mut db = ctx.shared.db();
+    let out = ids
+        .into_iter()
+        .map(|id| match id {
+            Some(id) if db.delete_lead(id, ctx.now) => json!({"id": id, "status": "deleted"}),
+            Some(id) => {
+                let mut v = skipped("1004", "Lead not found");
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("id".into(), json!(id));
+                }
+                v
+            }
+            None => skipped("1003", "Invalid lead id"),
+        })
+        .collect();
+    Reply::ok(out)
+}
+
+pub(crate) fn merge(ctx: &Ctx<'_>, winner: &str) -> Reply {
+    let Ok(winner) = winner.parse::<i64>() else {
+        return Reply::err("1003", format!("Invalid lead id '{winner}'"));
+    };
+    let raw = ctx.param("leadIds").or_else(|| ctx.param("leadId"));
+    let Some(raw) = raw else {
+        return Reply::err("1003", "leadId or leadIds is required");
+    };
+    let losers: Result<Vec<i64>, _> = raw.split(',').map(|s| s.trim().parse::<i64>()).collect();
+    let Ok(losers) = losers else {
+        return Reply::err("1003", format!("Invalid lead ids '{raw}'"));
+    };
+    if losers.len() > 25 {
+        return Reply::err("1080", "More than 25 losing lead ids");
+    }
+    let mut db = ctx.shared.db();
+    let missing = std::iter::once(&winner).chain(losers.iter()).find(|id| !db.leads.contains_key(id)).copied();
+    if let Some(id) = missing {
+        return Reply::err("1004", format!("Lead '{id}' not found"));
+    }
+    if losers.contains(&winner) {
+        return Reply::err("1003", "Winning lead cannot also be a losing lead");
+    }
+    db.merge_leads(winner, &losers, ctx.now);
+    Reply::ok_void()
+}

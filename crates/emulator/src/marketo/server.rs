@@ -1,0 +1,474 @@
+//! The axum server: admission (size limits, auth, concurrency, rate, quota, faults) and routing.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU32;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use chrono::{DateTime, Utc};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::auth::{self, TokenCheck, Tokens};
+use super::envelope::{Reply, is_uncounted};
+use super::limits::{Admit, InFlight, LimitState};
+use super::state::Db;
+use super::{MarketoCall, MarketoConfig, MarketoFault, activities, bulk, custom_activities, fields, leads};
+use crate::faults::{FaultAction, FaultPlan};
+
+/// Locks a mutex, ignoring poisoning (state stays usable after a panicking test thread).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// State shared by the handle and the server.
+pub(crate) struct Shared {
+    pub(crate) config: MarketoConfig,
+    pub(crate) clients: Vec<(String, String)>,
+    db: Mutex<Db>,
+    tokens: Mutex<Tokens>,
+    limits: Mutex<LimitState>,
+    faults: Mutex<Arc<FaultPlan<MarketoFault>>>,
+    log: Mutex<Vec<MarketoCall>>,
+    rng: Mutex<SmallRng>,
+    pub(crate) in_flight: Arc<AtomicU32>,
+    pub(crate) peak: AtomicU32,
+}
+
+impl Shared {
+    pub(crate) fn new(config: MarketoConfig) -> Self {
+        let mut clients = vec![(config.client_id.clone(), config.client_secret.clone())];
+        clients.extend(config.additional_clients.iter().cloned());
+        let cat = fields::catalogue(config.linkedin_field, config.expose_oppty_id);
+        Shared {
+            rng: Mutex::new(SmallRng::seed_from_u64(config.fault_seed)),
+            config,
+            clients,
+            db: Mutex::new(Db::new(cat)),
+            tokens: Mutex::new(Tokens::default()),
+            limits: Mutex::new(LimitState::default()),
+            faults: Mutex::new(Arc::new(FaultPlan::default())),
+            log: Mutex::new(Vec::new()),
+            in_flight: Arc::new(AtomicU32::new(0)),
+            peak: AtomicU32::new(0),
+        }
+    }
+
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        self.config.clock.now()
+    }
+
+    pub(crate) fn db(&self) -> MutexGuard<'_, Db> {
+        lock(&self.db)
+    }
+
+    pub(crate) fn log(&self) -> MutexGuard<'_, Vec<MarketoCall>> {
+        lock(&self.log)
+    }
+
+    pub(crate) fn faults_slot(&self) -> MutexGuard<'_, Arc<FaultPlan<MarketoFault>>> {
+        lock(&self.faults)
+    }
+
+    fn request_id(&self) -> String {
+        let mut rng = lock(&self.rng);
+        let a: u32 = rng.gen_range(0x1000..0x10_0000);
+        let b: u64 = rng.gen_range(0x100_0000_0000..0x1000_0000_0000);
+        format!("{a:x}#{b:011x}")
+    }
+}
+
+/// The running server task.
+pub(crate) struct ServerTask {
+    stop: oneshot::Sender<()>,
+    handle: JoinHandle<()>,
+}
+
+impl ServerTask {
+    pub(crate) async fn stop(self) {
+        let _ = self.stop.send(());
+        let mut handle = self.handle;
+        if tokio::time::timeout(std::time::Duration::from_secs(2), &mut handle).await.is_err() {
+            handle.abort();
+        }
+    }
+}
+
+/// Binds and spawns the server.
+pub(crate) async fn serve(shared: Arc<Shared>) -> std::io::Result<(SocketAddr, ServerTask)> {
+    let listener = tokio::net::TcpListener::bind(shared.config.bind).await?;
+    let addr = listener.local_addr()?;
+    let app = Router::new().fallback(handle).with_state(shared);
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(async move {
+        let res = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await;
+        if let Err(e) = res {
+            tracing::warn!(error = %e, "marketo emulator server stopped with an error");
+        }
+    });
+    Ok((addr, ServerTask { stop: tx, handle }))
+}
+
+/// One request, decoded.
+pub(crate) struct Ctx<'a> {
+    pub(crate) shared: &'a Shared,
+    pub(crate) method: String,
+    pub(crate) path: String,
+    pub(crate) query: HashMap<String, String>,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+    pub(crate) client_id: String,
+    pub(crate) now: DateTime<Utc>,
+}
+
+impl Ctx<'_> {
+    /// A query (or `_method=GET` form) parameter, empty values treated as absent.
+    pub(crate) fn param(&self, k: &str) -> Option<&str> {
+        self.query.get(k).map(String::as_str).filter(|v| !v.trim().is_empty())
+    }
+
+    /// The JSON body (612 without an `application/json` content type, 609 when malformed).
+    pub(crate) fn json(&self) -> Result<Value, Reply> {
+        let ct = self.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        if !ct.to_ascii_lowercase().starts_with("application/json") {
+            return Err(Reply::err("612", "Invalid Content Type"));
+        }
+        serde_json::from_slice(&self.body).map_err(|_| Reply::err("609", "Invalid JSON"))
+    }
+
+    /// The configured batch limit.
+    pub(crate) fn max_batch(&self) -> usize {
+        self.shared.config.limits.max_batch
+    }
+
+    /// `batchSize` validated against the batch limit (default = the limit).
+    pub(crate) fn batch_size(&self) -> Result<usize, Reply> {
+        let max = self.max_batch();
+        match self.param("batchSize") {
+            None => Ok(max),
+            Some(s) => match s.trim().parse::<usize>() {
+                Ok(n) if n >= 1 && n <= max => Ok(n),
+                _ => Err(Reply::err("1003", format!("Invalid batchSize '{s}', must be between 1 and {max}"))),
+            },
+        }
+    }
+}
+
+fn parse_form(s: &str) -> HashMap<String, String> {
+    url::form_urlencoded::parse(s.as_bytes()).into_owned().collect()
+}
+
+enum Transport {
+    Normal,
+    Drop,
+    Malformed,
+}
+
+async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    let at = Instant::now();
+    let now = shared.now();
+    let (parts, body) = req.into_parts();
+    let mut method = parts.method.as_str().to_ascii_uppercase();
+    let path = parts.uri.path().to_string();
+    let target_len = parts.uri.path_and_query().map_or(path.len(), |p| p.as_str().len());
+    let mut call = MarketoCall {
+        at,
+        clock_at: now,
+        method: method.clone(),
+        path: path.clone(),
+        counted: false,
+        outcome: None,
+        http_status: 0,
+    };
+    let limits = shared.config.limits.clone();
+    if target_len > limits.max_uri_bytes {
+        return finish(&shared, call, Reply::text(414, "Request-URI Too Long"), Transport::Normal);
+    }
+    let body = match axum::body::to_bytes(body, limits.max_body_bytes.saturating_add(1)).await {
+        Ok(b) if b.len() <= limits.max_body_bytes => b,
+        _ => return finish(&shared, call, Reply::text(413, "Request Entity Too Large"), Transport::Normal),
+    };
+    let mut query = parts.uri.query().map(parse_form).unwrap_or_default();
+    let content_type =
+        parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+    if method == "POST" && query.get("_method").is_some_and(|m| m.eq_ignore_ascii_case("GET")) {
+        method = "GET".into();
+        call.method = method.clone();
+        query.remove("_method");
+        if content_type.starts_with("application/x-www-form-urlencoded") {
+            let form = parse_form(&String::from_utf8_lossy(&body));
+            query.extend(form);
+        }
+    }
+
+    if path == "/identity/oauth/token" {
+        let reply = if method == "GET" || method == "POST" {
+            let mut params = query.clone();
+            if method == "POST" && content_type.starts_with("application/x-www-form-urlencoded") {
+                params.extend(parse_form(&String::from_utf8_lossy(&body)));
+            }
+            let mut tokens = lock(&shared.tokens);
+            auth::identity(&mut tokens, &params, &shared.clients, &shared.config.api_user, now, shared.config.token_ttl)
+        } else {
+            Reply::text(405, "Method Not Allowed")
+        };
+        return finish(&shared, call, reply, Transport::Normal);
+    }
+    if !(path.starts_with("/rest/") || path.starts_with("/bulk/")) {
+        return finish(&shared, call, Reply::text(404, "Not Found"), Transport::Normal);
+    }
+
+    // Authentication (★ codes: never counted).
+    if shared.config.reject_query_access_token && query.contains_key("access_token") {
+        return finish(&shared, call, Reply::err("601", "Access token invalid"), Transport::Normal);
+    }
+    let bearer = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(|s| s.trim().to_string());
+    let client_id = match lock(&shared.tokens).check(bearer.as_deref(), now) {
+        TokenCheck::Valid(c) => c,
+        TokenCheck::Invalid(code, msg) => return finish(&shared, call, Reply::err(code, msg), Transport::Normal),
+    };
+
+    // Concurrency.
+    let (_guard, in_flight) = InFlight::enter(&shared.in_flight, &shared.peak);
+    if limits.enabled && in_flight > limits.max_concurrent {
+        let msg = format!("Concurrent access limit '{}' reached", limits.max_concurrent);
+        return finish(&shared, call, Reply::err("615", msg), Transport::Normal);
+    }
+    // Rate window and daily quota.
+    let slot = match lock(&shared.limits).admit(&limits, now) {
+        Admit::Ok(id) => id,
+        Admit::Rate => {
+            let msg = format!(
+                "Max rate limit '{}' exceeded with in '{}' secs",
+                limits.calls_per_window,
+                limits.window.as_secs()
+            );
+            return finish(&shared, call, Reply::err("606", msg), Transport::Normal);
+        }
+        Admit::Quota => {
+            return finish(&shared, call, Reply::err("607", "Daily quota reached"), Transport::Normal);
+        }
+    };
+    call.counted = true;
+
+    let fault = {
+        let plan = Arc::clone(&shared.faults_slot());
+        plan.check(&method, &path)
+    };
+    let mut transport = Transport::Normal;
+    let mut skip_work = None;
+    match fault {
+        None => {}
+        Some(FaultAction::Error(f)) => {
+            let mut r = Reply::err(&f.code, f.message.clone());
+            if let Reply::Envelope { status, .. } = &mut r {
+                *status = if f.code == "502" { 502 } else { 200 };
+            }
+            skip_work = Some(r);
+        }
+        Some(FaultAction::Delay(d)) => tokio::time::sleep(d).await,
+        Some(FaultAction::DropConnection) => {
+            transport = Transport::Drop;
+            skip_work = Some(Reply::ok_void());
+        }
+        Some(FaultAction::MalformedBody) => {
+            transport = Transport::Malformed;
+            skip_work = Some(Reply::ok_void());
+        }
+        Some(FaultAction::ApplyThenDrop) => transport = Transport::Drop,
+    }
+    if let Some(lat) = shared.config.latency {
+        tokio::time::sleep(lat).await;
+    }
+    let reply = match skip_work {
+        Some(r) => r,
+        None => {
+            let ctx = Ctx {
+                shared: &shared,
+                method: method.clone(),
+                path: path.clone(),
+                query,
+                headers: parts.headers,
+                body,
+                client_id,
+                now,
+            };
+            dispatch(&ctx)
+        }
+    };
+    if reply.outcome().is_some_and(is_uncounted) {
+        lock(&shared.limits).release(slot);
+        call.counted = false;
+    }
+    finish(&shared, call, reply, transport)
+}
+
+fn finish(shared: &Shared, mut call: MarketoCall, reply: Reply, transport: Transport) -> Response {
+    call.outcome = reply.outcome().map(str::to_string);
+    let resp = match transport {
+        Transport::Drop => {
+            call.outcome = Some("dropped".into());
+            call.http_status = 0;
+            let stream = futures::stream::once(async {
+                Err::<Bytes, std::io::Error>(std::io::Error::other("connection dropped by fault injection"))
+            });
+            let mut r = Response::new(Body::from_stream(stream));
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json;charset=UTF-8"));
+            shared.log().push(call);
+            return r;
+        }
+        Transport::Malformed => {
+            call.outcome = Some("malformed".into());
+            let body = format!("{{\"requestId\":\"{}\",\"success\":true,\"result\":[{{\"id\":", shared.request_id());
+            json_response(200, body.into_bytes())
+        }
+        Transport::Normal => render(shared, reply),
+    };
+    call.http_status = resp.status().as_u16();
+    tracing::debug!(method = %call.method, path = %call.path, status = call.http_status, outcome = ?call.outcome, "marketo emulator call");
+    shared.log().push(call);
+    resp
+}
+
+fn json_response(status: u16, body: Vec<u8>) -> Response {
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json;charset=UTF-8"));
+    r
+}
+
+fn render(shared: &Shared, reply: Reply) -> Response {
+    match reply {
+        Reply::Envelope { status, body, .. } => {
+            let mut full = serde_json::Map::new();
+            full.insert("requestId".into(), Value::String(shared.request_id()));
+            full.extend(body);
+            json_response(status, serde_json::to_vec(&Value::Object(full)).unwrap_or_default())
+        }
+        Reply::Json { status, body, .. } => json_response(status, serde_json::to_vec(&body).unwrap_or_default()),
+        Reply::Raw { status, content_type, headers, body, .. } => {
+            let mut r = Response::new(Body::from(body));
+            *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            for (k, v) in headers {
+                if let Ok(v) = HeaderValue::from_str(&v) {
+                    r.headers_mut().insert(k, v);
+                }
+            }
+            r
+        }
+    }
+}
+
+fn bad_method() -> Reply {
+    Reply::err("605", "HTTP Method not supported")
+}
+
+fn dispatch(ctx: &Ctx<'_>) -> Reply {
+    let segs: Vec<&str> = ctx.path.trim_start_matches('/').trim_end_matches('/').split('/').collect();
+    let m = ctx.method.as_str();
+    let get = m == "GET";
+    let post = m == "POST";
+    match segs.as_slice() {
+        ["rest", "v1", "leads.json"] if get => leads::get_by_filter(ctx),
+        ["rest", "v1", "leads.json"] if post => leads::sync(ctx),
+        ["rest", "v1", "lead", id] if id.ends_with(".json") => {
+            if get {
+                leads::get_by_id(ctx, id.trim_end_matches(".json"))
+            } else {
+                bad_method()
+            }
+        }
+        ["rest", "v1", "leads", "describe.json"] if get => leads::describe(ctx),
+        ["rest", "v1", "leads", "describe2.json"] if get => leads::describe2(ctx),
+        ["rest", "v1", "leads", "delete.json"] if post => leads::delete(ctx),
+        ["rest", "v1", "leads", id, "merge.json"] if post => leads::merge(ctx, id),
+        ["rest", "v1", "activities", "pagingtoken.json"] if get => activities::paging_token(ctx),
+        ["rest", "v1", "activities.json"] if get => activities::get_activities(ctx),
+        ["rest", "v1", "activities", "leadchanges.json"] if get => activities::lead_changes(ctx),
+        ["rest", "v1", "activities", "deletedleads.json"] if get => activities::deleted_leads(ctx),
+        ["rest", "v1", "activities", "types.json"] if get => activities::types(ctx),
+        ["rest", "v1", "activities", "external.json"] if post => custom_activities::add(ctx),
+        ["rest", "v1", "activities", "external", "types.json"] if get => custom_activities::list(ctx),
+        ["rest", "v1", "activities", "external", "type.json"] if post => custom_activities::create(ctx),
+        ["rest", "v1", "activities", "external", "type", api] if post && api.ends_with(".json") => {
+            custom_activities::update(ctx, api.trim_end_matches(".json"))
+        }
+        ["rest", "v1", "activities", "external", "type", api, "describe.json"] if get => {
+            custom_activities::describe(ctx, api)
+        }
+        ["rest", "v1", "activities", "external", "type", api, op] if post => custom_activities::type_op(ctx, api, op),
+        ["rest", "v1", "activities", "external", "type", api, "attributes", op] if post => {
+            custom_activities::attributes(ctx, api, op)
+        }
+        ["rest", "v1", "stats", "usage.json"] if get => usage(ctx),
+        ["bulk", "v1", kind @ ("leads" | "activities"), "export.json"] if get => bulk::list(ctx, kind),
+        ["bulk", "v1", kind @ ("leads" | "activities"), "export", "create.json"] if post => bulk::create(ctx, kind),
+        ["bulk", "v1", kind @ ("leads" | "activities"), "export", id, op @ ("enqueue.json" | "cancel.json")]
+            if post =>
+        {
+            bulk::job_op(ctx, kind, id, op)
+        }
+        ["bulk", "v1", kind @ ("leads" | "activities"), "export", id, "status.json"] if get => {
+            bulk::status(ctx, kind, id)
+        }
+        ["bulk", "v1", kind @ ("leads" | "activities"), "export", id, "file.json"] if get => bulk::file(ctx, kind, id),
+        _ => {
+            if known_path(&segs) {
+                bad_method()
+            } else {
+                Reply::err("610", "Requested resource not found")
+            }
+        }
+    }
+}
+
+fn known_path(segs: &[&str]) -> bool {
+    matches!(
+        segs,
+        ["rest", "v1", "leads.json" | "activities.json"]
+            | ["rest", "v1", "lead", _]
+            | ["rest", "v1", "leads", "describe.json" | "describe2.json" | "delete.json"]
+            | ["rest", "v1", "leads", _, "merge.json"]
+            | ["rest", "v1", "activities", _]
+            | ["rest", "v1", "activities", "external", "types.json" | "type.json"]
+            | ["rest", "v1", "activities", "external", "type", ..]
+            | ["rest", "v1", "stats", "usage.json"]
+            | ["bulk", "v1", "leads" | "activities", "export.json"]
+            | ["bulk", "v1", "leads" | "activities", "export", ..]
+    )
+}
+
+fn usage(ctx: &Ctx<'_>) -> Reply {
+    let today = super::limits::central_day(ctx.now);
+    let log = ctx.shared.log();
+    let total = log.iter().filter(|c| c.counted && super::limits::central_day(c.clock_at) == today).count() + 1;
+    drop(log);
+    let date = today.and_hms_opt(0, 0, 0).map(|d| super::state::fmt_ts(d.and_utc())).unwrap_or_default();
+    Reply::ok(vec![serde_json::json!({
+        "date": date,
+        "total": total,
+        "users": [{"userId": ctx.shared.config.api_user, "count": total}],
+    })])
+}
