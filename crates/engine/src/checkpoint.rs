@@ -27,11 +27,14 @@ pub(crate) struct RestPos {
     pub empty_run: u32,
     /// The sweep is over.
     pub complete: bool,
+    /// Highest id named by recent New Lead activities (`None`: not probed yet).
+    #[serde(default)]
+    pub probed_max: Option<i64>,
 }
 
 impl Default for RestPos {
     fn default() -> Self {
-        Self { next_id: 1, highest_seen: 0, empty_run: 0, complete: false }
+        Self { next_id: 1, highest_seen: 0, empty_run: 0, complete: false, probed_max: None }
     }
 }
 

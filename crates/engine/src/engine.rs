@@ -201,16 +201,48 @@ impl SyncEngine {
         }
     }
 
+    /// Looks up the opportunity of every mirror person whose link is still unresolved (e.g.
+    /// after a failed lookup, reported as a warning), contacts and leads with a Salesforce id
+    /// only. Returns a report whose `opportunities_resolved` counts the fills.
+    pub async fn resolve_opportunities(&self) -> Result<SyncReport> {
+        let _guard = self.inner.run_lock.lock().await;
+        let started = tokio::time::Instant::now();
+        let cancel = CancellationToken::new();
+        let mut pass = Pass::new(&self.inner, &cancel);
+        pass.set_phase(Phase::Opportunities);
+        let mut after = None;
+        loop {
+            let people = self.inner.store.list_people(after, 1000).await?;
+            let Some(last) = people.last() else { break };
+            after = Some(last.marketo_id);
+            let need: Vec<Person> = people.into_iter().filter(|p| p.salesforce_opportunity.needs_lookup()).collect();
+            if !need.is_empty() {
+                pass.fill_opportunities(need).await?;
+            }
+        }
+        pass.report.duration = started.elapsed();
+        pass.set_phase(Phase::Idle);
+        Ok(pass.report)
+    }
+
     /// Runs [`sync_once`](Self::sync_once), then an incremental pass every `poll_interval`, until
     /// `cancel` fires (then returns `Ok(())`). A failed pass is logged, reported as a
     /// [`SyncEvent::Backoff`] and retried at the next interval; configuration and checkpoint
-    /// errors end the loop.
+    /// errors, and credentials a connector could not renew (an operator must reconnect), end
+    /// the loop with the error.
+    ///
+    /// This is the only place the engine waits between passes; it spawns no tasks itself (the
+    /// host decides where `run` runs).
     pub async fn run(&self, cancel: CancellationToken) -> Result<()> {
         loop {
             match self.sync_once_with(&cancel).await {
                 Ok(_) => {}
                 Err(Error::Cancelled) => return Ok(()),
-                Err(e @ (Error::Config { .. } | Error::Checkpoint { .. })) => return Err(e),
+                Err(
+                    e @ (Error::Config { .. }
+                    | Error::Checkpoint { .. }
+                    | Error::Port(salesync_core::Error::Unauthenticated { .. })),
+                ) => return Err(e),
                 Err(e) => {
                     self.inner.emit(SyncEvent::Backoff {
                         reason: format!("pass failed: {e}"),

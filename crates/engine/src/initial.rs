@@ -4,9 +4,11 @@
 //!
 //! Marketo has no "list all leads" call. The REST path sweeps the Marketo id space with
 //! `leads_by_filter(filterType=id)`, `page_size` (≤300) consecutive ids per call, from id 1
-//! upwards. It stops once the sweep has passed `rest_max_marketo_id` (when set) *and* seen
-//! `rest_empty_chunks_to_stop` consecutive chunks without any lead, and no mirror person has a
-//! higher id. This sees everyone, qualified or not, whoever owns them (users, queues or inactive
+//! upwards. Where to stop is discovered, not guessed: before sweeping, the engine reads the New
+//! Lead (12) activities of the last `rest_probe_window` (7 days) and takes the highest lead id
+//! they name as a lower bound, together with `rest_max_marketo_id` when the host sets one. The
+//! sweep stops once it is past that bound *and* has seen `rest_empty_chunks_to_stop`
+//! consecutive chunks without any lead, and no mirror person has a higher id. This sees everyone, qualified or not, whoever owns them (users, queues or inactive
 //! users), at the cost of `highest id / 300` calls. The alternative, filtering by
 //! `sfdcLeadOwnerId` with the ids of active Salesforce users, misses people owned by queues and
 //! inactive users, so it is not used. People created while the sweep runs are picked up by the
@@ -39,6 +41,11 @@ use crate::events::Phase;
 use crate::report::{BulkQuotaAction, InitialPath};
 use crate::settings::{BulkQuotaPolicy, InitialMode};
 use crate::{Error, Result};
+
+/// Activity type of New Lead.
+const NEW_LEAD: i64 = 12;
+/// Pages of New Lead activities the REST sweep's probe reads at most.
+const MAX_PROBE_PAGES: usize = 100;
 
 /// Failed or cancelled export jobs tolerated per window.
 const MAX_EXPORT_FAILURES: u32 = 3;
@@ -101,6 +108,10 @@ impl Pass<'_> {
         let fields = self.fields().await?;
         let chunk = i64::from(self.eng.settings.page_size);
         let m = self.eng.marketo.as_ref();
+        if st.rest.probed_max.is_none() && !st.rest.complete {
+            st.rest.probed_max = Some(self.probe_max_id(st.started_at).await?);
+        }
+        let hint = st.rest.probed_max.unwrap_or(0).max(self.eng.settings.rest_max_marketo_id.unwrap_or(0));
         while !st.rest.complete {
             self.check_cancel()?;
             let start = st.rest.next_id;
@@ -169,8 +180,7 @@ impl Pass<'_> {
                 None => st.rest.empty_run += 1,
             }
             st.rest.next_id = end.saturating_add(1);
-            let past_hint = self.eng.settings.rest_max_marketo_id.is_none_or(|max| st.rest.next_id > max);
-            if past_hint && st.rest.empty_run >= self.eng.settings.rest_empty_chunks_to_stop {
+            if st.rest.next_id > hint && st.rest.empty_run >= self.eng.settings.rest_empty_chunks_to_stop {
                 match self.eng.store.list_people(Some(end), 1).await?.first() {
                     Some(p) => {
                         st.rest.next_id = p.marketo_id;
@@ -183,6 +193,26 @@ impl Pass<'_> {
             self.apply(page, Some(cp)).await?;
         }
         Ok(())
+    }
+
+    /// The highest lead id named by New Lead (12) activities of the probe window (0: none).
+    async fn probe_max_id(&mut self, until: DateTime<Utc>) -> Result<i64> {
+        let Some(window) = self.eng.settings.rest_probe_window else { return Ok(0) };
+        let since = until - chrono::Duration::from_std(window).unwrap_or(chrono::Duration::days(7));
+        let m = self.eng.marketo.as_ref();
+        let mut token = self.marketo("paging token", || m.paging_token(since)).await?;
+        let mut max = 0;
+        for _ in 0..MAX_PROBE_PAGES {
+            let t = token.clone();
+            let page = self.marketo("new leads probe", || m.activities(&t, &[NEW_LEAD], &[])).await?;
+            max = page.items.iter().map(|a| a.lead_id).fold(max, i64::max);
+            match page.next_token {
+                Some(next) if page.more => token = next,
+                _ => break,
+            }
+        }
+        tracing::debug!(max, "REST sweep probe");
+        Ok(max)
     }
 
     fn window(&self, index: u32) -> (DateTime<Utc>, DateTime<Utc>) {

@@ -40,7 +40,10 @@ impl Pass<'_> {
                     }
                 }
                 Err(Error::Cancelled) => return Err(Error::Cancelled),
-                Err(e) => self.report.warnings.push(format!("opportunity lookup for contacts failed: {e}")),
+                Err(e) => self
+                    .report
+                    .warnings
+                    .push(format!("opportunity lookup for contacts failed (resolve_opportunities retries): {e}")),
             }
         }
         for chunk in leads.chunks(SALESFORCE_BATCH) {
@@ -58,7 +61,10 @@ impl Pass<'_> {
                     }
                 }
                 Err(Error::Cancelled) => return Err(Error::Cancelled),
-                Err(e) => self.report.warnings.push(format!("lead conversion lookup failed: {e}")),
+                Err(e) => self
+                    .report
+                    .warnings
+                    .push(format!("lead conversion lookup failed (resolve_opportunities retries): {e}")),
             }
         }
         if resolved.is_empty() {

@@ -121,6 +121,9 @@ pub struct EngineSettings {
     /// REST sweep: the sweep covers at least the ids up to this one (e.g. the highest Marketo id
     /// the host knows of). `None`: stop only after `rest_empty_chunks_to_stop` empty chunks.
     pub rest_max_marketo_id: Option<i64>,
+    /// REST sweep: before sweeping, read New Lead activities of this recent window and sweep at
+    /// least up to the highest lead id they name (default 7 days; `None`: no probe).
+    pub rest_probe_window: Option<Duration>,
     /// REST sweep: stop after this many consecutive id chunks without any lead (default 50, i.e.
     /// 15 000 unused ids at page size 300).
     pub rest_empty_chunks_to_stop: u32,
@@ -149,6 +152,7 @@ impl Default for EngineSettings {
             export_poll: Duration::from_secs(30),
             export_poll_max: Duration::from_secs(300),
             rest_max_marketo_id: None,
+            rest_probe_window: Some(Duration::from_secs(7 * 24 * 3600)),
             rest_empty_chunks_to_stop: 50,
             deleted_leads_retention: Duration::from_secs(14 * 24 * 3600),
             retry: RetrySettings::default(),

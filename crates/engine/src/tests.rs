@@ -519,7 +519,7 @@ async fn rest_initial_sync_qualifies_reports_bad_records_and_positions_streams()
     assert!(store.state().pages.iter().all(|p| p.decisions.iter().all(|d| d.marketo_id() != 3)));
     assert_eq!(store.state().bound.as_deref(), Some("123-ABC-456"));
     // streams positioned at the initial sync's start
-    assert_eq!(world.lock().unwrap().paging_token_since, vec![t0()]);
+    assert_eq!(world.lock().unwrap().paging_token_since, vec![t0() - chrono::Duration::days(7), t0()]);
     let lc = store.position(StreamId::LeadChanges).unwrap();
     assert_eq!(lc["token"], json!(format!("tok@{}", t0().timestamp())));
     assert_eq!(store.position(StreamId::InitialSync).unwrap()["status"], json!("done"));
@@ -966,6 +966,52 @@ async fn opportunity_lookup_failure_is_a_warning() {
     assert_eq!(report.inserted, 1);
     assert_eq!(report.warnings.len(), 1);
     assert!(store.state().people[&1].salesforce_opportunity.needs_lookup());
+
+    // Later, Salesforce answers: the sweep fills what is still unresolved.
+    let mut sf = MockSalesforceApi::new();
+    sf.expect_opportunities_for_contacts().times(1).returning(|_| Ok(vec![(sfid(CONTACT), None)]));
+    let eng = SyncEngine::builder()
+        .marketo(marketo(&world))
+        .salesforce(Arc::new(sf))
+        .store(store.clone())
+        .settings(EngineSettings { opportunity_lookup: true, ..settings(InitialMode::Rest) })
+        .build()
+        .unwrap();
+    let report = eng.resolve_opportunities().await.unwrap();
+    assert_eq!(report.opportunities_resolved, 1);
+    assert_eq!(store.state().people[&1].salesforce_opportunity, OpportunityRef::Salesforce(None));
+}
+
+#[tokio::test]
+async fn rest_sweep_reaches_recent_new_leads_beyond_a_gap() {
+    let world = world_with(vec![lead(1, Some(OWNER), "Lead"), lead(2000, Some(OWNER), "Lead")]);
+    world.lock().unwrap().insight.push(act(2000, 12, vec![]));
+    let store = Arc::new(FakeStore::default());
+    let eng = engine(&world, &store, settings(InitialMode::Rest));
+    eng.sync_once().await.unwrap();
+    assert_eq!(ids(&store), vec![1, 2000]);
+    let pos = store.position(StreamId::InitialSync).unwrap();
+    assert_eq!(pos["rest"]["probed_max"], json!(2000));
+    assert!(world.lock().unwrap().activity_calls.iter().any(|(t, _)| t == &[12]));
+}
+
+#[tokio::test]
+async fn run_stops_when_credentials_need_an_operator() {
+    let mut m = MockMarketoApi::new();
+    m.expect_lead_schema().returning(|| {
+        Err(salesync_core::Error::Unauthenticated { service: Service::Marketo, detail: "invalid_client".into() })
+    });
+    m.expect_paging_token().returning(|_| Ok("t".into()));
+    m.expect_activities().returning(|t, _, _| Ok(page(vec![], t, false)));
+    let eng = SyncEngine::builder()
+        .marketo(Arc::new(m))
+        .salesforce(no_salesforce())
+        .store(Arc::new(FakeStore::default()))
+        .settings(settings(InitialMode::Rest))
+        .build()
+        .unwrap();
+    let err = eng.run(CancellationToken::new()).await.unwrap_err();
+    assert!(matches!(err, Error::Port(salesync_core::Error::Unauthenticated { .. })));
 }
 
 #[tokio::test(start_paused = true)]
