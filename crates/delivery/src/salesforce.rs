@@ -23,6 +23,7 @@ struct Upsert<'a> {
 }
 
 type Fields = Vec<(String, serde_json::Value)>;
+type People = HashMap<i64, Person>;
 
 struct Update<'a> {
     item: &'a OutboxItem,
@@ -155,15 +156,26 @@ impl Inner {
             return Ok(idle(self));
         }
         let mut fin = Finisher::new(s, Target::Salesforce, now, claimed.len() as u32);
+        let mut ids: Vec<i64> = claimed
+            .iter()
+            .map(|i| match &i.payload {
+                OutboxPayload::Activity { activity } => activity.marketo_id,
+                OutboxPayload::Unsubscribe { marketo_id } => *marketo_id,
+                OutboxPayload::Reminder { task } => task.marketo_id,
+            })
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let people: People = self.store.people_by_ids(&ids).await?.into_iter().map(|p| (p.marketo_id, p)).collect();
         let mut plan = Plan::default();
         let mut by_email: HashMap<String, Result<Vec<PersonRef>, Error>> = HashMap::new();
         for item in &claimed {
             match &item.payload {
                 OutboxPayload::Activity { activity } => {
-                    self.plan_activity(&mut fin, &mut plan, &mut by_email, item, activity, &admin, types).await?
+                    self.plan_activity(&mut fin, &mut plan, &mut by_email, &people, item, activity, &admin, types).await
                 }
                 OutboxPayload::Unsubscribe { marketo_id } => {
-                    let Some(person) = self.store.person(*marketo_id).await? else {
+                    let Some(person) = people.get(marketo_id).cloned() else {
                         fin.skip(item, format!("person {marketo_id} is no longer in the mirror"));
                         continue;
                     };
@@ -175,7 +187,9 @@ impl Inner {
                         Some(who) => plan.opt_outs.push(OptOut { item, who }),
                     }
                 }
-                OutboxPayload::Reminder { task } => self.plan_reminder(&mut fin, &mut plan, item, task, &admin).await?,
+                OutboxPayload::Reminder { task } => {
+                    self.plan_reminder(&mut fin, &mut plan, &people, item, task, &admin).await?
+                }
             }
         }
         self.resolve_conversions(&mut fin, &mut plan, &admin, types).await;
@@ -189,14 +203,15 @@ impl Inner {
         fin: &mut Finisher<'_>,
         plan: &mut Plan<'a>,
         by_email: &mut HashMap<String, Result<Vec<PersonRef>, Error>>,
+        people: &People,
         item: &'a OutboxItem,
         activity: &'a SalesActivity,
         admin: &AdminSettings,
         types: &[String],
-    ) -> Result<()> {
-        let Some(person) = self.store.person(activity.marketo_id).await? else {
+    ) {
+        let Some(person) = people.get(&activity.marketo_id).cloned() else {
             fin.skip(item, format!("person {} is no longer in the mirror", activity.marketo_id));
-            return Ok(());
+            return;
         };
         match activity_task(activity, &person, None, admin, types) {
             TaskPlan::Skip(reason) => fin.skip(item, reason),
@@ -230,13 +245,13 @@ impl Inner {
                 }
             }
         }
-        Ok(())
     }
 
     async fn plan_reminder<'a>(
         &self,
         fin: &mut Finisher<'_>,
         plan: &mut Plan<'a>,
+        people: &People,
         item: &'a OutboxItem,
         task: &ReminderTask,
         admin: &AdminSettings,
@@ -263,7 +278,7 @@ impl Inner {
             plan.updates.push(Update { item, task_id, fields: reminder_fields(&task, admin) });
             return Ok(());
         }
-        let Some(person) = self.store.person(task.marketo_id).await? else {
+        let Some(person) = people.get(&task.marketo_id).cloned() else {
             fin.skip(item, format!("person {} is no longer in the mirror", task.marketo_id));
             return Ok(());
         };

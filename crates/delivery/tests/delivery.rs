@@ -907,3 +907,124 @@ fn builder_requires_ports_and_sane_batches() {
     let _ = SalesforceId::parse(CONTACT).unwrap();
     let _ = OutboxPayload::Unsubscribe { marketo_id: 1 };
 }
+
+#[test]
+fn dispatcher_is_send_and_sync() {
+    fn check<T: Send + Sync + Clone + 'static>() {}
+    check::<salesync_delivery::Dispatcher>();
+    check::<salesync_delivery::DeliverySettings>();
+}
+
+#[tokio::test]
+async fn other_marketo_rejections_park_with_the_raw_code() {
+    let clock = ManualClock::new(t0());
+    let store = FakeStore::with_people(vec![contact(1)]);
+    store.set_settings(|s| s.log_emails_to_salesforce = false);
+    let mut m = marketo_with_types();
+    m.expect_add_custom_activities().times(1).returning(|_| {
+        Ok(vec![RecordOutcome::Rejected { code: "1049".into(), message: "Attribute array too large".into() }])
+    });
+    let d = dispatcher(m, salesforce_basic(), &store, &clock);
+    let r = d.record_activity(activity("a1", 1, K::SendSalesEmail)).await.unwrap();
+    d.deliver_once().await.unwrap();
+    let item = d.status(&r).await.unwrap().remove(0);
+    assert_eq!(item.state, OutboxState::Parked);
+    assert_eq!(item.last_error.as_deref(), Some("[attempt 1] 1049: Attribute array too large"));
+}
+
+#[tokio::test]
+async fn a_failed_lookup_keeps_the_item_unknown_until_it_succeeds() {
+    let clock = ManualClock::new(t0());
+    let store = FakeStore::with_people(vec![contact(1)]);
+    store.set_settings(|s| s.log_emails_to_salesforce = false);
+    let mut m = marketo_with_types();
+    let sends = Arc::new(AtomicU32::new(0));
+    let s2 = sends.clone();
+    m.expect_add_custom_activities().returning(move |items| {
+        if s2.fetch_add(1, Ordering::SeqCst) == 0 {
+            Err(Error::Unavailable {
+                service: Service::Marketo,
+                code: "604".into(),
+                message: "Request timed out".into(),
+            })
+        } else {
+            Ok(written(items.len(), "g"))
+        }
+    });
+    m.expect_paging_token().returning(|_| Ok("t".into()));
+    let lookups = Arc::new(AtomicU32::new(0));
+    let l2 = lookups.clone();
+    m.expect_activities().returning(move |_, _, _| {
+        if l2.fetch_add(1, Ordering::SeqCst) == 0 {
+            // A rate limit on the lookup says nothing about the write.
+            Err(Error::RateLimited { service: Service::Marketo, retry_after: Some(Duration::from_secs(20)) })
+        } else {
+            Ok(Page::last(vec![], None))
+        }
+    });
+    let d = dispatcher(m, salesforce_basic(), &store, &clock);
+    let r = d.record_activity(activity("a1", 1, K::SendSalesEmail)).await.unwrap();
+    d.deliver_once().await.unwrap(); // send: timeout
+    let item = d.status(&r).await.unwrap().remove(0);
+    clock.set(item.next_attempt_at);
+    d.deliver_once().await.unwrap(); // lookup: rate limited
+    let item = d.status(&r).await.unwrap().remove(0);
+    assert_eq!(item.state, OutboxState::Pending);
+    assert!(item.last_error.as_deref().unwrap().contains("outcome unknown"), "{:?}", item.last_error);
+    assert_eq!(sends.load(Ordering::SeqCst), 1);
+    clock.set(item.next_attempt_at);
+    let rep = d.deliver_once().await.unwrap(); // lookup: not there → send
+    assert_eq!(rep.marketo.delivered, 1);
+    assert_eq!(sends.load(Ordering::SeqCst), 2);
+    assert_eq!(lookups.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn several_dispatchers_on_one_store_deliver_each_item_once() {
+    let clock = ManualClock::new(t0());
+    let store = FakeStore::with_people((1..=50).map(contact).collect());
+    store.set_settings(|s| s.log_emails_to_salesforce = false);
+    let sent: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut dispatchers = Vec::new();
+    for w in 0..4 {
+        let mut m = marketo_with_types();
+        let sent = sent.clone();
+        m.expect_add_custom_activities().returning(move |items| {
+            sent.lock().unwrap().extend(items.iter().map(|i| i.attributes[0].1.clone()));
+            Ok(written(items.len(), "g"))
+        });
+        let d = salesync_delivery::Dispatcher::builder()
+            .marketo(Arc::new(m))
+            .salesforce(Arc::new(salesforce_basic()))
+            .store(Arc::new(store.clone()))
+            .settings(salesync_delivery::DeliverySettings {
+                worker_id: format!("w{w}"),
+                marketo_batch: 7,
+                ..settings(&clock)
+            })
+            .build()
+            .unwrap();
+        dispatchers.push(d);
+    }
+    for i in 1..=50 {
+        dispatchers[0].record_activity(activity(&format!("a{i}"), i, K::SendSalesEmail)).await.unwrap();
+    }
+    let mut tasks = Vec::new();
+    for d in dispatchers.clone() {
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..10 {
+                d.deliver_once().await.unwrap();
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut sent = sent.lock().unwrap().clone();
+    sent.sort();
+    let before = sent.len();
+    sent.dedup();
+    assert_eq!((before, sent.len()), (50, 50));
+    assert_eq!(dispatchers[1].counts().await.unwrap().delivered, 50);
+}
