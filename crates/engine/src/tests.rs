@@ -255,6 +255,8 @@ struct World {
     export_file: Vec<u8>,
     /// Polls answering Processing before Completed.
     export_polls: u32,
+    /// Jobs whose status answers Failed.
+    failed_jobs: Vec<String>,
     jobs_started: u32,
     file_offsets: Vec<u64>,
     filter_starts: Vec<String>,
@@ -369,6 +371,9 @@ fn marketo(world: &W) -> Arc<MockMarketoApi> {
     let w = world.clone();
     m.expect_lead_export_status().returning(move |id| {
         let mut w = w.lock().unwrap();
+        if w.failed_jobs.iter().any(|j| j == id) {
+            return Ok(ExportJob { error: Some("Export failed".into()), ..job(id, ExportState::Failed) });
+        }
         if w.export_polls > 0 {
             w.export_polls -= 1;
             return Ok(job(id, ExportState::Processing));
@@ -657,6 +662,27 @@ async fn bulk_sync_reuses_its_job_after_a_restart_and_skips_applied_rows() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_failed_export_job_is_replaced_and_repeated_failures_stop_the_pass() {
+    let world = world_with(vec![]);
+    {
+        let mut w = world.lock().unwrap();
+        w.failed_jobs.push("job-1".into());
+        w.export_file = csv_file(&[&format!("1,Ann,a@x.com,Lead,{OWNER},null")]);
+    }
+    let store = Arc::new(FakeStore::default());
+    let eng = engine(&world, &store, settings(InitialMode::Bulk));
+    let report = eng.sync_once().await.unwrap();
+    assert_eq!(world.lock().unwrap().jobs_started, 2);
+    assert_eq!(report.inserted, 1);
+
+    let world = world_with(vec![]);
+    world.lock().unwrap().failed_jobs = vec!["job-1".into(), "job-2".into(), "job-3".into()];
+    let eng = engine(&world, &Arc::new(FakeStore::default()), settings(InitialMode::Bulk));
+    let err = eng.sync_once().await.unwrap_err();
+    assert!(matches!(err, Error::Export { ref export_id, .. } if export_id == "job-3"), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn bulk_windows_cover_oldest_created_at_to_start() {
     let world = world_with(vec![]);
     world.lock().unwrap().export_file = csv_file(&[]);
@@ -772,8 +798,14 @@ async fn incremental_updates_disqualifies_and_requalifies() {
             MirrorChange::Inserted { id: 6 },
         ]
     );
+    // Requalifies later: back in the mirror.
+    world.lock().unwrap().leads.insert(1, lead(1, Some(OWNER), "Lead"));
+    world.lock().unwrap().changes.push_back(page(vec![act(1, 13, vec![])], "lc-3", false));
+    let report = eng.sync_once().await.unwrap();
+    assert_eq!(report.inserted, 1);
+    assert_eq!(drain(&mut changes), vec![MirrorChange::Inserted { id: 1 }]);
     let lc = store.position(StreamId::LeadChanges).unwrap();
-    assert_eq!(lc["token"], json!("lc-2"));
+    assert_eq!(lc["token"], json!("lc-3"));
     assert_eq!(lc["as_of"], json!(t0()));
     // each page's token went into the page's own apply
     let pages = &store.state().pages;
