@@ -641,3 +641,40 @@ async fn starts_on_a_given_port_and_shuts_down() {
     let r = reqwest::Client::new().get(format!("http://127.0.0.1:{port}/identity/oauth/token")).send().await;
     assert!(r.is_err());
 }
+
+#[tokio::test]
+async fn identity_has_its_own_fault_plan() {
+    let h = Harness::start(config()).await;
+    h.emu.set_identity_faults(FaultPlan::new(
+        vec![
+            FaultRule::new(Trigger::Nth(1), FaultAction::Error(MarketoFault::code("502"))),
+            FaultRule::new(Trigger::Nth(2), FaultAction::DropConnection),
+        ],
+        1,
+    ));
+    let q = [
+        ("grant_type", "client_credentials"),
+        ("client_id", h.emu.client_id()),
+        ("client_secret", h.emu.client_secret()),
+    ];
+    let r = h.http.get(h.url("/identity/oauth/token")).query(&q).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    let dropped = async { h.http.get(h.url("/identity/oauth/token")).query(&q).send().await?.bytes().await }.await;
+    assert!(dropped.is_err());
+    let ok = fetch_token(&h.emu, &h.http, h.emu.client_id(), h.emu.client_secret()).await;
+    assert_eq!(ok, h.token);
+    // The API plan is untouched by identity calls.
+    assert_ok(&h.get("/rest/v1/leads/describe.json").await);
+}
+
+#[tokio::test]
+async fn rate_window_also_rolls_in_real_time_under_a_frozen_clock() {
+    let limits = MarketoLimits { calls_per_window: 2, window: Duration::from_millis(300), ..MarketoLimits::default() };
+    let h = Harness::start(MarketoConfig { limits, ..config() }).await;
+    assert_ok(&h.get("/rest/v1/leads/describe.json").await);
+    assert_ok(&h.get("/rest/v1/leads/describe.json").await);
+    assert_eq!(error_code(&h.get("/rest/v1/leads/describe.json").await), Some("606"));
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_ok(&h.get("/rest/v1/leads/describe.json").await);
+    assert_eq!(h.emu.max_calls_in_any_window(), 2);
+}

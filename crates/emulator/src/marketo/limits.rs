@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Instant;
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
 
@@ -13,7 +14,9 @@ pub struct MarketoLimits {
     pub enabled: bool,
     /// Counted calls allowed per rolling window (606 beyond).
     pub calls_per_window: u32,
-    /// The rolling window (measured on the emulator clock).
+    /// The rolling window. A call leaves the window once this much time has passed on the emulator
+    /// clock *or* in real time, so a manual clock can roll it instantly and a client that really
+    /// waits is never stuck behind a frozen manual clock.
     pub window: std::time::Duration,
     /// Concurrent in-flight API calls allowed (615 beyond).
     pub max_concurrent: u32,
@@ -81,8 +84,8 @@ pub(crate) fn central_offset(t: DateTime<Utc>) -> Duration {
 /// Mutable limit state (behind a mutex).
 #[derive(Debug, Default)]
 pub(crate) struct LimitState {
-    /// Clock times of counted calls inside the current window, with a reservation id.
-    pub(crate) window: VecDeque<(DateTime<Utc>, u64)>,
+    /// Clock and real times of counted calls inside the current window, with a reservation id.
+    pub(crate) window: VecDeque<(DateTime<Utc>, Instant, u64)>,
     pub(crate) day: Option<NaiveDate>,
     pub(crate) day_count: u64,
     pub(crate) next_id: u64,
@@ -99,11 +102,9 @@ pub(crate) enum Admit {
 }
 
 impl LimitState {
-    pub(crate) fn admit(&mut self, limits: &MarketoLimits, now: DateTime<Utc>) -> Admit {
+    pub(crate) fn admit(&mut self, limits: &MarketoLimits, now: DateTime<Utc>, at: Instant) -> Admit {
         let window = Duration::from_std(limits.window).unwrap_or(Duration::seconds(20));
-        while self.window.front().is_some_and(|(t, _)| *t <= now - window) {
-            self.window.pop_front();
-        }
+        self.window.retain(|(t, i, _)| now - *t < window && at.saturating_duration_since(*i) < limits.window);
         let day = central_day(now);
         if self.day != Some(day) {
             self.day = Some(day);
@@ -118,14 +119,14 @@ impl LimitState {
             }
         }
         self.next_id += 1;
-        self.window.push_back((now, self.next_id));
+        self.window.push_back((now, at, self.next_id));
         self.day_count += 1;
         Admit::Ok(self.next_id)
     }
 
     /// Gives a slot back (the call ended with a ★ code).
     pub(crate) fn release(&mut self, id: u64) {
-        if let Some(pos) = self.window.iter().position(|(_, i)| *i == id) {
+        if let Some(pos) = self.window.iter().position(|(_, _, i)| *i == id) {
             self.window.remove(pos);
         }
         self.day_count = self.day_count.saturating_sub(1);
@@ -150,13 +151,17 @@ impl Drop for InFlight {
     }
 }
 
-/// Largest number of `times` inside any window of length `window` (times need not be sorted).
-pub(crate) fn max_in_window(mut times: Vec<DateTime<Utc>>, window: Duration) -> u32 {
-    times.sort();
+/// Largest number of calls inside any one window, with the same clock-or-real-time rule as
+/// admission (`times` are (clock, real) pairs; need not be sorted).
+pub(crate) fn max_in_window(mut times: Vec<(DateTime<Utc>, Instant)>, window: std::time::Duration) -> u32 {
+    times.sort_by_key(|(_, i)| *i);
+    let cw = Duration::from_std(window).unwrap_or(Duration::seconds(20));
     let mut best = 0usize;
     let mut lo = 0usize;
     for hi in 0..times.len() {
-        while times[hi] - times[lo] >= window {
+        while lo < hi
+            && (times[hi].0 - times[lo].0 >= cw || times[hi].1.saturating_duration_since(times[lo].1) >= window)
+        {
             lo += 1;
         }
         best = best.max(hi - lo + 1);
@@ -187,7 +192,12 @@ mod tests {
     #[test]
     fn sliding_max() {
         let base = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().unwrap_or_default();
-        let times = vec![base, base + Duration::seconds(5), base + Duration::seconds(19), base + Duration::seconds(21)];
-        assert_eq!(max_in_window(times, Duration::seconds(20)), 3);
+        let now = Instant::now();
+        let secs = [0, 5, 19, 21];
+        let times = secs.iter().map(|s| (base + Duration::seconds(*s), now)).collect();
+        assert_eq!(max_in_window(times, std::time::Duration::from_secs(20)), 3);
+        // A frozen clock with calls spread over real time: the real-time rule separates them.
+        let times = vec![(base, now), (base, now + std::time::Duration::from_secs(25))];
+        assert_eq!(max_in_window(times, std::time::Duration::from_secs(20)), 1);
     }
 }

@@ -38,7 +38,8 @@
 //!   before completion; `fileSize` + `sha256:` checksum; jobs visible only to the creating client.
 //! - `GET /rest/v1/stats/usage.json`.
 //! - Faults through [`crate::faults::FaultPlan`]`<`[`MarketoFault`]`>`, consulted for every admitted
-//!   API call (never for identity).
+//!   API call (after auth, concurrency, rate and quota checks); identity has its own plan
+//!   ([`MarketoEmulator::set_identity_faults`]).
 //!
 //! # Deliberate deviations and guesses
 //! - Merge: losers disappear without a Delete Lead (37) activity; the winner gets one Merge Leads
@@ -317,17 +318,24 @@ impl MarketoEmulator {
         *self.shared.faults_slot() = Arc::new(plan);
     }
 
+    /// Replaces the fault plan consulted for identity calls (`/identity/oauth/token`), which the
+    /// main plan never sees. `Error(f)` answers HTTP 502 for `"502"`, else HTTP 401 with an OAuth
+    /// error body whose `error` is `f.code`.
+    pub fn set_identity_faults(&self, plan: FaultPlan<MarketoFault>) {
+        *self.shared.identity_faults_slot() = Arc::new(plan);
+    }
+
     /// Every request so far.
     pub fn call_log(&self) -> Vec<MarketoCall> {
         self.shared.log().clone()
     }
 
-    /// The most counted calls that fell inside any window of `limits.window` (emulator clock).
+    /// The most counted calls that fell inside any one rate window (same clock-or-real-time rule as
+    /// admission, see [`MarketoLimits::window`]).
     pub fn max_calls_in_any_window(&self) -> u32 {
-        let times: Vec<DateTime<Utc>> = self.shared.log().iter().filter(|c| c.counted).map(|c| c.clock_at).collect();
-        let window =
-            chrono::Duration::from_std(self.shared.config.limits.window).unwrap_or(chrono::Duration::seconds(20));
-        limits::max_in_window(times, window)
+        let times: Vec<(DateTime<Utc>, Instant)> =
+            self.shared.log().iter().filter(|c| c.counted).map(|c| (c.clock_at, c.at)).collect();
+        limits::max_in_window(times, self.shared.config.limits.window)
     }
 
     /// The most API calls that were in flight at once (identity excluded).

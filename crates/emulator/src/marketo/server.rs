@@ -41,6 +41,7 @@ pub(crate) struct Shared {
     tokens: Mutex<Tokens>,
     limits: Mutex<LimitState>,
     faults: Mutex<Arc<FaultPlan<MarketoFault>>>,
+    identity_faults: Mutex<Arc<FaultPlan<MarketoFault>>>,
     log: Mutex<Vec<MarketoCall>>,
     rng: Mutex<SmallRng>,
     pub(crate) in_flight: Arc<AtomicU32>,
@@ -60,6 +61,7 @@ impl Shared {
             tokens: Mutex::new(Tokens::default()),
             limits: Mutex::new(LimitState::default()),
             faults: Mutex::new(Arc::new(FaultPlan::default())),
+            identity_faults: Mutex::new(Arc::new(FaultPlan::default())),
             log: Mutex::new(Vec::new()),
             in_flight: Arc::new(AtomicU32::new(0)),
             peak: AtomicU32::new(0),
@@ -80,6 +82,10 @@ impl Shared {
 
     pub(crate) fn faults_slot(&self) -> MutexGuard<'_, Arc<FaultPlan<MarketoFault>>> {
         lock(&self.faults)
+    }
+
+    pub(crate) fn identity_faults_slot(&self) -> MutexGuard<'_, Arc<FaultPlan<MarketoFault>>> {
+        lock(&self.identity_faults)
     }
 
     fn request_id(&self) -> String {
@@ -218,6 +224,31 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     }
 
     if path == "/identity/oauth/token" {
+        let fault = {
+            let plan = Arc::clone(&shared.identity_faults_slot());
+            plan.check(&method, &path)
+        };
+        let mut transport = Transport::Normal;
+        match fault {
+            None | Some(FaultAction::ApplyThenDrop) => {}
+            Some(FaultAction::Error(f)) => {
+                let status = if f.code == "502" { 502 } else { 401 };
+                let reply = Reply::Json {
+                    status,
+                    body: serde_json::json!({"error": f.code, "error_description": f.message}),
+                    outcome: Some(f.code.clone()),
+                };
+                return finish(&shared, call, reply, Transport::Normal);
+            }
+            Some(FaultAction::Delay(d)) => tokio::time::sleep(d).await,
+            Some(FaultAction::DropConnection) => {
+                return finish(&shared, call, Reply::ok_void(), Transport::Drop);
+            }
+            Some(FaultAction::MalformedBody) => transport = Transport::Malformed,
+        }
+        if let Some(FaultAction::ApplyThenDrop) = fault {
+            transport = Transport::Drop;
+        }
         let reply = if method == "GET" || method == "POST" {
             let mut params = query.clone();
             if method == "POST" && content_type.starts_with("application/x-www-form-urlencoded") {
@@ -228,7 +259,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         } else {
             Reply::text(405, "Method Not Allowed")
         };
-        return finish(&shared, call, reply, Transport::Normal);
+        return finish(&shared, call, reply, transport);
     }
     if !(path.starts_with("/rest/") || path.starts_with("/bulk/")) {
         return finish(&shared, call, Reply::text(404, "Not Found"), Transport::Normal);
@@ -256,7 +287,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         return finish(&shared, call, Reply::err("615", msg), Transport::Normal);
     }
     // Rate window and daily quota.
-    let slot = match lock(&shared.limits).admit(&limits, now) {
+    let slot = match lock(&shared.limits).admit(&limits, now, at) {
         Admit::Ok(id) => id,
         Admit::Rate => {
             let msg = format!(
