@@ -109,7 +109,15 @@ impl Pass<'_> {
         let chunk = i64::from(self.eng.settings.page_size);
         let m = self.eng.marketo.as_ref();
         if st.rest.probed_max.is_none() && !st.rest.complete {
-            st.rest.probed_max = Some(self.probe_max_id(st.started_at).await?);
+            let probed = match self.probe_max_id(st.started_at).await {
+                Ok(max) => max,
+                Err(Error::Cancelled) => return Err(Error::Cancelled),
+                Err(e) => {
+                    self.report.warnings.push(format!("new-lead probe failed, sweeping by gap only: {e}"));
+                    0
+                }
+            };
+            st.rest.probed_max = Some(probed);
         }
         let hint = st.rest.probed_max.unwrap_or(0).max(self.eng.settings.rest_max_marketo_id.unwrap_or(0));
         while !st.rest.complete {
