@@ -162,6 +162,8 @@ impl DispatcherBuilder {
                 type_ids: OnceCell::new(),
                 task_type_values: OnceCell::new(),
                 last_reminder_poll: Mutex::new(None),
+                last_opt_out_attempt: Mutex::new(None),
+                cooldowns: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -189,6 +191,10 @@ pub(crate) struct Inner {
     /// The org's Task Type picklist values.
     pub(crate) task_type_values: OnceCell<Vec<String>>,
     pub(crate) last_reminder_poll: Mutex<Option<DateTime<Utc>>>,
+    pub(crate) last_opt_out_attempt: Mutex<Option<DateTime<Utc>>>,
+    /// After a failed preflight call (provisioning, Task Type values), the target is left alone
+    /// until this time, so a persistent failure is not retried every poll.
+    cooldowns: Mutex<HashMap<Target, DateTime<Utc>>>,
 }
 
 fn person_not_found(marketo_id: i64) -> Error {
@@ -465,8 +471,13 @@ impl Dispatcher {
     pub async fn deliver_once(&self) -> Result<DeliveryReport> {
         let inner = &self.inner;
         let mut report = DeliveryReport::default();
-        report.marketo = inner.deliver_marketo(&mut report.errors).await?;
-        report.salesforce = inner.deliver_salesforce(&mut report.errors).await?;
+        let (mut marketo_errors, mut salesforce_errors) = (Vec::new(), Vec::new());
+        let (marketo, salesforce) =
+            tokio::join!(inner.deliver_marketo(&mut marketo_errors), inner.deliver_salesforce(&mut salesforce_errors));
+        report.errors.extend(marketo_errors);
+        report.errors.extend(salesforce_errors);
+        report.marketo = marketo?;
+        report.salesforce = salesforce?;
         if inner.gate(Target::Salesforce).is_none() {
             let admin = inner.store.settings().await?;
             if admin.reminder_task_sync && inner.reminder_poll_due() {
@@ -565,6 +576,20 @@ impl Inner {
                 None
             }
             other => Some(other),
+        }
+    }
+
+    /// True while a target cools down after a failed preflight call.
+    pub(crate) fn cooling_down(&self, target: Target) -> bool {
+        let now = self.now();
+        self.cooldowns.lock().map(|g| g.get(&target).is_some_and(|until| *until > now)).unwrap_or(false)
+    }
+
+    /// Leaves a target alone for a while after a failed preflight call.
+    pub(crate) fn cool_down(&self, target: Target) {
+        let until = self.settings.backoff(3, self.now());
+        if let Ok(mut g) = self.cooldowns.lock() {
+            g.insert(target, until);
         }
     }
 

@@ -210,6 +210,15 @@ impl Inner {
         errors: &mut Vec<String>,
     ) -> Result<Option<InboundReport>> {
         let now = self.now();
+        // Checked at most once per reminder poll interval (so a failing reconcile is not retried
+        // every round).
+        let retry = chrono_of(self.settings.reminder_poll_interval);
+        if let Ok(mut last) = self.last_opt_out_attempt.lock() {
+            if last.is_some_and(|l| now - l < retry) {
+                return Ok(None);
+            }
+            *last = Some(now);
+        }
         let position = self
             .store
             .checkpoint(StreamId::SalesforceOptOuts)

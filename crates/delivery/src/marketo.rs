@@ -62,10 +62,14 @@ impl Inner {
         if let Some(status) = self.gate(Target::Marketo) {
             return Ok(TargetReport { status, ..TargetReport::default() });
         }
+        if self.cooling_down(Target::Marketo) {
+            return Ok(TargetReport::default());
+        }
         let types = match self.marketo_type_ids().await {
             Ok(t) => t,
             Err(e) => {
                 self.target_error(Target::Marketo, &e, errors);
+                self.cool_down(Target::Marketo);
                 return Ok(TargetReport { status: self.status_of(Target::Marketo), ..TargetReport::default() });
             }
         };
@@ -92,6 +96,11 @@ impl Inner {
             if outcome_unknown(item) { lookup.push(ready) } else { send.push(ready) }
         }
         self.resolve_unknown(&mut fin, lookup, &mut send).await;
+        if !send.is_empty() && self.gate(Target::Marketo).is_some() {
+            for r in send.drain(..) {
+                fin.release(r.item, "Marketo delivery is stopped", now, false);
+            }
+        }
         if !send.is_empty() {
             let batch: Vec<NewCustomActivity> = send.iter().map(|r| marketo_activity(r.activity, r.type_id)).collect();
             match self.marketo.add_custom_activities(&batch).await {
@@ -143,6 +152,12 @@ impl Inner {
                     take += 1;
                 }
                 let chunk: Vec<Ready<'a>> = group.drain(..take).collect();
+                if self.gate(Target::Marketo).is_some() {
+                    for r in chunk {
+                        fin.release(r.item, "Marketo delivery is stopped", fin.now, true);
+                    }
+                    continue;
+                }
                 let wanted: HashSet<&str> = chunk.iter().map(|r| r.activity.id.as_str()).collect();
                 let since =
                     chunk.iter().map(|r| r.activity.occurred_at).min().unwrap_or(fin.now) - chrono::Duration::days(1);

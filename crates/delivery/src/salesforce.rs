@@ -143,10 +143,14 @@ impl Inner {
             self.pause(Target::Salesforce, until);
             return Ok(idle(self));
         }
+        if self.cooling_down(Target::Salesforce) {
+            return Ok(idle(self));
+        }
         let types = match self.org_task_types().await {
             Ok(t) => t,
             Err(e) => {
                 self.target_error(Target::Salesforce, &e, errors);
+                self.cool_down(Target::Salesforce);
                 return Ok(idle(self));
             }
         };

@@ -1028,3 +1028,45 @@ async fn several_dispatchers_on_one_store_deliver_each_item_once() {
     assert_eq!((before, sent.len()), (50, 50));
     assert_eq!(dispatchers[1].counts().await.unwrap().delivered, 50);
 }
+
+#[tokio::test]
+async fn a_failing_provisioning_is_reported_and_not_retried_every_round() {
+    let clock = ManualClock::new(t0());
+    let store = FakeStore::with_people(vec![contact(1)]);
+    store.set_settings(|s| s.log_emails_to_salesforce = false);
+    let mut m = MockMarketoApi::new();
+    let n = Arc::new(AtomicU32::new(0));
+    let n2 = n.clone();
+    m.expect_ensure_custom_activity_types().returning(move |defs| {
+        if n2.fetch_add(1, Ordering::SeqCst) == 0 {
+            Err(Error::AccessDenied {
+                service: Service::Marketo,
+                code: "603".into(),
+                message: "Access denied: Read-Write Activity Metadata".into(),
+            })
+        } else {
+            Ok(defs
+                .iter()
+                .enumerate()
+                .map(|(i, d)| salesync_core::ports::marketo::ProvisionedType {
+                    api_name: d.api_name.clone(),
+                    id: 100_001 + i as i64,
+                    created: false,
+                })
+                .collect())
+        }
+    });
+    m.expect_add_custom_activities().times(1).returning(|items| Ok(written(items.len(), "g")));
+    let d = dispatcher(m, salesforce_basic(), &store, &clock);
+    d.record_activity(activity("a1", 1, K::SendSalesEmail)).await.unwrap();
+    let rep = d.deliver_once().await.unwrap();
+    assert!(rep.errors.iter().any(|e| e.contains("603")), "{:?}", rep.errors);
+    assert_eq!(rep.marketo.claimed, 0);
+    assert_eq!(d.deliver_once().await.unwrap().marketo.claimed, 0);
+    assert_eq!(n.load(Ordering::SeqCst), 1);
+    clock.advance(Duration::from_secs(3600));
+    assert_eq!(d.deliver_once().await.unwrap().marketo.delivered, 1);
+    // Cached from then on.
+    d.deliver_once().await.unwrap();
+    assert_eq!(n.load(Ordering::SeqCst), 2);
+}
