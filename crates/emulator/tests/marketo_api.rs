@@ -551,6 +551,13 @@ async fn usage_stats_count_calls() {
     assert_ok(&v);
     assert_eq!(v["result"][0]["total"], 3);
     assert_eq!(v["result"][0]["users"][0]["count"], 3);
+    assert_eq!(error_code(&h.get("/rest/v1/leads.json?filterType=firstName&filterValues=x").await), Some("1011"));
+    let v = h.get("/rest/v1/stats/errors.json").await;
+    assert_eq!(v["result"][0]["errors"], json!([{"errorCode": "1011", "count": 1}]));
+    let v = h.get("/rest/v1/stats/usage/last7days.json").await;
+    assert_eq!(v["result"].as_array().unwrap().len(), 7);
+    assert_eq!(v["result"][0]["total"], 6);
+    assert_eq!(v["result"][1]["total"], 0);
 }
 
 #[tokio::test]

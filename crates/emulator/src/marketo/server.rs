@@ -453,7 +453,10 @@ fn dispatch(ctx: &Ctx<'_>) -> Reply {
         ["rest", "v1", "activities", "external", "type", api, "attributes", op] if post => {
             custom_activities::attributes(ctx, api, op)
         }
-        ["rest", "v1", "stats", "usage.json"] if get => usage(ctx),
+        ["rest", "v1", "stats", "usage.json"] if get => stats(ctx, false, 1),
+        ["rest", "v1", "stats", "usage", "last7days.json"] if get => stats(ctx, false, 7),
+        ["rest", "v1", "stats", "errors.json"] if get => stats(ctx, true, 1),
+        ["rest", "v1", "stats", "errors", "last7days.json"] if get => stats(ctx, true, 7),
         ["bulk", "v1", kind @ ("leads" | "activities"), "export.json"] if get => bulk::list(ctx, kind),
         ["bulk", "v1", kind @ ("leads" | "activities"), "export", "create.json"] if post => bulk::create(ctx, kind),
         ["bulk", "v1", kind @ ("leads" | "activities"), "export", id, op @ ("enqueue.json" | "cancel.json")]
@@ -485,21 +488,44 @@ fn known_path(segs: &[&str]) -> bool {
             | ["rest", "v1", "activities", _]
             | ["rest", "v1", "activities", "external", "types.json" | "type.json"]
             | ["rest", "v1", "activities", "external", "type", ..]
-            | ["rest", "v1", "stats", "usage.json"]
+            | ["rest", "v1", "stats", ..]
             | ["bulk", "v1", "leads" | "activities", "export.json"]
             | ["bulk", "v1", "leads" | "activities", "export", ..]
     )
 }
 
-fn usage(ctx: &Ctx<'_>) -> Reply {
-    let today = super::limits::central_day(ctx.now);
+/// `stats/usage.json`, `stats/usage/last7days.json`, `stats/errors.json`, `stats/errors/last7days.json`:
+/// counted calls (usage) or error outcomes (errors) per US-Central day, the current call included.
+fn stats(ctx: &Ctx<'_>, errors: bool, days: i64) -> Reply {
+    use super::limits::central_day;
+    let today = central_day(ctx.now);
     let log = ctx.shared.log();
-    let total = log.iter().filter(|c| c.counted && super::limits::central_day(c.clock_at) == today).count() + 1;
-    drop(log);
-    let date = today.and_hms_opt(0, 0, 0).map(|d| super::state::fmt_ts(d.and_utc())).unwrap_or_default();
-    Reply::ok(vec![serde_json::json!({
-        "date": date,
-        "total": total,
-        "users": [{"userId": ctx.shared.config.api_user, "count": total}],
-    })])
+    let mut out = Vec::new();
+    for back in 0..days {
+        let Some(day) = today.checked_sub_days(chrono::Days::new(back as u64)) else {
+            break;
+        };
+        let date = day.and_hms_opt(0, 0, 0).map(|d| super::state::fmt_ts(d.and_utc())).unwrap_or_default();
+        let calls = log.iter().filter(|c| central_day(c.clock_at) == day && !c.path.starts_with("/identity"));
+        if errors {
+            let mut by_code: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+            for c in calls {
+                if let Some(code) = &c.outcome {
+                    *by_code.entry(code.clone()).or_default() += 1;
+                }
+            }
+            let total: u64 = by_code.values().sum();
+            let list: Vec<Value> =
+                by_code.into_iter().map(|(k, v)| serde_json::json!({"errorCode": k, "count": v})).collect();
+            out.push(serde_json::json!({"date": date, "total": total, "errors": list}));
+        } else {
+            let total = calls.filter(|c| c.counted).count() + usize::from(back == 0);
+            out.push(serde_json::json!({
+                "date": date,
+                "total": total,
+                "users": [{"userId": ctx.shared.config.api_user, "count": total}],
+            }));
+        }
+    }
+    Reply::ok(out)
 }
