@@ -7,6 +7,7 @@
 use std::collections::VecDeque;
 
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use salesync_core::MarketoLead;
 use salesync_core::RecordError;
 use salesync_core::ports::marketo::bytes_stream::ByteStream;
@@ -135,6 +136,39 @@ pub enum RowError {
     Csv(CsvError),
 }
 
+/// Rows of a bulk export file, each with the byte offset just after it.
+pub type RowStream = BoxStream<'static, Result<CsvRow, RowError>>;
+
+/// Turns a bulk export file, downloaded from byte `offset` on, into rows. Read from offset 0,
+/// the first row is the header (Marketo REST field names); from a later offset (a resumed
+/// download, always at a row boundary the parser reported) there is no header.
+///
+/// The default, [`CsvExportParser`], reads Marketo's CSV; hosts whose connector asks for
+/// another format plug their own into
+/// [`EngineSettings::export_parser`](crate::EngineSettings::export_parser).
+pub trait ExportParser: Send + Sync + 'static {
+    /// The rows of `file`, whose first byte is at `offset` of the whole file.
+    fn rows(&self, file: ByteStream, offset: u64) -> RowStream;
+}
+
+/// The default [`ExportParser`]: streaming CSV ([`CsvRows`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CsvExportParser;
+
+impl ExportParser for CsvExportParser {
+    fn rows(&self, file: ByteStream, offset: u64) -> RowStream {
+        futures::stream::unfold(Some(CsvRows::new(file, offset)), |state| async move {
+            let mut rows = state?;
+            match rows.next_row().await {
+                Ok(Some(row)) => Some((Ok(row), Some(rows))),
+                Ok(None) => None,
+                Err(e) => Some((Err(e), None)),
+            }
+        })
+        .boxed()
+    }
+}
+
 /// Maps a bulk export row to a lead: header names are REST names, literal `null` and empty
 /// values are absent, unknown columns are ignored.
 pub fn lead_from_row(header: &[String], row: &[String]) -> Result<MarketoLead, RecordError> {
@@ -185,6 +219,22 @@ mod tests {
         assert_eq!(rows[0].end_offset, 105);
         assert_eq!(rows[1].fields, vec!["6", "b"]);
         assert_eq!(rows[1].end_offset, 112);
+    }
+
+    #[tokio::test]
+    async fn the_default_parser_streams_rows_and_stops_after_an_error() {
+        let rows: Vec<_> = CsvExportParser.rows(chunks(&["a,b\n1,2\n"]), 0).collect().await;
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1].as_ref().unwrap().fields, vec!["1", "2"]);
+        let failing: ByteStream = stream::iter(vec![
+            Ok(b"a\n".to_vec()),
+            Err(salesync_core::Error::Protocol { service: salesync_core::Service::Marketo, detail: "cut".into() }),
+            Ok(b"b\n".to_vec()),
+        ])
+        .boxed();
+        let rows: Vec<_> = CsvExportParser.rows(failing, 0).collect().await;
+        assert_eq!(rows.len(), 2);
+        assert!(matches!(rows[1], Err(RowError::Port(_))));
     }
 
     #[test]

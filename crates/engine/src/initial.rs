@@ -35,12 +35,13 @@ use salesync_core::{MarketoLead, RecordError};
 use std::collections::HashSet;
 
 use crate::checkpoint::{self, BulkPos, InitialState, InitialStatus, LeadChangesPos, TokenPos};
-use crate::csv_stream::{CsvRows, RowError, lead_from_row};
+use crate::csv_stream::{RowError, lead_from_row};
 use crate::engine::Pass;
 use crate::events::Phase;
 use crate::report::{BulkQuotaAction, InitialPath};
 use crate::settings::{BulkQuotaPolicy, InitialMode};
 use crate::{Error, Result};
+use futures::StreamExt;
 
 /// Activity type of New Lead.
 const NEW_LEAD: i64 = 12;
@@ -347,7 +348,7 @@ impl Pass<'_> {
         let offset = st.bulk.offset;
         let m = self.eng.marketo.as_ref();
         let stream = self.marketo("export file", || m.lead_export_file(export_id, offset)).await?;
-        let mut rows = CsvRows::new(stream, offset);
+        let mut rows = self.eng.settings.export_parser.rows(stream, offset);
         let page_size = self.eng.settings.page_size as usize;
         let mut batch: Vec<Result<MarketoLead, RecordError>> = Vec::new();
         let mut header = st.bulk.header.clone();
@@ -355,7 +356,7 @@ impl Pass<'_> {
             let next = tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => return Err(Error::Cancelled),
-                r = rows.next_row() => r,
+                r = rows.next() => r.transpose(),
             };
             let row = match next {
                 Ok(row) => row,

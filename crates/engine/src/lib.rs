@@ -15,6 +15,7 @@ mod opportunity;
 pub mod report;
 pub mod settings;
 
+pub use csv_stream::{CsvExportParser, ExportParser};
 pub use engine::{SyncEngine, SyncEngineBuilder};
 pub use error::{Error, Result};
 pub use events::{MirrorChange, Phase, SyncEvent};

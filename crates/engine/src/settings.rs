@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 
+use crate::csv_stream::{CsvExportParser, ExportParser};
+
 /// A source of the current time (injectable so tests control stamps and windows).
 pub trait Clock: Send + Sync + 'static {
     /// The current time.
@@ -136,6 +138,8 @@ pub struct EngineSettings {
     pub channel_capacity: usize,
     /// The clock (default [`SystemClock`]).
     pub clock: Arc<dyn Clock>,
+    /// Reads bulk export files (default [`CsvExportParser`]).
+    pub export_parser: Arc<dyn ExportParser>,
 }
 
 impl Default for EngineSettings {
@@ -158,6 +162,7 @@ impl Default for EngineSettings {
             retry: RetrySettings::default(),
             channel_capacity: 1024,
             clock: Arc::new(SystemClock),
+            export_parser: Arc::new(CsvExportParser),
         }
     }
 }
