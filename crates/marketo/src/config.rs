@@ -1,0 +1,457 @@
+//! Builder, environment configuration and retry settings.
+
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use url::Url;
+
+use crate::client::{Inner, MarketoClient};
+use crate::error::MkError;
+use crate::limiter::{DailyBudget, Limits, WindowLimiter};
+use crate::token::TokenCache;
+
+/// Default calls per rate window. Marketo allows 100 per 20 s per instance, *shared by every
+/// integration*; Adobe recommends at most 50 per integration, so hosts that share an instance
+/// should set [`MarketoClientBuilder::rate_limit`] lower.
+pub const DEFAULT_RATE_CALLS: usize = 100;
+/// Default rate window.
+pub const DEFAULT_RATE_WINDOW: Duration = Duration::from_secs(20);
+/// Default in-flight calls (Marketo allows 10 per instance, shared; Adobe recommends ≤ 5).
+pub const DEFAULT_MAX_CONCURRENT: usize = 10;
+/// Default per-request timeout (Get Paging Token always gets at least 300 s).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Retry settings for transient failures (exponential backoff with jitter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryConfig {
+    /// Attempts per request, including the first (≥ 1). A re-authentication after 601/602 is not counted.
+    pub max_attempts: u32,
+    /// Delay before the second attempt; doubled for each further attempt.
+    pub base_delay: Duration,
+    /// Upper bound of one delay.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self { max_attempts: 5, base_delay: Duration::from_millis(500), max_delay: Duration::from_secs(30) }
+    }
+}
+
+impl RetryConfig {
+    /// The delay before attempt `attempt + 1` (after `attempt` failures, ≥ 1): `base · 2^(attempt-1)`,
+    /// capped at `max_delay`, with "equal jitter" (a random point in the upper half).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let exp = attempt.saturating_sub(1).min(20);
+        let full = self.base_delay.saturating_mul(1u32 << exp).min(self.max_delay);
+        let jitter: f64 = rand::random();
+        full.mul_f64(0.5 + 0.5 * jitter)
+    }
+}
+
+/// A configuration key, as used by [`MarketoClient::from_env`] and [`MarketoClientBuilder::with_config`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConfigKey {
+    /// `SALESYNC_MARKETO_URL`: the instance base URL (`/identity`, `/rest` and `/bulk` live under it).
+    Url,
+    /// `SALESYNC_MARKETO_CLIENT_ID`.
+    ClientId,
+    /// `SALESYNC_MARKETO_CLIENT_SECRET`.
+    ClientSecret,
+    /// `SALESYNC_MARKETO_RATE_CALLS`: calls per rate window.
+    RateCalls,
+    /// `SALESYNC_MARKETO_RATE_WINDOW_SECS`: the rate window in seconds.
+    RateWindowSecs,
+    /// `SALESYNC_MARKETO_MAX_CONCURRENT`: in-flight calls.
+    MaxConcurrent,
+    /// `SALESYNC_MARKETO_DAILY_BUDGET`: client-side daily call budget.
+    DailyBudget,
+}
+
+impl ConfigKey {
+    /// Every key.
+    pub const ALL: [ConfigKey; 7] = [
+        ConfigKey::Url,
+        ConfigKey::ClientId,
+        ConfigKey::ClientSecret,
+        ConfigKey::RateCalls,
+        ConfigKey::RateWindowSecs,
+        ConfigKey::MaxConcurrent,
+        ConfigKey::DailyBudget,
+    ];
+
+    /// The environment variable of this key.
+    pub fn env_var(self) -> &'static str {
+        match self {
+            ConfigKey::Url => "SALESYNC_MARKETO_URL",
+            ConfigKey::ClientId => "SALESYNC_MARKETO_CLIENT_ID",
+            ConfigKey::ClientSecret => "SALESYNC_MARKETO_CLIENT_SECRET",
+            ConfigKey::RateCalls => "SALESYNC_MARKETO_RATE_CALLS",
+            ConfigKey::RateWindowSecs => "SALESYNC_MARKETO_RATE_WINDOW_SECS",
+            ConfigKey::MaxConcurrent => "SALESYNC_MARKETO_MAX_CONCURRENT",
+            ConfigKey::DailyBudget => "SALESYNC_MARKETO_DAILY_BUDGET",
+        }
+    }
+
+    fn required(self) -> bool {
+        matches!(self, ConfigKey::Url | ConfigKey::ClientId | ConfigKey::ClientSecret)
+    }
+}
+
+impl FromStr for ConfigKey {
+    type Err = salesync_core::Error;
+
+    /// Accepts the environment variable name or its lower-case suffix (`url`, `client_id`, …).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let norm = s.trim().to_ascii_uppercase();
+        let norm = norm.strip_prefix("SALESYNC_MARKETO_").unwrap_or(&norm);
+        ConfigKey::ALL
+            .into_iter()
+            .find(|k| k.env_var().strip_prefix("SALESYNC_MARKETO_") == Some(norm))
+            .ok_or_else(|| MkError::config(s, "unknown Marketo configuration key").into())
+    }
+}
+
+/// Builds a [`MarketoClient`]; every setting is validated once, in [`build`](Self::build).
+#[derive(Clone, Default)]
+pub struct MarketoClientBuilder {
+    base_url: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<SecretString>,
+    rate: Option<(usize, Duration)>,
+    max_concurrent: Option<usize>,
+    daily_budget: Option<u64>,
+    retry: Option<RetryConfig>,
+    timeout: Option<Duration>,
+    token_refresh_early: Option<Duration>,
+    allow_insecure_http: bool,
+    http: Option<reqwest::Client>,
+}
+
+impl std::fmt::Debug for MarketoClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MarketoClientBuilder")
+            .field("base_url", &self.base_url)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret.as_ref().map(|_| "[redacted]"))
+            .field("rate", &self.rate)
+            .field("max_concurrent", &self.max_concurrent)
+            .field("daily_budget", &self.daily_budget)
+            .field("retry", &self.retry)
+            .field("timeout", &self.timeout)
+            .field("allow_insecure_http", &self.allow_insecure_http)
+            .finish_non_exhaustive()
+    }
+}
+
+fn parse_num<T: FromStr>(key: ConfigKey, value: &str) -> Result<T, salesync_core::Error> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| MkError::config(key.env_var(), format!("{value:?} is not a positive number")).into())
+}
+
+impl MarketoClientBuilder {
+    /// The instance base URL, e.g. `https://123-ABC-456.mktorest.com` (no `/rest` suffix).
+    pub fn base_url(mut self, url: impl Into<String>) -> Self {
+        self.base_url = Some(url.into());
+        self
+    }
+
+    /// The LaunchPoint custom service's client id.
+    pub fn client_id(mut self, id: impl Into<String>) -> Self {
+        self.client_id = Some(id.into());
+        self
+    }
+
+    /// The LaunchPoint custom service's client secret.
+    pub fn client_secret(mut self, secret: impl Into<String>) -> Self {
+        self.client_secret = Some(SecretString::from(secret.into()));
+        self
+    }
+
+    /// At most `calls` calls in any `window` (default 100 per 20 s, Marketo's whole-instance
+    /// limit; other integrations share it, so prefer 50 or less when there are any).
+    pub fn rate_limit(mut self, calls: usize, window: Duration) -> Self {
+        self.rate = Some((calls, window));
+        self
+    }
+
+    /// At most `n` calls in flight (default 10, Marketo's whole-instance limit; prefer 5 or less).
+    pub fn max_concurrent(mut self, n: usize) -> Self {
+        self.max_concurrent = Some(n);
+        self
+    }
+
+    /// A client-side daily call budget (reset at midnight US Central); calls beyond it fail with
+    /// `QuotaExhausted` without reaching Marketo. Default: none.
+    pub fn daily_budget(mut self, calls: u64) -> Self {
+        self.daily_budget = Some(calls);
+        self
+    }
+
+    /// Retry settings for transient failures.
+    pub fn retry(mut self, retry: RetryConfig) -> Self {
+        self.retry = Some(retry);
+        self
+    }
+
+    /// Per-request timeout (default 120 s; Get Paging Token always gets at least 300 s; bulk file
+    /// downloads use it as a read timeout between chunks).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// How long before expiry the access token is refreshed (default 60 s).
+    pub fn token_refresh_early(mut self, early: Duration) -> Self {
+        self.token_refresh_early = Some(early);
+        self
+    }
+
+    /// Allows `http://` URLs to non-loopback hosts (loopback is always allowed, for emulators).
+    pub fn allow_insecure_http(mut self, allow: bool) -> Self {
+        self.allow_insecure_http = allow;
+        self
+    }
+
+    /// Uses this `reqwest::Client` (proxies, custom TLS roots); its timeouts are then its own.
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http = Some(client);
+        self
+    }
+
+    /// Sets one setting from its textual form (as in the environment).
+    pub fn with_config(mut self, key: ConfigKey, value: &str) -> Result<Self, salesync_core::Error> {
+        match key {
+            ConfigKey::Url => self.base_url = Some(value.trim().to_string()),
+            ConfigKey::ClientId => self.client_id = Some(value.trim().to_string()),
+            ConfigKey::ClientSecret => self.client_secret = Some(SecretString::from(value.trim().to_string())),
+            ConfigKey::RateCalls => {
+                let calls = parse_num(key, value)?;
+                self.rate = Some((calls, self.rate.map_or(DEFAULT_RATE_WINDOW, |r| r.1)));
+            }
+            ConfigKey::RateWindowSecs => {
+                let secs: f64 = parse_num(key, value)?;
+                if !(secs.is_finite() && secs > 0.0) {
+                    return Err(MkError::config(key.env_var(), "must be a positive number of seconds").into());
+                }
+                self.rate = Some((self.rate.map_or(DEFAULT_RATE_CALLS, |r| r.0), Duration::from_secs_f64(secs)));
+            }
+            ConfigKey::MaxConcurrent => self.max_concurrent = Some(parse_num(key, value)?),
+            ConfigKey::DailyBudget => self.daily_budget = Some(parse_num(key, value)?),
+        }
+        Ok(self)
+    }
+
+    /// Validates the settings and builds the client.
+    pub fn build(self) -> Result<MarketoClient, salesync_core::Error> {
+        Ok(self.build_inner()?)
+    }
+
+    fn build_inner(self) -> Result<MarketoClient, MkError> {
+        let raw = self.base_url.ok_or_else(|| MkError::config("base_url", "missing"))?;
+        let mut base = Url::parse(raw.trim()).map_err(|e| MkError::config("base_url", format!("not a URL: {e}")))?;
+        match base.scheme() {
+            "https" => {}
+            "http" if self.allow_insecure_http || is_loopback(&base) => {}
+            "http" => {
+                return Err(MkError::config(
+                    "base_url",
+                    "http:// is only allowed for loopback hosts unless allow_insecure_http(true)",
+                ));
+            }
+            other => return Err(MkError::config("base_url", format!("unsupported scheme {other:?}"))),
+        }
+        if base.cannot_be_a_base() || base.host_str().is_none() {
+            return Err(MkError::config("base_url", "must be an absolute http(s) URL with a host"));
+        }
+        if !base.username().is_empty() || base.password().is_some() {
+            return Err(MkError::config("base_url", "must not carry credentials"));
+        }
+        base.set_query(None);
+        base.set_fragment(None);
+        let path = base.path().trim_end_matches('/').to_string();
+        base.set_path(&format!("{path}/"));
+
+        let client_id =
+            self.client_id.filter(|s| !s.trim().is_empty()).ok_or_else(|| MkError::config("client_id", "missing"))?;
+        let client_secret = self.client_secret.ok_or_else(|| MkError::config("client_secret", "missing"))?;
+        if secrecy::ExposeSecret::expose_secret(&client_secret).trim().is_empty() {
+            return Err(MkError::config("client_secret", "empty"));
+        }
+        let (calls, window) = self.rate.unwrap_or((DEFAULT_RATE_CALLS, DEFAULT_RATE_WINDOW));
+        if calls == 0 || window.is_zero() {
+            return Err(MkError::config("rate_limit", "calls and window must be positive"));
+        }
+        let max_concurrent = self.max_concurrent.unwrap_or(DEFAULT_MAX_CONCURRENT);
+        if max_concurrent == 0 || max_concurrent > tokio::sync::Semaphore::MAX_PERMITS {
+            return Err(MkError::config("max_concurrent", "must be at least 1"));
+        }
+        let retry = self.retry.unwrap_or_default();
+        if retry.max_attempts == 0 {
+            return Err(MkError::config("retry.max_attempts", "must be at least 1"));
+        }
+        if retry.base_delay > retry.max_delay {
+            return Err(MkError::config("retry.base_delay", "must not exceed retry.max_delay"));
+        }
+        let timeout = self.timeout.unwrap_or(DEFAULT_TIMEOUT);
+        if timeout.is_zero() {
+            return Err(MkError::config("timeout", "must be positive"));
+        }
+        if self.daily_budget == Some(0) {
+            return Err(MkError::config("daily_budget", "must be at least 1"));
+        }
+        let http = match self.http {
+            Some(h) => h,
+            None => reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10).min(timeout))
+                .read_timeout(timeout)
+                .user_agent(concat!("salesync-marketo/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|e| MkError::config("http_client", e.without_url().to_string()))?,
+        };
+        let limits = Limits {
+            window: WindowLimiter::new(calls, window),
+            concurrency: Arc::new(tokio::sync::Semaphore::new(max_concurrent)),
+            max_concurrent,
+            budget: self.daily_budget.map(DailyBudget::new),
+        };
+        Ok(MarketoClient {
+            inner: Arc::new(Inner {
+                http,
+                base,
+                client_id,
+                client_secret,
+                tokens: TokenCache::new(self.token_refresh_early.unwrap_or(Duration::from_secs(60))),
+                limits,
+                retry,
+                timeout,
+            }),
+        })
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
+impl MarketoClient {
+    /// A builder with the defaults (100 calls per 20 s, 10 in flight, 5 attempts).
+    pub fn builder() -> MarketoClientBuilder {
+        MarketoClientBuilder::default()
+    }
+
+    /// A client from `SALESYNC_MARKETO_URL`, `SALESYNC_MARKETO_CLIENT_ID`,
+    /// `SALESYNC_MARKETO_CLIENT_SECRET` and optionally `SALESYNC_MARKETO_RATE_CALLS`,
+    /// `SALESYNC_MARKETO_RATE_WINDOW_SECS`, `SALESYNC_MARKETO_MAX_CONCURRENT` and
+    /// `SALESYNC_MARKETO_DAILY_BUDGET`. A missing required variable is an `Error::Config` naming it.
+    pub fn from_env() -> Result<MarketoClient, salesync_core::Error> {
+        Self::builder_from_lookup(|name| std::env::var(name).ok())?.build()
+    }
+
+    /// A builder filled from a variable lookup (the environment in [`from_env`](Self::from_env)).
+    pub fn builder_from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<MarketoClientBuilder, salesync_core::Error> {
+        let mut b = MarketoClient::builder();
+        for key in ConfigKey::ALL {
+            match lookup(key.env_var()).filter(|v| !v.trim().is_empty()) {
+                Some(v) => b = b.with_config(key, &v)?,
+                None if key.required() => return Err(MkError::config(key.env_var(), "not set").into()),
+                None => {}
+            }
+        }
+        Ok(b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok_builder() -> MarketoClientBuilder {
+        MarketoClient::builder().base_url("https://123-ABC-456.mktorest.com").client_id("id").client_secret("s3cret")
+    }
+
+    #[test]
+    fn validates_urls() {
+        assert!(ok_builder().build().is_ok());
+        assert!(ok_builder().base_url("http://127.0.0.1:8080").build().is_ok());
+        assert!(ok_builder().base_url("http://localhost:8080/").build().is_ok());
+        assert!(ok_builder().base_url("http://[::1]:8080").build().is_ok());
+        let e = ok_builder().base_url("http://example.com").build().unwrap_err();
+        assert!(matches!(e, salesync_core::Error::Config { ref key, .. } if key == "base_url"), "{e}");
+        assert!(ok_builder().base_url("http://example.com").allow_insecure_http(true).build().is_ok());
+        assert!(ok_builder().base_url("ftp://example.com").build().is_err());
+        assert!(ok_builder().base_url("not a url").build().is_err());
+    }
+
+    #[test]
+    fn validates_numbers() {
+        assert!(ok_builder().rate_limit(0, Duration::from_secs(1)).build().is_err());
+        assert!(ok_builder().max_concurrent(0).build().is_err());
+        assert!(ok_builder().retry(RetryConfig { max_attempts: 0, ..Default::default() }).build().is_err());
+        assert!(ok_builder().client_secret("").build().is_err());
+    }
+
+    #[test]
+    fn env_lookup_names_the_missing_variable() {
+        let e = MarketoClient::builder_from_lookup(|k| match k {
+            "SALESYNC_MARKETO_URL" => Some("https://x.mktorest.com".into()),
+            "SALESYNC_MARKETO_CLIENT_ID" => Some("id".into()),
+            _ => None,
+        })
+        .unwrap_err();
+        assert!(matches!(e, salesync_core::Error::Config { ref key, .. } if key == "SALESYNC_MARKETO_CLIENT_SECRET"));
+        let b = MarketoClient::builder_from_lookup(|k| match k {
+            "SALESYNC_MARKETO_URL" => Some("https://x.mktorest.com".into()),
+            "SALESYNC_MARKETO_CLIENT_ID" => Some("id".into()),
+            "SALESYNC_MARKETO_CLIENT_SECRET" => Some("s3cret".into()),
+            "SALESYNC_MARKETO_RATE_CALLS" => Some("50".into()),
+            "SALESYNC_MARKETO_RATE_WINDOW_SECS" => Some("20".into()),
+            "SALESYNC_MARKETO_MAX_CONCURRENT" => Some("5".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert!(!format!("{b:?}").contains("s3cret"));
+        let c = b.build().unwrap();
+        assert!(!format!("{c:?}").contains("s3cret"));
+        let bad = MarketoClient::builder_from_lookup(|k| match k {
+            "SALESYNC_MARKETO_RATE_CALLS" => Some("many".into()),
+            _ => Some("x".into()),
+        })
+        .unwrap_err();
+        assert!(matches!(bad, salesync_core::Error::Config { ref key, .. } if key == "SALESYNC_MARKETO_RATE_CALLS"));
+    }
+
+    #[test]
+    fn config_keys_parse() {
+        assert_eq!("client_id".parse::<ConfigKey>().unwrap(), ConfigKey::ClientId);
+        assert_eq!("SALESYNC_MARKETO_RATE_WINDOW_SECS".parse::<ConfigKey>().unwrap(), ConfigKey::RateWindowSecs);
+        assert!("nope".parse::<ConfigKey>().is_err());
+    }
+
+    #[test]
+    fn retry_delays_grow_and_cap() {
+        let r = RetryConfig {
+            max_attempts: 5,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(500),
+        };
+        let d1 = r.delay(1);
+        assert!(d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100));
+        let d3 = r.delay(3);
+        assert!(d3 >= Duration::from_millis(200) && d3 <= Duration::from_millis(400));
+        assert!(r.delay(30) <= Duration::from_millis(500));
+    }
+}
