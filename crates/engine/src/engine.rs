@@ -176,7 +176,7 @@ impl SyncEngine {
         let _guard = self.inner.run_lock.lock().await;
         let started = tokio::time::Instant::now();
         let inner = &*self.inner;
-        inner.bound.get_or_try_init(|| async { inner.store.bind_instance(&inner.settings.instance_id).await }).await?;
+        self.ensure_bound().await?;
         let mut pass = Pass::new(inner, cancel);
         let result = pass.run().await;
         pass.report.duration = started.elapsed();
@@ -201,11 +201,19 @@ impl SyncEngine {
         }
     }
 
+    /// Binds the store to the instance once per engine (it refuses a store of another instance).
+    async fn ensure_bound(&self) -> Result<()> {
+        let inner = &*self.inner;
+        inner.bound.get_or_try_init(|| async { inner.store.bind_instance(&inner.settings.instance_id).await }).await?;
+        Ok(())
+    }
+
     /// Looks up the opportunity of every mirror person whose link is still unresolved (e.g.
     /// after a failed lookup, reported as a warning), contacts and leads with a Salesforce id
     /// only. Returns a report whose `opportunities_resolved` counts the fills.
     pub async fn resolve_opportunities(&self) -> Result<SyncReport> {
         let _guard = self.inner.run_lock.lock().await;
+        self.ensure_bound().await?;
         let started = tokio::time::Instant::now();
         let cancel = CancellationToken::new();
         let mut pass = Pass::new(&self.inner, &cancel);
