@@ -104,7 +104,7 @@ pub fn pick_email_match(found: &[PersonRef]) -> Option<(SalesforceId, Option<Sal
 }
 
 /// The Task fields a reminder change updates on an existing Task (TaskSubtype is create-only;
-/// WhoId is left as it is).
+/// WhoId is left as it is; Subject only when the template uses `{{activity_subject}}`).
 fn reminder_fields(task: &ReminderTask, admin: &AdminSettings) -> Fields {
     let ctx = SubjectContext {
         activity_type: TaskKind::Reminder.activity_type_label().into(),
@@ -112,13 +112,18 @@ fn reminder_fields(task: &ReminderTask, admin: &AdminSettings) -> Fields {
         ..SubjectContext::default()
     };
     let opt = |v: Option<String>| v.map_or(serde_json::Value::Null, serde_json::Value::String);
-    vec![
-        ("Subject".into(), render_subject(&admin.subject_template, &ctx).into()),
+    let mut fields: Fields = Vec::with_capacity(5);
+    // The task name reaches Salesforce only through `{{activity_subject}}` in the template.
+    if admin.subject_template.contains("activity_subject") {
+        fields.push(("Subject".into(), render_subject(&admin.subject_template, &ctx).into()));
+    }
+    fields.extend([
         ("Status".into(), task.status.salesforce_status().into()),
         ("Priority".into(), task.priority.salesforce_priority().into()),
         ("ActivityDate".into(), opt(task.due_date.map(|d| d.format("%Y-%m-%d").to_string()))),
         ("Description".into(), opt(task.details.clone())),
-    ]
+    ]);
+    fields
 }
 
 impl Inner {
@@ -498,5 +503,30 @@ mod tests {
         assert_eq!(pick_email_match(&[lead.clone(), converted.clone()]).unwrap().0, id("0035g00000XyZaC"));
         assert_eq!(pick_email_match(std::slice::from_ref(&lead)).unwrap().0, lead.id);
         assert_eq!(pick_email_match(&[]), None);
+    }
+
+    #[test]
+    fn reminder_updates_send_the_subject_only_through_the_template() {
+        let task = ReminderTask {
+            id: "r1".into(),
+            marketo_id: 1,
+            subject: "Call back".into(),
+            status: salesync_core::activity::ReminderStatus::Complete,
+            priority: salesync_core::activity::ReminderPriority::High,
+            due_date: chrono::NaiveDate::from_ymd_opt(2026, 12, 1),
+            details: None,
+            salesforce_task_id: None,
+            deleted: false,
+            updated_at: chrono::Utc::now(),
+        };
+        let mut admin = AdminSettings::default();
+        let f = reminder_fields(&task, &admin);
+        assert!(f.contains(&("Subject".into(), "[Sales Insight Actions] - Custom: Call back".into())));
+        assert!(f.contains(&("ActivityDate".into(), "2026-12-01".into())));
+        assert!(f.contains(&("Priority".into(), "High".into())));
+        admin.subject_template = "[Sales Insight Actions] - {{activity_type}}".into();
+        let f = reminder_fields(&task, &admin);
+        assert!(!f.iter().any(|(k, _)| k == "Subject"));
+        assert!(f.contains(&("Status".into(), "Completed".into())));
     }
 }
