@@ -5,7 +5,8 @@ mod marketo_common;
 
 use chrono::Duration as ChronoDuration;
 use marketo_common::*;
-use salesync_emulator::marketo::{MarketoConfig, MarketoLimits};
+use salesync_emulator::faults::{FaultAction, FaultPlan, FaultRule, Trigger};
+use salesync_emulator::marketo::{MarketoConfig, MarketoFault, MarketoLimits};
 use salesync_emulator::seed;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -396,4 +397,46 @@ async fn bulk_activity_export_writes_attributes_as_json() {
     let attrs: Value = serde_json::from_str(&cols[7].trim_matches('"').replace("\"\"", "\"")).unwrap();
     assert_eq!(attrs["New Value"], "New");
     assert_eq!(attrs["Old Value"], "Old");
+}
+
+#[tokio::test]
+async fn bulk_download_can_break_off_midway_and_resume_with_range() {
+    let h = Harness::start(config()).await;
+    for i in 0..50 {
+        h.emu.create_lead(obj(json!({"email": format!("p{i}@example.com"), "firstName": format!("P{i}")})));
+    }
+    let v = create_export(
+        &h,
+        "leads",
+        json!({"fields": ["id", "email", "firstName"], "filter": {"createdAt": {"startAt": "2026-06-15T00:00:00Z", "endAt": "2026-06-16T00:00:00Z"}}}),
+    )
+    .await;
+    let id = v["result"][0]["exportId"].as_str().unwrap().to_string();
+    h.post_empty(&format!("/bulk/v1/leads/export/{id}/enqueue.json")).await;
+    let st = h.get(&format!("/bulk/v1/leads/export/{id}/status.json")).await;
+    let size = st["result"][0]["fileSize"].as_u64().unwrap() as usize;
+    h.emu.set_faults(FaultPlan::new(
+        vec![FaultRule::new(Trigger::Nth(1), FaultAction::<MarketoFault>::ApplyThenDrop).on_path("/file.json")],
+        3,
+    ));
+    let url = h.url(&format!("/bulk/v1/leads/export/{id}/file.json"));
+    let mut resp = h.http.get(&url).bearer_auth(&h.token).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut got = Vec::new();
+    let broke = loop {
+        match resp.chunk().await {
+            Ok(Some(c)) => got.extend_from_slice(&c),
+            Ok(None) => break false,
+            Err(_) => break true,
+        }
+    };
+    assert!(broke, "download should break off");
+    assert_eq!(got.len(), size / 2);
+    let rest =
+        h.http.get(&url).bearer_auth(&h.token).header("Range", format!("bytes={}-", got.len())).send().await.unwrap();
+    assert_eq!(rest.status(), 206);
+    got.extend_from_slice(&rest.bytes().await.unwrap());
+    assert_eq!(got.len(), size);
+    assert_eq!(st["result"][0]["fileChecksum"], format!("sha256:{}", hex::encode(Sha256::digest(&got))));
+    assert!(h.emu.call_log().iter().any(|c| c.outcome.as_deref() == Some("dropped-partial")));
 }

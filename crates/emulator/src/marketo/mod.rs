@@ -57,7 +57,9 @@
 //!   completes once [`MarketoConfig::bulk_processing_time`] of clock time has passed since it started
 //!   (default 0: complete on the next poll). Data is snapshotted when processing starts. SSV uses `;`.
 //! - A dropped connection answers with headers and then a body that errors, so hyper aborts the
-//!   connection; clients see a transport error while reading.
+//!   connection; clients see a transport error while reading. `ApplyThenDrop` on a bulk `file.json`
+//!   download sends the first half of the bytes before breaking off (outcome `"dropped-partial"`),
+//!   so resuming with `Range` can be tested.
 //! - `sfdcOpptyId` is always accepted as a `filterType`, but is a returnable field only with
 //!   [`MarketoConfig::expose_oppty_id`]; `linkedInProfileURL` exists only with
 //!   [`MarketoConfig::linkedin_field`].
@@ -184,7 +186,7 @@ pub struct MarketoCall {
     /// Whether it counted against the rate window and daily quota.
     pub counted: bool,
     /// `None` on success, else the error code (`"606"`, `"1003"`, `"401"`, `"414"`) or `"dropped"`
-    /// / `"malformed"` for injected transport faults.
+    /// / `"dropped-partial"` / `"malformed"` for injected transport faults.
     pub outcome: Option<String>,
     /// HTTP status sent (0 when the connection was dropped).
     pub http_status: u16,

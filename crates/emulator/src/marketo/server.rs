@@ -361,11 +361,30 @@ fn finish(shared: &Shared, mut call: MarketoCall, reply: Reply, transport: Trans
         Transport::Drop => {
             call.outcome = Some("dropped".into());
             call.http_status = 0;
-            let stream = futures::stream::once(async {
+            // A file download (ApplyThenDrop on file.json) breaks off after half the bytes, so clients
+            // can exercise resuming with `Range`; everything else breaks before any body byte.
+            let (partial, status, content_type, headers) = match reply {
+                Reply::Raw { status, content_type, headers, body, .. } if body.len() > 1 && status < 300 => {
+                    (Some(Bytes::from(body[..body.len() / 2].to_vec())), status, content_type, headers)
+                }
+                _ => (None, 200, "application/json;charset=UTF-8", Vec::new()),
+            };
+            if partial.is_some() {
+                call.outcome = Some("dropped-partial".into());
+            }
+            let head = futures::stream::iter(partial.map(Ok::<Bytes, std::io::Error>));
+            let tail = futures::stream::once(async {
+                tokio::task::yield_now().await;
                 Err::<Bytes, std::io::Error>(std::io::Error::other("connection dropped by fault injection"))
             });
-            let mut r = Response::new(Body::from_stream(stream));
-            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json;charset=UTF-8"));
+            let mut r = Response::new(Body::from_stream(futures::StreamExt::chain(head, tail)));
+            *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            for (k, v) in headers {
+                if let Ok(v) = HeaderValue::from_str(&v) {
+                    r.headers_mut().insert(k, v);
+                }
+            }
             shared.log().push(call);
             return r;
         }
