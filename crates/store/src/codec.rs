@@ -1,0 +1,199 @@
+//! Text forms of domain enums and small helpers shared by the backends.
+
+use chrono::{DateTime, Utc};
+use salesync_core::activity::{ReminderPriority, ReminderStatus, UnsubscribeOrigin};
+use salesync_core::mirror::{Decision, RemovalReason};
+use salesync_core::person::{OpportunityRef, Person, SalesforceType};
+use salesync_core::ports::store::{OutboxState, Target};
+use salesync_core::sfid::SalesforceId;
+use salesync_core::{Error, Result};
+
+use crate::error::backend_msg;
+
+/// Truncates a timestamp to whole microseconds, the precision every backend stores.
+pub(crate) fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
+
+pub(crate) fn target_str(t: Target) -> &'static str {
+    match t {
+        Target::Marketo => "marketo",
+        Target::Salesforce => "salesforce",
+    }
+}
+
+pub(crate) fn parse_target(backend: &'static str, s: &str) -> Result<Target> {
+    match s {
+        "marketo" => Ok(Target::Marketo),
+        "salesforce" => Ok(Target::Salesforce),
+        other => Err(backend_msg(backend, format!("unknown outbox target {other:?} in the store"))),
+    }
+}
+
+pub(crate) fn state_str(s: OutboxState) -> &'static str {
+    match s {
+        OutboxState::Pending => "pending",
+        OutboxState::InFlight => "in_flight",
+        OutboxState::Delivered => "delivered",
+        OutboxState::Parked => "parked",
+        OutboxState::Skipped => "skipped",
+    }
+}
+
+pub(crate) fn parse_state(backend: &'static str, s: &str) -> Result<OutboxState> {
+    Ok(match s {
+        "pending" => OutboxState::Pending,
+        "in_flight" => OutboxState::InFlight,
+        "delivered" => OutboxState::Delivered,
+        "parked" => OutboxState::Parked,
+        "skipped" => OutboxState::Skipped,
+        other => return Err(backend_msg(backend, format!("unknown outbox state {other:?} in the store"))),
+    })
+}
+
+pub(crate) fn sf_type_str(t: SalesforceType) -> &'static str {
+    t.as_str()
+}
+
+pub(crate) fn parse_sf_type(backend: &'static str, s: &str) -> Result<SalesforceType> {
+    match s {
+        "Lead" => Ok(SalesforceType::Lead),
+        "Contact" => Ok(SalesforceType::Contact),
+        other => Err(backend_msg(backend, format!("unknown Salesforce type {other:?} in the store"))),
+    }
+}
+
+/// `(source, id)` columns of an opportunity link.
+pub(crate) fn opportunity_cols(o: &OpportunityRef) -> (&'static str, Option<&str>) {
+    match o {
+        OpportunityRef::Unresolved => ("unresolved", None),
+        OpportunityRef::Marketo(id) => ("marketo", Some(id.as_str())),
+        OpportunityRef::Salesforce(id) => ("salesforce", id.as_ref().map(SalesforceId::as_str)),
+    }
+}
+
+pub(crate) fn parse_opportunity(backend: &'static str, source: &str, id: Option<&str>) -> Result<OpportunityRef> {
+    let id = id.map(|s| parse_sfid(backend, "salesforce_opportunity_id", s)).transpose()?;
+    match (source, id) {
+        ("unresolved", _) => Ok(OpportunityRef::Unresolved),
+        ("marketo", Some(id)) => Ok(OpportunityRef::Marketo(id)),
+        ("salesforce", id) => Ok(OpportunityRef::Salesforce(id)),
+        (other, _) => Err(backend_msg(backend, format!("invalid opportunity source {other:?} in the store"))),
+    }
+}
+
+pub(crate) fn parse_sfid(backend: &'static str, column: &str, s: &str) -> Result<SalesforceId> {
+    SalesforceId::parse(s).map_err(|e| backend_msg(backend, format!("column {column}: {e}")))
+}
+
+pub(crate) fn opt_sfid(backend: &'static str, column: &str, s: Option<String>) -> Result<Option<SalesforceId>> {
+    s.map(|s| parse_sfid(backend, column, &s)).transpose()
+}
+
+pub(crate) fn status_str(s: ReminderStatus) -> &'static str {
+    match s {
+        ReminderStatus::Open => "open",
+        ReminderStatus::Complete => "complete",
+    }
+}
+
+pub(crate) fn parse_status(backend: &'static str, s: &str) -> Result<ReminderStatus> {
+    match s {
+        "open" => Ok(ReminderStatus::Open),
+        "complete" => Ok(ReminderStatus::Complete),
+        other => Err(backend_msg(backend, format!("unknown reminder status {other:?} in the store"))),
+    }
+}
+
+pub(crate) fn priority_str(p: ReminderPriority) -> &'static str {
+    match p {
+        ReminderPriority::Normal => "normal",
+        ReminderPriority::High => "high",
+    }
+}
+
+pub(crate) fn parse_priority(backend: &'static str, s: &str) -> Result<ReminderPriority> {
+    match s {
+        "normal" => Ok(ReminderPriority::Normal),
+        "high" => Ok(ReminderPriority::High),
+        other => Err(backend_msg(backend, format!("unknown reminder priority {other:?} in the store"))),
+    }
+}
+
+pub(crate) fn origin_str(o: UnsubscribeOrigin) -> &'static str {
+    match o {
+        UnsubscribeOrigin::Salesync => "salesync",
+        UnsubscribeOrigin::Salesforce => "salesforce",
+    }
+}
+
+pub(crate) fn parse_origin(backend: &'static str, s: &str) -> Result<UnsubscribeOrigin> {
+    match s {
+        "salesync" => Ok(UnsubscribeOrigin::Salesync),
+        "salesforce" => Ok(UnsubscribeOrigin::Salesforce),
+        other => Err(backend_msg(backend, format!("unknown unsubscribe origin {other:?} in the store"))),
+    }
+}
+
+/// A page reduced to the final action per Marketo id (a later decision about the same id wins).
+#[derive(Debug, Default)]
+pub(crate) struct Reduced {
+    /// People to insert or replace.
+    pub upserts: Vec<Person>,
+    /// People to remove, with their tombstone reason.
+    pub removes: Vec<(i64, RemovalReason)>,
+}
+
+pub(crate) enum Final {
+    Upsert(Person),
+    Remove(RemovalReason),
+}
+
+/// Reduces decisions to one final write per id and counts them as decided.
+pub(crate) fn reduce(decisions: Vec<Decision>) -> (Reduced, salesync_core::ports::store::ApplyCounts) {
+    use std::collections::HashMap;
+    let mut counts = salesync_core::ports::store::ApplyCounts::default();
+    let mut order: Vec<i64> = Vec::new();
+    let mut last: HashMap<i64, Final> = HashMap::new();
+    for d in decisions {
+        let (id, action) = match d {
+            Decision::Insert { mut person } => {
+                counts.inserted += 1;
+                person.mirror_updated_at = micros(person.mirror_updated_at);
+                person.marketo_updated_at = person.marketo_updated_at.map(micros);
+                (person.marketo_id, Final::Upsert(person))
+            }
+            Decision::Update { mut person, .. } => {
+                counts.updated += 1;
+                person.mirror_updated_at = micros(person.mirror_updated_at);
+                person.marketo_updated_at = person.marketo_updated_at.map(micros);
+                (person.marketo_id, Final::Upsert(person))
+            }
+            Decision::Remove { marketo_id, reason } => {
+                counts.removed += 1;
+                (marketo_id, Final::Remove(reason))
+            }
+            Decision::Unchanged { .. } | Decision::Skip { .. } => {
+                counts.untouched += 1;
+                continue;
+            }
+        };
+        if last.insert(id, action).is_none() {
+            order.push(id);
+        }
+    }
+    let mut out = Reduced::default();
+    for id in order {
+        match last.remove(&id) {
+            Some(Final::Upsert(p)) => out.upserts.push(p),
+            Some(Final::Remove(r)) => out.removes.push((id, r)),
+            None => {}
+        }
+    }
+    (out, counts)
+}
+
+/// The error for a non-positive Marketo id (checked by the schema on SQL backends).
+pub(crate) fn bad_id(id: i64) -> Error {
+    Error::InvalidInput { field: "marketo_id".into(), reason: format!("{id} is not a positive Marketo id") }
+}
