@@ -270,6 +270,23 @@ async fn oppty_and_linkedin_fields_follow_configuration() {
     assert!(!fields.iter().any(|f| f["name"] == "sfdcOpptyId"));
     let d1 = h2.get("/rest/v1/leads/describe.json").await;
     assert!(d1["result"].as_array().unwrap().iter().any(|f| f["rest"]["name"] == "sfdcContactId"));
+
+    // Hidden sfdcOpptyId: stored (Rust API sees it), never reported through a Change Data Value.
+    let t = h2.get("/rest/v1/activities/pagingtoken.json?sinceDatetime=2026-06-01T00:00:00Z").await;
+    let id = h2.emu.create_lead(obj(json!({"id": 5000, "email": "h@example.com", "sfdcOpptyId": "006A"})));
+    assert_eq!(id, 5000);
+    assert_ne!(h2.emu.create_lead(obj(json!({"id": 5000, "email": "dup-id@example.com"}))), 5000);
+    assert!(h2.emu.update_lead(5000, obj(json!({"sfdcOpptyId": "006B", "title": "VP"}))));
+    assert_eq!(h2.emu.lead(5000).unwrap()["sfdcOpptyId"], "006B");
+    let v = h2
+        .get(&format!(
+            "/rest/v1/activities.json?nextPageToken={}&activityTypeIds=13",
+            t["nextPageToken"].as_str().unwrap()
+        ))
+        .await;
+    let changes = v["result"].as_array().unwrap();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0]["primaryAttributeValue"], "Job Title");
 }
 
 #[tokio::test]

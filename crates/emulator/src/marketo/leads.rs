@@ -178,8 +178,8 @@ pub(crate) fn sync(ctx: &Ctx<'_>) -> Reply {
             out.push(skipped("1006", format!("Field '{bad}' not found")));
             continue;
         }
-        if action == "createOnly" && rec.contains_key("id") {
-            out.push(skipped("1003", "Field 'id' not allowed for createOnly"));
+        if action != "updateOnly" && (rec.contains_key("id") || lookup == "id") {
+            out.push(skipped("1003", format!("Field 'id' is only allowed with updateOnly, not {action}")));
             continue;
         }
         let mut fields = rec.clone();

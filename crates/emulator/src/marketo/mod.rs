@@ -274,10 +274,13 @@ impl MarketoEmulator {
         }
     }
 
-    /// Creates a lead now (New Lead activity); returns its id.
+    /// Creates a lead now (New Lead activity); returns its id. An integer `id` in `fields` is used
+    /// when no lead has it yet, else the next free id is taken.
     pub fn create_lead(&self, fields: Map<String, Value>) -> i64 {
         let now = self.shared.now();
-        self.shared.db().insert_lead(None, fields, now, now, "Web service API")
+        let mut db = self.shared.db();
+        let id = fields.get("id").and_then(Value::as_i64).filter(|id| *id > 0 && !db.leads.contains_key(id));
+        db.insert_lead(id, fields, now, now, "Web service API")
     }
 
     /// Changes fields (a null value clears one); one Change Data Value (13) per changed field.

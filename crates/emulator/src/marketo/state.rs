@@ -203,7 +203,15 @@ impl Db {
             let def = self.field(&k).map(|f| (f.id, f.display.to_string()));
             let (fid, display) = match def {
                 Some(d) => d,
-                None if k == "sfdcOpptyId" => (46, "SFDC Oppty ID".to_string()),
+                None if k == "sfdcOpptyId" => {
+                    // Stored but not part of this instance's schema: no Change Data Value activity.
+                    if v.is_null() {
+                        lead.remove(&k);
+                    } else {
+                        lead.insert(k, v);
+                    }
+                    continue;
+                }
                 None => {
                     tracing::debug!(field = %k, "marketo emulator: ignoring unknown lead field");
                     continue;
