@@ -545,6 +545,18 @@ async fn deleted_leads_are_reported_then_pruned_after_14_days() {
 #[tokio::test]
 async fn activity_types_include_standard_and_sales_types() {
     let h = Harness::start(config()).await;
+    let t = h.get("/rest/v1/activities/pagingtoken.json?sinceDatetime=2026-06-01T00:00:00Z").await;
+    let lead = h.emu.create_lead(obj(json!({"email": "s@example.com"})));
+    let id = h.emu.add_activity(lead, 39, Some("Hello (SIA-1)"), vec![("Sent by".into(), json!("rep@example.com"))]);
+    let v = h
+        .get(&format!(
+            "/rest/v1/activities.json?nextPageToken={}&activityTypeIds=39",
+            t["nextPageToken"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(v["result"][0]["id"], id);
+    assert_eq!(v["result"][0]["primaryAttributeValue"], "Hello (SIA-1)");
+    assert_eq!(v["result"][0]["attributes"], json!([{"name": "Sent by", "value": "rep@example.com"}]));
     let v = h.get("/rest/v1/activities/types.json").await;
     let types = v["result"].as_array().unwrap();
     for (id, name) in [

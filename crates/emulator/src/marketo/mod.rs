@@ -302,6 +302,33 @@ impl MarketoEmulator {
         self.shared.db().merge_leads(winner, losers, now)
     }
 
+    /// Appends an activity of any type (e.g. a standard MSIA type such as 39 Send Sales Email) for
+    /// `lead_id`, dated now on the emulator clock; returns its id. Attributes are `(name, value)`.
+    pub fn add_activity(
+        &self,
+        lead_id: i64,
+        activity_type_id: i64,
+        primary_attribute_value: Option<&str>,
+        attributes: Vec<(String, Value)>,
+    ) -> i64 {
+        let now = self.shared.now();
+        let activity = state::Activity {
+            id: 0,
+            lead_id,
+            date: now,
+            type_id: activity_type_id,
+            campaign_id: None,
+            primary_value_id: None,
+            primary_value: primary_attribute_value.map(str::to_string),
+            attributes: attributes
+                .into_iter()
+                .map(|(n, v)| state::Attr { name: n, api_name: None, value: v })
+                .collect(),
+            change: None,
+        };
+        self.shared.db().push_activity(activity)
+    }
+
     /// One lead with every stored field (including `sfdcOpptyId`).
     pub fn lead(&self, id: i64) -> Option<Map<String, Value>> {
         self.shared.db().leads.get(&id).cloned()
