@@ -411,7 +411,8 @@ pub(crate) fn job_op(ctx: &Ctx<'_>, kind: &str, id: &str, op: &str) -> Reply {
     let busy = db.jobs.iter().filter(|j| matches!(j.status, Status::Queued | Status::Processing)).count();
     let day = central_day(ctx.now);
     let exported = if db.export_bytes.0 == day { db.export_bytes.1 } else { 0 };
-    let quota = ctx.shared.config.limits.bulk_export_daily_bytes;
+    let limits = &ctx.shared.config.limits;
+    let quota = if limits.enabled { limits.bulk_export_daily_bytes } else { u64::MAX };
     let Some(job) = find_job(&mut db, ctx, kind, id) else {
         return not_found(id);
     };

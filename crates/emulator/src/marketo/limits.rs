@@ -10,7 +10,8 @@ use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
 /// Limits the emulator enforces. All on by default with Marketo's documented values.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MarketoLimits {
-    /// Master switch for rate, concurrency and quota (batch, URI and body limits always apply).
+    /// Master switch for rate, concurrency, daily quota and export byte quota (batch, URI and body
+    /// limits and the bulk queue sizes always apply).
     pub enabled: bool,
     /// Counted calls allowed per rolling window (606 beyond).
     pub calls_per_window: u32,
