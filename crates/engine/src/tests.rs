@@ -1227,3 +1227,70 @@ async fn insight_activities_resolve_types_by_name_newest_first() {
     assert!(calls.iter().all(|(types, leads)| types.len() <= 10 && leads == &[7]));
     assert_eq!(calls.last().unwrap().0, vec![1]);
 }
+
+/// The whole life of a mirror against salesync-store's `MemoryStore`: initial sync, changes,
+/// deletes, merges, a reconciling resync, restart with a new engine on the same store.
+#[tokio::test]
+async fn full_lifecycle_on_the_memory_store() {
+    use salesync_store::MemoryStore;
+
+    let mut dup = lead(3, Some(OWNER), "Contact");
+    dup["email"] = json!("p1@example.com"); // same email as 1: two people
+    let world =
+        world_with(vec![lead(1, Some(OWNER), "Lead"), lead(2, Some(OWNER), "Lead"), dup, lead(4, None, "Lead")]);
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let make = |s: EngineSettings| {
+        SyncEngine::builder()
+            .marketo(marketo(&world))
+            .salesforce(no_salesforce())
+            .store(store.clone())
+            .settings(s)
+            .build()
+            .unwrap()
+    };
+    let eng = make(settings(InitialMode::Rest));
+    let report = eng.sync_once().await.unwrap();
+    assert_eq!((report.inserted, report.skipped_unqualified), (3, 1));
+    let mirror = eng.mirror();
+    assert_eq!(mirror.count().await.unwrap(), 3);
+    assert_eq!(mirror.by_email("P1@example.com").await.unwrap().len(), 2);
+
+    {
+        let mut w = world.lock().unwrap();
+        w.leads.insert(4, lead(4, Some(OWNER), "Lead"));
+        w.leads.insert(1, lead(1, None, "Lead"));
+        w.leads.remove(&2);
+        w.changes.push_back(page(vec![act(4, 13, vec![]), act(1, 13, vec![])], "lc-1", false));
+        w.deletes.push_back(page(vec![act(2, 37, vec![])], "del-1", false));
+        w.merges.push_back(page(vec![act(4, 32, vec![("Merge IDs", json!([3]))])], "m-1", false));
+        w.leads.remove(&3);
+    }
+    let report = eng.sync_once().await.unwrap();
+    assert_eq!(report.inserted, 1);
+    assert_eq!(report.removed, RemovedCounts { disqualified: 1, deleted: 1, merged: 1, vanished: 0 });
+    assert_eq!(mirror.count().await.unwrap(), 1);
+    assert_eq!(mirror.tombstone(3).await.unwrap().unwrap().reason, RemovalReason::Merged { winner: 4 });
+    assert_eq!(mirror.tombstone(2).await.unwrap().unwrap().reason, RemovalReason::Deleted);
+
+    // A new engine on the same store (a restart) does not redo the initial sync.
+    let eng2 = make(settings(InitialMode::Rest));
+    let report = eng2.sync_once().await.unwrap();
+    assert_eq!(report.initial_path, None);
+    assert_eq!(report.pages, 3, "one empty page per stream");
+
+    // Two weeks later the deletions may be pruned: reconcile.
+    world.lock().unwrap().leads.remove(&4);
+    let later =
+        make(EngineSettings { clock: Arc::new(|| t0() + chrono::Duration::days(20)), ..settings(InitialMode::Rest) });
+    let report = later.sync_once().await.unwrap();
+    assert!(report.reconciled);
+    assert_eq!(report.removed.vanished, 1);
+    assert_eq!(mirror.count().await.unwrap(), 0);
+    let cp = store.checkpoint(StreamId::InitialSync).await.unwrap().unwrap();
+    assert_eq!(cp.position["status"], json!("done"));
+    assert_eq!(cp.position["reconcile"], json!(true));
+
+    // The store stays bound to its instance.
+    let other = make(EngineSettings { instance_id: "999-XYZ-000".into(), ..settings(InitialMode::Rest) });
+    assert!(other.sync_once().await.is_err());
+}
