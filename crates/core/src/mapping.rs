@@ -282,6 +282,32 @@ impl MarketoLead {
     }
 }
 
+impl Person {
+    /// The value of one mapped field as text (Salesforce ids in 18-character form, the type as
+    /// `Lead`/`Contact`, `updatedAt` in RFC 3339), for exports such as CSV or JSON lines.
+    pub fn field_text(&self, field: LeadField) -> Option<String> {
+        let id = |v: &Option<SalesforceId>| v.as_ref().map(|i| i.as_str().to_string());
+        match field {
+            LeadField::MarketoId => Some(self.marketo_id.to_string()),
+            LeadField::FirstName => self.first_name.clone(),
+            LeadField::LastName => self.last_name.clone(),
+            LeadField::SalesforceContactId => id(&self.salesforce_contact_id),
+            LeadField::SalesforceLeadId => id(&self.salesforce_lead_id),
+            LeadField::SalesforceAccountId => id(&self.salesforce_account_id),
+            LeadField::SalesforceOpportunityId => self.salesforce_opportunity.id().map(|i| i.as_str().to_string()),
+            LeadField::Company => self.company.clone(),
+            LeadField::Title => self.title.clone(),
+            LeadField::Email => self.email.clone(),
+            LeadField::Phone => self.phone.clone(),
+            LeadField::LinkedinUrl => self.linkedin_url.clone(),
+            LeadField::Source => self.source.clone(),
+            LeadField::SalesforceType => Some(self.salesforce_type.as_str().to_string()),
+            LeadField::OwnerId => Some(self.owner_id.as_str().to_string()),
+            LeadField::UpdatedAt => self.marketo_updated_at.map(|t| t.to_rfc3339()),
+        }
+    }
+}
+
 /// A lenient JSON value: reading one never fails, so one bad field can be reported per record.
 #[derive(Debug, Clone, PartialEq, Default)]
 enum Val {
@@ -676,6 +702,19 @@ mod tests {
         assert_eq!(p.salesforce_opportunity, OpportunityRef::Unresolved);
         assert_eq!(p.mirror_updated_at, now());
         assert_eq!(p.marketo_updated_at, Some(Utc.with_ymd_and_hms(2026, 2, 17, 22, 31, 49).unwrap()));
+    }
+
+    #[test]
+    fn field_text_covers_the_table() {
+        let lead =
+            parse(json!({"id": 5, "firstName": "Zoë", "sfdcType": "Contact", "sfdcLeadOwnerId": "0055g00000AbCdE"}))
+                .unwrap();
+        let Qualification::Qualified(p) = lead.qualify(now()) else { panic!() };
+        assert_eq!(p.field_text(LeadField::MarketoId).as_deref(), Some("5"));
+        assert_eq!(p.field_text(LeadField::FirstName).as_deref(), Some("Zoë"));
+        assert_eq!(p.field_text(LeadField::SalesforceType).as_deref(), Some("Contact"));
+        assert_eq!(p.field_text(LeadField::OwnerId).as_deref(), Some("0055g00000AbCdEAAV"));
+        assert_eq!(p.field_text(LeadField::Email), None);
     }
 
     #[test]
