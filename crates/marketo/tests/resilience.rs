@@ -99,7 +99,7 @@ async fn client_limiter_keeps_every_window_within_the_rate() {
     }
     assert_eq!(outcomes(&emu, "606"), 0, "the client never tripped the server's limit");
     let max = emu.max_calls_in_any_window();
-    assert!(max <= 5 && max >= 4, "max calls in a window: {max}");
+    assert!((4..=5).contains(&max), "max calls in a window: {max}");
     emu.shutdown().await;
 }
 
@@ -143,7 +143,7 @@ async fn concurrency_is_bounded_and_615_is_retried() {
     }
     assert_eq!(outcomes(&emu, "615"), 0);
     let seen = emu.max_concurrent_seen();
-    assert!(seen <= 3 && seen >= 2, "max concurrent seen: {seen}");
+    assert!((2..=3).contains(&seen), "max concurrent seen: {seen}");
 
     emu.set_faults(plan(vec![FaultRule::new(Trigger::FromNth { n: 1, count: 3 }, fault("615"))]));
     c.leads_by_ids(&[1001], &id_fields()).await.unwrap();
