@@ -25,13 +25,14 @@ fn tagged_attempt(error: &str) -> Option<u32> {
 /// True when an earlier attempt of this (just claimed) item may have reached the target: it was
 /// claimed before and either never finished (a crash or a lost lease: `attempts` ran ahead of the
 /// attempt that wrote `last_error`) or finished with an outcome-unknown error.
+///
+/// The outcome-unknown mark is honoured even when a store resets `attempts` (an admin's requeue
+/// of a parked item).
 pub(crate) fn outcome_unknown(item: &OutboxItem) -> bool {
-    if item.attempts <= 1 {
-        return false;
-    }
     match item.last_error.as_deref() {
-        None => true,
         Some(e) if e.contains(OUTCOME_UNKNOWN) => true,
+        _ if item.attempts <= 1 => false,
+        None => true,
         Some(e) => tagged_attempt(e).is_none_or(|n| item.attempts > n.saturating_add(1)),
     }
 }
@@ -183,5 +184,8 @@ mod tests {
         assert!(outcome_unknown(&item(3, Some("[attempt 2] outcome unknown: timeout"))));
         // An error salesync did not write.
         assert!(outcome_unknown(&item(2, Some("something"))));
+        // Parked while unknown, then requeued by an admin (the store reset its attempts).
+        assert!(outcome_unknown(&item(1, Some("[attempt 8] gave up after 8 attempts: outcome unknown: timeout"))));
+        assert!(!outcome_unknown(&item(1, Some("[attempt 8] 1004: Lead not found"))));
     }
 }

@@ -9,11 +9,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use salesync_core::Decision;
+use salesync_core::activity::AdminSettings;
 use salesync_core::activity::SalesActivityKind as K;
+use salesync_core::ports::store::{MirrorPage, OutboxState, Store};
 use salesync_delivery::{DeliverySettings, Dispatcher, SystemClock};
 use salesync_emulator::faults::{FaultAction, FaultPlan, FaultRule, Trigger};
 use salesync_emulator::marketo::{MarketoConfig, MarketoEmulator, MarketoFault};
 use salesync_marketo::{MarketoClient, RetryConfig};
+use salesync_store::MemoryStore;
 use serde_json::{Map, Value, json};
 
 const N: i64 = 240;
@@ -45,11 +49,19 @@ async fn every_activity_reaches_marketo_exactly_once_despite_lost_responses() {
         let id = emu.create_lead(fields);
         people.push(contact(id));
     }
-    let store = FakeStore::with_people(people.clone());
-    store.set_settings(|s| {
-        s.log_emails_to_salesforce = false;
-        s.log_calls_to_salesforce = false;
-    });
+    // The in-memory store backend, its mirror seeded by applying decisions.
+    let store = Arc::new(MemoryStore::new());
+    store.bind_instance("e2e").await.unwrap();
+    let decisions = people.iter().map(|p| Decision::Insert { person: p.clone() }).collect();
+    store.apply_page(MirrorPage { decisions, checkpoint: None, at: chrono::Utc::now() }).await.unwrap();
+    store
+        .put_settings(AdminSettings {
+            log_emails_to_salesforce: false,
+            log_calls_to_salesforce: false,
+            ..AdminSettings::default()
+        })
+        .await
+        .unwrap();
 
     // Small batches make many write calls: 10% of them are applied but their answer is lost, 5%
     // are dropped before being applied, and 5% of all REST calls answer a transient 604.
@@ -82,7 +94,7 @@ async fn every_activity_reaches_marketo_exactly_once_despite_lost_responses() {
         let d = Dispatcher::builder()
             .marketo(Arc::new(client.clone()))
             .salesforce(Arc::new(salesforce_basic()))
-            .store(Arc::new(store.clone()))
+            .store(store.clone())
             .settings(DeliverySettings {
                 worker_id: format!("worker-{w}"),
                 marketo_batch: 4,
@@ -137,7 +149,7 @@ async fn every_activity_reaches_marketo_exactly_once_despite_lost_responses() {
         .iter()
         .map(|a| (guid_attr(a).unwrap(), a.get("marketoGUID").and_then(Value::as_str).unwrap().to_string()))
         .collect();
-    for item in store.items() {
+    for item in store.outbox_items(OutboxState::Delivered, 1000).await.unwrap() {
         let salesync_core::ports::store::OutboxPayload::Activity { activity } = &item.payload else { panic!() };
         assert_eq!(item.result.as_deref(), Some(guids[&activity.id].as_str()), "{}", activity.id);
     }

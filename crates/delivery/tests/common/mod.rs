@@ -279,6 +279,7 @@ impl salesync_core::ports::store::Store for FakeStore {
             if ids.contains(&i.id) && i.state == OutboxState::Parked {
                 i.state = OutboxState::Pending;
                 i.next_attempt_at = now;
+                i.attempts = 0;
                 n += 1;
             }
         }
