@@ -81,25 +81,38 @@ pub async fn sniff(upstream: SocketAddr) -> Sniffer {
                 let to_up = async move {
                     let mut buf = vec![0u8; 16 * 1024];
                     let mut pending: Vec<u8> = Vec::new();
+                    let mut skip = 0usize;
                     loop {
                         let n = match dr.read(&mut buf).await {
                             Ok(0) | Err(_) => break,
                             Ok(n) => n,
                         };
                         pending.extend_from_slice(&buf[..n]);
-                        while let Some(pos) = pending.windows(2).position(|w| w == b"\r\n") {
-                            let line = String::from_utf8_lossy(&pending[..pos]).to_string();
-                            pending.drain(..pos + 2);
-                            let mut parts = line.split(' ');
-                            if let (Some(m), Some(t), Some(v)) = (parts.next(), parts.next(), parts.next())
-                                && v.starts_with("HTTP/1.")
-                                && matches!(m, "GET" | "POST" | "PUT" | "DELETE" | "PATCH")
-                            {
-                                log.lock().unwrap().push((m.to_string(), t.to_string()));
+                        // Requests: head up to CRLFCRLF, then Content-Length bytes of body.
+                        loop {
+                            if skip > 0 {
+                                let k = skip.min(pending.len());
+                                pending.drain(..k);
+                                skip -= k;
+                                if skip > 0 {
+                                    break;
+                                }
                             }
-                        }
-                        if pending.len() > 64 * 1024 {
-                            pending.clear();
+                            let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") else { break };
+                            let head = String::from_utf8_lossy(&pending[..end]).to_string();
+                            pending.drain(..end + 4);
+                            let mut lines = head.split("\r\n");
+                            if let Some(first) = lines.next() {
+                                let mut parts = first.split(' ');
+                                if let (Some(m), Some(t)) = (parts.next(), parts.next()) {
+                                    log.lock().unwrap().push((m.to_string(), t.to_string()));
+                                }
+                            }
+                            skip = lines
+                                .filter_map(|l| l.split_once(':'))
+                                .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+                                .and_then(|(_, v)| v.trim().parse().ok())
+                                .unwrap_or(0);
                         }
                         if uw.write_all(&buf[..n]).await.is_err() {
                             break;
