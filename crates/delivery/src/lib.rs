@@ -98,3 +98,5 @@ pub use settings::{Clock, DeliverySettings, ManualClock, SystemClock};
 
 /// The ports and outbox types hosts use with the dispatcher.
 pub use salesync_core::ports::store::{OutboxCounts, OutboxItem, OutboxState, Target};
+/// The error type of every fallible call (core's), and its result alias.
+pub use salesync_core::{Error, Result};
