@@ -99,6 +99,26 @@ pub(crate) mod sql {
 
     use salesync_core::{Error, Service};
 
+    /// Maps a migration failure; a database migrated by a newer salesync gets a clear message.
+    pub(crate) fn migrate_error(
+        backend: &'static str,
+        migrator: &sqlx::migrate::Migrator,
+        redacted: &str,
+        e: sqlx::migrate::MigrateError,
+    ) -> Error {
+        let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+        match e {
+            sqlx::migrate::MigrateError::VersionMissing(v) => Error::Config {
+                key: "store url".into(),
+                reason: format!(
+                    "the {backend} database {redacted} has schema version {v}, newer than this salesync knows \
+                 (up to {known}); upgrade salesync or point it at another database"
+                ),
+            },
+            other => super::backend(backend, format!("migrating {redacted}"), other),
+        }
+    }
+
     /// Maps a sqlx error to core's error: transient conditions (I/O, pool timeout, busy/locked,
     /// serialization failures) become `Unavailable` so callers may retry; constraint violations
     /// on ids become `InvalidInput`; everything else is `Backend` with context.

@@ -7,16 +7,24 @@ use std::sync::Arc;
 use salesync_core::ports::store::Store;
 use salesync_core::{Error, Result};
 
-#[allow(dead_code)] // interim: used by the SQL backends
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 mod codec;
-#[allow(dead_code)] // interim: used by the SQL backends
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 mod error;
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresStore;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStore;
 
 /// Opens the store a URL names, running migrations: `memory:`, `sqlite://path` (or
 /// `sqlite::memory:`), `postgres://…` (or `postgresql://…`).
@@ -27,15 +35,8 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
     let scheme = url.split_once(':').map(|(s, _)| s.to_ascii_lowercase()).unwrap_or_default();
     match scheme.as_str() {
         "memory" => Ok(Arc::new(MemoryStore::new())),
-        "sqlite" | "postgres" | "postgresql" => Err(Error::Config {
-            key: "store url".into(),
-            reason: format!(
-                "the {scheme:?} store backend is not compiled into this salesync (enable the salesync-store \
-                 feature {:?}); url {}",
-                if scheme == "sqlite" { "sqlite" } else { "postgres" },
-                error::redact_url(url)
-            ),
-        }),
+        "sqlite" => open_sqlite(url).await,
+        "postgres" | "postgresql" => open_postgres(url).await,
         _ => Err(Error::Config {
             key: "store url".into(),
             reason: format!(
@@ -43,6 +44,38 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
                 error::redact_url(url)
             ),
         }),
+    }
+}
+
+#[cfg(feature = "sqlite")]
+async fn open_sqlite(url: &str) -> Result<Arc<dyn Store>> {
+    Ok(Arc::new(SqliteStore::open(url).await?))
+}
+
+#[cfg(not(feature = "sqlite"))]
+async fn open_sqlite(url: &str) -> Result<Arc<dyn Store>> {
+    Err(not_compiled("sqlite", url))
+}
+
+#[cfg(feature = "postgres")]
+async fn open_postgres(url: &str) -> Result<Arc<dyn Store>> {
+    Ok(Arc::new(PostgresStore::open(url).await?))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn open_postgres(url: &str) -> Result<Arc<dyn Store>> {
+    Err(not_compiled("postgres", url))
+}
+
+#[cfg(not(all(feature = "sqlite", feature = "postgres")))]
+fn not_compiled(feature: &str, url: &str) -> Error {
+    Error::Config {
+        key: "store url".into(),
+        reason: format!(
+            "{} needs the {feature:?} store backend, which is not compiled into this salesync \
+             (enable the salesync-store feature {feature:?})",
+            error::redact_url(url)
+        ),
     }
 }
 

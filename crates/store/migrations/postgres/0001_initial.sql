@@ -1,0 +1,91 @@
+-- salesync store schema, PostgreSQL. Timestamps are timestamptz (microseconds); Salesforce ids are
+-- 18-character text; JSON is jsonb.
+
+CREATE TABLE salesync_meta (
+    key   TEXT PRIMARY KEY NOT NULL,
+    value TEXT NOT NULL
+);
+
+CREATE TABLE people (
+    marketo_id            BIGINT PRIMARY KEY CHECK (marketo_id > 0),
+    first_name            TEXT,
+    last_name             TEXT,
+    salesforce_contact_id TEXT,
+    salesforce_lead_id    TEXT,
+    salesforce_account_id TEXT,
+    opportunity_source    TEXT NOT NULL,
+    opportunity_id        TEXT,
+    company               TEXT,
+    title                 TEXT,
+    email                 TEXT,
+    phone                 TEXT,
+    linkedin_url          TEXT,
+    source                TEXT,
+    salesforce_type       TEXT NOT NULL,
+    owner_id              TEXT NOT NULL,
+    marketo_updated_at    TIMESTAMPTZ,
+    mirror_updated_at     TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX people_email ON people (lower(email));
+CREATE INDEX people_salesforce_lead ON people (salesforce_lead_id) WHERE salesforce_lead_id IS NOT NULL;
+CREATE INDEX people_salesforce_contact ON people (salesforce_contact_id) WHERE salesforce_contact_id IS NOT NULL;
+CREATE INDEX people_owner ON people (owner_id, marketo_id);
+
+CREATE TABLE tombstones (
+    marketo_id BIGINT PRIMARY KEY CHECK (marketo_id > 0),
+    reason     JSONB NOT NULL,
+    removed_at TIMESTAMPTZ NOT NULL
+);
+
+CREATE TABLE checkpoints (
+    stream     TEXT PRIMARY KEY NOT NULL,
+    position   JSONB NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL
+);
+
+CREATE TABLE outbox (
+    id              BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    key             TEXT NOT NULL UNIQUE,
+    target          TEXT NOT NULL,
+    payload         JSONB NOT NULL,
+    state           TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at TIMESTAMPTZ NOT NULL,
+    last_error      TEXT,
+    result          TEXT,
+    lease_owner     TEXT,
+    lease_until     TIMESTAMPTZ,
+    created_at      TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX outbox_due ON outbox (target, state, next_attempt_at);
+CREATE INDEX outbox_leases ON outbox (target, state, lease_until);
+CREATE INDEX outbox_state ON outbox (state);
+
+CREATE TABLE reminders (
+    id                 TEXT PRIMARY KEY NOT NULL,
+    marketo_id         BIGINT NOT NULL,
+    subject            TEXT NOT NULL,
+    status             TEXT NOT NULL,
+    priority           TEXT NOT NULL,
+    due_date           DATE,
+    details            TEXT,
+    salesforce_task_id TEXT,
+    deleted            BOOLEAN NOT NULL,
+    updated_at         TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX reminders_person ON reminders (marketo_id);
+CREATE INDEX reminders_salesforce_task ON reminders (salesforce_task_id) WHERE salesforce_task_id IS NOT NULL;
+
+CREATE TABLE unsubscribes (
+    marketo_id   BIGINT PRIMARY KEY,
+    unsubscribed BOOLEAN NOT NULL,
+    origin       TEXT NOT NULL,
+    at           TIMESTAMPTZ NOT NULL
+);
+
+CREATE TABLE leases (
+    name       TEXT PRIMARY KEY NOT NULL,
+    holder     TEXT NOT NULL,
+    expires_at TIMESTAMPTZ NOT NULL
+);
+

@@ -1,0 +1,796 @@
+//! The PostgreSQL backend (`postgres://…`).
+//!
+//! A connection pool; mirror pages are upserted with `UNNEST` arrays (one statement per page),
+//! outbox claims use `FOR UPDATE SKIP LOCKED`, leases an atomic `INSERT … ON CONFLICT … WHERE`.
+//! [`PostgresStore::open_in_schema`] keeps all tables in one schema (created if missing), which
+//! lets several salesync instances, or tests, share a database.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+use salesync_core::activity::{AdminSettings, ReminderTask, UnsubscribeState};
+use salesync_core::person::Person;
+use salesync_core::ports::store::{
+    ApplyCounts, Checkpoint, Finished, InboundBatch, MirrorPage, OutboxCounts, OutboxItem, OutboxState, Outcome,
+    Recording, Store, StreamId, Target, Tombstone,
+};
+use salesync_core::sfid::SalesforceId;
+use salesync_core::{Error, Result};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{Executor, PgConnection, PgPool, Postgres, Row, Transaction};
+
+use crate::codec::{self, micros, reduce};
+use crate::error::{self, instance_conflict, redact_url, scrub};
+
+const BACKEND: &str = "postgres";
+const POOL_SIZE: u32 = 8;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The PostgreSQL store.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    schema: Option<String>,
+}
+
+fn db(context: &str) -> impl FnOnce(sqlx::Error) -> Error + '_ {
+    move |e| error::sql::map(BACKEND, context, e)
+}
+
+fn lease_end(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    micros(now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX))
+}
+
+const PEOPLE_COLS: &str = "marketo_id, first_name, last_name, salesforce_contact_id, salesforce_lead_id, \
+    salesforce_account_id, opportunity_source, opportunity_id, company, title, email, phone, linkedin_url, source, \
+    salesforce_type, owner_id, marketo_updated_at, mirror_updated_at";
+
+const OUTBOX_COLS: &str = "id, key, target, payload::text, state, attempts, next_attempt_at, last_error, result, \
+    lease_owner, lease_until, created_at";
+
+const OUTBOX_COLS_O: &str = "o.id, o.key, o.target, o.payload::text, o.state, o.attempts, o.next_attempt_at, \
+    o.last_error, o.result, o.lease_owner, o.lease_until, o.created_at";
+
+const REMINDER_COLS: &str =
+    "id, marketo_id, subject, status, priority, due_date, details, salesforce_task_id, deleted, updated_at";
+
+fn person_from_row(r: &PgRow) -> Result<Person> {
+    let get = |e: sqlx::Error| error::sql::map(BACKEND, "reading a person", e);
+    let opp_source: String = r.try_get(6).map_err(get)?;
+    let opp_id: Option<String> = r.try_get(7).map_err(get)?;
+    let sf_type: String = r.try_get(14).map_err(get)?;
+    let owner: String = r.try_get(15).map_err(get)?;
+    Ok(Person {
+        marketo_id: r.try_get(0).map_err(get)?,
+        first_name: r.try_get(1).map_err(get)?,
+        last_name: r.try_get(2).map_err(get)?,
+        salesforce_contact_id: codec::opt_sfid(BACKEND, "salesforce_contact_id", r.try_get(3).map_err(get)?)?,
+        salesforce_lead_id: codec::opt_sfid(BACKEND, "salesforce_lead_id", r.try_get(4).map_err(get)?)?,
+        salesforce_account_id: codec::opt_sfid(BACKEND, "salesforce_account_id", r.try_get(5).map_err(get)?)?,
+        salesforce_opportunity: codec::parse_opportunity(BACKEND, &opp_source, opp_id.as_deref())?,
+        company: r.try_get(8).map_err(get)?,
+        title: r.try_get(9).map_err(get)?,
+        email: r.try_get(10).map_err(get)?,
+        phone: r.try_get(11).map_err(get)?,
+        linkedin_url: r.try_get(12).map_err(get)?,
+        source: r.try_get(13).map_err(get)?,
+        salesforce_type: codec::parse_sf_type(BACKEND, &sf_type)?,
+        owner_id: codec::parse_sfid(BACKEND, "owner_id", &owner)?,
+        marketo_updated_at: r.try_get(16).map_err(get)?,
+        mirror_updated_at: r.try_get(17).map_err(get)?,
+    })
+}
+
+fn outbox_from_row(r: &PgRow) -> Result<OutboxItem> {
+    let get = |e: sqlx::Error| error::sql::map(BACKEND, "reading an outbox item", e);
+    let target: String = r.try_get(2).map_err(get)?;
+    let payload: String = r.try_get(3).map_err(get)?;
+    let state: String = r.try_get(4).map_err(get)?;
+    let attempts: i32 = r.try_get(5).map_err(get)?;
+    Ok(OutboxItem {
+        id: r.try_get(0).map_err(get)?,
+        key: r.try_get(1).map_err(get)?,
+        target: codec::parse_target(BACKEND, &target)?,
+        payload: serde_json::from_str(&payload).map_err(|e| error::json(BACKEND, "outbox payload", e))?,
+        state: codec::parse_state(BACKEND, &state)?,
+        attempts: u32::try_from(attempts).unwrap_or(0),
+        next_attempt_at: r.try_get(6).map_err(get)?,
+        last_error: r.try_get(7).map_err(get)?,
+        result: r.try_get(8).map_err(get)?,
+        lease_owner: r.try_get(9).map_err(get)?,
+        lease_until: r.try_get(10).map_err(get)?,
+        created_at: r.try_get(11).map_err(get)?,
+    })
+}
+
+fn reminder_from_row(r: &PgRow) -> Result<ReminderTask> {
+    let get = |e: sqlx::Error| error::sql::map(BACKEND, "reading a reminder", e);
+    let status: String = r.try_get(3).map_err(get)?;
+    let priority: String = r.try_get(4).map_err(get)?;
+    let due_date: Option<NaiveDate> = r.try_get(5).map_err(get)?;
+    Ok(ReminderTask {
+        id: r.try_get(0).map_err(get)?,
+        marketo_id: r.try_get(1).map_err(get)?,
+        subject: r.try_get(2).map_err(get)?,
+        status: codec::parse_status(BACKEND, &status)?,
+        priority: codec::parse_priority(BACKEND, &priority)?,
+        due_date,
+        details: r.try_get(6).map_err(get)?,
+        salesforce_task_id: codec::opt_sfid(BACKEND, "salesforce_task_id", r.try_get(7).map_err(get)?)?,
+        deleted: r.try_get(8).map_err(get)?,
+        updated_at: r.try_get(9).map_err(get)?,
+    })
+}
+
+async fn put_checkpoint_in(conn: &mut PgConnection, c: &Checkpoint) -> Result<()> {
+    let position = serde_json::to_string(&c.position).map_err(|e| error::json(BACKEND, "checkpoint", e))?;
+    sqlx::query(
+        "INSERT INTO checkpoints (stream, position, updated_at) VALUES ($1, $2::jsonb, $3) \
+         ON CONFLICT (stream) DO UPDATE SET position = EXCLUDED.position, updated_at = EXCLUDED.updated_at",
+    )
+    .bind(c.stream.as_str())
+    .bind(position)
+    .bind(micros(c.updated_at))
+    .execute(&mut *conn)
+    .await
+    .map_err(db("writing a checkpoint"))?;
+    Ok(())
+}
+
+async fn put_reminder_in(conn: &mut PgConnection, r: &ReminderTask) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO reminders (id, marketo_id, subject, status, priority, due_date, details, salesforce_task_id, \
+         deleted, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+         ON CONFLICT (id) DO UPDATE SET marketo_id = EXCLUDED.marketo_id, subject = EXCLUDED.subject, \
+         status = EXCLUDED.status, priority = EXCLUDED.priority, due_date = EXCLUDED.due_date, \
+         details = EXCLUDED.details, salesforce_task_id = EXCLUDED.salesforce_task_id, deleted = EXCLUDED.deleted, \
+         updated_at = EXCLUDED.updated_at",
+    )
+    .bind(&r.id)
+    .bind(r.marketo_id)
+    .bind(&r.subject)
+    .bind(codec::status_str(r.status))
+    .bind(codec::priority_str(r.priority))
+    .bind(r.due_date)
+    .bind(&r.details)
+    .bind(r.salesforce_task_id.as_ref().map(SalesforceId::as_str))
+    .bind(r.deleted)
+    .bind(micros(r.updated_at))
+    .execute(&mut *conn)
+    .await
+    .map_err(db("writing a reminder"))?;
+    Ok(())
+}
+
+async fn put_unsubscribe_in(conn: &mut PgConnection, u: &UnsubscribeState) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO unsubscribes (marketo_id, unsubscribed, origin, at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (marketo_id) DO UPDATE SET unsubscribed = EXCLUDED.unsubscribed, origin = EXCLUDED.origin, \
+         at = EXCLUDED.at",
+    )
+    .bind(u.marketo_id)
+    .bind(u.unsubscribed)
+    .bind(codec::origin_str(u.origin))
+    .bind(micros(u.at))
+    .execute(&mut *conn)
+    .await
+    .map_err(db("writing an unsubscribe state"))?;
+    Ok(())
+}
+
+fn opt_id(id: &Option<SalesforceId>) -> Option<&str> {
+    id.as_ref().map(SalesforceId::as_str)
+}
+
+async fn upsert_people(conn: &mut PgConnection, people: &[Person]) -> Result<()> {
+    let n = people.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut first = Vec::with_capacity(n);
+    let mut last = Vec::with_capacity(n);
+    let mut contact = Vec::with_capacity(n);
+    let mut lead = Vec::with_capacity(n);
+    let mut account = Vec::with_capacity(n);
+    let mut opp_source = Vec::with_capacity(n);
+    let mut opp_id = Vec::with_capacity(n);
+    let mut company = Vec::with_capacity(n);
+    let mut title = Vec::with_capacity(n);
+    let mut email = Vec::with_capacity(n);
+    let mut phone = Vec::with_capacity(n);
+    let mut linkedin = Vec::with_capacity(n);
+    let mut source = Vec::with_capacity(n);
+    let mut sf_type = Vec::with_capacity(n);
+    let mut owner = Vec::with_capacity(n);
+    let mut marketo_at = Vec::with_capacity(n);
+    let mut mirror_at = Vec::with_capacity(n);
+    for p in people {
+        let (os, oid) = codec::opportunity_cols(&p.salesforce_opportunity);
+        ids.push(p.marketo_id);
+        first.push(p.first_name.as_deref());
+        last.push(p.last_name.as_deref());
+        contact.push(opt_id(&p.salesforce_contact_id));
+        lead.push(opt_id(&p.salesforce_lead_id));
+        account.push(opt_id(&p.salesforce_account_id));
+        opp_source.push(os);
+        opp_id.push(oid);
+        company.push(p.company.as_deref());
+        title.push(p.title.as_deref());
+        email.push(p.email.as_deref());
+        phone.push(p.phone.as_deref());
+        linkedin.push(p.linkedin_url.as_deref());
+        source.push(p.source.as_deref());
+        sf_type.push(codec::sf_type_str(p.salesforce_type));
+        owner.push(p.owner_id.as_str());
+        marketo_at.push(p.marketo_updated_at);
+        mirror_at.push(p.mirror_updated_at);
+    }
+    sqlx::query(&format!(
+        "INSERT INTO people ({PEOPLE_COLS}) SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], \
+         $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
+         $13::text[], $14::text[], $15::text[], $16::text[], $17::timestamptz[], $18::timestamptz[]) \
+         ON CONFLICT (marketo_id) DO UPDATE SET first_name = EXCLUDED.first_name, \
+         last_name = EXCLUDED.last_name, salesforce_contact_id = EXCLUDED.salesforce_contact_id, \
+         salesforce_lead_id = EXCLUDED.salesforce_lead_id, salesforce_account_id = EXCLUDED.salesforce_account_id, \
+         opportunity_source = EXCLUDED.opportunity_source, opportunity_id = EXCLUDED.opportunity_id, \
+         company = EXCLUDED.company, title = EXCLUDED.title, email = EXCLUDED.email, phone = EXCLUDED.phone, \
+         linkedin_url = EXCLUDED.linkedin_url, source = EXCLUDED.source, \
+         salesforce_type = EXCLUDED.salesforce_type, owner_id = EXCLUDED.owner_id, \
+         marketo_updated_at = EXCLUDED.marketo_updated_at, mirror_updated_at = EXCLUDED.mirror_updated_at"
+    ))
+    .bind(ids)
+    .bind(first)
+    .bind(last)
+    .bind(contact)
+    .bind(lead)
+    .bind(account)
+    .bind(opp_source)
+    .bind(opp_id)
+    .bind(company)
+    .bind(title)
+    .bind(email)
+    .bind(phone)
+    .bind(linkedin)
+    .bind(source)
+    .bind(sf_type)
+    .bind(owner)
+    .bind(marketo_at)
+    .bind(mirror_at)
+    .execute(&mut *conn)
+    .await
+    .map_err(db("upserting people"))?;
+    Ok(())
+}
+
+/// True for a plain SQL identifier (letters, digits, underscores; not starting with a digit).
+fn valid_schema_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && s.len() <= 63
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://user:password@host:port/database`) and migrates the
+    /// default schema (the connection's `search_path`, normally `public`).
+    pub async fn open(url: &str) -> Result<Self> {
+        Self::connect(url, None).await
+    }
+
+    /// Like [`open`](Self::open), but keeps every table in `schema` (created if missing; a plain
+    /// identifier of letters, digits and underscores). Every pooled connection gets
+    /// `search_path = schema`.
+    pub async fn open_in_schema(url: &str, schema: &str) -> Result<Self> {
+        if !valid_schema_name(schema) {
+            return Err(Error::Config {
+                key: "store schema".into(),
+                reason: format!(
+                    "{schema:?} is not a plain PostgreSQL identifier (letters, digits, underscores; at most 63)"
+                ),
+            });
+        }
+        Self::connect(url, Some(schema.to_string())).await
+    }
+
+    /// The schema this store keeps its tables in, when opened with [`open_in_schema`](Self::open_in_schema).
+    pub fn schema(&self) -> Option<&str> {
+        self.schema.as_deref()
+    }
+
+    /// The connection pool (for hosts that want to inspect the tables).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn connect(url: &str, schema: Option<String>) -> Result<Self> {
+        let redacted = redact_url(url);
+        let opts = PgConnectOptions::from_str(url).map_err(|e| Error::Config {
+            key: "store url".into(),
+            reason: format!("invalid PostgreSQL URL {redacted}: {}", scrub(e.to_string(), url)),
+        })?;
+        let unreachable = |e: sqlx::Error| {
+            error::backend_msg(
+                BACKEND,
+                format!(
+                    "cannot connect to PostgreSQL at {redacted}: {}; is the server running and the URL right?",
+                    scrub(e.to_string(), url)
+                ),
+            )
+        };
+        let set_path = schema.as_ref().map(|s| format!("SET search_path TO \"{s}\""));
+        if let Some(s) = &schema {
+            // Create the schema once with a plain connection, before the pool sets search_path to it.
+            let mut conn: PgConnection = sqlx::Connection::connect_with(&opts).await.map_err(unreachable)?;
+            conn.execute(format!("CREATE SCHEMA IF NOT EXISTS \"{s}\"").as_str())
+                .await
+                .map_err(db("creating the schema"))?;
+            sqlx::Connection::close(conn).await.map_err(db("closing the setup connection"))?;
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _meta| {
+                let set_path = set_path.clone();
+                Box::pin(async move {
+                    if let Some(sql) = set_path {
+                        conn.execute(sql.as_str()).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(opts)
+            .await
+            .map_err(unreachable)?;
+        MIGRATOR.run(&pool).await.map_err(|e| error::sql::migrate_error(BACKEND, &MIGRATOR, &redacted, e))?;
+        tracing::debug!(url = %redacted, schema = ?schema, "opened PostgreSQL store");
+        Ok(Self { pool, schema })
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Postgres>> {
+        self.pool.begin().await.map_err(db("starting a transaction"))
+    }
+
+    async fn people_query(&self, sql: &str, bind: impl FnOnce(PgQuery<'_>) -> PgQuery<'_>) -> Result<Vec<Person>> {
+        let sql = format!("SELECT {PEOPLE_COLS} FROM people WHERE {sql}");
+        let rows = bind(sqlx::query(&sql)).fetch_all(&self.pool).await.map_err(db("reading people"))?;
+        rows.iter().map(person_from_row).collect()
+    }
+
+    async fn meta(&self, key: &str) -> Result<Option<String>> {
+        sqlx::query_scalar("SELECT value FROM salesync_meta WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("reading salesync_meta"))
+    }
+}
+
+type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn bind_instance(&self, instance: &str) -> Result<()> {
+        sqlx::query("INSERT INTO salesync_meta (key, value) VALUES ('instance', $1) ON CONFLICT (key) DO NOTHING")
+            .bind(instance)
+            .execute(&self.pool)
+            .await
+            .map_err(db("binding the instance"))?;
+        let bound = self.meta("instance").await?.unwrap_or_default();
+        if bound == instance { Ok(()) } else { Err(instance_conflict(&bound, instance)) }
+    }
+
+    async fn apply_page(&self, page: MirrorPage) -> Result<ApplyCounts> {
+        let (reduced, counts) = reduce(page.decisions);
+        let mut tx = self.begin().await?;
+        if let Some(c) = &page.checkpoint {
+            put_checkpoint_in(&mut tx, c).await?;
+        }
+        if !reduced.upserts.is_empty() {
+            upsert_people(&mut tx, &reduced.upserts).await?;
+            let ids: Vec<i64> = reduced.upserts.iter().map(|p| p.marketo_id).collect();
+            sqlx::query("DELETE FROM tombstones WHERE marketo_id = ANY($1)")
+                .bind(ids)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("clearing tombstones"))?;
+        }
+        if !reduced.removes.is_empty() {
+            let ids: Vec<i64> = reduced.removes.iter().map(|(id, _)| *id).collect();
+            let mut reasons = Vec::with_capacity(ids.len());
+            for (_, r) in &reduced.removes {
+                reasons.push(serde_json::to_string(r).map_err(|e| error::json(BACKEND, "removal reason", e))?);
+            }
+            sqlx::query("DELETE FROM people WHERE marketo_id = ANY($1)")
+                .bind(&ids)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("removing people"))?;
+            sqlx::query(
+                "INSERT INTO tombstones (marketo_id, reason, removed_at) \
+                 SELECT u.id, u.reason::jsonb, $3 FROM UNNEST($1::bigint[], $2::text[]) AS u(id, reason) \
+                 ON CONFLICT (marketo_id) DO UPDATE SET reason = EXCLUDED.reason, removed_at = EXCLUDED.removed_at",
+            )
+            .bind(&ids)
+            .bind(reasons)
+            .bind(micros(page.at))
+            .execute(&mut *tx)
+            .await
+            .map_err(db("writing tombstones"))?;
+        }
+        tx.commit().await.map_err(db("committing a mirror page"))?;
+        Ok(counts)
+    }
+
+    async fn person(&self, marketo_id: i64) -> Result<Option<Person>> {
+        Ok(self.people_query("marketo_id = $1", |q| q.bind(marketo_id)).await?.pop())
+    }
+
+    async fn people_by_ids(&self, ids: &[i64]) -> Result<Vec<Person>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = ids.to_vec();
+        self.people_query("marketo_id = ANY($1) ORDER BY marketo_id", |q| q.bind(ids)).await
+    }
+
+    async fn people_by_email(&self, email: &str) -> Result<Vec<Person>> {
+        let email = email.to_string();
+        self.people_query("lower(email) = lower($1) ORDER BY marketo_id", |q| q.bind(email)).await
+    }
+
+    async fn people_by_salesforce_id(&self, id: &SalesforceId) -> Result<Vec<Person>> {
+        let id = id.as_str().to_string();
+        self.people_query(
+            "marketo_id IN (SELECT marketo_id FROM people WHERE salesforce_lead_id = $1 \
+             UNION SELECT marketo_id FROM people WHERE salesforce_contact_id = $1) ORDER BY marketo_id",
+            |q| q.bind(id),
+        )
+        .await
+    }
+
+    async fn people_by_owner(&self, owner: &SalesforceId, after: Option<i64>, limit: u32) -> Result<Vec<Person>> {
+        let owner = owner.as_str().to_string();
+        self.people_query("owner_id = $1 AND marketo_id > $2 ORDER BY marketo_id LIMIT $3", |q| {
+            q.bind(owner).bind(after.unwrap_or(i64::MIN)).bind(i64::from(limit))
+        })
+        .await
+    }
+
+    async fn list_people(&self, after: Option<i64>, limit: u32) -> Result<Vec<Person>> {
+        self.people_query("marketo_id > $1 ORDER BY marketo_id LIMIT $2", |q| {
+            q.bind(after.unwrap_or(i64::MIN)).bind(i64::from(limit))
+        })
+        .await
+    }
+
+    async fn count_people(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM people")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db("counting people"))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn tombstone(&self, marketo_id: i64) -> Result<Option<Tombstone>> {
+        let row: Option<(String, DateTime<Utc>)> =
+            sqlx::query_as("SELECT reason::text, removed_at FROM tombstones WHERE marketo_id = $1")
+                .bind(marketo_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("reading a tombstone"))?;
+        row.map(|(reason, removed_at)| {
+            Ok(Tombstone {
+                marketo_id,
+                reason: serde_json::from_str(&reason).map_err(|e| error::json(BACKEND, "removal reason", e))?,
+                removed_at,
+            })
+        })
+        .transpose()
+    }
+
+    async fn checkpoint(&self, stream: StreamId) -> Result<Option<Checkpoint>> {
+        let row: Option<(String, DateTime<Utc>)> =
+            sqlx::query_as("SELECT position::text, updated_at FROM checkpoints WHERE stream = $1")
+                .bind(stream.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("reading a checkpoint"))?;
+        row.map(|(position, updated_at)| {
+            Ok(Checkpoint {
+                stream,
+                position: serde_json::from_str(&position).map_err(|e| error::json(BACKEND, "checkpoint", e))?,
+                updated_at,
+            })
+        })
+        .transpose()
+    }
+
+    async fn put_checkpoint(&self, checkpoint: Checkpoint) -> Result<()> {
+        let mut conn = self.pool.acquire().await.map_err(db("acquiring a connection"))?;
+        put_checkpoint_in(&mut conn, &checkpoint).await
+    }
+
+    async fn record(&self, recording: Recording) -> Result<Vec<i64>> {
+        let now = micros(Utc::now());
+        let mut payloads = Vec::with_capacity(recording.outbox.len());
+        for item in &recording.outbox {
+            payloads.push(serde_json::to_string(&item.payload).map_err(|e| error::json(BACKEND, "outbox payload", e))?);
+        }
+        let mut tx = self.begin().await?;
+        if let Some(u) = &recording.unsubscribe {
+            put_unsubscribe_in(&mut tx, u).await?;
+        }
+        if let Some(r) = &recording.reminder {
+            put_reminder_in(&mut tx, r).await?;
+        }
+        let mut ids = Vec::with_capacity(recording.outbox.len());
+        for (item, payload) in recording.outbox.iter().zip(payloads) {
+            let inserted: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO outbox (key, target, payload, state, attempts, next_attempt_at, created_at) \
+                 VALUES ($1, $2, $3::jsonb, 'pending', 0, $4, $5) ON CONFLICT (key) DO NOTHING RETURNING id",
+            )
+            .bind(&item.key)
+            .bind(codec::target_str(item.target))
+            .bind(payload)
+            .bind(micros(item.not_before))
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db("recording an outbox item"))?;
+            let id = match inserted {
+                Some(id) => id,
+                None => sqlx::query_scalar("SELECT id FROM outbox WHERE key = $1")
+                    .bind(&item.key)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db("reading an existing outbox item"))?,
+            };
+            ids.push(id);
+        }
+        tx.commit().await.map_err(db("committing a recording"))?;
+        Ok(ids)
+    }
+
+    async fn claim(
+        &self,
+        target: Target,
+        limit: u32,
+        worker: &str,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<OutboxItem>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "WITH due AS (SELECT id FROM outbox WHERE target = $3 AND \
+             ((state = 'pending' AND next_attempt_at <= $4) OR (state = 'in_flight' AND lease_until <= $4)) \
+             ORDER BY id LIMIT $5 FOR UPDATE SKIP LOCKED) \
+             UPDATE outbox o SET state = 'in_flight', lease_owner = $1, lease_until = $2, attempts = o.attempts + 1 \
+             FROM due WHERE o.id = due.id RETURNING {OUTBOX_COLS_O}"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(worker)
+            .bind(lease_end(now, lease))
+            .bind(codec::target_str(target))
+            .bind(micros(now))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("claiming outbox items"))?;
+        let mut items = rows.iter().map(outbox_from_row).collect::<Result<Vec<_>>>()?;
+        items.sort_by_key(|i| i.id);
+        Ok(items)
+    }
+
+    async fn finish(&self, finished: Vec<Finished>, _now: DateTime<Utc>) -> Result<()> {
+        if finished.is_empty() {
+            return Ok(());
+        }
+        let n = finished.len();
+        let (mut ids, mut workers, mut states) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut results, mut errors, mut nexts) =
+            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        for f in &finished {
+            let (state, result, error, next): (&str, Option<&str>, Option<&str>, Option<DateTime<Utc>>) =
+                match &f.outcome {
+                    Outcome::Delivered { remote_id } => ("delivered", Some(remote_id), None, None),
+                    Outcome::Retry { at, error } => ("pending", None, Some(error), Some(micros(*at))),
+                    Outcome::Park { error } => ("parked", None, Some(error), None),
+                    Outcome::Skip { reason } => ("skipped", Some(reason), None, None),
+                };
+            ids.push(f.id);
+            workers.push(f.worker.as_str());
+            states.push(state);
+            results.push(result);
+            errors.push(error);
+            nexts.push(next);
+        }
+        sqlx::query(
+            "UPDATE outbox o SET state = u.state, result = coalesce(u.result, o.result), \
+             last_error = coalesce(u.error, o.last_error), next_attempt_at = coalesce(u.next, o.next_attempt_at), \
+             lease_owner = NULL, lease_until = NULL \
+             FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[]) \
+             AS u(id, worker, state, result, error, next) \
+             WHERE o.id = u.id AND o.state = 'in_flight' AND o.lease_owner = u.worker",
+        )
+        .bind(ids)
+        .bind(workers)
+        .bind(states)
+        .bind(results)
+        .bind(errors)
+        .bind(nexts)
+        .execute(&self.pool)
+        .await
+        .map_err(db("finishing outbox items"))?;
+        Ok(())
+    }
+
+    async fn outbox_item(&self, id: i64) -> Result<Option<OutboxItem>> {
+        let sql = format!("SELECT {OUTBOX_COLS} FROM outbox WHERE id = $1");
+        let row = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await.map_err(db("reading an outbox item"))?;
+        row.as_ref().map(outbox_from_row).transpose()
+    }
+
+    async fn outbox_items(&self, state: OutboxState, limit: u32) -> Result<Vec<OutboxItem>> {
+        let sql = format!("SELECT {OUTBOX_COLS} FROM outbox WHERE state = $1 ORDER BY id LIMIT $2");
+        let rows = sqlx::query(&sql)
+            .bind(codec::state_str(state))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("listing outbox items"))?;
+        rows.iter().map(outbox_from_row).collect()
+    }
+
+    async fn outbox_counts(&self) -> Result<OutboxCounts> {
+        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT state, count(*) FROM outbox GROUP BY state")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("counting outbox items"))?;
+        let mut c = OutboxCounts::default();
+        for (state, n) in rows {
+            let n = u64::try_from(n).unwrap_or(0);
+            match codec::parse_state(BACKEND, &state)? {
+                OutboxState::Pending => c.pending = n,
+                OutboxState::InFlight => c.in_flight = n,
+                OutboxState::Delivered => c.delivered = n,
+                OutboxState::Parked => c.parked = n,
+                OutboxState::Skipped => c.skipped = n,
+            }
+        }
+        Ok(c)
+    }
+
+    async fn requeue(&self, ids: &[i64], now: DateTime<Utc>) -> Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let done = sqlx::query(
+            "UPDATE outbox SET state = 'pending', next_attempt_at = $1, attempts = 0 \
+             WHERE state = 'parked' AND id = ANY($2)",
+        )
+        .bind(micros(now))
+        .bind(ids.to_vec())
+        .execute(&self.pool)
+        .await
+        .map_err(db("requeueing outbox items"))?;
+        Ok(done.rows_affected())
+    }
+
+    async fn reminder(&self, id: &str) -> Result<Option<ReminderTask>> {
+        let sql = format!("SELECT {REMINDER_COLS} FROM reminders WHERE id = $1");
+        let row = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await.map_err(db("reading a reminder"))?;
+        row.as_ref().map(reminder_from_row).transpose()
+    }
+
+    async fn reminder_by_salesforce_id(&self, task_id: &SalesforceId) -> Result<Option<ReminderTask>> {
+        let sql = format!("SELECT {REMINDER_COLS} FROM reminders WHERE salesforce_task_id = $1 ORDER BY id LIMIT 1");
+        let row = sqlx::query(&sql)
+            .bind(task_id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("reading a reminder"))?;
+        row.as_ref().map(reminder_from_row).transpose()
+    }
+
+    async fn reminders_for(&self, marketo_id: i64) -> Result<Vec<ReminderTask>> {
+        let sql = format!("SELECT {REMINDER_COLS} FROM reminders WHERE marketo_id = $1 ORDER BY id");
+        let rows = sqlx::query(&sql).bind(marketo_id).fetch_all(&self.pool).await.map_err(db("reading reminders"))?;
+        rows.iter().map(reminder_from_row).collect()
+    }
+
+    async fn put_reminder(&self, task: ReminderTask) -> Result<()> {
+        let mut conn = self.pool.acquire().await.map_err(db("acquiring a connection"))?;
+        put_reminder_in(&mut conn, &task).await
+    }
+
+    async fn unsubscribe(&self, marketo_id: i64) -> Result<Option<UnsubscribeState>> {
+        let row: Option<(bool, String, DateTime<Utc>)> =
+            sqlx::query_as("SELECT unsubscribed, origin, at FROM unsubscribes WHERE marketo_id = $1")
+                .bind(marketo_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("reading an unsubscribe state"))?;
+        row.map(|(unsubscribed, origin, at)| {
+            Ok(UnsubscribeState { marketo_id, unsubscribed, origin: codec::parse_origin(BACKEND, &origin)?, at })
+        })
+        .transpose()
+    }
+
+    async fn apply_inbound(&self, batch: InboundBatch) -> Result<()> {
+        let mut tx = self.begin().await?;
+        for u in &batch.unsubscribes {
+            put_unsubscribe_in(&mut tx, u).await?;
+        }
+        for r in &batch.reminders {
+            put_reminder_in(&mut tx, r).await?;
+        }
+        if let Some(c) = &batch.checkpoint {
+            put_checkpoint_in(&mut tx, c).await?;
+        }
+        tx.commit().await.map_err(db("committing an inbound batch"))
+    }
+
+    async fn settings(&self) -> Result<AdminSettings> {
+        match self.meta("settings").await? {
+            Some(json) => serde_json::from_str(&json).map_err(|e| error::json(BACKEND, "admin settings", e)),
+            None => Ok(AdminSettings::default()),
+        }
+    }
+
+    async fn put_settings(&self, settings: AdminSettings) -> Result<()> {
+        let json = serde_json::to_string(&settings).map_err(|e| error::json(BACKEND, "admin settings", e))?;
+        sqlx::query(
+            "INSERT INTO salesync_meta (key, value) VALUES ('settings', $1) \
+             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+        )
+        .bind(json)
+        .execute(&self.pool)
+        .await
+        .map_err(db("writing admin settings"))?;
+        Ok(())
+    }
+
+    async fn try_lease(&self, name: &str, holder: &str, ttl: Duration, now: DateTime<Utc>) -> Result<bool> {
+        let got: Option<String> = sqlx::query_scalar(
+            "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at \
+             WHERE leases.holder = EXCLUDED.holder OR leases.expires_at <= $4 RETURNING holder",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(lease_end(now, ttl))
+        .bind(micros(now))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("taking a lease"))?;
+        Ok(got.is_some())
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
+            .bind(name)
+            .bind(holder)
+            .execute(&self.pool)
+            .await
+            .map_err(db("releasing a lease"))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_schema_name;
+
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        assert!(valid_schema_name("salesync_test_1a2b"));
+        assert!(valid_schema_name("_x"));
+        assert!(!valid_schema_name(""));
+        assert!(!valid_schema_name("1abc"));
+        assert!(!valid_schema_name("a\"; DROP TABLE x; --"));
+        assert!(!valid_schema_name(&"a".repeat(64)));
+    }
+}
