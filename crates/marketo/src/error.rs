@@ -74,9 +74,19 @@ impl MkError {
     }
 }
 
+/// A failure without an underlying error value (a broken file stream, an I/O error text).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 struct StreamFailure(String);
+
+/// A network failure of one operation; the reqwest error (URL stripped) stays reachable as `source()`.
+#[derive(Debug, thiserror::Error)]
+#[error("{operation}: {source}")]
+struct TransportFailure {
+    operation: &'static str,
+    #[source]
+    source: reqwest::Error,
+}
 
 impl From<MkError> for Error {
     fn from(e: MkError) -> Self {
@@ -101,7 +111,7 @@ impl From<MkError> for Error {
             MkError::Protocol { detail } => Error::Protocol { service, detail },
             MkError::Transport { operation, source } => Error::Transport {
                 service,
-                source: Box::new(StreamFailure(format!("{operation}: {}", source.without_url()))),
+                source: Box::new(TransportFailure { operation, source: source.without_url() }),
             },
             MkError::Stream { operation, detail } => {
                 Error::Transport { service, source: Box::new(StreamFailure(format!("{operation}: {detail}"))) }

@@ -85,17 +85,24 @@ async fn schema_and_lead_reads() {
 }
 
 #[tokio::test]
-async fn long_id_lists_go_as_post_method_get() {
+async fn long_queries_go_as_post_method_get() {
     let emu = common::start(common::manual_config()).await;
     let world = seed::generate(10, 3);
     emu.seed_world(&world);
-    let c = common::client(&emu);
-    // 300 long ids and every field push the URI past 8 KB.
-    let mut ids: Vec<i64> = world.people.iter().map(|p| p.marketo_id).collect();
-    ids.extend((0..290).map(|i| 1_000_000_000_000 + i));
+    let sniffer = common::sniff(emu.addr()).await;
+    let c = common::builder_for(&emu, &sniffer.base_url()).build().unwrap();
+    // 300 long emails push the URI past 8 KB.
+    let mut emails: Vec<String> = world.people.iter().filter_map(|p| p.email.clone()).collect();
+    let real = emails.len();
+    emails.extend((0..300 - real).map(|i| format!("nobody.with.a.long.address.{i:04}@unknown.example.com")));
     let fields = fields_of(&c).await;
-    let recs = c.leads_by_ids(&ids, &fields).await.unwrap();
-    assert_eq!(recs.len(), world.people.len());
+    let page = c.leads_by_filter("email", &emails, &fields, None).await.unwrap();
+    assert!(page.items.len() >= real, "{} of {real}", page.items.len());
+    assert!(
+        sniffer.requests().iter().any(|(m, t)| m == "POST" && t == "/rest/v1/leads.json?_method=GET"),
+        "{:?}",
+        sniffer.requests()
+    );
     assert!(emu.call_log().iter().all(|call| call.http_status != 414));
     emu.shutdown().await;
 }

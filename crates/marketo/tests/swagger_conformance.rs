@@ -177,7 +177,11 @@ async fn every_request_is_in_the_swagger() {
 
     // 2. Required query parameters on the wire, and no token in any query.
     let wire = sniffer.requests();
-    assert!(wire.len() >= emu.call_log().len(), "the proxy saw every request: {wire:#?} vs {:#?}", emu.call_log().iter().map(|c| format!("{} {}", c.method, c.path)).collect::<Vec<_>>());
+    assert!(
+        wire.len() >= emu.call_log().len(),
+        "the proxy saw every request: {wire:#?} vs {:#?}",
+        emu.call_log().iter().map(|c| format!("{} {}", c.method, c.path)).collect::<Vec<_>>()
+    );
     for (method, target) in wire {
         let url = url::Url::parse(&format!("http://x{target}")).unwrap();
         let query: HashMap<String, String> = url.query_pairs().into_owned().collect();
