@@ -1,24 +1,4 @@
-//! salesync's Marketo Engage connector.
-//!
-//! [`MarketoClient`] implements [`salesync_core::ports::marketo::MarketoApi`] over Marketo's REST
-//! and Bulk APIs:
-//!
-//! - **Auth**: a cached access token refreshed ahead of expiry, sent only as a Bearer header; on
-//!   601/602 the token is refreshed once and the request repeated once. Secrets never appear in
-//!   `Debug` output, errors or logs.
-//! - **Limits**, shared by every clone: a sliding-window limiter (default 100 calls per 20 s, a hard
-//!   bound on any window), an in-flight semaphore (default 10) and an optional daily budget.
-//! - **Retries** with exponential backoff and jitter on transient answers only ([`classify`]); a
-//!   606 pauses the whole client for one window. Writes that may have been applied are never
-//!   repeated blindly: `add_custom_activities` then fails with `Error::Unavailable` and code
-//!   [`OUTCOME_UNKNOWN`].
-//! - **Paging**: every listing has a one-page method (the trait) and a stream of pages
-//!   ([`MarketoClient::lead_changes_stream`] …), each page carrying its continuation token.
-//! - **Bulk**: export files stream chunk by chunk and resume with `Range` after a broken
-//!   connection; [`bulk_csv_leads`] parses them incrementally.
-//!
-//! Decorator order inside one call: token → in-flight permit → rate slot → daily budget → send →
-//! classify → (re-auth | backoff and repeat | typed error).
+#![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]
 
