@@ -342,3 +342,56 @@ async fn bulk_download_resumes_after_a_dropped_connection() {
     assert_eq!(file_calls[n - 1].http_status, 206, "resumed with Range");
     emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn connection_refused_is_a_transport_error_without_secrets() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let c = MarketoClient::builder()
+        .base_url(format!("http://{addr}"))
+        .client_id("id")
+        .client_secret("very-secret-value")
+        .retry(common::fast_retry())
+        .build()
+        .unwrap();
+    let e = c.activity_types().await.unwrap_err();
+    assert!(matches!(e, Error::Transport { .. }), "{e:?}");
+    let text = format!("{e} {e:?} {:?}", std::error::Error::source(&e));
+    assert!(!text.contains("very-secret-value"), "{text}");
+}
+
+#[tokio::test]
+async fn identity_outages_are_retried() {
+    let emu = common::start(MarketoConfig::default()).await;
+    emu.set_identity_faults(plan(vec![
+        FaultRule::new(Trigger::Nth(1), fault("502")),
+        FaultRule::new(Trigger::Nth(2), FaultAction::DropConnection),
+    ]));
+    let c = common::client(&emu);
+    assert!(!c.activity_types().await.unwrap().is_empty());
+    assert_eq!(calls_to(&emu, "/identity/oauth/token"), 3);
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn timeouts_retry_reads_but_not_writes() {
+    let emu = common::start(MarketoConfig::default()).await;
+    let c = common::builder(&emu).timeout(Duration::from_millis(400)).build().unwrap();
+    let (lead, type_id) = provisioned(&emu, &c).await;
+    emu.set_faults(plan(vec![
+        FaultRule::new(Trigger::Nth(1), FaultAction::Delay(Duration::from_millis(1500))).on_path("types.json"),
+        FaultRule::new(Trigger::Nth(1), FaultAction::Delay(Duration::from_millis(1500)))
+            .on_path("activities/external.json"),
+    ]));
+    // The first attempt times out (400 ms < 1.5 s); only a repeat can succeed.
+    let started = std::time::Instant::now();
+    assert!(!c.activity_types().await.unwrap().is_empty());
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    let e = c.add_custom_activities(&[activity(lead, type_id, "ob-9")]).await.unwrap_err();
+    assert!(matches!(e, Error::Unavailable { ref code, .. } if code == OUTCOME_UNKNOWN), "{e:?}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(calls_to(&emu, "activities/external.json") <= 1, "the write was not repeated");
+    assert!(emu.custom_activities().len() <= 1);
+    emu.shutdown().await;
+}
