@@ -367,14 +367,14 @@ impl MarketoClient {
         loop {
             attempt += 1;
             let token = self.token().await?;
+            if let Some(budget) = &limits.budget {
+                budget.charge(chrono::Utc::now())?;
+            }
             let permit = Arc::clone(&limits.concurrency)
                 .acquire_owned()
                 .await
                 .map_err(|_| MkError::protocol("concurrency limiter closed"))?;
             let slot = limits.window.acquire().await;
-            if let Some(budget) = &limits.budget {
-                budget.charge(chrono::Utc::now())?;
-            }
             tracing::debug!(op = req.op, method = %req.method, path = req.url.path(), attempt, "Marketo call");
             let resp = match self.send(req, &token).await {
                 Ok(r) => r,

@@ -125,7 +125,6 @@ struct WireDescribe {
 pub(crate) enum FileOpen {
     Body {
         resp: reqwest::Response,
-        permit: tokio::sync::OwnedSemaphorePermit,
         skip: u64,
     },
     /// The offset is at or past the end (416).
@@ -136,7 +135,7 @@ struct FileState {
     client: MarketoClient,
     export_id: String,
     offset: u64,
-    body: Option<(reqwest::Response, tokio::sync::OwnedSemaphorePermit)>,
+    body: Option<reqwest::Response>,
     skip: u64,
     resumes: u32,
 }
@@ -651,11 +650,14 @@ impl MarketoClient {
             |r| matches!(r.status().as_u16(), 200 | 206) && !is_json(r),
             |rec| match rec {
                 Received::Stream { resp, permit } => {
+                    // The body may be read slowly, interleaved with other calls of the same host:
+                    // holding the in-flight permit for it could starve (or, at 1, deadlock) them.
+                    drop(permit);
                     let skip = if resp.status().as_u16() == 206 { 0 } else { offset };
                     if skip > 0 {
                         tracing::warn!(export_id = %export, offset, "server ignored Range; skipping bytes client-side");
                     }
-                    Interp::Done(FileOpen::Body { resp, permit, skip })
+                    Interp::Done(FileOpen::Body { resp, skip })
                 }
                 Received::Body { status: 416, .. } => Interp::Done(FileOpen::Empty),
                 Received::Body { status: 404, body } if probe_error(&body).is_none() => {
@@ -680,7 +682,7 @@ impl MarketoClient {
     pub(crate) async fn export_file(&self, export_id: &str, offset: u64) -> Result<ByteStream, MkError> {
         let first = self.open_export_file(export_id, offset).await?;
         let (body, skip) = match first {
-            FileOpen::Body { resp, permit, skip } => (Some((resp, permit)), skip),
+            FileOpen::Body { resp, skip } => (Some(resp), skip),
             FileOpen::Empty => return Ok(stream::empty().boxed()),
         };
         let state =
@@ -693,14 +695,14 @@ async fn file_step(mut st: FileState) -> salesync_core::Result<Option<(Vec<u8>, 
     loop {
         if st.body.is_none() {
             match st.client.open_export_file(&st.export_id, st.offset).await? {
-                FileOpen::Body { resp, permit, skip } => {
-                    st.body = Some((resp, permit));
+                FileOpen::Body { resp, skip } => {
+                    st.body = Some(resp);
                     st.skip = skip;
                 }
                 FileOpen::Empty => return Ok(None),
             }
         }
-        let Some((resp, _permit)) = st.body.as_mut() else { continue };
+        let Some(resp) = st.body.as_mut() else { continue };
         match resp.chunk().await {
             Ok(Some(bytes)) => {
                 let mut chunk: &[u8] = &bytes;

@@ -227,6 +227,13 @@ async fn bulk_export_round_trip() {
         c.lead_export_file(&job.id, whole.len() as u64).await.unwrap().try_collect().await.unwrap();
     assert!(none.concat().is_empty());
 
+    // An open download does not hold an in-flight slot: other calls proceed even at 1.
+    let single = common::builder(&emu).max_concurrent(1).build().unwrap();
+    let open = single.lead_export_file(&job.id, 0).await.unwrap();
+    let st = tokio::time::timeout(Duration::from_secs(5), single.lead_export_status(&job.id)).await;
+    assert!(st.expect("no deadlock").is_ok());
+    assert_eq!(open.try_collect::<Vec<_>>().await.unwrap().concat(), whole);
+
     // Cancel another job.
     let job2 = c.start_lead_export(&fields, ExportFilter::CreatedAt { start, end }).await.unwrap();
     c.cancel_lead_export(&job2.id).await.unwrap();
