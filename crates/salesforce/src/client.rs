@@ -1,0 +1,611 @@
+//! The client: session cache, the one request loop (re-auth, retries, limits), paging.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use reqwest::Method;
+use salesync_core::ports::Page;
+use salesync_core::ports::salesforce::ApiUsage;
+use salesync_core::{Error, Service};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::sync::RwLock;
+use url::Url;
+
+use crate::config::{RetryConfig, SalesforceClientBuilder, check_url};
+use crate::error::{ApiError, Disposition, classify, protocol, to_core, token_error};
+use crate::limits::{LIMIT_INFO_HEADER, LimitInfo, parse_limit_info};
+use crate::soql::Soql;
+
+/// Validated settings, built by [`SalesforceClientBuilder::build`].
+pub(crate) struct Settings {
+    pub(crate) http: reqwest::Client,
+    pub(crate) login_url: Url,
+    pub(crate) client_id: String,
+    pub(crate) client_secret: SecretString,
+    pub(crate) refresh_token: Option<SecretString>,
+    pub(crate) api_version: String,
+    pub(crate) task_external_id_field: String,
+    pub(crate) retry: RetryConfig,
+    pub(crate) query_batch_size: u32,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) allow_http: bool,
+}
+
+/// One OAuth session: the access token and the instance it is valid for.
+struct Session {
+    token: SecretString,
+    /// `instance_url` without a trailing slash.
+    base: String,
+    generation: u64,
+}
+
+pub(crate) struct Inner {
+    pub(crate) s: Settings,
+    session: RwLock<Option<Arc<Session>>>,
+    /// A rotated refresh token, when the org returned one.
+    rotated_refresh: std::sync::Mutex<Option<SecretString>>,
+    generation: AtomicU64,
+    limits: std::sync::Mutex<Option<LimitInfo>>,
+    calls: AtomicU64,
+}
+
+/// A Salesforce REST client. Cheap to clone: clones share one session, one usage record and one
+/// HTTP connection pool. `Send + Sync`.
+///
+/// Build it with [`SalesforceClient::builder`] or [`SalesforceClient::from_env`]; it implements
+/// [`salesync_core::ports::salesforce::SalesforceApi`].
+#[derive(Clone)]
+pub struct SalesforceClient {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for SalesforceClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = &self.inner.s;
+        f.debug_struct("SalesforceClient")
+            .field("login_url", &s.login_url.as_str())
+            .field("client_id", &s.client_id)
+            .field("grant", &if s.refresh_token.is_some() { "refresh_token" } else { "client_credentials" })
+            .field("api_version", &s.api_version)
+            .field("task_external_id_field", &s.task_external_id_field)
+            .field("retry", &s.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A successful answer.
+pub(crate) struct Answer {
+    pub(crate) body: Vec<u8>,
+}
+
+impl Answer {
+    /// The body as JSON.
+    pub(crate) fn json<T: serde::de::DeserializeOwned>(&self, what: &str) -> Result<T, Error> {
+        serde_json::from_slice(&self.body).map_err(|e| protocol(format!("{what}: malformed JSON body: {e}")))
+    }
+}
+
+/// A failed data call, before conversion into the port error.
+pub(crate) enum Failure {
+    /// Salesforce answered with an error body.
+    Api { status: u16, error: ApiError, disposition: Disposition },
+    /// Anything else, already typed.
+    Other(Error),
+}
+
+impl From<Failure> for Error {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Api { status, error, disposition } => to_core(status, &error, disposition),
+            Failure::Other(e) => e,
+        }
+    }
+}
+
+enum ReadError {
+    TooLarge,
+    Transport(reqwest::Error),
+}
+
+/// Reads a body, refusing more than `cap` bytes.
+async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, ReadError> {
+    if resp.content_length().is_some_and(|n| n > cap as u64) {
+        return Err(ReadError::TooLarge);
+    }
+    let mut buf = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(ReadError::Transport)? {
+        if buf.len() + chunk.len() > cap {
+            return Err(ReadError::TooLarge);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
+}
+
+/// The first error of an error body (`[{message, errorCode, fields}]`, or one object, or anything).
+fn parse_error_body(body: &[u8]) -> ApiError {
+    if let Ok(mut v) = serde_json::from_slice::<Vec<ApiError>>(body)
+        && !v.is_empty()
+    {
+        return v.swap_remove(0);
+    }
+    if let Ok(e) = serde_json::from_slice::<ApiError>(body)
+        && !e.error_code.is_empty()
+    {
+        return e;
+    }
+    let text: String = String::from_utf8_lossy(body).chars().take(300).collect();
+    ApiError::new("", text)
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    instance_url: String,
+    #[serde(default)]
+    refresh_token: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct TokenError {
+    #[serde(default)]
+    error: String,
+    #[serde(default)]
+    error_description: String,
+}
+
+/// One page of a SOQL query, as Salesforce sends it.
+#[derive(Deserialize)]
+pub(crate) struct QueryPage {
+    #[serde(default)]
+    pub(crate) done: bool,
+    #[serde(rename = "nextRecordsUrl", default)]
+    pub(crate) next_records_url: Option<String>,
+    #[serde(default)]
+    pub(crate) records: Vec<Value>,
+}
+
+/// Where a query page comes from.
+pub(crate) enum Cursor {
+    /// The first page of this SOQL.
+    Start(String),
+    /// A `nextRecordsUrl`.
+    Next(String),
+}
+
+/// Checks that a page token is a `nextRecordsUrl` of this API (a path on the instance), so a
+/// tampered checkpoint cannot send the bearer token elsewhere.
+pub(crate) fn check_next_url(token: &str) -> Result<(), Error> {
+    let ok = token.starts_with("/services/data/")
+        && !token.contains("..")
+        && token.chars().all(|c| c.is_ascii_graphic() && c != '#' && c != '\\');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidInput { field: "page_token".into(), reason: "not a Salesforce nextRecordsUrl".into() })
+    }
+}
+
+impl SalesforceClient {
+    /// A builder.
+    pub fn builder() -> SalesforceClientBuilder {
+        SalesforceClientBuilder::default()
+    }
+
+    /// A client configured from `SALESYNC_SALESFORCE_*` environment variables (see
+    /// [`ConfigKey`](crate::ConfigKey)); a missing required variable is an `Error::Config` naming it.
+    pub fn from_env() -> salesync_core::Result<Self> {
+        SalesforceClientBuilder::from_lookup(|k| std::env::var(k).ok())?.build()
+    }
+
+    pub(crate) fn new(s: Settings) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                s,
+                session: RwLock::new(None),
+                rotated_refresh: std::sync::Mutex::new(None),
+                generation: AtomicU64::new(0),
+                limits: std::sync::Mutex::new(None),
+                calls: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The configured API version (`v60.0`).
+    pub fn api_version(&self) -> &str {
+        &self.inner.s.api_version
+    }
+
+    /// The Task external-id field Tasks are upserted by.
+    pub fn task_external_id_field(&self) -> &str {
+        &self.inner.s.task_external_id_field
+    }
+
+    /// The latest `Sforce-Limit-Info`, including the per-app part when the org sends it.
+    pub fn limit_info(&self) -> Option<LimitInfo> {
+        self.inner.limits.lock().map(|g| g.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// The latest daily API usage (`api-usage=N/M`), if any call was answered.
+    pub fn latest_api_usage(&self) -> Option<ApiUsage> {
+        self.limit_info().map(|l| l.api_usage)
+    }
+
+    /// HTTP requests sent to the data API so far by this client and its clones (retries and
+    /// repeats after re-authentication included; token requests not).
+    pub fn requests_sent(&self) -> u64 {
+        self.inner.calls.load(Ordering::Relaxed)
+    }
+
+    /// Forgets the cached session, so the next call obtains a new token.
+    pub async fn clear_session(&self) {
+        *self.inner.session.write().await = None;
+    }
+
+    /// `/services/data/vNN.N/{rest}`.
+    pub(crate) fn data_path(&self, rest: &str) -> String {
+        format!("/services/data/{}/{}", self.inner.s.api_version, rest.trim_start_matches('/'))
+    }
+
+    fn note_limits(&self, headers: &reqwest::header::HeaderMap) {
+        if let Some(info) = headers.get(LIMIT_INFO_HEADER).and_then(|v| v.to_str().ok()).and_then(parse_limit_info) {
+            match self.inner.limits.lock() {
+                Ok(mut g) => *g = Some(info),
+                Err(p) => *p.into_inner() = Some(info),
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- session
+
+    async fn session(&self) -> Result<Arc<Session>, Error> {
+        if let Some(s) = self.inner.session.read().await.as_ref() {
+            return Ok(s.clone());
+        }
+        let mut slot = self.inner.session.write().await;
+        if let Some(s) = slot.as_ref() {
+            return Ok(s.clone());
+        }
+        let s = Arc::new(self.fetch_token().await?);
+        *slot = Some(s.clone());
+        Ok(s)
+    }
+
+    /// Replaces the session `stale` unless another task already did.
+    async fn reauthenticate(&self, stale: u64) -> Result<(), Error> {
+        let mut slot = self.inner.session.write().await;
+        if slot.as_ref().is_some_and(|s| s.generation != stale) {
+            return Ok(());
+        }
+        *slot = None;
+        let s = self.fetch_token().await?;
+        *slot = Some(Arc::new(s));
+        Ok(())
+    }
+
+    async fn fetch_token(&self) -> Result<Session, Error> {
+        let s = &self.inner.s;
+        let url = format!("{}/services/oauth2/token", s.login_url.as_str().trim_end_matches('/'));
+        let rotated = self.inner.rotated_refresh.lock().map(|g| g.clone()).unwrap_or_else(|p| p.into_inner().clone());
+        let refresh = rotated.or_else(|| s.refresh_token.clone());
+        let grant = if refresh.is_some() { "refresh_token" } else { "client_credentials" };
+        let mut failures = 0u32;
+        loop {
+            let mut form: Vec<(&str, &str)> = vec![
+                ("grant_type", grant),
+                ("client_id", &s.client_id),
+                ("client_secret", s.client_secret.expose_secret()),
+                ("format", "json"),
+            ];
+            if let Some(r) = &refresh {
+                form.push(("refresh_token", r.expose_secret()));
+            }
+            tracing::debug!(grant, "salesforce: requesting an access token");
+            let sent = s.http.post(&url).header("Accept", "application/json").form(&form).send().await;
+            let (status, body) = match sent {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    match read_capped(resp, 1024 * 1024).await {
+                        Ok(b) => (status, b),
+                        Err(ReadError::TooLarge) => return Err(protocol("token response too large")),
+                        Err(ReadError::Transport(e)) => {
+                            if failures + 1 < s.retry.max_attempts {
+                                failures += 1;
+                                tokio::time::sleep(s.retry.delay(failures)).await;
+                                continue;
+                            }
+                            return Err(transport(e));
+                        }
+                    }
+                }
+                Err(e) => {
+                    if failures + 1 < s.retry.max_attempts {
+                        failures += 1;
+                        tracing::warn!(attempt = failures, error = %redact(&e), "salesforce: token request failed; retrying");
+                        tokio::time::sleep(s.retry.delay(failures)).await;
+                        continue;
+                    }
+                    return Err(transport(e));
+                }
+            };
+            if (200..300).contains(&status) {
+                let t: TokenResponse = serde_json::from_slice(&body)
+                    .map_err(|e| protocol(format!("token response is not the expected JSON: {e}")))?;
+                let instance = check_url("instance_url", &t.instance_url, s.allow_http)?;
+                if let Some(r) = t.refresh_token
+                    && grant == "refresh_token"
+                {
+                    match self.inner.rotated_refresh.lock() {
+                        Ok(mut g) => *g = Some(SecretString::from(r)),
+                        Err(p) => *p.into_inner() = Some(SecretString::from(r)),
+                    }
+                }
+                let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::debug!(generation, "salesforce: new session");
+                return Ok(Session {
+                    token: SecretString::from(t.access_token),
+                    base: instance.as_str().trim_end_matches('/').to_string(),
+                    generation,
+                });
+            }
+            if status >= 500 && failures + 1 < s.retry.max_attempts {
+                failures += 1;
+                tokio::time::sleep(s.retry.delay(failures)).await;
+                continue;
+            }
+            let e: TokenError = serde_json::from_slice(&body).unwrap_or_default();
+            tracing::warn!(status, error = %e.error, "salesforce: token request refused");
+            return Err(token_error(status, &e.error, &e.error_description));
+        }
+    }
+
+    // ---------------------------------------------------------------- requests
+
+    /// Sends one data request (path starting with `/services/data/`), re-authenticating once on
+    /// `INVALID_SESSION_ID` and retrying intermittent failures when `idempotent`.
+    pub(crate) async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+        idempotent: bool,
+    ) -> Result<Answer, Failure> {
+        let s = &self.inner.s;
+        let mut failures = 0u32;
+        let mut reauthed = false;
+        loop {
+            let session = self.session().await.map_err(Failure::Other)?;
+            let url = format!("{}{}", session.base, path);
+            let mut rb = s.http.request(method.clone(), &url).bearer_auth(session.token.expose_secret());
+            if !query.is_empty() {
+                rb = rb.query(query);
+            }
+            if let Some(b) = body {
+                rb = rb.json(b);
+            }
+            if method == Method::GET && path.contains("/query") {
+                rb = rb.header("Sforce-Query-Options", format!("batchSize={}", s.query_batch_size));
+            }
+            self.inner.calls.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(method = %method, path, "salesforce: request");
+            let read = match rb.send().await {
+                Ok(resp) => {
+                    self.note_limits(resp.headers());
+                    let status = resp.status().as_u16();
+                    read_capped(resp, s.max_body_bytes).await.map(|b| (status, b))
+                }
+                Err(e) => Err(ReadError::Transport(e)),
+            };
+            let (status, bytes) = match read {
+                Ok(x) => x,
+                Err(ReadError::TooLarge) => {
+                    return Err(Failure::Other(protocol(format!("response body exceeds {} bytes", s.max_body_bytes))));
+                }
+                Err(ReadError::Transport(e)) => {
+                    if idempotent && failures + 1 < s.retry.max_attempts {
+                        failures += 1;
+                        tracing::warn!(attempt = failures, path, error = %redact(&e), "salesforce: transport error; retrying");
+                        tokio::time::sleep(s.retry.delay(failures)).await;
+                        continue;
+                    }
+                    return Err(Failure::Other(transport(e)));
+                }
+            };
+            if (200..300).contains(&status) {
+                return Ok(Answer { body: bytes });
+            }
+            let error = parse_error_body(&bytes);
+            let disposition = classify(status, &error.error_code, &error.message);
+            match disposition {
+                Disposition::Reauthenticate if !reauthed => {
+                    reauthed = true;
+                    tracing::info!(path, "salesforce: session expired; obtaining a new token");
+                    self.reauthenticate(session.generation).await.map_err(Failure::Other)?;
+                    continue;
+                }
+                Disposition::Retry | Disposition::RetryRateLimited
+                    if idempotent && failures + 1 < s.retry.max_attempts =>
+                {
+                    failures += 1;
+                    tracing::warn!(attempt = failures, status, code = %error.error_code, path, "salesforce: intermittent error; retrying");
+                    tokio::time::sleep(s.retry.delay(failures)).await;
+                    continue;
+                }
+                _ => {
+                    tracing::debug!(status, code = %error.error_code, path, "salesforce: request failed");
+                    return Err(Failure::Api { status, error, disposition });
+                }
+            }
+        }
+    }
+
+    /// GETs a JSON document.
+    pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<T, Error> {
+        let answer = self.call(Method::GET, path, query, None, true).await?;
+        answer.json(path)
+    }
+
+    // ---------------------------------------------------------------- queries
+
+    /// Fetches one query page.
+    pub(crate) async fn query_page(&self, cursor: &Cursor) -> Result<QueryPage, Error> {
+        match cursor {
+            Cursor::Start(soql) => self.get_json(&self.data_path("query"), &[("q", soql.as_str())]).await,
+            Cursor::Next(url) => {
+                check_next_url(url)?;
+                self.get_json(url, &[]).await
+            }
+        }
+    }
+
+    /// One page as the port's [`Page`], mapping each record; the token is `nextRecordsUrl`.
+    pub(crate) async fn page_of<T>(
+        &self,
+        cursor: &Cursor,
+        map: impl Fn(&Value) -> Result<T, Error>,
+    ) -> Result<Page<T>, Error> {
+        let page = self.query_page(cursor).await?;
+        let items = page.records.iter().map(map).collect::<Result<Vec<_>, _>>()?;
+        let more = !page.done && page.next_records_url.is_some();
+        Ok(Page { items, next_token: if more { page.next_records_url } else { None }, more })
+    }
+
+    /// The pages of a query as a stream, following `nextRecordsUrl` until `done`. Each page's
+    /// `next_token` is the `nextRecordsUrl` that continues after it.
+    pub fn query_stream(&self, soql: &Soql) -> BoxStream<'static, salesync_core::Result<Page<Value>>> {
+        match soql.build() {
+            Ok(q) => self.paginate(Cursor::Start(q), |v| Ok(v.clone())),
+            Err(e) => futures::stream::once(async move { Err(Error::from(e)) }).boxed(),
+        }
+    }
+
+    /// Resumes a query from a page token (a `nextRecordsUrl`) as a stream of pages.
+    pub fn query_stream_from(&self, page_token: &str) -> BoxStream<'static, salesync_core::Result<Page<Value>>> {
+        self.paginate(Cursor::Next(page_token.to_string()), |v| Ok(v.clone()))
+    }
+
+    /// Every record of a query, all pages read.
+    pub async fn query_all(&self, soql: &Soql) -> salesync_core::Result<Vec<Value>> {
+        let mut out = Vec::new();
+        let mut pages = self.query_stream(soql);
+        while let Some(page) = pages.next().await {
+            out.extend(page?.items);
+        }
+        Ok(out)
+    }
+
+    /// The one paging helper: a stream of mapped pages starting at `cursor`.
+    pub(crate) fn paginate<T: Send + 'static>(
+        &self,
+        cursor: Cursor,
+        map: impl Fn(&Value) -> Result<T, Error> + Send + Sync + Clone + 'static,
+    ) -> BoxStream<'static, salesync_core::Result<Page<T>>> {
+        let client = self.clone();
+        futures::stream::try_unfold(Some(cursor), move |state| {
+            let client = client.clone();
+            let map = map.clone();
+            async move {
+                let Some(cursor) = state else { return Ok(None) };
+                let page = client.page_of(&cursor, map).await?;
+                let next = page.next_token.clone().filter(|_| page.more).map(Cursor::Next);
+                Ok(Some((page, next)))
+            }
+        })
+        .boxed()
+    }
+}
+
+fn transport(e: reqwest::Error) -> Error {
+    Error::Transport { service: Service::Salesforce, source: Box::new(redact(&e)) }
+}
+
+/// A transport error without its URL (which may carry a SOQL query with personal data).
+#[derive(Debug)]
+struct Redacted(String);
+
+impl std::fmt::Display for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Redacted {}
+
+fn redact(e: &reqwest::Error) -> Redacted {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "connection broke while reading the response"
+    } else if e.is_request() {
+        "request failed"
+    } else {
+        "HTTP error"
+    };
+    let mut msg = kind.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    Redacted(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_url_tokens_are_checked() {
+        assert!(check_next_url("/services/data/v60.0/query/01gRO0000016PIAYA2-2000").is_ok());
+        for bad in [
+            "https://evil.example/services/data/",
+            "//evil.example/services/data/v60.0/query/x",
+            "/services/data/../../x",
+            "/services/data/v60.0/query/x y",
+            "/other",
+            "",
+        ] {
+            assert!(check_next_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn error_bodies_parse_leniently() {
+        let e = parse_error_body(br#"[{"message":"Session expired or invalid","errorCode":"INVALID_SESSION_ID"}]"#);
+        assert_eq!(e.error_code, "INVALID_SESSION_ID");
+        let e = parse_error_body(br#"{"errorCode":"NOT_FOUND","message":"nope"}"#);
+        assert_eq!(e.error_code, "NOT_FOUND");
+        let e = parse_error_body(b"<html>Bad gateway</html>");
+        assert_eq!(e.error_code, "");
+        assert_eq!(e.message, "<html>Bad gateway</html>");
+    }
+
+    #[test]
+    fn query_page_parses_reference_example() {
+        let body = r#"{
+          "totalSize": 3, "done": false,
+          "nextRecordsUrl": "/services/data/v62.0/query/01gRO0000016PIAYA2-2",
+          "records": [
+            {"attributes": {"type": "Lead", "url": "/services/data/v62.0/sobjects/Lead/00Q5g00000AbCdEEAV"},
+             "Id": "00Q5g00000AbCdEEAV", "Email": "a@example.com", "OwnerId": "0055g00000AAAAAAA2",
+             "Tasks": {"totalSize": 1, "done": true, "records": [{"attributes": {"type": "Task"}, "Id": "00T5g00000XyZ12EAF"}]}}
+          ]
+        }"#;
+        let p: QueryPage = serde_json::from_str(body).unwrap();
+        assert!(!p.done);
+        assert_eq!(p.next_records_url.as_deref(), Some("/services/data/v62.0/query/01gRO0000016PIAYA2-2"));
+        assert_eq!(p.records.len(), 1);
+    }
+}

@@ -1,0 +1,398 @@
+//! Builder, environment configuration and retry settings.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use url::Url;
+
+use crate::client::SalesforceClient;
+use crate::error::config;
+use crate::soql::is_identifier;
+
+/// The default REST API version.
+pub const DEFAULT_API_VERSION: &str = "v60.0";
+/// The default Task external-id field salesync upserts by.
+pub const DEFAULT_TASK_EXTERNAL_ID_FIELD: &str = "Salesync_Activity_Id__c";
+/// The default per-request timeout (Salesforce itself times REST calls out after 10 minutes).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+/// The default query batch size hint (`Sforce-Query-Options: batchSize`), 200–2,000.
+pub const DEFAULT_QUERY_BATCH_SIZE: u32 = 2000;
+/// The default cap on one response body.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+
+/// Retry settings for intermittent failures (exponential backoff with jitter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryConfig {
+    /// Attempts per request, including the first (≥ 1). The one repeat after a re-authentication
+    /// is not counted.
+    pub max_attempts: u32,
+    /// Delay before the second attempt; doubled for each further attempt.
+    pub base_delay: Duration,
+    /// Upper bound of one delay.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self { max_attempts: 5, base_delay: Duration::from_millis(250), max_delay: Duration::from_secs(20) }
+    }
+}
+
+impl RetryConfig {
+    /// No retries at all.
+    pub fn none() -> Self {
+        Self { max_attempts: 1, ..Self::default() }
+    }
+
+    /// The delay after `failures` failed attempts (≥ 1): `base · 2^(failures-1)`, capped at
+    /// `max_delay`, with "equal jitter" (a random point in the upper half).
+    pub fn delay(&self, failures: u32) -> Duration {
+        let exp = failures.saturating_sub(1).min(20);
+        let full = self.base_delay.saturating_mul(1u32 << exp).min(self.max_delay);
+        let jitter: f64 = rand::random();
+        full.mul_f64(0.5 + 0.5 * jitter)
+    }
+}
+
+/// A configuration key read by [`SalesforceClient::from_env`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConfigKey {
+    /// `SALESYNC_SALESFORCE_URL`: the login or My Domain URL serving `/services/oauth2/token`
+    /// (client credentials need the org's My Domain URL).
+    Url,
+    /// `SALESYNC_SALESFORCE_CLIENT_ID`: the connected app's consumer key.
+    ClientId,
+    /// `SALESYNC_SALESFORCE_CLIENT_SECRET`: the consumer secret.
+    ClientSecret,
+    /// `SALESYNC_SALESFORCE_REFRESH_TOKEN` (optional): use the refresh-token grant instead of client credentials.
+    RefreshToken,
+    /// `SALESYNC_SALESFORCE_API_VERSION` (optional, default [`DEFAULT_API_VERSION`]).
+    ApiVersion,
+    /// `SALESYNC_SALESFORCE_TASK_EXTERNAL_ID_FIELD` (optional, default [`DEFAULT_TASK_EXTERNAL_ID_FIELD`]).
+    TaskExternalIdField,
+    /// `SALESYNC_SALESFORCE_ALLOW_HTTP` (optional, `true`): allow plain http to non-loopback hosts.
+    AllowHttp,
+}
+
+impl ConfigKey {
+    /// Every key.
+    pub const ALL: [ConfigKey; 7] = [
+        ConfigKey::Url,
+        ConfigKey::ClientId,
+        ConfigKey::ClientSecret,
+        ConfigKey::RefreshToken,
+        ConfigKey::ApiVersion,
+        ConfigKey::TaskExternalIdField,
+        ConfigKey::AllowHttp,
+    ];
+
+    /// The environment variable of this key.
+    pub fn env_var(self) -> &'static str {
+        match self {
+            ConfigKey::Url => "SALESYNC_SALESFORCE_URL",
+            ConfigKey::ClientId => "SALESYNC_SALESFORCE_CLIENT_ID",
+            ConfigKey::ClientSecret => "SALESYNC_SALESFORCE_CLIENT_SECRET",
+            ConfigKey::RefreshToken => "SALESYNC_SALESFORCE_REFRESH_TOKEN",
+            ConfigKey::ApiVersion => "SALESYNC_SALESFORCE_API_VERSION",
+            ConfigKey::TaskExternalIdField => "SALESYNC_SALESFORCE_TASK_EXTERNAL_ID_FIELD",
+            ConfigKey::AllowHttp => "SALESYNC_SALESFORCE_ALLOW_HTTP",
+        }
+    }
+}
+
+/// Builds a [`SalesforceClient`]; every setting is validated once, in [`build`](Self::build).
+///
+/// ```no_run
+/// # async fn demo() -> salesync_core::Result<()> {
+/// use salesync_salesforce::{RetryConfig, SalesforceClient};
+///
+/// let client = SalesforceClient::builder()
+///     .login_url("https://acme.my.salesforce.com")
+///     .client_id("3MVG9…")
+///     .client_secret("…")
+///     .api_version("v60.0")
+///     .task_external_id_field("Salesync_Activity_Id__c")
+///     .retry(RetryConfig::default())
+///     .timeout(std::time::Duration::from_secs(60))
+///     .build()?;
+/// # let _ = client; Ok(()) }
+/// ```
+#[derive(Clone, Default)]
+pub struct SalesforceClientBuilder {
+    pub(crate) login_url: Option<String>,
+    pub(crate) client_id: Option<String>,
+    pub(crate) client_secret: Option<SecretString>,
+    pub(crate) refresh_token: Option<SecretString>,
+    pub(crate) api_version: Option<String>,
+    pub(crate) task_external_id_field: Option<String>,
+    pub(crate) retry: RetryConfig,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) query_batch_size: Option<u32>,
+    pub(crate) max_body_bytes: Option<usize>,
+    pub(crate) allow_http: bool,
+}
+
+impl std::fmt::Debug for SalesforceClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SalesforceClientBuilder")
+            .field("login_url", &self.login_url)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret.as_ref().map(|_| "[redacted]"))
+            .field("refresh_token", &self.refresh_token.as_ref().map(|_| "[redacted]"))
+            .field("api_version", &self.api_version)
+            .field("task_external_id_field", &self.task_external_id_field)
+            .field("retry", &self.retry)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SalesforceClientBuilder {
+    /// The login or My Domain URL serving `/services/oauth2/token`. Client credentials need the
+    /// org's My Domain URL (`https://<domain>.my.salesforce.com`), not `login.salesforce.com`.
+    pub fn login_url(mut self, url: impl Into<String>) -> Self {
+        self.login_url = Some(url.into());
+        self
+    }
+
+    /// The connected app's consumer key.
+    pub fn client_id(mut self, id: impl Into<String>) -> Self {
+        self.client_id = Some(id.into());
+        self
+    }
+
+    /// The connected app's consumer secret.
+    pub fn client_secret(mut self, secret: impl Into<String>) -> Self {
+        self.client_secret = Some(SecretString::from(secret.into()));
+        self
+    }
+
+    /// A refresh token: sessions then come from the `refresh_token` grant instead of client credentials.
+    pub fn refresh_token(mut self, token: impl Into<String>) -> Self {
+        self.refresh_token = Some(SecretString::from(token.into()));
+        self
+    }
+
+    /// The REST API version, e.g. `v60.0` (a bare `60.0` is accepted too).
+    pub fn api_version(mut self, version: impl Into<String>) -> Self {
+        self.api_version = Some(version.into());
+        self
+    }
+
+    /// The Task external-id field Tasks are upserted by (default [`DEFAULT_TASK_EXTERNAL_ID_FIELD`]).
+    pub fn task_external_id_field(mut self, field: impl Into<String>) -> Self {
+        self.task_external_id_field = Some(field.into());
+        self
+    }
+
+    /// Retry settings for intermittent failures.
+    pub fn retry(mut self, retry: RetryConfig) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Per-request timeout (default [`DEFAULT_TIMEOUT`]).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The `Sforce-Query-Options: batchSize` hint (200–2,000; default [`DEFAULT_QUERY_BATCH_SIZE`]).
+    pub fn query_batch_size(mut self, n: u32) -> Self {
+        self.query_batch_size = Some(n);
+        self
+    }
+
+    /// The largest response body accepted (default [`DEFAULT_MAX_BODY_BYTES`]); larger ones are a
+    /// protocol error.
+    pub fn max_body_bytes(mut self, n: usize) -> Self {
+        self.max_body_bytes = Some(n);
+        self
+    }
+
+    /// Allows plain `http://` to hosts other than loopback (never do this in production).
+    pub fn allow_http(mut self, allow: bool) -> Self {
+        self.allow_http = allow;
+        self
+    }
+
+    /// Fills the builder from a variable lookup (the environment in [`SalesforceClient::from_env`]).
+    pub(crate) fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> salesync_core::Result<Self> {
+        let get = |k: ConfigKey| lookup(k.env_var()).filter(|v| !v.trim().is_empty());
+        let need = |k: ConfigKey| get(k).ok_or_else(|| config(k.env_var(), "is not set"));
+        let mut b = Self::default()
+            .login_url(need(ConfigKey::Url)?)
+            .client_id(need(ConfigKey::ClientId)?)
+            .client_secret(need(ConfigKey::ClientSecret)?);
+        if let Some(t) = get(ConfigKey::RefreshToken) {
+            b = b.refresh_token(t);
+        }
+        if let Some(v) = get(ConfigKey::ApiVersion) {
+            b = b.api_version(v);
+        }
+        if let Some(v) = get(ConfigKey::TaskExternalIdField) {
+            b = b.task_external_id_field(v);
+        }
+        if let Some(v) = get(ConfigKey::AllowHttp) {
+            b.allow_http = match v.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" => true,
+                "0" | "false" | "no" => false,
+                _ => return Err(config(ConfigKey::AllowHttp.env_var(), "must be true or false")),
+            };
+        }
+        Ok(b)
+    }
+
+    /// Validates the settings and builds the client (no network call is made).
+    pub fn build(self) -> salesync_core::Result<SalesforceClient> {
+        let url = self.login_url.as_deref().ok_or_else(|| config("login_url", "is required"))?;
+        let login_url = check_url("login_url", url, self.allow_http)?;
+        let client_id = self.client_id.clone().filter(|c| !c.trim().is_empty());
+        let client_id = client_id.ok_or_else(|| config("client_id", "is required"))?;
+        let client_secret = self.client_secret.clone().ok_or_else(|| config("client_secret", "is required"))?;
+        let version = self.api_version.clone().unwrap_or_else(|| DEFAULT_API_VERSION.to_string());
+        let version = normalize_version(&version).ok_or_else(|| config("api_version", "must look like v60.0"))?;
+        let ext = self.task_external_id_field.clone().unwrap_or_else(|| DEFAULT_TASK_EXTERNAL_ID_FIELD.to_string());
+        if !is_identifier(&ext) || ext.contains('.') {
+            return Err(config("task_external_id_field", "must be a field API name"));
+        }
+        if self.retry.max_attempts == 0 {
+            return Err(config("retry.max_attempts", "must be at least 1"));
+        }
+        let batch = self.query_batch_size.unwrap_or(DEFAULT_QUERY_BATCH_SIZE);
+        if !(200..=2000).contains(&batch) {
+            return Err(config("query_batch_size", "must be between 200 and 2000"));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(self.timeout.unwrap_or(DEFAULT_TIMEOUT))
+            .connect_timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| config("http_client", e.to_string()))?;
+        Ok(SalesforceClient::new(crate::client::Settings {
+            http,
+            login_url,
+            client_id,
+            client_secret,
+            refresh_token: self.refresh_token,
+            api_version: version,
+            task_external_id_field: ext,
+            retry: self.retry,
+            query_batch_size: batch,
+            max_body_bytes: self.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
+            allow_http: self.allow_http,
+        }))
+    }
+}
+
+/// `60.0` or `v60.0` → `v60.0`.
+fn normalize_version(v: &str) -> Option<String> {
+    let v = v.trim();
+    let digits = v.strip_prefix('v').unwrap_or(v);
+    let (major, minor) = digits.split_once('.')?;
+    let ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
+    (ok(major) && ok(minor)).then(|| format!("v{digits}"))
+}
+
+/// Parses a URL and enforces https (http only for loopback unless `allow_http`).
+pub(crate) fn check_url(key: &str, raw: &str, allow_http: bool) -> salesync_core::Result<Url> {
+    let url = Url::parse(raw.trim()).map_err(|e| config(key, format!("is not a URL: {e}")))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if allow_http || is_loopback(&url) => {}
+        "http" => return Err(config(key, "must use https (http is allowed only for loopback hosts)")),
+        other => return Err(config(key, format!("has unsupported scheme {other}"))),
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(config(key, "has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(config(key, "must not carry credentials"));
+    }
+    Ok(url)
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn missing_variables_are_named() {
+        let e = SalesforceClientBuilder::from_lookup(env(&[])).unwrap_err();
+        assert!(matches!(e, salesync_core::Error::Config { ref key, .. } if key == "SALESYNC_SALESFORCE_URL"));
+        let e = SalesforceClientBuilder::from_lookup(env(&[
+            ("SALESYNC_SALESFORCE_URL", "https://acme.my.salesforce.com"),
+            ("SALESYNC_SALESFORCE_CLIENT_ID", "id"),
+        ]))
+        .unwrap_err();
+        assert!(
+            matches!(e, salesync_core::Error::Config { ref key, .. } if key == "SALESYNC_SALESFORCE_CLIENT_SECRET")
+        );
+    }
+
+    #[test]
+    fn from_lookup_reads_optional_keys_and_hides_secrets() {
+        let b = SalesforceClientBuilder::from_lookup(env(&[
+            ("SALESYNC_SALESFORCE_URL", "https://acme.my.salesforce.com"),
+            ("SALESYNC_SALESFORCE_CLIENT_ID", "the-id"),
+            ("SALESYNC_SALESFORCE_CLIENT_SECRET", "s3cr3t-value"),
+            ("SALESYNC_SALESFORCE_REFRESH_TOKEN", "r3fr3sh-value"),
+            ("SALESYNC_SALESFORCE_API_VERSION", "61.0"),
+        ]))
+        .unwrap();
+        let dbg = format!("{b:?}");
+        assert!(!dbg.contains("s3cr3t") && !dbg.contains("r3fr3sh"), "{dbg}");
+        let c = b.build().unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("s3cr3t") && !dbg.contains("r3fr3sh"), "{dbg}");
+        assert!(dbg.contains("v61.0"), "{dbg}");
+    }
+
+    #[test]
+    fn urls_and_settings_are_validated() {
+        let base = || SalesforceClient::builder().client_id("id").client_secret("s");
+        assert!(base().login_url("http://127.0.0.1:8080").build().is_ok());
+        assert!(base().login_url("http://localhost:8080").build().is_ok());
+        assert!(base().login_url("http://[::1]:8080").build().is_ok());
+        assert!(base().login_url("http://acme.example").build().is_err());
+        assert!(base().login_url("http://acme.example").allow_http(true).build().is_ok());
+        assert!(base().login_url("ftp://acme.example").build().is_err());
+        assert!(base().login_url("https://u:p@acme.example").build().is_err());
+        assert!(base().login_url("not a url").build().is_err());
+        let ok = || base().login_url("https://acme.my.salesforce.com");
+        assert!(ok().api_version("v60").build().is_err());
+        assert!(ok().task_external_id_field("Bad Field").build().is_err());
+        assert!(ok().query_batch_size(100).build().is_err());
+        assert!(ok().retry(RetryConfig { max_attempts: 0, ..RetryConfig::default() }).build().is_err());
+        assert!(SalesforceClient::builder().login_url("https://x.example").client_secret("s").build().is_err());
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let r =
+            RetryConfig { max_attempts: 5, base_delay: Duration::from_millis(100), max_delay: Duration::from_secs(1) };
+        for _ in 0..50 {
+            let d1 = r.delay(1);
+            assert!(d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100));
+            let d3 = r.delay(3);
+            assert!(d3 >= Duration::from_millis(200) && d3 <= Duration::from_millis(400));
+            assert!(r.delay(30) <= Duration::from_secs(1));
+        }
+    }
+}

@@ -1,0 +1,26 @@
+#![doc = include_str!("../README.md")]
+//!
+//! Decorator order inside one call: session (cached, or a token request) → send → record
+//! `Sforce-Limit-Info` → read the body (capped) → classify → (new session and one repeat |
+//! backoff and repeat | typed error).
+#![warn(missing_docs)]
+#![deny(rustdoc::broken_intra_doc_links)]
+
+mod client;
+mod config;
+mod error;
+mod limits;
+mod ops;
+pub mod soql;
+
+pub use client::SalesforceClient;
+pub use config::{
+    ConfigKey, DEFAULT_API_VERSION, DEFAULT_MAX_BODY_BYTES, DEFAULT_QUERY_BATCH_SIZE, DEFAULT_TASK_EXTERNAL_ID_FIELD,
+    DEFAULT_TIMEOUT, RetryConfig, SalesforceClientBuilder,
+};
+pub use error::{
+    ApiError, Disposition, ErrorCategory, categorize, classify, is_concurrency_limit, record_error_is_intermittent,
+};
+pub use limits::{LIMIT_INFO_HEADER, LimitInfo, PerAppUsage, parse_limit_info};
+pub use ops::{MAX_BATCH, TASK_FIELDS, parse_datetime};
+pub use soql::{Condition, LikeMatch, Literal, Soql, SoqlError};
