@@ -395,3 +395,16 @@ async fn timeouts_retry_reads_but_not_writes() {
     assert!(emu.custom_activities().len() <= 1);
     emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn oversize_body_is_a_typed_413() {
+    let emu = common::start(MarketoConfig::default()).await;
+    let c = common::client(&emu);
+    let (lead, type_id) = provisioned(&emu, &c).await;
+    let big = "x".repeat(4_000);
+    let items: Vec<_> = (0..300).map(|i| activity(lead, type_id, &format!("{i}{big}"))).collect();
+    let e = c.add_custom_activities(&items).await.unwrap_err();
+    assert!(matches!(e, Error::Rejected { ref code, .. } if code == "413"), "{e:?}");
+    assert!(emu.custom_activities().is_empty());
+    emu.shutdown().await;
+}
