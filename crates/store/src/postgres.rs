@@ -383,6 +383,9 @@ impl Store for PostgresStore {
     async fn apply_page(&self, page: MirrorPage) -> Result<ApplyCounts> {
         let (reduced, counts) = reduce(page.decisions);
         let mut tx = self.begin().await?;
+        // A page and its checkpoint commit or vanish together, so a crash that loses the last few
+        // pages only makes the sync fetch them again: no need to wait for the WAL flush.
+        sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await.map_err(db("configuring a page"))?;
         if let Some(c) = &page.checkpoint {
             put_checkpoint_in(&mut tx, c).await?;
         }
@@ -564,7 +567,7 @@ impl Store for PostgresStore {
             return Ok(Vec::new());
         }
         let sql = format!(
-            "WITH due AS (SELECT id FROM outbox WHERE target = $3 AND \
+            "WITH due AS (SELECT id FROM outbox WHERE target = $3 AND state IN ('pending', 'in_flight') AND \
              ((state = 'pending' AND next_attempt_at <= $4) OR (state = 'in_flight' AND lease_until <= $4)) \
              ORDER BY id LIMIT $5 FOR UPDATE SKIP LOCKED) \
              UPDATE outbox o SET state = 'in_flight', lease_owner = $1, lease_until = $2, attempts = o.attempts + 1 \

@@ -27,6 +27,8 @@ use crate::error::{self, backend_msg, instance_conflict, redact_url, scrub};
 const BACKEND: &str = "sqlite";
 /// Rows per multi-row statement (18 parameters each; SQLite allows 32,766 per statement).
 const UPSERT_CHUNK: usize = 1000;
+/// Page cache of the writer connection (negative: KiB), so index upkeep stays in memory.
+const WRITER_CACHE_KIB: &str = "-65536";
 /// Reader connections of a file database.
 const READERS: u32 = 4;
 
@@ -290,8 +292,11 @@ impl SqliteStore {
                 .map_err(connect_err)?;
             (pool.clone(), pool)
         } else {
-            let writer =
-                SqlitePoolOptions::new().max_connections(1).connect_with(opts.clone()).await.map_err(connect_err)?;
+            let writer = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(opts.clone().pragma("cache_size", WRITER_CACHE_KIB))
+                .await
+                .map_err(connect_err)?;
             let reader = SqlitePoolOptions::new()
                 .max_connections(READERS)
                 .connect_with(opts.read_only(true))
@@ -513,7 +518,7 @@ impl Store for SqliteStore {
         // subquery reads, so two claimers can never pick the same rows.
         let sql = format!(
             "UPDATE outbox SET state = 'in_flight', lease_owner = ?1, lease_until = ?2, attempts = attempts + 1 \
-             WHERE id IN (SELECT id FROM outbox WHERE target = ?3 AND \
+             WHERE id IN (SELECT id FROM outbox WHERE target = ?3 AND state IN ('pending', 'in_flight') AND \
              ((state = 'pending' AND next_attempt_at <= ?4) OR (state = 'in_flight' AND lease_until <= ?4)) \
              ORDER BY id LIMIT ?5) RETURNING {OUTBOX_COLS}"
         );

@@ -57,9 +57,9 @@ CREATE TABLE outbox (
     lease_until     TIMESTAMPTZ,
     created_at      TIMESTAMPTZ NOT NULL
 );
-CREATE INDEX outbox_due ON outbox (target, state, next_attempt_at);
-CREATE INDEX outbox_leases ON outbox (target, state, lease_until);
-CREATE INDEX outbox_state ON outbox (state);
+-- Claims scan only live items, by id.
+CREATE INDEX outbox_live ON outbox (target, id) WHERE state IN ('pending', 'in_flight');
+CREATE INDEX outbox_state ON outbox (state, id);
 
 CREATE TABLE reminders (
     id                 TEXT PRIMARY KEY NOT NULL,
