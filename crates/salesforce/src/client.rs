@@ -488,6 +488,13 @@ impl SalesforceClient {
         }
     }
 
+    /// The pages of a constant SOQL statement. It takes `&'static str` on purpose: only text
+    /// written into the program can reach Salesforce this way; anything with data in it must go
+    /// through [`Soql`].
+    pub fn query_stream_static(&self, soql: &'static str) -> BoxStream<'static, salesync_core::Result<Page<Value>>> {
+        self.paginate(Cursor::Start(soql.to_string()), |v| Ok(v.clone()))
+    }
+
     /// Resumes a query from a page token (a `nextRecordsUrl`) as a stream of pages.
     pub fn query_stream_from(&self, page_token: &str) -> BoxStream<'static, salesync_core::Result<Page<Value>>> {
         self.paginate(Cursor::Next(page_token.to_string()), |v| Ok(v.clone()))
