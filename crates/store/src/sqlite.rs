@@ -29,6 +29,9 @@ const BACKEND: &str = "sqlite";
 const UPSERT_CHUNK: usize = 1000;
 /// Page cache of the writer connection (negative: KiB), so index upkeep stays in memory.
 const WRITER_CACHE_KIB: &str = "-65536";
+/// WAL size (pages) that triggers a checkpoint: fewer, larger checkpoints (and fsyncs) while a
+/// sync writes pages of people.
+const WAL_AUTOCHECKPOINT_PAGES: &str = "10000";
 /// Reader connections of a file database.
 const READERS: u32 = 4;
 
@@ -294,7 +297,11 @@ impl SqliteStore {
         } else {
             let writer = SqlitePoolOptions::new()
                 .max_connections(1)
-                .connect_with(opts.clone().pragma("cache_size", WRITER_CACHE_KIB))
+                .connect_with(
+                    opts.clone()
+                        .pragma("cache_size", WRITER_CACHE_KIB)
+                        .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES),
+                )
                 .await
                 .map_err(connect_err)?;
             let reader = SqlitePoolOptions::new()
