@@ -352,14 +352,32 @@ impl SalesforceClient {
                     generation,
                 });
             }
-            if status >= 500 && failures + 1 < s.retry.max_attempts {
+            // OAuth errors are `{"error","error_description"}`; a gateway or the platform may also
+            // answer with a REST error array (`SERVER_UNAVAILABLE`, `REQUEST_LIMIT_EXCEEDED`, …).
+            let oauth: TokenError = serde_json::from_slice(&body).unwrap_or_default();
+            if !oauth.error.is_empty() {
+                tracing::warn!(status, error = %oauth.error, "salesforce: token request refused");
+                return Err(token_error(status, &oauth.error, &oauth.error_description));
+            }
+            let error = parse_error_body(&body);
+            let disposition = match classify(status, &error.error_code, &error.message) {
+                // A 401 from the token endpoint itself cannot be cured by another token.
+                Disposition::Reauthenticate => Disposition::Stop,
+                d => d,
+            };
+            if matches!(disposition, Disposition::Retry | Disposition::RetryRateLimited)
+                && failures + 1 < s.retry.max_attempts
+            {
                 failures += 1;
+                tracing::warn!(attempt = failures, status, code = %error.error_code, "salesforce: token request failed; retrying");
                 tokio::time::sleep(s.retry.delay(failures)).await;
                 continue;
             }
-            let e: TokenError = serde_json::from_slice(&body).unwrap_or_default();
-            tracing::warn!(status, error = %e.error, "salesforce: token request refused");
-            return Err(token_error(status, &e.error, &e.error_description));
+            tracing::warn!(status, code = %error.error_code, "salesforce: token request failed");
+            if status == 401 || (status == 400 && error.error_code.is_empty()) {
+                return Err(token_error(status, "invalid_grant", &error.message));
+            }
+            return Err(to_core(status, &error, disposition));
         }
     }
 

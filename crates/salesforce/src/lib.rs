@@ -22,5 +22,5 @@ pub use error::{
     ApiError, Disposition, ErrorCategory, categorize, classify, is_concurrency_limit, record_error_is_intermittent,
 };
 pub use limits::{LIMIT_INFO_HEADER, LimitInfo, PerAppUsage, parse_limit_info};
-pub use ops::{MAX_BATCH, TASK_FIELDS, parse_datetime};
+pub use ops::{CREATE_ONLY_FIELDS, MAX_BATCH, TASK_FIELDS, parse_datetime};
 pub use soql::{Condition, LikeMatch, Literal, Soql, SoqlError};

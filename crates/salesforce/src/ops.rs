@@ -60,6 +60,26 @@ fn rejected(errors: &[ApiError]) -> RecordOutcome {
     RecordOutcome::Rejected { code, message }
 }
 
+/// Fields Salesforce accepts on create but refuses on update.
+pub const CREATE_ONLY_FIELDS: [&str; 1] = ["TaskSubtype"];
+
+/// Removes the create-only fields an `INVALID_FIELD_FOR_INSERT_UPDATE` names from `record`;
+/// true when something was removed (so the record is worth sending again).
+fn strip_create_only(record: &mut Value, errors: &[ApiError]) -> bool {
+    let Some(e) = errors.first().filter(|e| e.error_code == "INVALID_FIELD_FOR_INSERT_UPDATE") else {
+        return false;
+    };
+    let Some(m) = record.as_object_mut() else { return false };
+    let mut removed = false;
+    for f in CREATE_ONLY_FIELDS {
+        let named = e.fields.iter().any(|x| x == f) || e.message.contains(f);
+        if named && m.remove(f).is_some() {
+            removed = true;
+        }
+    }
+    removed
+}
+
 /// Parses a Salesforce datetime (`2025-06-03T21:20:00.000+0000` or RFC 3339).
 pub fn parse_datetime(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
@@ -225,7 +245,15 @@ impl SalesforceClient {
     /// Sends records through sObject Collections in chunks of [`MAX_BATCH`] (`allOrNone=false`),
     /// re-sending records that failed with an intermittent per-record error (the calls used are
     /// idempotent: upsert by external id, update by id). One outcome per record, in order.
-    pub(crate) async fn collection_write(&self, path: &str, records: Vec<Value>) -> Result<Vec<RecordOutcome>, Error> {
+    ///
+    /// A record refused with `INVALID_FIELD_FOR_INSERT_UPDATE` on a create-only field (Task
+    /// `TaskSubtype`) is re-sent once without that field: the upsert found an existing Task, whose
+    /// subtype was set when it was created.
+    pub(crate) async fn collection_write(
+        &self,
+        path: &str,
+        mut records: Vec<Value>,
+    ) -> Result<Vec<RecordOutcome>, Error> {
         let max_rounds = self.inner.s.retry.max_attempts;
         let mut outcomes: Vec<Option<RecordOutcome>> = vec![None; records.len()];
         for start in (0..records.len()).step_by(MAX_BATCH) {
@@ -249,8 +277,9 @@ impl SalesforceClient {
                 for (&i, r) in pending.iter().zip(results) {
                     if r.success {
                         outcomes[i] = Some(RecordOutcome::Written { id: r.id.unwrap_or_default() });
-                    } else if round < max_rounds
-                        && r.errors.first().is_some_and(|e| record_error_is_intermittent(&e.error_code))
+                    } else if strip_create_only(&mut records[i], &r.errors)
+                        || (round < max_rounds
+                            && r.errors.first().is_some_and(|e| record_error_is_intermittent(&e.error_code)))
                     {
                         again.push(i);
                     } else {
@@ -708,6 +737,20 @@ mod tests {
             assert_eq!(parse_datetime(s).unwrap().to_rfc3339(), "2025-06-02T22:07:19+00:00", "{s}");
         }
         assert_eq!(parse_datetime("2025-06-02"), None);
+    }
+
+    #[test]
+    fn client_is_a_shareable_port() {
+        fn assert_send_sync_clone<T: Send + Sync + Clone + 'static>() {}
+        assert_send_sync_clone::<SalesforceClient>();
+        let c = SalesforceClient::builder()
+            .login_url("https://acme.my.salesforce.com")
+            .client_id("id")
+            .client_secret("s")
+            .build()
+            .unwrap();
+        let port: std::sync::Arc<dyn SalesforceApi> = std::sync::Arc::new(c);
+        assert_eq!(port.api_usage(), None);
     }
 
     #[test]
