@@ -227,7 +227,7 @@ async fn upsert_people(conn: &mut PgConnection, people: &[Person]) -> Result<()>
         mirror_at.push(p.mirror_updated_at);
     }
     sqlx::query(&format!(
-        "INSERT INTO people ({PEOPLE_COLS}) SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], \
+        "WITH up AS (INSERT INTO people ({PEOPLE_COLS}) SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], \
          $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
          $13::text[], $14::text[], $15::text[], $16::text[], $17::timestamptz[], $18::timestamptz[]) \
          ON CONFLICT (marketo_id) DO UPDATE SET first_name = EXCLUDED.first_name, \
@@ -237,7 +237,9 @@ async fn upsert_people(conn: &mut PgConnection, people: &[Person]) -> Result<()>
          company = EXCLUDED.company, title = EXCLUDED.title, email = EXCLUDED.email, phone = EXCLUDED.phone, \
          linkedin_url = EXCLUDED.linkedin_url, source = EXCLUDED.source, \
          salesforce_type = EXCLUDED.salesforce_type, owner_id = EXCLUDED.owner_id, \
-         marketo_updated_at = EXCLUDED.marketo_updated_at, mirror_updated_at = EXCLUDED.mirror_updated_at"
+         marketo_updated_at = EXCLUDED.marketo_updated_at, mirror_updated_at = EXCLUDED.mirror_updated_at \
+         RETURNING marketo_id) \
+         DELETE FROM tombstones WHERE marketo_id IN (SELECT marketo_id FROM up)"
     ))
     .bind(ids)
     .bind(first)
@@ -382,21 +384,19 @@ impl Store for PostgresStore {
 
     async fn apply_page(&self, page: MirrorPage) -> Result<ApplyCounts> {
         let (reduced, counts) = reduce(page.decisions);
-        let mut tx = self.begin().await?;
         // A page and its checkpoint commit or vanish together, so a crash that loses the last few
         // pages only makes the sync fetch them again: no need to wait for the WAL flush.
-        sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await.map_err(db("configuring a page"))?;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN; SET LOCAL synchronous_commit = off")
+            .await
+            .map_err(db("starting a page transaction"))?;
         if let Some(c) = &page.checkpoint {
             put_checkpoint_in(&mut tx, c).await?;
         }
         if !reduced.upserts.is_empty() {
+            // Upserts people and clears their tombstones in one statement.
             upsert_people(&mut tx, &reduced.upserts).await?;
-            let ids: Vec<i64> = reduced.upserts.iter().map(|p| p.marketo_id).collect();
-            sqlx::query("DELETE FROM tombstones WHERE marketo_id = ANY($1)")
-                .bind(ids)
-                .execute(&mut *tx)
-                .await
-                .map_err(db("clearing tombstones"))?;
         }
         if !reduced.removes.is_empty() {
             let ids: Vec<i64> = reduced.removes.iter().map(|(id, _)| *id).collect();
