@@ -1,1 +1,497 @@
-//! Salesforce REST API emulator (work in progress).
+//! Salesforce REST API emulator.
+//!
+//! A stateful axum server written from `shared/reference/salesforce-and-actions.md` Part 1. Start it
+//! with [`SalesforceEmulator::start`]; [`SalesforceEmulator::base_url`] serves the token endpoint
+//! and is also the `instance_url` the token response points to. Tests seed and change the org
+//! through the Rust API ([`SalesforceEmulator::seed_world`], [`SalesforceEmulator::insert`],
+//! [`SalesforceEmulator::convert_lead`], …), which applies the same validation and derived fields
+//! as the REST API but is not counted against the API allocation.
+//!
+//! # Emulated
+//! - OAuth 2.0 `POST /services/oauth2/token` (form body; client id/secret in the body or HTTP
+//!   Basic): `client_credentials`, `password` ([`SalesforceConfig::username`] /
+//!   [`SalesforceConfig::password`]), `refresh_token` ([`SalesforceConfig::refresh_token`], optional
+//!   rotation) and JWT bearer. The JWT assertion must be three base64url parts whose payload has
+//!   `iss` = client id and, if present, an `exp` in the future; **the signature is not verified**.
+//!   Responses carry `access_token`, `instance_url`, `id`, `token_type`, `issued_at`, `signature`
+//!   (base64 HMAC-SHA256 of `id + issued_at` keyed with the client secret) and `scope`, never
+//!   `expires_in`. Errors: HTTP 400 `invalid_grant`/`authentication failure` (or
+//!   `expired access/refresh token`), `invalid_client`/`invalid client credentials`,
+//!   `unsupported_grant_type`.
+//! - Sessions last [`SalesforceConfig::session_lifetime`] from issue (on the emulator clock);
+//!   afterwards, or after [`SalesforceEmulator::expire_sessions`], data calls get 401
+//!   `[{"message":"Session expired or invalid","errorCode":"INVALID_SESSION_ID"}]`.
+//! - Objects User (005), Group/Queue (00G), Account (001), Contact (003), Lead (00Q), Opportunity
+//!   (006), OpportunityContactRole (00K) and Task (00T), 18-char ids with the case-safe suffix
+//!   (15-char ids accepted on input). Writes validate unknown fields (INVALID_FIELD), read-only and
+//!   create-only fields (INVALID_FIELD_FOR_INSERT_UPDATE), types (JSON_PARSER_ERROR), lengths
+//!   (STRING_TOO_LONG), emails (INVALID_EMAIL_ADDRESS), restricted picklists (Task Status,
+//!   Priority, TaskSubtype, CallType and Type from [`SalesforceConfig::task_type_values`]:
+//!   INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST), required fields (REQUIRED_FIELD_MISSING), reference
+//!   types (FIELD_INTEGRITY_EXCEPTION for a wrong key prefix, INVALID_CROSS_REFERENCE_KEY for a
+//!   missing record, ENTITY_IS_DELETED, CANNOT_UPDATE_CONVERTED_LEAD for a converted lead as
+//!   WhoId), unique external ids (DUPLICATE_VALUE) and writes to deleted records
+//!   (ENTITY_IS_DELETED, 404 on single-record resources).
+//! - Derived fields: Name (User/Contact/Lead); Task IsClosed + CompletedDateTime (Status
+//!   `Completed`), IsHighPriority (Priority `High`), AccountId (WhatId Account/Opportunity, else a
+//!   Contact WhoId); Opportunity IsClosed/IsWon; CreatedDate, LastModifiedDate, SystemModstamp,
+//!   CreatedById, LastModifiedById on every write, from the injected clock.
+//! - Defaults like a fresh org: Task Status `Not Started`, Priority `Normal`, TaskSubtype `Task`;
+//!   Lead Status `Open - Not Contacted`; OwnerId = the integration (run-as) user. So only an
+//!   explicit `null` makes those REQUIRED_FIELD_MISSING; Lead LastName/Company, Contact LastName,
+//!   Account Name, Opportunity Name/StageName/CloseDate and OCR ids have no default.
+//! - Lead conversion ([`SalesforceEmulator::convert_lead`]): creates or merges (fills empty fields)
+//!   the Contact and Account, optionally an Opportunity with a primary contact role, moves the lead's
+//!   Tasks to the contact, sets IsConverted/ConvertedDate/Converted*Id; any later write to the lead
+//!   fails with CANNOT_UPDATE_CONVERTED_LEAD.
+//! - Soft deletes: IsDeleted, visible to `queryAll` and `/deleted` for 15 days.
+//! - REST under `/services/data/vNN.N/` (any version): `query`/`queryAll` with paging
+//!   (`Sforce-Query-Options: batchSize`, 200–2000, default 2000; `nextRecordsUrl`
+//!   `…/query/01g…-<offset>`; cursors expire after 15 minutes idle → INVALID_QUERY_LOCATOR),
+//!   `sobjects` (describeGlobal), `sobjects/{T}` (POST create), `sobjects/{T}/describe` (fields with
+//!   picklist values), `sobjects/{T}/{id}` (GET `?fields=`, PATCH, DELETE),
+//!   `sobjects/{T}/{ExtField}/{value}` (GET; PATCH upsert 201/204/300),
+//!   `composite/sobjects` (POST create, PATCH update, DELETE `?ids=`, ≤200, `allOrNone` with
+//!   ALL_OR_NONE_OPERATION_ROLLED_BACK), `composite/sobjects/{T}/{ExtField}` (PATCH upsert with
+//!   `created`), `sobjects/{T}/updated/` and `/deleted/`, `limits`.
+//! - SOQL subset: field lists with one-level parent paths (`Who.Email`, `Owner.Name`), parent-child
+//!   subqueries (`(SELECT Id FROM Tasks)`), `COUNT()`, `WHERE` with `= != <> < > <= >= IN NOT IN
+//!   LIKE AND OR NOT ()`, `null`/`true`/`false`, string escapes (`\' \" \\ \n \r \t \b \f \% \_
+//!   \uXXXX`), date and datetime literals, `TODAY`, `YESTERDAY`, `TOMORROW`, `LAST_N_DAYS:n`,
+//!   `NEXT_N_DAYS:n`, `ORDER BY` (several keys, ASC/DESC, NULLS FIRST/LAST), `LIMIT`, `OFFSET`
+//!   (≤2000). Text comparisons are case-insensitive. Errors: MALFORMED_QUERY, INVALID_FIELD,
+//!   INVALID_TYPE.
+//! - Limits: a rolling 24-hour allocation ([`SalesforceConfig::daily_api_limit`]) of data calls;
+//!   past it 403 REQUEST_LIMIT_EXCEEDED. Every `/services/data` response carries
+//!   `Sforce-Limit-Info: api-usage=N/M`; `/limits` reports `DailyApiRequests` consistently.
+//! - Faults ([`SalesforceFault`] in a [`FaultPlan`]), consulted for every request (token endpoint
+//!   included) after authentication and the limit check: protocol errors, dropped connections
+//!   (headers, then a body stream that errors), delays, malformed bodies, apply-then-drop.
+//!
+//! # Deliberate deviations
+//! - Session lifetime is absolute from issue, not an inactivity timeout.
+//! - Polymorphic parents (`Who`, `What`, `Owner`) render with the concrete type in `attributes`
+//!   (real orgs say `Name`); any field of any possible target may be selected.
+//! - No Bulk API, no `/composite` graph/batch, no Events, no sharing/permissions, no concurrency
+//!   limit for long-running requests, no cascade deletes, no undelete.
+//! - Calls rejected for an invalid session or the daily limit are not counted; every other data call
+//!   (including errors and injected faults) counts one. Token requests never count.
+//! - `/updated` and `/deleted` reject a start older than 30 days or not before end
+//!   (INVALID_REPLICATION_DATE); `/deleted` reports `earliestDateAvailable` = now − 15 days
+//!   (truncated to the minute) and only lists deletions since then.
+
+mod auth;
+mod errors;
+mod rest;
+mod schema;
+mod server;
+mod soql;
+mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use chrono::Duration;
+use serde_json::{Map, Value};
+
+pub use errors::SalesforceApiError;
+pub use store::ConvertResult;
+
+use crate::clock::Clock;
+use crate::faults::FaultPlan;
+use crate::seed::{SeedSfType, SeedWorld};
+use server::Shared;
+
+/// Emulator configuration.
+#[derive(Debug, Clone)]
+pub struct SalesforceConfig {
+    /// Connected-app consumer key.
+    pub client_id: String,
+    /// Connected-app consumer secret.
+    pub client_secret: String,
+    /// The refresh token the `refresh_token` grant accepts (`None`: that grant always fails).
+    pub refresh_token: Option<String>,
+    /// When true, each refresh returns a new refresh token and invalidates the old one.
+    pub rotate_refresh_token: bool,
+    /// Username accepted by the `password` grant.
+    pub username: String,
+    /// Password (with security token appended) accepted by the `password` grant.
+    pub password: String,
+    /// How long an access token works after it is issued (default 2 hours).
+    pub session_lifetime: Duration,
+    /// Rolling 24-hour API allocation (default 100,000).
+    pub daily_api_limit: u64,
+    /// The version the emulator advertises (`v60.0`); any `vNN.N` is served.
+    pub api_version: String,
+    /// External-id custom field on Task (default `Salesync_Activity_Id__c`; empty = none).
+    pub task_external_id_field: String,
+    /// Whether the Task external id is unique (DUPLICATE_VALUE on a second insert; default true).
+    /// With false, several Tasks may share a value and upserts answer 300.
+    pub task_external_id_unique: bool,
+    /// Allowed values of the restricted Task.Type picklist.
+    pub task_type_values: Vec<String>,
+    /// Extra Task custom fields (`…__c`) that exist in this org; others are INVALID_FIELD.
+    pub task_custom_fields: Vec<String>,
+    /// Extra custom fields on other objects, as (sObject, field) pairs.
+    pub custom_fields: Vec<(String, String)>,
+    /// Time source.
+    pub clock: Clock,
+    /// Address to bind (default `127.0.0.1:0`).
+    pub bind: SocketAddr,
+    /// Latency added to every request.
+    pub latency: Option<std::time::Duration>,
+    /// Seed for ratio faults.
+    pub fault_seed: u64,
+}
+
+impl Default for SalesforceConfig {
+    fn default() -> Self {
+        Self {
+            client_id: "salesync-emulator-client".into(),
+            client_secret: "salesync-emulator-secret".into(),
+            refresh_token: Some("salesync-emulator-refresh-token".into()),
+            rotate_refresh_token: false,
+            username: "integration@salesync.example".into(),
+            password: "salesync-emulator-password".into(),
+            session_lifetime: Duration::hours(2),
+            daily_api_limit: 100_000,
+            api_version: "v60.0".into(),
+            task_external_id_field: "Salesync_Activity_Id__c".into(),
+            task_external_id_unique: true,
+            task_type_values: ["Email", "Call", "Meeting", "Other", "Reply"].iter().map(|s| s.to_string()).collect(),
+            task_custom_fields: Vec::new(),
+            custom_fields: Vec::new(),
+            clock: Clock::System,
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            latency: None,
+            fault_seed: 0,
+        }
+    }
+}
+
+/// An injected Salesforce error.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SalesforceFault {
+    /// 503 SERVER_UNAVAILABLE.
+    ServerUnavailable,
+    /// 500 UNKNOWN_EXCEPTION.
+    UnknownException,
+    /// 400 UNABLE_TO_LOCK_ROW.
+    UnableToLockRow,
+    /// 403 REQUEST_LIMIT_EXCEEDED (concurrency flavour).
+    RequestLimitExceeded,
+    /// 400 QUERY_TIMEOUT.
+    QueryTimeout,
+    /// 401 INVALID_SESSION_ID.
+    InvalidSessionId,
+    /// Any status, errorCode and message.
+    Custom {
+        /// HTTP status.
+        status: u16,
+        /// errorCode.
+        error_code: String,
+        /// message.
+        message: String,
+    },
+}
+
+impl SalesforceFault {
+    /// The error this fault answers with.
+    pub fn to_error(&self) -> SalesforceApiError {
+        match self {
+            Self::ServerUnavailable => SalesforceApiError::new(503, "SERVER_UNAVAILABLE", "server too busy"),
+            Self::UnknownException => SalesforceApiError::new(
+                500,
+                "UNKNOWN_EXCEPTION",
+                "An unexpected error occurred. Please include this ErrorId if you contact support: 1234567890-12345 (-1234567890)",
+            ),
+            Self::UnableToLockRow => {
+                SalesforceApiError::new(400, "UNABLE_TO_LOCK_ROW", "unable to obtain exclusive access to this record")
+            }
+            Self::RequestLimitExceeded => {
+                SalesforceApiError::new(403, "REQUEST_LIMIT_EXCEEDED", "ConcurrentPerOrgLongTxn Limit exceeded.")
+            }
+            Self::QueryTimeout => {
+                SalesforceApiError::new(400, "QUERY_TIMEOUT", "Your query request was running for too long.")
+            }
+            Self::InvalidSessionId => SalesforceApiError::invalid_session(),
+            Self::Custom { status, error_code, message } => {
+                SalesforceApiError::new(*status, error_code, message.clone())
+            }
+        }
+    }
+}
+
+/// One request the emulator answered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SalesforceCall {
+    /// Emulator-clock time of the request.
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// HTTP method.
+    pub method: String,
+    /// Request path (no query string).
+    pub path: String,
+    /// HTTP status answered; 0 when the connection was dropped.
+    pub status: u16,
+    /// The first errorCode (or OAuth `error`) of an error response.
+    pub error_code: Option<String>,
+    /// The fault that fired, if any (`"dropped"`, `"apply-then-drop"`, `"malformed"`, `"delay"`, `"error"`).
+    pub fault: Option<String>,
+}
+
+/// A running emulator. Cheap to clone; all clones share the org.
+#[derive(Clone)]
+pub struct SalesforceEmulator {
+    shared: Arc<Shared>,
+    task: Arc<tokio::sync::Mutex<Option<server::ServerTask>>>,
+}
+
+impl std::fmt::Debug for SalesforceEmulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SalesforceEmulator").field("base_url", &self.shared.base_url).finish()
+    }
+}
+
+impl SalesforceEmulator {
+    /// Binds [`SalesforceConfig::bind`] and starts serving.
+    pub async fn start(config: SalesforceConfig) -> std::io::Result<SalesforceEmulator> {
+        let (shared, task) = server::serve(config).await?;
+        Ok(SalesforceEmulator { shared, task: Arc::new(tokio::sync::Mutex::new(Some(task))) })
+    }
+
+    /// `http://127.0.0.1:PORT`: the token endpoint host and the `instance_url`.
+    pub fn base_url(&self) -> String {
+        self.shared.base_url.clone()
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.shared.addr
+    }
+
+    /// The accepted client id.
+    pub fn client_id(&self) -> &str {
+        &self.shared.config.client_id
+    }
+
+    /// The accepted client secret.
+    pub fn client_secret(&self) -> &str {
+        &self.shared.config.client_secret
+    }
+
+    /// The emulator clock.
+    pub fn clock(&self) -> &Clock {
+        &self.shared.config.clock
+    }
+
+    /// The configuration the emulator runs with.
+    pub fn config(&self) -> &SalesforceConfig {
+        &self.shared.config
+    }
+
+    /// The organization id (00D…).
+    pub fn org_id(&self) -> &str {
+        &self.shared.org_id
+    }
+
+    /// The integration (run-as) user every token acts as.
+    pub fn integration_user_id(&self) -> &str {
+        &self.shared.user_id
+    }
+
+    /// The advertised API base path, e.g. `/services/data/v60.0`.
+    pub fn api_path(&self) -> String {
+        format!("/services/data/{}", self.shared.config.api_version)
+    }
+
+    /// Loads a seeded world: users, and for every person with a Salesforce type their Lead or
+    /// Contact (with Account, Opportunity and primary contact role), using the seeded ids.
+    /// Records that already exist are left alone.
+    pub fn seed_world(&self, world: &SeedWorld) {
+        self.shared.seed(world);
+    }
+
+    /// Creates a record with REST validation; returns its 18-char id.
+    pub fn insert(&self, sobject: &str, fields: Map<String, Value>) -> Result<String, SalesforceApiError> {
+        self.shared.with_org(|org, cx| org.create(cx, sobject, &fields, None))
+    }
+
+    /// Creates a record with a given id (15 or 18 chars, prefix must match the type).
+    pub fn insert_with_id(
+        &self,
+        sobject: &str,
+        id: &str,
+        fields: Map<String, Value>,
+    ) -> Result<String, SalesforceApiError> {
+        self.shared.with_org(|org, cx| {
+            let ok = cx.schema.obj(sobject).is_some_and(|o| id.starts_with(o.prefix));
+            if !ok || org.find(cx.schema, id).is_some() {
+                return Err(SalesforceApiError::bad("INVALID_ID_FIELD", format!("invalid or existing id: {id}")));
+            }
+            org.create(cx, sobject, &fields, Some(id))
+        })
+    }
+
+    /// Updates a record with REST validation.
+    pub fn update(&self, sobject: &str, id: &str, fields: Map<String, Value>) -> Result<(), SalesforceApiError> {
+        self.shared.with_org(|org, cx| org.update(cx, sobject, id, &fields))
+    }
+
+    /// Soft-deletes a record.
+    pub fn delete(&self, sobject: &str, id: &str) -> Result<(), SalesforceApiError> {
+        self.shared.with_org(|org, cx| org.delete(cx, sobject, id))
+    }
+
+    /// Converts a lead like `convertLead()`.
+    pub fn convert_lead(
+        &self,
+        lead_id: &str,
+        contact_id: Option<&str>,
+        account_id: Option<&str>,
+        create_opportunity: bool,
+    ) -> Result<ConvertResult, SalesforceApiError> {
+        self.shared.with_org(|org, cx| org.convert_lead(cx, lead_id, contact_id, account_id, create_opportunity))
+    }
+
+    /// A record by id (deleted ones included, with IsDeleted true).
+    pub fn get(&self, sobject: &str, id: &str) -> Option<Map<String, Value>> {
+        self.shared.read_org(|org, schema| {
+            let obj = schema.obj(sobject)?;
+            org.get(obj.name, id).map(|r| r.fields.clone())
+        })
+    }
+
+    /// All non-deleted records of a type, in id order.
+    pub fn records(&self, sobject: &str) -> Vec<Map<String, Value>> {
+        self.shared.read_org(|org, schema| match schema.obj(sobject) {
+            Some(obj) => org.all(obj.name).filter(|r| r.deleted_at.is_none()).map(|r| r.fields.clone()).collect(),
+            None => Vec::new(),
+        })
+    }
+
+    /// Replaces the fault plan.
+    pub fn set_faults(&self, plan: FaultPlan<SalesforceFault>) {
+        *server::lock(&self.shared.faults) = Arc::new(plan);
+    }
+
+    /// Every request answered so far.
+    pub fn call_log(&self) -> Vec<SalesforceCall> {
+        server::lock(&self.shared.log).clone()
+    }
+
+    /// API calls counted in the current rolling 24-hour window.
+    pub fn api_usage(&self) -> u64 {
+        self.shared.usage()
+    }
+
+    /// Invalidates every access token issued so far.
+    pub fn expire_sessions(&self) {
+        self.shared.expire_sessions();
+    }
+
+    /// Stops the server.
+    pub async fn shutdown(self) {
+        if let Some(t) = self.task.lock().await.take() {
+            t.stop().await;
+        }
+    }
+}
+
+impl Shared {
+    fn seed(&self, world: &SeedWorld) {
+        let _ = self.with_org(|org, cx| {
+            let put = |org: &mut store::Org, ty: &str, id: &str, m: Map<String, Value>| {
+                if org.find(cx.schema, id).is_none()
+                    && let Err(e) = org.create(cx, ty, &m, Some(id))
+                {
+                    tracing::warn!(%ty, %id, error = %e, "seed record rejected");
+                }
+            };
+            let obj = |pairs: Vec<(&str, Value)>| -> Map<String, Value> {
+                pairs.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.to_string(), v)).collect()
+            };
+            let opt = |s: &Option<String>| s.clone().map_or(Value::Null, Value::String);
+            for u in &world.users {
+                let m = obj(vec![
+                    ("FirstName", Value::String(u.first_name.clone())),
+                    ("LastName", Value::String(u.last_name.clone())),
+                    ("Email", Value::String(u.email.clone())),
+                    ("Username", Value::String(u.email.clone())),
+                ]);
+                put(org, "User", &u.id, m);
+            }
+            for p in &world.people {
+                let owner = opt(&p.owner_id);
+                let last = p.last_name.clone().unwrap_or_else(|| "[not provided]".into());
+                let common = |extra: Vec<(&str, Value)>| {
+                    let mut v = vec![
+                        ("FirstName", opt(&p.first_name)),
+                        ("LastName", Value::String(last.clone())),
+                        ("Email", opt(&p.email)),
+                        ("Title", opt(&p.title)),
+                        ("Phone", opt(&p.phone)),
+                        ("LeadSource", opt(&p.lead_source)),
+                        ("HasOptedOutOfEmail", Value::Bool(p.unsubscribed)),
+                        ("OwnerId", owner.clone()),
+                    ];
+                    v.extend(extra);
+                    obj(v)
+                };
+                match p.sf_type {
+                    Some(SeedSfType::Lead) => {
+                        if let Some(id) = &p.sf_lead_id {
+                            let m = common(vec![
+                                (
+                                    "Company",
+                                    Value::String(p.company.clone().unwrap_or_else(|| "[not provided]".into())),
+                                ),
+                                ("Status", Value::String("Open - Not Contacted".into())),
+                            ]);
+                            put(org, "Lead", id, m);
+                        }
+                    }
+                    Some(SeedSfType::Contact) => {
+                        if let Some(acct) = &p.sf_account_id {
+                            let m = obj(vec![
+                                ("Name", Value::String(p.company.clone().unwrap_or_else(|| "Account".into()))),
+                                ("OwnerId", owner.clone()),
+                            ]);
+                            put(org, "Account", acct, m);
+                        }
+                        if let Some(id) = &p.sf_contact_id {
+                            put(org, "Contact", id, common(vec![("AccountId", opt(&p.sf_account_id))]));
+                            if let Some(opp) = &p.sf_opportunity_id {
+                                let close = (p.created_at + Duration::days(90)).format("%Y-%m-%d").to_string();
+                                let m = obj(vec![
+                                    (
+                                        "Name",
+                                        Value::String(format!("{} opportunity", p.company.as_deref().unwrap_or("New"))),
+                                    ),
+                                    ("StageName", Value::String("Prospecting".into())),
+                                    ("CloseDate", Value::String(close)),
+                                    ("AccountId", opt(&p.sf_account_id)),
+                                    ("OwnerId", owner.clone()),
+                                ]);
+                                put(org, "Opportunity", opp, m);
+                                let already = !org.find_by("OpportunityContactRole", "OpportunityId", opp).is_empty();
+                                if !already {
+                                    let r = obj(vec![
+                                        ("OpportunityId", Value::String(opp.clone())),
+                                        ("ContactId", Value::String(id.clone())),
+                                        ("IsPrimary", Value::Bool(true)),
+                                        ("Role", Value::String("Decision Maker".into())),
+                                    ]);
+                                    if let Err(e) = org.create(cx, "OpportunityContactRole", &r, None) {
+                                        tracing::warn!(error = %e, "seed contact role rejected");
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    None => {}
+                }
+            }
+            Ok::<(), SalesforceApiError>(())
+        });
+    }
+}

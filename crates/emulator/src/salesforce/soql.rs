@@ -1,0 +1,983 @@
+//! A SOQL subset: lexer, parser, binder (field validation) and evaluator.
+
+use std::cmp::Ordering;
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use serde_json::{Map, Value, json};
+
+use super::errors::SalesforceApiError as E;
+use super::schema::{ChildRel, FType, ObjDef, Schema};
+use super::store::{Org, Rec, fmt_dt, parse_dt};
+use crate::sfid;
+
+/// Marks an escaped `%` inside a string literal (literal in LIKE).
+const LIT_PERCENT: char = '\u{E000}';
+/// Marks an escaped `_` inside a string literal (literal in LIKE).
+const LIT_UNDERSCORE: char = '\u{E001}';
+
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    Ident(String),
+    Str(String),
+    Num(f64),
+    Date(NaiveDate),
+    DateTime(DateTime<Utc>),
+    Sym(&'static str),
+}
+
+impl std::fmt::Display for Tok {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Tok::Ident(s) => write!(f, "{s}"),
+            Tok::Str(s) => write!(f, "'{s}'"),
+            Tok::Num(n) => write!(f, "{n}"),
+            Tok::Date(d) => write!(f, "{d}"),
+            Tok::DateTime(d) => write!(f, "{}", d.to_rfc3339()),
+            Tok::Sym(s) => write!(f, "{s}"),
+        }
+    }
+}
+
+fn malformed(msg: impl Into<String>) -> E {
+    E::malformed_query(msg)
+}
+
+fn lex(q: &str) -> Result<Vec<Tok>, E> {
+    let c: Vec<char> = q.chars().collect();
+    let mut i = 0;
+    let mut out = Vec::new();
+    let is_date_at = |i: usize| {
+        let pat = "dddd-dd-dd";
+        c.len() >= i + 10
+            && pat.chars().enumerate().all(|(k, p)| if p == 'd' { c[i + k].is_ascii_digit() } else { c[i + k] == '-' })
+    };
+    while i < c.len() {
+        let ch = c[i];
+        if ch.is_whitespace() {
+            i += 1;
+        } else if ch.is_ascii_alphabetic() || ch == '_' {
+            let st = i;
+            while i < c.len() && (c[i].is_ascii_alphanumeric() || c[i] == '_') {
+                i += 1;
+            }
+            out.push(Tok::Ident(c[st..i].iter().collect()));
+        } else if ch == '\'' {
+            i += 1;
+            let mut s = String::new();
+            loop {
+                let Some(&x) = c.get(i) else {
+                    return Err(malformed(format!("unterminated string literal in: {q}")));
+                };
+                i += 1;
+                match x {
+                    '\'' => break,
+                    '\\' => {
+                        let Some(&e) = c.get(i) else {
+                            return Err(malformed("unterminated string literal"));
+                        };
+                        i += 1;
+                        match e {
+                            'n' | 'N' => s.push('\n'),
+                            'r' | 'R' => s.push('\r'),
+                            't' | 'T' => s.push('\t'),
+                            'b' | 'B' => s.push('\u{8}'),
+                            'f' | 'F' => s.push('\u{c}'),
+                            '"' => s.push('"'),
+                            '\'' => s.push('\''),
+                            '\\' => s.push('\\'),
+                            '%' => s.push(LIT_PERCENT),
+                            '_' => s.push(LIT_UNDERSCORE),
+                            'u' => {
+                                let hex: String = c.get(i..i + 4).map(|h| h.iter().collect()).unwrap_or_default();
+                                let v = u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32);
+                                let Some(v) = v.filter(|_| hex.len() == 4) else {
+                                    return Err(malformed(format!(
+                                        "Invalid string literal. Illegal unicode escape \\u{hex}"
+                                    )));
+                                };
+                                s.push(v);
+                                i += 4;
+                            }
+                            other => {
+                                return Err(malformed(format!(
+                                    "Invalid string literal '{s}\\{other}...'. Illegal escape sequence '\\{other}'"
+                                )));
+                            }
+                        }
+                    }
+                    x => s.push(x),
+                }
+            }
+            out.push(Tok::Str(s));
+        } else if ch.is_ascii_digit() || (ch == '-' && c.get(i + 1).is_some_and(char::is_ascii_digit)) {
+            if ch != '-' && is_date_at(i) {
+                let st = i;
+                i += 10;
+                if c.get(i) == Some(&'T') {
+                    while i < c.len() && (c[i].is_ascii_digit() || matches!(c[i], 'T' | ':' | '.' | '+' | '-' | 'Z')) {
+                        i += 1;
+                    }
+                    let s: String = c[st..i].iter().collect();
+                    let has_zone = s[10..].contains(['Z', '+']) || s[11..].contains('-');
+                    let t = parse_dt(&s)
+                        .filter(|_| has_zone)
+                        .ok_or_else(|| malformed(format!("line 1:{st} no viable alternative at character '{s}'")))?;
+                    out.push(Tok::DateTime(t));
+                } else {
+                    let s: String = c[st..i].iter().collect();
+                    let d = NaiveDate::parse_from_str(&s, "%Y-%m-%d")
+                        .map_err(|_| malformed(format!("invalid date: {s}")))?;
+                    out.push(Tok::Date(d));
+                }
+            } else {
+                let st = i;
+                i += 1;
+                while i < c.len() && (c[i].is_ascii_digit() || c[i] == '.') {
+                    i += 1;
+                }
+                let s: String = c[st..i].iter().collect();
+                let n = s.parse::<f64>().map_err(|_| malformed(format!("unexpected token: '{s}'")))?;
+                out.push(Tok::Num(n));
+            }
+        } else {
+            let two: String = c[i..(i + 2).min(c.len())].iter().collect();
+            let sym = match two.as_str() {
+                "!=" => Some("!="),
+                "<>" => Some("!="),
+                "<=" => Some("<="),
+                ">=" => Some(">="),
+                _ => None,
+            };
+            if let Some(s) = sym {
+                out.push(Tok::Sym(s));
+                i += 2;
+                continue;
+            }
+            let s = match ch {
+                '(' => "(",
+                ')' => ")",
+                ',' => ",",
+                '=' => "=",
+                '<' => "<",
+                '>' => ">",
+                ':' => ":",
+                '.' => ".",
+                other => return Err(malformed(format!("line 1:{i} no viable alternative at character '{other}'"))),
+            };
+            out.push(Tok::Sym(s));
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// A resolved field reference.
+#[derive(Debug, Clone)]
+pub(crate) enum FRef {
+    /// A field of the queried record.
+    Own { name: String, ty: FType },
+    /// A field of a parent record, through a reference field.
+    Parent { rel: String, via: String, name: String, ty: FType },
+}
+
+impl FRef {
+    fn ty(&self) -> &FType {
+        match self {
+            FRef::Own { ty, .. } | FRef::Parent { ty, .. } => ty,
+        }
+    }
+}
+
+/// A field path as written, resolved by the binder.
+#[derive(Debug, Clone)]
+pub(crate) struct Path {
+    parts: Vec<String>,
+    r: Option<FRef>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Op {
+    Eq,
+    Ne,
+    Lt,
+    Gt,
+    Le,
+    Ge,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Lit {
+    Null,
+    Bool(bool),
+    Str(String),
+    Num(f64),
+    Date(NaiveDate),
+    DateTime(DateTime<Utc>),
+    /// A date range literal (`TODAY`, `LAST_N_DAYS:n`): [start, end).
+    Range(DateTime<Utc>, DateTime<Utc>),
+}
+
+#[derive(Debug, Clone)]
+enum Cond {
+    And(Box<Cond>, Box<Cond>),
+    Or(Box<Cond>, Box<Cond>),
+    Not(Box<Cond>),
+    Cmp(Path, Op, Lit),
+    In(Path, bool, Vec<Lit>),
+    Like(Path, String),
+}
+
+#[derive(Debug, Clone)]
+enum Item {
+    Field(Path),
+    Count,
+    Sub(Box<Query>, Option<ChildRel>),
+}
+
+#[derive(Debug, Clone)]
+struct OrderKey {
+    path: Path,
+    desc: bool,
+    nulls_last: bool,
+}
+
+/// A parsed (and, after [`parse`], bound) query.
+#[derive(Debug, Clone)]
+pub(crate) struct Query {
+    select: Vec<Item>,
+    from: String,
+    cond: Option<Cond>,
+    order: Vec<OrderKey>,
+    limit: Option<usize>,
+    offset: Option<usize>,
+}
+
+impl Query {
+    /// True for `SELECT COUNT() …`.
+    pub(crate) fn is_count(&self) -> bool {
+        self.select.iter().any(|i| matches!(i, Item::Count))
+    }
+}
+
+struct Parser<'a> {
+    t: Vec<Tok>,
+    i: usize,
+    now: DateTime<Utc>,
+    src: &'a str,
+}
+
+const KEYWORDS: &[&str] = &[
+    "SELECT", "FROM", "WHERE", "ORDER", "BY", "LIMIT", "OFFSET", "AND", "OR", "NOT", "IN", "LIKE", "ASC", "DESC",
+    "NULLS", "NULL", "TRUE", "FALSE", "GROUP", "HAVING",
+];
+
+impl Parser<'_> {
+    fn peek(&self) -> Option<&Tok> {
+        self.t.get(self.i)
+    }
+
+    fn unexpected(&self) -> E {
+        match self.peek() {
+            Some(t) => malformed(format!("\n{}\nunexpected token: '{t}'", self.src)),
+            None => malformed(format!("\n{}\nunexpected end of query", self.src)),
+        }
+    }
+
+    fn kw(&self, k: &str) -> bool {
+        matches!(self.peek(), Some(Tok::Ident(s)) if s.eq_ignore_ascii_case(k))
+    }
+
+    fn eat_kw(&mut self, k: &str) -> bool {
+        if self.kw(k) {
+            self.i += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn expect_kw(&mut self, k: &str) -> Result<(), E> {
+        if self.eat_kw(k) { Ok(()) } else { Err(self.unexpected()) }
+    }
+
+    fn sym(&self, s: &str) -> bool {
+        matches!(self.peek(), Some(Tok::Sym(x)) if *x == s)
+    }
+
+    fn eat_sym(&mut self, s: &str) -> bool {
+        if self.sym(s) {
+            self.i += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn expect_sym(&mut self, s: &str) -> Result<(), E> {
+        if self.eat_sym(s) { Ok(()) } else { Err(self.unexpected()) }
+    }
+
+    fn ident(&mut self) -> Result<String, E> {
+        match self.peek() {
+            Some(Tok::Ident(s)) if !KEYWORDS.iter().any(|k| k.eq_ignore_ascii_case(s)) => {
+                let s = s.clone();
+                self.i += 1;
+                Ok(s)
+            }
+            _ => Err(self.unexpected()),
+        }
+    }
+
+    fn path(&mut self) -> Result<Path, E> {
+        let mut parts = vec![self.ident()?];
+        while self.eat_sym(".") {
+            parts.push(self.ident()?);
+        }
+        Ok(Path { parts, r: None })
+    }
+
+    fn query(&mut self, sub: bool) -> Result<Query, E> {
+        self.expect_kw("SELECT")?;
+        let mut select = Vec::new();
+        loop {
+            if self.kw("COUNT") && matches!(self.t.get(self.i + 1), Some(Tok::Sym("("))) {
+                self.i += 2;
+                self.expect_sym(")")?;
+                select.push(Item::Count);
+            } else if self.sym("(") {
+                if sub {
+                    return Err(self.unexpected());
+                }
+                self.i += 1;
+                let q = self.query(true)?;
+                self.expect_sym(")")?;
+                select.push(Item::Sub(Box::new(q), None));
+            } else {
+                select.push(Item::Field(self.path()?));
+            }
+            if !self.eat_sym(",") {
+                break;
+            }
+        }
+        if select.iter().any(|i| matches!(i, Item::Count)) && select.len() > 1 {
+            return Err(malformed("COUNT() must be the only element in the SELECT list."));
+        }
+        self.expect_kw("FROM")?;
+        let from = self.ident()?;
+        let cond = if self.eat_kw("WHERE") { Some(self.or()?) } else { None };
+        let mut order = Vec::new();
+        if self.eat_kw("ORDER") {
+            self.expect_kw("BY")?;
+            loop {
+                let path = self.path()?;
+                let desc = if self.eat_kw("DESC") {
+                    true
+                } else {
+                    self.eat_kw("ASC");
+                    false
+                };
+                let nulls_last = if self.eat_kw("NULLS") {
+                    if self.eat_kw("LAST") {
+                        true
+                    } else {
+                        self.expect_kw("FIRST")?;
+                        false
+                    }
+                } else {
+                    desc
+                };
+                order.push(OrderKey { path, desc, nulls_last });
+                if !self.eat_sym(",") {
+                    break;
+                }
+            }
+        }
+        let mut limit = None;
+        let mut offset = None;
+        if self.eat_kw("LIMIT") {
+            limit = Some(self.count_arg()?);
+        }
+        if self.eat_kw("OFFSET") {
+            let n = self.count_arg()?;
+            if n > 2000 {
+                return Err(E::bad(
+                    "NUMBER_OUTSIDE_VALID_RANGE",
+                    format!("Maximum SOQL offset allowed is 2000 (got {n})"),
+                ));
+            }
+            offset = Some(n);
+        }
+        if !sub && self.i < self.t.len() {
+            return Err(self.unexpected());
+        }
+        Ok(Query { select, from, cond, order, limit, offset })
+    }
+
+    fn count_arg(&mut self) -> Result<usize, E> {
+        match self.peek() {
+            Some(Tok::Num(n)) if *n >= 0.0 && n.fract() == 0.0 => {
+                let n = *n as usize;
+                self.i += 1;
+                Ok(n)
+            }
+            _ => Err(self.unexpected()),
+        }
+    }
+
+    fn or(&mut self) -> Result<Cond, E> {
+        let mut l = self.and()?;
+        while self.eat_kw("OR") {
+            l = Cond::Or(Box::new(l), Box::new(self.and()?));
+        }
+        Ok(l)
+    }
+
+    fn and(&mut self) -> Result<Cond, E> {
+        let mut l = self.not()?;
+        while self.eat_kw("AND") {
+            l = Cond::And(Box::new(l), Box::new(self.not()?));
+        }
+        Ok(l)
+    }
+
+    fn not(&mut self) -> Result<Cond, E> {
+        if self.eat_kw("NOT") {
+            return Ok(Cond::Not(Box::new(self.not()?)));
+        }
+        if self.eat_sym("(") {
+            let c = self.or()?;
+            self.expect_sym(")")?;
+            return Ok(c);
+        }
+        let path = self.path()?;
+        if self.eat_kw("LIKE") {
+            return match self.peek() {
+                Some(Tok::Str(s)) => {
+                    let s = s.clone();
+                    self.i += 1;
+                    Ok(Cond::Like(path, s))
+                }
+                _ => Err(self.unexpected()),
+            };
+        }
+        let neg = self.eat_kw("NOT");
+        if neg || self.kw("IN") {
+            self.expect_kw("IN")?;
+            self.expect_sym("(")?;
+            let mut vals = vec![self.lit()?];
+            while self.eat_sym(",") {
+                vals.push(self.lit()?);
+            }
+            self.expect_sym(")")?;
+            return Ok(Cond::In(path, neg, vals));
+        }
+        let op = match self.peek() {
+            Some(Tok::Sym("=")) => Op::Eq,
+            Some(Tok::Sym("!=")) => Op::Ne,
+            Some(Tok::Sym("<")) => Op::Lt,
+            Some(Tok::Sym(">")) => Op::Gt,
+            Some(Tok::Sym("<=")) => Op::Le,
+            Some(Tok::Sym(">=")) => Op::Ge,
+            _ => return Err(self.unexpected()),
+        };
+        self.i += 1;
+        Ok(Cond::Cmp(path, op, self.lit()?))
+    }
+
+    fn lit(&mut self) -> Result<Lit, E> {
+        let t = self.peek().cloned().ok_or_else(|| self.unexpected())?;
+        self.i += 1;
+        let today = self.now.date_naive().and_hms_opt(0, 0, 0).map(|d| d.and_utc()).unwrap_or(self.now);
+        Ok(match t {
+            Tok::Str(s) => Lit::Str(s),
+            Tok::Num(n) => Lit::Num(n),
+            Tok::Date(d) => Lit::Date(d),
+            Tok::DateTime(d) => Lit::DateTime(d),
+            Tok::Ident(s) => match s.to_ascii_uppercase().as_str() {
+                "NULL" => Lit::Null,
+                "TRUE" => Lit::Bool(true),
+                "FALSE" => Lit::Bool(false),
+                "TODAY" => Lit::Range(today, today + Duration::days(1)),
+                "YESTERDAY" => Lit::Range(today - Duration::days(1), today),
+                "TOMORROW" => Lit::Range(today + Duration::days(1), today + Duration::days(2)),
+                "LAST_N_DAYS" | "NEXT_N_DAYS" => {
+                    self.expect_sym(":")?;
+                    let n = self.count_arg()? as i64;
+                    if s.eq_ignore_ascii_case("LAST_N_DAYS") {
+                        Lit::Range(today - Duration::days(n), today + Duration::days(1))
+                    } else {
+                        Lit::Range(today + Duration::days(1), today + Duration::days(n + 1))
+                    }
+                }
+                _ => {
+                    self.i -= 1;
+                    return Err(self.unexpected());
+                }
+            },
+            Tok::Sym(_) => {
+                self.i -= 1;
+                return Err(self.unexpected());
+            }
+        })
+    }
+}
+
+fn no_column(field: &str, obj: &str) -> E {
+    E::invalid_field(format!(
+        "No such column '{field}' on entity '{obj}'. If you are attempting to use a custom field, be sure to append the '__c' after the custom field name. Please reference your WSDL or the describe call for the appropriate names."
+    ))
+}
+
+fn bind_path(schema: &Schema, obj: &ObjDef, p: &mut Path) -> Result<(), E> {
+    let parts: Vec<&str> = match p.parts.first() {
+        // An optional leading object name (`Lead.Email` in `FROM Lead`).
+        Some(first) if p.parts.len() > 1 && first.eq_ignore_ascii_case(obj.name) && obj.rel(first).is_none() => {
+            p.parts[1..].iter().map(String::as_str).collect()
+        }
+        _ => p.parts.iter().map(String::as_str).collect(),
+    };
+    match parts.as_slice() {
+        [f] => {
+            let fd = obj.field(f).ok_or_else(|| no_column(f, obj.name))?;
+            p.r = Some(FRef::Own { name: fd.name.clone(), ty: fd.ty.clone() });
+        }
+        [rel, f] => {
+            let rf = obj.rel(rel).ok_or_else(|| {
+                E::invalid_field(format!(
+                    "Didn't understand relationship '{rel}' in field path. If you are attempting to use a custom relationship, be sure to append the '__r' after the custom relationship name. Please reference your WSDL or the describe call for the appropriate names."
+                ))
+            })?;
+            let FType::Ref(targets) = rf.ty else { return Err(no_column(rel, obj.name)) };
+            let fd = targets
+                .iter()
+                .filter_map(|t| schema.obj(t))
+                .find_map(|o| o.field(f))
+                .ok_or_else(|| no_column(f, targets.first().copied().unwrap_or("Name")))?;
+            p.r = Some(FRef::Parent {
+                rel: rf.rel.clone().unwrap_or_default(),
+                via: rf.name.clone(),
+                name: fd.name.clone(),
+                ty: fd.ty.clone(),
+            });
+        }
+        _ => return Err(malformed(format!("unsupported field path '{}'", p.parts.join(".")))),
+    }
+    Ok(())
+}
+
+fn type_word(ty: &FType) -> &'static str {
+    match ty {
+        FType::Bool => "boolean",
+        FType::Int | FType::Num => "number",
+        FType::Date => "date",
+        FType::DateTime => "dateTime",
+        FType::Id | FType::Ref(_) => "id",
+        _ => "string",
+    }
+}
+
+fn check_lit(p: &Path, lit: &mut Lit) -> Result<(), E> {
+    let Some(r) = &p.r else { return Ok(()) };
+    let ty = r.ty();
+    let ok = match (ty, &*lit) {
+        (_, Lit::Null) | (FType::Any, _) => true,
+        (t, Lit::Str(_)) if t.is_text() => true,
+        (FType::Bool, Lit::Bool(_)) => true,
+        (FType::Int | FType::Num, Lit::Num(_)) => true,
+        (FType::Date, Lit::Date(_) | Lit::Range(..)) => true,
+        (FType::DateTime, Lit::DateTime(_) | Lit::Range(..)) => true,
+        _ => false,
+    };
+    if !ok {
+        let quoted = ty.is_text();
+        return Err(E::invalid_field(format!(
+            "value of filter criterion for field '{}' must be of type {} and should {}be enclosed in quotes",
+            p.parts.join("."),
+            type_word(ty),
+            if quoted { "" } else { "not " }
+        )));
+    }
+    if let (FType::Id | FType::Ref(_), Lit::Str(s)) = (ty, &*lit)
+        && s.len() == 15
+        && let Some(id) = sfid::to18(s)
+    {
+        *lit = Lit::Str(id);
+    }
+    Ok(())
+}
+
+fn bind_cond(schema: &Schema, obj: &ObjDef, c: &mut Cond) -> Result<(), E> {
+    match c {
+        Cond::And(a, b) | Cond::Or(a, b) => {
+            bind_cond(schema, obj, a)?;
+            bind_cond(schema, obj, b)
+        }
+        Cond::Not(a) => bind_cond(schema, obj, a),
+        Cond::Cmp(p, _, l) => {
+            bind_path(schema, obj, p)?;
+            check_lit(p, l)
+        }
+        Cond::In(p, _, ls) => {
+            bind_path(schema, obj, p)?;
+            ls.iter_mut().try_for_each(|l| check_lit(p, l))
+        }
+        Cond::Like(p, _) => {
+            bind_path(schema, obj, p)?;
+            match p.r.as_ref().map(FRef::ty) {
+                Some(t) if t.is_text() || *t == FType::Any => Ok(()),
+                _ => Err(E::invalid_field(format!(
+                    "invalid operator on {} field: {}",
+                    p.r.as_ref().map_or("", |r| type_word(r.ty())),
+                    p.parts.join(".")
+                ))),
+            }
+        }
+    }
+}
+
+fn bind(schema: &Schema, q: &mut Query) -> Result<(), E> {
+    let obj = schema.obj(&q.from).ok_or_else(|| {
+        E::bad(
+            "INVALID_TYPE",
+            format!(
+                "\n{0}\nsObject type '{0}' is not supported. If you are attempting to use a custom object, be sure to append the '__c' after the entity name. Please reference your WSDL or the describe call for the appropriate names.",
+                q.from
+            ),
+        )
+    })?;
+    q.from = obj.name.to_string();
+    for item in &mut q.select {
+        match item {
+            Item::Field(p) => bind_path(schema, obj, p)?,
+            Item::Count => {}
+            Item::Sub(sub, rel) => {
+                let cr = obj.child(&sub.from).ok_or_else(|| {
+                    E::invalid_field(format!(
+                        "Didn't understand relationship '{}' in FROM part of query call. If you are attempting to use a custom relationship, be sure to append the '__r' after the custom relationship name. Please reference your WSDL or the describe call for the appropriate names.",
+                        sub.from
+                    ))
+                })?;
+                let mut inner = (**sub).clone();
+                inner.from = cr.child.to_string();
+                bind(schema, &mut inner)?;
+                **sub = inner;
+                *rel = Some(cr.clone());
+            }
+        }
+    }
+    if let Some(c) = &mut q.cond {
+        bind_cond(schema, obj, c)?;
+    }
+    for k in &mut q.order {
+        bind_path(schema, obj, &mut k.path)?;
+    }
+    Ok(())
+}
+
+/// Parses and validates a query against the schema.
+pub(crate) fn parse(schema: &Schema, src: &str, now: DateTime<Utc>) -> Result<Query, E> {
+    let t = lex(src)?;
+    let mut p = Parser { t, i: 0, now, src };
+    let mut q = p.query(false)?;
+    bind(schema, &mut q)?;
+    Ok(q)
+}
+
+fn value(org: &Org, schema: &Schema, rec: &Rec, r: &FRef) -> Value {
+    match r {
+        FRef::Own { name, .. } => rec.fields.get(name).cloned().unwrap_or(Value::Null),
+        FRef::Parent { via, name, .. } => {
+            let Some(id) = rec.fields.get(via).and_then(Value::as_str) else { return Value::Null };
+            org.find(schema, id).and_then(|(_, p)| p.fields.get(name).cloned()).unwrap_or(Value::Null)
+        }
+    }
+}
+
+fn unmark(s: &str) -> String {
+    s.replace(LIT_PERCENT, "%").replace(LIT_UNDERSCORE, "_")
+}
+
+fn cmp_value(ty: &FType, v: &Value, lit: &Lit) -> Option<Ordering> {
+    match (v, lit) {
+        (Value::String(a), Lit::Str(b)) => Some(a.to_lowercase().cmp(&unmark(b).to_lowercase())),
+        (Value::Bool(a), Lit::Bool(b)) => Some(a.cmp(b)),
+        (Value::Number(a), Lit::Num(b)) => a.as_f64().and_then(|a| a.partial_cmp(b)),
+        (Value::String(a), Lit::Num(b)) if *ty == FType::Any => a.parse::<f64>().ok().and_then(|a| a.partial_cmp(b)),
+        (Value::String(a), Lit::Date(d)) => {
+            let b = if *ty == FType::DateTime {
+                d.and_hms_opt(0, 0, 0).map(|x| fmt_dt(x.and_utc())).unwrap_or_default()
+            } else {
+                d.format("%Y-%m-%d").to_string()
+            };
+            Some(a.as_str().cmp(b.as_str()))
+        }
+        (Value::String(a), Lit::DateTime(t)) => {
+            if *ty == FType::Date {
+                Some(a.as_str().cmp(t.format("%Y-%m-%d").to_string().as_str()))
+            } else {
+                Some(a.as_str().cmp(fmt_dt(*t).as_str()))
+            }
+        }
+        _ => None,
+    }
+}
+
+fn range_bound(ty: &FType, t: DateTime<Utc>) -> String {
+    if *ty == FType::Date { t.format("%Y-%m-%d").to_string() } else { fmt_dt(t) }
+}
+
+fn compare(ty: &FType, v: &Value, op: Op, lit: &Lit) -> bool {
+    if let Lit::Null = lit {
+        return match op {
+            Op::Eq => v.is_null(),
+            Op::Ne => !v.is_null(),
+            _ => false,
+        };
+    }
+    if v.is_null() {
+        return op == Op::Ne;
+    }
+    if let (Lit::Range(s, e), Value::String(a)) = (lit, v) {
+        let (s, e) = (range_bound(ty, *s), range_bound(ty, *e));
+        let a = a.as_str();
+        return match op {
+            Op::Eq => a >= s.as_str() && a < e.as_str(),
+            Op::Ne => !(a >= s.as_str() && a < e.as_str()),
+            Op::Lt => a < s.as_str(),
+            Op::Le => a < e.as_str(),
+            Op::Gt => a >= e.as_str(),
+            Op::Ge => a >= s.as_str(),
+        };
+    }
+    match cmp_value(ty, v, lit) {
+        Some(o) => match op {
+            Op::Eq => o == Ordering::Equal,
+            Op::Ne => o != Ordering::Equal,
+            Op::Lt => o == Ordering::Less,
+            Op::Gt => o == Ordering::Greater,
+            Op::Le => o != Ordering::Greater,
+            Op::Ge => o != Ordering::Less,
+        },
+        None => op == Op::Ne,
+    }
+}
+
+fn like(text: &str, pat: &str) -> bool {
+    let t: Vec<char> = text.to_lowercase().chars().collect();
+    let p: Vec<char> = pat.to_lowercase().chars().collect();
+    // dp[j] = pattern[..i] matches text[..j]
+    let mut dp = vec![false; t.len() + 1];
+    dp[0] = true;
+    for &pc in &p {
+        let mut next = vec![false; t.len() + 1];
+        match pc {
+            '%' => {
+                let mut any = false;
+                for j in 0..=t.len() {
+                    any |= dp[j];
+                    next[j] = any;
+                }
+            }
+            _ => {
+                for j in 1..=t.len() {
+                    let lit = match pc {
+                        LIT_PERCENT => '%',
+                        LIT_UNDERSCORE => '_',
+                        c => c,
+                    };
+                    next[j] = dp[j - 1] && (pc == '_' || t[j - 1] == lit);
+                }
+            }
+        }
+        dp = next;
+    }
+    dp[t.len()]
+}
+
+fn eval(org: &Org, schema: &Schema, rec: &Rec, c: &Cond) -> bool {
+    match c {
+        Cond::And(a, b) => eval(org, schema, rec, a) && eval(org, schema, rec, b),
+        Cond::Or(a, b) => eval(org, schema, rec, a) || eval(org, schema, rec, b),
+        Cond::Not(a) => !eval(org, schema, rec, a),
+        Cond::Cmp(p, op, l) => {
+            let Some(r) = &p.r else { return false };
+            compare(r.ty(), &value(org, schema, rec, r), *op, l)
+        }
+        Cond::In(p, neg, ls) => {
+            let Some(r) = &p.r else { return false };
+            let v = value(org, schema, rec, r);
+            let hit = ls.iter().any(|l| compare(r.ty(), &v, Op::Eq, l));
+            hit != *neg
+        }
+        Cond::Like(p, pat) => {
+            let Some(r) = &p.r else { return false };
+            match value(org, schema, rec, r) {
+                Value::String(s) => like(&s, pat),
+                _ => false,
+            }
+        }
+    }
+}
+
+fn cmp_json(a: &Value, b: &Value) -> Ordering {
+    match (a, b) {
+        (Value::String(x), Value::String(y)) => x.to_lowercase().cmp(&y.to_lowercase()).then_with(|| x.cmp(y)),
+        (Value::Number(x), Value::Number(y)) => {
+            x.as_f64().unwrap_or(0.0).partial_cmp(&y.as_f64().unwrap_or(0.0)).unwrap_or(Ordering::Equal)
+        }
+        (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
+        _ => Ordering::Equal,
+    }
+}
+
+/// Evaluation context.
+pub(crate) struct Env<'a> {
+    pub(crate) org: &'a Org,
+    pub(crate) schema: &'a Schema,
+    pub(crate) version: &'a str,
+    /// Include soft-deleted records (queryAll).
+    pub(crate) all_rows: bool,
+    /// Deleted records older than this are purged from queryAll.
+    pub(crate) purge_before: DateTime<Utc>,
+}
+
+fn select_rows<'a>(env: &Env<'a>, q: &Query, candidates: Vec<&'a Rec>) -> Vec<&'a Rec> {
+    let mut rows: Vec<&Rec> = candidates
+        .into_iter()
+        .filter(|r| match r.deleted_at {
+            None => true,
+            Some(t) => env.all_rows && t >= env.purge_before,
+        })
+        .filter(|r| q.cond.as_ref().is_none_or(|c| eval(env.org, env.schema, r, c)))
+        .collect();
+    if !q.order.is_empty() {
+        rows.sort_by(|a, b| {
+            for k in &q.order {
+                let Some(r) = &k.path.r else { continue };
+                let (va, vb) = (value(env.org, env.schema, a, r), value(env.org, env.schema, b, r));
+                let o = match (va.is_null(), vb.is_null()) {
+                    (true, true) => Ordering::Equal,
+                    (true, false) => {
+                        if k.nulls_last {
+                            Ordering::Greater
+                        } else {
+                            Ordering::Less
+                        }
+                    }
+                    (false, true) => {
+                        if k.nulls_last {
+                            Ordering::Less
+                        } else {
+                            Ordering::Greater
+                        }
+                    }
+                    (false, false) => {
+                        let o = cmp_json(&va, &vb);
+                        if k.desc { o.reverse() } else { o }
+                    }
+                };
+                if o != Ordering::Equal {
+                    return o;
+                }
+            }
+            Ordering::Equal
+        });
+    }
+    let off = q.offset.unwrap_or(0);
+    rows.into_iter().skip(off).take(q.limit.unwrap_or(usize::MAX)).collect()
+}
+
+/// `{"type","url"}` for a record.
+pub(crate) fn attributes(version: &str, ty: &str, id: &str) -> Value {
+    json!({"type": ty, "url": format!("/services/data/{version}/sobjects/{ty}/{id}")})
+}
+
+fn render(env: &Env<'_>, q: &Query, rec: &Rec) -> Value {
+    let id = rec.fields.get("Id").and_then(Value::as_str).unwrap_or("");
+    let mut m = Map::new();
+    m.insert("attributes".into(), attributes(env.version, &q.from, id));
+    for item in &q.select {
+        match item {
+            Item::Count => {}
+            Item::Field(p) => match &p.r {
+                Some(FRef::Own { name, .. }) => {
+                    m.insert(name.clone(), rec.fields.get(name).cloned().unwrap_or(Value::Null));
+                }
+                Some(FRef::Parent { rel, via, name, .. }) => {
+                    let parent =
+                        rec.fields.get(via).and_then(Value::as_str).and_then(|pid| env.org.find(env.schema, pid));
+                    match parent {
+                        None => {
+                            m.insert(rel.clone(), Value::Null);
+                        }
+                        Some((pty, prec)) => {
+                            let pid = prec.fields.get("Id").and_then(Value::as_str).unwrap_or("");
+                            let entry = m
+                                .entry(rel.clone())
+                                .or_insert_with(|| json!({"attributes": attributes(env.version, pty, pid)}));
+                            if let Value::Object(o) = entry {
+                                o.insert(name.clone(), prec.fields.get(name).cloned().unwrap_or(Value::Null));
+                            }
+                        }
+                    }
+                }
+                None => {}
+            },
+            Item::Sub(sub, Some(cr)) => {
+                let kids: Vec<&Rec> = env
+                    .org
+                    .all(cr.child)
+                    .filter(|r| r.fields.get(cr.field).and_then(Value::as_str) == Some(id))
+                    .collect();
+                let inner = Env { all_rows: false, ..*env };
+                let rows = select_rows(&inner, sub, kids);
+                let val = if rows.is_empty() {
+                    Value::Null
+                } else {
+                    let records: Vec<Value> = rows.iter().map(|r| render(&inner, sub, r)).collect();
+                    json!({"totalSize": records.len(), "done": true, "records": records})
+                };
+                m.insert(cr.name.to_string(), val);
+            }
+            Item::Sub(_, None) => {}
+        }
+    }
+    Value::Object(m)
+}
+
+/// Runs a bound query; returns the rendered records (empty for COUNT()) and the total size.
+pub(crate) fn run(env: &Env<'_>, q: &Query) -> (Vec<Value>, usize) {
+    let rows = select_rows(env, q, env.org.all(&q.from).collect());
+    if q.is_count() {
+        return (Vec::new(), rows.len());
+    }
+    let records: Vec<Value> = rows.iter().map(|r| render(env, q, r)).collect();
+    let n = records.len();
+    (records, n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_matches_wildcards_and_escapes() {
+        assert!(like("Hello World", "hello%"));
+        assert!(like("Hello", "h_llo"));
+        assert!(!like("Hello", "h_lo"));
+        assert!(like("50% off", &format!("50{LIT_PERCENT} off")));
+        assert!(!like("50x off", &format!("50{LIT_PERCENT} off")));
+        assert!(like("", "%"));
+    }
+
+    #[test]
+    fn lexes_escapes_dates_and_symbols() {
+        let t =
+            lex(r"x = 'a\'b\\c\nd\u00e9' AND d > 2026-01-01T00:00:00+05:30 AND e <> 2026-02-03").unwrap_or_default();
+        assert_eq!(t[2], Tok::Str("a'b\\c\nd\u{e9}".into()));
+        assert!(matches!(t[6], Tok::DateTime(_)));
+        assert_eq!(t[9], Tok::Sym("!="));
+        assert!(lex(r"x = '\q'").is_err());
+        assert!(lex("x = 'open").is_err());
+    }
+}

@@ -1,0 +1,665 @@
+//! The in-memory org: records, validation and the derived fields a real org maintains.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use serde_json::{Map, Value};
+
+use super::errors::SalesforceApiError as E;
+use super::schema::{Access, FType, FieldDef, ObjDef, Schema};
+use crate::sfid;
+
+/// Formats a datetime the way the REST API does (`2026-01-01T00:00:00.000+0000`).
+pub(crate) fn fmt_dt(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.3f+0000").to_string()
+}
+
+/// Parses an ISO 8601 datetime with `Z`, `+hh:mm` or `+hhmm` (no offset means UTC).
+pub(crate) fn parse_dt(s: &str) -> Option<DateTime<Utc>> {
+    let s = s.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    for f in ["%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%dT%H:%M:%S%z"] {
+        if let Ok(t) = DateTime::parse_from_str(s, f) {
+            return Some(t.with_timezone(&Utc));
+        }
+    }
+    for f in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S"] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, f) {
+            return Some(t.and_utc());
+        }
+    }
+    None
+}
+
+/// Parses `YYYY-MM-DD`.
+pub(crate) fn parse_date(s: &str) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").ok()
+}
+
+/// One stored record.
+#[derive(Debug, Clone)]
+pub(crate) struct Rec {
+    pub(crate) fields: Map<String, Value>,
+    pub(crate) deleted_at: Option<DateTime<Utc>>,
+}
+
+/// An undo entry: the type, id and prior state (None = did not exist).
+pub(crate) type Undo = (&'static str, String, Option<Rec>);
+
+/// Who/when of a write.
+pub(crate) struct WriteCtx<'a> {
+    pub(crate) schema: &'a Schema,
+    pub(crate) now: DateTime<Utc>,
+    pub(crate) user: &'a str,
+}
+
+/// Result of a lead conversion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConvertResult {
+    /// The (new or merged) Contact id.
+    pub contact_id: String,
+    /// The (new or existing) Account id.
+    pub account_id: String,
+    /// The new Opportunity id, when one was created.
+    pub opportunity_id: Option<String>,
+}
+
+/// All records.
+#[derive(Debug, Default)]
+pub(crate) struct Org {
+    recs: HashMap<&'static str, BTreeMap<String, Rec>>,
+    next: u64,
+    /// Undo log, recorded while `Some` (allOrNone collections).
+    pub(crate) journal: Option<Vec<Undo>>,
+}
+
+fn label(field: &str) -> String {
+    match field {
+        "WhoId" => "Name ID".into(),
+        "WhatId" => "Related To ID".into(),
+        f => match f.strip_suffix("Id") {
+            Some(r) => format!("{r} ID"),
+            None => f.to_string(),
+        },
+    }
+}
+
+fn is_email(s: &str) -> bool {
+    let mut parts = s.split('@');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(l), Some(d), None) => {
+            !l.is_empty()
+                && d.contains('.')
+                && !d.starts_with('.')
+                && !d.ends_with('.')
+                && !s.contains(char::is_whitespace)
+        }
+        _ => false,
+    }
+}
+
+fn text_of(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn parser_err(f: &FieldDef, v: &Value) -> E {
+    E::json_parser(format!(
+        "Cannot deserialize instance of {} from {} value {v} for field {}",
+        f.ty.describe_name(),
+        kind(v),
+        f.name
+    ))
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::String(_) => "VALUE_STRING",
+        Value::Number(_) => "VALUE_NUMBER",
+        Value::Bool(_) => "VALUE_BOOLEAN",
+        Value::Array(_) => "START_ARRAY",
+        Value::Object(_) => "START_OBJECT",
+        Value::Null => "VALUE_NULL",
+    }
+}
+
+/// Converts an input value to the stored representation of a field.
+pub(crate) fn coerce(f: &FieldDef, v: &Value) -> Result<Value, E> {
+    if v.is_null() {
+        return Ok(if f.ty == FType::Bool { Value::Bool(false) } else { Value::Null });
+    }
+    match &f.ty {
+        FType::Id | FType::Ref(_) => {
+            let s = text_of(v).ok_or_else(|| parser_err(f, v))?;
+            if s.is_empty() {
+                return Ok(Value::Null);
+            }
+            match sfid::to18(&s) {
+                Some(id) => Ok(Value::String(id)),
+                None => Err(E::bad(
+                    if matches!(f.name.as_str(), "WhoId" | "WhatId") {
+                        "FIELD_INTEGRITY_EXCEPTION"
+                    } else {
+                        "MALFORMED_ID"
+                    },
+                    format!("{}: id value of incorrect type: {s}", label(&f.name)),
+                )
+                .with_fields([f.name.clone()])),
+            }
+        }
+        FType::Str(max) => {
+            let s = text_of(v).ok_or_else(|| parser_err(f, v))?;
+            if s.chars().count() > *max {
+                return Err(E::bad(
+                    "STRING_TOO_LONG",
+                    format!("{}: data value too large: {s} (max length={max})", f.name),
+                )
+                .with_fields([f.name.clone()]));
+            }
+            Ok(if s.is_empty() { Value::Null } else { Value::String(s) })
+        }
+        FType::Email => {
+            let s = text_of(v).ok_or_else(|| parser_err(f, v))?;
+            if s.is_empty() {
+                return Ok(Value::Null);
+            }
+            if s.chars().count() > 80 || !is_email(&s) {
+                return Err(E::bad("INVALID_EMAIL_ADDRESS", format!("{}: invalid email address: {s}", f.name))
+                    .with_fields([f.name.clone()]));
+            }
+            Ok(Value::String(s))
+        }
+        FType::Bool => match v {
+            Value::Bool(b) => Ok(Value::Bool(*b)),
+            Value::String(s) if s.eq_ignore_ascii_case("true") => Ok(Value::Bool(true)),
+            Value::String(s) if s.eq_ignore_ascii_case("false") => Ok(Value::Bool(false)),
+            _ => Err(parser_err(f, v)),
+        },
+        FType::Int => match v {
+            Value::Number(n) if n.is_i64() => Ok(v.clone()),
+            Value::Number(n) => n.as_f64().map(|x| Value::from(x.round() as i64)).ok_or_else(|| parser_err(f, v)),
+            Value::String(s) => s.trim().parse::<i64>().map(Value::from).map_err(|_| parser_err(f, v)),
+            _ => Err(parser_err(f, v)),
+        },
+        FType::Num => match v {
+            Value::Number(_) => Ok(v.clone()),
+            Value::String(s) => s.trim().parse::<f64>().map(Value::from).map_err(|_| parser_err(f, v)),
+            _ => Err(parser_err(f, v)),
+        },
+        FType::Date => {
+            let s = text_of(v).ok_or_else(|| parser_err(f, v))?;
+            let d = parse_date(&s).or_else(|| parse_dt(&s).map(|t| t.date_naive()));
+            d.map(|d| Value::String(d.format("%Y-%m-%d").to_string())).ok_or_else(|| parser_err(f, v))
+        }
+        FType::DateTime => {
+            let s = text_of(v).ok_or_else(|| parser_err(f, v))?;
+            parse_dt(&s).map(|t| Value::String(fmt_dt(t))).ok_or_else(|| parser_err(f, v))
+        }
+        FType::Pick(values) => {
+            let s = text_of(v).ok_or_else(|| parser_err(f, v))?;
+            if s.is_empty() {
+                return Ok(Value::Null);
+            }
+            if values.contains(&s) {
+                Ok(Value::String(s))
+            } else {
+                Err(E::bad(
+                    "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+                    format!("{}: bad value for restricted picklist field: {s}", f.name),
+                )
+                .with_fields([f.name.clone()]))
+            }
+        }
+        FType::Any => match v {
+            Value::Array(_) | Value::Object(_) => Err(parser_err(f, v)),
+            _ => Ok(v.clone()),
+        },
+    }
+}
+
+fn s<'a>(m: &'a Map<String, Value>, k: &str) -> Option<&'a str> {
+    m.get(k).and_then(Value::as_str)
+}
+
+impl Org {
+    fn map(&self, ty: &str) -> Option<&BTreeMap<String, Rec>> {
+        self.recs.iter().find(|(k, _)| **k == ty).map(|(_, v)| v)
+    }
+
+    /// A record by type and (15/18-char) id, deleted ones included.
+    pub(crate) fn get(&self, ty: &str, id: &str) -> Option<&Rec> {
+        let id = sfid::to18(id)?;
+        self.map(ty)?.get(&id)
+    }
+
+    /// A record of any type by id.
+    pub(crate) fn find(&self, schema: &Schema, id: &str) -> Option<(&'static str, &Rec)> {
+        let o = schema.by_prefix(id)?;
+        self.get(o.name, id).map(|r| (o.name, r))
+    }
+
+    /// All records of a type, in id order, deleted ones included.
+    pub(crate) fn all(&self, ty: &str) -> impl Iterator<Item = &Rec> {
+        self.map(ty).into_iter().flat_map(|m| m.values())
+    }
+
+    fn put(&mut self, ty: &'static str, id: String, rec: Rec) {
+        let map = self.recs.entry(ty).or_default();
+        if let Some(j) = self.journal.as_mut() {
+            j.push((ty, id.clone(), map.get(&id).cloned()));
+        }
+        map.insert(id, rec);
+    }
+
+    /// Restores the state before the journalled writes.
+    pub(crate) fn rollback(&mut self, undo: Vec<Undo>) {
+        for (ty, id, prev) in undo.into_iter().rev() {
+            let map = self.recs.entry(ty).or_default();
+            match prev {
+                Some(r) => {
+                    map.insert(id, r);
+                }
+                None => {
+                    map.remove(&id);
+                }
+            }
+        }
+    }
+
+    fn mint(&mut self, prefix: &str) -> String {
+        loop {
+            self.next += 1;
+            let id = sfid::mint(prefix, 10_000_000 + self.next);
+            let taken = self.recs.values().any(|m| m.contains_key(&id));
+            if !taken {
+                return id;
+            }
+        }
+    }
+
+    /// Applies input fields onto `base` with access and type checks.
+    fn apply_input(
+        obj: &ObjDef,
+        base: &mut Map<String, Value>,
+        input: &Map<String, Value>,
+        create: bool,
+    ) -> Result<Vec<String>, E> {
+        let mut touched = Vec::new();
+        let mut readonly = Vec::new();
+        for (k, v) in input {
+            if k == "attributes" {
+                continue;
+            }
+            let Some(f) = obj.field(k) else {
+                return Err(E::invalid_field(format!("No such column '{k}' on sobject of type {}", obj.name)));
+            };
+            if f.name == "Id" {
+                if create {
+                    return Err(E::invalid_field("cannot specify Id in an insert call").with_fields(["Id"]));
+                }
+                continue;
+            }
+            let writable = match f.access {
+                Access::Write => true,
+                Access::CreateOnly => create,
+                Access::ReadOnly => false,
+            };
+            if !writable {
+                readonly.push(f.name.clone());
+                continue;
+            }
+            let val = coerce(f, v)?;
+            base.insert(f.name.clone(), val);
+            touched.push(f.name.clone());
+        }
+        if !readonly.is_empty() {
+            return Err(E::bad(
+                "INVALID_FIELD_FOR_INSERT_UPDATE",
+                format!(
+                    "Unable to create/update fields: {}. Please check the security settings of this field and verify that it is read/write for your profile or permission set.",
+                    readonly.join(", ")
+                ),
+            )
+            .with_fields(readonly));
+        }
+        Ok(touched)
+    }
+
+    fn check_refs(&self, cx: &WriteCtx<'_>, obj: &ObjDef, m: &Map<String, Value>, touched: &[String]) -> Result<(), E> {
+        for name in touched {
+            let Some(f) = obj.field(name) else { continue };
+            let FType::Ref(targets) = f.ty else { continue };
+            let Some(id) = s(m, &f.name) else { continue };
+            let target = cx.schema.by_prefix(id).filter(|o| targets.contains(&o.name));
+            let Some(target) = target else {
+                return Err(E::bad(
+                    "FIELD_INTEGRITY_EXCEPTION",
+                    format!("{}: id value of incorrect type: {id}", label(&f.name)),
+                )
+                .with_fields([f.name.clone()]));
+            };
+            let Some(rec) = self.get(target.name, id) else {
+                return Err(
+                    E::bad("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id").with_fields([f.name.clone()])
+                );
+            };
+            if rec.deleted_at.is_some() {
+                return Err(E::bad("ENTITY_IS_DELETED", "entity is deleted").with_fields([f.name.clone()]));
+            }
+            if target.name == "Lead" && rec.fields.get("IsConverted") == Some(&Value::Bool(true)) {
+                return Err(E::bad("CANNOT_UPDATE_CONVERTED_LEAD", "cannot reference converted lead")
+                    .with_fields([f.name.clone()]));
+            }
+            if target.name == "User" && rec.fields.get("IsActive") == Some(&Value::Bool(false)) {
+                return Err(E::bad("INACTIVE_OWNER_OR_USER", "operation performed with inactive user")
+                    .with_fields([f.name.clone()]));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_required_unique(&self, obj: &ObjDef, m: &Map<String, Value>, self_id: Option<&str>) -> Result<(), E> {
+        let missing: Vec<String> = obj
+            .fields
+            .iter()
+            .filter(|f| f.required && m.get(&f.name).is_none_or(Value::is_null))
+            .map(|f| f.name.clone())
+            .collect();
+        if !missing.is_empty() {
+            return Err(E::bad(
+                "REQUIRED_FIELD_MISSING",
+                format!("Required fields are missing: [{}]", missing.join(", ")),
+            )
+            .with_fields(missing));
+        }
+        for f in obj.fields.iter().filter(|f| f.unique) {
+            let Some(v) = m.get(&f.name).and_then(text_of) else { continue };
+            let dup = self.all(obj.name).find(|r| {
+                r.deleted_at.is_none()
+                    && s(&r.fields, "Id") != self_id
+                    && r.fields.get(&f.name).and_then(text_of).is_some_and(|x| x.eq_ignore_ascii_case(&v))
+            });
+            if let Some(d) = dup {
+                return Err(E::bad(
+                    "DUPLICATE_VALUE",
+                    format!(
+                        "duplicate value found: {} duplicates value on record with id: {}",
+                        f.name,
+                        s(&d.fields, "Id").unwrap_or("")
+                    ),
+                )
+                .with_fields([f.name.clone()]));
+            }
+        }
+        Ok(())
+    }
+
+    fn derive(&self, cx: &WriteCtx<'_>, ty: &str, m: &mut Map<String, Value>, prev: Option<&Map<String, Value>>) {
+        if matches!(ty, "User" | "Contact" | "Lead") {
+            let name = [s(m, "FirstName"), s(m, "LastName")].into_iter().flatten().collect::<Vec<_>>().join(" ");
+            m.insert("Name".into(), if name.is_empty() { Value::Null } else { Value::String(name) });
+        }
+        if ty == "Opportunity" {
+            let stage = s(m, "StageName").unwrap_or("").to_string();
+            m.insert("IsClosed".into(), Value::Bool(stage.starts_with("Closed")));
+            m.insert("IsWon".into(), Value::Bool(stage == "Closed Won"));
+        }
+        if ty == "Task" {
+            let closed = s(m, "Status") == Some("Completed");
+            let was_closed = prev.is_some_and(|p| p.get("IsClosed") == Some(&Value::Bool(true)));
+            m.insert("IsClosed".into(), Value::Bool(closed));
+            if !closed {
+                m.insert("CompletedDateTime".into(), Value::Null);
+            } else if !was_closed {
+                m.insert("CompletedDateTime".into(), Value::String(fmt_dt(cx.now)));
+            }
+            m.insert("IsHighPriority".into(), Value::Bool(s(m, "Priority") == Some("High")));
+            let what = s(m, "WhatId").map(str::to_string);
+            let who = s(m, "WhoId").map(str::to_string);
+            let mut account = None;
+            if let Some(w) = what.as_deref() {
+                if w.starts_with("001") {
+                    account = Some(w.to_string());
+                } else if let Some(o) = self.get("Opportunity", w) {
+                    account = s(&o.fields, "AccountId").map(str::to_string);
+                }
+            }
+            if account.is_none()
+                && let Some(c) = who.as_deref().and_then(|w| self.get("Contact", w))
+            {
+                account = s(&c.fields, "AccountId").map(str::to_string);
+            }
+            m.insert("AccountId".into(), account.map_or(Value::Null, Value::String));
+        }
+        let now = Value::String(fmt_dt(cx.now));
+        m.insert("LastModifiedDate".into(), now.clone());
+        m.insert("SystemModstamp".into(), now);
+        m.insert("LastModifiedById".into(), Value::String(cx.user.to_string()));
+    }
+
+    fn defaults(cx: &WriteCtx<'_>, obj: &ObjDef) -> Map<String, Value> {
+        let mut m = Map::new();
+        for f in &obj.fields {
+            m.insert(f.name.clone(), if f.ty == FType::Bool { Value::Bool(false) } else { Value::Null });
+        }
+        let mut set = |k: &str, v: Value| {
+            if m.contains_key(k) {
+                m.insert(k.to_string(), v);
+            }
+        };
+        if obj.field("OwnerId").is_some_and(|f| f.access == Access::Write) {
+            set("OwnerId", Value::String(cx.user.to_string()));
+        }
+        match obj.name {
+            "Lead" => set("Status", Value::String("Open - Not Contacted".into())),
+            "Task" => {
+                set("Status", Value::String("Not Started".into()));
+                set("Priority", Value::String("Normal".into()));
+                set("TaskSubtype", Value::String("Task".into()));
+            }
+            "User" => set("IsActive", Value::Bool(true)),
+            "Group" => set("Type", Value::String("Queue".into())),
+            _ => {}
+        }
+        let now = Value::String(fmt_dt(cx.now));
+        set("CreatedDate", now);
+        set("CreatedById", Value::String(cx.user.to_string()));
+        m
+    }
+
+    /// Creates a record, minting an id unless `forced_id` is given (seeding).
+    pub(crate) fn create(
+        &mut self,
+        cx: &WriteCtx<'_>,
+        ty: &str,
+        input: &Map<String, Value>,
+        forced_id: Option<&str>,
+    ) -> Result<String, E> {
+        let obj = cx.schema.obj(ty).ok_or_else(E::not_found)?;
+        let mut m = Self::defaults(cx, obj);
+        let mut touched = Self::apply_input(obj, &mut m, input, true)?;
+        if obj.field("OwnerId").is_some() {
+            touched.push("OwnerId".into());
+        }
+        self.check_required_unique(obj, &m, None)?;
+        self.check_refs(cx, obj, &m, &touched)?;
+        let id = match forced_id.and_then(sfid::to18) {
+            Some(id) => id,
+            None => self.mint(obj.prefix),
+        };
+        m.insert("Id".into(), Value::String(id.clone()));
+        self.derive(cx, obj.name, &mut m, None);
+        self.put(obj.name, id.clone(), Rec { fields: m, deleted_at: None });
+        Ok(id)
+    }
+
+    fn live<'o>(&'o self, obj: &ObjDef, id: &str) -> Result<(String, &'o Rec), E> {
+        let id18 = sfid::to18(id).filter(|i| i.starts_with(obj.prefix)).ok_or_else(E::not_found)?;
+        let rec = self.get(obj.name, &id18).ok_or_else(E::not_found)?;
+        if rec.deleted_at.is_some() {
+            return Err(E::entity_deleted());
+        }
+        Ok((id18, rec))
+    }
+
+    /// Updates a record.
+    pub(crate) fn update(
+        &mut self,
+        cx: &WriteCtx<'_>,
+        ty: &str,
+        id: &str,
+        input: &Map<String, Value>,
+    ) -> Result<(), E> {
+        let obj = cx.schema.obj(ty).ok_or_else(E::not_found)?;
+        let (id18, rec) = self.live(obj, id)?;
+        if obj.name == "Lead" && rec.fields.get("IsConverted") == Some(&Value::Bool(true)) {
+            return Err(E::bad("CANNOT_UPDATE_CONVERTED_LEAD", "cannot reference converted lead"));
+        }
+        let prev = rec.fields.clone();
+        let mut m = prev.clone();
+        let touched = Self::apply_input(obj, &mut m, input, false)?;
+        self.check_required_unique(obj, &m, Some(&id18))?;
+        self.check_refs(cx, obj, &m, &touched)?;
+        self.derive(cx, obj.name, &mut m, Some(&prev));
+        self.put(obj.name, id18, Rec { fields: m, deleted_at: None });
+        Ok(())
+    }
+
+    /// Soft-deletes a record.
+    pub(crate) fn delete(&mut self, cx: &WriteCtx<'_>, ty: &str, id: &str) -> Result<(), E> {
+        let obj = cx.schema.obj(ty).ok_or_else(E::not_found)?;
+        if !obj.deletable {
+            return Err(E::bad("INSUFFICIENT_ACCESS_OR_READONLY", "insufficient access rights on object id"));
+        }
+        let (id18, rec) = self.live(obj, id)?;
+        let mut rec = rec.clone();
+        let now = Value::String(fmt_dt(cx.now));
+        rec.fields.insert("IsDeleted".into(), Value::Bool(true));
+        rec.fields.insert("SystemModstamp".into(), now.clone());
+        rec.fields.insert("LastModifiedDate".into(), now);
+        rec.deleted_at = Some(cx.now);
+        self.put(obj.name, id18, rec);
+        Ok(())
+    }
+
+    /// Ids of live records whose field matches a value (case-insensitive).
+    pub(crate) fn find_by(&self, ty: &str, field: &str, value: &str) -> Vec<String> {
+        self.all(ty)
+            .filter(|r| r.deleted_at.is_none())
+            .filter(|r| r.fields.get(field).and_then(text_of).is_some_and(|x| x.eq_ignore_ascii_case(value)))
+            .filter_map(|r| s(&r.fields, "Id").map(str::to_string))
+            .collect()
+    }
+
+    /// Converts a lead (contact and account merged when given, optional opportunity).
+    pub(crate) fn convert_lead(
+        &mut self,
+        cx: &WriteCtx<'_>,
+        lead_id: &str,
+        contact_id: Option<&str>,
+        account_id: Option<&str>,
+        create_opportunity: bool,
+    ) -> Result<ConvertResult, E> {
+        let lead_obj = cx.schema.obj("Lead").ok_or_else(E::not_found)?;
+        let (lead_id, lead) = self.live(lead_obj, lead_id)?;
+        let lead = lead.fields.clone();
+        if lead.get("IsConverted") == Some(&Value::Bool(true)) {
+            return Err(E::bad("CANNOT_UPDATE_CONVERTED_LEAD", "cannot reference converted lead"));
+        }
+        let owner = s(&lead, "OwnerId").filter(|o| o.starts_with("005")).unwrap_or(cx.user).to_string();
+        let pick = |keys: &[&str]| {
+            let mut m = Map::new();
+            for k in keys {
+                if let Some(v) = lead.get(*k).filter(|v| !v.is_null() && **v != Value::Bool(false)) {
+                    m.insert((*k).to_string(), v.clone());
+                }
+            }
+            m
+        };
+        let account_id = match account_id {
+            Some(a) => {
+                let obj = cx.schema.obj("Account").ok_or_else(E::not_found)?;
+                self.live(obj, a)
+                    .map_err(|_| {
+                        E::bad("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id").with_fields(["accountId"])
+                    })?
+                    .0
+            }
+            None => {
+                let mut m = Map::new();
+                m.insert("Name".into(), lead.get("Company").cloned().unwrap_or(Value::Null));
+                m.insert("OwnerId".into(), Value::String(owner.clone()));
+                self.create(cx, "Account", &m, None)?
+            }
+        };
+        let contact_keys =
+            ["FirstName", "LastName", "Email", "Title", "Phone", "LeadSource", "HasOptedOutOfEmail", "DoNotCall"];
+        let contact_id = match contact_id {
+            Some(c) => {
+                let obj = cx.schema.obj("Contact").ok_or_else(E::not_found)?;
+                let (cid, rec) = self.live(obj, c).map_err(|_| {
+                    E::bad("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id").with_fields(["contactId"])
+                })?;
+                let existing = rec.fields.clone();
+                let mut fill = Map::new();
+                for (k, v) in pick(&contact_keys) {
+                    if existing.get(&k).is_none_or(|x| x.is_null() || *x == Value::Bool(false)) {
+                        fill.insert(k, v);
+                    }
+                }
+                if existing.get("AccountId").is_none_or(Value::is_null) {
+                    fill.insert("AccountId".into(), Value::String(account_id.clone()));
+                }
+                self.update(cx, "Contact", &cid, &fill)?;
+                cid
+            }
+            None => {
+                let mut m = pick(&contact_keys);
+                m.insert("AccountId".into(), Value::String(account_id.clone()));
+                m.insert("OwnerId".into(), Value::String(owner.clone()));
+                self.create(cx, "Contact", &m, None)?
+            }
+        };
+        let opportunity_id = if create_opportunity {
+            let mut m = Map::new();
+            m.insert("Name".into(), Value::String(format!("{}-", s(&lead, "Company").unwrap_or("Opportunity"))));
+            m.insert("StageName".into(), Value::String("Prospecting".into()));
+            m.insert("CloseDate".into(), Value::String((cx.now + Duration::days(30)).format("%Y-%m-%d").to_string()));
+            m.insert("AccountId".into(), Value::String(account_id.clone()));
+            m.insert("OwnerId".into(), Value::String(owner.clone()));
+            let opp = self.create(cx, "Opportunity", &m, None)?;
+            let mut r = Map::new();
+            r.insert("OpportunityId".into(), Value::String(opp.clone()));
+            r.insert("ContactId".into(), Value::String(contact_id.clone()));
+            r.insert("IsPrimary".into(), Value::Bool(true));
+            self.create(cx, "OpportunityContactRole", &r, None)?;
+            Some(opp)
+        } else {
+            None
+        };
+        // Activities follow the person to the contact.
+        let tasks: Vec<String> = self.find_by("Task", "WhoId", &lead_id);
+        for t in tasks {
+            let mut m = Map::new();
+            m.insert("WhoId".into(), Value::String(contact_id.clone()));
+            self.update(cx, "Task", &t, &m)?;
+        }
+        if let Some(rec) = self.get("Lead", &lead_id).cloned() {
+            let mut m = rec.fields.clone();
+            m.insert("IsConverted".into(), Value::Bool(true));
+            m.insert("ConvertedDate".into(), Value::String(cx.now.format("%Y-%m-%d").to_string()));
+            m.insert("ConvertedAccountId".into(), Value::String(account_id.clone()));
+            m.insert("ConvertedContactId".into(), Value::String(contact_id.clone()));
+            m.insert("ConvertedOpportunityId".into(), opportunity_id.clone().map_or(Value::Null, Value::String));
+            self.derive(cx, "Lead", &mut m, Some(&rec.fields));
+            self.put("Lead", lead_id, Rec { fields: m, deleted_at: None });
+        }
+        Ok(ConvertResult { contact_id, account_id, opportunity_id })
+    }
+}
