@@ -573,15 +573,23 @@ impl Store for PostgresStore {
              UPDATE outbox o SET state = 'in_flight', lease_owner = $1, lease_until = $2, attempts = o.attempts + 1 \
              FROM due WHERE o.id = due.id RETURNING {OUTBOX_COLS_O}"
         );
+        // A claim lost in a crash only puts its items back to pending, exactly as an expired lease
+        // would, and any later durable commit (a finish) flushes it: no need to wait for the WAL.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN; SET LOCAL synchronous_commit = off")
+            .await
+            .map_err(db("starting a claim transaction"))?;
         let rows = sqlx::query(&sql)
             .bind(worker)
             .bind(lease_end(now, lease))
             .bind(codec::target_str(target))
             .bind(micros(now))
             .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *tx)
             .await
             .map_err(db("claiming outbox items"))?;
+        tx.commit().await.map_err(db("committing a claim"))?;
         let mut items = rows.iter().map(outbox_from_row).collect::<Result<Vec<_>>>()?;
         items.sort_by_key(|i| i.id);
         Ok(items)
