@@ -783,3 +783,40 @@ async fn limits_header_and_daily_allocation() {
     let log = h.emu.call_log();
     assert!(log.iter().any(|c| c.status == 403 && c.error_code.as_deref() == Some("REQUEST_LIMIT_EXCEEDED")));
 }
+
+#[tokio::test]
+async fn seed_world_uses_the_seeded_ids_and_history() {
+    let h = H::default().await;
+    let world = seed::generate(400, 3);
+    h.emu.seed_world(&world);
+    h.emu.seed_world(&world);
+    for p in &world.people {
+        match (&p.sf_lead_id, &p.sf_contact_id) {
+            (Some(l), None) => {
+                let r = h.emu.get("Lead", l).unwrap();
+                assert_eq!(r["Email"], json!(p.email));
+                assert_eq!(r["OwnerId"], json!(p.owner_id));
+                assert_eq!(r["IsConverted"], false);
+                assert_eq!(r["HasOptedOutOfEmail"], p.unsubscribed);
+                assert_eq!(r["CreatedDate"], p.created_at.format("%Y-%m-%dT%H:%M:%S%.3f+0000").to_string());
+            }
+            (None, Some(c)) => {
+                let r = h.emu.get("Contact", c).unwrap();
+                assert_eq!(r["AccountId"], json!(p.sf_account_id));
+                if let Some(o) = &p.sf_opportunity_id {
+                    let opp = h.emu.get("Opportunity", o).unwrap();
+                    assert_eq!(
+                        (opp["IsClosed"].clone(), opp["AccountId"].clone()),
+                        (json!(false), json!(p.sf_account_id))
+                    );
+                }
+            }
+            _ => assert!(p.sf_type.is_none()),
+        }
+    }
+    let people = world.people.iter().filter(|p| p.sf_type.is_some()).count();
+    assert_eq!(h.emu.records("Lead").len() + h.emu.records("Contact").len(), people);
+    let opps = world.people.iter().filter(|p| p.sf_opportunity_id.is_some()).count();
+    assert_eq!(h.emu.records("OpportunityContactRole").len(), opps);
+    assert_eq!(h.emu.records("User").len(), world.users.len() + 1, "plus the integration user");
+}

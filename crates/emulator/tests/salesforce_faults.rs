@@ -156,3 +156,45 @@ async fn delay_and_ratio_faults() {
     assert_eq!(emu.records("Task").len(), 1 + 40 - failures);
     emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn long_running_requests_hit_the_concurrency_limit() {
+    let cfg = SalesforceConfig {
+        long_running_limit: 1,
+        long_running_threshold: Duration::from_millis(100),
+        ..SalesforceConfig::default()
+    };
+    let emu = SalesforceEmulator::start(cfg).await.unwrap();
+    let http = reqwest::Client::new();
+    let r: Value = http
+        .post(format!("{}/services/oauth2/token", emu.base_url()))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", emu.client_id()),
+            ("client_secret", emu.client_secret()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = r["access_token"].as_str().unwrap().to_string();
+    emu.set_faults(FaultPlan::new(
+        vec![FaultRule::new(Trigger::Nth(1), FaultAction::Delay(Duration::from_millis(600))).on_path("/limits")],
+        0,
+    ));
+    let slow = {
+        let (http, url, token) =
+            (http.clone(), format!("{}/services/data/v60.0/limits", emu.base_url()), token.clone());
+        tokio::spawn(async move { http.get(url).bearer_auth(token).send().await.unwrap().status().as_u16() })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (s, b) = create_task(&emu, &http, &token, "blocked").await.unwrap();
+    assert_eq!(
+        (s, b),
+        (403, json!([{"message": "ConcurrentPerOrgLongTxn Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}]))
+    );
+    assert_eq!(slow.await.unwrap(), 200);
+    assert_eq!(create_task(&emu, &http, &token, "fine").await.unwrap().0, 201);
+}

@@ -62,7 +62,10 @@
 //!   (≤2000). Text comparisons are case-insensitive. Errors: MALFORMED_QUERY, INVALID_FIELD,
 //!   INVALID_TYPE.
 //! - Limits: a rolling 24-hour allocation ([`SalesforceConfig::daily_api_limit`]) of data calls;
-//!   past it 403 REQUEST_LIMIT_EXCEEDED. Every `/services/data` response carries
+//!   past it 403 REQUEST_LIMIT_EXCEEDED (`TotalRequests Limit exceeded.`). While
+//!   [`SalesforceConfig::long_running_limit`] data requests have been running for at least
+//!   [`SalesforceConfig::long_running_threshold`] (only possible with latency or delay faults), new
+//!   ones get 403 REQUEST_LIMIT_EXCEEDED (`ConcurrentPerOrgLongTxn Limit exceeded.`). Every `/services/data` response carries
 //!   `Sforce-Limit-Info: api-usage=N/M`; `/limits` reports `DailyApiRequests` consistently.
 //! - Faults ([`SalesforceFault`] in a [`FaultPlan`]), consulted for every request (token endpoint
 //!   included) after authentication and the limit check: protocol errors, dropped connections
@@ -72,8 +75,8 @@
 //! - Session lifetime is absolute from issue, not an inactivity timeout.
 //! - Polymorphic parents (`Who`, `What`, `Owner`) render with the concrete type in `attributes`
 //!   (real orgs say `Name`); any field of any possible target may be selected.
-//! - No Bulk API, no `/composite` graph/batch, no Events, no sharing/permissions, no concurrency
-//!   limit for long-running requests, no cascade deletes, no undelete.
+//! - No Bulk API, no `/composite` graph/batch, no Events, no sharing/permissions, no cascade
+//!   deletes, no undelete, no per-app usage in `Sforce-Limit-Info`.
 //! - Calls rejected for an invalid session or the daily limit are not counted; every other data call
 //!   (including errors and injected faults) counts one. Token requests never count.
 //! - `/updated` and `/deleted` reject a start older than 30 days or not before end
@@ -140,6 +143,12 @@ pub struct SalesforceConfig {
     pub bind: SocketAddr,
     /// Latency added to every request.
     pub latency: Option<std::time::Duration>,
+    /// How many data requests may have been running for at least
+    /// [`SalesforceConfig::long_running_threshold`] before new ones get 403 REQUEST_LIMIT_EXCEEDED
+    /// (`ConcurrentPerOrgLongTxn Limit exceeded.`; default 25).
+    pub long_running_limit: usize,
+    /// When a running request counts as long-running (default 20 s).
+    pub long_running_threshold: std::time::Duration,
     /// Seed for ratio faults.
     pub fault_seed: u64,
 }
@@ -164,6 +173,8 @@ impl Default for SalesforceConfig {
             clock: Clock::System,
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             latency: None,
+            long_running_limit: 25,
+            long_running_threshold: std::time::Duration::from_secs(20),
             fault_seed: 0,
         }
     }
@@ -306,7 +317,9 @@ impl SalesforceEmulator {
 
     /// Loads a seeded world: users, and for every person with a Salesforce type their Lead or
     /// Contact (with Account, Opportunity and primary contact role), using the seeded ids.
-    /// Records that already exist are left alone.
+    /// Leads and Contacts get the person's `created_at`/`updated_at` as CreatedDate and
+    /// LastModifiedDate/SystemModstamp; other records are stamped with the clock. People without a
+    /// Salesforce type are skipped, and records that already exist are left alone.
     pub fn seed_world(&self, world: &SeedWorld) {
         self.shared.seed(world);
     }
@@ -400,11 +413,16 @@ impl SalesforceEmulator {
 impl Shared {
     fn seed(&self, world: &SeedWorld) {
         let _ = self.with_org(|org, cx| {
-            let put = |org: &mut store::Org, ty: &str, id: &str, m: Map<String, Value>| {
-                if org.find(cx.schema, id).is_none()
-                    && let Err(e) = org.create(cx, ty, &m, Some(id))
-                {
-                    tracing::warn!(%ty, %id, error = %e, "seed record rejected");
+            let put = |org: &mut store::Org, ty: &str, id: &str, m: Map<String, Value>| -> bool {
+                if org.find(cx.schema, id).is_some() {
+                    return false;
+                }
+                match org.create(cx, ty, &m, Some(id)) {
+                    Ok(_) => true,
+                    Err(e) => {
+                        tracing::warn!(%ty, %id, error = %e, "seed record rejected");
+                        false
+                    }
                 }
             };
             let obj = |pairs: Vec<(&str, Value)>| -> Map<String, Value> {
@@ -447,7 +465,9 @@ impl Shared {
                                 ),
                                 ("Status", Value::String("Open - Not Contacted".into())),
                             ]);
-                            put(org, "Lead", id, m);
+                            if put(org, "Lead", id, m) {
+                                org.set_times("Lead", id, p.created_at, p.updated_at.max(p.created_at));
+                            }
                         }
                     }
                     Some(SeedSfType::Contact) => {
@@ -459,7 +479,9 @@ impl Shared {
                             put(org, "Account", acct, m);
                         }
                         if let Some(id) = &p.sf_contact_id {
-                            put(org, "Contact", id, common(vec![("AccountId", opt(&p.sf_account_id))]));
+                            if put(org, "Contact", id, common(vec![("AccountId", opt(&p.sf_account_id))])) {
+                                org.set_times("Contact", id, p.created_at, p.updated_at.max(p.created_at));
+                            }
                             if let Some(opp) = &p.sf_opportunity_id {
                                 let close = (p.created_at + Duration::days(90)).format("%Y-%m-%d").to_string();
                                 let m = obj(vec![

@@ -3,7 +3,9 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -76,6 +78,33 @@ pub(crate) struct Shared {
     pub(crate) state: Mutex<State>,
     pub(crate) faults: Mutex<Arc<FaultPlan<SalesforceFault>>>,
     pub(crate) log: Mutex<Vec<SalesforceCall>>,
+    running: Mutex<HashMap<u64, Instant>>,
+    next_request: AtomicU64,
+}
+
+/// Removes a request from the running set when dropped.
+struct Running<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        lock(&self.shared.running).remove(&self.id);
+    }
+}
+
+impl Shared {
+    /// Registers a running data request; returns the guard and how many others are long-running.
+    fn start_request(&self, data: bool) -> (Running<'_>, usize) {
+        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let mut running = lock(&self.running);
+        let long = running.values().filter(|t| t.elapsed() >= self.config.long_running_threshold).count();
+        if data {
+            running.insert(id, Instant::now());
+        }
+        (Running { shared: self, id }, long)
+    }
 }
 
 impl Shared {
@@ -139,6 +168,8 @@ pub(crate) async fn serve(config: SalesforceConfig) -> std::io::Result<(Arc<Shar
         state: Mutex::new(state),
         faults: Mutex::new(Arc::new(FaultPlan::default())),
         log: Mutex::new(Vec::new()),
+        running: Mutex::new(HashMap::new()),
+        next_request: AtomicU64::new(0),
     });
     let mut user = serde_json::Map::new();
     user.insert("FirstName".into(), json!("Integration"));
@@ -238,6 +269,8 @@ enum Transport {
 }
 
 async fn handle(AxState(shared): AxState<Arc<Shared>>, req: Request) -> Response {
+    let is_data = req.uri().path().starts_with("/services/data/");
+    let (_running, long_running) = shared.start_request(is_data);
     if let Some(l) = shared.config.latency {
         tokio::time::sleep(l).await;
     }
@@ -300,6 +333,8 @@ async fn handle(AxState(shared): AxState<Arc<Shared>>, req: Request) -> Response
             };
             if !token_ok {
                 Reply::err(E::invalid_session())
+            } else if is_data && long_running >= shared.config.long_running_limit {
+                Reply::err(E::new(403, "REQUEST_LIMIT_EXCEEDED", "ConcurrentPerOrgLongTxn Limit exceeded."))
             } else if over {
                 Reply::err(E::new(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded."))
             } else {

@@ -548,6 +548,16 @@ impl Org {
         Ok(())
     }
 
+    /// Overrides the audit timestamps of a record (seeding history).
+    pub(crate) fn set_times(&mut self, ty: &str, id: &str, created: DateTime<Utc>, modified: DateTime<Utc>) {
+        let Some(id) = sfid::to18(id) else { return };
+        if let Some(rec) = self.recs.iter_mut().find(|(k, _)| **k == ty).and_then(|(_, m)| m.get_mut(&id)) {
+            rec.fields.insert("CreatedDate".into(), Value::String(fmt_dt(created)));
+            rec.fields.insert("LastModifiedDate".into(), Value::String(fmt_dt(modified)));
+            rec.fields.insert("SystemModstamp".into(), Value::String(fmt_dt(modified)));
+        }
+    }
+
     /// Ids of live records whose field matches a value (case-insensitive).
     pub(crate) fn find_by(&self, ty: &str, field: &str, value: &str) -> Vec<String> {
         self.all(ty)
