@@ -648,6 +648,21 @@ async fn upsert_by_external_id_twice_keeps_one_task() {
     assert_eq!(b[1]["errors"][0]["statusCode"], "DUPLICATE_EXTERNAL_ID");
     assert_eq!(b[2]["success"], false);
 
+    // A rolled-back upsert leaves no trace; a deleted record frees its external id.
+    let body = json!({"allOrNone": true, "records": [
+        {"attributes": {"type": "Task"}, "Salesync_Activity_Id__c": "r-1"},
+        {"attributes": {"type": "Task"}, "Salesync_Activity_Id__c": "r-2", "Type": "Nope"}
+    ]});
+    let (_, b) = h.call(Method::PATCH, path, Some(body)).await;
+    assert_eq!(b[0]["errors"][0]["statusCode"], "ALL_OR_NONE_OPERATION_ROLLED_BACK");
+    let one = json!({"records": [{"attributes": {"type": "Task"}, "Salesync_Activity_Id__c": "r-1"}]});
+    let (_, b) = h.call(Method::PATCH, path, Some(one.clone())).await;
+    assert_eq!(b[0]["created"], true, "{b}");
+    h.emu.delete("Task", b[0]["id"].as_str().unwrap()).unwrap();
+    let (_, b) = h.call(Method::PATCH, path, Some(one)).await;
+    assert_eq!(b[0]["created"], true, "{b}");
+    h.emu.delete("Task", b[0]["id"].as_str().unwrap()).unwrap();
+
     // Single-record upsert: 201 then 204.
     let p = "/sobjects/Task/Salesync_Activity_Id__c/act-3";
     let (s, b) = h.call(Method::PATCH, p, Some(json!({"Subject": "one"}))).await;

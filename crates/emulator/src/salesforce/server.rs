@@ -158,6 +158,11 @@ pub(crate) async fn serve(config: SalesforceConfig) -> std::io::Result<(Arc<Shar
     let schema = Schema::new(&config);
     let mut state = State::default();
     state.tokens.refresh = config.refresh_token.clone();
+    for o in &schema.objects {
+        for f in o.fields.iter().filter(|f| f.external_id) {
+            state.org.index_field(o.name, &f.name);
+        }
+    }
     let shared = Arc::new(Shared {
         base_url: format!("http://{addr}"),
         addr,

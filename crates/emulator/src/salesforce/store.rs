@@ -1,6 +1,6 @@
 //! The in-memory org: records, validation and the derived fields a real org maintains.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde_json::{Map, Value};
@@ -73,6 +73,8 @@ pub(crate) struct Org {
     next: u64,
     /// Undo log, recorded while `Some` (allOrNone collections).
     pub(crate) journal: Option<Vec<Undo>>,
+    /// Live records by (type, field) → lower-cased value → ids, for external-id fields.
+    index: HashMap<(String, String), HashMap<String, BTreeSet<String>>>,
 }
 
 fn label(field: &str) -> String {
@@ -249,17 +251,50 @@ impl Org {
         self.map(ty).into_iter().flat_map(|m| m.values())
     }
 
-    fn put(&mut self, ty: &'static str, id: String, rec: Rec) {
-        let map = self.recs.entry(ty).or_default();
-        if let Some(j) = self.journal.as_mut() {
-            j.push((ty, id.clone(), map.get(&id).cloned()));
+    /// Maintains a value index on a field (used for external ids).
+    pub(crate) fn index_field(&mut self, ty: &str, field: &str) {
+        self.index.entry((ty.to_string(), field.to_string())).or_default();
+    }
+
+    fn reindex(&mut self, ty: &str, id: &str, old: Option<&Rec>, new: Option<&Rec>) {
+        let live = |r: Option<&Rec>, f: &str| {
+            r.filter(|r| r.deleted_at.is_none())
+                .and_then(|r| r.fields.get(f))
+                .and_then(text_of)
+                .map(|v| v.to_lowercase())
+        };
+        for ((t, f), idx) in self.index.iter_mut() {
+            if t != ty {
+                continue;
+            }
+            if let Some(v) = live(old, f)
+                && let Some(ids) = idx.get_mut(&v)
+            {
+                ids.remove(id);
+                if ids.is_empty() {
+                    idx.remove(&v);
+                }
+            }
+            if let Some(v) = live(new, f) {
+                idx.entry(v).or_default().insert(id.to_string());
+            }
         }
-        map.insert(id, rec);
+    }
+
+    fn put(&mut self, ty: &'static str, id: String, rec: Rec) {
+        let prev = self.recs.entry(ty).or_default().get(&id).cloned();
+        self.reindex(ty, &id, prev.as_ref(), Some(&rec));
+        if let Some(j) = self.journal.as_mut() {
+            j.push((ty, id.clone(), prev));
+        }
+        self.recs.entry(ty).or_default().insert(id, rec);
     }
 
     /// Restores the state before the journalled writes.
     pub(crate) fn rollback(&mut self, undo: Vec<Undo>) {
         for (ty, id, prev) in undo.into_iter().rev() {
+            let cur = self.recs.entry(ty).or_default().get(&id).cloned();
+            self.reindex(ty, &id, cur.as_ref(), prev.as_ref());
             let map = self.recs.entry(ty).or_default();
             match prev {
                 Some(r) => {
@@ -380,19 +415,11 @@ impl Org {
         }
         for f in obj.fields.iter().filter(|f| f.unique) {
             let Some(v) = m.get(&f.name).and_then(text_of) else { continue };
-            let dup = self.all(obj.name).find(|r| {
-                r.deleted_at.is_none()
-                    && s(&r.fields, "Id") != self_id
-                    && r.fields.get(&f.name).and_then(text_of).is_some_and(|x| x.eq_ignore_ascii_case(&v))
-            });
+            let dup = self.find_by(obj.name, &f.name, &v).into_iter().find(|id| Some(id.as_str()) != self_id);
             if let Some(d) = dup {
                 return Err(E::bad(
                     "DUPLICATE_VALUE",
-                    format!(
-                        "duplicate value found: {} duplicates value on record with id: {}",
-                        f.name,
-                        s(&d.fields, "Id").unwrap_or("")
-                    ),
+                    format!("duplicate value found: {} duplicates value on record with id: {}", f.name, d),
                 )
                 .with_fields([f.name.clone()]));
             }
@@ -560,6 +587,9 @@ impl Org {
 
     /// Ids of live records whose field matches a value (case-insensitive).
     pub(crate) fn find_by(&self, ty: &str, field: &str, value: &str) -> Vec<String> {
+        if let Some(idx) = self.index.get(&(ty.to_string(), field.to_string())) {
+            return idx.get(&value.to_lowercase()).map(|ids| ids.iter().cloned().collect()).unwrap_or_default();
+        }
         self.all(ty)
             .filter(|r| r.deleted_at.is_none())
             .filter(|r| r.fields.get(field).and_then(text_of).is_some_and(|x| x.eq_ignore_ascii_case(value)))
