@@ -611,6 +611,18 @@ async fn collections_create_update_delete_and_all_or_none() {
     let (_, b) = h.call(Method::DELETE, &format!("/composite/sobjects?ids={task}"), None).await;
     assert_eq!(b[0]["errors"][0]["statusCode"], "ENTITY_IS_DELETED");
 
+    let (s, b) = h.get(&format!("/composite/sobjects/Task?ids={task},00T5g000000000000A&fields=Id,IsDeleted")).await;
+    assert_eq!(s, 200);
+    assert_eq!(b[1], Value::Null);
+    let live = h.emu.insert("Task", obj(json!({"Subject": "live"}))).unwrap();
+    let (_, b) = h.get(&format!("/composite/sobjects/Task?ids={live}&fields=Subject")).await;
+    assert_eq!(b[0]["Subject"], "live");
+    assert!(b[0].get("Status").is_none());
+    let rows = h.emu.query(&format!("SELECT Id, IsDeleted FROM Task WHERE Id = '{task}'"), true).unwrap();
+    assert_eq!(rows[0]["IsDeleted"], true);
+    assert!(h.emu.query(&format!("SELECT Id FROM Task WHERE Id = '{task}'"), false).unwrap().is_empty());
+    assert_eq!(h.emu.query("SELECT Nope FROM Task", false).unwrap_err().error_code, "INVALID_FIELD");
+
     let too_many: Vec<Value> = (0..201).map(|_| json!({"attributes": {"type": "Task"}})).collect();
     let (s, b) = h.call(Method::POST, "/composite/sobjects", Some(json!({"records": too_many}))).await;
     assert_eq!((s, code(&b)), (400, "EXCEEDED_ID_LIMIT"));

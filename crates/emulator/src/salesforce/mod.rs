@@ -51,6 +51,7 @@
 //!   `sobjects` (describeGlobal), `sobjects/{T}` (POST create), `sobjects/{T}/describe` (fields with
 //!   picklist values), `sobjects/{T}/{id}` (GET `?fields=`, PATCH, DELETE),
 //!   `sobjects/{T}/{ExtField}/{value}` (GET; PATCH upsert 201/204/300),
+//!   `composite/sobjects/{T}?ids=&fields=` (GET retrieve, `null` for missing ids),
 //!   `composite/sobjects` (POST create, PATCH update, DELETE `?ids=`, ≤200, `allOrNone` with
 //!   ALL_OR_NONE_OPERATION_ROLLED_BACK), `composite/sobjects/{T}/{ExtField}` (PATCH upsert with
 //!   `created`), `sobjects/{T}/updated/` and `/deleted/`, `limits`.
@@ -379,6 +380,24 @@ impl SalesforceEmulator {
         self.shared.read_org(|org, schema| match schema.obj(sobject) {
             Some(obj) => org.all(obj.name).filter(|r| r.deleted_at.is_none()).map(|r| r.fields.clone()).collect(),
             None => Vec::new(),
+        })
+    }
+
+    /// Runs a SOQL query against the org (no API usage, no paging); records are rendered as the
+    /// REST API would, `attributes` included. `include_deleted` behaves like `queryAll`.
+    pub fn query(&self, soql: &str, include_deleted: bool) -> Result<Vec<Value>, SalesforceApiError> {
+        let now = self.shared.now();
+        let version = self.shared.config.api_version.clone();
+        self.shared.read_org(|org, schema| {
+            let q = soql::parse(schema, soql, now)?;
+            let env = soql::Env {
+                org,
+                schema,
+                version: &version,
+                all_rows: include_deleted,
+                purge_before: now - Duration::days(15),
+            };
+            Ok(soql::run(&env, &q).0)
         })
     }
 

@@ -97,6 +97,10 @@ pub(crate) fn dispatch(sh: &Shared, st: &mut State, r: &Req<'_>) -> Reply {
             "DELETE" => collection_delete(sh, st, r),
             _ => return method_not_allowed(m, "POST,PATCH,DELETE"),
         },
+        ["composite", "sobjects", t] => match m {
+            "GET" => collection_retrieve(sh, st, r, t),
+            _ => return method_not_allowed(m, "GET,POST"),
+        },
         ["composite", "sobjects", t, field] => match m {
             "PATCH" => collection_upsert(sh, st, r, t, field),
             _ => return method_not_allowed(m, "PATCH"),
@@ -686,4 +690,28 @@ fn describe(sh: &Shared, o: &ObjDef, r: &Req<'_>) -> Value {
         m.insert("childRelationships".into(), Value::Array(children));
     }
     d
+}
+
+fn collection_retrieve(sh: &Shared, st: &State, r: &Req<'_>, t: &str) -> Result<Reply, E> {
+    let o = obj(sh, t)?;
+    let ids: Vec<&str> =
+        r.query.get("ids").map(|s| s.split(',').map(str::trim).filter(|s| !s.is_empty()).collect()).unwrap_or_default();
+    if ids.is_empty() {
+        return Err(E::bad("MISSING_ARGUMENT", "ids parameter is required"));
+    }
+    if ids.len() > 2000 {
+        return Err(E::bad("EXCEEDED_ID_LIMIT", "record limit reached. cannot retrieve more than 2000 records"));
+    }
+    let only = field_list(o, r)?.ok_or_else(|| E::bad("MISSING_ARGUMENT", "fields parameter is required"))?;
+    let out: Vec<Value> = ids
+        .iter()
+        .map(|id| {
+            sfid::to18(id)
+                .filter(|i| i.starts_with(o.prefix))
+                .and_then(|i| st.org.get(o.name, &i))
+                .filter(|rec| rec.deleted_at.is_none())
+                .map_or(Value::Null, |rec| render_record(o, &rec.fields, &r.version, Some(&only)))
+        })
+        .collect();
+    Ok(Reply::json(200, Value::Array(out)))
 }
