@@ -78,6 +78,18 @@
 //!   (real orgs say `Name`); any field of any possible target may be selected.
 //! - No Bulk API, no `/composite` graph/batch, no Events, no sharing/permissions, no cascade
 //!   deletes, no undelete, no per-app usage in `Sforce-Limit-Info`.
+//! - SOQL has no semi-joins (`IN (SELECT …)`), aggregates other than `COUNT()`, `GROUP BY`,
+//!   `TYPEOF`, `FIELDS()`, `WITH`/`FOR` clauses or multi-level parent paths (→ MALFORMED_QUERY or
+//!   INVALID_FIELD). Date literals against datetime fields are accepted (midnight UTC).
+//! - Restricted picklists: Task Status, Priority, TaskSubtype, CallType and Type are validated
+//!   exactly (case-sensitive); Lead Status and Opportunity StageName are free text.
+//! - Collection-level request errors: more than 200 records → 400 EXCEEDED_ID_LIMIT; a record
+//!   without `attributes.type` → 400 INVALID_INPUT. Per-record: missing `id` on update →
+//!   MISSING_ARGUMENT; an external id repeated within one upsert request → DUPLICATE_EXTERNAL_ID
+//!   for each copy; several existing matches → DUPLICATE_EXTERNAL_ID. The chunk limit (10 type
+//!   switches) is not enforced.
+//! - Malformed `start`/`end` on `/updated` and `/deleted` → INVALID_REPLICATION_DATE, missing →
+//!   MISSING_ARGUMENT.
 //! - Calls rejected for an invalid session or the daily limit are not counted; every other data call
 //!   (including errors and injected faults) counts one. Token requests never count.
 //! - `/updated` and `/deleted` reject a start older than 30 days or not before end
