@@ -847,3 +847,13 @@ async fn seed_world_uses_the_seeded_ids_and_history() {
     assert_eq!(h.emu.records("OpportunityContactRole").len(), opps);
     assert_eq!(h.emu.records("User").len(), world.users.len() + 1, "plus the integration user");
 }
+
+#[tokio::test]
+async fn seeding_five_thousand_people_is_quick() {
+    let h = H::default().await;
+    let t = std::time::Instant::now();
+    h.emu.seed_world(&seed::generate(5000, 3));
+    let b = h.query_ok("SELECT COUNT() FROM Contact WHERE HasOptedOutOfEmail = false").await;
+    assert!(b["totalSize"].as_u64().unwrap() > 2000);
+    assert!(t.elapsed() < std::time::Duration::from_secs(10), "{:?}", t.elapsed());
+}

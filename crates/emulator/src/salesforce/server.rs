@@ -163,6 +163,9 @@ pub(crate) async fn serve(config: SalesforceConfig) -> std::io::Result<(Arc<Shar
             state.org.index_field(o.name, &f.name);
         }
     }
+    // Lookups done by seeding and lead conversion.
+    state.org.index_field("OpportunityContactRole", "OpportunityId");
+    state.org.index_field("Task", "WhoId");
     let shared = Arc::new(Shared {
         base_url: format!("http://{addr}"),
         addr,
