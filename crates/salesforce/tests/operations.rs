@@ -392,3 +392,24 @@ async fn malformed_soql_and_unknown_fields_keep_the_raw_code() {
     // Neither was retried.
     assert_eq!(calls(&emu, Some("GET"), "/query").len(), 2);
 }
+
+#[tokio::test]
+async fn a_page_token_resumes_the_query_in_another_client() {
+    let (emu, c) = setup().await;
+    let l = lead(&emu, "ada@example.com");
+    let since = emu.clock().now() - Duration::minutes(1);
+    let tasks: Vec<TaskWrite> = (0..300).map(|i| task(&format!("res-{i}"), &l)).collect();
+    c.upsert_tasks(&tasks).await.unwrap();
+    let first = c.tasks_modified_since(since, None).await.unwrap();
+    assert!(first.more);
+    let token = first.next_token.clone().unwrap();
+
+    // A restarted process with a checkpointed token and a fresh session.
+    let other = client(&emu);
+    let mut rest = 0;
+    let mut pages = other.query_stream_from(&token);
+    while let Some(p) = futures::StreamExt::next(&mut pages).await {
+        rest += p.unwrap().items.len();
+    }
+    assert_eq!(first.items.len() + rest, 300);
+}
