@@ -73,6 +73,19 @@
 //!
 //! Delivery runs in the host's task: [`Dispatcher::run`] loops [`Dispatcher::deliver_once`]
 //! until cancelled; there are no hidden threads or globals.
+//!
+//! # Known limits
+//!
+//! - Reminder changes are enqueued whenever reminder sync is on. A reminder created *before*
+//!   sync was enabled and edited afterwards is therefore created in Salesforce on that edit (the
+//!   product only pushes reminders created after enabling). Items enqueued while sync was on are
+//!   delivered even if it is switched off before they go out.
+//! - An older reminder change whose reminder has changed since (locally or by a merged
+//!   Salesforce edit) is skipped as superseded; the newest state is what reaches Salesforce.
+//! - The first opt-out reconcile reads every opted-out Lead and Contact of the org (paged);
+//!   later ones read only changes since the high-water mark.
+//! - Stop states (reconnect required, quota pause) are per process; other processes find out
+//!   on their own next call.
 #![warn(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]
 
