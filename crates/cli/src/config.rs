@@ -1,0 +1,332 @@
+//! Configuration: a TOML file (`--config`, default `salesync.toml` when present) whose every key
+//! can be overridden by an environment variable; secrets come from the environment only.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A configuration problem: names the key or variable and what is wrong.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{key}: {reason}")]
+pub struct ConfigError {
+    /// The key or environment variable.
+    pub key: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+fn err(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError { key: key.to_string(), reason: reason.into() }
+}
+
+/// How the initial sync reads Marketo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum InitialModeSetting {
+    /// Bulk extract when the instance allows it, REST otherwise.
+    #[default]
+    Auto,
+    /// Always bulk extract.
+    Bulk,
+    /// Always REST.
+    Rest,
+}
+
+/// The whole configuration.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Store URL (`sqlite://salesync.db` by default).
+    pub store: String,
+    /// Marketo connection.
+    pub marketo: Option<Endpoint>,
+    /// Salesforce connection.
+    pub salesforce: Option<Endpoint>,
+    /// Salesforce refresh token (environment only).
+    pub salesforce_refresh_token: Option<String>,
+    /// Salesforce API version.
+    pub salesforce_api_version: String,
+    /// Marketo calls allowed per window (shared with other integrations).
+    pub marketo_rate_calls: u32,
+    /// Marketo rate window.
+    pub marketo_rate_window: Duration,
+    /// Marketo calls in flight.
+    pub marketo_max_concurrent: u32,
+    /// Incremental poll interval.
+    pub poll_interval: Duration,
+    /// Initial sync mode.
+    pub initial_mode: InitialModeSetting,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("store", &redact_url(&self.store))
+            .field("marketo", &self.marketo)
+            .field("salesforce", &self.salesforce)
+            .field("salesforce_api_version", &self.salesforce_api_version)
+            .field("poll_interval", &self.poll_interval)
+            .field("initial_mode", &self.initial_mode)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A base URL with client credentials.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Base URL.
+    pub url: String,
+    /// Client id.
+    pub client_id: String,
+    /// Client secret (environment only; never printed).
+    pub client_secret: String,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint").field("url", &self.url).field("client_id", &self.client_id).finish_non_exhaustive()
+    }
+}
+
+/// Replaces a password in a URL's userinfo with `***`.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let userinfo = &url[s + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!("{}{}:***{}", &url[..s + 3], &userinfo[..colon], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    store: Option<String>,
+    #[serde(default)]
+    marketo: FileEndpoint,
+    #[serde(default)]
+    salesforce: FileEndpoint,
+    #[serde(default)]
+    sync: FileSync,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileEndpoint {
+    url: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    refresh_token: Option<String>,
+    api_version: Option<String>,
+    rate_calls: Option<u32>,
+    rate_window_secs: Option<u64>,
+    max_concurrent: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSync {
+    poll_interval_secs: Option<u64>,
+    initial_mode: Option<InitialModeSetting>,
+}
+
+/// Environment variables, by name.
+pub mod vars {
+    /// Store URL.
+    pub const STORE: &str = "SALESYNC_STORE";
+    /// Marketo base URL.
+    pub const MARKETO_URL: &str = "SALESYNC_MARKETO_URL";
+    /// Marketo client id.
+    pub const MARKETO_CLIENT_ID: &str = "SALESYNC_MARKETO_CLIENT_ID";
+    /// Marketo client secret.
+    pub const MARKETO_CLIENT_SECRET: &str = "SALESYNC_MARKETO_CLIENT_SECRET";
+    /// Marketo calls per window.
+    pub const MARKETO_RATE_CALLS: &str = "SALESYNC_MARKETO_RATE_CALLS";
+    /// Marketo rate window in seconds.
+    pub const MARKETO_RATE_WINDOW_SECS: &str = "SALESYNC_MARKETO_RATE_WINDOW_SECS";
+    /// Marketo concurrent calls.
+    pub const MARKETO_MAX_CONCURRENT: &str = "SALESYNC_MARKETO_MAX_CONCURRENT";
+    /// Salesforce login URL.
+    pub const SALESFORCE_URL: &str = "SALESYNC_SALESFORCE_URL";
+    /// Salesforce client id.
+    pub const SALESFORCE_CLIENT_ID: &str = "SALESYNC_SALESFORCE_CLIENT_ID";
+    /// Salesforce client secret.
+    pub const SALESFORCE_CLIENT_SECRET: &str = "SALESYNC_SALESFORCE_CLIENT_SECRET";
+    /// Salesforce refresh token.
+    pub const SALESFORCE_REFRESH_TOKEN: &str = "SALESYNC_SALESFORCE_REFRESH_TOKEN";
+    /// Salesforce API version.
+    pub const SALESFORCE_API_VERSION: &str = "SALESYNC_SALESFORCE_API_VERSION";
+    /// Poll interval in seconds.
+    pub const POLL_INTERVAL_SECS: &str = "SALESYNC_POLL_INTERVAL_SECS";
+    /// Initial sync mode.
+    pub const INITIAL_MODE: &str = "SALESYNC_INITIAL_MODE";
+}
+
+impl Config {
+    /// Loads `file` (if given; else `salesync.toml` when it exists) and applies `env` overrides.
+    pub fn load(file: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let default = Path::new("salesync.toml");
+        let path = match file {
+            Some(p) => Some(p),
+            None if default.exists() => Some(default),
+            None => None,
+        };
+        let fc: FileConfig = match path {
+            Some(p) => {
+                let key = p.display().to_string();
+                let text = std::fs::read_to_string(p).map_err(|e| err(&key, format!("cannot read: {e}")))?;
+                toml::from_str(&text).map_err(|e| err(&key, e.message().to_string()))?
+            }
+            None => FileConfig::default(),
+        };
+        if fc.marketo.client_secret.is_some() {
+            return Err(err(
+                "marketo.client_secret",
+                format!("secrets come from the environment only; set {}", vars::MARKETO_CLIENT_SECRET),
+            ));
+        }
+        if fc.salesforce.client_secret.is_some() || fc.salesforce.refresh_token.is_some() {
+            return Err(err(
+                "salesforce.client_secret",
+                format!("secrets come from the environment only; set {}", vars::SALESFORCE_CLIENT_SECRET),
+            ));
+        }
+        let get = |var: &str, file: Option<String>| env(var).filter(|v| !v.is_empty()).or(file);
+        let num = |var: &str, file: Option<u64>| -> Result<Option<u64>, ConfigError> {
+            match env(var).filter(|v| !v.is_empty()) {
+                Some(v) => v.trim().parse().map(Some).map_err(|_| err(var, format!("{v:?} is not a whole number"))),
+                None => Ok(file),
+            }
+        };
+        let endpoint = |url_var: &str,
+                        id_var: &str,
+                        secret_var: &str,
+                        f: &FileEndpoint|
+         -> Result<Option<Endpoint>, ConfigError> {
+            let url = get(url_var, f.url.clone());
+            let id = get(id_var, f.client_id.clone());
+            let secret = env(secret_var).filter(|v| !v.is_empty());
+            match (url, id, secret) {
+                (None, None, None) => Ok(None),
+                (Some(url), Some(client_id), Some(client_secret)) => {
+                    if !(url.starts_with("http://") || url.starts_with("https://")) {
+                        return Err(err(url_var, format!("{url:?} is not an http(s) URL")));
+                    }
+                    Ok(Some(Endpoint { url, client_id, client_secret }))
+                }
+                (None, _, _) => Err(err(url_var, "is not set")),
+                (_, None, _) => Err(err(id_var, "is not set")),
+                (_, _, None) => Err(err(secret_var, "is not set")),
+            }
+        };
+        let initial_mode = match env(vars::INITIAL_MODE).filter(|v| !v.is_empty()) {
+            Some(v) => match v.to_ascii_lowercase().as_str() {
+                "auto" => InitialModeSetting::Auto,
+                "bulk" => InitialModeSetting::Bulk,
+                "rest" => InitialModeSetting::Rest,
+                _ => return Err(err(vars::INITIAL_MODE, format!("{v:?} is not one of auto, bulk, rest"))),
+            },
+            None => fc.sync.initial_mode.unwrap_or_default(),
+        };
+        let store = get(vars::STORE, fc.store).unwrap_or_else(|| "sqlite://salesync.db".to_string());
+        Ok(Config {
+            marketo: endpoint(vars::MARKETO_URL, vars::MARKETO_CLIENT_ID, vars::MARKETO_CLIENT_SECRET, &fc.marketo)?,
+            salesforce: endpoint(
+                vars::SALESFORCE_URL,
+                vars::SALESFORCE_CLIENT_ID,
+                vars::SALESFORCE_CLIENT_SECRET,
+                &fc.salesforce,
+            )?,
+            salesforce_refresh_token: env(vars::SALESFORCE_REFRESH_TOKEN).filter(|v| !v.is_empty()),
+            salesforce_api_version: get(vars::SALESFORCE_API_VERSION, fc.salesforce.api_version)
+                .unwrap_or_else(|| "v60.0".into()),
+            marketo_rate_calls: num(vars::MARKETO_RATE_CALLS, fc.marketo.rate_calls.map(u64::from))?
+                .unwrap_or(100)
+                .clamp(1, 100) as u32,
+            marketo_rate_window: Duration::from_secs(
+                num(vars::MARKETO_RATE_WINDOW_SECS, fc.marketo.rate_window_secs)?.unwrap_or(20).max(1),
+            ),
+            marketo_max_concurrent: num(vars::MARKETO_MAX_CONCURRENT, fc.marketo.max_concurrent.map(u64::from))?
+                .unwrap_or(10)
+                .clamp(1, 10) as u32,
+            poll_interval: Duration::from_secs(
+                num(vars::POLL_INTERVAL_SECS, fc.sync.poll_interval_secs)?.unwrap_or(60).max(1),
+            ),
+            initial_mode,
+            store,
+        })
+    }
+
+    /// The Marketo endpoint, or a configuration error naming the missing variable.
+    pub fn require_marketo(&self) -> Result<&Endpoint, ConfigError> {
+        self.marketo.as_ref().ok_or_else(|| err(vars::MARKETO_URL, "is not set (Marketo is not configured)"))
+    }
+
+    /// The Salesforce endpoint, or a configuration error naming the missing variable.
+    pub fn require_salesforce(&self) -> Result<&Endpoint, ConfigError> {
+        self.salesforce.as_ref().ok_or_else(|| err(vars::SALESFORCE_URL, "is not set (Salesforce is not configured)"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults_without_file_or_env() {
+        let c = Config::load(None, &env(&[])).unwrap();
+        assert_eq!(c.store, "sqlite://salesync.db");
+        assert!(c.marketo.is_none());
+        assert_eq!(c.poll_interval, Duration::from_secs(60));
+        assert_eq!(c.require_marketo().unwrap_err().key, vars::MARKETO_URL);
+    }
+
+    #[test]
+    fn env_overrides_file_and_secrets_come_from_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.toml");
+        std::fs::write(&path, "store = \"sqlite://a.db\"\n[marketo]\nurl = \"http://127.0.0.1:1\"\nclient_id = \"file-id\"\n[sync]\npoll_interval_secs = 5\n").unwrap();
+        let c = Config::load(
+            Some(&path),
+            &env(&[(vars::MARKETO_CLIENT_ID, "env-id"), (vars::MARKETO_CLIENT_SECRET, "s3cret")]),
+        )
+        .unwrap();
+        assert_eq!(c.store, "sqlite://a.db");
+        let m = c.marketo.clone().unwrap();
+        assert_eq!((m.client_id.as_str(), m.client_secret.as_str()), ("env-id", "s3cret"));
+        assert_eq!(c.poll_interval, Duration::from_secs(5));
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        let e = Config::load(None, &env(&[(vars::MARKETO_URL, "http://x")])).unwrap_err();
+        assert_eq!(e.key, vars::MARKETO_CLIENT_ID);
+        let e = Config::load(None, &env(&[(vars::POLL_INTERVAL_SECS, "soon")])).unwrap_err();
+        assert_eq!(e.key, vars::POLL_INTERVAL_SECS);
+        let e = Config::load(None, &env(&[(vars::INITIAL_MODE, "fast")])).unwrap_err();
+        assert_eq!(e.key, vars::INITIAL_MODE);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.toml");
+        std::fs::write(&path, "[marketo]\nclient_secret = \"x\"\n").unwrap();
+        assert_eq!(Config::load(Some(&path), &env(&[])).unwrap_err().key, "marketo.client_secret");
+        std::fs::write(&path, "unknown_key = 1\n").unwrap();
+        assert!(Config::load(Some(&path), &env(&[])).unwrap_err().reason.contains("unknown"));
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(redact_url("postgres://user:pw@host/db"), "postgres://user:***@host/db");
+        assert_eq!(redact_url("sqlite://salesync.db"), "sqlite://salesync.db");
+    }
+}

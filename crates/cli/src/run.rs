@@ -1,0 +1,460 @@
+//! Subcommand implementations.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use salesync::core::Person;
+use salesync::core::activity::{
+    CallDetails, CallStatus, CampaignRef, ReminderPriority, SalesActivity, SalesActivityKind,
+};
+use salesync::core::ports::marketo::MarketoApi;
+use salesync::core::ports::salesforce::SalesforceApi;
+use salesync::core::ports::store::{OutboxState, Store, StreamId};
+use salesync::core::sfid::SalesforceId;
+use salesync::delivery::{DeliverySettings, Dispatcher, NewReminder};
+use salesync::engine::{EngineSettings, InitialMode, SyncEngine, SyncEvent};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, InitialModeSetting, redact_url};
+use crate::{ActivityCommand, Cli, CliError, Command, EmulateArgs, RecordArgs, ReminderCommand, output};
+
+type Res<T> = Result<T, CliError>;
+
+/// Runs one command.
+pub async fn run(cli: Cli) -> Res<()> {
+    if let Command::Emulate(args) = &cli.command {
+        return emulate(args).await;
+    }
+    let env = |k: &str| std::env::var(k).ok();
+    let config = Config::load(cli.config.as_deref(), &env)?;
+    match cli.command {
+        Command::Emulate(_) => Ok(()),
+        Command::Sync { once } => sync(&config, once).await,
+        Command::People { email, owner, format } => people(&config, email, owner, format).await,
+        Command::Activity(ActivityCommand::Record(args)) => record_activity(&config, args).await,
+        Command::Unsubscribe { person } => {
+            let d = dispatcher(&config).await?;
+            let r = d.record_unsubscribe(person).await.map_err(|e| CliError::Runtime(e.to_string()))?;
+            println!("{}", r.id);
+            Ok(())
+        }
+        Command::Reminder(cmd) => reminder(&config, cmd).await,
+        Command::Status => status(&config).await,
+        Command::Doctor => doctor(&config).await,
+    }
+}
+
+async fn emulate(args: &EmulateArgs) -> Res<()> {
+    use salesync::emulator::marketo::{MarketoConfig, MarketoEmulator, MarketoLimits};
+    use salesync::emulator::salesforce::{SalesforceConfig, SalesforceEmulator};
+    let world = salesync::emulator::seed::generate(args.people, args.seed);
+    let mut mc = MarketoConfig { bind: ([127, 0, 0, 1], args.marketo_port).into(), ..MarketoConfig::default() };
+    if args.no_limits {
+        mc.limits = MarketoLimits::unlimited();
+    }
+    let sc = SalesforceConfig { bind: ([127, 0, 0, 1], args.salesforce_port).into(), ..SalesforceConfig::default() };
+    let mkto = MarketoEmulator::start(mc).await.map_err(|e| CliError::Runtime(format!("Marketo emulator: {e}")))?;
+    let sf = SalesforceEmulator::start(sc).await.map_err(|e| CliError::Runtime(format!("Salesforce emulator: {e}")))?;
+    mkto.seed_world(&world);
+    sf.seed_world(&world);
+    let line = serde_json::json!({
+        "marketo_url": mkto.base_url(),
+        "marketo_client_id": mkto.client_id(),
+        "marketo_client_secret": mkto.client_secret(),
+        "salesforce_url": sf.base_url(),
+        "salesforce_client_id": sf.client_id(),
+        "salesforce_client_secret": sf.client_secret(),
+    });
+    println!("{line}");
+    let _ = std::io::stdout().flush();
+    let _ = tokio::signal::ctrl_c().await;
+    mkto.shutdown().await;
+    sf.shutdown().await;
+    Ok(())
+}
+
+async fn store(config: &Config) -> Res<Arc<dyn Store>> {
+    salesync::store::open(&config.store)
+        .await
+        .map_err(|e| CliError::Runtime(format!("store {}: {e}", redact_url(&config.store))))
+}
+
+fn marketo(config: &Config) -> Res<Arc<dyn MarketoApi>> {
+    let ep = config.require_marketo()?;
+    let client = salesync::marketo::MarketoClient::builder()
+        .base_url(ep.url.clone())
+        .client_id(ep.client_id.clone())
+        .client_secret(ep.client_secret.clone())
+        .rate_limit(config.marketo_rate_calls as usize, config.marketo_rate_window)
+        .max_concurrent(config.marketo_max_concurrent as usize)
+        .build()?;
+    Ok(Arc::new(client))
+}
+
+fn salesforce(config: &Config) -> Res<Arc<dyn SalesforceApi>> {
+    let ep = config.require_salesforce()?;
+    let mut b = salesync::salesforce::SalesforceClient::builder()
+        .login_url(ep.url.clone())
+        .client_id(ep.client_id.clone())
+        .client_secret(ep.client_secret.clone())
+        .api_version(config.salesforce_api_version.clone());
+    if let Some(t) = &config.salesforce_refresh_token {
+        b = b.refresh_token(t.clone());
+    }
+    Ok(Arc::new(b.build()?))
+}
+
+/// The Marketo instance the store is bound to: the configured base URL's host.
+fn instance_id(config: &Config) -> Res<String> {
+    let ep = config.require_marketo()?;
+    let rest = ep.url.split("://").nth(1).unwrap_or(&ep.url);
+    Ok(rest.split('/').next().unwrap_or(rest).to_string())
+}
+
+async fn dispatcher(config: &Config) -> Res<Dispatcher> {
+    Dispatcher::builder()
+        .marketo(marketo(config)?)
+        .salesforce(salesforce(config)?)
+        .store(store(config).await?)
+        .settings(DeliverySettings::default())
+        .build()
+        .map_err(|e| CliError::Runtime(e.to_string()))
+}
+
+async fn sync(config: &Config, once: bool) -> Res<()> {
+    let store = store(config).await?;
+    let (mk, sf) = (marketo(config)?, salesforce(config)?);
+    let settings = EngineSettings {
+        instance_id: instance_id(config)?,
+        poll_interval: config.poll_interval,
+        initial_mode: match config.initial_mode {
+            InitialModeSetting::Auto => InitialMode::Auto,
+            InitialModeSetting::Bulk => InitialMode::Bulk,
+            InitialModeSetting::Rest => InitialMode::Rest,
+        },
+        export_poll: Duration::from_secs(2),
+        ..EngineSettings::default()
+    };
+    let engine = SyncEngine::builder()
+        .marketo(mk.clone())
+        .salesforce(sf.clone())
+        .store(store.clone())
+        .settings(settings)
+        .build()
+        .map_err(|e| CliError::Runtime(e.to_string()))?;
+    let dispatcher = Dispatcher::builder()
+        .marketo(mk)
+        .salesforce(sf)
+        .store(store)
+        .settings(DeliverySettings::default())
+        .build()
+        .map_err(|e| CliError::Runtime(e.to_string()))?;
+    let progress = tokio::spawn(show_progress(engine.subscribe_events()));
+    if once {
+        let report = engine.sync_once().await.map_err(|e| CliError::Runtime(e.to_string()))?;
+        let delivered = dispatcher.deliver_once().await.map_err(|e| CliError::Runtime(e.to_string()))?;
+        progress.abort();
+        println!(
+            "sync: {} inserted, {} updated, {} unchanged, {} removed, {} unqualified skipped, {} record errors, {} pages, {} Marketo + {} Salesforce calls in {:.1}s{}",
+            report.inserted,
+            report.updated,
+            report.unchanged,
+            report.removed.total(),
+            report.skipped_unqualified,
+            report.record_errors.len(),
+            report.pages,
+            report.api_calls.marketo,
+            report.api_calls.salesforce,
+            report.duration.as_secs_f64(),
+            report.initial_path.map(|p| format!(" (initial sync via {p:?})")).unwrap_or_default(),
+        );
+        for e in report.record_errors.iter().take(10) {
+            println!("  record error: {e}");
+        }
+        let (m, f) = (&delivered.marketo, &delivered.salesforce);
+        println!(
+            "delivery: {} to Marketo, {} to Salesforce ({} retrying, {} parked, {} skipped){}",
+            m.delivered,
+            f.delivered,
+            m.retried + f.retried,
+            m.parked + f.parked,
+            m.skipped + f.skipped,
+            if delivered.errors.is_empty() {
+                String::new()
+            } else {
+                format!("; errors: {}", delivered.errors.join("; "))
+            }
+        );
+        Ok(())
+    } else {
+        let cancel = CancellationToken::new();
+        let c2 = cancel.clone();
+        tokio::spawn(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            c2.cancel();
+        });
+        let (a, ()) = tokio::join!(engine.run(cancel.clone()), dispatcher.run(cancel.clone()));
+        progress.abort();
+        a.map_err(|e| CliError::Runtime(e.to_string()))
+    }
+}
+
+/// Draws progress from engine events: a spinner with running counts on a terminal, otherwise a
+/// plain line per phase change and at most one progress line per second.
+async fn show_progress(mut events: tokio::sync::broadcast::Receiver<SyncEvent>) {
+    let tty = std::io::stderr().is_terminal();
+    let bar = tty.then(|| {
+        let b = indicatif::ProgressBar::new_spinner();
+        b.enable_steady_tick(Duration::from_millis(120));
+        b
+    });
+    let (mut ins, mut upd, mut rem) = (0u64, 0u64, 0u64);
+    let mut last_line = std::time::Instant::now();
+    loop {
+        match events.recv().await {
+            Ok(SyncEvent::PageApplied { counts, phase }) => {
+                ins += counts.inserted;
+                upd += counts.updated;
+                rem += counts.removed;
+                let msg = format!("{phase:?}: {ins} inserted, {upd} updated, {rem} removed so far");
+                match &bar {
+                    Some(b) => b.set_message(msg),
+                    None if last_line.elapsed() >= Duration::from_secs(1) => {
+                        last_line = std::time::Instant::now();
+                        eprintln!("{msg}");
+                    }
+                    None => {}
+                }
+            }
+            Ok(SyncEvent::PhaseChanged { phase }) => match &bar {
+                Some(b) => b.set_message(format!("{phase:?}")),
+                None => eprintln!("phase: {phase:?}"),
+            },
+            Ok(SyncEvent::Backoff { reason, delay }) => match &bar {
+                Some(b) => b.set_message(format!("waiting {delay:?}: {reason}")),
+                None => eprintln!("waiting {delay:?}: {reason}"),
+            },
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+}
+
+async fn people(config: &Config, email: Option<String>, owner: Option<String>, format: crate::Format) -> Res<()> {
+    let store = store(config).await?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let io = |e: std::io::Error| CliError::Output(e);
+    output::header(&mut out, format).map_err(io)?;
+    if let Some(email) = email {
+        let people = store.people_by_email(&email).await?;
+        return output::write_people(&mut out, &people, format).map_err(io);
+    }
+    let owner = match owner {
+        Some(o) => Some(SalesforceId::parse(&o).map_err(|e| CliError::Config(format!("--owner: {e}")))?),
+        None => None,
+    };
+    let mut after = None;
+    loop {
+        let page: Vec<Person> = match &owner {
+            Some(o) => store.people_by_owner(o, after, 1000).await?,
+            None => store.list_people(after, 1000).await?,
+        };
+        let Some(last) = page.last() else { break };
+        after = Some(last.marketo_id);
+        output::write_people(&mut out, &page, format).map_err(io)?;
+    }
+    Ok(())
+}
+
+async fn record_activity(config: &Config, args: RecordArgs) -> Res<()> {
+    let kind = SalesActivityKind::from_slug(&args.kind).ok_or_else(|| {
+        CliError::Config(format!(
+            "--kind {:?} is not one of {}",
+            args.kind,
+            SalesActivityKind::ALL.iter().map(|k| k.slug()).collect::<Vec<_>>().join(", ")
+        ))
+    })?;
+    let occurred_at: DateTime<Utc> = match &args.at {
+        Some(t) => DateTime::parse_from_rfc3339(t)
+            .map_err(|e| CliError::Config(format!("--at {t:?}: {e}")))?
+            .with_timezone(&Utc),
+        None => Utc::now(),
+    };
+    let call = match (&args.call_status, kind) {
+        (Some(s), _) => Some(call_details(s, args.duration_secs)?),
+        (None, SalesActivityKind::SalesCall) => Some(call_details("completed", args.duration_secs)?),
+        (None, _) => None,
+    };
+    let activity = SalesActivity {
+        id: String::new(),
+        marketo_id: args.person,
+        kind,
+        occurred_at,
+        actor_email: args.sender,
+        actor_salesforce_user: None,
+        subject: args.subject,
+        link: args.link,
+        template: None,
+        campaign: args.campaign.map(|name| CampaignRef { name: Some(name), ..CampaignRef::default() }),
+        call,
+        bounce_details: None,
+        body: None,
+        sales_person_id: None,
+    };
+    let d = dispatcher(config).await?;
+    let r = d.record_activity(activity).await.map_err(|e| CliError::Runtime(e.to_string()))?;
+    println!("{}", r.id);
+    Ok(())
+}
+
+fn call_details(status: &str, duration: Option<u32>) -> Res<CallDetails> {
+    let status = match status {
+        "completed" => CallStatus::Completed,
+        "no-answer" | "no answer" => CallStatus::NoAnswer,
+        "cancelled" => CallStatus::Cancelled,
+        "failed" => CallStatus::Failed,
+        other => {
+            return Err(CliError::Config(format!(
+                "--call-status {other:?} is not one of completed, no-answer, cancelled, failed"
+            )));
+        }
+    };
+    Ok(CallDetails {
+        status,
+        duration_secs: duration,
+        phone_number: None,
+        recording_url: None,
+        answered_by: None,
+        outcome: None,
+        reason: None,
+    })
+}
+
+async fn reminder(config: &Config, cmd: ReminderCommand) -> Res<()> {
+    let d = dispatcher(config).await?;
+    let rt = |e: salesync::delivery::Error| CliError::Runtime(e.to_string());
+    let r = match cmd {
+        ReminderCommand::Create { person, subject, due, high, details } => {
+            let due_date = match due {
+                Some(s) => Some(
+                    NaiveDate::parse_from_str(&s, "%Y-%m-%d")
+                        .map_err(|e| CliError::Config(format!("--due {s:?}: {e}")))?,
+                ),
+                None => None,
+            };
+            d.create_reminder(NewReminder {
+                id: None,
+                marketo_id: person,
+                subject,
+                priority: if high { ReminderPriority::High } else { ReminderPriority::Normal },
+                due_date,
+                details,
+            })
+            .await
+            .map_err(rt)?
+        }
+        ReminderCommand::Complete { id } => d.complete_reminder(&id).await.map_err(rt)?,
+        ReminderCommand::Reopen { id } => d.reopen_reminder(&id).await.map_err(rt)?,
+        ReminderCommand::Delete { id } => d.delete_reminder(&id).await.map_err(rt)?,
+    };
+    println!("{}", r.id);
+    Ok(())
+}
+
+async fn status(config: &Config) -> Res<()> {
+    let store = store(config).await?;
+    println!("store: {}", redact_url(&config.store));
+    println!("people in mirror: {}", store.count_people().await?);
+    for stream in StreamId::ALL {
+        match store.checkpoint(stream).await? {
+            Some(cp) => println!("checkpoint {}: {} (at {})", stream.as_str(), cp.position, cp.updated_at.to_rfc3339()),
+            None => println!("checkpoint {}: none", stream.as_str()),
+        }
+    }
+    let c = store.outbox_counts().await?;
+    println!(
+        "outbox: {} pending, {} in flight, {} delivered, {} parked, {} skipped",
+        c.pending, c.in_flight, c.delivered, c.parked, c.skipped
+    );
+    for item in store.outbox_items(OutboxState::Parked, 10).await? {
+        println!(
+            "  parked #{} ({:?}, {} attempts): {}",
+            item.id,
+            item.target,
+            item.attempts,
+            item.last_error.as_deref().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+async fn doctor(config: &Config) -> Res<()> {
+    let mut failed = 0;
+    let mut check = |name: &str, r: Result<String, String>| match r {
+        Ok(detail) => println!("ok    {name}: {detail}"),
+        Err(e) => {
+            failed += 1;
+            println!("FAIL  {name}: {e}");
+        }
+    };
+    check("configuration", Ok(format!("store {}", redact_url(&config.store))));
+    match store(config).await {
+        Ok(s) => {
+            check("store", s.count_people().await.map(|n| format!("reachable, {n} people")).map_err(|e| e.to_string()))
+        }
+        Err(e) => check("store", Err(e.to_string())),
+    }
+    match marketo(config) {
+        Ok(m) => {
+            match m.lead_schema().await {
+                Ok(schema) => {
+                    check("Marketo credentials", Ok("token issued, lead describe readable".into()));
+                    for f in ["linkedInProfileURL", "sfdcOpptyId"] {
+                        let have = schema.has(f);
+                        check(
+                            &format!("Marketo field {f}"),
+                            Ok(if have {
+                                "available".into()
+                            } else {
+                                "not on this instance (left empty / filled from Salesforce)".into()
+                            }),
+                        );
+                    }
+                }
+                Err(e) => check("Marketo credentials", Err(e.to_string())),
+            }
+            match m.activity_types().await {
+                Ok(types) => {
+                    let wanted = salesync::core::delivery::custom_activity_types();
+                    let have = wanted
+                        .iter()
+                        .filter(|w| types.iter().any(|t| t.api_name.as_deref() == Some(w.api_name.as_str())))
+                        .count();
+                    check(
+                        "Marketo custom activity types",
+                        Ok(format!("{have} of {} provisioned (sync provisions the rest)", wanted.len())),
+                    );
+                }
+                Err(e) => check("Marketo activity types", Err(e.to_string())),
+            }
+        }
+        Err(e) => check("Marketo configuration", Err(e.to_string())),
+    }
+    match salesforce(config) {
+        Ok(s) => check(
+            "Salesforce credentials",
+            s.task_type_values()
+                .await
+                .map(|v| format!("session ok, Task types: {}", v.join(", ")))
+                .map_err(|e| e.to_string()),
+        ),
+        Err(e) => check("Salesforce configuration", Err(e.to_string())),
+    }
+    if failed > 0 { Err(CliError::Runtime(format!("doctor: {failed} check(s) failed"))) } else { Ok(()) }
+}
