@@ -17,7 +17,9 @@
 //! | `delivery` | `salesync-delivery`: outbound activities, unsubscribes, reminder tasks | `delivery` (default) |
 //! | `emulator` | `salesync-emulator`: Marketo and Salesforce API emulators | `emulator` |
 //!
-//! See the README for the architecture and the two commands.
+//! The README follows.
+//!
+#![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]
 
