@@ -51,6 +51,8 @@ pub enum LeadField {
     OwnerId,
     /// `updatedAt`: bookkeeping only, never a change by itself.
     UpdatedAt,
+    /// `createdAt`: bookkeeping only (where the bulk initial sync's windows start), not mirrored.
+    CreatedAt,
 }
 
 /// One row of the mapping table.
@@ -79,7 +81,7 @@ const fn spec(
 }
 
 /// The mapping table: every Marketo field salesync reads, in a fixed order.
-pub const LEAD_FIELDS: [FieldSpec; 16] = [
+pub const LEAD_FIELDS: [FieldSpec; 17] = [
     spec(LeadField::MarketoId, "id", "marketo_id", true, false),
     spec(LeadField::FirstName, "firstName", "first_name", true, false),
     spec(LeadField::LastName, "lastName", "last_name", true, false),
@@ -96,6 +98,7 @@ pub const LEAD_FIELDS: [FieldSpec; 16] = [
     spec(LeadField::SalesforceType, "sfdcType", "salesforce_type", false, false),
     spec(LeadField::OwnerId, "sfdcLeadOwnerId", "owner_id", false, false),
     spec(LeadField::UpdatedAt, "updatedAt", "marketo_updated_at", false, false),
+    spec(LeadField::CreatedAt, "createdAt", "marketo_created_at", false, false),
 ];
 
 impl LeadField {
@@ -129,6 +132,7 @@ impl LeadField {
             "sfdcType" => LeadField::SalesforceType,
             "sfdcLeadOwnerId" => LeadField::OwnerId,
             "updatedAt" => LeadField::UpdatedAt,
+            "createdAt" => LeadField::CreatedAt,
             _ => return None,
         })
     }
@@ -188,6 +192,8 @@ pub struct MarketoLead {
     pub owner_id: Option<SalesforceId>,
     /// `updatedAt`.
     pub updated_at: Option<DateTime<Utc>>,
+    /// `createdAt` (bookkeeping: not part of the mirror record).
+    pub created_at: Option<DateTime<Utc>>,
 }
 
 /// Why a Marketo record does not qualify for the mirror.
@@ -304,6 +310,8 @@ impl Person {
             LeadField::SalesforceType => Some(self.salesforce_type.as_str().to_string()),
             LeadField::OwnerId => Some(self.owner_id.as_str().to_string()),
             LeadField::UpdatedAt => self.marketo_updated_at.map(|t| t.to_rfc3339()),
+            // Not kept in the mirror.
+            LeadField::CreatedAt => None,
         }
     }
 }
@@ -346,7 +354,7 @@ impl Kind {
             | LeadField::SalesforceOpportunityId
             | LeadField::OwnerId => Kind::Sfid,
             LeadField::SalesforceType => Kind::Type,
-            LeadField::UpdatedAt => Kind::Time,
+            LeadField::UpdatedAt | LeadField::CreatedAt => Kind::Time,
             _ => Kind::Text,
         }
     }
@@ -443,7 +451,7 @@ impl<'de> Visitor<'de> for ValVisitor {
 /// Field values as read, before validation.
 #[derive(Debug, Default)]
 struct RawLead {
-    vals: [Val; 16],
+    vals: [Val; LEAD_FIELDS.len()],
 }
 
 impl RawLead {
@@ -492,15 +500,8 @@ impl RawLead {
             Val::Str(_) | Val::Absent | Val::Null => None,
             other => return Err(wrong(rid, LeadField::SalesforceType, &other, "a string")),
         };
-        let updated_at = match self.take(LeadField::UpdatedAt) {
-            Val::Time(t) => Some(t),
-            Val::Str(s) if s.trim().is_empty() => None,
-            Val::Str(s) => Some(parse_datetime(&s).ok_or_else(|| {
-                RecordError::new(rid, "updatedAt", Some(&s), RecordProblem::Invalid("not an ISO-8601 datetime".into()))
-            })?),
-            Val::Absent | Val::Null => None,
-            other => return Err(wrong(rid, LeadField::UpdatedAt, &other, "a datetime string")),
-        };
+        let updated_at = self.time(rid, LeadField::UpdatedAt)?;
+        let created_at = self.time(rid, LeadField::CreatedAt)?;
         Ok(MarketoLead {
             id,
             first_name: self.text(rid, LeadField::FirstName)?,
@@ -518,7 +519,26 @@ impl RawLead {
             salesforce_type,
             owner_id: self.sfid(rid, LeadField::OwnerId)?,
             updated_at,
+            created_at,
         })
+    }
+
+    /// A datetime field: ISO-8601 strings parsed, empty → absent.
+    fn time(&mut self, rid: Option<i64>, f: LeadField) -> Result<Option<DateTime<Utc>>, RecordError> {
+        match self.take(f) {
+            Val::Time(t) => Ok(Some(t)),
+            Val::Str(s) if s.trim().is_empty() => Ok(None),
+            Val::Str(s) => parse_datetime(&s).map(Some).ok_or_else(|| {
+                RecordError::new(
+                    rid,
+                    f.rest_name(),
+                    Some(&s),
+                    RecordProblem::Invalid("not an ISO-8601 datetime".into()),
+                )
+            }),
+            Val::Absent | Val::Null => Ok(None),
+            other => Err(wrong(rid, f, &other, "a datetime string")),
+        }
     }
 
     /// A text field: strings kept as-is (unicode intact), empty or whitespace-only → absent.
@@ -682,7 +702,7 @@ mod tests {
         assert!(without.contains(&"sfdcLeadOwnerId") && without.contains(&"sfdcType") && without.contains(&"id"));
         let with = requested_fields(|n| n == "linkedInProfileURL");
         assert!(with.contains(&"linkedInProfileURL") && !with.contains(&"sfdcOpptyId"));
-        assert_eq!(all_field_names().len(), 16);
+        assert_eq!(all_field_names().len(), 17);
     }
 
     #[test]
@@ -702,6 +722,16 @@ mod tests {
         assert_eq!(p.salesforce_opportunity, OpportunityRef::Unresolved);
         assert_eq!(p.mirror_updated_at, now());
         assert_eq!(p.marketo_updated_at, Some(Utc.with_ymd_and_hms(2026, 2, 17, 22, 31, 49).unwrap()));
+    }
+
+    #[test]
+    fn reads_created_at_as_bookkeeping() {
+        let lead = parse(json!({"id": 7, "createdAt": "2024-03-05T10:20:30Z"})).unwrap();
+        assert_eq!(lead.created_at, Some(Utc.with_ymd_and_hms(2024, 3, 5, 10, 20, 30).unwrap()));
+        let csv = MarketoLead::from_text_fields([("id", "7"), ("createdAt", "null")]).unwrap();
+        assert_eq!(csv.created_at, None);
+        assert!(parse(json!({"id": 7, "createdAt": "yesterday"})).is_err());
+        assert!(!LeadField::CreatedAt.spec().synced && !LeadField::CreatedAt.spec().instance_dependent);
     }
 
     #[test]

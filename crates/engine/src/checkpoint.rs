@@ -54,6 +54,14 @@ pub(crate) struct BulkPos {
     /// Failed or cancelled jobs for the current window.
     #[serde(default)]
     pub failures: u32,
+    /// Start of window 0, fixed when the bulk path starts (`None` in checkpoints written before
+    /// the oldest-lead probe existed: their windows start at `oldest_created_at`).
+    #[serde(default)]
+    pub origin: Option<DateTime<Utc>>,
+    /// Export jobs already created for the windows after the current one, in window order
+    /// (`ahead[i]` is window `window + 1 + i`): a restarted run reuses them.
+    #[serde(default)]
+    pub ahead: Vec<String>,
 }
 
 /// The `InitialSync` checkpoint.

@@ -393,7 +393,25 @@ impl<'a> Pass<'a> {
         self.call(Service::Salesforce, what, f).await
     }
 
-    async fn call<T, F, Fut>(&mut self, service: Service, what: &str, mut f: F) -> Result<T>
+    /// A Marketo call like [`marketo`](Self::marketo), except that a rate limit (e.g. bulk 1029
+    /// "too many jobs in queue") is returned at once instead of retried.
+    pub async fn marketo_no_wait<T, F, Fut>(&mut self, what: &str, f: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = salesync_core::Result<T>>,
+    {
+        self.call_with(Service::Marketo, what, f, false).await
+    }
+
+    async fn call<T, F, Fut>(&mut self, service: Service, what: &str, f: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = salesync_core::Result<T>>,
+    {
+        self.call_with(service, what, f, true).await
+    }
+
+    async fn call_with<T, F, Fut>(&mut self, service: Service, what: &str, mut f: F, wait_rate: bool) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = salesync_core::Result<T>>,
@@ -414,7 +432,11 @@ impl<'a> Pass<'a> {
             };
             match result {
                 Ok(v) => return Ok(v),
-                Err(e) if e.is_retryable() && attempt < retry.max_attempts => {
+                Err(e)
+                    if e.is_retryable()
+                        && attempt < retry.max_attempts
+                        && (wait_rate || !matches!(e, salesync_core::Error::RateLimited { .. })) =>
+                {
                     let delay = match &e {
                         salesync_core::Error::RateLimited { retry_after: Some(d), .. } => *d,
                         _ => retry.base_delay.saturating_mul(1u32 << (attempt - 1).min(16)),

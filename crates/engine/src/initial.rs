@@ -21,13 +21,35 @@
 //!
 //! # Bulk path
 //!
-//! `createdAt` windows of 31 days (minus a second, both ends inclusive) from `oldest_created_at`
-//! to the sync's start. Per window: create a job (its id is checkpointed at once, so a restarted
-//! run reuses it), poll its status with backoff, stream the CSV and apply it in pages of
-//! `page_size` rows, each page with a checkpoint holding the window, job id, rows applied and
-//! the byte offset after the last applied row (a resumed download starts there).
+//! `createdAt` windows of 31 days (minus a second, both ends inclusive) from an origin to the
+//! sync's start. The origin is fixed once per initial sync and checkpointed: with
+//! `probe_oldest` (the default) the engine first finds the oldest lead — Marketo ids grow with
+//! creation, so it reads `leads_by_filter(filterType=id)` chunks of `page_size` ids from id 1
+//! (at most 100 chunks) up to the first chunk holding any lead, and takes the earliest
+//! `createdAt` there, truncated to the day, minus `probe_slack` — and never starts before
+//! `oldest_created_at` (the origin when probing is off, finds nothing, or fails). This turns an
+//! instance created in 2024 from ~250 windows since 2006 into a few dozen.
+//!
+//! Windows are pipelined: up to `bulk_jobs_ahead` (≤ 10, Marketo's queue size) jobs are in
+//! flight, the current window's and the next windows' (`ahead`), created and enqueued while
+//! earlier files are applied; Marketo processes two at a time. Every created job id is
+//! checkpointed at once, so a restarted run reuses the jobs it has instead of creating more.
+//! Only the current window's job is polled (the later ones are not needed before their turn;
+//! a job that is already complete costs one status call and no wait). Files are applied strictly
+//! in window order, so the position stays "windows before `window` applied; `window` from job
+//! `export_id` at byte `offset`", plus the ids of the jobs ahead; finishing a window hands
+//! `ahead[0]` over as the next window's job in the same checkpoint.
+//!
+//! Per window: stream the CSV and apply it in pages of `page_size` rows, each page with a
+//! checkpoint holding the window, job id, rows applied and the byte offset after the last applied
+//! row (a resumed download starts there). A queue-full answer (1029, a rate limit from the
+//! connector) stops creating jobs ahead until the next window, and is waited out for the current
+//! window; an exhausted export quota stops creating jobs ahead for the pass, and for the current
+//! window is handled per `BulkQuotaPolicy` (falling back to REST cancels the jobs ahead). A
+//! failed, cancelled or expired job is replaced (up to three times per window).
 
 use chrono::{DateTime, Utc};
+use salesync_core::mapping::LeadField;
 use salesync_core::mirror::{Decision, Incoming, RemovalReason};
 use salesync_core::ports::marketo::{ExportFilter, ExportState};
 use salesync_core::ports::store::StreamId;
@@ -50,6 +72,25 @@ const MAX_PROBE_PAGES: usize = 100;
 
 /// Failed or cancelled export jobs tolerated per window.
 const MAX_EXPORT_FAILURES: u32 = 3;
+
+/// Days per `createdAt` window (Marketo allows at most 31).
+const WINDOW_DAYS: i64 = 31;
+/// Chunks of ids the oldest-lead probe reads at most before falling back to `oldest_created_at`.
+const MAX_OLDEST_PROBE_CHUNKS: i64 = 100;
+/// Marketo queues at most 10 export jobs (processing ones included); the 11th gets 1029.
+const MAX_QUEUED_JOBS: u32 = 10;
+
+/// What creating an export job gave.
+enum Created {
+    /// The job, created and enqueued.
+    Job(String),
+    /// The queue is full (a window ahead): try again after the current window.
+    Busy,
+    /// The export quota is used up (a window ahead): create no more jobs ahead in this pass.
+    NoQuota,
+    /// Continue via REST.
+    UseRest,
+}
 
 /// How the bulk path ended.
 enum BulkOutcome {
@@ -224,28 +265,137 @@ impl Pass<'_> {
         Ok(max)
     }
 
-    fn window(&self, index: u32) -> (DateTime<Utc>, DateTime<Utc>) {
-        let len = chrono::Duration::days(31);
-        let start = self.eng.settings.oldest_created_at + len * i32::try_from(index).unwrap_or(i32::MAX);
-        (start, start + len - chrono::Duration::seconds(1))
+    /// Window `index` from `origin`, both ends inclusive and clipped to `until`; `None` once the
+    /// window starts after `until`.
+    fn window(origin: DateTime<Utc>, index: u32, until: DateTime<Utc>) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+        let len = chrono::Duration::days(WINDOW_DAYS);
+        let start = origin + len * i32::try_from(index).unwrap_or(i32::MAX);
+        (start <= until).then(|| (start, (start + len - chrono::Duration::seconds(1)).min(until)))
+    }
+
+    /// Where window 0 starts: the oldest lead's `createdAt` day minus `probe_slack` (when
+    /// `probe_oldest` and the probe finds one), never before `oldest_created_at`.
+    async fn bulk_origin(&mut self) -> Result<DateTime<Utc>> {
+        let floor = self.eng.settings.oldest_created_at;
+        let slack = chrono::Duration::from_std(self.eng.settings.probe_slack).unwrap_or(chrono::Duration::days(31));
+        if !self.eng.settings.probe_oldest {
+            return Ok(floor);
+        }
+        let oldest = match self.probe_oldest().await {
+            Ok(t) => t,
+            Err(Error::Cancelled) => return Err(Error::Cancelled),
+            Err(e) => {
+                self.report.warnings.push(format!("oldest-lead probe failed, windows start at oldest_created_at: {e}"));
+                None
+            }
+        };
+        let origin = oldest
+            .and_then(|t| t.date_naive().and_hms_opt(0, 0, 0))
+            .map(|d| d.and_utc() - slack)
+            .map_or(floor, |t| t.max(floor));
+        tracing::debug!(?oldest, %origin, "bulk windows start");
+        Ok(origin)
+    }
+
+    /// The earliest `createdAt` among the leads of the first non-empty chunk of ids from 1 (ids
+    /// grow with creation), reading at most `MAX_OLDEST_PROBE_CHUNKS` chunks.
+    async fn probe_oldest(&mut self) -> Result<Option<DateTime<Utc>>> {
+        let chunk = i64::from(self.eng.settings.page_size);
+        let fields = vec![LeadField::MarketoId.rest_name().to_string(), LeadField::CreatedAt.rest_name().to_string()];
+        let m = self.eng.marketo.as_ref();
+        for n in 0..MAX_OLDEST_PROBE_CHUNKS {
+            self.check_cancel()?;
+            let start = 1 + n * chunk;
+            let values: Vec<String> = (start..start + chunk).map(|i| i.to_string()).collect();
+            let mut found = false;
+            let mut oldest: Option<DateTime<Utc>> = None;
+            let mut token: Option<String> = None;
+            loop {
+                let t = token.clone();
+                let page =
+                    self.marketo("oldest lead probe", || m.leads_by_filter("id", &values, &fields, t.clone())).await?;
+                for r in &page.items {
+                    match &r.0 {
+                        Ok(lead) => {
+                            found = true;
+                            oldest = match (oldest, lead.created_at) {
+                                (Some(a), Some(b)) => Some(a.min(b)),
+                                (a, b) => a.or(b),
+                            };
+                        }
+                        Err(e) => found |= e.record_id.is_some(),
+                    }
+                }
+                match page.next_token {
+                    Some(next) if page.more => token = Some(next),
+                    _ => break,
+                }
+            }
+            if found {
+                return Ok(oldest);
+            }
+        }
+        Ok(None)
     }
 
     async fn initial_bulk(&mut self, st: &mut InitialState) -> Result<BulkOutcome> {
         let fields = self.fields().await?;
+        let origin = match st.bulk.origin {
+            Some(o) => o,
+            None if st.bulk.window == 0 && st.bulk.export_id.is_none() && st.bulk.ahead.is_empty() => {
+                let o = self.bulk_origin().await?;
+                st.bulk.origin = Some(o);
+                self.put(StreamId::InitialSync, &*st).await?;
+                o
+            }
+            // A checkpoint from before the probe: keep its windows.
+            None => self.eng.settings.oldest_created_at,
+        };
+        let until = st.started_at;
+        let in_flight_max = self.eng.settings.bulk_jobs_ahead.clamp(1, MAX_QUEUED_JOBS) as usize;
+        // Set when the export quota refuses a job ahead: only the current window's jobs are
+        // created from then on (the quota policy applies to those).
+        let mut no_quota = false;
         loop {
             self.check_cancel()?;
-            let (start, end) = self.window(st.bulk.window);
-            if start > st.started_at {
+            let mut queue_full = false;
+            if Self::window(origin, st.bulk.window, until).is_none() {
                 return Ok(BulkOutcome::Done);
             }
-            let end = end.min(st.started_at);
-            let export_id = match st.bulk.export_id.clone() {
-                Some(id) => id,
-                None => match self.start_export(st, &fields, start, end).await? {
-                    Some(id) => id,
-                    None => return Ok(BulkOutcome::UseRest),
-                },
-            };
+            // The current window's job (a finished window hands over `ahead[0]` together with the
+            // window index, so a missing one is created here, in front of the jobs ahead).
+            if st.bulk.export_id.is_none() {
+                let (start, end) = Self::window(origin, st.bulk.window, until).unwrap_or((origin, origin));
+                match self.start_export(st, &fields, start, end, true).await? {
+                    Created::Job(id) => {
+                        st.bulk.export_id = Some(id);
+                        no_quota = false;
+                    }
+                    Created::Busy | Created::NoQuota => continue,
+                    Created::UseRest => {
+                        self.cancel_ahead(st).await;
+                        return Ok(BulkOutcome::UseRest);
+                    }
+                }
+                st.bulk.rows_applied = 0;
+                st.bulk.offset = 0;
+                st.bulk.header.clear();
+                self.put(StreamId::InitialSync, &*st).await?;
+            }
+            // Create and enqueue later windows while Marketo works on this one.
+            while !no_quota && !queue_full && 1 + st.bulk.ahead.len() < in_flight_max {
+                let index = st.bulk.window + 1 + u32::try_from(st.bulk.ahead.len()).unwrap_or(u32::MAX);
+                let Some((start, end)) = Self::window(origin, index, until) else { break };
+                match self.start_export(st, &fields, start, end, false).await? {
+                    Created::Job(id) => {
+                        st.bulk.ahead.push(id);
+                        self.put(StreamId::InitialSync, &*st).await?;
+                    }
+                    Created::Busy | Created::UseRest => queue_full = true,
+                    Created::NoQuota => no_quota = true,
+                }
+            }
+            let export_id = st.bulk.export_id.clone().unwrap_or_default();
             match self.wait_export(&export_id).await? {
                 ExportWait::Ready => {}
                 ExportWait::Failed(detail) => {
@@ -254,7 +404,13 @@ impl Pass<'_> {
                         return Err(Error::Export { export_id, detail });
                     }
                     tracing::warn!(%export_id, %detail, "bulk export failed; creating another");
-                    st.bulk = BulkPos { window: st.bulk.window, failures: st.bulk.failures, ..BulkPos::default() };
+                    st.bulk = BulkPos {
+                        window: st.bulk.window,
+                        failures: st.bulk.failures,
+                        origin: st.bulk.origin,
+                        ahead: std::mem::take(&mut st.bulk.ahead),
+                        ..BulkPos::default()
+                    };
                     self.put(StreamId::InitialSync, &*st).await?;
                     continue;
                 }
@@ -263,34 +419,53 @@ impl Pass<'_> {
         }
     }
 
-    /// Creates the window's export job and checkpoints its id; `None` means continue via REST.
+    /// Best-effort cancel of the jobs created ahead (the bulk path is being abandoned).
+    async fn cancel_ahead(&mut self, st: &mut InitialState) {
+        let m = self.eng.marketo.as_ref();
+        for id in std::mem::take(&mut st.bulk.ahead) {
+            if let Err(e) = self.marketo_no_wait("cancel lead export", || m.cancel_lead_export(&id)).await {
+                tracing::debug!(export_id = %id, error = %e, "could not cancel a bulk export created ahead");
+            }
+        }
+    }
+
+    /// Creates and enqueues an export job for a window. For the current window (`current`) a
+    /// full queue is waited out and an exhausted quota handled per [`BulkQuotaPolicy`]; for a
+    /// window ahead, they answer [`Created::Busy`] / [`Created::NoQuota`] at once.
     async fn start_export(
         &mut self,
         st: &mut InitialState,
         fields: &[String],
         start: DateTime<Utc>,
         end: DateTime<Utc>,
-    ) -> Result<Option<String>> {
+        current: bool,
+    ) -> Result<Created> {
         let m = self.eng.marketo.as_ref();
         let start = trunc_secs(start);
         let end = trunc_secs(end);
         loop {
             let filter = ExportFilter::CreatedAt { start, end };
-            match self.marketo("start lead export", || m.start_lead_export(fields, filter.clone())).await {
-                Ok(job) => {
-                    st.bulk.export_id = Some(job.id.clone());
-                    st.bulk.rows_applied = 0;
-                    st.bulk.offset = 0;
-                    st.bulk.header.clear();
-                    self.put(StreamId::InitialSync, &*st).await?;
-                    return Ok(Some(job.id));
+            match self.marketo_no_wait("start lead export", || m.start_lead_export(fields, filter.clone())).await {
+                Ok(job) => return Ok(Created::Job(job.id)),
+                Err(Error::Port(salesync_core::Error::RateLimited { retry_after, .. })) => {
+                    if !current {
+                        return Ok(Created::Busy);
+                    }
+                    let delay = retry_after.unwrap_or(self.eng.settings.export_poll);
+                    self.backoff("bulk export queue is full".into(), delay).await?;
                 }
                 Err(Error::Port(
                     e @ (salesync_core::Error::Rejected { .. } | salesync_core::Error::AccessDenied { .. }),
                 )) if self.eng.settings.initial_mode == InitialMode::Auto => {
+                    if !current {
+                        return Ok(Created::Busy);
+                    }
                     tracing::info!(error = %e, "bulk export unavailable; initial sync continues via REST");
                     self.report.warnings.push(format!("bulk export unavailable, using REST: {e}"));
-                    return Ok(None);
+                    return Ok(Created::UseRest);
+                }
+                Err(Error::Port(salesync_core::Error::QuotaExhausted { .. })) if !current => {
+                    return Ok(Created::NoQuota);
                 }
                 Err(Error::Port(salesync_core::Error::QuotaExhausted { resets_at, detail, .. })) => {
                     match self.eng.settings.bulk_quota {
@@ -298,7 +473,7 @@ impl Pass<'_> {
                             st.bulk_quota_action = Some(BulkQuotaAction::FellBackToRest);
                             self.report.bulk_quota_action = Some(BulkQuotaAction::FellBackToRest);
                             self.report.warnings.push(format!("bulk export quota exhausted, using REST: {detail}"));
-                            return Ok(None);
+                            return Ok(Created::UseRest);
                         }
                         BulkQuotaPolicy::Wait { retry_after } => {
                             let delay = resets_at
@@ -382,7 +557,15 @@ impl Pass<'_> {
                     }
                 }
                 None => {
-                    let pos = BulkPos { window: st.bulk.window + 1, ..BulkPos::default() };
+                    let mut ahead = st.bulk.ahead.clone();
+                    let export_id = (!ahead.is_empty()).then(|| ahead.remove(0));
+                    let pos = BulkPos {
+                        window: st.bulk.window + 1,
+                        origin: st.bulk.origin,
+                        export_id,
+                        ahead,
+                        ..BulkPos::default()
+                    };
                     self.apply_rows(st, batch, pos).await?;
                     return Ok(());
                 }

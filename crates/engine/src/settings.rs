@@ -113,7 +113,23 @@ pub struct EngineSettings {
     /// Fill unresolved opportunity ids from Salesforce after each applied page (default on).
     pub opportunity_lookup: bool,
     /// Start of the bulk path's `createdAt` windows (default 2006-01-01, before Marketo existed).
+    /// With `probe_oldest`, the windows start at the oldest lead instead when it is later.
     pub oldest_created_at: DateTime<Utc>,
+    /// Bulk path: before planning windows, find the oldest lead (Marketo ids grow with creation:
+    /// walk `leads_by_filter(filterType=id)` chunks from id 1 to the first lead) and start the
+    /// windows at the earliest `createdAt` of that chunk (truncated to the day) minus
+    /// `probe_slack`, never before `oldest_created_at`. Falls back to `oldest_created_at` when no
+    /// lead is found within 100 chunks or the probe fails (default on).
+    pub probe_oldest: bool,
+    /// How far before the probed oldest `createdAt` the windows start (default 31 days, one extra
+    /// window): covers people whose ids are higher than their creation order suggests (e.g.
+    /// imported with an earlier `createdAt`).
+    pub probe_slack: Duration,
+    /// Bulk path: export jobs kept in flight (created, queued or processing, not yet applied),
+    /// the current window's included: later windows are created and enqueued ahead so Marketo
+    /// processes them (two at a time) while earlier files are applied in order (1..=10, default 4;
+    /// Marketo queues at most 10 jobs).
+    pub bulk_jobs_ahead: u32,
     /// What to do when the bulk export quota is used up.
     pub bulk_quota: BulkQuotaPolicy,
     /// First delay between bulk export status polls; doubles up to `export_poll_max`.
@@ -152,6 +168,9 @@ impl Default for EngineSettings {
             streams: StreamSettings::default(),
             opportunity_lookup: true,
             oldest_created_at: Utc.with_ymd_and_hms(2006, 1, 1, 0, 0, 0).single().unwrap_or(DateTime::UNIX_EPOCH),
+            probe_oldest: true,
+            probe_slack: Duration::from_secs(31 * 24 * 3600),
+            bulk_jobs_ahead: 4,
             bulk_quota: BulkQuotaPolicy::default(),
             export_poll: Duration::from_secs(30),
             export_poll_max: Duration::from_secs(300),
@@ -177,6 +196,8 @@ impl fmt::Debug for EngineSettings {
             .field("streams", &self.streams)
             .field("opportunity_lookup", &self.opportunity_lookup)
             .field("oldest_created_at", &self.oldest_created_at)
+            .field("probe_oldest", &self.probe_oldest)
+            .field("bulk_jobs_ahead", &self.bulk_jobs_ahead)
             .field("bulk_quota", &self.bulk_quota)
             .field("rest_max_marketo_id", &self.rest_max_marketo_id)
             .field("rest_empty_chunks_to_stop", &self.rest_empty_chunks_to_stop)
@@ -195,6 +216,9 @@ impl EngineSettings {
         }
         if self.poll_interval.is_zero() {
             return bad("poll_interval", "must be positive");
+        }
+        if self.bulk_jobs_ahead == 0 || self.bulk_jobs_ahead > 10 {
+            return bad("bulk_jobs_ahead", "must be between 1 and 10");
         }
         if self.rest_empty_chunks_to_stop == 0 {
             return bad("rest_empty_chunks_to_stop", "must be at least 1");

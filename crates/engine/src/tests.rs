@@ -12,7 +12,9 @@ use salesync_core::activity::{AdminSettings, ReminderTask, UnsubscribeOrigin, Un
 use salesync_core::mapping::{LeadField, LeadRecord, all_field_names};
 use salesync_core::mirror::{Decision, RemovalReason};
 use salesync_core::ports::Page;
-use salesync_core::ports::marketo::{Activity, ActivityType, ExportJob, ExportState, LeadSchema, MockMarketoApi};
+use salesync_core::ports::marketo::{
+    Activity, ActivityType, ExportFilter, ExportJob, ExportState, LeadSchema, MockMarketoApi,
+};
 use salesync_core::ports::salesforce::{LeadConversion, MockSalesforceApi};
 use salesync_core::ports::store::{
     ApplyCounts, Checkpoint, Finished, InboundBatch, MirrorPage, MockStore, OutboxCounts, OutboxItem, OutboxState,
@@ -258,6 +260,14 @@ struct World {
     /// Jobs whose status answers Failed.
     failed_jobs: Vec<String>,
     jobs_started: u32,
+    /// `start_lead_export` answers QuotaExhausted once this many jobs were started.
+    quota_after: Option<u32>,
+    /// Filters of the started jobs, in order.
+    export_filters: Vec<ExportFilter>,
+    /// Per-job files (else `export_file`).
+    job_files: HashMap<String, Vec<u8>>,
+    /// Jobs whose file was read, in order.
+    file_jobs: Vec<String>,
     file_offsets: Vec<u64>,
     filter_starts: Vec<String>,
     paging_token_since: Vec<DateTime<Utc>>,
@@ -348,11 +358,13 @@ fn marketo(world: &W) -> Arc<MockMarketoApi> {
         Ok(page(items, token, false))
     });
     let w = world.clone();
-    m.expect_start_lead_export().returning(move |fields, _| {
+    m.expect_start_lead_export().returning(move |fields, filter| {
         let mut w = w.lock().unwrap();
         assert!(fields.iter().any(|f| f == "sfdcLeadOwnerId"));
+        let quota = w.quota_after.is_some_and(|n| w.jobs_started >= n);
         match w.export_mode {
-            ExportMode::Ok => {
+            ExportMode::Ok if !quota => {
+                w.export_filters.push(filter);
                 w.jobs_started += 1;
                 Ok(job(&format!("job-{}", w.jobs_started), ExportState::Queued))
             }
@@ -361,7 +373,7 @@ fn marketo(world: &W) -> Arc<MockMarketoApi> {
                 code: "1035".into(),
                 message: "Bulk export not enabled".into(),
             }),
-            ExportMode::Quota => Err(salesync_core::Error::QuotaExhausted {
+            ExportMode::Ok | ExportMode::Quota => Err(salesync_core::Error::QuotaExhausted {
                 service: Service::Marketo,
                 resets_at: None,
                 detail: "Export daily quota exceeded".into(),
@@ -381,10 +393,12 @@ fn marketo(world: &W) -> Arc<MockMarketoApi> {
         Ok(job(id, ExportState::Completed))
     });
     let w = world.clone();
-    m.expect_lead_export_file().returning(move |_, offset| {
+    m.expect_lead_export_file().returning(move |id, offset| {
         let mut w = w.lock().unwrap();
         w.file_offsets.push(offset);
-        let bytes = w.export_file[offset as usize..].to_vec();
+        w.file_jobs.push(id.to_string());
+        let file = w.job_files.get(id).unwrap_or(&w.export_file);
+        let bytes = file[offset as usize..].to_vec();
         let chunks: Vec<salesync_core::Result<Vec<u8>>> = bytes.chunks(7).map(|c| Ok(c.to_vec())).collect();
         Ok(futures::stream::iter(chunks).boxed())
     });
@@ -749,6 +763,227 @@ async fn bulk_quota_exhausted_falls_back_or_waits_as_configured() {
     assert_eq!(report.initial_path, Some(InitialPath::Bulk));
     assert_eq!(report.bulk_quota_action, Some(BulkQuotaAction::Waited));
     assert_eq!(ids(&store), vec![9]);
+}
+
+fn created(id: i64, at: DateTime<Utc>) -> Value {
+    let mut v = lead(id, Some(OWNER), "Lead");
+    v["createdAt"] = json!(at.to_rfc3339());
+    v
+}
+
+fn filter_start(f: &ExportFilter) -> DateTime<Utc> {
+    match f {
+        ExportFilter::CreatedAt { start, .. } | ExportFilter::UpdatedAt { start, .. } => *start,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn bulk_windows_start_at_the_probed_oldest_lead() {
+    let day = |d: i64| t0() - chrono::Duration::days(d);
+    // Ids 7..9 are the first chunk with leads (page size 3: chunks 1-3, 4-6 are empty); the
+    // earliest createdAt among them is 40 days ago (at 15:00).
+    let world = world_with(vec![
+        created(7, day(30)),
+        created(8, day(40) + chrono::Duration::hours(3)),
+        created(9, day(35)),
+        created(20, day(1)),
+    ]);
+    world.lock().unwrap().export_file = csv_file(&[]);
+    let store = Arc::new(FakeStore::default());
+    let mut s = settings(InitialMode::Bulk);
+    s.oldest_created_at = t0() - chrono::Duration::days(3650);
+    s.probe_slack = Duration::from_secs(24 * 3600);
+    let eng = engine(&world, &store, s.clone());
+    eng.sync_once().await.unwrap();
+    let (probed, starts) = {
+        let w = world.lock().unwrap();
+        (w.filter_starts[..3].to_vec(), w.export_filters.iter().map(filter_start).collect::<Vec<_>>())
+    };
+    assert_eq!(probed, ["1", "4", "7"], "the probe walks id chunks from 1 to the first lead");
+    // 2026-10-20 15:00 truncated to the day, minus the day of slack.
+    let origin = Utc.with_ymd_and_hms(2026, 10, 19, 0, 0, 0).unwrap();
+    assert_eq!(starts, vec![origin, origin + chrono::Duration::days(31)], "two windows instead of 118");
+    let pos = store.position(StreamId::InitialSync).unwrap();
+    assert_eq!(pos["bulk"]["origin"], json!(origin));
+
+    // No lead within the probe's reach, or leads without createdAt: oldest_created_at.
+    for leads in [vec![], vec![lead(2, Some(OWNER), "Lead")]] {
+        let world = world_with(leads);
+        world.lock().unwrap().export_file = csv_file(&[]);
+        let mut s = settings(InitialMode::Bulk);
+        s.oldest_created_at = t0() - chrono::Duration::days(70);
+        engine(&world, &Arc::new(FakeStore::default()), s).sync_once().await.unwrap();
+        let w = world.lock().unwrap();
+        assert_eq!(filter_start(&w.export_filters[0]), t0() - chrono::Duration::days(70));
+        assert_eq!(w.jobs_started, 3);
+        assert!(w.filter_starts.len() <= 100, "the probe is capped");
+    }
+}
+
+/// A Marketo bulk queue: at most 10 jobs queued (processing included), 2 processing, the rest
+/// of the service occupied by `foreign` jobs of another integration.
+#[derive(Debug, Default)]
+struct BulkQueue {
+    /// Our jobs: (id, state, status polls left while processing).
+    jobs: Vec<(String, ExportState, u32)>,
+    /// Foreign jobs queued or processing; one finishes per status poll.
+    foreign: usize,
+    max_queued: usize,
+    max_processing: usize,
+    queue_full_answers: u32,
+    files: Vec<String>,
+}
+
+impl BulkQueue {
+    fn queued(&self) -> usize {
+        self.foreign + self.jobs.iter().filter(|j| matches!(j.1, ExportState::Queued | ExportState::Processing)).count()
+    }
+    fn processing(&self) -> usize {
+        self.foreign.min(2) + self.jobs.iter().filter(|j| j.1 == ExportState::Processing).count()
+    }
+    fn tick(&mut self) {
+        for j in self.jobs.iter_mut().filter(|j| j.1 == ExportState::Processing) {
+            j.2 -= 1;
+            if j.2 == 0 {
+                j.1 = ExportState::Completed;
+            }
+        }
+        self.foreign = self.foreign.saturating_sub(1);
+        self.settle();
+    }
+    fn settle(&mut self) {
+        while self.processing() < 2 {
+            let Some(j) = self.jobs.iter_mut().find(|j| j.1 == ExportState::Queued) else { break };
+            j.1 = ExportState::Processing;
+        }
+        self.max_queued = self.max_queued.max(self.queued());
+        self.max_processing = self.max_processing.max(self.processing());
+    }
+}
+
+fn queue_marketo(queue: &Arc<Mutex<BulkQueue>>) -> Arc<MockMarketoApi> {
+    let mut m = MockMarketoApi::new();
+    m.expect_lead_schema().returning(|| {
+        Ok(LeadSchema { fields: all_field_names().into_iter().map(String::from).collect(), searchable: vec![] })
+    });
+    m.expect_paging_token().returning(|since| Ok(format!("tok@{}", since.timestamp())));
+    m.expect_lead_changes().returning(|token, _| Ok(page(vec![], token, false)));
+    m.expect_deleted_leads().returning(|token| Ok(page(vec![], token, false)));
+    m.expect_activities().returning(|token, _, _| Ok(page(vec![], token, false)));
+    let q = queue.clone();
+    m.expect_start_lead_export().returning(move |_, _| {
+        let mut q = q.lock().unwrap();
+        if q.queued() >= 10 {
+            q.queue_full_answers += 1;
+            return Err(salesync_core::Error::RateLimited { service: Service::Marketo, retry_after: None });
+        }
+        let id = format!("job-{}", q.jobs.len() + 1);
+        q.jobs.push((id.clone(), ExportState::Queued, 2));
+        q.settle();
+        Ok(job(&id, ExportState::Queued))
+    });
+    let q = queue.clone();
+    m.expect_lead_export_status().returning(move |id| {
+        let mut q = q.lock().unwrap();
+        q.tick();
+        let state = q.jobs.iter().find(|j| j.0 == id).map(|j| j.1).unwrap();
+        Ok(job(id, state))
+    });
+    let q = queue.clone();
+    m.expect_lead_export_file().returning(move |id, _| {
+        let mut q = q.lock().unwrap();
+        let j = q.jobs.iter().find(|j| j.0 == id).unwrap();
+        assert_eq!(j.1, ExportState::Completed, "files are read once complete");
+        q.files.push(id.to_string());
+        let n: i64 = id.trim_start_matches("job-").parse().unwrap();
+        let bytes = csv_file(&[&format!("{n},P{n},p{n}@x.com,Lead,{OWNER},null")]);
+        Ok(futures::stream::iter(vec![Ok(bytes)]).boxed())
+    });
+    Arc::new(m)
+}
+
+#[tokio::test(start_paused = true)]
+async fn bulk_pipeline_stays_within_marketo_job_limits_and_applies_in_order() {
+    let queue = Arc::new(Mutex::new(BulkQueue { foreign: 7, ..Default::default() }));
+    let store = Arc::new(FakeStore::default());
+    let mut s = settings(InitialMode::Bulk);
+    s.probe_oldest = false;
+    s.bulk_jobs_ahead = 10;
+    s.oldest_created_at = t0() - chrono::Duration::days(31 * 12);
+    let eng = SyncEngine::builder()
+        .marketo(queue_marketo(&queue))
+        .salesforce(no_salesforce())
+        .store(store.clone())
+        .settings(s)
+        .build()
+        .unwrap();
+    let report = eng.sync_once().await.unwrap();
+    assert_eq!(report.initial_path, Some(InitialPath::Bulk));
+    let q = queue.lock().unwrap();
+    assert_eq!(q.jobs.len(), 13, "twelve 31-day windows and the last second");
+    assert!(q.max_queued <= 10, "{} queued", q.max_queued);
+    assert!(q.max_processing <= 2, "{} processing", q.max_processing);
+    assert!(q.max_queued >= 9, "jobs were created ahead ({} queued)", q.max_queued);
+    assert!(q.queue_full_answers > 0, "the foreign jobs filled the queue once");
+    let want: Vec<String> = (1..=13).map(|n| format!("job-{n}")).collect();
+    assert_eq!(q.files, want, "windows are applied in order");
+    assert_eq!(ids(&store), (1..=13).collect::<Vec<_>>());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_reuses_the_jobs_in_flight_and_applies_them_in_order() {
+    let world = world_with(vec![]);
+    {
+        let mut w = world.lock().unwrap();
+        w.export_polls = 1;
+        for n in 1..=3 {
+            w.job_files.insert(format!("job-{n}"), csv_file(&[&format!("{n},P{n},p{n}@x.com,Lead,{OWNER},null")]));
+        }
+    }
+    let store = Arc::new(FakeStore::default());
+    store.state().fail_apply = Some(2);
+    let mut s = settings(InitialMode::Bulk);
+    s.oldest_created_at = t0() - chrono::Duration::days(70);
+    let eng = engine(&world, &store, s);
+    assert!(eng.sync_once().await.is_err(), "the second window's page fails");
+    assert_eq!(ids(&store), vec![1]);
+    let pos = store.position(StreamId::InitialSync).unwrap();
+    assert_eq!(pos["bulk"]["window"], json!(1));
+    assert_eq!(pos["bulk"]["export_id"], json!("job-2"));
+    assert_eq!(pos["bulk"]["ahead"], json!(["job-3"]));
+    assert_eq!(world.lock().unwrap().jobs_started, 3, "all three windows were in flight");
+
+    world.lock().unwrap().file_jobs.clear();
+    let report = eng.sync_once().await.unwrap();
+    let w = world.lock().unwrap();
+    assert_eq!(w.jobs_started, 3, "the restarted run created no job");
+    assert_eq!(w.file_jobs, ["job-2", "job-3"]);
+    assert_eq!(report.inserted, 2);
+    assert_eq!(ids(&store), vec![1, 2, 3]);
+    let pos = store.position(StreamId::InitialSync).unwrap();
+    assert_eq!(pos["status"], json!("done"));
+    assert_eq!(pos["bulk"]["window"], json!(3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn quota_exhausted_while_creating_ahead_finishes_the_jobs_held_then_falls_back() {
+    let world = world_with(vec![lead(1, Some(OWNER), "Lead"), lead(2, Some(OWNER), "Contact")]);
+    {
+        let mut w = world.lock().unwrap();
+        w.quota_after = Some(2);
+        w.export_file = csv_file(&[&format!("1,P1,p1@x.com,Lead,{OWNER},null")]);
+    }
+    let store = Arc::new(FakeStore::default());
+    let mut s = settings(InitialMode::Bulk);
+    s.oldest_created_at = t0() - chrono::Duration::days(100);
+    let eng = engine(&world, &store, s);
+    let report = eng.sync_once().await.unwrap();
+    let w = world.lock().unwrap();
+    assert_eq!(w.jobs_started, 2);
+    assert_eq!(w.file_jobs, ["job-1", "job-2"], "the jobs already created were used");
+    assert_eq!(report.initial_path, Some(InitialPath::Rest));
+    assert_eq!(report.bulk_quota_action, Some(BulkQuotaAction::FellBackToRest));
+    assert_eq!(ids(&store), vec![1, 2]);
 }
 
 /// A store and engine whose initial sync is done with people 1..=4 (1, 2 Leads; 3, 4 Contacts).
