@@ -1,9 +1,10 @@
 //! The one, fixed mapping from Marketo REST lead fields to [`Person`], and owner qualification.
 //!
-//! [`LEAD_FIELDS`] is the single table: it names every field salesync reads, drives the list of
-//! fields requested from Marketo ([`requested_fields`]) and the parser ([`LeadRecord`],
-//! [`MarketoLead::from_text_fields`]), so the two can never disagree. The mapping is not
-//! configurable.
+//! [`LEAD_FIELDS`] is the single table: it names every field salesync reads in its syncs, drives
+//! the list of fields requested from Marketo ([`requested_fields`]) and the parser
+//! ([`LeadRecord`], [`MarketoLead::from_text_fields`]), so the two can never disagree. The parser
+//! also reads `createdAt` ([`CREATED_AT`]), which is requested only where needed (the bulk
+//! initial sync's oldest-lead probe). The mapping is not configurable.
 
 use std::fmt;
 
@@ -51,7 +52,8 @@ pub enum LeadField {
     OwnerId,
     /// `updatedAt`: bookkeeping only, never a change by itself.
     UpdatedAt,
-    /// `createdAt`: bookkeeping only (where the bulk initial sync's windows start), not mirrored.
+    /// `createdAt`: bookkeeping only (where the bulk initial sync's windows start), not mirrored
+    /// and read only on request (not in [`LEAD_FIELDS`]; its spec is [`CREATED_AT`]). Last.
     CreatedAt,
 }
 
@@ -80,8 +82,9 @@ const fn spec(
     FieldSpec { field, rest_name, snake_name, synced, instance_dependent: dep }
 }
 
-/// The mapping table: every Marketo field salesync reads, in a fixed order.
-pub const LEAD_FIELDS: [FieldSpec; 17] = [
+/// The mapping table: every Marketo field salesync reads in its syncs, in a fixed order (the
+/// enum's, except [`LeadField::CreatedAt`], which is read only on request: see [`CREATED_AT`]).
+pub const LEAD_FIELDS: [FieldSpec; 16] = [
     spec(LeadField::MarketoId, "id", "marketo_id", true, false),
     spec(LeadField::FirstName, "firstName", "first_name", true, false),
     spec(LeadField::LastName, "lastName", "last_name", true, false),
@@ -98,14 +101,23 @@ pub const LEAD_FIELDS: [FieldSpec; 17] = [
     spec(LeadField::SalesforceType, "sfdcType", "salesforce_type", false, false),
     spec(LeadField::OwnerId, "sfdcLeadOwnerId", "owner_id", false, false),
     spec(LeadField::UpdatedAt, "updatedAt", "marketo_updated_at", false, false),
-    spec(LeadField::CreatedAt, "createdAt", "marketo_created_at", false, false),
 ];
 
+/// `createdAt`: bookkeeping read only on request (the bulk initial sync's probe for the oldest
+/// lead), so it is not in [`LEAD_FIELDS`] and not among the [`requested_fields`].
+pub const CREATED_AT: FieldSpec = spec(LeadField::CreatedAt, "createdAt", "marketo_created_at", false, false);
+
+/// Number of [`LeadField`] variants.
+const FIELD_COUNT: usize = LEAD_FIELDS.len() + 1;
+
 impl LeadField {
-    /// The field's row in [`LEAD_FIELDS`].
+    /// The field's row in [`LEAD_FIELDS`] (for [`LeadField::CreatedAt`]: [`CREATED_AT`]).
     pub fn spec(self) -> &'static FieldSpec {
-        // LEAD_FIELDS is ordered like the enum.
-        &LEAD_FIELDS[self as usize]
+        match self {
+            LeadField::CreatedAt => &CREATED_AT,
+            // LEAD_FIELDS is ordered like the enum.
+            f => &LEAD_FIELDS[f as usize],
+        }
     }
 
     /// Marketo REST API name.
@@ -451,7 +463,7 @@ impl<'de> Visitor<'de> for ValVisitor {
 /// Field values as read, before validation.
 #[derive(Debug, Default)]
 struct RawLead {
-    vals: [Val; LEAD_FIELDS.len()],
+    vals: [Val; FIELD_COUNT],
 }
 
 impl RawLead {
@@ -693,6 +705,9 @@ mod tests {
             assert_eq!(LeadField::from_rest_name(s.rest_name), Some(s.field));
         }
         assert_eq!(LEAD_FIELDS.iter().filter(|s| s.synced).count(), 13);
+        assert_eq!(LeadField::CreatedAt as usize, LEAD_FIELDS.len());
+        assert_eq!(LeadField::from_rest_name("createdAt"), Some(LeadField::CreatedAt));
+        assert_eq!(LeadField::CreatedAt.spec().rest_name, "createdAt");
     }
 
     #[test]
@@ -702,7 +717,8 @@ mod tests {
         assert!(without.contains(&"sfdcLeadOwnerId") && without.contains(&"sfdcType") && without.contains(&"id"));
         let with = requested_fields(|n| n == "linkedInProfileURL");
         assert!(with.contains(&"linkedInProfileURL") && !with.contains(&"sfdcOpptyId"));
-        assert_eq!(all_field_names().len(), 17);
+        assert_eq!(all_field_names().len(), 16);
+        assert!(!requested_fields(|_| true).contains(&"createdAt"));
     }
 
     #[test]
