@@ -204,7 +204,9 @@ pub fn generate(n: usize, seed: u64) -> SeedWorld {
             let j = rng.gen_range(0..people.len());
             email = people[j].email.clone();
         }
-        let created_at = base + Duration::minutes(rng.gen_range(0..60 * 24 * 600));
+        // Marketo ids grow with creation time: spread creations over ~600 days in id order.
+        let step = (60 * 24 * 600 / n.max(1) as i64).max(1);
+        let created_at = base + Duration::minutes(i as i64 * step + rng.gen_range(0..step));
         let updated_at = created_at + Duration::minutes(rng.gen_range(0..60 * 24 * 30));
         let has_owner = !rng.gen_bool(0.15);
         let (sf_type, lead_id, contact_id, account_id, opp_id, owner) = if has_owner {
@@ -264,6 +266,7 @@ mod tests {
         let shared = emails.values().filter(|c| **c > 1).count();
         assert!(shared > 50, "only {shared} shared emails");
         assert!(a.people.iter().any(|p| p.first_name.as_deref().is_some_and(|f| !f.is_ascii())));
+        assert!(a.people.windows(2).all(|w| w[0].created_at <= w[1].created_at), "ids follow creation time");
         for p in &a.people {
             assert_eq!(p.sf_lead_id.is_some(), p.sf_type == Some(SeedSfType::Lead));
             assert_eq!(p.sf_contact_id.is_some(), p.sf_type == Some(SeedSfType::Contact));
