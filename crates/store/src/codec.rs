@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use salesync_core::activity::{ReminderPriority, ReminderStatus, UnsubscribeOrigin};
 use salesync_core::mirror::{Decision, RemovalReason};
 use salesync_core::person::{OpportunityRef, Person, SalesforceType};
-use salesync_core::ports::store::{OutboxState, Target};
+use salesync_core::ports::store::{OutboxCounts, OutboxState, Outcome, Recording, Target};
 use salesync_core::sfid::SalesforceId;
 use salesync_core::{Error, Result};
 
@@ -49,6 +49,71 @@ pub(crate) fn parse_state(backend: &'static str, s: &str) -> Result<OutboxState>
         "skipped" => OutboxState::Skipped,
         other => return Err(backend_msg(backend, format!("unknown outbox state {other:?} in the store"))),
     })
+}
+
+/// A stored value as JSON text.
+pub(crate) fn to_json<T: serde::Serialize + ?Sized>(backend: &'static str, what: &str, v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| crate::error::json(backend, what, e))
+}
+
+/// A stored JSON text as a value.
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(backend: &'static str, what: &str, s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| crate::error::json(backend, what, e))
+}
+
+/// The JSON payloads of a recording's outbox items, in order.
+pub(crate) fn payloads(backend: &'static str, recording: &Recording) -> Result<Vec<String>> {
+    recording.outbox.iter().map(|item| to_json(backend, "outbox payload", &item.payload)).collect()
+}
+
+/// The JSON reasons of removals, in order.
+pub(crate) fn removal_reasons(backend: &'static str, removes: &[(i64, RemovalReason)]) -> Result<Vec<String>> {
+    removes.iter().map(|(_, r)| to_json(backend, "removal reason", r)).collect()
+}
+
+/// The outbox columns a finished delivery writes; `None` keeps the stored value.
+pub(crate) struct OutcomeCols<'a> {
+    pub state: OutboxState,
+    pub result: Option<&'a str>,
+    pub error: Option<&'a str>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+/// What an outcome writes into its outbox item.
+pub(crate) fn outcome_cols(o: &Outcome) -> OutcomeCols<'_> {
+    let (state, result, error, next_attempt_at) = match o {
+        Outcome::Delivered { remote_id } => (OutboxState::Delivered, Some(remote_id.as_str()), None, None),
+        Outcome::Retry { at, error } => (OutboxState::Pending, None, Some(error.as_str()), Some(micros(*at))),
+        Outcome::Park { error } => (OutboxState::Parked, None, Some(error.as_str()), None),
+        Outcome::Skip { reason } => (OutboxState::Skipped, Some(reason.as_str()), None, None),
+    };
+    OutcomeCols { state, result, error, next_attempt_at }
+}
+
+/// Adds `n` items in `state` to the counts.
+pub(crate) fn add_count(c: &mut OutboxCounts, state: OutboxState, n: u64) {
+    let slot = match state {
+        OutboxState::Pending => &mut c.pending,
+        OutboxState::InFlight => &mut c.in_flight,
+        OutboxState::Delivered => &mut c.delivered,
+        OutboxState::Parked => &mut c.parked,
+        OutboxState::Skipped => &mut c.skipped,
+    };
+    *slot += n;
+}
+
+/// Outbox counts from `(state, count)` rows.
+pub(crate) fn outbox_counts(backend: &'static str, rows: Vec<(String, i64)>) -> Result<OutboxCounts> {
+    let mut c = OutboxCounts::default();
+    for (state, n) in rows {
+        add_count(&mut c, parse_state(backend, &state)?, u64::try_from(n).unwrap_or(0));
+    }
+    Ok(c)
+}
+
+/// The lease expiry `d` after `now`, in whole microseconds.
+pub(crate) fn lease_end(now: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
+    micros(now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX))
 }
 
 pub(crate) fn sf_type_str(t: SalesforceType) -> &'static str {

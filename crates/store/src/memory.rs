@@ -13,12 +13,12 @@ use salesync_core::Result;
 use salesync_core::activity::{AdminSettings, ReminderTask, UnsubscribeState};
 use salesync_core::person::Person;
 use salesync_core::ports::store::{
-    ApplyCounts, Checkpoint, Finished, InboundBatch, MirrorPage, OutboxCounts, OutboxItem, OutboxState, Outcome,
-    Recording, Store, StreamId, Target, Tombstone,
+    ApplyCounts, Checkpoint, Finished, InboundBatch, MirrorPage, OutboxCounts, OutboxItem, OutboxState, Recording,
+    Store, StreamId, Target, Tombstone,
 };
 use salesync_core::sfid::SalesforceId;
 
-use crate::codec::{bad_id, micros, reduce};
+use crate::codec::{self, bad_id, lease_end, micros, reduce};
 use crate::error::instance_conflict;
 
 /// The in-memory store (`memory:`): a mutex around plain collections.
@@ -53,10 +53,6 @@ impl MemoryStore {
         // validates before mutating, so the data behind a poisoned lock is still consistent.
         self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
-}
-
-fn lease_end(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
-    micros(now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX))
 }
 
 fn norm_reminder(mut r: ReminderTask) -> ReminderTask {
@@ -260,24 +256,17 @@ impl Store for MemoryStore {
             }
             item.lease_owner = None;
             item.lease_until = None;
-            match f.outcome {
-                Outcome::Delivered { remote_id } => {
-                    item.state = OutboxState::Delivered;
-                    item.result = Some(remote_id);
-                }
-                Outcome::Retry { at, error } => {
-                    item.state = OutboxState::Pending;
-                    item.next_attempt_at = micros(at);
-                    item.last_error = Some(error);
-                }
-                Outcome::Park { error } => {
-                    item.state = OutboxState::Parked;
-                    item.last_error = Some(error);
-                }
-                Outcome::Skip { reason } => {
-                    item.state = OutboxState::Skipped;
-                    item.result = Some(reason);
-                }
+            // Like the SQL backends' `coalesce`: a column the outcome leaves out keeps its value.
+            let cols = codec::outcome_cols(&f.outcome);
+            item.state = cols.state;
+            if let Some(result) = cols.result {
+                item.result = Some(result.to_string());
+            }
+            if let Some(error) = cols.error {
+                item.last_error = Some(error.to_string());
+            }
+            if let Some(next) = cols.next_attempt_at {
+                item.next_attempt_at = next;
             }
         }
         Ok(())
@@ -296,13 +285,7 @@ impl Store for MemoryStore {
         let g = self.lock();
         let mut c = OutboxCounts::default();
         for i in g.outbox.values() {
-            match i.state {
-                OutboxState::Pending => c.pending += 1,
-                OutboxState::InFlight => c.in_flight += 1,
-                OutboxState::Delivered => c.delivered += 1,
-                OutboxState::Parked => c.parked += 1,
-                OutboxState::Skipped => c.skipped += 1,
-            }
+            codec::add_count(&mut c, i.state, 1);
         }
         Ok(c)
     }

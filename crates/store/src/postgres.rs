@@ -13,16 +13,17 @@ use chrono::{DateTime, NaiveDate, Utc};
 use salesync_core::activity::{AdminSettings, ReminderTask, UnsubscribeState};
 use salesync_core::person::Person;
 use salesync_core::ports::store::{
-    ApplyCounts, Checkpoint, Finished, InboundBatch, MirrorPage, OutboxCounts, OutboxItem, OutboxState, Outcome,
-    Recording, Store, StreamId, Target, Tombstone,
+    ApplyCounts, Checkpoint, Finished, InboundBatch, MirrorPage, OutboxCounts, OutboxItem, OutboxState, Recording,
+    Store, StreamId, Target, Tombstone,
 };
 use salesync_core::sfid::SalesforceId;
 use salesync_core::{Error, Result};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::{Executor, PgConnection, PgPool, Postgres, Row, Transaction};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Executor, PgConnection, PgPool, Postgres, Transaction};
 
-use crate::codec::{self, micros, reduce};
+use crate::codec::{self, lease_end, micros, reduce};
 use crate::error::{self, instance_conflict, redact_url, scrub};
+use crate::sql::Dialect;
 
 const BACKEND: &str = "postgres";
 const POOL_SIZE: u32 = 8;
@@ -40,10 +41,6 @@ fn db(context: &str) -> impl FnOnce(sqlx::Error) -> Error + '_ {
     move |e| error::sql::map(BACKEND, context, e)
 }
 
-fn lease_end(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
-    micros(now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX))
-}
-
 const PEOPLE_COLS: &str = "marketo_id, first_name, last_name, salesforce_contact_id, salesforce_lead_id, \
     salesforce_account_id, opportunity_source, opportunity_id, company, title, email, phone, linkedin_url, source, \
     salesforce_type, owner_id, marketo_updated_at, mirror_updated_at";
@@ -57,76 +54,27 @@ const OUTBOX_COLS_O: &str = "o.id, o.key, o.target, o.payload::text, o.state, o.
 const REMINDER_COLS: &str =
     "id, marketo_id, subject, status, priority, due_date, details, salesforce_task_id, deleted, updated_at";
 
-fn person_from_row(r: &PgRow) -> Result<Person> {
-    let get = |e: sqlx::Error| error::sql::map(BACKEND, "reading a person", e);
-    let opp_source: String = r.try_get(6).map_err(get)?;
-    let opp_id: Option<String> = r.try_get(7).map_err(get)?;
-    let sf_type: String = r.try_get(14).map_err(get)?;
-    let owner: String = r.try_get(15).map_err(get)?;
-    Ok(Person {
-        marketo_id: r.try_get(0).map_err(get)?,
-        first_name: r.try_get(1).map_err(get)?,
-        last_name: r.try_get(2).map_err(get)?,
-        salesforce_contact_id: codec::opt_sfid(BACKEND, "salesforce_contact_id", r.try_get(3).map_err(get)?)?,
-        salesforce_lead_id: codec::opt_sfid(BACKEND, "salesforce_lead_id", r.try_get(4).map_err(get)?)?,
-        salesforce_account_id: codec::opt_sfid(BACKEND, "salesforce_account_id", r.try_get(5).map_err(get)?)?,
-        salesforce_opportunity: codec::parse_opportunity(BACKEND, &opp_source, opp_id.as_deref())?,
-        company: r.try_get(8).map_err(get)?,
-        title: r.try_get(9).map_err(get)?,
-        email: r.try_get(10).map_err(get)?,
-        phone: r.try_get(11).map_err(get)?,
-        linkedin_url: r.try_get(12).map_err(get)?,
-        source: r.try_get(13).map_err(get)?,
-        salesforce_type: codec::parse_sf_type(BACKEND, &sf_type)?,
-        owner_id: codec::parse_sfid(BACKEND, "owner_id", &owner)?,
-        marketo_updated_at: r.try_get(16).map_err(get)?,
-        mirror_updated_at: r.try_get(17).map_err(get)?,
-    })
-}
+impl Dialect for Postgres {
+    const BACKEND: &'static str = BACKEND;
+    type Time = DateTime<Utc>;
+    type Day = NaiveDate;
+    type Count = i32;
 
-fn outbox_from_row(r: &PgRow) -> Result<OutboxItem> {
-    let get = |e: sqlx::Error| error::sql::map(BACKEND, "reading an outbox item", e);
-    let target: String = r.try_get(2).map_err(get)?;
-    let payload: String = r.try_get(3).map_err(get)?;
-    let state: String = r.try_get(4).map_err(get)?;
-    let attempts: i32 = r.try_get(5).map_err(get)?;
-    Ok(OutboxItem {
-        id: r.try_get(0).map_err(get)?,
-        key: r.try_get(1).map_err(get)?,
-        target: codec::parse_target(BACKEND, &target)?,
-        payload: serde_json::from_str(&payload).map_err(|e| error::json(BACKEND, "outbox payload", e))?,
-        state: codec::parse_state(BACKEND, &state)?,
-        attempts: u32::try_from(attempts).unwrap_or(0),
-        next_attempt_at: r.try_get(6).map_err(get)?,
-        last_error: r.try_get(7).map_err(get)?,
-        result: r.try_get(8).map_err(get)?,
-        lease_owner: r.try_get(9).map_err(get)?,
-        lease_until: r.try_get(10).map_err(get)?,
-        created_at: r.try_get(11).map_err(get)?,
-    })
-}
+    fn time(v: DateTime<Utc>) -> Result<DateTime<Utc>> {
+        Ok(v)
+    }
 
-fn reminder_from_row(r: &PgRow) -> Result<ReminderTask> {
-    let get = |e: sqlx::Error| error::sql::map(BACKEND, "reading a reminder", e);
-    let status: String = r.try_get(3).map_err(get)?;
-    let priority: String = r.try_get(4).map_err(get)?;
-    let due_date: Option<NaiveDate> = r.try_get(5).map_err(get)?;
-    Ok(ReminderTask {
-        id: r.try_get(0).map_err(get)?,
-        marketo_id: r.try_get(1).map_err(get)?,
-        subject: r.try_get(2).map_err(get)?,
-        status: codec::parse_status(BACKEND, &status)?,
-        priority: codec::parse_priority(BACKEND, &priority)?,
-        due_date,
-        details: r.try_get(6).map_err(get)?,
-        salesforce_task_id: codec::opt_sfid(BACKEND, "salesforce_task_id", r.try_get(7).map_err(get)?)?,
-        deleted: r.try_get(8).map_err(get)?,
-        updated_at: r.try_get(9).map_err(get)?,
-    })
+    fn day(v: NaiveDate) -> Result<NaiveDate> {
+        Ok(v)
+    }
+
+    fn count(v: i32) -> u32 {
+        u32::try_from(v).unwrap_or(0)
+    }
 }
 
 async fn put_checkpoint_in(conn: &mut PgConnection, c: &Checkpoint) -> Result<()> {
-    let position = serde_json::to_string(&c.position).map_err(|e| error::json(BACKEND, "checkpoint", e))?;
+    let position = codec::to_json(BACKEND, "checkpoint", &c.position)?;
     sqlx::query(
         "INSERT INTO checkpoints (stream, position, updated_at) VALUES ($1, $2::jsonb, $3) \
          ON CONFLICT (stream) DO UPDATE SET position = EXCLUDED.position, updated_at = EXCLUDED.updated_at",
@@ -356,7 +304,7 @@ impl PostgresStore {
     async fn people_query(&self, sql: &str, bind: impl FnOnce(PgQuery<'_>) -> PgQuery<'_>) -> Result<Vec<Person>> {
         let sql = format!("SELECT {PEOPLE_COLS} FROM people WHERE {sql}");
         let rows = bind(sqlx::query(&sql)).fetch_all(&self.pool).await.map_err(db("reading people"))?;
-        rows.iter().map(person_from_row).collect()
+        rows.iter().map(Postgres::person).collect()
     }
 
     async fn meta(&self, key: &str) -> Result<Option<String>> {
@@ -400,10 +348,7 @@ impl Store for PostgresStore {
         }
         if !reduced.removes.is_empty() {
             let ids: Vec<i64> = reduced.removes.iter().map(|(id, _)| *id).collect();
-            let mut reasons = Vec::with_capacity(ids.len());
-            for (_, r) in &reduced.removes {
-                reasons.push(serde_json::to_string(r).map_err(|e| error::json(BACKEND, "removal reason", e))?);
-            }
+            let reasons = codec::removal_reasons(BACKEND, &reduced.removes)?;
             sqlx::query("DELETE FROM people WHERE marketo_id = ANY($1)")
                 .bind(&ids)
                 .execute(&mut *tx)
@@ -482,14 +427,7 @@ impl Store for PostgresStore {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(db("reading a tombstone"))?;
-        row.map(|(reason, removed_at)| {
-            Ok(Tombstone {
-                marketo_id,
-                reason: serde_json::from_str(&reason).map_err(|e| error::json(BACKEND, "removal reason", e))?,
-                removed_at,
-            })
-        })
-        .transpose()
+        row.map(|r| Postgres::tombstone(marketo_id, r)).transpose()
     }
 
     async fn checkpoint(&self, stream: StreamId) -> Result<Option<Checkpoint>> {
@@ -499,14 +437,7 @@ impl Store for PostgresStore {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(db("reading a checkpoint"))?;
-        row.map(|(position, updated_at)| {
-            Ok(Checkpoint {
-                stream,
-                position: serde_json::from_str(&position).map_err(|e| error::json(BACKEND, "checkpoint", e))?,
-                updated_at,
-            })
-        })
-        .transpose()
+        row.map(|r| Postgres::checkpoint(stream, r)).transpose()
     }
 
     async fn put_checkpoint(&self, checkpoint: Checkpoint) -> Result<()> {
@@ -516,10 +447,7 @@ impl Store for PostgresStore {
 
     async fn record(&self, recording: Recording) -> Result<Vec<i64>> {
         let now = micros(Utc::now());
-        let mut payloads = Vec::with_capacity(recording.outbox.len());
-        for item in &recording.outbox {
-            payloads.push(serde_json::to_string(&item.payload).map_err(|e| error::json(BACKEND, "outbox payload", e))?);
-        }
+        let payloads = codec::payloads(BACKEND, &recording)?;
         let mut tx = self.begin().await?;
         if let Some(u) = &recording.unsubscribe {
             put_unsubscribe_in(&mut tx, u).await?;
@@ -590,7 +518,7 @@ impl Store for PostgresStore {
             .await
             .map_err(db("claiming outbox items"))?;
         tx.commit().await.map_err(db("committing a claim"))?;
-        let mut items = rows.iter().map(outbox_from_row).collect::<Result<Vec<_>>>()?;
+        let mut items = rows.iter().map(Postgres::outbox_item).collect::<Result<Vec<_>>>()?;
         items.sort_by_key(|i| i.id);
         Ok(items)
     }
@@ -604,19 +532,13 @@ impl Store for PostgresStore {
         let (mut results, mut errors, mut nexts) =
             (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
         for f in &finished {
-            let (state, result, error, next): (&str, Option<&str>, Option<&str>, Option<DateTime<Utc>>) =
-                match &f.outcome {
-                    Outcome::Delivered { remote_id } => ("delivered", Some(remote_id), None, None),
-                    Outcome::Retry { at, error } => ("pending", None, Some(error), Some(micros(*at))),
-                    Outcome::Park { error } => ("parked", None, Some(error), None),
-                    Outcome::Skip { reason } => ("skipped", Some(reason), None, None),
-                };
+            let cols = codec::outcome_cols(&f.outcome);
             ids.push(f.id);
             workers.push(f.worker.as_str());
-            states.push(state);
-            results.push(result);
-            errors.push(error);
-            nexts.push(next);
+            states.push(codec::state_str(cols.state));
+            results.push(cols.result);
+            errors.push(cols.error);
+            nexts.push(cols.next_attempt_at);
         }
         sqlx::query(
             "UPDATE outbox o SET state = u.state, result = coalesce(u.result, o.result), \
@@ -641,7 +563,7 @@ impl Store for PostgresStore {
     async fn outbox_item(&self, id: i64) -> Result<Option<OutboxItem>> {
         let sql = format!("SELECT {OUTBOX_COLS} FROM outbox WHERE id = $1");
         let row = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await.map_err(db("reading an outbox item"))?;
-        row.as_ref().map(outbox_from_row).transpose()
+        row.as_ref().map(Postgres::outbox_item).transpose()
     }
 
     async fn outbox_items(&self, state: OutboxState, limit: u32) -> Result<Vec<OutboxItem>> {
@@ -652,7 +574,7 @@ impl Store for PostgresStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db("listing outbox items"))?;
-        rows.iter().map(outbox_from_row).collect()
+        rows.iter().map(Postgres::outbox_item).collect()
     }
 
     async fn outbox_counts(&self) -> Result<OutboxCounts> {
@@ -660,18 +582,7 @@ impl Store for PostgresStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db("counting outbox items"))?;
-        let mut c = OutboxCounts::default();
-        for (state, n) in rows {
-            let n = u64::try_from(n).unwrap_or(0);
-            match codec::parse_state(BACKEND, &state)? {
-                OutboxState::Pending => c.pending = n,
-                OutboxState::InFlight => c.in_flight = n,
-                OutboxState::Delivered => c.delivered = n,
-                OutboxState::Parked => c.parked = n,
-                OutboxState::Skipped => c.skipped = n,
-            }
-        }
-        Ok(c)
+        codec::outbox_counts(BACKEND, rows)
     }
 
     async fn requeue(&self, ids: &[i64], now: DateTime<Utc>) -> Result<u64> {
@@ -693,7 +604,7 @@ impl Store for PostgresStore {
     async fn reminder(&self, id: &str) -> Result<Option<ReminderTask>> {
         let sql = format!("SELECT {REMINDER_COLS} FROM reminders WHERE id = $1");
         let row = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await.map_err(db("reading a reminder"))?;
-        row.as_ref().map(reminder_from_row).transpose()
+        row.as_ref().map(Postgres::reminder).transpose()
     }
 
     async fn reminder_by_salesforce_id(&self, task_id: &SalesforceId) -> Result<Option<ReminderTask>> {
@@ -703,13 +614,13 @@ impl Store for PostgresStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(db("reading a reminder"))?;
-        row.as_ref().map(reminder_from_row).transpose()
+        row.as_ref().map(Postgres::reminder).transpose()
     }
 
     async fn reminders_for(&self, marketo_id: i64) -> Result<Vec<ReminderTask>> {
         let sql = format!("SELECT {REMINDER_COLS} FROM reminders WHERE marketo_id = $1 ORDER BY id");
         let rows = sqlx::query(&sql).bind(marketo_id).fetch_all(&self.pool).await.map_err(db("reading reminders"))?;
-        rows.iter().map(reminder_from_row).collect()
+        rows.iter().map(Postgres::reminder).collect()
     }
 
     async fn put_reminder(&self, task: ReminderTask) -> Result<()> {
@@ -724,10 +635,7 @@ impl Store for PostgresStore {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(db("reading an unsubscribe state"))?;
-        row.map(|(unsubscribed, origin, at)| {
-            Ok(UnsubscribeState { marketo_id, unsubscribed, origin: codec::parse_origin(BACKEND, &origin)?, at })
-        })
-        .transpose()
+        row.map(|r| Postgres::unsubscribe(marketo_id, r)).transpose()
     }
 
     async fn apply_inbound(&self, batch: InboundBatch) -> Result<()> {
@@ -746,13 +654,13 @@ impl Store for PostgresStore {
 
     async fn settings(&self) -> Result<AdminSettings> {
         match self.meta("settings").await? {
-            Some(json) => serde_json::from_str(&json).map_err(|e| error::json(BACKEND, "admin settings", e)),
+            Some(json) => codec::from_json(BACKEND, "admin settings", &json),
             None => Ok(AdminSettings::default()),
         }
     }
 
     async fn put_settings(&self, settings: AdminSettings) -> Result<()> {
-        let json = serde_json::to_string(&settings).map_err(|e| error::json(BACKEND, "admin settings", e))?;
+        let json = codec::to_json(BACKEND, "admin settings", &settings)?;
         sqlx::query(
             "INSERT INTO salesync_meta (key, value) VALUES ('settings', $1) \
              ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",

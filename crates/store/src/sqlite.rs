@@ -13,16 +13,17 @@ use salesync_core::activity::{AdminSettings, ReminderTask, UnsubscribeState};
 use salesync_core::mirror::RemovalReason;
 use salesync_core::person::Person;
 use salesync_core::ports::store::{
-    ApplyCounts, Checkpoint, Finished, InboundBatch, MirrorPage, OutboxCounts, OutboxItem, OutboxState, Outcome,
-    Recording, Store, StreamId, Target, Tombstone,
+    ApplyCounts, Checkpoint, Finished, InboundBatch, MirrorPage, OutboxCounts, OutboxItem, OutboxState, Recording,
+    Store, StreamId, Target, Tombstone,
 };
 use salesync_core::sfid::SalesforceId;
 use salesync_core::{Error, Result};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool, Transaction};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool, Transaction};
 
 use crate::codec::{self, micros, reduce};
 use crate::error::{self, backend_msg, instance_conflict, redact_url, scrub};
+use crate::sql::Dialect;
 
 const BACKEND: &str = "sqlite";
 /// Rows per multi-row statement (18 parameters each; SQLite allows 32,766 per statement).
@@ -75,81 +76,27 @@ const OUTBOX_COLS: &str = "id, key, target, payload, state, attempts, next_attem
 const REMINDER_COLS: &str =
     "id, marketo_id, subject, status, priority, due_date, details, salesforce_task_id, deleted, updated_at";
 
-fn person_from_row(r: &SqliteRow) -> Result<Person> {
-    let get = |e: sqlx::Error| error::sql::map(BACKEND, "reading a person", e);
-    let opp_source: String = r.try_get(6).map_err(get)?;
-    let opp_id: Option<String> = r.try_get(7).map_err(get)?;
-    let sf_type: String = r.try_get(14).map_err(get)?;
-    let owner: String = r.try_get(15).map_err(get)?;
-    Ok(Person {
-        marketo_id: r.try_get(0).map_err(get)?,
-        first_name: r.try_get(1).map_err(get)?,
-        last_name: r.try_get(2).map_err(get)?,
-        salesforce_contact_id: codec::opt_sfid(BACKEND, "salesforce_contact_id", r.try_get(3).map_err(get)?)?,
-        salesforce_lead_id: codec::opt_sfid(BACKEND, "salesforce_lead_id", r.try_get(4).map_err(get)?)?,
-        salesforce_account_id: codec::opt_sfid(BACKEND, "salesforce_account_id", r.try_get(5).map_err(get)?)?,
-        salesforce_opportunity: codec::parse_opportunity(BACKEND, &opp_source, opp_id.as_deref())?,
-        company: r.try_get(8).map_err(get)?,
-        title: r.try_get(9).map_err(get)?,
-        email: r.try_get(10).map_err(get)?,
-        phone: r.try_get(11).map_err(get)?,
-        linkedin_url: r.try_get(12).map_err(get)?,
-        source: r.try_get(13).map_err(get)?,
-        salesforce_type: codec::parse_sf_type(BACKEND, &sf_type)?,
-        owner_id: codec::parse_sfid(BACKEND, "owner_id", &owner)?,
-        marketo_updated_at: r.try_get::<Option<i64>, _>(16).map_err(get)?.map(from_us).transpose()?,
-        mirror_updated_at: from_us(r.try_get(17).map_err(get)?)?,
-    })
-}
+impl Dialect for Sqlite {
+    const BACKEND: &'static str = BACKEND;
+    type Time = i64;
+    type Day = String;
+    type Count = i64;
 
-fn outbox_from_row(r: &SqliteRow) -> Result<OutboxItem> {
-    let get = |e: sqlx::Error| error::sql::map(BACKEND, "reading an outbox item", e);
-    let target: String = r.try_get(2).map_err(get)?;
-    let payload: String = r.try_get(3).map_err(get)?;
-    let state: String = r.try_get(4).map_err(get)?;
-    let attempts: i64 = r.try_get(5).map_err(get)?;
-    Ok(OutboxItem {
-        id: r.try_get(0).map_err(get)?,
-        key: r.try_get(1).map_err(get)?,
-        target: codec::parse_target(BACKEND, &target)?,
-        payload: serde_json::from_str(&payload).map_err(|e| error::json(BACKEND, "outbox payload", e))?,
-        state: codec::parse_state(BACKEND, &state)?,
-        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-        next_attempt_at: from_us(r.try_get(6).map_err(get)?)?,
-        last_error: r.try_get(7).map_err(get)?,
-        result: r.try_get(8).map_err(get)?,
-        lease_owner: r.try_get(9).map_err(get)?,
-        lease_until: r.try_get::<Option<i64>, _>(10).map_err(get)?.map(from_us).transpose()?,
-        created_at: from_us(r.try_get(11).map_err(get)?)?,
-    })
-}
+    fn time(v: i64) -> Result<DateTime<Utc>> {
+        from_us(v)
+    }
 
-fn reminder_from_row(r: &SqliteRow) -> Result<ReminderTask> {
-    let get = |e: sqlx::Error| error::sql::map(BACKEND, "reading a reminder", e);
-    let status: String = r.try_get(3).map_err(get)?;
-    let priority: String = r.try_get(4).map_err(get)?;
-    let due: Option<String> = r.try_get(5).map_err(get)?;
-    let due_date = due
-        .map(|d| {
-            NaiveDate::from_str(&d).map_err(|e| crate::error::backend(BACKEND, format!("reminder due date {d:?}"), e))
-        })
-        .transpose()?;
-    Ok(ReminderTask {
-        id: r.try_get(0).map_err(get)?,
-        marketo_id: r.try_get(1).map_err(get)?,
-        subject: r.try_get(2).map_err(get)?,
-        status: codec::parse_status(BACKEND, &status)?,
-        priority: codec::parse_priority(BACKEND, &priority)?,
-        due_date,
-        details: r.try_get(6).map_err(get)?,
-        salesforce_task_id: codec::opt_sfid(BACKEND, "salesforce_task_id", r.try_get(7).map_err(get)?)?,
-        deleted: r.try_get(8).map_err(get)?,
-        updated_at: from_us(r.try_get(9).map_err(get)?)?,
-    })
+    fn day(d: String) -> Result<NaiveDate> {
+        NaiveDate::from_str(&d).map_err(|e| crate::error::backend(BACKEND, format!("reminder due date {d:?}"), e))
+    }
+
+    fn count(v: i64) -> u32 {
+        u32::try_from(v).unwrap_or(u32::MAX)
+    }
 }
 
 async fn put_checkpoint_in(conn: &mut SqliteConnection, c: &Checkpoint) -> Result<()> {
-    let position = serde_json::to_string(&c.position).map_err(|e| error::json(BACKEND, "checkpoint", e))?;
+    let position = codec::to_json(BACKEND, "checkpoint", &c.position)?;
     sqlx::query(
         "INSERT INTO checkpoints (stream, position, updated_at) VALUES (?1, ?2, ?3) \
          ON CONFLICT (stream) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
@@ -250,10 +197,7 @@ async fn remove_people(conn: &mut SqliteConnection, removes: &[(i64, RemovalReas
         .await
         .map_err(db("removing people"))?;
     for chunk in removes.chunks(UPSERT_CHUNK) {
-        let mut reasons = Vec::with_capacity(chunk.len());
-        for (_, r) in chunk {
-            reasons.push(serde_json::to_string(r).map_err(|e| error::json(BACKEND, "removal reason", e))?);
-        }
+        let reasons = codec::removal_reasons(BACKEND, chunk)?;
         let mut qb: QueryBuilder<Sqlite> =
             QueryBuilder::new("INSERT INTO tombstones (marketo_id, reason, removed_at) ");
         qb.push_values(chunk.iter().zip(reasons), |mut b, ((id, _), reason)| {
@@ -323,7 +267,7 @@ impl SqliteStore {
     async fn people_where(&self, sql: &str, bind: impl FnOnce(SqlQuery<'_>) -> SqlQuery<'_>) -> Result<Vec<Person>> {
         let sql = format!("SELECT {PEOPLE_COLS} FROM people WHERE {sql}");
         let rows = bind(sqlx::query(&sql)).fetch_all(&self.reader).await.map_err(db("reading people"))?;
-        rows.iter().map(person_from_row).collect()
+        rows.iter().map(Sqlite::person).collect()
     }
 
     async fn meta(&self, key: &str) -> Result<Option<String>> {
@@ -436,14 +380,7 @@ impl Store for SqliteStore {
                 .fetch_optional(&self.reader)
                 .await
                 .map_err(db("reading a tombstone"))?;
-        row.map(|(reason, at)| {
-            Ok(Tombstone {
-                marketo_id,
-                reason: serde_json::from_str(&reason).map_err(|e| error::json(BACKEND, "removal reason", e))?,
-                removed_at: from_us(at)?,
-            })
-        })
-        .transpose()
+        row.map(|r| Sqlite::tombstone(marketo_id, r)).transpose()
     }
 
     async fn checkpoint(&self, stream: StreamId) -> Result<Option<Checkpoint>> {
@@ -453,14 +390,7 @@ impl Store for SqliteStore {
                 .fetch_optional(&self.reader)
                 .await
                 .map_err(db("reading a checkpoint"))?;
-        row.map(|(position, at)| {
-            Ok(Checkpoint {
-                stream,
-                position: serde_json::from_str(&position).map_err(|e| error::json(BACKEND, "checkpoint", e))?,
-                updated_at: from_us(at)?,
-            })
-        })
-        .transpose()
+        row.map(|r| Sqlite::checkpoint(stream, r)).transpose()
     }
 
     async fn put_checkpoint(&self, checkpoint: Checkpoint) -> Result<()> {
@@ -471,10 +401,7 @@ impl Store for SqliteStore {
 
     async fn record(&self, recording: Recording) -> Result<Vec<i64>> {
         let now = us(micros(Utc::now()));
-        let mut payloads = Vec::with_capacity(recording.outbox.len());
-        for item in &recording.outbox {
-            payloads.push(serde_json::to_string(&item.payload).map_err(|e| error::json(BACKEND, "outbox payload", e))?);
-        }
+        let payloads = codec::payloads(BACKEND, &recording)?;
         let mut tx = self.begin().await?;
         if let Some(u) = &recording.unsubscribe {
             put_unsubscribe_in(&mut tx, u).await?;
@@ -538,7 +465,7 @@ impl Store for SqliteStore {
             .fetch_all(&self.writer)
             .await
             .map_err(db("claiming outbox items"))?;
-        let mut items = rows.iter().map(outbox_from_row).collect::<Result<Vec<_>>>()?;
+        let mut items = rows.iter().map(Sqlite::outbox_item).collect::<Result<Vec<_>>>()?;
         items.sort_by_key(|i| i.id);
         Ok(items)
     }
@@ -549,21 +476,16 @@ impl Store for SqliteStore {
         }
         let mut tx = self.begin().await?;
         for f in &finished {
-            let (state, result, error, next): (&str, Option<&str>, Option<&str>, Option<i64>) = match &f.outcome {
-                Outcome::Delivered { remote_id } => ("delivered", Some(remote_id), None, None),
-                Outcome::Retry { at, error } => ("pending", None, Some(error), Some(us(*at))),
-                Outcome::Park { error } => ("parked", None, Some(error), None),
-                Outcome::Skip { reason } => ("skipped", Some(reason), None, None),
-            };
+            let cols = codec::outcome_cols(&f.outcome);
             sqlx::query(
                 "UPDATE outbox SET state = ?1, result = coalesce(?2, result), last_error = coalesce(?3, last_error), \
                  next_attempt_at = coalesce(?4, next_attempt_at), lease_owner = NULL, lease_until = NULL \
                  WHERE id = ?5 AND state = 'in_flight' AND lease_owner = ?6",
             )
-            .bind(state)
-            .bind(result)
-            .bind(error)
-            .bind(next)
+            .bind(codec::state_str(cols.state))
+            .bind(cols.result)
+            .bind(cols.error)
+            .bind(cols.next_attempt_at.map(us))
             .bind(f.id)
             .bind(&f.worker)
             .execute(&mut *tx)
@@ -577,7 +499,7 @@ impl Store for SqliteStore {
         let sql = format!("SELECT {OUTBOX_COLS} FROM outbox WHERE id = ?1");
         let row =
             sqlx::query(&sql).bind(id).fetch_optional(&self.reader).await.map_err(db("reading an outbox item"))?;
-        row.as_ref().map(outbox_from_row).transpose()
+        row.as_ref().map(Sqlite::outbox_item).transpose()
     }
 
     async fn outbox_items(&self, state: OutboxState, limit: u32) -> Result<Vec<OutboxItem>> {
@@ -588,7 +510,7 @@ impl Store for SqliteStore {
             .fetch_all(&self.reader)
             .await
             .map_err(db("listing outbox items"))?;
-        rows.iter().map(outbox_from_row).collect()
+        rows.iter().map(Sqlite::outbox_item).collect()
     }
 
     async fn outbox_counts(&self) -> Result<OutboxCounts> {
@@ -596,18 +518,7 @@ impl Store for SqliteStore {
             .fetch_all(&self.reader)
             .await
             .map_err(db("counting outbox items"))?;
-        let mut c = OutboxCounts::default();
-        for (state, n) in rows {
-            let n = u64::try_from(n).unwrap_or(0);
-            match codec::parse_state(BACKEND, &state)? {
-                OutboxState::Pending => c.pending = n,
-                OutboxState::InFlight => c.in_flight = n,
-                OutboxState::Delivered => c.delivered = n,
-                OutboxState::Parked => c.parked = n,
-                OutboxState::Skipped => c.skipped = n,
-            }
-        }
-        Ok(c)
+        codec::outbox_counts(BACKEND, rows)
     }
 
     async fn requeue(&self, ids: &[i64], now: DateTime<Utc>) -> Result<u64> {
@@ -629,7 +540,7 @@ impl Store for SqliteStore {
     async fn reminder(&self, id: &str) -> Result<Option<ReminderTask>> {
         let sql = format!("SELECT {REMINDER_COLS} FROM reminders WHERE id = ?1");
         let row = sqlx::query(&sql).bind(id).fetch_optional(&self.reader).await.map_err(db("reading a reminder"))?;
-        row.as_ref().map(reminder_from_row).transpose()
+        row.as_ref().map(Sqlite::reminder).transpose()
     }
 
     async fn reminder_by_salesforce_id(&self, task_id: &SalesforceId) -> Result<Option<ReminderTask>> {
@@ -639,13 +550,13 @@ impl Store for SqliteStore {
             .fetch_optional(&self.reader)
             .await
             .map_err(db("reading a reminder"))?;
-        row.as_ref().map(reminder_from_row).transpose()
+        row.as_ref().map(Sqlite::reminder).transpose()
     }
 
     async fn reminders_for(&self, marketo_id: i64) -> Result<Vec<ReminderTask>> {
         let sql = format!("SELECT {REMINDER_COLS} FROM reminders WHERE marketo_id = ?1 ORDER BY id");
         let rows = sqlx::query(&sql).bind(marketo_id).fetch_all(&self.reader).await.map_err(db("reading reminders"))?;
-        rows.iter().map(reminder_from_row).collect()
+        rows.iter().map(Sqlite::reminder).collect()
     }
 
     async fn put_reminder(&self, task: ReminderTask) -> Result<()> {
@@ -661,15 +572,7 @@ impl Store for SqliteStore {
                 .fetch_optional(&self.reader)
                 .await
                 .map_err(db("reading an unsubscribe state"))?;
-        row.map(|(unsubscribed, origin, at)| {
-            Ok(UnsubscribeState {
-                marketo_id,
-                unsubscribed,
-                origin: codec::parse_origin(BACKEND, &origin)?,
-                at: from_us(at)?,
-            })
-        })
-        .transpose()
+        row.map(|r| Sqlite::unsubscribe(marketo_id, r)).transpose()
     }
 
     async fn apply_inbound(&self, batch: InboundBatch) -> Result<()> {
@@ -688,13 +591,13 @@ impl Store for SqliteStore {
 
     async fn settings(&self) -> Result<AdminSettings> {
         match self.meta("settings").await? {
-            Some(json) => serde_json::from_str(&json).map_err(|e| error::json(BACKEND, "admin settings", e)),
+            Some(json) => codec::from_json(BACKEND, "admin settings", &json),
             None => Ok(AdminSettings::default()),
         }
     }
 
     async fn put_settings(&self, settings: AdminSettings) -> Result<()> {
-        let json = serde_json::to_string(&settings).map_err(|e| error::json(BACKEND, "admin settings", e))?;
+        let json = codec::to_json(BACKEND, "admin settings", &settings)?;
         sqlx::query(
             "INSERT INTO salesync_meta (key, value) VALUES ('settings', ?1) \
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
