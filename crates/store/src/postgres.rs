@@ -23,7 +23,7 @@ use sqlx::{Executor, PgConnection, PgPool, Postgres, Transaction};
 
 use crate::codec::{self, lease_end, micros, reduce};
 use crate::error::{self, instance_conflict, redact_url, scrub};
-use crate::sql::Dialect;
+use crate::sql::{Dialect, Writes};
 
 const BACKEND: &str = "postgres";
 const POOL_SIZE: u32 = 8;
@@ -73,60 +73,32 @@ impl Dialect for Postgres {
     }
 }
 
-async fn put_checkpoint_in(conn: &mut PgConnection, c: &Checkpoint) -> Result<()> {
-    let position = codec::to_json(BACKEND, "checkpoint", &c.position)?;
-    sqlx::query(
-        "INSERT INTO checkpoints (stream, position, updated_at) VALUES ($1, $2::jsonb, $3) \
-         ON CONFLICT (stream) DO UPDATE SET position = EXCLUDED.position, updated_at = EXCLUDED.updated_at",
-    )
-    .bind(c.stream.as_str())
-    .bind(position)
-    .bind(micros(c.updated_at))
-    .execute(&mut *conn)
-    .await
-    .map_err(db("writing a checkpoint"))?;
-    Ok(())
-}
-
-async fn put_reminder_in(conn: &mut PgConnection, r: &ReminderTask) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO reminders (id, marketo_id, subject, status, priority, due_date, details, salesforce_task_id, \
-         deleted, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+impl Writes for Postgres {
+    const PUT_CHECKPOINT: &'static str = "INSERT INTO checkpoints (stream, position, updated_at) VALUES ($1, $2::jsonb, $3) \
+         ON CONFLICT (stream) DO UPDATE SET position = EXCLUDED.position, updated_at = EXCLUDED.updated_at";
+    const PUT_REMINDER: &'static str = "INSERT INTO reminders (id, marketo_id, subject, status, priority, due_date, \
+         details, salesforce_task_id, deleted, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
          ON CONFLICT (id) DO UPDATE SET marketo_id = EXCLUDED.marketo_id, subject = EXCLUDED.subject, \
          status = EXCLUDED.status, priority = EXCLUDED.priority, due_date = EXCLUDED.due_date, \
          details = EXCLUDED.details, salesforce_task_id = EXCLUDED.salesforce_task_id, deleted = EXCLUDED.deleted, \
-         updated_at = EXCLUDED.updated_at",
-    )
-    .bind(&r.id)
-    .bind(r.marketo_id)
-    .bind(&r.subject)
-    .bind(codec::status_str(r.status))
-    .bind(codec::priority_str(r.priority))
-    .bind(r.due_date)
-    .bind(&r.details)
-    .bind(r.salesforce_task_id.as_ref().map(SalesforceId::as_str))
-    .bind(r.deleted)
-    .bind(micros(r.updated_at))
-    .execute(&mut *conn)
-    .await
-    .map_err(db("writing a reminder"))?;
-    Ok(())
-}
+         updated_at = EXCLUDED.updated_at";
+    const PUT_UNSUBSCRIBE: &'static str = "INSERT INTO unsubscribes (marketo_id, unsubscribed, origin, at) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT (marketo_id) DO UPDATE SET unsubscribed = EXCLUDED.unsubscribed, \
+         origin = EXCLUDED.origin, at = EXCLUDED.at";
+    const INSERT_OUTBOX: &'static str = "INSERT INTO outbox (key, target, payload, state, attempts, \
+         next_attempt_at, created_at) VALUES ($1, $2, $3::jsonb, 'pending', 0, $4, $5) \
+         ON CONFLICT (key) DO NOTHING RETURNING id";
+    const OUTBOX_ID_BY_KEY: &'static str = "SELECT id FROM outbox WHERE key = $1";
+    type TimeArg = DateTime<Utc>;
+    type DayArg = Option<NaiveDate>;
 
-async fn put_unsubscribe_in(conn: &mut PgConnection, u: &UnsubscribeState) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO unsubscribes (marketo_id, unsubscribed, origin, at) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (marketo_id) DO UPDATE SET unsubscribed = EXCLUDED.unsubscribed, origin = EXCLUDED.origin, \
-         at = EXCLUDED.at",
-    )
-    .bind(u.marketo_id)
-    .bind(u.unsubscribed)
-    .bind(codec::origin_str(u.origin))
-    .bind(micros(u.at))
-    .execute(&mut *conn)
-    .await
-    .map_err(db("writing an unsubscribe state"))?;
-    Ok(())
+    fn time_arg(t: DateTime<Utc>) -> DateTime<Utc> {
+        micros(t)
+    }
+
+    fn day_arg(d: Option<NaiveDate>) -> Option<NaiveDate> {
+        d
+    }
 }
 
 fn opt_id(id: &Option<SalesforceId>) -> Option<&str> {
@@ -340,7 +312,7 @@ impl Store for PostgresStore {
             .await
             .map_err(db("starting a page transaction"))?;
         if let Some(c) = &page.checkpoint {
-            put_checkpoint_in(&mut tx, c).await?;
+            Postgres::put_checkpoint_in(&mut tx, c).await?;
         }
         if !reduced.upserts.is_empty() {
             // Upserts people and clears their tombstones in one statement.
@@ -442,43 +414,12 @@ impl Store for PostgresStore {
 
     async fn put_checkpoint(&self, checkpoint: Checkpoint) -> Result<()> {
         let mut conn = self.pool.acquire().await.map_err(db("acquiring a connection"))?;
-        put_checkpoint_in(&mut conn, &checkpoint).await
+        Postgres::put_checkpoint_in(&mut conn, &checkpoint).await
     }
 
     async fn record(&self, recording: Recording) -> Result<Vec<i64>> {
-        let now = micros(Utc::now());
-        let payloads = codec::payloads(BACKEND, &recording)?;
         let mut tx = self.begin().await?;
-        if let Some(u) = &recording.unsubscribe {
-            put_unsubscribe_in(&mut tx, u).await?;
-        }
-        if let Some(r) = &recording.reminder {
-            put_reminder_in(&mut tx, r).await?;
-        }
-        let mut ids = Vec::with_capacity(recording.outbox.len());
-        for (item, payload) in recording.outbox.iter().zip(payloads) {
-            let inserted: Option<i64> = sqlx::query_scalar(
-                "INSERT INTO outbox (key, target, payload, state, attempts, next_attempt_at, created_at) \
-                 VALUES ($1, $2, $3::jsonb, 'pending', 0, $4, $5) ON CONFLICT (key) DO NOTHING RETURNING id",
-            )
-            .bind(&item.key)
-            .bind(codec::target_str(item.target))
-            .bind(payload)
-            .bind(micros(item.not_before))
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db("recording an outbox item"))?;
-            let id = match inserted {
-                Some(id) => id,
-                None => sqlx::query_scalar("SELECT id FROM outbox WHERE key = $1")
-                    .bind(&item.key)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(db("reading an existing outbox item"))?,
-            };
-            ids.push(id);
-        }
+        let ids = Postgres::record_in(&mut tx, &recording).await?;
         tx.commit().await.map_err(db("committing a recording"))?;
         Ok(ids)
     }
@@ -625,7 +566,7 @@ impl Store for PostgresStore {
 
     async fn put_reminder(&self, task: ReminderTask) -> Result<()> {
         let mut conn = self.pool.acquire().await.map_err(db("acquiring a connection"))?;
-        put_reminder_in(&mut conn, &task).await
+        Postgres::put_reminder_in(&mut conn, &task).await
     }
 
     async fn unsubscribe(&self, marketo_id: i64) -> Result<Option<UnsubscribeState>> {
@@ -640,15 +581,7 @@ impl Store for PostgresStore {
 
     async fn apply_inbound(&self, batch: InboundBatch) -> Result<()> {
         let mut tx = self.begin().await?;
-        for u in &batch.unsubscribes {
-            put_unsubscribe_in(&mut tx, u).await?;
-        }
-        for r in &batch.reminders {
-            put_reminder_in(&mut tx, r).await?;
-        }
-        if let Some(c) = &batch.checkpoint {
-            put_checkpoint_in(&mut tx, c).await?;
-        }
+        Postgres::apply_inbound_in(&mut tx, &batch).await?;
         tx.commit().await.map_err(db("committing an inbound batch"))
     }
 

@@ -8,8 +8,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use salesync_core::Result;
 use salesync_core::activity::{ReminderTask, UnsubscribeState};
 use salesync_core::person::Person;
-use salesync_core::ports::store::{Checkpoint, OutboxItem, StreamId, Tombstone};
-use sqlx::{ColumnIndex, Database, Decode, Row, Type};
+use salesync_core::ports::store::{Checkpoint, InboundBatch, OutboxItem, Recording, StreamId, Tombstone};
+use salesync_core::sfid::SalesforceId;
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Row, Type};
 
 use crate::codec;
 use crate::error;
@@ -138,5 +139,141 @@ where
             origin: codec::parse_origin(Self::BACKEND, &origin)?,
             at: Self::time(at)?,
         })
+    }
+}
+
+/// A SQL backend's upsert statements for the small tables, with how it encodes times and dates.
+///
+/// The statements bind, in order: checkpoint `(stream, position JSON, updated_at)`; reminder
+/// `(id, marketo_id, subject, status, priority, due_date, details, salesforce_task_id, deleted,
+/// updated_at)`; unsubscribe `(marketo_id, unsubscribed, origin, at)`.
+pub(crate) trait Writes: Dialect
+where
+    usize: ColumnIndex<Self::Row>,
+    for<'r> String: Decode<'r, Self> + Type<Self>,
+    for<'r> i64: Decode<'r, Self> + Type<Self>,
+    for<'r> bool: Decode<'r, Self> + Type<Self>,
+    for<'c> &'c mut Self::Connection: Executor<'c, Database = Self>,
+    for<'q> Self::Arguments<'q>: IntoArguments<'q, Self>,
+    for<'q> String: Encode<'q, Self>,
+    for<'q> &'q str: Encode<'q, Self> + Type<Self>,
+    for<'q> Option<&'q str>: Encode<'q, Self>,
+    for<'q> i64: Encode<'q, Self>,
+    for<'q> bool: Encode<'q, Self>,
+{
+    /// Upserts a checkpoint.
+    const PUT_CHECKPOINT: &'static str;
+    /// Upserts a reminder.
+    const PUT_REMINDER: &'static str;
+    /// Upserts an unsubscribe state.
+    const PUT_UNSUBSCRIBE: &'static str;
+    /// Inserts a pending outbox item `(key, target, payload JSON, next_attempt_at, created_at)`
+    /// unless its key exists, returning its id.
+    const INSERT_OUTBOX: &'static str;
+    /// The id of the outbox item with key `$1`.
+    const OUTBOX_ID_BY_KEY: &'static str;
+    /// A time as its column value.
+    type TimeArg: for<'q> Encode<'q, Self> + Type<Self> + Clone + Send + 'static;
+    /// An optional date as its column value.
+    type DayArg: for<'q> Encode<'q, Self> + Type<Self> + Send + 'static;
+
+    /// A time as its column value (whole microseconds).
+    fn time_arg(t: DateTime<Utc>) -> Self::TimeArg;
+    /// An optional date as its column value.
+    fn day_arg(d: Option<NaiveDate>) -> Self::DayArg;
+
+    /// Writes a checkpoint on `conn`.
+    async fn put_checkpoint_in(conn: &mut Self::Connection, c: &Checkpoint) -> Result<()> {
+        let position = codec::to_json(Self::BACKEND, "checkpoint", &c.position)?;
+        sqlx::query(Self::PUT_CHECKPOINT)
+            .bind(c.stream.as_str())
+            .bind(position)
+            .bind(Self::time_arg(c.updated_at))
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| error::sql::map(Self::BACKEND, "writing a checkpoint", e))?;
+        Ok(())
+    }
+
+    /// Writes a reminder on `conn`.
+    async fn put_reminder_in(conn: &mut Self::Connection, r: &ReminderTask) -> Result<()> {
+        sqlx::query(Self::PUT_REMINDER)
+            .bind(r.id.as_str())
+            .bind(r.marketo_id)
+            .bind(r.subject.as_str())
+            .bind(codec::status_str(r.status))
+            .bind(codec::priority_str(r.priority))
+            .bind(Self::day_arg(r.due_date))
+            .bind(r.details.as_deref())
+            .bind(r.salesforce_task_id.as_ref().map(SalesforceId::as_str))
+            .bind(r.deleted)
+            .bind(Self::time_arg(r.updated_at))
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| error::sql::map(Self::BACKEND, "writing a reminder", e))?;
+        Ok(())
+    }
+
+    /// Writes an unsubscribe state on `conn`.
+    async fn put_unsubscribe_in(conn: &mut Self::Connection, u: &UnsubscribeState) -> Result<()> {
+        sqlx::query(Self::PUT_UNSUBSCRIBE)
+            .bind(u.marketo_id)
+            .bind(u.unsubscribed)
+            .bind(codec::origin_str(u.origin))
+            .bind(Self::time_arg(u.at))
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| error::sql::map(Self::BACKEND, "writing an unsubscribe state", e))?;
+        Ok(())
+    }
+
+    /// Writes a recording on `conn` (inside the caller's transaction): its unsubscribe state and
+    /// reminder, then its outbox items, returning their ids (existing ids for keys already recorded).
+    async fn record_in(conn: &mut Self::Connection, recording: &Recording) -> Result<Vec<i64>> {
+        let now = Self::time_arg(Utc::now());
+        let payloads = codec::payloads(Self::BACKEND, recording)?;
+        if let Some(u) = &recording.unsubscribe {
+            Self::put_unsubscribe_in(conn, u).await?;
+        }
+        if let Some(r) = &recording.reminder {
+            Self::put_reminder_in(conn, r).await?;
+        }
+        let db = |context| move |e| error::sql::map(Self::BACKEND, context, e);
+        let mut ids = Vec::with_capacity(recording.outbox.len());
+        for (item, payload) in recording.outbox.iter().zip(payloads) {
+            let inserted: Option<i64> = sqlx::query_scalar(Self::INSERT_OUTBOX)
+                .bind(item.key.as_str())
+                .bind(codec::target_str(item.target))
+                .bind(payload)
+                .bind(Self::time_arg(item.not_before))
+                .bind(now.clone())
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(db("recording an outbox item"))?;
+            let id = match inserted {
+                Some(id) => id,
+                None => sqlx::query_scalar(Self::OUTBOX_ID_BY_KEY)
+                    .bind(item.key.as_str())
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(db("reading an existing outbox item"))?,
+            };
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+
+    /// Writes an inbound batch on `conn` (inside the caller's transaction).
+    async fn apply_inbound_in(conn: &mut Self::Connection, batch: &InboundBatch) -> Result<()> {
+        for u in &batch.unsubscribes {
+            Self::put_unsubscribe_in(conn, u).await?;
+        }
+        for r in &batch.reminders {
+            Self::put_reminder_in(conn, r).await?;
+        }
+        if let Some(c) = &batch.checkpoint {
+            Self::put_checkpoint_in(conn, c).await?;
+        }
+        Ok(())
     }
 }

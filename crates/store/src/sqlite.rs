@@ -21,9 +21,9 @@ use salesync_core::{Error, Result};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool, Transaction};
 
-use crate::codec::{self, micros, reduce};
+use crate::codec::{self, reduce};
 use crate::error::{self, backend_msg, instance_conflict, redact_url, scrub};
-use crate::sql::Dialect;
+use crate::sql::{Dialect, Writes};
 
 const BACKEND: &str = "sqlite";
 /// Rows per multi-row statement (18 parameters each; SQLite allows 32,766 per statement).
@@ -76,6 +76,34 @@ const OUTBOX_COLS: &str = "id, key, target, payload, state, attempts, next_attem
 const REMINDER_COLS: &str =
     "id, marketo_id, subject, status, priority, due_date, details, salesforce_task_id, deleted, updated_at";
 
+impl Writes for Sqlite {
+    const PUT_CHECKPOINT: &'static str = "INSERT INTO checkpoints (stream, position, updated_at) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (stream) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at";
+    const PUT_REMINDER: &'static str = "INSERT INTO reminders (id, marketo_id, subject, status, priority, due_date, \
+         details, salesforce_task_id, deleted, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+         ON CONFLICT (id) DO UPDATE SET marketo_id = excluded.marketo_id, subject = excluded.subject, \
+         status = excluded.status, priority = excluded.priority, due_date = excluded.due_date, \
+         details = excluded.details, salesforce_task_id = excluded.salesforce_task_id, deleted = excluded.deleted, \
+         updated_at = excluded.updated_at";
+    const PUT_UNSUBSCRIBE: &'static str = "INSERT INTO unsubscribes (marketo_id, unsubscribed, origin, at) \
+         VALUES (?1, ?2, ?3, ?4) ON CONFLICT (marketo_id) DO UPDATE SET unsubscribed = excluded.unsubscribed, \
+         origin = excluded.origin, at = excluded.at";
+    const INSERT_OUTBOX: &'static str = "INSERT INTO outbox (key, target, payload, state, attempts, \
+         next_attempt_at, created_at) VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?5) \
+         ON CONFLICT (key) DO NOTHING RETURNING id";
+    const OUTBOX_ID_BY_KEY: &'static str = "SELECT id FROM outbox WHERE key = ?1";
+    type TimeArg = i64;
+    type DayArg = Option<String>;
+
+    fn time_arg(t: DateTime<Utc>) -> i64 {
+        us(t)
+    }
+
+    fn day_arg(d: Option<NaiveDate>) -> Option<String> {
+        d.map(|d| d.format("%Y-%m-%d").to_string())
+    }
+}
+
 impl Dialect for Sqlite {
     const BACKEND: &'static str = BACKEND;
     type Time = i64;
@@ -93,62 +121,6 @@ impl Dialect for Sqlite {
     fn count(v: i64) -> u32 {
         u32::try_from(v).unwrap_or(u32::MAX)
     }
-}
-
-async fn put_checkpoint_in(conn: &mut SqliteConnection, c: &Checkpoint) -> Result<()> {
-    let position = codec::to_json(BACKEND, "checkpoint", &c.position)?;
-    sqlx::query(
-        "INSERT INTO checkpoints (stream, position, updated_at) VALUES (?1, ?2, ?3) \
-         ON CONFLICT (stream) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
-    )
-    .bind(c.stream.as_str())
-    .bind(position)
-    .bind(us(c.updated_at))
-    .execute(&mut *conn)
-    .await
-    .map_err(db("writing a checkpoint"))?;
-    Ok(())
-}
-
-async fn put_reminder_in(conn: &mut SqliteConnection, r: &ReminderTask) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO reminders (id, marketo_id, subject, status, priority, due_date, details, salesforce_task_id, \
-         deleted, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
-         ON CONFLICT (id) DO UPDATE SET marketo_id = excluded.marketo_id, subject = excluded.subject, \
-         status = excluded.status, priority = excluded.priority, due_date = excluded.due_date, \
-         details = excluded.details, salesforce_task_id = excluded.salesforce_task_id, deleted = excluded.deleted, \
-         updated_at = excluded.updated_at",
-    )
-    .bind(&r.id)
-    .bind(r.marketo_id)
-    .bind(&r.subject)
-    .bind(codec::status_str(r.status))
-    .bind(codec::priority_str(r.priority))
-    .bind(r.due_date.map(|d| d.format("%Y-%m-%d").to_string()))
-    .bind(&r.details)
-    .bind(r.salesforce_task_id.as_ref().map(SalesforceId::as_str))
-    .bind(r.deleted)
-    .bind(us(r.updated_at))
-    .execute(&mut *conn)
-    .await
-    .map_err(db("writing a reminder"))?;
-    Ok(())
-}
-
-async fn put_unsubscribe_in(conn: &mut SqliteConnection, u: &UnsubscribeState) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO unsubscribes (marketo_id, unsubscribed, origin, at) VALUES (?1, ?2, ?3, ?4) \
-         ON CONFLICT (marketo_id) DO UPDATE SET unsubscribed = excluded.unsubscribed, origin = excluded.origin, \
-         at = excluded.at",
-    )
-    .bind(u.marketo_id)
-    .bind(u.unsubscribed)
-    .bind(codec::origin_str(u.origin))
-    .bind(us(u.at))
-    .execute(&mut *conn)
-    .await
-    .map_err(db("writing an unsubscribe state"))?;
-    Ok(())
 }
 
 async fn upsert_people(conn: &mut SqliteConnection, people: &[Person]) -> Result<()> {
@@ -307,7 +279,7 @@ impl Store for SqliteStore {
         let at = us(page.at);
         let mut tx = self.begin().await?;
         if let Some(c) = &page.checkpoint {
-            put_checkpoint_in(&mut tx, c).await?;
+            Sqlite::put_checkpoint_in(&mut tx, c).await?;
         }
         if !reduced.upserts.is_empty() {
             upsert_people(&mut tx, &reduced.upserts).await?;
@@ -395,44 +367,13 @@ impl Store for SqliteStore {
 
     async fn put_checkpoint(&self, checkpoint: Checkpoint) -> Result<()> {
         let mut tx = self.begin().await?;
-        put_checkpoint_in(&mut tx, &checkpoint).await?;
+        Sqlite::put_checkpoint_in(&mut tx, &checkpoint).await?;
         tx.commit().await.map_err(db("writing a checkpoint"))
     }
 
     async fn record(&self, recording: Recording) -> Result<Vec<i64>> {
-        let now = us(micros(Utc::now()));
-        let payloads = codec::payloads(BACKEND, &recording)?;
         let mut tx = self.begin().await?;
-        if let Some(u) = &recording.unsubscribe {
-            put_unsubscribe_in(&mut tx, u).await?;
-        }
-        if let Some(r) = &recording.reminder {
-            put_reminder_in(&mut tx, r).await?;
-        }
-        let mut ids = Vec::with_capacity(recording.outbox.len());
-        for (item, payload) in recording.outbox.iter().zip(payloads) {
-            let inserted: Option<i64> = sqlx::query_scalar(
-                "INSERT INTO outbox (key, target, payload, state, attempts, next_attempt_at, created_at) \
-                 VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?5) ON CONFLICT (key) DO NOTHING RETURNING id",
-            )
-            .bind(&item.key)
-            .bind(codec::target_str(item.target))
-            .bind(payload)
-            .bind(us(item.not_before))
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db("recording an outbox item"))?;
-            let id = match inserted {
-                Some(id) => id,
-                None => sqlx::query_scalar("SELECT id FROM outbox WHERE key = ?1")
-                    .bind(&item.key)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(db("reading an existing outbox item"))?,
-            };
-            ids.push(id);
-        }
+        let ids = Sqlite::record_in(&mut tx, &recording).await?;
         tx.commit().await.map_err(db("committing a recording"))?;
         Ok(ids)
     }
@@ -561,7 +502,7 @@ impl Store for SqliteStore {
 
     async fn put_reminder(&self, task: ReminderTask) -> Result<()> {
         let mut tx = self.begin().await?;
-        put_reminder_in(&mut tx, &task).await?;
+        Sqlite::put_reminder_in(&mut tx, &task).await?;
         tx.commit().await.map_err(db("writing a reminder"))
     }
 
@@ -577,15 +518,7 @@ impl Store for SqliteStore {
 
     async fn apply_inbound(&self, batch: InboundBatch) -> Result<()> {
         let mut tx = self.begin().await?;
-        for u in &batch.unsubscribes {
-            put_unsubscribe_in(&mut tx, u).await?;
-        }
-        for r in &batch.reminders {
-            put_reminder_in(&mut tx, r).await?;
-        }
-        if let Some(c) = &batch.checkpoint {
-            put_checkpoint_in(&mut tx, c).await?;
-        }
+        Sqlite::apply_inbound_in(&mut tx, &batch).await?;
         tx.commit().await.map_err(db("committing an inbound batch"))
     }
 
