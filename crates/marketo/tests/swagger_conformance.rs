@@ -22,13 +22,25 @@ struct Op {
 }
 
 fn load_ops() -> Vec<Op> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference/openapi");
+    // The Swagger files are read in place (Adobe's licence: reference them, don't vendor them):
+    // `SALESYNC_SWAGGER_DIR`, else `shared/reference/openapi` beside the checkout, else the
+    // workplace's `/work/shared/reference/openapi`. None found is a failure, never a skip.
+    let candidates = [
+        std::env::var_os("SALESYNC_SWAGGER_DIR").map(PathBuf::from),
+        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference/openapi")),
+        Some(PathBuf::from("/work/shared/reference/openapi")),
+    ];
+    let dir = candidates
+        .into_iter()
+        .flatten()
+        .find(|d| d.join("marketo-mapi.swagger.json").is_file())
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference/openapi"));
     let mut ops = Vec::new();
     for file in ["marketo-mapi.swagger.json", "marketo-identity.swagger.json"] {
         let path = dir.join(file);
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
             panic!(
-                "cannot read {} ({e}); the Swagger files live in shared/reference/openapi/ beside the repository",
+                "cannot read {} ({e}); set SALESYNC_SWAGGER_DIR to the folder holding marketo-mapi.swagger.json and marketo-identity.swagger.json",
                 path.display()
             )
         });
