@@ -524,6 +524,11 @@ impl<'a> Pass<'a> {
             }
         }
         for error in errors {
+            // One pass can read the same bad record twice (e.g. the initial sweep, then its New
+            // Lead activity): report each record's problem once per pass.
+            if self.report.record_errors.contains(&error) {
+                continue;
+            }
             tracing::warn!(%error, "Marketo record skipped");
             self.eng.emit(SyncEvent::RecordFailed { error: error.clone() });
             self.report.record_errors.push(error);
