@@ -2,7 +2,7 @@
 //! check before a send.
 
 use chrono::{DateTime, Utc};
-use salesync_core::activity::{SalesActivityKind, UnsubscribeOrigin};
+use salesync_core::activity::SalesActivityKind;
 use salesync_core::delivery::custom_type_api_name;
 use salesync_core::ports::marketo::{Activity, ActivityType};
 use serde::{Deserialize, Serialize};
@@ -77,32 +77,6 @@ impl InsightKind {
     }
 }
 
-/// Why a send is blocked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "reason", rename_all = "snake_case")]
-pub enum BlockReason {
-    /// salesync has the person as unsubscribed.
-    UnsubscribedInSalesync {
-        /// Where the unsubscribe came from.
-        origin: UnsubscribeOrigin,
-    },
-    /// Marketo says the person is unsubscribed (the admin's Marketo unsubscribe check is on).
-    UnsubscribedInMarketo,
-}
-
-/// Whether a sales email may be sent to a person.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "can_email", rename_all = "snake_case")]
-pub enum CanEmail {
-    /// The send may go ahead.
-    Allowed,
-    /// The send is blocked.
-    Blocked {
-        /// Why.
-        reason: BlockReason,
-    },
-}
-
 impl SyncEngine {
     /// The person's Marketo activities of the given kinds since `since`, newest first, read live
     /// from Marketo on every call (as the Sales Insight panel does). Activity types are resolved
@@ -155,23 +129,5 @@ impl SyncEngine {
         let types = self.inner.marketo.activity_types().await?;
         *cached = Some(types.clone());
         Ok(types)
-    }
-
-    /// Whether a sales email may be sent to the person: blocked when salesync has them
-    /// unsubscribed, or, with the admin's Marketo unsubscribe check on, when Marketo has them
-    /// unsubscribed (a live call; a person Marketo does not know is allowed).
-    pub async fn check_can_email(&self, marketo_id: i64) -> Result<CanEmail> {
-        let store = &self.inner.store;
-        if let Some(state) = store.unsubscribe(marketo_id).await?
-            && state.unsubscribed
-        {
-            return Ok(CanEmail::Blocked { reason: BlockReason::UnsubscribedInSalesync { origin: state.origin } });
-        }
-        if store.settings().await?.marketo_unsubscribe_check
-            && self.inner.marketo.lead_unsubscribed(marketo_id).await? == Some(true)
-        {
-            return Ok(CanEmail::Blocked { reason: BlockReason::UnsubscribedInMarketo });
-        }
-        Ok(CanEmail::Allowed)
     }
 }

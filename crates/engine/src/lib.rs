@@ -19,7 +19,7 @@ pub use csv_stream::{CsvExportParser, ExportParser};
 pub use engine::{SyncEngine, SyncEngineBuilder};
 pub use error::{Error, Result};
 pub use events::{MirrorChange, Phase, SyncEvent};
-pub use insight::{BlockReason, CanEmail, InsightKind};
+pub use insight::InsightKind;
 pub use mirror_reader::{MirrorReader, PageRequest, PersonPage};
 pub use report::{ApiCalls, BulkQuotaAction, InitialPath, RemovedCounts, SyncReport};
 pub use settings::{BulkQuotaPolicy, Clock, EngineSettings, InitialMode, RetrySettings, StreamSettings, SystemClock};

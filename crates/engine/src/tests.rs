@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use futures::StreamExt;
-use salesync_core::activity::{AdminSettings, ReminderTask, UnsubscribeOrigin, UnsubscribeState};
+use salesync_core::activity::{AdminSettings, ReminderTask, UnsubscribeState};
 use salesync_core::mapping::{LeadField, LeadRecord, all_field_names};
 use salesync_core::mirror::{Decision, RemovalReason};
 use salesync_core::ports::Page;
@@ -1416,27 +1416,6 @@ async fn mirror_reader_pages_and_finds_duplicates() {
     let owned = mirror.by_owner(&sfid(OWNER), PageRequest::first(10)).await.unwrap();
     assert_eq!(owned.people.len(), 3);
     assert!(mirror.tombstone(1).await.unwrap().is_none());
-}
-
-#[tokio::test]
-async fn check_can_email_uses_salesync_then_marketo() {
-    let world = world_with(vec![]);
-    let store = Arc::new(FakeStore::default());
-    let eng = engine(&world, &store, settings(InitialMode::Rest));
-    assert_eq!(eng.check_can_email(1).await.unwrap(), CanEmail::Allowed);
-    store.state().unsubscribes.insert(
-        1,
-        UnsubscribeState { marketo_id: 1, unsubscribed: true, origin: UnsubscribeOrigin::Salesforce, at: t0() },
-    );
-    assert_eq!(
-        eng.check_can_email(1).await.unwrap(),
-        CanEmail::Blocked { reason: BlockReason::UnsubscribedInSalesync { origin: UnsubscribeOrigin::Salesforce } }
-    );
-    world.lock().unwrap().unsubscribed.insert(2, true);
-    assert_eq!(eng.check_can_email(2).await.unwrap(), CanEmail::Allowed, "check off: Marketo not asked");
-    store.state().settings.marketo_unsubscribe_check = true;
-    assert_eq!(eng.check_can_email(2).await.unwrap(), CanEmail::Blocked { reason: BlockReason::UnsubscribedInMarketo });
-    assert_eq!(eng.check_can_email(3).await.unwrap(), CanEmail::Allowed, "unknown to Marketo");
 }
 
 #[tokio::test]
