@@ -17,6 +17,7 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 
 pub mod activity;
+pub mod clock;
 pub mod delivery;
 pub mod error;
 pub mod mapping;
@@ -25,6 +26,7 @@ pub mod person;
 pub mod ports;
 pub mod sfid;
 
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, RecordError, Result, Service};
 pub use mapping::{LEAD_FIELDS, LeadField, LeadRecord, MarketoLead, Qualification};
 pub use mirror::{Decision, Incoming, RemovalReason, decide};

@@ -1,62 +1,15 @@
 //! Dispatcher settings and the injectable clock.
 
-use std::sync::{Arc, Mutex};
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-/// The source of "now" for scheduling (lease expiry, backoff, polling windows).
-///
-/// Tests inject a [`ManualClock`]; production uses [`SystemClock`]. The run loop's idle sleep
-/// always uses tokio time.
-pub trait Clock: Send + Sync + std::fmt::Debug {
-    /// The current time.
-    fn now(&self) -> DateTime<Utc>;
-}
-
-/// The system clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
-    }
-}
-
-/// A clock that only moves when told to (for tests and simulations).
-#[derive(Debug, Clone)]
-pub struct ManualClock(Arc<Mutex<DateTime<Utc>>>);
-
-impl ManualClock {
-    /// A clock stopped at `at`.
-    pub fn new(at: DateTime<Utc>) -> Self {
-        Self(Arc::new(Mutex::new(at)))
-    }
-
-    /// Sets the time.
-    pub fn set(&self, at: DateTime<Utc>) {
-        if let Ok(mut g) = self.0.lock() {
-            *g = at;
-        }
-    }
-
-    /// Moves the time forward.
-    pub fn advance(&self, by: Duration) {
-        if let Ok(mut g) = self.0.lock() {
-            *g += chrono::Duration::from_std(by).unwrap_or(chrono::Duration::zero());
-        }
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> DateTime<Utc> {
-        self.0.lock().map(|g| *g).unwrap_or_else(|p| *p.into_inner())
-    }
-}
+pub use salesync_core::clock::{Clock, ManualClock, SystemClock};
 
 /// How a [`Dispatcher`](crate::Dispatcher) delivers.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DeliverySettings {
     /// This process's identity in outbox leases; unique per process (default: random).
     pub worker_id: String,
@@ -89,6 +42,27 @@ pub struct DeliverySettings {
     pub lookup_max_pages: u32,
     /// The clock.
     pub clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for DeliverySettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeliverySettings")
+            .field("worker_id", &self.worker_id)
+            .field("marketo_batch", &self.marketo_batch)
+            .field("salesforce_batch", &self.salesforce_batch)
+            .field("lease", &self.lease)
+            .field("max_attempts", &self.max_attempts)
+            .field("backoff_base", &self.backoff_base)
+            .field("backoff_max", &self.backoff_max)
+            .field("poll_interval", &self.poll_interval)
+            .field("reminder_poll_interval", &self.reminder_poll_interval)
+            .field("opt_out_reconcile_interval", &self.opt_out_reconcile_interval)
+            .field("opt_out_reconcile", &self.opt_out_reconcile)
+            .field("salesforce_api_reserve", &self.salesforce_api_reserve)
+            .field("salesforce_reserve_pause", &self.salesforce_reserve_pause)
+            .field("lookup_max_pages", &self.lookup_max_pages)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for DeliverySettings {

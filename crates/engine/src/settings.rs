@@ -1,4 +1,4 @@
-//! Engine settings and the clock.
+//! Engine settings.
 
 use std::fmt;
 use std::sync::Arc;
@@ -6,32 +6,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 
+pub use salesync_core::clock::{Clock, SystemClock};
+
 use crate::csv_stream::{CsvExportParser, ExportParser};
-
-/// A source of the current time (injectable so tests control stamps and windows).
-pub trait Clock: Send + Sync + 'static {
-    /// The current time.
-    fn now(&self) -> DateTime<Utc>;
-}
-
-impl<F> Clock for F
-where
-    F: Fn() -> DateTime<Utc> + Send + Sync + 'static,
-{
-    fn now(&self) -> DateTime<Utc> {
-        self()
-    }
-}
-
-/// The system clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
-    }
-}
 
 /// How the initial full sync reads Marketo.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
