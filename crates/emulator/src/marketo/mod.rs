@@ -192,6 +192,17 @@ pub struct MarketoCall {
     pub http_status: u16,
 }
 
+/// Calls turned away by the emulator's own limits (see [`MarketoEmulator::limit_rejections`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LimitRejections {
+    /// 606: the rate window was full.
+    pub rate: u64,
+    /// 615: too many calls in flight.
+    pub concurrency: u64,
+    /// 607: the daily quota was used up.
+    pub quota: u64,
+}
+
 /// A running emulator: a cheap `Clone` handle on shared state and the server task.
 #[derive(Clone)]
 pub struct MarketoEmulator {
@@ -368,6 +379,19 @@ impl MarketoEmulator {
         let times: Vec<(DateTime<Utc>, Instant)> =
             self.shared.log().iter().filter(|c| c.counted).map(|c| (c.clock_at, c.at)).collect();
         limits::max_in_window(times, self.shared.config.limits.window)
+    }
+
+    /// How many calls the emulator's own limits turned away so far (injected faults excluded).
+    pub fn limit_rejections(&self) -> LimitRejections {
+        let get = |i: usize| self.shared.rejected[i].load(Ordering::SeqCst);
+        LimitRejections { rate: get(0), concurrency: get(1), quota: get(2) }
+    }
+
+    /// Counted calls so far in the current US-Central day (the daily quota's count).
+    pub fn daily_calls(&self) -> u64 {
+        let now = self.shared.now();
+        let st = self.shared.limits();
+        if st.day == Some(limits::central_day(now)) { st.day_count } else { 0 }
     }
 
     /// The most API calls that were in flight at once (identity excluded).

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -46,6 +46,9 @@ pub(crate) struct Shared {
     rng: Mutex<SmallRng>,
     pub(crate) in_flight: Arc<AtomicU32>,
     pub(crate) peak: AtomicU32,
+    /// Calls the emulator's own limits turned away: rate window (606), concurrency (615), daily
+    /// quota (607). Injected faults are not counted here.
+    pub(crate) rejected: [AtomicU64; 3],
 }
 
 impl Shared {
@@ -65,6 +68,7 @@ impl Shared {
             log: Mutex::new(Vec::new()),
             in_flight: Arc::new(AtomicU32::new(0)),
             peak: AtomicU32::new(0),
+            rejected: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
         }
     }
 
@@ -78,6 +82,10 @@ impl Shared {
 
     pub(crate) fn log(&self) -> MutexGuard<'_, Vec<MarketoCall>> {
         lock(&self.log)
+    }
+
+    pub(crate) fn limits(&self) -> MutexGuard<'_, LimitState> {
+        lock(&self.limits)
     }
 
     pub(crate) fn faults_slot(&self) -> MutexGuard<'_, Arc<FaultPlan<MarketoFault>>> {
@@ -284,12 +292,14 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let (_guard, in_flight) = InFlight::enter(&shared.in_flight, &shared.peak);
     if limits.enabled && in_flight > limits.max_concurrent {
         let msg = format!("Concurrent access limit '{}' reached", limits.max_concurrent);
+        shared.rejected[1].fetch_add(1, Ordering::SeqCst);
         return finish(&shared, call, Reply::err("615", msg), Transport::Normal);
     }
     // Rate window and daily quota.
     let slot = match lock(&shared.limits).admit(&limits, now, at) {
         Admit::Ok(id) => id,
         Admit::Rate => {
+            shared.rejected[0].fetch_add(1, Ordering::SeqCst);
             let msg = format!(
                 "Max rate limit '{}' exceeded with in '{}' secs",
                 limits.calls_per_window,
@@ -298,6 +308,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             return finish(&shared, call, Reply::err("606", msg), Transport::Normal);
         }
         Admit::Quota => {
+            shared.rejected[2].fetch_add(1, Ordering::SeqCst);
             return finish(&shared, call, Reply::err("607", "Daily quota reached"), Transport::Normal);
         }
     };
