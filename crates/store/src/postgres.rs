@@ -193,6 +193,14 @@ fn valid_schema_name(s: &str) -> bool {
         && s.len() <= 63
 }
 
+/// Parses a PostgreSQL store URL into connection options, without connecting.
+pub(crate) fn options(url: &str) -> Result<PgConnectOptions> {
+    PgConnectOptions::from_str(url).map_err(|e| Error::Config {
+        key: "store url".into(),
+        reason: format!("invalid PostgreSQL URL {}: {}", redact_url(url), scrub(e.to_string(), url)),
+    })
+}
+
 impl PostgresStore {
     /// Connects to `url` (`postgres://user:password@host:port/database`) and migrates the
     /// default schema (the connection's `search_path`, normally `public`).
@@ -227,10 +235,7 @@ impl PostgresStore {
 
     async fn connect(url: &str, schema: Option<String>) -> Result<Self> {
         let redacted = redact_url(url);
-        let opts = PgConnectOptions::from_str(url).map_err(|e| Error::Config {
-            key: "store url".into(),
-            reason: format!("invalid PostgreSQL URL {redacted}: {}", scrub(e.to_string(), url)),
-        })?;
+        let opts = options(url)?;
         let unreachable = |e: sqlx::Error| {
             error::backend_msg(
                 BACKEND,

@@ -181,16 +181,20 @@ async fn remove_people(conn: &mut SqliteConnection, removes: &[(i64, RemovalReas
     Ok(())
 }
 
+/// Parses a SQLite store URL into connection options, without touching the file system.
+pub(crate) fn options(url: &str) -> Result<SqliteConnectOptions> {
+    SqliteConnectOptions::from_str(url).map_err(|e| Error::Config {
+        key: "store url".into(),
+        reason: format!("invalid SQLite URL {}: {}", redact_url(url), scrub(e.to_string(), url)),
+    })
+}
+
 impl SqliteStore {
     /// Opens (creating the file on first use) and migrates the database at `url`
     /// (`sqlite://path`, `sqlite:path`, `sqlite::memory:`).
     pub async fn open(url: &str) -> Result<Self> {
         let redacted = redact_url(url);
-        let opts = SqliteConnectOptions::from_str(url)
-            .map_err(|e| Error::Config {
-                key: "store url".into(),
-                reason: format!("invalid SQLite URL {redacted}: {}", scrub(e.to_string(), url)),
-            })?
+        let opts = options(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
