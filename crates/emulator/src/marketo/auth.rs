@@ -30,6 +30,13 @@ pub(crate) enum TokenCheck {
 }
 
 impl Tokens {
+    /// Every token issued so far, expired ones included (for tests that grep logs for them).
+    pub(crate) fn issued(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.by_token.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
     /// Issues (or re-returns) the token of `client_id`; returns (token, seconds left).
     pub(crate) fn issue(&mut self, client_id: &str, now: DateTime<Utc>, ttl: Duration) -> (String, i64) {
         if let Some(tok) = self.current.get(client_id)

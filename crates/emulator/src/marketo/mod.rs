@@ -251,6 +251,12 @@ impl MarketoEmulator {
         &self.shared.config.clock
     }
 
+    /// Every access token identity has issued so far, expired ones included: tests use them to
+    /// check that no token ever shows up in logs or error messages.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.shared.issued_tokens()
+    }
+
     /// Loads a seeded world: one lead per person (with its id), each with a New Lead (12) activity
     /// dated at the person's `createdAt`.
     pub fn seed_world(&self, world: &SeedWorld) {

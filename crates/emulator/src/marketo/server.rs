@@ -76,6 +76,10 @@ impl Shared {
         self.config.clock.now()
     }
 
+    pub(crate) fn issued_tokens(&self) -> Vec<String> {
+        lock(&self.tokens).issued()
+    }
+
     pub(crate) fn db(&self) -> MutexGuard<'_, Db> {
         lock(&self.db)
     }

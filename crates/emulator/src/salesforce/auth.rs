@@ -16,12 +16,19 @@ pub(crate) struct Tokens {
     /// The refresh token currently accepted (rotates when configured).
     pub(crate) refresh: Option<String>,
     counter: u64,
+    /// Every access and refresh token handed out, in order (never forgotten).
+    handed_out: Vec<String>,
 }
 
 impl Tokens {
     /// Whether a token is known and younger than the session lifetime.
     pub(crate) fn valid(&self, token: &str, now: DateTime<Utc>, cfg: &SalesforceConfig) -> bool {
         self.issued.get(token).is_some_and(|t| now < *t + cfg.session_lifetime)
+    }
+
+    /// Every access and refresh token handed out so far, expired ones included.
+    pub(crate) fn handed_out(&self) -> Vec<String> {
+        self.handed_out.clone()
     }
 
     /// Forgets every token.
@@ -109,6 +116,7 @@ pub(crate) fn token(
                 tokens.counter += 1;
                 let r = format!("5Aep861{}", BASE64URL_NOPAD.encode(uuid::Uuid::new_v4().as_bytes()));
                 tokens.refresh = Some(r.clone());
+                tokens.handed_out.push(r.clone());
                 new_refresh = Some(r);
             }
         }
@@ -145,6 +153,7 @@ pub(crate) fn token(
         BASE64URL_NOPAD.encode(uuid::Uuid::new_v4().as_bytes()).replace(['-', '_'], "x")
     );
     tokens.issued.insert(access.clone(), now);
+    tokens.handed_out.push(access.clone());
     let id = format!("{}/id/{}/{}", who.base_url, who.org_id, who.user_id);
     let issued_at = now.timestamp_millis().to_string();
     let signature = BASE64.encode(&hmac_sha256(cfg.client_secret.as_bytes(), format!("{id}{issued_at}").as_bytes()));

@@ -433,6 +433,13 @@ impl SalesforceEmulator {
         self.shared.expire_sessions();
     }
 
+    /// Every access token (and rotated refresh token) the token endpoint has handed out so far,
+    /// expired ones included: tests use them to check that no token ever shows up in logs or
+    /// error messages.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.shared.issued_tokens()
+    }
+
     /// Stops the server.
     pub async fn shutdown(self) {
         if let Some(t) = self.task.lock().await.take() {

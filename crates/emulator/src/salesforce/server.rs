@@ -133,6 +133,10 @@ impl Shared {
     pub(crate) fn expire_sessions(&self) {
         lock(&self.state).tokens.expire_all();
     }
+
+    pub(crate) fn issued_tokens(&self) -> Vec<String> {
+        lock(&self.state).tokens.handed_out()
+    }
 }
 
 /// The running server task.
