@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -87,6 +88,8 @@ impl SyncEngineBuilder {
                 events,
                 changes,
                 run_lock: tokio::sync::Mutex::new(()),
+                lease: Mutex::new(None),
+                run_loops: AtomicUsize::new(0),
                 bound: OnceCell::new(),
                 fields: Mutex::new(None),
                 activity_types: tokio::sync::Mutex::new(None),
@@ -95,10 +98,35 @@ impl SyncEngineBuilder {
     }
 }
 
+/// The store lease that elects the one process pulling from Marketo (see [`SyncEngine`]).
+pub const MARKETO_PULL_LEASE: &str = "marketo-pull";
+
 /// The inbound sync engine: mirrors qualified Marketo people into the store and keeps them
 /// current. Cheap to clone (shared state); `Send + Sync`.
 ///
 /// Passes never overlap: `sync_once` and `run` take a lock for the length of a pass.
+///
+/// # One puller per store: the leader lease
+///
+/// Several processes may share one store (each with its own engine and dispatcher), but only
+/// one pulls from Marketo at a time: a pass first takes (or renews) the store's named lease
+/// [`MARKETO_PULL_LEASE`] for [`EngineSettings::holder_id`] until now +
+/// [`EngineSettings::leader_lease_ttl`]. Another holder's valid lease makes
+/// [`sync_once`](Self::sync_once) fail fast with [`Error::NotLeader`] (nothing pulled), while
+/// [`run`](Self::run) keeps trying every [`EngineSettings::leader_poll`].
+///
+/// The leader renews the lease once a third of its TTL has passed, checked before every store
+/// write (page or checkpoint), before every port call and while waiting. A leader that finds
+/// its lease lapsed (not renewed within the TTL, e.g. the process was paused) or taken stops
+/// before committing another page, with [`Error::NotLeader`]. The store cannot check the lease
+/// inside the page's transaction, so one window remains: a write starts with at least two
+/// thirds of the TTL left, and must finish (or hang) within them; keep the TTL well above the
+/// store's worst write latency. Lease times come from [`EngineSettings::clock`]: processes
+/// sharing a store need clocks that agree to well within the TTL.
+///
+/// `sync_once` and [`resolve_opportunities`](Self::resolve_opportunities) release the lease when
+/// they finish (unless `run` is running on this engine); `run` keeps it between passes and
+/// releases it when cancelled. A crashed leader's lease expires after the TTL.
 #[derive(Debug, Clone)]
 pub struct SyncEngine {
     pub(crate) inner: Arc<Inner>,
@@ -112,6 +140,10 @@ pub(crate) struct Inner {
     pub events: broadcast::Sender<SyncEvent>,
     pub changes: broadcast::Sender<MirrorChange>,
     run_lock: tokio::sync::Mutex<()>,
+    /// When the leader lease was last taken or renewed (engine clock); `None`: not held.
+    lease: Mutex<Option<DateTime<Utc>>>,
+    /// `run` loops in progress on this engine (one-shot passes leave the lease to them).
+    run_loops: AtomicUsize,
     bound: OnceCell<()>,
     fields: Mutex<Option<Vec<String>>>,
     pub activity_types: tokio::sync::Mutex<Option<Vec<ActivityType>>>,
@@ -172,11 +204,26 @@ impl SyncEngine {
     /// [`sync_once`](Self::sync_once) that stops between pages when `cancel` fires (returning
     /// [`Error::Cancelled`]); every applied page is consistent with its checkpoint, so the next
     /// pass resumes where this one stopped.
+    ///
+    /// Takes the leader lease first and fails with [`Error::NotLeader`] (pulling nothing) while
+    /// another process holds it; releases it when done unless [`run`](Self::run) is running on
+    /// this engine.
     pub async fn sync_once_with(&self, cancel: &CancellationToken) -> Result<SyncReport> {
+        let result = self.leading_pass(cancel).await;
+        self.release_unless_running().await;
+        result
+    }
+
+    /// One pass under the leader lease (taken or renewed first), which it leaves held.
+    async fn leading_pass(&self, cancel: &CancellationToken) -> Result<SyncReport> {
         let _guard = self.inner.run_lock.lock().await;
         let started = tokio::time::Instant::now();
         let inner = &*self.inner;
         self.ensure_bound().await?;
+        if !inner.try_lead().await? {
+            tracing::debug!(holder = %inner.settings.holder_id, "another process holds the Marketo pull lease");
+            return Err(inner.not_leader());
+        }
         let mut pass = Pass::new(inner, cancel);
         let result = pass.run().await;
         pass.report.duration = started.elapsed();
@@ -201,6 +248,13 @@ impl SyncEngine {
         }
     }
 
+    /// Releases the leader lease after a one-shot call, unless a `run` loop keeps it.
+    async fn release_unless_running(&self) {
+        if self.inner.run_loops.load(Ordering::SeqCst) == 0 {
+            self.inner.release_lead().await;
+        }
+    }
+
     /// Binds the store to the instance once per engine (it refuses a store of another instance).
     async fn ensure_bound(&self) -> Result<()> {
         let inner = &*self.inner;
@@ -211,9 +265,21 @@ impl SyncEngine {
     /// Looks up the opportunity of every mirror person whose link is still unresolved (e.g.
     /// after a failed lookup, reported as a warning), contacts and leads with a Salesforce id
     /// only. Returns a report whose `opportunities_resolved` counts the fills.
+    ///
+    /// It writes the mirror, so it takes the leader lease like [`sync_once`](Self::sync_once)
+    /// (failing with [`Error::NotLeader`] while another process holds it).
     pub async fn resolve_opportunities(&self) -> Result<SyncReport> {
+        let result = self.resolve_opportunities_leading().await;
+        self.release_unless_running().await;
+        result
+    }
+
+    async fn resolve_opportunities_leading(&self) -> Result<SyncReport> {
         let _guard = self.inner.run_lock.lock().await;
         self.ensure_bound().await?;
+        if !self.inner.try_lead().await? {
+            return Err(self.inner.not_leader());
+        }
         let started = tokio::time::Instant::now();
         let cancel = CancellationToken::new();
         let mut pass = Pass::new(&self.inner, &cancel);
@@ -239,13 +305,30 @@ impl SyncEngine {
     /// errors, and credentials a connector could not renew (an operator must reconnect), end
     /// the loop with the error.
     ///
+    /// Leader election: while another process holds the leader lease, this loop pulls nothing
+    /// and tries to take the lease every `leader_poll`; once leader, it renews the lease during
+    /// passes and between them (every `leader_lease_ttl / 3`), and goes back to polling when it
+    /// loses it ([`SyncEvent::LeaderAcquired`] / [`SyncEvent::LeaderLost`]). It releases the
+    /// lease when it returns, so another process takes over at once after a clean shutdown.
+    ///
     /// This is the only place the engine waits between passes; it spawns no tasks itself (the
     /// host decides where `run` runs).
     pub async fn run(&self, cancel: CancellationToken) -> Result<()> {
+        self.inner.run_loops.fetch_add(1, Ordering::SeqCst);
+        let result = self.run_loop(&cancel).await;
+        if self.inner.run_loops.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.inner.release_lead().await;
+        }
+        result
+    }
+
+    async fn run_loop(&self, cancel: &CancellationToken) -> Result<()> {
+        let settings = &self.inner.settings;
         loop {
-            match self.sync_once_with(&cancel).await {
-                Ok(_) => {}
+            let wait = match self.leading_pass(cancel).await {
+                Ok(_) => settings.poll_interval,
                 Err(Error::Cancelled) => return Ok(()),
+                Err(Error::NotLeader { .. }) => settings.leader_poll,
                 Err(
                     e @ (Error::Config { .. }
                     | Error::Checkpoint { .. }
@@ -254,14 +337,40 @@ impl SyncEngine {
                 Err(e) => {
                     self.inner.emit(SyncEvent::Backoff {
                         reason: format!("pass failed: {e}"),
-                        delay: self.inner.settings.poll_interval,
+                        delay: settings.poll_interval,
                     });
+                    settings.poll_interval
                 }
+            };
+            if self.idle(cancel, wait).await {
+                return Ok(());
             }
+        }
+    }
+
+    /// Waits `total` between passes, renewing a held lease every third of its TTL; true when
+    /// cancelled. Returns early when the lease is lost, so the loop falls back to polling for it.
+    async fn idle(&self, cancel: &CancellationToken, total: Duration) -> bool {
+        let inner = &*self.inner;
+        let deadline = tokio::time::Instant::now() + total;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            let held = inner.holds_lead();
+            let step = if held { left.min(inner.renew_every()) } else { left };
             tokio::select! {
                 biased;
-                _ = cancel.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(self.inner.settings.poll_interval) => {}
+                _ = cancel.cancelled() => return true,
+                _ = tokio::time::sleep(step) => {}
+            }
+            if held && step < left {
+                match inner.keep_lead(true).await {
+                    Ok(()) => {}
+                    Err(Error::NotLeader { .. }) => return false,
+                    Err(e) => tracing::warn!(error = %e, "renewing the leader lease failed; retrying"),
+                }
             }
         }
     }
@@ -271,6 +380,76 @@ impl Inner {
     pub fn emit(&self, event: SyncEvent) {
         // No subscribers is fine; a full channel drops the oldest event for laggards.
         let _ = self.events.send(event);
+    }
+
+    pub fn not_leader(&self) -> Error {
+        Error::NotLeader { lease: MARKETO_PULL_LEASE, holder: self.settings.holder_id.clone() }
+    }
+
+    fn holds_lead(&self) -> bool {
+        lock(&self.lease).is_some()
+    }
+
+    /// How often a held lease is renewed: a third of its TTL.
+    fn renew_every(&self) -> Duration {
+        self.settings.leader_lease_ttl / 3
+    }
+
+    /// Takes or renews the leader lease; true while held. Announces a change of leadership.
+    pub async fn try_lead(&self) -> Result<bool> {
+        let now = self.now();
+        let holder = &self.settings.holder_id;
+        let held = self.store.try_lease(MARKETO_PULL_LEASE, holder, self.settings.leader_lease_ttl, now).await?;
+        let was = std::mem::replace(&mut *lock(&self.lease), held.then_some(now)).is_some();
+        match (was, held) {
+            (false, true) => {
+                tracing::info!(%holder, ttl = ?self.settings.leader_lease_ttl, "leader lease acquired: pulling from Marketo");
+                self.emit(SyncEvent::LeaderAcquired { holder: holder.clone() });
+            }
+            (true, false) => self.announce_lost("another process took the lease"),
+            _ => {}
+        }
+        Ok(held)
+    }
+
+    fn announce_lost(&self, reason: &str) {
+        let holder = &self.settings.holder_id;
+        tracing::warn!(%holder, reason, "leader lease lost: no longer pulling from Marketo");
+        self.emit(SyncEvent::LeaderLost { holder: holder.clone(), reason: reason.to_string() });
+    }
+
+    /// Checks that the leader lease is still held with at least two thirds of its TTL left,
+    /// renewing it once a third has passed (always when `force`). Fails with
+    /// [`Error::NotLeader`] when it is not held, lapsed before renewal, or was taken.
+    pub async fn keep_lead(&self, force: bool) -> Result<()> {
+        let Some(renewed) = *lock(&self.lease) else { return Err(self.not_leader()) };
+        let ttl = self.settings.leader_lease_ttl;
+        let elapsed = (self.now() - renewed).to_std().unwrap_or(Duration::ZERO);
+        if elapsed >= ttl {
+            // Another process may have taken it and released it since: whatever this pass
+            // holds in memory may be stale, so it stops even if the lease is free again.
+            if lock(&self.lease).take().is_some() {
+                self.announce_lost("the lease lapsed before it was renewed");
+            }
+            return Err(self.not_leader());
+        }
+        if (force || elapsed >= self.renew_every()) && !self.try_lead().await? {
+            return Err(self.not_leader());
+        }
+        Ok(())
+    }
+
+    /// Releases the leader lease if held (a failure is logged: the lease then expires).
+    pub async fn release_lead(&self) {
+        if lock(&self.lease).take().is_none() {
+            return;
+        }
+        let holder = &self.settings.holder_id;
+        if let Err(e) = self.store.release_lease(MARKETO_PULL_LEASE, holder).await {
+            tracing::warn!(error = %e, %holder, "releasing the leader lease failed; it expires after its TTL");
+        }
+        tracing::info!(%holder, "leader lease released");
+        self.emit(SyncEvent::LeaderLost { holder: holder.clone(), reason: "released".into() });
     }
 }
 
@@ -359,12 +538,22 @@ impl<'a> Pass<'a> {
         if self.cancel.is_cancelled() { Err(Error::Cancelled) } else { Ok(()) }
     }
 
-    /// Sleeps, waking early with `Cancelled`.
+    /// Sleeps, waking early with `Cancelled`; renews the leader lease while it waits (failing
+    /// with `NotLeader` when it is lost).
     pub async fn sleep(&self, delay: Duration) -> Result<()> {
-        tokio::select! {
-            biased;
-            _ = self.cancel.cancelled() => Err(Error::Cancelled),
-            _ = tokio::time::sleep(delay) => Ok(()),
+        let deadline = tokio::time::Instant::now() + delay;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Ok(());
+            }
+            let step = left.min(self.eng.renew_every());
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => return Err(Error::Cancelled),
+                _ = tokio::time::sleep(step) => {}
+            }
+            self.eng.keep_lead(false).await?;
         }
     }
 
@@ -420,6 +609,7 @@ impl<'a> Pass<'a> {
         let mut attempt: u32 = 0;
         loop {
             self.check_cancel()?;
+            self.eng.keep_lead(false).await?;
             attempt += 1;
             match service {
                 Service::Salesforce => self.report.api_calls.salesforce += 1,
@@ -482,6 +672,9 @@ impl<'a> Pass<'a> {
     }
 
     /// Applies a page and its checkpoint; returns the store's counts and the people written.
+    ///
+    /// Only while the leader lease is held: it is checked (and renewed when due) first, so the
+    /// write starts with at least two thirds of the TTL left (see [`SyncEngine`]).
     pub async fn commit(
         &mut self,
         page: PageBuilder,
@@ -495,6 +688,7 @@ impl<'a> Pass<'a> {
             .filter(|(d, _)| !matches!(d, Decision::Unchanged { .. } | Decision::Skip { .. }))
             .map(|(d, _)| d.clone())
             .collect();
+        self.eng.keep_lead(false).await?;
         let counts = self.eng.store.apply_page(MirrorPage { decisions, checkpoint, at: now }).await?;
         self.report.pages += 1;
         let mut changes = Vec::new();
@@ -553,6 +747,7 @@ impl<'a> Pass<'a> {
     /// Writes a checkpoint on its own (positions that carry no data, e.g. a new export job id).
     pub async fn put<T: serde::Serialize>(&self, stream: StreamId, pos: &T) -> Result<()> {
         let cp = checkpoint::encode(stream, pos, self.now())?;
+        self.eng.keep_lead(false).await?;
         self.eng.store.put_checkpoint(cp).await?;
         Ok(())
     }

@@ -31,6 +31,16 @@ pub enum Error {
         /// Why.
         detail: String,
     },
+    /// Another process holds the Marketo pull's leader lease (or this engine lost it mid-pass,
+    /// before committing another page): this engine did not pull. Try again later;
+    /// [`SyncEngine::run`](crate::SyncEngine::run) does so by itself.
+    #[error("not the leader: another process holds the `{lease}` lease (this engine is `{holder}`)")]
+    NotLeader {
+        /// The lease name.
+        lease: &'static str,
+        /// This engine's holder id.
+        holder: String,
+    },
     /// A bulk export job failed repeatedly, or its file could not be read.
     #[error("bulk export {export_id}: {detail}")]
     Export {
@@ -46,7 +56,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Port(e) => e.is_retryable(),
-            Error::Export { .. } => true,
+            Error::Export { .. } | Error::NotLeader { .. } => true,
             Error::Cancelled | Error::Config { .. } | Error::Checkpoint { .. } => false,
         }
     }

@@ -66,6 +66,19 @@ pub enum SyncEvent {
         /// What was wrong.
         error: RecordError,
     },
+    /// This engine took the Marketo pull's leader lease: it pulls until it loses or releases it.
+    LeaderAcquired {
+        /// This engine's holder id.
+        holder: String,
+    },
+    /// This engine no longer holds the leader lease: another process took it (or it lapsed
+    /// before renewal), or it was released on shutdown. No further page is committed.
+    LeaderLost {
+        /// This engine's holder id.
+        holder: String,
+        /// Why.
+        reason: String,
+    },
     /// A pass finished.
     Finished {
         /// Its report.

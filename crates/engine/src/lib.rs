@@ -16,13 +16,15 @@ pub mod report;
 pub mod settings;
 
 pub use csv_stream::{CsvExportParser, ExportParser};
-pub use engine::{SyncEngine, SyncEngineBuilder};
+pub use engine::{MARKETO_PULL_LEASE, SyncEngine, SyncEngineBuilder};
 pub use error::{Error, Result};
 pub use events::{MirrorChange, Phase, SyncEvent};
 pub use insight::InsightKind;
 pub use mirror_reader::{MirrorReader, PageRequest, PersonPage};
 pub use report::{ApiCalls, BulkQuotaAction, InitialPath, RemovedCounts, SyncReport};
-pub use settings::{BulkQuotaPolicy, Clock, EngineSettings, InitialMode, RetrySettings, StreamSettings, SystemClock};
+pub use settings::{
+    BulkQuotaPolicy, Clock, EngineSettings, InitialMode, RetrySettings, StreamSettings, SystemClock, random_holder_id,
+};
 
 /// Compile-time check: the engine can be shared across tasks.
 #[allow(dead_code)]

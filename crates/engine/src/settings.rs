@@ -133,6 +133,28 @@ pub struct EngineSettings {
     pub clock: Arc<dyn Clock>,
     /// Reads bulk export files (default [`CsvExportParser`]).
     pub export_parser: Arc<dyn ExportParser>,
+    /// Who this engine is in the leader election for the Marketo pull (the store's
+    /// [`MARKETO_PULL_LEASE`](crate::MARKETO_PULL_LEASE) lease). Unique per process: the default
+    /// is random (`<pid>-<random hex>`). A host that restarts under a stable identity (a pod name)
+    /// may set it so a restarted process takes its own unexpired lease back at once.
+    pub holder_id: String,
+    /// How long the leader lease lasts without renewal (default 60 s). The leader renews it once
+    /// `leader_lease_ttl / 3` has passed (checked between pages, before port calls and while
+    /// waiting); a crashed leader is replaced by another process within this time plus its
+    /// `leader_poll`.
+    pub leader_lease_ttl: Duration,
+    /// How often a process that is not the leader tries to take the lease in
+    /// [`SyncEngine::run`](crate::SyncEngine::run) (default 5 s).
+    pub leader_poll: Duration,
+}
+
+/// A random holder id for this process: `<pid>-<16 hex digits>`.
+pub fn random_holder_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded from the OS's randomness once per process, then incremented.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    format!("{}-{:016x}", std::process::id(), h.finish())
 }
 
 impl Default for EngineSettings {
@@ -159,6 +181,9 @@ impl Default for EngineSettings {
             channel_capacity: 1024,
             clock: Arc::new(SystemClock),
             export_parser: Arc::new(CsvExportParser),
+            holder_id: random_holder_id(),
+            leader_lease_ttl: Duration::from_secs(60),
+            leader_poll: Duration::from_secs(5),
         }
     }
 }
@@ -178,6 +203,9 @@ impl fmt::Debug for EngineSettings {
             .field("bulk_quota", &self.bulk_quota)
             .field("rest_max_marketo_id", &self.rest_max_marketo_id)
             .field("rest_empty_chunks_to_stop", &self.rest_empty_chunks_to_stop)
+            .field("holder_id", &self.holder_id)
+            .field("leader_lease_ttl", &self.leader_lease_ttl)
+            .field("leader_poll", &self.leader_poll)
             .finish_non_exhaustive()
     }
 }
@@ -205,6 +233,15 @@ impl EngineSettings {
         }
         if self.retry.max_attempts == 0 {
             return bad("retry.max_attempts", "must be at least 1");
+        }
+        if self.holder_id.trim().is_empty() {
+            return bad("holder_id", "must name this process");
+        }
+        if self.leader_lease_ttl < Duration::from_millis(30) {
+            return bad("leader_lease_ttl", "must be at least 30 ms");
+        }
+        if self.leader_poll.is_zero() {
+            return bad("leader_poll", "must be positive");
         }
         Ok(())
     }

@@ -57,6 +57,10 @@ struct StoreState {
     fail_apply: Option<usize>,
     unsubscribes: HashMap<i64, UnsubscribeState>,
     settings: AdminSettings,
+    /// Named leases: holder and expiry.
+    leases: HashMap<String, (String, DateTime<Utc>)>,
+    /// After this many applied pages, another process ("thief") takes the leader lease for good.
+    steal_lease_after_apply: Option<usize>,
 }
 
 #[derive(Debug, Default)]
@@ -117,6 +121,9 @@ impl Store for FakeStore {
             s.checkpoints.insert(cp.stream, cp.clone());
         }
         s.pages.push(page);
+        if s.steal_lease_after_apply == Some(s.pages.len()) {
+            s.leases.insert(MARKETO_PULL_LEASE.into(), ("thief".into(), t0() + chrono::Duration::days(1)));
+        }
         Ok(counts)
     }
     async fn person(&self, id: i64) -> salesync_core::Result<Option<Person>> {
@@ -226,11 +233,28 @@ impl Store for FakeStore {
         self.state().settings = settings;
         Ok(())
     }
-    async fn try_lease(&self, _: &str, _: &str, _: Duration, _: DateTime<Utc>) -> salesync_core::Result<bool> {
-        unimplemented!()
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+        now: DateTime<Utc>,
+    ) -> salesync_core::Result<bool> {
+        let mut s = self.state();
+        match s.leases.get(name) {
+            Some((h, until)) if h != holder && *until > now => Ok(false),
+            _ => {
+                s.leases.insert(name.into(), (holder.into(), now + chrono::Duration::from_std(ttl).unwrap()));
+                Ok(true)
+            }
+        }
     }
-    async fn release_lease(&self, _: &str, _: &str) -> salesync_core::Result<()> {
-        unimplemented!()
+    async fn release_lease(&self, name: &str, holder: &str) -> salesync_core::Result<()> {
+        let mut s = self.state();
+        if s.leases.get(name).is_some_and(|(h, _)| h == holder) {
+            s.leases.remove(name);
+        }
+        Ok(())
     }
 }
 
@@ -274,6 +298,8 @@ struct World {
     activity_calls: Vec<(Vec<i64>, Vec<i64>)>,
     insight: Vec<Activity>,
     unsubscribed: HashMap<i64, bool>,
+    /// Moves this clock forward on every `leads_by_filter` call (a slow pull).
+    advance_clock: Option<(salesync_core::clock::ManualClock, Duration)>,
 }
 
 type W = Arc<Mutex<World>>;
@@ -317,6 +343,9 @@ fn marketo(world: &W) -> Arc<MockMarketoApi> {
         assert_eq!(ft, "id");
         let mut w = w.lock().unwrap();
         w.filter_starts.push(values[0].clone());
+        if let Some((clock, by)) = &w.advance_clock {
+            clock.advance(*by);
+        }
         let ids: Vec<i64> = values.iter().map(|v| v.parse().unwrap()).collect();
         let items = ids.iter().filter_map(|i| w.leads.get(i)).map(record).collect();
         Ok(Page::last(items, None))
@@ -553,7 +582,9 @@ async fn rest_initial_sync_qualifies_reports_bad_records_and_positions_streams()
     let events = drain(&mut events);
     assert!(events.contains(&SyncEvent::PhaseChanged { phase: Phase::Initial(InitialPath::Rest) }));
     assert!(events.iter().any(|e| matches!(e, SyncEvent::RecordFailed { error } if error.record_id == Some(5))));
-    assert!(matches!(events.last(), Some(SyncEvent::Finished { .. })));
+    // The pass finishes, then releases the leader lease it took.
+    assert!(matches!(&events[events.len() - 2..], [SyncEvent::Finished { .. }, SyncEvent::LeaderLost { .. }]));
+    assert!(matches!(events.first(), Some(SyncEvent::LeaderAcquired { .. })));
 
     // A second pass runs no initial sync and finds nothing new.
     let again = eng.sync_once().await.unwrap();
@@ -581,6 +612,8 @@ async fn checkpoint_travels_with_its_page_and_does_not_advance_when_apply_fails(
         Ok(ApplyCounts { inserted: 1, ..Default::default() })
     });
     store.expect_put_checkpoint().never();
+    store.expect_try_lease().returning(|_, _, _, _| Ok(true));
+    store.expect_release_lease().times(1).returning(|_, _| Ok(()));
     let eng = SyncEngine::builder()
         .marketo(marketo(&world))
         .salesforce(no_salesforce())
@@ -1507,4 +1540,194 @@ async fn full_lifecycle_on_the_memory_store() {
     // The store stays bound to its instance.
     let other = make(EngineSettings { instance_id: "999-XYZ-000".into(), ..settings(InitialMode::Rest) });
     assert!(other.sync_once().await.is_err());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Leader lease.
+
+fn leader_events(events: &[SyncEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            SyncEvent::LeaderAcquired { holder } => Some(format!("acquired {holder}")),
+            SyncEvent::LeaderLost { holder, reason } => Some(format!("lost {holder}: {reason}")),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn sync_once_fails_fast_while_another_process_leads_then_takes_and_releases_the_lease() {
+    let world = world_with((1..=4).map(|i| lead(i, Some(OWNER), "Lead")).collect());
+    let store = Arc::new(FakeStore::default());
+    store.state().leases.insert(MARKETO_PULL_LEASE.into(), ("other".into(), t0() + chrono::Duration::seconds(30)));
+    let clock = salesync_core::clock::ManualClock::new(t0());
+    let s = EngineSettings { holder_id: "me".into(), clock: Arc::new(clock.clone()), ..settings(InitialMode::Rest) };
+    let eng = engine(&world, &store, s);
+    let mut events = eng.subscribe_events();
+
+    let err = eng.sync_once().await.unwrap_err();
+    assert!(matches!(&err, Error::NotLeader { lease: "marketo-pull", holder } if holder == "me"), "{err}");
+    assert!(err.is_retryable());
+    // Nothing pulled, nothing written, the leader's lease untouched.
+    assert!(world.lock().unwrap().filter_starts.is_empty());
+    assert!(world.lock().unwrap().paging_token_since.is_empty());
+    assert_eq!(store.state().apply_calls, 0);
+    assert_eq!(store.state().leases[MARKETO_PULL_LEASE].0, "other");
+    assert!(leader_events(&drain(&mut events)).is_empty());
+
+    // The other process's lease runs out: this one pulls, then releases the lease.
+    clock.advance(Duration::from_secs(30));
+    eng.sync_once().await.unwrap();
+    assert_eq!(ids(&store), vec![1, 2, 3, 4]);
+    assert!(!store.state().leases.contains_key(MARKETO_PULL_LEASE), "released after the pass");
+    assert_eq!(leader_events(&drain(&mut events)), vec!["acquired me", "lost me: released"]);
+}
+
+#[tokio::test]
+async fn a_leader_whose_lease_is_taken_stops_before_committing_another_page() {
+    let world = world_with((1..=9).map(|i| lead(i, Some(OWNER), "Lead")).collect());
+    let clock = salesync_core::clock::ManualClock::new(t0());
+    // Each chunk read takes 25 s of a 60 s lease: the lease is renewed before each page.
+    world.lock().unwrap().advance_clock = Some((clock.clone(), Duration::from_secs(25)));
+    let store = Arc::new(FakeStore::default());
+    store.state().steal_lease_after_apply = Some(1);
+    let s = EngineSettings { holder_id: "me".into(), clock: Arc::new(clock.clone()), ..settings(InitialMode::Rest) };
+    let eng = engine(&world, &store, s);
+    let mut events = eng.subscribe_events();
+
+    let err = eng.sync_once().await.unwrap_err();
+    assert!(matches!(err, Error::NotLeader { .. }), "{err}");
+    // Page 1 and its checkpoint were committed; page 2 (read, but the renewal failed) was not.
+    assert_eq!(store.state().apply_calls, 1);
+    assert_eq!(ids(&store), vec![1, 2, 3]);
+    assert_eq!(store.position(StreamId::InitialSync).unwrap()["rest"]["next_id"], json!(4));
+    assert_eq!(world.lock().unwrap().filter_starts, vec!["1", "4"]);
+    // The thief's lease is not released by the loser.
+    assert_eq!(store.state().leases[MARKETO_PULL_LEASE].0, "thief");
+    assert_eq!(
+        leader_events(&drain(&mut events)),
+        vec!["acquired me".to_string(), "lost me: another process took the lease".into()]
+    );
+}
+
+#[tokio::test]
+async fn a_lapsed_lease_stops_the_pass_even_when_nobody_took_it() {
+    // mockall: the store would renew (try_lease answers true), but the lease lapsed while the
+    // pull was stalled (a chunk read took longer than the TTL): another process may have led and
+    // left meanwhile, so the page read before the lapse is never committed.
+    let world = world_with((1..=6).map(|i| lead(i, Some(OWNER), "Lead")).collect());
+    let clock = salesync_core::clock::ManualClock::new(t0());
+    world.lock().unwrap().advance_clock = Some((clock.clone(), Duration::from_secs(61)));
+    let mut store = MockStore::new();
+    store.expect_bind_instance().returning(|_| Ok(()));
+    store.expect_checkpoint().returning(|_| Ok(None));
+    store.expect_people_by_ids().returning(|_| Ok(vec![]));
+    store.expect_list_people().returning(|_, _| Ok(vec![]));
+    store
+        .expect_try_lease()
+        .withf(|name, holder, ttl, now| {
+            name == MARKETO_PULL_LEASE && holder == "me" && *ttl == Duration::from_secs(60) && *now == t0()
+        })
+        .times(1)
+        .returning(|_, _, _, _| Ok(true));
+    store.expect_apply_page().never();
+    store.expect_put_checkpoint().never();
+    // Not held any more: nothing to release.
+    store.expect_release_lease().never();
+    let eng = SyncEngine::builder()
+        .marketo(marketo(&world))
+        .salesforce(no_salesforce())
+        .store(Arc::new(store))
+        .settings(EngineSettings {
+            holder_id: "me".into(),
+            clock: Arc::new(clock.clone()),
+            ..settings(InitialMode::Rest)
+        })
+        .build()
+        .unwrap();
+    let mut events = eng.subscribe_events();
+    let err = eng.sync_once().await.unwrap_err();
+    assert!(matches!(err, Error::NotLeader { .. }), "{err}");
+    assert_eq!(
+        leader_events(&drain(&mut events)),
+        vec!["acquired me".to_string(), "lost me: the lease lapsed before it was renewed".into()]
+    );
+}
+
+#[tokio::test]
+async fn lease_settings_are_validated() {
+    let world = world_with(vec![]);
+    let build = |s: EngineSettings| {
+        SyncEngine::builder()
+            .marketo(marketo(&world))
+            .salesforce(no_salesforce())
+            .store(Arc::new(FakeStore::default()))
+            .settings(s)
+            .build()
+    };
+    let err = build(EngineSettings { holder_id: "".into(), ..settings(InitialMode::Rest) }).unwrap_err();
+    assert!(matches!(err, Error::Config { field: "holder_id", .. }));
+    let err = build(EngineSettings { leader_lease_ttl: Duration::ZERO, ..settings(InitialMode::Rest) }).unwrap_err();
+    assert!(matches!(err, Error::Config { field: "leader_lease_ttl", .. }));
+    let err = build(EngineSettings { leader_poll: Duration::ZERO, ..settings(InitialMode::Rest) }).unwrap_err();
+    assert!(matches!(err, Error::Config { field: "leader_poll", .. }));
+    // Default holder ids differ between engines (and so between processes).
+    assert_ne!(EngineSettings::default().holder_id, EngineSettings::default().holder_id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_follows_until_the_lease_frees_then_leads_renews_and_releases_on_cancel() {
+    let world = world_with((1..=4).map(|i| lead(i, Some(OWNER), "Lead")).collect());
+    let store = Arc::new(FakeStore::default());
+    let ttl = Duration::from_millis(300);
+    let other_until = Utc::now() + chrono::Duration::milliseconds(250);
+    store.state().leases.insert(MARKETO_PULL_LEASE.into(), ("other".into(), other_until));
+    let s = EngineSettings {
+        holder_id: "me".into(),
+        clock: Arc::new(SystemClock),
+        leader_lease_ttl: ttl,
+        leader_poll: Duration::from_millis(20),
+        poll_interval: Duration::from_millis(400),
+        ..settings(InitialMode::Rest)
+    };
+    let eng = engine(&world, &store, s);
+    let mut events = eng.subscribe_events();
+    let cancel = CancellationToken::new();
+    let run = tokio::spawn({
+        let (eng, cancel) = (eng.clone(), cancel.clone());
+        async move { eng.run(cancel).await }
+    });
+
+    // Follower while the other process's lease is valid.
+    let acquired_at = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match events.recv().await.unwrap() {
+                SyncEvent::LeaderAcquired { holder } => return (holder, Utc::now()),
+                SyncEvent::PageApplied { .. } => panic!("pulled before taking the lease"),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("took over after the other lease expired");
+    assert_eq!(acquired_at.0, "me");
+    assert!(acquired_at.1 >= other_until, "took the lease before it expired");
+
+    // Leader: across several TTLs and passes, a competitor never gets the lease.
+    let until = tokio::time::Instant::now() + Duration::from_millis(1200);
+    while tokio::time::Instant::now() < until {
+        assert!(!store.try_lease(MARKETO_PULL_LEASE, "competitor", ttl, Utc::now()).await.unwrap(), "lease lapsed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(ids(&store), vec![1, 2, 3, 4]);
+    assert!(!run.is_finished(), "run returned while leading");
+
+    // Cancelled: released at once, so a competitor takes over without waiting out the TTL.
+    cancel.cancel();
+    run.await.unwrap().unwrap();
+    assert!(store.try_lease(MARKETO_PULL_LEASE, "competitor", ttl, Utc::now()).await.unwrap());
+    let seen = leader_events(&drain(&mut events));
+    assert_eq!(seen.last().map(String::as_str), Some("lost me: released"), "{seen:?}");
+    assert!(!seen.iter().any(|e| e.contains("another process")), "{seen:?}");
 }
