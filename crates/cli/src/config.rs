@@ -56,6 +56,10 @@ pub struct Config {
     pub poll_interval: Duration,
     /// Initial sync mode.
     pub initial_mode: InitialModeSetting,
+    /// This process's id in the Marketo pull's leader lease (default: random per process).
+    pub holder_id: Option<String>,
+    /// How long the leader lease and outbox claims last without renewal (default 60 s).
+    pub lease_ttl: Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -67,6 +71,8 @@ impl std::fmt::Debug for Config {
             .field("salesforce_api_version", &self.salesforce_api_version)
             .field("poll_interval", &self.poll_interval)
             .field("initial_mode", &self.initial_mode)
+            .field("holder_id", &self.holder_id)
+            .field("lease_ttl", &self.lease_ttl)
             .finish_non_exhaustive()
     }
 }
@@ -131,7 +137,10 @@ struct FileEndpoint {
 #[serde(deny_unknown_fields)]
 struct FileSync {
     poll_interval_secs: Option<u64>,
+    poll_interval_ms: Option<u64>,
     initial_mode: Option<InitialModeSetting>,
+    holder_id: Option<String>,
+    lease_ttl_ms: Option<u64>,
 }
 
 /// Environment variables, by name.
@@ -164,6 +173,12 @@ pub mod vars {
     pub const POLL_INTERVAL_SECS: &str = "SALESYNC_POLL_INTERVAL_SECS";
     /// Initial sync mode.
     pub const INITIAL_MODE: &str = "SALESYNC_INITIAL_MODE";
+    /// Poll interval in milliseconds (overrides the seconds when set).
+    pub const POLL_INTERVAL_MS: &str = "SALESYNC_POLL_INTERVAL_MS";
+    /// This process's leader lease holder id.
+    pub const HOLDER_ID: &str = "SALESYNC_HOLDER_ID";
+    /// Leader lease and outbox claim TTL in milliseconds.
+    pub const LEASE_TTL_MS: &str = "SALESYNC_LEASE_TTL_MS";
 }
 
 impl Config {
@@ -233,6 +248,17 @@ impl Config {
             None => fc.sync.initial_mode.unwrap_or_default(),
         };
         let store = get(vars::STORE, fc.store).unwrap_or_else(|| "sqlite://salesync.db".to_string());
+        let poll_interval = match num(vars::POLL_INTERVAL_MS, fc.sync.poll_interval_ms)? {
+            Some(ms) => Duration::from_millis(ms.max(1)),
+            None => {
+                Duration::from_secs(num(vars::POLL_INTERVAL_SECS, fc.sync.poll_interval_secs)?.unwrap_or(60).max(1))
+            }
+        };
+        let lease_ttl = Duration::from_millis(num(vars::LEASE_TTL_MS, fc.sync.lease_ttl_ms)?.unwrap_or(60_000));
+        if lease_ttl < Duration::from_millis(100) {
+            return Err(err(vars::LEASE_TTL_MS, "must be at least 100 ms"));
+        }
+        let holder_id = get(vars::HOLDER_ID, fc.sync.holder_id).map(|h| h.trim().to_string()).filter(|h| !h.is_empty());
         Ok(Config {
             marketo: endpoint(vars::MARKETO_URL, vars::MARKETO_CLIENT_ID, vars::MARKETO_CLIENT_SECRET, &fc.marketo)?,
             salesforce: endpoint(
@@ -253,10 +279,10 @@ impl Config {
             marketo_max_concurrent: num(vars::MARKETO_MAX_CONCURRENT, fc.marketo.max_concurrent.map(u64::from))?
                 .unwrap_or(10)
                 .clamp(1, 10) as u32,
-            poll_interval: Duration::from_secs(
-                num(vars::POLL_INTERVAL_SECS, fc.sync.poll_interval_secs)?.unwrap_or(60).max(1),
-            ),
+            poll_interval,
             initial_mode,
+            holder_id,
+            lease_ttl,
             store,
         })
     }
@@ -316,12 +342,32 @@ mod tests {
         assert_eq!(e.key, vars::POLL_INTERVAL_SECS);
         let e = Config::load(None, &env(&[(vars::INITIAL_MODE, "fast")])).unwrap_err();
         assert_eq!(e.key, vars::INITIAL_MODE);
+        let e = Config::load(None, &env(&[(vars::LEASE_TTL_MS, "5")])).unwrap_err();
+        assert_eq!(e.key, vars::LEASE_TTL_MS);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.toml");
         std::fs::write(&path, "[marketo]\nclient_secret = \"x\"\n").unwrap();
         assert_eq!(Config::load(Some(&path), &env(&[])).unwrap_err().key, "marketo.client_secret");
         std::fs::write(&path, "unknown_key = 1\n").unwrap();
         assert!(Config::load(Some(&path), &env(&[])).unwrap_err().reason.contains("unknown"));
+    }
+
+    #[test]
+    fn lease_and_fast_poll_settings() {
+        let c = Config::load(None, &env(&[])).unwrap();
+        assert_eq!((c.holder_id.as_deref(), c.lease_ttl), (None, Duration::from_secs(60)));
+        let c = Config::load(
+            None,
+            &env(&[
+                (vars::POLL_INTERVAL_SECS, "5"),
+                (vars::POLL_INTERVAL_MS, "150"),
+                (vars::HOLDER_ID, " node-a "),
+                (vars::LEASE_TTL_MS, "2000"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.poll_interval, Duration::from_millis(150));
+        assert_eq!((c.holder_id.as_deref(), c.lease_ttl), (Some("node-a"), Duration::from_secs(2)));
     }
 
     #[test]
