@@ -39,7 +39,8 @@ pub enum Command {
     Emulate(EmulateArgs),
     /// Run the engine: initial sync if the mirror is empty, then incremental, plus delivery.
     Sync {
-        /// One full pass (sync and delivery), then exit.
+        /// One full pass (sync and delivery), then exit. When another process leads the
+        /// Marketo pull (holds the leader lease), the pull is skipped and only delivery runs.
         #[arg(long)]
         once: bool,
     },

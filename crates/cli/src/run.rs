@@ -135,7 +135,18 @@ async fn sync(config: &Config, once: bool) -> Res<()> {
             InitialModeSetting::Rest => InitialMode::Rest,
         },
         export_poll: Duration::from_secs(2),
+        leader_lease_ttl: config.lease_ttl,
+        leader_poll: (config.lease_ttl / 4).min(Duration::from_secs(5)),
         ..EngineSettings::default()
+    };
+    let settings = match &config.holder_id {
+        Some(holder_id) => EngineSettings { holder_id: holder_id.clone(), ..settings },
+        None => settings,
+    };
+    let delivery = DeliverySettings {
+        lease: config.lease_ttl,
+        poll_interval: config.poll_interval.min(DeliverySettings::default().poll_interval),
+        ..DeliverySettings::default()
     };
     let engine = SyncEngine::builder()
         .marketo(mk.clone())
@@ -148,14 +159,66 @@ async fn sync(config: &Config, once: bool) -> Res<()> {
         .marketo(mk)
         .salesforce(sf)
         .store(store)
-        .settings(DeliverySettings::default())
+        .settings(delivery)
         .build()
         .map_err(|e| CliError::Runtime(e.to_string()))?;
     let progress = tokio::spawn(show_progress(engine.subscribe_events()));
     if once {
-        let report = engine.sync_once().await.map_err(|e| CliError::Runtime(e.to_string()))?;
+        // Another process leading the Marketo pull is not a failure: this one still delivers.
+        let report = match engine.sync_once().await {
+            Ok(report) => Some(report),
+            Err(e @ salesync::engine::Error::NotLeader { .. }) => {
+                println!("sync: skipped ({e})");
+                None
+            }
+            Err(e) => return Err(CliError::Runtime(e.to_string())),
+        };
         let delivered = dispatcher.deliver_once().await.map_err(|e| CliError::Runtime(e.to_string()))?;
         progress.abort();
+        if let Some(report) = report {
+            print_sync_report(&report);
+        }
+        print_delivery_report(&delivered);
+        Ok(())
+    } else {
+        let cancel = CancellationToken::new();
+        let c2 = cancel.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            c2.cancel();
+        });
+        let (a, ()) = tokio::join!(engine.run(cancel.clone()), dispatcher.run(cancel.clone()));
+        progress.abort();
+        a.map_err(|e| CliError::Runtime(e.to_string()))
+    }
+}
+
+/// Waits for Ctrl-C, or SIGTERM on Unix (a container stop): both shut down cleanly, releasing
+/// the leader lease.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn print_sync_report(report: &salesync::engine::SyncReport) {
+    {
         println!(
             "sync: {} inserted, {} updated, {} unchanged, {} removed, {} unqualified skipped, {} record errors, {} pages, {} Marketo + {} Salesforce calls in {:.1}s{}",
             report.inserted,
@@ -173,6 +236,11 @@ async fn sync(config: &Config, once: bool) -> Res<()> {
         for e in report.record_errors.iter().take(10) {
             println!("  record error: {e}");
         }
+    }
+}
+
+fn print_delivery_report(delivered: &salesync::delivery::DeliveryReport) {
+    {
         let (m, f) = (&delivered.marketo, &delivered.salesforce);
         println!(
             "delivery: {} to Marketo, {} to Salesforce ({} retrying, {} parked, {} skipped){}",
@@ -187,17 +255,6 @@ async fn sync(config: &Config, once: bool) -> Res<()> {
                 format!("; errors: {}", delivered.errors.join("; "))
             }
         );
-        Ok(())
-    } else {
-        let cancel = CancellationToken::new();
-        let c2 = cancel.clone();
-        tokio::spawn(async move {
-            let _ = tokio::signal::ctrl_c().await;
-            c2.cancel();
-        });
-        let (a, ()) = tokio::join!(engine.run(cancel.clone()), dispatcher.run(cancel.clone()));
-        progress.abort();
-        a.map_err(|e| CliError::Runtime(e.to_string()))
     }
 }
 
@@ -231,6 +288,14 @@ async fn show_progress(mut events: tokio::sync::broadcast::Receiver<SyncEvent>) 
             Ok(SyncEvent::PhaseChanged { phase }) => match &bar {
                 Some(b) => b.set_message(format!("{phase:?}")),
                 None => eprintln!("phase: {phase:?}"),
+            },
+            Ok(SyncEvent::LeaderAcquired { holder }) => match &bar {
+                Some(b) => b.set_message(format!("leading the Marketo pull as {holder}")),
+                None => eprintln!("leader: acquired as {holder}"),
+            },
+            Ok(SyncEvent::LeaderLost { holder, reason }) => match &bar {
+                Some(b) => b.set_message(format!("not leading the Marketo pull ({reason})")),
+                None => eprintln!("leader: lost as {holder} ({reason})"),
             },
             Ok(SyncEvent::Backoff { reason, delay }) => match &bar {
                 Some(b) => b.set_message(format!("waiting {delay:?}: {reason}")),
