@@ -190,6 +190,9 @@ pub struct MarketoCall {
     pub outcome: Option<String>,
     /// HTTP status sent (0 when the connection was dropped).
     pub http_status: u16,
+    /// The client whose access token authenticated the call (`None` for identity calls and
+    /// calls without a valid token): tells apart processes sharing one instance.
+    pub client_id: Option<String>,
 }
 
 /// Calls turned away by the emulator's own limits (see [`MarketoEmulator::limit_rejections`]).

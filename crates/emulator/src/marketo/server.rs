@@ -213,6 +213,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         counted: false,
         outcome: None,
         http_status: 0,
+        client_id: None,
     };
     let limits = shared.config.limits.clone();
     if target_len > limits.max_uri_bytes {
@@ -291,6 +292,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         TokenCheck::Valid(c) => c,
         TokenCheck::Invalid(code, msg) => return finish(&shared, call, Reply::err(code, msg), Transport::Normal),
     };
+    call.client_id = Some(client_id.clone());
 
     // Concurrency.
     let (_guard, in_flight) = InFlight::enter(&shared.in_flight, &shared.peak);
