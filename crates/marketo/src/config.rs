@@ -24,6 +24,10 @@ pub const DEFAULT_MAX_CONCURRENT: usize = 10;
 /// Default per-request timeout (Get Paging Token always gets at least 300 s).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The variable that allows plain http for every connector at once (`true`/`false`); the
+/// connector's own `SALESYNC_MARKETO_ALLOW_INSECURE_HTTP` wins when both are set.
+pub const ALLOW_INSECURE_HTTP_VAR: &str = "SALESYNC_ALLOW_INSECURE_HTTP";
+
 /// Retry settings for transient failures (exponential backoff with jitter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryConfig {
@@ -70,11 +74,14 @@ pub enum ConfigKey {
     MaxConcurrent,
     /// `SALESYNC_MARKETO_DAILY_BUDGET`: client-side daily call budget.
     DailyBudget,
+    /// `SALESYNC_MARKETO_ALLOW_INSECURE_HTTP` (`true`/`false`; falls back to
+    /// `SALESYNC_ALLOW_INSECURE_HTTP`): allow plain `http://` to a host that is not loopback.
+    AllowInsecureHttp,
 }
 
 impl ConfigKey {
     /// Every key.
-    pub const ALL: [ConfigKey; 7] = [
+    pub const ALL: [ConfigKey; 8] = [
         ConfigKey::Url,
         ConfigKey::ClientId,
         ConfigKey::ClientSecret,
@@ -82,6 +89,7 @@ impl ConfigKey {
         ConfigKey::RateWindowSecs,
         ConfigKey::MaxConcurrent,
         ConfigKey::DailyBudget,
+        ConfigKey::AllowInsecureHttp,
     ];
 
     /// The environment variable of this key.
@@ -94,6 +102,7 @@ impl ConfigKey {
             ConfigKey::RateWindowSecs => "SALESYNC_MARKETO_RATE_WINDOW_SECS",
             ConfigKey::MaxConcurrent => "SALESYNC_MARKETO_MAX_CONCURRENT",
             ConfigKey::DailyBudget => "SALESYNC_MARKETO_DAILY_BUDGET",
+            ConfigKey::AllowInsecureHttp => "SALESYNC_MARKETO_ALLOW_INSECURE_HTTP",
         }
     }
 
@@ -145,6 +154,15 @@ impl std::fmt::Debug for MarketoClientBuilder {
             .field("timeout", &self.timeout)
             .field("allow_insecure_http", &self.allow_insecure_http)
             .finish_non_exhaustive()
+    }
+}
+
+/// `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`).
+fn parse_bool(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
     }
 }
 
@@ -213,7 +231,10 @@ impl MarketoClientBuilder {
         self
     }
 
-    /// Allows `http://` URLs to non-loopback hosts (loopback is always allowed, for emulators).
+    /// Allows plain `http://` base URLs to hosts that are not loopback (default false; loopback
+    /// — `127.0.0.0/8`, `::1`, `localhost` — is always allowed, for emulators). Without it such a
+    /// URL is refused by [`build`](Self::build) with an `Error::Config` naming the URL. TLS
+    /// (rustls, certificates verified) is used for every `https://` URL either way.
     pub fn allow_insecure_http(mut self, allow: bool) -> Self {
         self.allow_insecure_http = allow;
         self
@@ -244,6 +265,10 @@ impl MarketoClientBuilder {
             }
             ConfigKey::MaxConcurrent => self.max_concurrent = Some(parse_num(key, value)?),
             ConfigKey::DailyBudget => self.daily_budget = Some(parse_num(key, value)?),
+            ConfigKey::AllowInsecureHttp => {
+                self.allow_insecure_http = parse_bool(value)
+                    .ok_or_else(|| MkError::config(key.env_var(), format!("{value:?} is not true or false")))?;
+            }
         }
         Ok(self)
     }
@@ -262,16 +287,29 @@ impl MarketoClientBuilder {
             "http" => {
                 return Err(MkError::config(
                     "base_url",
-                    "http:// is only allowed for loopback hosts unless allow_insecure_http(true)",
+                    format!(
+                        "{} is plain http:// to a host that is not loopback; use https://, or allow it \
+                         explicitly with allow_insecure_http(true) ({}=true)",
+                        redacted(&base),
+                        ConfigKey::AllowInsecureHttp.env_var()
+                    ),
                 ));
             }
-            other => return Err(MkError::config("base_url", format!("unsupported scheme {other:?}"))),
+            other => {
+                return Err(MkError::config(
+                    "base_url",
+                    format!("{} has unsupported scheme {other:?} (use https://)", redacted(&base)),
+                ));
+            }
         }
         if base.cannot_be_a_base() || base.host_str().is_none() {
             return Err(MkError::config("base_url", "must be an absolute http(s) URL with a host"));
         }
         if !base.username().is_empty() || base.password().is_some() {
-            return Err(MkError::config("base_url", "must not carry credentials"));
+            return Err(MkError::config(
+                "base_url",
+                format!("{} must not carry credentials (use client_id/client_secret)", redacted(&base)),
+            ));
         }
         base.set_query(None);
         base.set_fragment(None);
@@ -336,6 +374,16 @@ impl MarketoClientBuilder {
     }
 }
 
+/// A URL fit for messages: no userinfo, query or fragment.
+fn redacted(url: &Url) -> String {
+    let mut u = url.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.set_query(None);
+    u.set_fragment(None);
+    u.to_string()
+}
+
 fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
@@ -354,7 +402,8 @@ impl MarketoClient {
     /// A client from `SALESYNC_MARKETO_URL`, `SALESYNC_MARKETO_CLIENT_ID`,
     /// `SALESYNC_MARKETO_CLIENT_SECRET` and optionally `SALESYNC_MARKETO_RATE_CALLS`,
     /// `SALESYNC_MARKETO_RATE_WINDOW_SECS`, `SALESYNC_MARKETO_MAX_CONCURRENT` and
-    /// `SALESYNC_MARKETO_DAILY_BUDGET`. A missing required variable is an `Error::Config` naming it.
+    /// `SALESYNC_MARKETO_DAILY_BUDGET` and `SALESYNC_MARKETO_ALLOW_INSECURE_HTTP` (or
+    /// [`ALLOW_INSECURE_HTTP_VAR`]). A missing required variable is an `Error::Config` naming it.
     pub fn from_env() -> Result<MarketoClient, salesync_core::Error> {
         Self::builder_from_lookup(|name| std::env::var(name).ok())?.build()
     }
@@ -365,10 +414,17 @@ impl MarketoClient {
     ) -> Result<MarketoClientBuilder, salesync_core::Error> {
         let mut b = MarketoClient::builder();
         for key in ConfigKey::ALL {
-            match lookup(key.env_var()).filter(|v| !v.trim().is_empty()) {
-                Some(v) => b = b.with_config(key, &v)?,
-                None if key.required() => return Err(MkError::config(key.env_var(), "not set").into()),
-                None => {}
+            let own = lookup(key.env_var()).filter(|v| !v.trim().is_empty());
+            let global = || lookup(ALLOW_INSECURE_HTTP_VAR).filter(|v| !v.trim().is_empty());
+            match (own, key) {
+                (Some(v), _) => b = b.with_config(key, &v)?,
+                (None, ConfigKey::AllowInsecureHttp) if let Some(v) = global() => {
+                    b.allow_insecure_http = parse_bool(&v).ok_or_else(|| {
+                        MkError::config(ALLOW_INSECURE_HTTP_VAR, format!("{v:?} is not true or false"))
+                    })?;
+                }
+                (None, _) if key.required() => return Err(MkError::config(key.env_var(), "not set").into()),
+                (None, _) => {}
             }
         }
         Ok(b)
@@ -392,8 +448,64 @@ mod tests {
         let e = ok_builder().base_url("http://example.com").build().unwrap_err();
         assert!(matches!(e, salesync_core::Error::Config { ref key, .. } if key == "base_url"), "{e}");
         assert!(ok_builder().base_url("http://example.com").allow_insecure_http(true).build().is_ok());
+        assert!(ok_builder().base_url("http://127.1.2.3:8080").build().is_ok(), "all of 127.0.0.0/8 is loopback");
+        assert!(ok_builder().base_url("http://LOCALHOST:8080").build().is_ok());
         assert!(ok_builder().base_url("ftp://example.com").build().is_err());
         assert!(ok_builder().base_url("not a url").build().is_err());
+    }
+
+    #[test]
+    fn plain_http_refusal_names_the_url_and_the_setting_without_credentials() {
+        for url in [
+            "http://123-abc-456.mktorest.com/?token=q5ecret",
+            "http://10.0.0.8:8080",
+            "http://[2001:db8::1]/",
+            "http://localhost.evil.example",
+            "http://128.0.0.1",
+        ] {
+            let e = ok_builder().base_url(url).build().unwrap_err();
+            let msg = e.to_string();
+            let salesync_core::Error::Config { key, reason } = &e else { panic!("{e:?}") };
+            assert_eq!(key, "base_url");
+            let host = Url::parse(url).unwrap().host_str().unwrap().to_string();
+            assert!(reason.contains(&host), "{msg}");
+            assert!(
+                msg.contains("allow_insecure_http") && msg.contains("SALESYNC_MARKETO_ALLOW_INSECURE_HTTP"),
+                "{msg}"
+            );
+            assert!(!msg.contains("q5ecret"), "{msg}");
+        }
+        let e = ok_builder().base_url("https://user:pa55w0rd@x.mktorest.com").build().unwrap_err();
+        assert!(
+            matches!(e, salesync_core::Error::Config { .. }) && !format!("{e} {e:?}").contains("pa55w0rd"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn insecure_http_can_be_allowed_from_the_environment() {
+        let vars = |extra: &'static [(&'static str, &'static str)]| {
+            move |k: &str| match k {
+                "SALESYNC_MARKETO_URL" => Some("http://mkto.internal:8080".to_string()),
+                "SALESYNC_MARKETO_CLIENT_ID" => Some("id".into()),
+                "SALESYNC_MARKETO_CLIENT_SECRET" => Some("s3cret".into()),
+                _ => extra.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()),
+            }
+        };
+        let refused = MarketoClient::builder_from_lookup(vars(&[])).unwrap().build().unwrap_err();
+        assert!(matches!(refused, salesync_core::Error::Config { ref key, .. } if key == "base_url"), "{refused}");
+        let own = vars(&[("SALESYNC_MARKETO_ALLOW_INSECURE_HTTP", "true")]);
+        assert!(MarketoClient::builder_from_lookup(own).unwrap().build().is_ok());
+        let global = vars(&[("SALESYNC_ALLOW_INSECURE_HTTP", "1")]);
+        assert!(MarketoClient::builder_from_lookup(global).unwrap().build().is_ok());
+        let own_wins =
+            vars(&[("SALESYNC_ALLOW_INSECURE_HTTP", "true"), ("SALESYNC_MARKETO_ALLOW_INSECURE_HTTP", "false")]);
+        assert!(MarketoClient::builder_from_lookup(own_wins).unwrap().build().is_err());
+        let bad = MarketoClient::builder_from_lookup(vars(&[("SALESYNC_ALLOW_INSECURE_HTTP", "maybe")])).unwrap_err();
+        assert!(
+            matches!(bad, salesync_core::Error::Config { ref key, .. } if key == "SALESYNC_ALLOW_INSECURE_HTTP"),
+            "{bad}"
+        );
     }
 
     #[test]

@@ -55,6 +55,10 @@ impl RetryConfig {
     }
 }
 
+/// The variable that allows plain http for every connector at once (`true`/`false`); the
+/// connector's own `SALESYNC_SALESFORCE_ALLOW_INSECURE_HTTP` wins when both are set.
+pub const ALLOW_INSECURE_HTTP_VAR: &str = "SALESYNC_ALLOW_INSECURE_HTTP";
+
 /// A configuration key read by [`SalesforceClient::from_env`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -72,8 +76,9 @@ pub enum ConfigKey {
     ApiVersion,
     /// `SALESYNC_SALESFORCE_TASK_EXTERNAL_ID_FIELD` (optional, default [`DEFAULT_TASK_EXTERNAL_ID_FIELD`]).
     TaskExternalIdField,
-    /// `SALESYNC_SALESFORCE_ALLOW_HTTP` (optional, `true`): allow plain http to non-loopback hosts.
-    AllowHttp,
+    /// `SALESYNC_SALESFORCE_ALLOW_INSECURE_HTTP` (optional, `true`/`false`; falls back to
+    /// [`ALLOW_INSECURE_HTTP_VAR`]): allow plain `http://` to hosts that are not loopback.
+    AllowInsecureHttp,
 }
 
 impl ConfigKey {
@@ -85,7 +90,7 @@ impl ConfigKey {
         ConfigKey::RefreshToken,
         ConfigKey::ApiVersion,
         ConfigKey::TaskExternalIdField,
-        ConfigKey::AllowHttp,
+        ConfigKey::AllowInsecureHttp,
     ];
 
     /// The environment variable of this key.
@@ -97,7 +102,7 @@ impl ConfigKey {
             ConfigKey::RefreshToken => "SALESYNC_SALESFORCE_REFRESH_TOKEN",
             ConfigKey::ApiVersion => "SALESYNC_SALESFORCE_API_VERSION",
             ConfigKey::TaskExternalIdField => "SALESYNC_SALESFORCE_TASK_EXTERNAL_ID_FIELD",
-            ConfigKey::AllowHttp => "SALESYNC_SALESFORCE_ALLOW_HTTP",
+            ConfigKey::AllowInsecureHttp => "SALESYNC_SALESFORCE_ALLOW_INSECURE_HTTP",
         }
     }
 }
@@ -145,6 +150,7 @@ impl std::fmt::Debug for SalesforceClientBuilder {
             .field("task_external_id_field", &self.task_external_id_field)
             .field("retry", &self.retry)
             .field("timeout", &self.timeout)
+            .field("allow_insecure_http", &self.allow_http)
             .finish_non_exhaustive()
     }
 }
@@ -212,10 +218,19 @@ impl SalesforceClientBuilder {
         self
     }
 
-    /// Allows plain `http://` to hosts other than loopback (never do this in production).
-    pub fn allow_http(mut self, allow: bool) -> Self {
+    /// Allows plain `http://` to hosts that are not loopback (default false; never do this in
+    /// production). Loopback — `127.0.0.0/8`, `::1`, `localhost` — is always allowed, for
+    /// emulators. Without it, a login URL or a token response's `instance_url` that is plain http
+    /// to another host is refused with an `Error::Config` naming the URL. Every `https://` URL is
+    /// verified with rustls either way.
+    pub fn allow_insecure_http(mut self, allow: bool) -> Self {
         self.allow_http = allow;
         self
+    }
+
+    /// The same as [`allow_insecure_http`](Self::allow_insecure_http).
+    pub fn allow_http(self, allow: bool) -> Self {
+        self.allow_insecure_http(allow)
     }
 
     /// Fills the builder from a variable lookup (the environment in [`SalesforceClient::from_env`]).
@@ -235,11 +250,17 @@ impl SalesforceClientBuilder {
         if let Some(v) = get(ConfigKey::TaskExternalIdField) {
             b = b.task_external_id_field(v);
         }
-        if let Some(v) = get(ConfigKey::AllowHttp) {
+        let allow = match get(ConfigKey::AllowInsecureHttp) {
+            Some(v) => Some((ConfigKey::AllowInsecureHttp.env_var(), v)),
+            None => {
+                lookup(ALLOW_INSECURE_HTTP_VAR).filter(|v| !v.trim().is_empty()).map(|v| (ALLOW_INSECURE_HTTP_VAR, v))
+            }
+        };
+        if let Some((var, v)) = allow {
             b.allow_http = match v.trim().to_ascii_lowercase().as_str() {
-                "1" | "true" | "yes" => true,
-                "0" | "false" | "no" => false,
-                _ => return Err(config(ConfigKey::AllowHttp.env_var(), "must be true or false")),
+                "1" | "true" | "yes" | "on" => true,
+                "0" | "false" | "no" | "off" => false,
+                _ => return Err(config(var, format!("{v:?} is not true or false"))),
             };
         }
         Ok(b)
@@ -295,22 +316,43 @@ fn normalize_version(v: &str) -> Option<String> {
     (ok(major) && ok(minor)).then(|| format!("v{digits}"))
 }
 
-/// Parses a URL and enforces https (http only for loopback unless `allow_http`).
+/// Parses a URL and enforces https (http only for loopback unless `allow_http`). Messages name
+/// the URL without userinfo, query or fragment, and the setting that allows plain http.
 pub(crate) fn check_url(key: &str, raw: &str, allow_http: bool) -> salesync_core::Result<Url> {
     let url = Url::parse(raw.trim()).map_err(|e| config(key, format!("is not a URL: {e}")))?;
     match url.scheme() {
         "https" => {}
         "http" if allow_http || is_loopback(&url) => {}
-        "http" => return Err(config(key, "must use https (http is allowed only for loopback hosts)")),
-        other => return Err(config(key, format!("has unsupported scheme {other}"))),
+        "http" => {
+            return Err(config(
+                key,
+                format!(
+                    "{} is plain http:// to a host that is not loopback; use https://, or allow it explicitly \
+                     with allow_insecure_http(true) ({}=true)",
+                    redacted(&url),
+                    ConfigKey::AllowInsecureHttp.env_var()
+                ),
+            ));
+        }
+        other => return Err(config(key, format!("{} has unsupported scheme {other} (use https://)", redacted(&url)))),
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err(config(key, "has no host"));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(config(key, "must not carry credentials"));
+        return Err(config(key, format!("{} must not carry credentials", redacted(&url))));
     }
     Ok(url)
+}
+
+/// A URL fit for messages: no userinfo, query or fragment.
+fn redacted(url: &Url) -> String {
+    let mut u = url.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.set_query(None);
+    u.set_fragment(None);
+    u.to_string()
 }
 
 fn is_loopback(url: &Url) -> bool {
@@ -381,6 +423,108 @@ mod tests {
         assert!(ok().query_batch_size(100).build().is_err());
         assert!(ok().retry(RetryConfig { max_attempts: 0, ..RetryConfig::default() }).build().is_err());
         assert!(SalesforceClient::builder().login_url("https://x.example").client_secret("s").build().is_err());
+    }
+
+    #[test]
+    fn plain_http_refusal_names_the_url_and_the_setting_without_credentials() {
+        let base = || SalesforceClient::builder().client_id("id").client_secret("s");
+        for url in ["http://acme.my.salesforce.com/?x=q5ecret", "http://10.1.2.3:80", "http://127.0.0.1.nip.io"] {
+            let e = base().login_url(url).build().unwrap_err();
+            let msg = e.to_string();
+            assert!(matches!(e, salesync_core::Error::Config { ref key, .. } if key == "login_url"), "{e:?}");
+            let host = Url::parse(url).unwrap().host_str().unwrap().to_string();
+            assert!(msg.contains(&host), "{msg}");
+            assert!(
+                msg.contains("allow_insecure_http") && msg.contains("SALESYNC_SALESFORCE_ALLOW_INSECURE_HTTP"),
+                "{msg}"
+            );
+            assert!(!msg.contains("q5ecret"), "{msg}");
+            assert!(base().login_url(url).allow_insecure_http(true).build().is_ok());
+        }
+        assert!(base().login_url("http://127.8.9.10:1").build().is_ok(), "all of 127.0.0.0/8 is loopback");
+        let e = base().login_url("https://u:pa55w0rd@acme.example").build().unwrap_err();
+        assert!(!format!("{e} {e:?}").contains("pa55w0rd"), "{e:?}");
+    }
+
+    #[test]
+    fn insecure_http_from_the_environment() {
+        fn from(extra: &[(&'static str, &'static str)]) -> salesync_core::Result<SalesforceClientBuilder> {
+            let mut v = vec![
+                ("SALESYNC_SALESFORCE_URL", "http://sf.internal:8080"),
+                ("SALESYNC_SALESFORCE_CLIENT_ID", "id"),
+                ("SALESYNC_SALESFORCE_CLIENT_SECRET", "s"),
+            ];
+            v.extend_from_slice(extra);
+            SalesforceClientBuilder::from_lookup(env(&v))
+        }
+        assert!(from(&[]).unwrap().build().is_err());
+        assert!(from(&[("SALESYNC_SALESFORCE_ALLOW_INSECURE_HTTP", "true")]).unwrap().build().is_ok());
+        assert!(from(&[("SALESYNC_ALLOW_INSECURE_HTTP", "yes")]).unwrap().build().is_ok());
+        let own_wins = [("SALESYNC_ALLOW_INSECURE_HTTP", "true"), ("SALESYNC_SALESFORCE_ALLOW_INSECURE_HTTP", "false")];
+        assert!(from(&own_wins).unwrap().build().is_err());
+        let e = from(&[("SALESYNC_ALLOW_INSECURE_HTTP", "perhaps")]).unwrap_err();
+        assert!(matches!(e, salesync_core::Error::Config { ref key, .. } if key == "SALESYNC_ALLOW_INSECURE_HTTP"));
+    }
+
+    /// A one-shot token endpoint on loopback answering every request with `body`.
+    async fn token_endpoint(body: &'static str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let mut buf = vec![0u8; 16 * 1024];
+                let mut got = Vec::new();
+                // Read the head and the (small, form) body.
+                loop {
+                    let n = sock.read(&mut buf).await.unwrap_or(0);
+                    got.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&got);
+                    let done = text.find("\r\n\r\n").is_some_and(|head| {
+                        let len = text[..head]
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string())
+                            })
+                            .and_then(|v| v.parse::<usize>().ok())
+                            .unwrap_or(0);
+                        got.len() >= head + 4 + len
+                    });
+                    if n == 0 || done {
+                        break;
+                    }
+                }
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+                let _ = sock.shutdown().await;
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn plain_http_instance_url_from_the_token_endpoint_is_refused() {
+        use salesync_core::ports::salesforce::SalesforceApi;
+        let login = token_endpoint(
+            r#"{"access_token":"00Dx!AQ0Atok3n-never-shown","instance_url":"http://na1.example.invalid","token_type":"Bearer"}"#,
+        )
+        .await;
+        let client = SalesforceClient::builder()
+            .login_url(login)
+            .client_id("id")
+            .client_secret("s")
+            .retry(RetryConfig::none())
+            .build()
+            .unwrap();
+        let e = client.task_type_values().await.unwrap_err();
+        let msg = format!("{e} / {e:?}");
+        assert!(matches!(e, salesync_core::Error::Config { ref key, .. } if key == "instance_url"), "{msg}");
+        assert!(msg.contains("na1.example.invalid") && msg.contains("allow_insecure_http"), "{msg}");
+        assert!(!msg.contains("tok3n"), "{msg}");
+        assert_eq!(client.requests_sent(), 0, "nothing may be sent to the refused instance");
     }
 
     #[test]
