@@ -26,7 +26,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The variable that allows plain http for every connector at once (`true`/`false`); the
 /// connector's own `SALESYNC_MARKETO_ALLOW_INSECURE_HTTP` wins when both are set.
-pub const ALLOW_INSECURE_HTTP_VAR: &str = "SALESYNC_ALLOW_INSECURE_HTTP";
+pub(crate) const ALLOW_INSECURE_HTTP_VAR: &str = "SALESYNC_ALLOW_INSECURE_HTTP";
 
 /// Retry settings for transient failures (exponential backoff with jitter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -403,7 +403,7 @@ impl MarketoClient {
     /// `SALESYNC_MARKETO_CLIENT_SECRET` and optionally `SALESYNC_MARKETO_RATE_CALLS`,
     /// `SALESYNC_MARKETO_RATE_WINDOW_SECS`, `SALESYNC_MARKETO_MAX_CONCURRENT` and
     /// `SALESYNC_MARKETO_DAILY_BUDGET` and `SALESYNC_MARKETO_ALLOW_INSECURE_HTTP` (or
-    /// [`ALLOW_INSECURE_HTTP_VAR`]). A missing required variable is an `Error::Config` naming it.
+    /// `SALESYNC_ALLOW_INSECURE_HTTP`). A missing required variable is an `Error::Config` naming it.
     pub fn from_env() -> Result<MarketoClient, salesync_core::Error> {
         Self::builder_from_lookup(|name| std::env::var(name).ok())?.build()
     }

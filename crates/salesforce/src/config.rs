@@ -57,7 +57,7 @@ impl RetryConfig {
 
 /// The variable that allows plain http for every connector at once (`true`/`false`); the
 /// connector's own `SALESYNC_SALESFORCE_ALLOW_INSECURE_HTTP` wins when both are set.
-pub const ALLOW_INSECURE_HTTP_VAR: &str = "SALESYNC_ALLOW_INSECURE_HTTP";
+pub(crate) const ALLOW_INSECURE_HTTP_VAR: &str = "SALESYNC_ALLOW_INSECURE_HTTP";
 
 /// A configuration key read by [`SalesforceClient::from_env`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -77,7 +77,7 @@ pub enum ConfigKey {
     /// `SALESYNC_SALESFORCE_TASK_EXTERNAL_ID_FIELD` (optional, default [`DEFAULT_TASK_EXTERNAL_ID_FIELD`]).
     TaskExternalIdField,
     /// `SALESYNC_SALESFORCE_ALLOW_INSECURE_HTTP` (optional, `true`/`false`; falls back to
-    /// [`ALLOW_INSECURE_HTTP_VAR`]): allow plain `http://` to hosts that are not loopback.
+    /// `SALESYNC_ALLOW_INSECURE_HTTP`): allow plain `http://` to hosts that are not loopback.
     AllowInsecureHttp,
 }
 
