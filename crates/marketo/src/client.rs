@@ -363,7 +363,7 @@ impl MarketoClient {
         let retry = self.inner.retry;
         let limits = &self.inner.limits;
         let mut attempt: u32 = 0;
-        let mut reauthed = false;
+        let mut reauths = 0u32;
         loop {
             attempt += 1;
             let token = self.token().await?;
@@ -431,13 +431,19 @@ impl MarketoClient {
             match action {
                 Action::Proceed => return Err(MkError::protocol(format!("{}: response without a value", req.op))),
                 Action::Reauth => {
-                    if reauthed {
-                        return Err(MkError::Unauthenticated {
-                            detail: format!("{code} {message} (again, with a freshly fetched token)"),
+                    // 602 again with a fresh token is the same token handed back with a second
+                    // left (Marketo reuses it until expiry): transient, not a reconnect.
+                    let expired = code.trim() == "602";
+                    if reauths >= if expired { 2 } else { 1 } {
+                        let detail = format!("{code} {message} (again, with a freshly fetched token)");
+                        return Err(if expired {
+                            MkError::Unavailable { code, message: detail }
+                        } else {
+                            MkError::Unauthenticated { detail }
                         });
                     }
                     tracing::info!(op = req.op, code = %code, "Marketo access token rejected; re-authenticating");
-                    reauthed = true;
+                    reauths += 1;
                     self.inner.tokens.invalidate(token.generation).await;
                     attempt -= 1;
                 }

@@ -12,8 +12,8 @@ use salesync_core::mapping::LeadRecord;
 use salesync_core::ports::Page;
 use salesync_core::ports::marketo::bytes_stream::ByteStream;
 use salesync_core::ports::marketo::{
-    Activity, ActivityType, CustomActivityTypeDef, ExportFilter, ExportJob, LeadSchema, MarketoApi, NewCustomActivity,
-    PageStream, ProvisionedType, RecordOutcome,
+    Activity, ActivityType, CustomActivityTypeDef, ExportFilter, ExportJob, ExportState, LeadSchema, MarketoApi,
+    NewCustomActivity, PageStream, ProvisionedType, RecordOutcome,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -596,6 +596,14 @@ impl MarketoClient {
                 None => self.export_status(&created.id).await,
             },
             Err(e) => {
+                // An enqueue applied with its response lost is refused when repeated (already
+                // queued, or even completed): the job's own state says whether it took effect.
+                if let Ok(job) = self.export_status(&created.id).await
+                    && !matches!(job.state, ExportState::Created | ExportState::Cancelled)
+                {
+                    tracing::info!(export_id = %created.id, error = %e, state = ?job.state, "export enqueue failed but the job is enqueued");
+                    return Ok(job);
+                }
                 // Don't leave a created job behind.
                 if let Err(c) = self.cancel_export(&created.id).await {
                     tracing::warn!(export_id = %created.id, error = %c, "could not cancel an export that failed to enqueue");
