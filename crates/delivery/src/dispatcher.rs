@@ -98,6 +98,7 @@ pub struct DispatcherBuilder {
     salesforce: Option<Arc<dyn SalesforceApi>>,
     store: Option<Arc<dyn Store>>,
     settings: DeliverySettings,
+    instance_id: Option<String>,
 }
 
 impl DispatcherBuilder {
@@ -125,6 +126,15 @@ impl DispatcherBuilder {
         self
     }
 
+    /// The Marketo instance this dispatcher works for (the engine's `instance_id`). The store is
+    /// bound to it ([`Store::bind_instance`]) before the first recording or delivery round; a store
+    /// bound to another instance is refused with `Error::Conflict` naming both, and nothing is
+    /// recorded or delivered. Without it the store's binding is not checked.
+    pub fn instance_id(mut self, instance_id: impl Into<String>) -> Self {
+        self.instance_id = Some(instance_id.into());
+        self
+    }
+
     /// The dispatcher; fails when a port is missing or a setting is out of range.
     pub fn build(self) -> Result<Dispatcher> {
         let missing = |key: &str| Error::Config { key: key.into(), reason: "not set on the dispatcher builder".into() };
@@ -148,6 +158,9 @@ impl DispatcherBuilder {
         if s.worker_id.trim().is_empty() {
             return Err(bad("worker_id", "must not be empty"));
         }
+        if self.instance_id.as_deref().is_some_and(|i| i.trim().is_empty()) {
+            return Err(bad("instance_id", "must name the Marketo instance"));
+        }
         let (events, _) = broadcast::channel(1024);
         Ok(Dispatcher {
             inner: Arc::new(Inner {
@@ -155,6 +168,8 @@ impl DispatcherBuilder {
                 salesforce,
                 store,
                 settings: s,
+                instance_id: self.instance_id,
+                bound: OnceCell::new(),
                 events,
                 wake: Notify::new(),
                 marketo_status: Mutex::new(TargetStatus::Active),
@@ -182,6 +197,10 @@ pub(crate) struct Inner {
     pub(crate) salesforce: Arc<dyn SalesforceApi>,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) settings: DeliverySettings,
+    /// The Marketo instance the store must be bound to, when set.
+    instance_id: Option<String>,
+    /// Set once the store is bound to `instance_id`.
+    bound: OnceCell<()>,
     events: broadcast::Sender<DeliveryEvent>,
     wake: Notify,
     marketo_status: Mutex<TargetStatus>,
@@ -212,6 +231,13 @@ impl Dispatcher {
         &self.inner.settings
     }
 
+    /// Binds the store to the configured instance, once (see [`DispatcherBuilder::instance_id`]).
+    async fn ensure_bound(&self) -> Result<()> {
+        let inner = &self.inner;
+        let Some(instance) = inner.instance_id.as_deref() else { return Ok(()) };
+        inner.bound.get_or_try_init(|| inner.store.bind_instance(instance)).await.map(|_| ())
+    }
+
     /// Subscribes to delivery events (a lagging receiver loses the oldest events).
     pub fn subscribe(&self) -> broadcast::Receiver<DeliveryEvent> {
         self.inner.events.subscribe()
@@ -228,6 +254,7 @@ impl Dispatcher {
             activity.id = uuid::Uuid::new_v4().simple().to_string();
         }
         activity.validate()?;
+        self.ensure_bound().await?;
         let inner = &self.inner;
         if inner.store.person(activity.marketo_id).await?.is_none() {
             return Err(person_not_found(activity.marketo_id));
@@ -258,6 +285,7 @@ impl Dispatcher {
     /// Salesforce (key `unsub:<marketo id>:<nanos>`). The push happens whatever the activity
     /// logging switches say; nothing is ever written to Marketo.
     pub async fn record_unsubscribe(&self, marketo_id: i64) -> Result<Recorded> {
+        self.ensure_bound().await?;
         let inner = &self.inner;
         if inner.store.person(marketo_id).await?.is_none() {
             return Err(person_not_found(marketo_id));
@@ -288,6 +316,7 @@ impl Dispatcher {
     pub async fn create_reminder(&self, new: NewReminder) -> Result<Recorded> {
         validate_subject(&new.subject)?;
         validate_details(new.details.as_deref())?;
+        self.ensure_bound().await?;
         if self.inner.store.person(new.marketo_id).await?.is_none() {
             return Err(person_not_found(new.marketo_id));
         }
@@ -364,6 +393,7 @@ impl Dispatcher {
     }
 
     async fn change_reminder(&self, id: &str, change: impl FnOnce(&mut ReminderTask)) -> Result<Recorded> {
+        self.ensure_bound().await?;
         let Some(mut task) = self.inner.store.reminder(id).await? else {
             return Err(Error::NotFound { what: "reminder", id: id.to_string() });
         };
@@ -424,6 +454,7 @@ impl Dispatcher {
 
     /// Moves parked items back to pending (an admin's "retry the message"); returns how many.
     pub async fn retry_parked(&self, ids: &[i64]) -> Result<u64> {
+        self.ensure_bound().await?;
         let n = self.inner.store.requeue(ids, self.inner.now()).await?;
         self.inner.wake.notify_one();
         Ok(n)
@@ -469,6 +500,7 @@ impl Dispatcher {
     /// failures are returned as errors. Safe to cancel at any await: claimed items come back
     /// when their lease expires and are re-delivered without duplicates.
     pub async fn deliver_once(&self) -> Result<DeliveryReport> {
+        self.ensure_bound().await?;
         let inner = &self.inner;
         let mut report = DeliveryReport::default();
         let (mut marketo_errors, mut salesforce_errors) = (Vec::new(), Vec::new());
@@ -492,9 +524,29 @@ impl Dispatcher {
 
     /// Delivers until `cancel` fires: a round, then (when nothing more is due) waits for the
     /// poll interval or a new recording. Store failures are logged and retried after the poll
-    /// interval.
+    /// interval. A store bound to another Marketo instance stops it at once (logged as an error).
     pub async fn run(&self, cancel: CancellationToken) {
         let s = &self.inner.settings;
+        loop {
+            let bound = tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = self.ensure_bound() => r,
+            };
+            match bound {
+                Ok(()) => break,
+                Err(e @ Error::Conflict { .. }) => {
+                    tracing::error!(error = %e, "delivery not started: the store belongs to another Marketo instance");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "binding the store failed; retrying");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(s.poll_interval) => {},
+                    }
+                }
+            }
+        }
         loop {
             let more = tokio::select! {
                 _ = cancel.cancelled() => return,
