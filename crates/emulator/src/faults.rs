@@ -78,6 +78,8 @@ impl<E> FaultRule<E> {
 #[derive(Debug)]
 struct PlanState {
     matched: Vec<u64>,
+    /// Per rule: how often its action was the one applied.
+    applied: Vec<u64>,
     rng: SmallRng,
 }
 
@@ -98,12 +100,34 @@ impl<E: Clone> FaultPlan<E> {
     /// A plan from rules; `seed` drives [`Trigger::Ratio`] deterministically.
     pub fn new(rules: Vec<FaultRule<E>>, seed: u64) -> Self {
         let n = rules.len();
-        Self { rules, state: Mutex::new(PlanState { matched: vec![0; n], rng: SmallRng::seed_from_u64(seed) }) }
+        Self {
+            rules,
+            state: Mutex::new(PlanState {
+                matched: vec![0; n],
+                applied: vec![0; n],
+                rng: SmallRng::seed_from_u64(seed),
+            }),
+        }
     }
 
     /// True when the plan has no rules.
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
+    }
+
+    /// Per rule (in order), how many calls it was applied to so far (a call that several rules
+    /// fire on counts for the first). Counted when the plan is consulted, so a delayed call that
+    /// the client abandoned is counted too.
+    pub fn applied(&self) -> Vec<u64> {
+        match self.state.lock() {
+            Ok(g) => g.applied.clone(),
+            Err(p) => p.into_inner().applied.clone(),
+        }
+    }
+
+    /// The rules, in order.
+    pub fn rules(&self) -> &[FaultRule<E>] {
+        &self.rules
     }
 
     /// Consults the plan for one call; returns the first rule's action that fires.
@@ -132,6 +156,7 @@ impl<E: Clone> FaultPlan<E> {
                 Trigger::Always => true,
             };
             if fires && fired.is_none() {
+                st.applied[i] += 1;
                 fired = Some(rule.action.clone());
             }
         }
@@ -150,6 +175,7 @@ mod tests {
         assert_eq!(plan.check("GET", "/rest/v1/leads.json"), None);
         assert_eq!(plan.check("GET", "/rest/v1/leads.json"), Some(FaultAction::Error(7)));
         assert_eq!(plan.check("GET", "/rest/v1/leads.json"), None);
+        assert_eq!(plan.applied(), vec![1]);
     }
 
     #[test]

@@ -370,6 +370,11 @@ impl MarketoEmulator {
         *self.shared.faults_slot() = Arc::new(plan);
     }
 
+    /// The fault plan in force (e.g. to read [`FaultPlan::applied`]).
+    pub fn faults(&self) -> Arc<FaultPlan<MarketoFault>> {
+        Arc::clone(&self.shared.faults_slot())
+    }
+
     /// Replaces the fault plan consulted for identity calls (`/identity/oauth/token`), which the
     /// main plan never sees. `Error(f)` answers HTTP 502 for `"502"`, else HTTP 401 with an OAuth
     /// error body whose `error` is `f.code`.

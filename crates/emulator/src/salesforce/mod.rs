@@ -418,6 +418,11 @@ impl SalesforceEmulator {
         *server::lock(&self.shared.faults) = Arc::new(plan);
     }
 
+    /// The fault plan in force (e.g. to read [`FaultPlan::applied`]).
+    pub fn faults(&self) -> Arc<FaultPlan<SalesforceFault>> {
+        Arc::clone(&server::lock(&self.shared.faults))
+    }
+
     /// Every request answered so far.
     pub fn call_log(&self) -> Vec<SalesforceCall> {
         server::lock(&self.shared.log).clone()
