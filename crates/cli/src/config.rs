@@ -60,6 +60,9 @@ pub struct Config {
     pub holder_id: Option<String>,
     /// How long the leader lease and outbox claims last without renewal (default 60 s).
     pub lease_ttl: Duration,
+    /// Allow plain `http://` Marketo/Salesforce URLs to hosts that are not loopback (default
+    /// false; loopback is always allowed).
+    pub allow_insecure_http: bool,
 }
 
 impl std::fmt::Debug for Config {
@@ -73,6 +76,7 @@ impl std::fmt::Debug for Config {
             .field("initial_mode", &self.initial_mode)
             .field("holder_id", &self.holder_id)
             .field("lease_ttl", &self.lease_ttl)
+            .field("allow_insecure_http", &self.allow_insecure_http)
             .finish_non_exhaustive()
     }
 }
@@ -94,17 +98,53 @@ impl std::fmt::Debug for Endpoint {
     }
 }
 
-/// Replaces a password in a URL's userinfo with `***`.
+/// Replaces a password in a URL's userinfo, and the value of a `password`/`secret`/`token`
+/// query parameter, with `***`.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.find('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let userinfo = &url[s + 3..at];
-            match userinfo.find(':') {
-                Some(colon) => format!("{}{}:***{}", &url[..s + 3], &userinfo[..colon], &url[at..]),
+    let (url, query) = match url.split_once('?') {
+        Some((u, q)) => (u, Some(q)),
+        None => (url, None),
+    };
+    // The authority ends at the first '/' after "://"; a '@' in the path is not userinfo.
+    let mut out = match url.find("://") {
+        Some(s) => {
+            let rest = &url[s + 3..];
+            let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+            match authority.rfind('@') {
+                Some(at) => match authority[..at].find(':') {
+                    Some(colon) => format!("{}{}:***{}", &url[..s + 3], &authority[..colon], &rest[at..]),
+                    None => url.to_string(),
+                },
                 None => url.to_string(),
             }
         }
-        _ => url.to_string(),
+        None => url.to_string(),
+    };
+    if let Some(q) = query {
+        let pairs: Vec<String> = q
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _)) if is_secret_param(k) => format!("{k}=***"),
+                _ => pair.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&pairs.join("&"));
+    }
+    out
+}
+
+fn is_secret_param(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["password", "passwd", "pwd", "secret", "token"].iter().any(|s| k.contains(s))
+}
+
+/// `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`).
+fn parse_bool(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
     }
 }
 
@@ -112,6 +152,7 @@ pub fn redact_url(url: &str) -> String {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     store: Option<String>,
+    allow_insecure_http: Option<bool>,
     #[serde(default)]
     marketo: FileEndpoint,
     #[serde(default)]
@@ -179,6 +220,8 @@ pub mod vars {
     pub const HOLDER_ID: &str = "SALESYNC_HOLDER_ID";
     /// Leader lease and outbox claim TTL in milliseconds.
     pub const LEASE_TTL_MS: &str = "SALESYNC_LEASE_TTL_MS";
+    /// `true` allows plain `http://` Marketo/Salesforce URLs to hosts that are not loopback.
+    pub const ALLOW_INSECURE_HTTP: &str = "SALESYNC_ALLOW_INSECURE_HTTP";
 }
 
 impl Config {
@@ -229,7 +272,7 @@ impl Config {
                 (None, None, None) => Ok(None),
                 (Some(url), Some(client_id), Some(client_secret)) => {
                     if !(url.starts_with("http://") || url.starts_with("https://")) {
-                        return Err(err(url_var, format!("{url:?} is not an http(s) URL")));
+                        return Err(err(url_var, format!("{:?} is not an http(s) URL", redact_url(&url))));
                     }
                     Ok(Some(Endpoint { url, client_id, client_secret }))
                 }
@@ -258,6 +301,12 @@ impl Config {
         if lease_ttl < Duration::from_millis(100) {
             return Err(err(vars::LEASE_TTL_MS, "must be at least 100 ms"));
         }
+        let allow_insecure_http = match env(vars::ALLOW_INSECURE_HTTP).filter(|v| !v.trim().is_empty()) {
+            Some(v) => {
+                parse_bool(&v).ok_or_else(|| err(vars::ALLOW_INSECURE_HTTP, format!("{v:?} is not true or false")))?
+            }
+            None => fc.allow_insecure_http.unwrap_or(false),
+        };
         let holder_id = get(vars::HOLDER_ID, fc.sync.holder_id).map(|h| h.trim().to_string()).filter(|h| !h.is_empty());
         Ok(Config {
             marketo: endpoint(vars::MARKETO_URL, vars::MARKETO_CLIENT_ID, vars::MARKETO_CLIENT_SECRET, &fc.marketo)?,
@@ -283,6 +332,7 @@ impl Config {
             initial_mode,
             holder_id,
             lease_ttl,
+            allow_insecure_http,
             store,
         })
     }
@@ -371,8 +421,43 @@ mod tests {
     }
 
     #[test]
+    fn insecure_http_is_off_unless_asked_for() {
+        assert!(!Config::load(None, &env(&[])).unwrap().allow_insecure_http);
+        assert!(Config::load(None, &env(&[(vars::ALLOW_INSECURE_HTTP, "true")])).unwrap().allow_insecure_http);
+        let e = Config::load(None, &env(&[(vars::ALLOW_INSECURE_HTTP, "sure")])).unwrap_err();
+        assert_eq!(e.key, vars::ALLOW_INSECURE_HTTP);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.toml");
+        std::fs::write(&path, "allow_insecure_http = true\n").unwrap();
+        assert!(Config::load(Some(&path), &env(&[])).unwrap().allow_insecure_http);
+        assert!(!Config::load(Some(&path), &env(&[(vars::ALLOW_INSECURE_HTTP, "false")])).unwrap().allow_insecure_http);
+    }
+
+    #[test]
+    fn bad_url_errors_do_not_echo_passwords() {
+        let e = Config::load(
+            None,
+            &env(&[
+                (vars::MARKETO_URL, "ftp://u:hunter2@x"),
+                (vars::MARKETO_CLIENT_ID, "id"),
+                (vars::MARKETO_CLIENT_SECRET, "s"),
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, vars::MARKETO_URL);
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+
+    #[test]
     fn urls_are_redacted() {
         assert_eq!(redact_url("postgres://user:pw@host/db"), "postgres://user:***@host/db");
+        assert_eq!(redact_url("postgres://user:p@ss@host/db"), "postgres://user:***@host/db");
+        assert_eq!(
+            redact_url("postgres://host/db?sslmode=require&password=pw"),
+            "postgres://host/db?sslmode=require&password=***"
+        );
+        assert_eq!(redact_url("https://x.example/a@b?access_token=t0k"), "https://x.example/a@b?access_token=***");
+        assert_eq!(redact_url("postgres://user@host/db"), "postgres://user@host/db");
         assert_eq!(redact_url("sqlite://salesync.db"), "sqlite://salesync.db");
     }
 }

@@ -92,6 +92,10 @@ pub struct EmulateArgs {
     /// Turn off the emulated API limits.
     #[arg(long)]
     pub no_limits: bool,
+    /// Address both emulators listen on. Loopback by default: anything else exposes their fixed
+    /// test credentials to the network, so it must be asked for explicitly.
+    #[arg(long, value_name = "IP", default_value_t = std::net::IpAddr::from([127, 0, 0, 1]))]
+    pub bind: std::net::IpAddr,
 }
 
 /// `salesync activity` subcommands.

@@ -50,11 +50,11 @@ async fn emulate(args: &EmulateArgs) -> Res<()> {
     use salesync::emulator::marketo::{MarketoConfig, MarketoEmulator, MarketoLimits};
     use salesync::emulator::salesforce::{SalesforceConfig, SalesforceEmulator};
     let world = salesync::emulator::seed::generate(args.people, args.seed);
-    let mut mc = MarketoConfig { bind: ([127, 0, 0, 1], args.marketo_port).into(), ..MarketoConfig::default() };
+    let mut mc = MarketoConfig { bind: (args.bind, args.marketo_port).into(), ..MarketoConfig::default() };
     if args.no_limits {
         mc.limits = MarketoLimits::unlimited();
     }
-    let sc = SalesforceConfig { bind: ([127, 0, 0, 1], args.salesforce_port).into(), ..SalesforceConfig::default() };
+    let sc = SalesforceConfig { bind: (args.bind, args.salesforce_port).into(), ..SalesforceConfig::default() };
     let mkto = MarketoEmulator::start(mc).await.map_err(|e| CliError::Runtime(format!("Marketo emulator: {e}")))?;
     let sf = SalesforceEmulator::start(sc).await.map_err(|e| CliError::Runtime(format!("Salesforce emulator: {e}")))?;
     mkto.seed_world(&world);
@@ -87,6 +87,7 @@ fn marketo(config: &Config) -> Res<Arc<dyn MarketoApi>> {
         .base_url(ep.url.clone())
         .client_id(ep.client_id.clone())
         .client_secret(ep.client_secret.clone())
+        .allow_insecure_http(config.allow_insecure_http)
         .rate_limit(config.marketo_rate_calls as usize, config.marketo_rate_window)
         .max_concurrent(config.marketo_max_concurrent as usize)
         .build()?;
@@ -99,6 +100,7 @@ fn salesforce(config: &Config) -> Res<Arc<dyn SalesforceApi>> {
         .login_url(ep.url.clone())
         .client_id(ep.client_id.clone())
         .client_secret(ep.client_secret.clone())
+        .allow_insecure_http(config.allow_insecure_http)
         .api_version(config.salesforce_api_version.clone());
     if let Some(t) = &config.salesforce_refresh_token {
         b = b.refresh_token(t.clone());
@@ -119,6 +121,7 @@ async fn dispatcher(config: &Config) -> Res<Dispatcher> {
         .salesforce(salesforce(config)?)
         .store(store(config).await?)
         .settings(DeliverySettings::default())
+        .instance_id(instance_id(config)?)
         .build()
         .map_err(|e| CliError::Runtime(e.to_string()))
 }
@@ -160,6 +163,7 @@ async fn sync(config: &Config, once: bool) -> Res<()> {
         .salesforce(sf)
         .store(store)
         .settings(delivery)
+        .instance_id(instance_id(config)?)
         .build()
         .map_err(|e| CliError::Runtime(e.to_string()))?;
     let progress = tokio::spawn(show_progress(engine.subscribe_events()));
