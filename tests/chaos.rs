@@ -1,0 +1,597 @@
+//! Chaos: the whole product (initial + incremental people sync, outbound delivery of all eight
+//! activity kinds, Salesforce Tasks, unsubscribes, reminder create/edit/complete) against both
+//! emulators while they inject, at 5% of calls, each retryable fault: Marketo 502/604/606/608/
+//! 611/615/713, Salesforce 503 SERVER_UNAVAILABLE and UNABLE_TO_LOCK_ROW, dropped connections,
+//! responses slower than the client timeout, token/session expiry mid-stream and writes applied
+//! with their response lost. Passes are repeated (bounded) until converged, then:
+//! - the mirror equals the oracle computed from the Marketo emulator's data;
+//! - every outbound item exists exactly once in its target (Marketo custom activities by
+//!   `salesyncActivityId`, Salesforce Tasks by external id), reminders in their final state,
+//!   unsubscribes pushed;
+//! - Marketo's limits were never exceeded: the emulator's own limits never had to turn a call
+//!   away (606/615), at most the window's calls fell in any window, at most 10 were in flight.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr, missing_docs)]
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use common::{World, assert_mirror_matches, mirror, postgres_url};
+use salesync::core::activity::{
+    AdminSettings, CallDetails, CallStatus, CampaignRef, ReminderPriority, SalesActivity, SalesActivityKind as K,
+};
+use salesync::core::ports::marketo::MarketoApi;
+use salesync::core::ports::salesforce::SalesforceApi;
+use salesync::core::ports::store::Store;
+use salesync::delivery::{DeliverySettings, Dispatcher, NewReminder, ReminderChanges, SystemClock};
+use salesync::engine::{EngineSettings, InitialMode, RetrySettings, SyncEngine};
+use salesync_emulator::faults::{FaultAction, FaultPlan, FaultRule, Trigger};
+use salesync_emulator::marketo::{MarketoConfig, MarketoEmulator, MarketoFault, MarketoLimits};
+use salesync_emulator::salesforce::{SalesforceConfig, SalesforceEmulator, SalesforceFault};
+use serde_json::{Map, Value, json};
+
+/// Scaled-down Marketo limits, set identically on the emulator and the connector.
+const CALLS_PER_WINDOW: u32 = 40;
+const WINDOW: Duration = Duration::from_millis(1000);
+const MAX_CONCURRENT: u32 = 10;
+/// Client timeout; injected delays are longer.
+const CLIENT_TIMEOUT: Duration = Duration::from_millis(400);
+const SLOW: Duration = Duration::from_millis(700);
+const EXT: &str = "Salesync_Activity_Id__c";
+const RATIO: f64 = 0.05;
+
+/// What one scenario injects.
+#[derive(Default)]
+struct Chaos {
+    seed: u64,
+    people: usize,
+    mode: Option<InitialMode>,
+    marketo: Vec<FaultRule<MarketoFault>>,
+    salesforce: Vec<FaultRule<SalesforceFault>>,
+    /// Tokens that expire every couple of seconds (Marketo 602, Salesforce INVALID_SESSION_ID).
+    short_tokens: bool,
+    /// Sync and delivery run at the same time through one Marketo client.
+    concurrent: bool,
+}
+
+fn mk(code: &str) -> FaultRule<MarketoFault> {
+    FaultRule::new(Trigger::Ratio(RATIO), FaultAction::Error(MarketoFault::code(code)))
+}
+
+fn sf(fault: SalesforceFault) -> FaultRule<SalesforceFault> {
+    FaultRule::new(Trigger::Ratio(RATIO), FaultAction::Error(fault)).on_path("/services/data")
+}
+
+fn marketo_transport() -> Vec<FaultRule<MarketoFault>> {
+    vec![
+        FaultRule::new(Trigger::Ratio(RATIO), FaultAction::DropConnection),
+        FaultRule::new(Trigger::Ratio(RATIO), FaultAction::Delay(SLOW)),
+        // Writes applied with the response lost (the custom activity write is the one that matters).
+        FaultRule::new(Trigger::Ratio(0.10), FaultAction::ApplyThenDrop)
+            .on_path("/activities/external.json")
+            .on_method("POST"),
+        FaultRule::new(Trigger::Ratio(RATIO), FaultAction::ApplyThenDrop),
+    ]
+}
+
+fn salesforce_transport() -> Vec<FaultRule<SalesforceFault>> {
+    vec![
+        FaultRule::new(Trigger::Ratio(RATIO), FaultAction::DropConnection).on_path("/services/data"),
+        FaultRule::new(Trigger::Ratio(RATIO), FaultAction::Delay(SLOW)).on_path("/services/data"),
+        FaultRule::new(Trigger::Ratio(0.10), FaultAction::ApplyThenDrop)
+            .on_path("/composite/sobjects")
+            .on_method("PATCH"),
+        FaultRule::new(Trigger::Ratio(0.10), FaultAction::ApplyThenDrop).on_path("/sobjects/").on_method("PATCH"),
+    ]
+}
+
+fn marketo_errors() -> Vec<FaultRule<MarketoFault>> {
+    ["502", "604", "608", "611", "713"].into_iter().map(mk).collect()
+}
+
+fn salesforce_errors() -> Vec<FaultRule<SalesforceFault>> {
+    vec![sf(SalesforceFault::ServerUnavailable), sf(SalesforceFault::UnableToLockRow)]
+}
+
+fn obj(v: Value) -> Map<String, Value> {
+    v.as_object().unwrap().clone()
+}
+
+async fn sqlite() -> (Arc<dyn Store>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("mirror.db").display());
+    (salesync::store::open(&url).await.unwrap(), dir)
+}
+
+async fn start_world(c: &Chaos) -> World {
+    let ttl = if c.short_tokens { 3 } else { 3600 };
+    let marketo = MarketoEmulator::start(MarketoConfig {
+        limits: MarketoLimits {
+            calls_per_window: CALLS_PER_WINDOW,
+            window: WINDOW,
+            max_concurrent: MAX_CONCURRENT,
+            ..MarketoLimits::default()
+        },
+        token_ttl: chrono::Duration::seconds(ttl),
+        scan_block: 60,
+        fault_seed: c.seed,
+        ..MarketoConfig::default()
+    })
+    .await
+    .unwrap();
+    let salesforce = SalesforceEmulator::start(SalesforceConfig {
+        session_lifetime: chrono::Duration::seconds(ttl),
+        fault_seed: c.seed,
+        ..SalesforceConfig::default()
+    })
+    .await
+    .unwrap();
+    let seed = salesync_emulator::seed::generate(c.people, c.seed);
+    marketo.seed_world(&seed);
+    salesforce.seed_world(&seed);
+    World { marketo, salesforce, seed }
+}
+
+fn marketo_client(w: &World) -> Arc<dyn MarketoApi> {
+    Arc::new(
+        salesync::marketo::MarketoClient::builder()
+            .base_url(w.marketo.base_url())
+            .client_id(w.marketo.client_id())
+            .client_secret(w.marketo.client_secret())
+            .rate_limit(CALLS_PER_WINDOW as usize, WINDOW)
+            .max_concurrent(MAX_CONCURRENT as usize)
+            .timeout(CLIENT_TIMEOUT)
+            .retry(salesync::marketo::RetryConfig {
+                max_attempts: 4,
+                base_delay: Duration::from_millis(5),
+                max_delay: Duration::from_millis(40),
+            })
+            .build()
+            .unwrap(),
+    )
+}
+
+fn salesforce_client(w: &World) -> Arc<dyn SalesforceApi> {
+    Arc::new(
+        salesync::salesforce::SalesforceClient::builder()
+            .login_url(w.salesforce.base_url())
+            .client_id(w.salesforce.client_id())
+            .client_secret(w.salesforce.client_secret())
+            .timeout(CLIENT_TIMEOUT)
+            .retry(salesync::salesforce::RetryConfig {
+                max_attempts: 4,
+                base_delay: Duration::from_millis(5),
+                max_delay: Duration::from_millis(40),
+            })
+            .build()
+            .unwrap(),
+    )
+}
+
+fn engine(
+    mode: InitialMode,
+    marketo: Arc<dyn MarketoApi>,
+    salesforce: Arc<dyn SalesforceApi>,
+    store: Arc<dyn Store>,
+) -> SyncEngine {
+    SyncEngine::builder()
+        .marketo(marketo)
+        .salesforce(salesforce)
+        .store(store)
+        .settings(EngineSettings {
+            instance_id: "chaos".into(),
+            initial_mode: mode,
+            page_size: 100,
+            export_poll: Duration::from_millis(10),
+            export_poll_max: Duration::from_millis(50),
+            retry: RetrySettings {
+                max_attempts: 6,
+                base_delay: Duration::from_millis(10),
+                max_delay: Duration::from_millis(100),
+            },
+            ..EngineSettings::default()
+        })
+        .build()
+        .unwrap()
+}
+
+/// Passes until one succeeds (bounded): a pass may fail when faults outlast both retry layers.
+async fn sync_until_ok(eng: &SyncEngine, what: &str) -> u32 {
+    let mut failures = 0;
+    loop {
+        match eng.sync_once().await {
+            Ok(report) => {
+                assert!(report.record_errors.is_empty(), "{what}: {:?}", report.record_errors);
+                return failures;
+            }
+            Err(e) => {
+                assert!(e.is_retryable(), "{what}: a pass failed for good under retryable faults: {e}");
+                failures += 1;
+                assert!(failures < 8, "{what}: no pass succeeded in 8 tries; last error: {e}");
+            }
+        }
+    }
+}
+
+/// Changes of every kind in Marketo between passes.
+fn mutate(w: &World, m: &BTreeMap<i64, salesync::core::Person>, round: usize) {
+    let ids: Vec<i64> = m.keys().copied().collect();
+    let base = round * 7;
+    let owner = w.seed.users[0].id.clone();
+    assert!(w.marketo.update_lead(ids[base], obj(json!({"firstName": format!("Renamed {round}"), "title": "CTO"}))));
+    assert!(w.marketo.update_lead(ids[base + 1], obj(json!({"sfdcLeadOwnerId": null}))));
+    assert!(w.marketo.delete_lead(ids[base + 2]));
+    assert!(w.marketo.merge_leads(ids[base + 3], &[ids[base + 4]]));
+    assert!(w.marketo.update_lead(ids[base + 5], obj(json!({"phone": "+1 555 0100", "company": "Chaos Inc"}))));
+    let unqualified = w.seed.people.iter().filter(|p| !p.has_owner()).nth(round).unwrap().marketo_id;
+    assert!(w.marketo.update_lead(
+        unqualified,
+        obj(json!({"sfdcType": "Lead", "sfdcLeadId": salesync_emulator::sfid::mint("00Q", 800_000 + round as u64), "sfdcLeadOwnerId": owner}))
+    ));
+    w.marketo.create_lead(obj(json!({
+        "firstName": "New", "lastName": format!("Person {round}"), "email": format!("new{round}@example.com"),
+        "sfdcType": "Contact", "sfdcContactId": salesync_emulator::sfid::mint("003", 810_000 + round as u64),
+        "sfdcLeadOwnerId": owner
+    })));
+}
+
+fn activity(id: String, marketo_id: i64, kind: K) -> SalesActivity {
+    SalesActivity {
+        id,
+        marketo_id,
+        kind,
+        occurred_at: Utc::now() - chrono::Duration::minutes(5),
+        actor_email: Some("rep@example.com".into()),
+        actor_salesforce_user: None,
+        subject: Some(format!("About {}", kind.slug())),
+        link: Some("https://example.com/pricing".into()),
+        template: None,
+        campaign: Some(CampaignRef { name: Some("Q4 outreach".into()), ..CampaignRef::default() }),
+        call: Some(CallDetails {
+            status: CallStatus::Completed,
+            duration_secs: Some(90),
+            phone_number: None,
+            recording_url: None,
+            answered_by: None,
+            outcome: None,
+            reason: None,
+        }),
+        bounce_details: Some("mailbox full".into()),
+        body: None,
+        sales_person_id: None,
+    }
+}
+
+/// What was recorded for delivery.
+#[derive(Default)]
+struct Recorded {
+    /// Activity id → kind and the Salesforce record its Task must land on.
+    activities: BTreeMap<String, (K, String)>,
+    /// Reminder id → (Salesforce record, final subject, completed).
+    reminders: BTreeMap<String, (String, String, bool)>,
+    /// Salesforce records that must be opted out.
+    opted_out: Vec<String>,
+}
+
+fn dispatcher(marketo: Arc<dyn MarketoApi>, salesforce: Arc<dyn SalesforceApi>, store: Arc<dyn Store>) -> Dispatcher {
+    Dispatcher::builder()
+        .marketo(marketo)
+        .salesforce(salesforce)
+        .store(store)
+        .settings(DeliverySettings {
+            worker_id: "chaos".into(),
+            marketo_batch: 5,
+            salesforce_batch: 2,
+            lease: Duration::from_secs(5),
+            backoff_base: Duration::from_millis(10),
+            backoff_max: Duration::from_millis(100),
+            max_attempts: 100,
+            reminder_poll_interval: Duration::from_secs(3600),
+            opt_out_reconcile: false,
+            salesforce_api_reserve: 0,
+            clock: Arc::new(SystemClock),
+            ..DeliverySettings::default()
+        })
+        .build()
+        .unwrap()
+}
+
+/// Delivers until the outbox is empty (bounded); nothing may be parked.
+async fn deliver_until_done(d: &Dispatcher, store: &dyn Store, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let report = d.deliver_once().await.unwrap();
+        let c = d.counts().await.unwrap();
+        assert_eq!(c.parked, 0, "{what}: parked {:?}", d.parked(5).await.unwrap());
+        if c.pending == 0 && c.in_flight == 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not delivered in time: {c:?}; last round {report:?}; pending {:?}",
+            store.outbox_items(salesync::delivery::OutboxState::Pending, 3).await.unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Records all eight kinds for a few mirror people, unsubscribes and reminders.
+async fn record_round(d: &Dispatcher, people: &[salesync::core::Person], round: usize, rec: &mut Recorded) {
+    for (i, p) in people.iter().enumerate() {
+        let who =
+            p.salesforce_contact_id.as_ref().or(p.salesforce_lead_id.as_ref()).map(|s| s.as_str().to_string()).unwrap();
+        for kind in K::ALL {
+            let id = format!("r{round}p{i}-{}", kind.slug());
+            d.record_activity(activity(id.clone(), p.marketo_id, kind)).await.unwrap();
+            rec.activities.insert(id, (kind, who.clone()));
+        }
+        if i % 3 == 0 {
+            d.record_unsubscribe(p.marketo_id).await.unwrap();
+            rec.opted_out.push(who.clone());
+        }
+        if i % 2 == 0 {
+            let id = format!("rem{round}p{i}");
+            d.create_reminder(NewReminder {
+                id: Some(id.clone()),
+                marketo_id: p.marketo_id,
+                subject: "Call back".into(),
+                priority: ReminderPriority::High,
+                due_date: chrono::NaiveDate::from_ymd_opt(2026, 12, 24),
+                details: Some("pricing".into()),
+            })
+            .await
+            .unwrap();
+            rec.reminders.insert(id, (who.clone(), "Call back".into(), false));
+        }
+    }
+}
+
+/// Edits and completes the reminders of a round.
+async fn change_reminders(d: &Dispatcher, rec: &mut Recorded) {
+    for (n, (id, (_, subject, done))) in rec.reminders.iter_mut().enumerate() {
+        if n % 2 == 0 {
+            *subject = format!("Call back about {id}");
+            d.edit_reminder(id, ReminderChanges { subject: Some(subject.clone()), ..ReminderChanges::default() })
+                .await
+                .unwrap();
+        }
+        if n % 3 != 2 {
+            d.complete_reminder(id).await.unwrap();
+            *done = true;
+        }
+    }
+}
+
+fn assert_delivered_once(w: &World, rec: &Recorded) {
+    // Marketo: exactly one custom activity per recorded activity.
+    let mut per_id: HashMap<String, usize> = HashMap::new();
+    for a in w.marketo.custom_activities() {
+        let id = a["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["apiName"] == "salesyncActivityId")
+            .and_then(|x| x["value"].as_str())
+            .unwrap()
+            .to_string();
+        *per_id.entry(id).or_default() += 1;
+    }
+    let dups: Vec<_> = per_id.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(dups.is_empty(), "duplicates in Marketo: {dups:?}");
+    let missing: Vec<_> = rec.activities.keys().filter(|id| !per_id.contains_key(*id)).collect();
+    assert!(missing.is_empty(), "missing in Marketo: {missing:?}");
+    assert_eq!(per_id.len(), rec.activities.len());
+
+    // Salesforce: one Task per email, reply and call, one per reminder, on the right record.
+    let mut by_ext: HashMap<String, Vec<Map<String, Value>>> = HashMap::new();
+    for t in w.salesforce.records("Task") {
+        if let Some(ext) = t.get(EXT).and_then(Value::as_str) {
+            by_ext.entry(ext.to_string()).or_default().push(t);
+        }
+    }
+    let mut expected = 0;
+    for (id, (kind, who)) in &rec.activities {
+        if kind.task_kind().is_some() {
+            expected += 1;
+            let found = by_ext.get(id).unwrap_or_else(|| panic!("no Task for {id}"));
+            assert_eq!(found.len(), 1, "{id} logged {} times", found.len());
+            assert_eq!(found[0]["WhoId"].as_str(), Some(who.as_str()), "{id}");
+        } else {
+            assert!(!by_ext.contains_key(id), "{id} ({kind:?}) must not be logged to Salesforce");
+        }
+    }
+    for (id, (who, subject, done)) in &rec.reminders {
+        expected += 1;
+        let found = by_ext.get(id).unwrap_or_else(|| panic!("no Task for reminder {id}"));
+        assert_eq!(found.len(), 1, "reminder {id} has {} Tasks", found.len());
+        assert_eq!(found[0]["WhoId"].as_str(), Some(who.as_str()), "reminder {id}");
+        let got = found[0]["Subject"].as_str().unwrap_or_default();
+        assert!(got.ends_with(&format!(": {subject}")), "reminder {id}: subject {got:?}, want {subject:?}");
+        assert_eq!(found[0]["Status"], json!(if *done { "Completed" } else { "Not Started" }), "reminder {id}");
+    }
+    assert_eq!(by_ext.len(), expected, "Tasks with an external id");
+    for who in &rec.opted_out {
+        let object = if who.starts_with("003") { "Contact" } else { "Lead" };
+        assert_eq!(w.salesforce.get(object, who).unwrap()["HasOptedOutOfEmail"], json!(true), "{who}");
+    }
+}
+
+fn assert_limits_kept(w: &World) {
+    let rejected = w.marketo.limit_rejections();
+    assert_eq!((rejected.rate, rejected.concurrency), (0, 0), "Marketo's own limits had to turn calls away");
+    let max = w.marketo.max_calls_in_any_window();
+    assert!(max <= CALLS_PER_WINDOW, "{max} calls in one window");
+    let conc = w.marketo.max_concurrent_seen();
+    assert!(conc <= MAX_CONCURRENT, "{conc} calls in flight at once");
+}
+
+fn label<E: std::fmt::Debug>(side: &str, rule: &FaultRule<E>) -> String {
+    let action = match &rule.action {
+        FaultAction::Error(e) => format!("{e:?}"),
+        other => format!("{other:?}"),
+    };
+    let action = action.split(", message").next().unwrap_or_default().to_string();
+    format!(
+        "{side} {action} on {}{}",
+        rule.method.as_deref().unwrap_or("*"),
+        rule.path_contains.as_deref().unwrap_or("")
+    )
+}
+
+/// How often each rule was applied, and the calls each emulator answered; every rule must have
+/// fired at least once (else the scenario proved nothing about it).
+fn fired(w: &World) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    let plan = w.marketo.faults();
+    for (rule, n) in plan.rules().iter().zip(plan.applied()) {
+        *out.entry(label("marketo", rule)).or_default() += n;
+    }
+    let plan = w.salesforce.faults();
+    for (rule, n) in plan.rules().iter().zip(plan.applied()) {
+        *out.entry(label("salesforce", rule)).or_default() += n;
+    }
+    for (k, n) in &out {
+        assert!(*n > 0, "fault never fired: {k} ({out:?})");
+    }
+    out.insert("marketo calls".into(), w.marketo.call_log().len() as u64);
+    out.insert(
+        "marketo 602 (token expired)".into(),
+        w.marketo.call_log().iter().filter(|c| c.outcome.as_deref() == Some("602")).count() as u64,
+    );
+    out.insert("salesforce calls".into(), w.salesforce.call_log().len() as u64);
+    out.insert(
+        "salesforce INVALID_SESSION_ID".into(),
+        w.salesforce.call_log().iter().filter(|c| c.error_code.as_deref() == Some("INVALID_SESSION_ID")).count() as u64,
+    );
+    out
+}
+
+/// The whole scenario on one store.
+async fn run(c: Chaos, store: Arc<dyn Store>) -> BTreeMap<String, u64> {
+    let started = std::time::Instant::now();
+    let w = start_world(&c).await;
+    w.marketo.set_faults(FaultPlan::new(c.marketo.clone(), c.seed));
+    w.salesforce.set_faults(FaultPlan::new(c.salesforce.clone(), c.seed + 1));
+    let marketo = marketo_client(&w);
+    let salesforce = salesforce_client(&w);
+    let eng = engine(c.mode.unwrap_or(InitialMode::Rest), marketo.clone(), salesforce.clone(), store.clone());
+    sync_until_ok(&eng, "initial sync").await;
+    assert_mirror_matches(&w, store.as_ref()).await;
+
+    store.put_settings(AdminSettings { reminder_task_sync: true, ..AdminSettings::default() }).await.unwrap();
+    let d = dispatcher(marketo, salesforce, store.clone());
+    let mut rec = Recorded::default();
+    for round in 0..3 {
+        let m = mirror(store.as_ref()).await;
+        // Delivery targets: people untouched by this round's mutations.
+        let people: Vec<_> = m.values().skip(40 + round * 8).take(8).cloned().collect();
+        record_round(&d, &people, round, &mut rec).await;
+        mutate(&w, &m, round);
+        if c.concurrent {
+            let (_, _) = tokio::join!(
+                sync_until_ok(&eng, "incremental sync"),
+                deliver_until_done(&d, store.as_ref(), "delivery")
+            );
+        } else {
+            sync_until_ok(&eng, "incremental sync").await;
+            deliver_until_done(&d, store.as_ref(), "delivery").await;
+        }
+        assert_mirror_matches(&w, store.as_ref()).await;
+    }
+    change_reminders(&d, &mut rec).await;
+    deliver_until_done(&d, store.as_ref(), "reminder changes").await;
+    // A last pass with nothing new changes nothing.
+    let report = loop {
+        if let Ok(r) = eng.sync_once().await {
+            break r;
+        }
+    };
+    assert_eq!((report.inserted, report.updated, report.removed.total()), (0, 0, 0));
+    assert_mirror_matches(&w, store.as_ref()).await;
+    assert_delivered_once(&w, &rec);
+    assert_limits_kept(&w);
+    let fired = fired(&w);
+    eprintln!("chaos scenario {} done in {:?}: {fired:?}", c.seed, started.elapsed());
+    w.marketo.clone().shutdown().await;
+    w.salesforce.clone().shutdown().await;
+    fired
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_marketo_and_salesforce_error_codes() {
+    let (store, _dir) = sqlite().await;
+    let c = Chaos {
+        seed: 101,
+        people: 500,
+        marketo: marketo_errors(),
+        salesforce: salesforce_errors(),
+        ..Chaos::default()
+    };
+    run(c, store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_marketo_rate_and_concurrency_answers() {
+    let (store, _dir) = sqlite().await;
+    let c = Chaos { seed: 202, people: 500, marketo: vec![mk("606"), mk("615")], ..Chaos::default() };
+    run(c, store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_drops_timeouts_and_lost_write_responses() {
+    let (store, _dir) = sqlite().await;
+    let c = Chaos {
+        seed: 303,
+        people: 500,
+        marketo: marketo_transport(),
+        salesforce: salesforce_transport(),
+        ..Chaos::default()
+    };
+    run(c, store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_tokens_expire_mid_stream() {
+    let (store, _dir) = sqlite().await;
+    let c = Chaos { seed: 404, people: 500, short_tokens: true, marketo: vec![mk("602")], ..Chaos::default() };
+    run(c, store).await;
+}
+
+fn everything() -> Chaos {
+    let mut marketo = marketo_errors();
+    marketo.extend([mk("606"), mk("615"), mk("602")]);
+    marketo.extend(marketo_transport());
+    let mut salesforce = salesforce_errors();
+    salesforce.extend(salesforce_transport());
+    Chaos {
+        seed: 505,
+        people: 500,
+        mode: Some(InitialMode::Bulk),
+        marketo,
+        salesforce,
+        short_tokens: true,
+        concurrent: true,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_everything_at_once() {
+    let (store, _dir) = sqlite().await;
+    run(everything(), store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_everything_at_once() {
+    let schema = format!("chaos_{}", uuid::Uuid::new_v4().simple());
+    let store = salesync::store::PostgresStore::open_in_schema(&postgres_url(), &schema)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {} is needed: {e}", postgres_url()));
+    let pool = store.pool().clone();
+    let store: Arc<dyn Store> = Arc::new(store);
+    let outcome = tokio::spawn(run(Chaos { seed: 606, ..everything() }, store)).await;
+    sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).execute(&pool).await.unwrap();
+    outcome.unwrap();
+}
