@@ -151,7 +151,9 @@ async fn read_capped(mut resp: Response, cap: usize) -> Result<Vec<u8>, ReadErro
     {
         return Err(ReadError::TooLarge(cap));
     }
-    let mut buf = Vec::with_capacity(resp.content_length().map_or(8 * 1024, |l| l as usize));
+    // A declared length is a hint only: never reserve more than 1 MiB up front on its word.
+    let hint = resp.content_length().map_or(8 * 1024, |l| usize::try_from(l).unwrap_or(cap).min(1024 * 1024));
+    let mut buf = Vec::with_capacity(hint);
     while let Some(chunk) = resp.chunk().await.map_err(ReadError::Http)? {
         if buf.len() + chunk.len() > cap {
             return Err(ReadError::TooLarge(cap));
@@ -166,6 +168,17 @@ pub(crate) fn snippet(body: &[u8]) -> String {
     let s = String::from_utf8_lossy(&body[..body.len().min(400)]);
     let s: String = s.chars().take(200).collect();
     s.trim().to_string()
+}
+
+/// Whether a body is an HTML document (an error page of a proxy, a load balancer or a login wall).
+pub(crate) fn looks_like_html(body: &[u8]) -> bool {
+    let start = body.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(body.len());
+    let head = &body[start..body.len().min(start + 64)];
+    let head = String::from_utf8_lossy(head).to_ascii_lowercase();
+    head.starts_with("<!doctype html")
+        || head.starts_with("<html")
+        || head.starts_with("<head")
+        || head.starts_with("<body")
 }
 
 /// The typed error of a final failure.
@@ -188,6 +201,10 @@ pub(crate) fn interpret_json<T: DeserializeOwned>(status: u16, body: &[u8]) -> I
         match parse_body::<T>(status, body) {
             Parsed::Ok(env) => Interp::Done(env),
             Parsed::Failed { action, code, message } => Interp::Act { action, code, message },
+            Parsed::Malformed(_) if looks_like_html(body) => Interp::Fail(MkError::protocol(format!(
+                "HTTP {status} answered with an HTML page instead of JSON (a proxy or login page?): {}",
+                snippet(body)
+            ))),
             Parsed::Malformed(d) => Interp::Fail(MkError::protocol(format!("HTTP {status}: {d}"))),
         }
     } else {

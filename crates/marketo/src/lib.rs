@@ -8,6 +8,9 @@ mod client;
 mod config;
 mod envelope;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod limiter;
 mod ops;
 mod token;

@@ -18,7 +18,7 @@ use salesync_core::ports::marketo::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::client::{Interp, MarketoClient, Received, Req, Safety, interpret_error_status, snippet};
+use crate::client::{Interp, MarketoClient, Received, Req, Safety, interpret_error_status, looks_like_html, snippet};
 use crate::envelope::{Envelope, probe_error};
 use crate::error::MkError;
 use crate::wire::{
@@ -646,12 +646,15 @@ impl MarketoClient {
         let mut req =
             Req::get("export.file", self.url(&["bulk", "v1", "leads", "export", export_id, "file.json"])?, Vec::new());
         req.file_from = Some(offset);
-        let is_json = |r: &reqwest::Response| {
+        let content_type_has = |r: &reqwest::Response, what: &str| {
             r.headers()
                 .get(reqwest::header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.to_ascii_lowercase().contains("json"))
+                .is_some_and(|v| v.to_ascii_lowercase().contains(what))
         };
+        // A JSON error envelope, or an HTML page (a proxy's or a login wall's) sent with 200, is read
+        // as a body and reported; anything else is the file.
+        let is_json = |r: &reqwest::Response| content_type_has(r, "json") || content_type_has(r, "html");
         let export = export_id.to_string();
         self.run(
             &req,
@@ -671,12 +674,23 @@ impl MarketoClient {
                 Received::Body { status: 404, body } if probe_error(&body).is_none() => {
                     Interp::Fail(MkError::FileNotReady { export_id: export.clone(), message: snippet(&body) })
                 }
+                Received::Body { status, body } if (200..300).contains(&status) && looks_like_html(&body) => {
+                    Interp::Fail(MkError::protocol(format!(
+                        "export {export} file: HTTP {status} answered with an HTML page instead of the CSV file \
+                         (a proxy or login page?): {}",
+                        snippet(&body)
+                    )))
+                }
                 Received::Body { status, body } if (200..300).contains(&status) => {
                     match crate::envelope::parse_body::<serde::de::IgnoredAny>(status, &body) {
                         crate::envelope::Parsed::Failed { action, code, message } => {
                             Interp::Act { action, code, message }
                         }
-                        _ => Interp::Fail(MkError::protocol("export file answered with JSON instead of the file")),
+                        _ => Interp::Fail(MkError::protocol(format!(
+                            "export {export} file: HTTP {status} answered with a JSON or HTML body instead of the \
+                             CSV file: {}",
+                            snippet(&body)
+                        ))),
                     }
                 }
                 Received::Body { status, body } => interpret_error_status(status, &body),

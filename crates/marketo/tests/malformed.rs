@@ -1,0 +1,302 @@
+//! Hostile responses: a tiny axum server on loopback serves a good token and bad data, and the
+//! real connector must turn each into a typed error, without panicking, hanging, or reading an
+//! unbounded body into memory.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::http::{Response, StatusCode, header};
+use axum::routing::get;
+use futures::StreamExt;
+use salesync_core::Error;
+use salesync_core::ports::marketo::MarketoApi;
+use salesync_marketo::{MarketoClient, RetryConfig};
+
+const ATTEMPTS: u32 = 3;
+
+/// A server answering every data call with `respond()`; the token endpoint works.
+struct Hostile {
+    base: String,
+    hits: Arc<AtomicUsize>,
+}
+
+impl Hostile {
+    async fn start(respond: impl Fn() -> Response<Body> + Send + Sync + 'static) -> Hostile {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&hits);
+        let respond = Arc::new(respond);
+        let app = Router::new()
+            .route(
+                "/identity/oauth/token",
+                get(|| async {
+                    json(
+                        StatusCode::OK,
+                        r#"{"access_token":"tok","token_type":"bearer","expires_in":3599,"scope":"api@x"}"#,
+                    )
+                }),
+            )
+            .fallback(move || {
+                let respond = Arc::clone(&respond);
+                counter.fetch_add(1, Ordering::SeqCst);
+                async move { respond() }
+            });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Hostile { base: format!("http://{addr}"), hits }
+    }
+
+    fn client(&self, timeout: Duration) -> MarketoClient {
+        MarketoClient::builder()
+            .base_url(&self.base)
+            .client_id("id")
+            .client_secret("secret")
+            .retry(RetryConfig {
+                max_attempts: ATTEMPTS,
+                base_delay: Duration::from_millis(5),
+                max_delay: Duration::from_millis(20),
+            })
+            .timeout(timeout)
+            .build()
+            .unwrap()
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+fn json(status: StatusCode, body: &'static str) -> Response<Body> {
+    Response::builder().status(status).header(header::CONTENT_TYPE, "application/json").body(Body::from(body)).unwrap()
+}
+
+fn html(status: StatusCode) -> Response<Body> {
+    let page = format!(
+        "<html><head><title>{status}</title></head><body><center><h1>{status}</h1></center><hr><center>nginx</center></body></html>"
+    );
+    Response::builder().status(status).header(header::CONTENT_TYPE, "text/html").body(Body::from(page)).unwrap()
+}
+
+fn body_of(stream: impl futures::Stream<Item = Result<Bytes, Infallible>> + Send + 'static) -> Body {
+    Body::from_stream(stream)
+}
+
+/// One byte every 100 ms, forever.
+fn drip() -> Body {
+    body_of(futures::stream::unfold((), |()| async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Some((Ok(Bytes::from_static(b" ")), ()))
+    }))
+}
+
+async fn leads(
+    c: &MarketoClient,
+) -> salesync_core::Result<salesync_core::ports::Page<salesync_core::mapping::LeadRecord>> {
+    c.leads_by_filter("id", &["1".to_string()], &["id".to_string()], None).await
+}
+
+fn protocol_detail(e: &Error) -> &str {
+    match e {
+        Error::Protocol { detail, .. } => detail,
+        other => panic!("expected a protocol error, got {other:?}"),
+    }
+}
+
+/// The whole source chain of an error, for assertions on transport causes.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(" / ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
+}
+
+#[tokio::test]
+async fn truncated_json_page_is_a_protocol_error_and_not_retried() {
+    let h =
+        Hostile::start(|| json(StatusCode::OK, r#"{"requestId":"a#b","success":true,"result":[{"id":1,"email":"a@"#))
+            .await;
+    let e = leads(&h.client(Duration::from_secs(5))).await.unwrap_err();
+    assert!(protocol_detail(&e).contains("malformed JSON"), "{e}");
+    assert!(!e.is_retryable());
+    assert_eq!(h.hits(), 1, "a broken 200 answer is not retried");
+}
+
+#[tokio::test]
+async fn wrong_types_are_protocol_errors_or_record_errors() {
+    // `result` must be an array.
+    let h = Hostile::start(|| json(StatusCode::OK, r#"{"requestId":"a#b","success":true,"result":{"id":1}}"#)).await;
+    let e = leads(&h.client(Duration::from_secs(5))).await.unwrap_err();
+    assert!(protocol_detail(&e).contains("result"), "{e}");
+    // `success` must be a boolean.
+    let h = Hostile::start(|| json(StatusCode::OK, r#"{"success":"yes","result":[]}"#)).await;
+    let e = leads(&h.client(Duration::from_secs(5))).await.unwrap_err();
+    assert!(matches!(e, Error::Protocol { .. }), "{e:?}");
+    // A bad field is one bad record, not a failed page.
+    let h = Hostile::start(|| json(StatusCode::OK, r#"{"success":true,"result":[{"id":"x"},{"id":2,"firstName":7}]}"#))
+        .await;
+    let page = leads(&h.client(Duration::from_secs(5))).await.unwrap();
+    assert_eq!(page.items.len(), 2);
+    let e = page.items[1].0.as_ref().unwrap_err();
+    assert_eq!((e.record_id, e.field.as_str()), (Some(2), "firstName"));
+}
+
+#[tokio::test]
+async fn proxy_html_502_is_retried_then_unavailable() {
+    let h = Hostile::start(|| html(StatusCode::BAD_GATEWAY)).await;
+    let e = leads(&h.client(Duration::from_secs(5))).await.unwrap_err();
+    match &e {
+        Error::Unavailable { code, message, .. } => {
+            assert_eq!(code, "502");
+            assert!(message.contains("502 Bad Gateway"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(e.is_retryable(), "the caller may try again later");
+    assert_eq!(h.hits(), ATTEMPTS as usize);
+}
+
+#[tokio::test]
+async fn html_page_with_200_is_a_protocol_error_naming_html() {
+    let h = Hostile::start(|| html(StatusCode::OK)).await;
+    let e = leads(&h.client(Duration::from_secs(5))).await.unwrap_err();
+    assert!(protocol_detail(&e).contains("HTML"), "{e}");
+    assert!(!e.is_retryable());
+    assert_eq!(h.hits(), 1);
+}
+
+#[tokio::test]
+async fn gzip_lie_is_a_transport_error() {
+    let h = Hostile::start(|| {
+        Response::builder()
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CONTENT_ENCODING, "gzip")
+            .body(Body::from(r#"{"success":true,"result":[]}"#))
+            .unwrap()
+    })
+    .await;
+    let e = leads(&h.client(Duration::from_secs(5))).await.unwrap_err();
+    assert!(matches!(e, Error::Transport { .. }), "{e:?}");
+    assert!(chain(&e).contains("decod"), "{}", chain(&e));
+    assert_eq!(h.hits(), ATTEMPTS as usize, "a broken read is retried a bounded number of times");
+}
+
+#[tokio::test]
+async fn declared_enormous_body_is_refused_unread() {
+    let h = Hostile::start(|| {
+        Response::builder()
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CONTENT_LENGTH, (1u64 << 40).to_string())
+            .body(drip())
+            .unwrap()
+    })
+    .await;
+    let started = Instant::now();
+    let e = leads(&h.client(Duration::from_secs(30))).await.unwrap_err();
+    assert!(protocol_detail(&e).contains("exceeds"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(h.hits(), 1);
+}
+
+#[tokio::test]
+async fn endless_body_is_cut_at_the_cap() {
+    let h = Hostile::start(|| {
+        let chunk = Bytes::from(vec![b' '; 256 * 1024]);
+        Response::builder()
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body_of(futures::stream::repeat(Ok(chunk))))
+            .unwrap()
+    })
+    .await;
+    let e = leads(&h.client(Duration::from_secs(60))).await.unwrap_err();
+    assert!(protocol_detail(&e).contains("exceeds 67108864 bytes"), "{e}");
+    assert_eq!(h.hits(), 1, "an oversized answer is not fetched again");
+}
+
+#[tokio::test]
+async fn slow_drip_is_cut_by_the_timeout() {
+    let h =
+        Hostile::start(|| Response::builder().header(header::CONTENT_TYPE, "application/json").body(drip()).unwrap())
+            .await;
+    let started = Instant::now();
+    let e = leads(&h.client(Duration::from_millis(400))).await.unwrap_err();
+    assert!(matches!(e, Error::Transport { .. }), "{e:?}");
+    assert!(chain(&e).contains("timed out") || chain(&e).contains("timeout"), "{}", chain(&e));
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert_eq!(h.hits(), ATTEMPTS as usize);
+}
+
+#[tokio::test]
+async fn export_file_html_200_is_a_protocol_error() {
+    let h = Hostile::start(|| html(StatusCode::OK)).await;
+    let e = h.client(Duration::from_secs(5)).lead_export_file("ce45a7a1-f19d-4ce2-882c-a3c795940a1f", 0).await;
+    let e = e.err().expect("an HTML page is not the export file");
+    assert!(protocol_detail(&e).contains("HTML"), "{e}");
+    assert_eq!(h.hits(), 1);
+}
+
+#[tokio::test]
+async fn export_file_proxy_502_is_retried_then_unavailable() {
+    let h = Hostile::start(|| html(StatusCode::BAD_GATEWAY)).await;
+    let e = h.client(Duration::from_secs(5)).lead_export_file("ce45a7a1", 0).await.err().unwrap();
+    assert!(matches!(&e, Error::Unavailable { code, .. } if code == "502"), "{e:?}");
+    assert_eq!(h.hits(), ATTEMPTS as usize);
+}
+
+/// Collects a file stream: the bytes before the error, and the error.
+async fn drain(c: &MarketoClient) -> (Vec<u8>, Option<Error>) {
+    let mut s = c.lead_export_file("ce45a7a1", 0).await.unwrap();
+    let mut got = Vec::new();
+    while let Some(chunk) = s.next().await {
+        match chunk {
+            Ok(b) => got.extend(b),
+            Err(e) => return (got, Some(e)),
+        }
+    }
+    (got, None)
+}
+
+#[tokio::test]
+async fn stalled_export_download_is_cut_by_the_read_timeout_and_resumed() {
+    let h = Hostile::start(|| {
+        let head = futures::stream::once(async { Ok(Bytes::from_static(b"id,email\n1,a@example.com\n")) });
+        Response::builder()
+            .header(header::CONTENT_TYPE, "text/csv")
+            .body(body_of(head.chain(futures::stream::pending())))
+            .unwrap()
+    })
+    .await;
+    let started = Instant::now();
+    let (got, e) = drain(&h.client(Duration::from_millis(300))).await;
+    let e = e.expect("the download breaks off");
+    assert_eq!(got, b"id,email\n1,a@example.com\n", "bytes are delivered once, resumed downloads skip them");
+    assert!(matches!(e, Error::Transport { .. }), "{e:?}");
+    assert!(e.to_string().contains("broke off at byte 25"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert_eq!(h.hits(), ATTEMPTS as usize, "the stalled download is resumed, a bounded number of times");
+}
+
+#[tokio::test]
+async fn export_file_gzip_lie_is_a_stream_error() {
+    let h = Hostile::start(|| {
+        Response::builder()
+            .header(header::CONTENT_TYPE, "text/csv")
+            .header(header::CONTENT_ENCODING, "gzip")
+            .body(Body::from("id,email\n1,a@example.com\n"))
+            .unwrap()
+    })
+    .await;
+    let (got, e) = drain(&h.client(Duration::from_secs(5))).await;
+    assert!(got.is_empty());
+    let e = e.expect("undecodable file");
+    assert!(matches!(e, Error::Transport { .. }), "{e:?}");
+    assert!(chain(&e).contains("decod"), "{}", chain(&e));
+}
