@@ -34,8 +34,8 @@ use salesync_emulator::salesforce::{SalesforceConfig, SalesforceEmulator, Salesf
 use serde_json::{Map, Value, json};
 
 /// Scaled-down Marketo limits, set identically on the emulator and the connector.
-const CALLS_PER_WINDOW: u32 = 40;
-const WINDOW: Duration = Duration::from_millis(1000);
+const CALLS_PER_WINDOW: u32 = 20;
+const WINDOW: Duration = Duration::from_millis(500);
 const MAX_CONCURRENT: u32 = 10;
 /// Client timeout; injected delays are longer.
 const CLIENT_TIMEOUT: Duration = Duration::from_millis(400);
@@ -55,6 +55,8 @@ struct Chaos {
     short_tokens: bool,
     /// Sync and delivery run at the same time through one Marketo client.
     concurrent: bool,
+    /// Rounds of recording, mutating, syncing and delivering.
+    rounds: usize,
 }
 
 fn mk(code: &str) -> FaultRule<MarketoFault> {
@@ -283,7 +285,7 @@ fn dispatcher(marketo: Arc<dyn MarketoApi>, salesforce: Arc<dyn SalesforceApi>, 
         .store(store)
         .settings(DeliverySettings {
             worker_id: "chaos".into(),
-            marketo_batch: 5,
+            marketo_batch: 10,
             salesforce_batch: 2,
             lease: Duration::from_secs(5),
             backoff_base: Duration::from_millis(10),
@@ -484,7 +486,7 @@ async fn run(c: Chaos, store: Arc<dyn Store>) -> BTreeMap<String, u64> {
     store.put_settings(AdminSettings { reminder_task_sync: true, ..AdminSettings::default() }).await.unwrap();
     let d = dispatcher(marketo, salesforce, store.clone());
     let mut rec = Recorded::default();
-    for round in 0..3 {
+    for round in 0..c.rounds.max(1) {
         let m = mirror(store.as_ref()).await;
         // Delivery targets: people untouched by this round's mutations.
         let people: Vec<_> = m.values().skip(40 + round * 8).take(8).cloned().collect();
@@ -528,6 +530,7 @@ async fn sqlite_marketo_and_salesforce_error_codes() {
         people: 500,
         marketo: marketo_errors(),
         salesforce: salesforce_errors(),
+        rounds: 3,
         ..Chaos::default()
     };
     run(c, store).await;
@@ -536,7 +539,7 @@ async fn sqlite_marketo_and_salesforce_error_codes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_marketo_rate_and_concurrency_answers() {
     let (store, _dir) = sqlite().await;
-    let c = Chaos { seed: 202, people: 500, marketo: vec![mk("606"), mk("615")], ..Chaos::default() };
+    let c = Chaos { seed: 202, people: 500, marketo: vec![mk("606"), mk("615")], rounds: 3, ..Chaos::default() };
     run(c, store).await;
 }
 
@@ -548,6 +551,7 @@ async fn sqlite_drops_timeouts_and_lost_write_responses() {
         people: 500,
         marketo: marketo_transport(),
         salesforce: salesforce_transport(),
+        rounds: 3,
         ..Chaos::default()
     };
     run(c, store).await;
@@ -556,7 +560,8 @@ async fn sqlite_drops_timeouts_and_lost_write_responses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_tokens_expire_mid_stream() {
     let (store, _dir) = sqlite().await;
-    let c = Chaos { seed: 404, people: 500, short_tokens: true, marketo: vec![mk("602")], ..Chaos::default() };
+    let c =
+        Chaos { seed: 404, people: 500, short_tokens: true, marketo: vec![mk("602")], rounds: 3, ..Chaos::default() };
     run(c, store).await;
 }
 
@@ -574,6 +579,7 @@ fn everything() -> Chaos {
         salesforce,
         short_tokens: true,
         concurrent: true,
+        rounds: 2,
     }
 }
 
