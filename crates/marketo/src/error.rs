@@ -93,7 +93,12 @@ impl From<MkError> for Error {
         let service = Service::Marketo;
         match e {
             MkError::RateLimited { retry_after, .. } => Error::RateLimited { service, retry_after },
-            MkError::Quota { detail } => Error::QuotaExhausted { service, resets_at: None, detail },
+            // 607, the client-side budget and the bulk export quota all reset at midnight US Central.
+            MkError::Quota { detail } => Error::QuotaExhausted {
+                service,
+                resets_at: Some(crate::limiter::next_central_midnight(chrono::Utc::now())),
+                detail,
+            },
             MkError::Unauthenticated { detail } => Error::Unauthenticated { service, detail },
             MkError::AccessDenied { code, message } => Error::AccessDenied { service, code, message },
             MkError::Rejected { code, message } => Error::Rejected { service, code, message },

@@ -172,6 +172,18 @@ pub(crate) fn central_date(now: DateTime<Utc>) -> NaiveDate {
     (now - offset).date_naive()
 }
 
+/// The next midnight in US Central time after `now` (when Marketo's daily quota resets), in UTC.
+pub(crate) fn next_central_midnight(now: DateTime<Utc>) -> DateTime<Utc> {
+    let tomorrow = central_date(now).succ_opt().unwrap_or(NaiveDate::MAX);
+    let midnight = tomorrow.and_hms_opt(0, 0, 0).map(|t| Utc.from_utc_datetime(&t));
+    // Local midnight is 05:00 or 06:00 UTC: the first of the two that falls on `tomorrow`.
+    [5, 6]
+        .into_iter()
+        .filter_map(|h| midnight.map(|m| m + chrono::Duration::hours(h)))
+        .find(|t| central_date(*t) == tomorrow)
+        .unwrap_or_else(|| now + chrono::Duration::hours(24))
+}
+
 fn nth_sunday(year: i32, month: u32, n: u8) -> Option<NaiveDate> {
     NaiveDate::from_weekday_of_month_opt(year, month, Weekday::Sun, n)
 }
@@ -235,6 +247,19 @@ mod tests {
         lim.pause_for(Duration::from_secs(20));
         let _s = lim.acquire().await;
         assert!(Instant::now() - start >= Duration::from_secs(20));
+    }
+
+    #[test]
+    fn next_central_midnights() {
+        let at = |y, m, d, h, mi| Utc.with_ymd_and_hms(y, m, d, h, mi, 0).single().unwrap_or_default();
+        // Winter (CST, UTC-6): 2026-01-15 12:00 UTC is 06:00 CST; midnight is 2026-01-16 06:00 UTC.
+        assert_eq!(next_central_midnight(at(2026, 1, 15, 12, 0)), at(2026, 1, 16, 6, 0));
+        // 05:30 UTC is still the 14th in Chicago.
+        assert_eq!(next_central_midnight(at(2026, 1, 15, 5, 30)), at(2026, 1, 15, 6, 0));
+        // Summer (CDT, UTC-5).
+        assert_eq!(next_central_midnight(at(2026, 7, 15, 12, 0)), at(2026, 7, 16, 5, 0));
+        // The day DST ends (2026-11-01): midnight of the 2nd is CST again.
+        assert_eq!(next_central_midnight(at(2026, 11, 1, 12, 0)), at(2026, 11, 2, 6, 0));
     }
 
     #[test]
