@@ -60,9 +60,6 @@ pub struct Config {
     pub holder_id: Option<String>,
     /// How long the leader lease and outbox claims last without renewal (default 60 s).
     pub lease_ttl: Duration,
-    /// Allow plain `http://` Marketo/Salesforce URLs to hosts that are not loopback (default
-    /// false; loopback is always allowed).
-    pub allow_insecure_http: bool,
 }
 
 impl std::fmt::Debug for Config {
@@ -76,7 +73,6 @@ impl std::fmt::Debug for Config {
             .field("initial_mode", &self.initial_mode)
             .field("holder_id", &self.holder_id)
             .field("lease_ttl", &self.lease_ttl)
-            .field("allow_insecure_http", &self.allow_insecure_http)
             .finish_non_exhaustive()
     }
 }
@@ -90,11 +86,20 @@ pub struct Endpoint {
     pub client_id: String,
     /// Client secret (environment only; never printed).
     pub client_secret: String,
+    /// Allow a plain `http://` URL to a host that is not loopback (default false; loopback is
+    /// always allowed). From `SALESYNC_MARKETO_ALLOW_INSECURE_HTTP` /
+    /// `SALESYNC_SALESFORCE_ALLOW_INSECURE_HTTP`, else `SALESYNC_ALLOW_INSECURE_HTTP`, else the
+    /// file's `[marketo]`/`[salesforce]` then top-level `allow_insecure_http`.
+    pub allow_insecure_http: bool,
 }
 
 impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Endpoint").field("url", &self.url).field("client_id", &self.client_id).finish_non_exhaustive()
+        f.debug_struct("Endpoint")
+            .field("url", &redact_url(&self.url))
+            .field("client_id", &self.client_id)
+            .field("allow_insecure_http", &self.allow_insecure_http)
+            .finish_non_exhaustive()
     }
 }
 
@@ -172,6 +177,7 @@ struct FileEndpoint {
     rate_calls: Option<u32>,
     rate_window_secs: Option<u64>,
     max_concurrent: Option<u32>,
+    allow_insecure_http: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -220,8 +226,12 @@ pub mod vars {
     pub const HOLDER_ID: &str = "SALESYNC_HOLDER_ID";
     /// Leader lease and outbox claim TTL in milliseconds.
     pub const LEASE_TTL_MS: &str = "SALESYNC_LEASE_TTL_MS";
-    /// `true` allows plain `http://` Marketo/Salesforce URLs to hosts that are not loopback.
+    /// `true` allows plain `http://` Marketo and Salesforce URLs to hosts that are not loopback.
     pub const ALLOW_INSECURE_HTTP: &str = "SALESYNC_ALLOW_INSECURE_HTTP";
+    /// `true` allows a plain `http://` Marketo URL to a host that is not loopback.
+    pub const MARKETO_ALLOW_INSECURE_HTTP: &str = "SALESYNC_MARKETO_ALLOW_INSECURE_HTTP";
+    /// `true` allows a plain `http://` Salesforce URL to a host that is not loopback.
+    pub const SALESFORCE_ALLOW_INSECURE_HTTP: &str = "SALESYNC_SALESFORCE_ALLOW_INSECURE_HTTP";
 }
 
 impl Config {
@@ -260,21 +270,31 @@ impl Config {
                 None => Ok(file),
             }
         };
+        let flag = |var: &str| -> Result<Option<bool>, ConfigError> {
+            match env(var).filter(|v| !v.trim().is_empty()) {
+                Some(v) => parse_bool(&v).map(Some).ok_or_else(|| err(var, format!("{v:?} is not true or false"))),
+                None => Ok(None),
+            }
+        };
+        let allow_all = flag(vars::ALLOW_INSECURE_HTTP)?;
         let endpoint = |url_var: &str,
                         id_var: &str,
                         secret_var: &str,
+                        allow_var: &str,
                         f: &FileEndpoint|
          -> Result<Option<Endpoint>, ConfigError> {
             let url = get(url_var, f.url.clone());
             let id = get(id_var, f.client_id.clone());
             let secret = env(secret_var).filter(|v| !v.is_empty());
+            let allow_insecure_http =
+                flag(allow_var)?.or(allow_all).or(f.allow_insecure_http).or(fc.allow_insecure_http).unwrap_or(false);
             match (url, id, secret) {
                 (None, None, None) => Ok(None),
                 (Some(url), Some(client_id), Some(client_secret)) => {
                     if !(url.starts_with("http://") || url.starts_with("https://")) {
                         return Err(err(url_var, format!("{:?} is not an http(s) URL", redact_url(&url))));
                     }
-                    Ok(Some(Endpoint { url, client_id, client_secret }))
+                    Ok(Some(Endpoint { url, client_id, client_secret, allow_insecure_http }))
                 }
                 (None, _, _) => Err(err(url_var, "is not set")),
                 (_, None, _) => Err(err(id_var, "is not set")),
@@ -301,19 +321,20 @@ impl Config {
         if lease_ttl < Duration::from_millis(100) {
             return Err(err(vars::LEASE_TTL_MS, "must be at least 100 ms"));
         }
-        let allow_insecure_http = match env(vars::ALLOW_INSECURE_HTTP).filter(|v| !v.trim().is_empty()) {
-            Some(v) => {
-                parse_bool(&v).ok_or_else(|| err(vars::ALLOW_INSECURE_HTTP, format!("{v:?} is not true or false")))?
-            }
-            None => fc.allow_insecure_http.unwrap_or(false),
-        };
         let holder_id = get(vars::HOLDER_ID, fc.sync.holder_id).map(|h| h.trim().to_string()).filter(|h| !h.is_empty());
         Ok(Config {
-            marketo: endpoint(vars::MARKETO_URL, vars::MARKETO_CLIENT_ID, vars::MARKETO_CLIENT_SECRET, &fc.marketo)?,
+            marketo: endpoint(
+                vars::MARKETO_URL,
+                vars::MARKETO_CLIENT_ID,
+                vars::MARKETO_CLIENT_SECRET,
+                vars::MARKETO_ALLOW_INSECURE_HTTP,
+                &fc.marketo,
+            )?,
             salesforce: endpoint(
                 vars::SALESFORCE_URL,
                 vars::SALESFORCE_CLIENT_ID,
                 vars::SALESFORCE_CLIENT_SECRET,
+                vars::SALESFORCE_ALLOW_INSECURE_HTTP,
                 &fc.salesforce,
             )?,
             salesforce_refresh_token: env(vars::SALESFORCE_REFRESH_TOKEN).filter(|v| !v.is_empty()),
@@ -332,7 +353,6 @@ impl Config {
             initial_mode,
             holder_id,
             lease_ttl,
-            allow_insecure_http,
             store,
         })
     }
@@ -422,15 +442,33 @@ mod tests {
 
     #[test]
     fn insecure_http_is_off_unless_asked_for() {
-        assert!(!Config::load(None, &env(&[])).unwrap().allow_insecure_http);
-        assert!(Config::load(None, &env(&[(vars::ALLOW_INSECURE_HTTP, "true")])).unwrap().allow_insecure_http);
-        let e = Config::load(None, &env(&[(vars::ALLOW_INSECURE_HTTP, "sure")])).unwrap_err();
-        assert_eq!(e.key, vars::ALLOW_INSECURE_HTTP);
+        let both = [
+            (vars::MARKETO_URL, "http://mkto.internal"),
+            (vars::MARKETO_CLIENT_ID, "id"),
+            (vars::MARKETO_CLIENT_SECRET, "s"),
+            (vars::SALESFORCE_URL, "http://sf.internal"),
+            (vars::SALESFORCE_CLIENT_ID, "id"),
+            (vars::SALESFORCE_CLIENT_SECRET, "s"),
+        ];
+        let load = |extra: &[(&str, &str)], file: Option<&Path>| {
+            let mut v = both.to_vec();
+            v.extend_from_slice(extra);
+            let c = Config::load(file, &env(&v))?;
+            Ok::<_, ConfigError>((c.marketo.unwrap().allow_insecure_http, c.salesforce.unwrap().allow_insecure_http))
+        };
+        assert_eq!(load(&[], None).unwrap(), (false, false));
+        assert_eq!(load(&[(vars::ALLOW_INSECURE_HTTP, "true")], None).unwrap(), (true, true));
+        assert_eq!(load(&[(vars::MARKETO_ALLOW_INSECURE_HTTP, "true")], None).unwrap(), (true, false));
+        let own_wins = [(vars::ALLOW_INSECURE_HTTP, "true"), (vars::SALESFORCE_ALLOW_INSECURE_HTTP, "false")];
+        assert_eq!(load(&own_wins, None).unwrap(), (true, false));
+        assert_eq!(load(&[(vars::ALLOW_INSECURE_HTTP, "sure")], None).unwrap_err().key, vars::ALLOW_INSECURE_HTTP);
+        let e = load(&[(vars::SALESFORCE_ALLOW_INSECURE_HTTP, "2")], None).unwrap_err();
+        assert_eq!(e.key, vars::SALESFORCE_ALLOW_INSECURE_HTTP);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.toml");
-        std::fs::write(&path, "allow_insecure_http = true\n").unwrap();
-        assert!(Config::load(Some(&path), &env(&[])).unwrap().allow_insecure_http);
-        assert!(!Config::load(Some(&path), &env(&[(vars::ALLOW_INSECURE_HTTP, "false")])).unwrap().allow_insecure_http);
+        std::fs::write(&path, "allow_insecure_http = true\n[salesforce]\nallow_insecure_http = false\n").unwrap();
+        assert_eq!(load(&[], Some(&path)).unwrap(), (true, false));
+        assert_eq!(load(&[(vars::ALLOW_INSECURE_HTTP, "false")], Some(&path)).unwrap(), (false, false));
     }
 
     #[test]

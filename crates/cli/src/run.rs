@@ -87,7 +87,7 @@ fn marketo(config: &Config) -> Res<Arc<dyn MarketoApi>> {
         .base_url(ep.url.clone())
         .client_id(ep.client_id.clone())
         .client_secret(ep.client_secret.clone())
-        .allow_insecure_http(config.allow_insecure_http)
+        .allow_insecure_http(ep.allow_insecure_http)
         .rate_limit(config.marketo_rate_calls as usize, config.marketo_rate_window)
         .max_concurrent(config.marketo_max_concurrent as usize)
         .build()?;
@@ -100,7 +100,7 @@ fn salesforce(config: &Config) -> Res<Arc<dyn SalesforceApi>> {
         .login_url(ep.url.clone())
         .client_id(ep.client_id.clone())
         .client_secret(ep.client_secret.clone())
-        .allow_insecure_http(config.allow_insecure_http)
+        .allow_insecure_http(ep.allow_insecure_http)
         .api_version(config.salesforce_api_version.clone());
     if let Some(t) = &config.salesforce_refresh_token {
         b = b.refresh_token(t.clone());

@@ -289,9 +289,10 @@ impl MarketoClientBuilder {
                     "base_url",
                     format!(
                         "{} is plain http:// to a host that is not loopback; use https://, or allow it \
-                         explicitly with allow_insecure_http(true) ({}=true)",
+                         explicitly with allow_insecure_http(true) (environment: {}=true or {}=true)",
                         redacted(&base),
-                        ConfigKey::AllowInsecureHttp.env_var()
+                        ConfigKey::AllowInsecureHttp.env_var(),
+                        ALLOW_INSECURE_HTTP_VAR
                     ),
                 ));
             }

@@ -328,9 +328,10 @@ pub(crate) fn check_url(key: &str, raw: &str, allow_http: bool) -> salesync_core
                 key,
                 format!(
                     "{} is plain http:// to a host that is not loopback; use https://, or allow it explicitly \
-                     with allow_insecure_http(true) ({}=true)",
+                     with allow_insecure_http(true) (environment: {}=true or {}=true)",
                     redacted(&url),
-                    ConfigKey::AllowInsecureHttp.env_var()
+                    ConfigKey::AllowInsecureHttp.env_var(),
+                    ALLOW_INSECURE_HTTP_VAR
                 ),
             ));
         }
