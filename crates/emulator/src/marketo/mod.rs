@@ -401,6 +401,12 @@ impl MarketoEmulator {
         LimitRejections { rate: get(0), concurrency: get(1), quota: get(2) }
     }
 
+    /// Changes the daily quota from now on (the day's count is kept), e.g. to make a running
+    /// test run out of it.
+    pub fn set_daily_quota(&self, quota: u64) {
+        self.shared.quota_override.store(quota, Ordering::SeqCst);
+    }
+
     /// Counted calls so far in the current US-Central day (the daily quota's count).
     pub fn daily_calls(&self) -> u64 {
         let now = self.shared.now();

@@ -49,6 +49,8 @@ pub(crate) struct Shared {
     /// Calls the emulator's own limits turned away: rate window (606), concurrency (615), daily
     /// quota (607). Injected faults are not counted here.
     pub(crate) rejected: [AtomicU64; 3],
+    /// The daily quota set at run time (`u64::MAX`: the configured one).
+    pub(crate) quota_override: AtomicU64,
 }
 
 impl Shared {
@@ -69,6 +71,7 @@ impl Shared {
             in_flight: Arc::new(AtomicU32::new(0)),
             peak: AtomicU32::new(0),
             rejected: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
+            quota_override: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -215,7 +218,11 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         http_status: 0,
         client_id: None,
     };
-    let limits = shared.config.limits.clone();
+    let mut limits = shared.config.limits.clone();
+    let quota = shared.quota_override.load(Ordering::SeqCst);
+    if quota != u64::MAX {
+        limits.daily_quota = quota;
+    }
     if target_len > limits.max_uri_bytes {
         return finish(&shared, call, Reply::text(414, "Request-URI Too Long"), Transport::Normal);
     }
