@@ -433,6 +433,11 @@ impl SalesforceEmulator {
         self.shared.usage()
     }
 
+    /// Changes the rolling 24-hour API limit from now on (calls already made still count).
+    pub fn set_daily_api_limit(&self, limit: u64) {
+        self.shared.limit_override.store(limit, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Invalidates every access token issued so far.
     pub fn expire_sessions(&self) {
         self.shared.expire_sessions();

@@ -130,7 +130,7 @@ fn resources(r: &Req<'_>) -> Reply {
 }
 
 fn limits(sh: &Shared, st: &mut State, r: &Req<'_>) -> Reply {
-    let max = sh.config.daily_api_limit;
+    let max = sh.daily_api_limit();
     let used = st.used(r.now);
     let fixed = |max: u64| json!({"Max": max, "Remaining": max});
     Reply::json(

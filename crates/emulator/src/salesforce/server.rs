@@ -80,6 +80,8 @@ pub(crate) struct Shared {
     pub(crate) log: Mutex<Vec<SalesforceCall>>,
     running: Mutex<HashMap<u64, Instant>>,
     next_request: AtomicU64,
+    /// The daily API limit set at run time (`u64::MAX`: the configured one).
+    pub(crate) limit_override: AtomicU64,
 }
 
 /// Removes a request from the running set when dropped.
@@ -123,6 +125,14 @@ impl Shared {
     pub(crate) fn read_org<R>(&self, f: impl FnOnce(&Org, &Schema) -> R) -> R {
         let st = lock(&self.state);
         f(&st.org, &self.schema)
+    }
+
+    /// The rolling 24-hour API limit in force.
+    pub(crate) fn daily_api_limit(&self) -> u64 {
+        match self.limit_override.load(Ordering::SeqCst) {
+            u64::MAX => self.config.daily_api_limit,
+            n => n,
+        }
     }
 
     pub(crate) fn usage(&self) -> u64 {
@@ -182,6 +192,7 @@ pub(crate) async fn serve(config: SalesforceConfig) -> std::io::Result<(Arc<Shar
         log: Mutex::new(Vec::new()),
         running: Mutex::new(HashMap::new()),
         next_request: AtomicU64::new(0),
+        limit_override: AtomicU64::new(u64::MAX),
     });
     let mut user = serde_json::Map::new();
     user.insert("FirstName".into(), json!("Integration"));
@@ -341,7 +352,7 @@ async fn handle(AxState(shared): AxState<Arc<Shared>>, req: Request) -> Response
             };
             let over = {
                 let mut st = lock(&shared.state);
-                st.used(now) >= shared.config.daily_api_limit
+                st.used(now) >= shared.daily_api_limit()
             };
             if !token_ok {
                 Reply::err(E::invalid_session())
@@ -461,7 +472,7 @@ fn finish(
     };
     if limit_header {
         let used = shared.usage();
-        if let Ok(v) = HeaderValue::from_str(&format!("api-usage={used}/{}", shared.config.daily_api_limit)) {
+        if let Ok(v) = HeaderValue::from_str(&format!("api-usage={used}/{}", shared.daily_api_limit())) {
             resp.headers_mut().insert("sforce-limit-info", v);
         }
     }
