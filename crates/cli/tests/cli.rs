@@ -257,3 +257,156 @@ fn configuration_errors_exit_2_with_one_line_naming_the_variable() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--owner"), "{err}");
 }
+
+/// The `host:port` of a URL (what `salesync` binds the store to).
+fn host_port(url: &str) -> String {
+    url.split("://").nth(1).unwrap().split('/').next().unwrap().to_string()
+}
+
+/// Fails when `text` holds a secret, a Marketo emulator token (`<uuid>:emu`) or a Salesforce
+/// one (`<org id>!AQ0A…`).
+fn assert_no_secret(place: &str, text: &str, secrets: &[String]) {
+    for s in secrets {
+        assert!(!text.contains(s.as_str()), "{place} shows the secret {s:?}:\n{text}");
+    }
+    for marker in [":emu", "!AQ0A", "%21AQ0A"] {
+        assert!(!text.contains(marker), "{place} shows an access token ({marker}):\n{text}");
+    }
+}
+
+#[test]
+fn trace_logging_never_prints_secrets_tokens_or_store_passwords() {
+    let emu = Emulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    let refresh = "salesync-emulator-refresh-token".to_string();
+    let pg_password = "S3cretPgPass";
+    let mut env = emu.env(dir.path());
+    env.push(("SALESYNC_LOG".into(), "trace".into()));
+    env.push(("RUST_LOG".into(), "trace".into()));
+    env.push(("SALESYNC_SALESFORCE_REFRESH_TOKEN".into(), refresh.clone()));
+    let secrets =
+        vec![emu.get("marketo_client_secret"), emu.get("salesforce_client_secret"), refresh, pg_password.to_string()];
+    let mut all = String::new();
+    let mut step = |args: &[&str], env: &[(String, String)], want: i32| {
+        let (code, out, err) = run(dir.path(), env, args);
+        assert_eq!(code, want, "salesync {args:?}\nstdout:\n{out}\nstderr:\n{err}");
+        assert_no_secret(&format!("salesync {args:?} stdout"), &out, &secrets);
+        assert_no_secret(&format!("salesync {args:?} stderr"), &err, &secrets);
+        all.push_str(&err);
+        out
+    };
+
+    // A full pass, a recorded activity delivered by a second pass, status and doctor.
+    step(&["sync", "--once"], &env, 0);
+    let people = jsonl(&step(&["people", "--format", "jsonl"], &env, 0));
+    let person = people[0]["marketo_id"].as_i64().unwrap().to_string();
+    step(&["activity", "record", "--kind", "sales-call", "--person", &person, "--subject", "Call"], &env, 0);
+    step(&["unsubscribe", "--person", &person], &env, 0);
+    step(&["reminder", "create", "--person", &person, "--subject", "Call back"], &env, 0);
+    let out = step(&["sync", "--once"], &env, 0);
+    assert!(out.contains("delivery: 1 to Marketo"), "{out}");
+    step(&["status"], &env, 0);
+    step(&["doctor"], &env, 0);
+    // The logs really were on, for the HTTP client and the SQL driver too.
+    for target in ["TRACE", "salesync_marketo", "salesync_salesforce", "sqlx::query"] {
+        assert!(all.contains(target), "no {target} in the logs: is SALESYNC_LOG=trace honoured?");
+    }
+
+    // Wrong secrets: doctor fails, naming what, not the secret.
+    let mut wrong = env.clone();
+    for (k, v) in wrong.iter_mut() {
+        match k.as_str() {
+            "SALESYNC_MARKETO_CLIENT_SECRET" => *v = "wrong-mkto-S3CRET-1f2e".into(),
+            "SALESYNC_SALESFORCE_REFRESH_TOKEN" => *v = "wrong-sf-REFRESH-3d4c".into(),
+            _ => {}
+        }
+    }
+    let mut wrong_secrets = secrets.clone();
+    wrong_secrets.extend(["wrong-mkto-S3CRET-1f2e".to_string(), "wrong-sf-REFRESH-3d4c".to_string()]);
+    let (code, out, err) = run(dir.path(), &wrong, &["doctor"]);
+    assert_eq!(code, 1, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("FAIL  Marketo credentials") && out.contains("FAIL  Salesforce credentials"), "{out}");
+    assert_no_secret("doctor with wrong secrets", &format!("{out}\n{err}"), &wrong_secrets);
+    let (code, out, err) = run(dir.path(), &wrong, &["sync", "--once"]);
+    assert_eq!(code, 1, "stdout:\n{out}\nstderr:\n{err}");
+    assert_no_secret("sync with wrong secrets", &format!("{out}\n{err}"), &wrong_secrets);
+
+    // A PostgreSQL store URL with a password: errors show the URL with the password masked.
+    let mut pg = env.clone();
+    for (k, v) in pg.iter_mut() {
+        if k == "SALESYNC_STORE" {
+            *v = format!("postgres://postgres:{pg_password}@127.0.0.1:5432/salesync_no_such_database");
+        }
+    }
+    for args in [&["status"][..], &["doctor"], &["sync", "--once"], &["people"]] {
+        let (code, out, err) = run(dir.path(), &pg, args);
+        assert_ne!(code, 0, "salesync {args:?}\nstdout:\n{out}\nstderr:\n{err}");
+        let text = format!("{out}\n{err}");
+        assert!(text.contains("postgres://postgres:***@127.0.0.1:5432/salesync_no_such_database"), "{text}");
+        assert_no_secret(&format!("salesync {args:?} with a PostgreSQL password"), &text, &secrets);
+    }
+}
+
+#[test]
+fn a_store_synced_from_one_marketo_instance_is_refused_for_another() {
+    let (a, b) = (Emulator::start(), Emulator::start());
+    let dir = tempfile::tempdir().unwrap();
+    let (env_a, env_b) = (a.env(dir.path()), b.env(dir.path()));
+    let (inst_a, inst_b) = (host_port(&a.get("marketo_url")), host_port(&b.get("marketo_url")));
+    assert_ne!(inst_a, inst_b);
+
+    ok(dir.path(), &env_a, &["sync", "--once"]);
+    let mirror = ok(dir.path(), &env_a, &["people", "--format", "jsonl"]);
+    let status = ok(dir.path(), &env_a, &["status"]);
+    let person = jsonl(&mirror)[0]["marketo_id"].as_i64().unwrap().to_string();
+
+    // Instance B's sync, activity recording and delivery are all refused, naming both instances.
+    for args in [
+        &["sync", "--once"][..],
+        &["activity", "record", "--kind", "send-sales-email", "--person", &person, "--subject", "Hi"],
+        &["unsubscribe", "--person", &person],
+        &["reminder", "create", "--person", &person, "--subject", "Call back"],
+    ] {
+        let (code, out, err) = run(dir.path(), &env_b, args);
+        assert_eq!(code, 1, "salesync {args:?} against instance B\nstdout:\n{out}\nstderr:\n{err}");
+        assert!(err.contains(&inst_a) && err.contains(&inst_b), "salesync {args:?}: {err}");
+        assert!(err.contains("bound to Marketo instance"), "{err}");
+    }
+    // Nothing changed: the mirror, the checkpoints and the outbox are A's as they were.
+    assert_eq!(ok(dir.path(), &env_a, &["people", "--format", "jsonl"]), mirror);
+    assert_eq!(ok(dir.path(), &env_a, &["status"]), status);
+    // A itself still works.
+    ok(dir.path(), &env_a, &["sync", "--once"]);
+}
+
+#[test]
+fn plain_http_to_a_host_that_is_not_loopback_needs_an_explicit_setting() {
+    let emu = Emulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    // 0.0.0.0 is not a loopback address, yet reaches the emulator on this machine.
+    let remote = emu.get("marketo_url").replace("127.0.0.1", "0.0.0.0");
+    let mut env = emu.env(dir.path());
+    for (k, v) in env.iter_mut() {
+        if k == "SALESYNC_MARKETO_URL" {
+            *v = format!("{remote}/?client_secret=q5ecret");
+        }
+    }
+    let (code, out, err) = run(dir.path(), &env, &["sync", "--once"]);
+    assert_eq!(code, 2, "stdout:\n{out}\nstderr:\n{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(&remote) && !err.contains("q5ecret"), "{err}");
+    assert!(
+        err.contains("SALESYNC_MARKETO_ALLOW_INSECURE_HTTP") && err.contains("SALESYNC_ALLOW_INSECURE_HTTP"),
+        "{err}"
+    );
+    let (code, out, _) = run(dir.path(), &env, &["doctor"]);
+    assert_eq!(code, 1);
+    assert!(out.lines().any(|l| l.starts_with("FAIL") && l.contains("allow_insecure_http")), "{out}");
+
+    for allow in ["SALESYNC_ALLOW_INSECURE_HTTP", "SALESYNC_MARKETO_ALLOW_INSECURE_HTTP"] {
+        let mut allowed = env.clone();
+        allowed.push((allow.to_string(), "true".into()));
+        let out = ok(dir.path(), &allowed, &["doctor"]);
+        assert!(out.contains("ok    Marketo credentials"), "{allow}: {out}");
+    }
+}
