@@ -45,6 +45,10 @@ pub const MAX_EXPORT_WINDOW_DAYS: i64 = 31;
 pub const MAX_EMPTY_PAGES_FOLLOWED: usize = 50;
 
 /// Filter types to assume when only the legacy `describe.json` is available.
+/// Looks at the instance's custom activity types per provisioning, when the previous look was
+/// overtaken by an unknown outcome or by another process provisioning at the same time.
+const ENSURE_TYPES_ATTEMPTS: u32 = 4;
+
 const LEGACY_SEARCHABLE: &[&str] =
     &["id", "email", "sfdcAccountId", "sfdcContactId", "sfdcLeadId", "sfdcLeadOwnerId", "sfdcOpptyId"];
 
@@ -504,13 +508,24 @@ impl MarketoClient {
     }
 
     pub(crate) async fn ensure_types(&self, defs: &[CustomActivityTypeDef]) -> Result<Vec<ProvisionedType>, MkError> {
-        match self.ensure_types_once(defs).await {
-            // A create may have been applied: look again, which finds it if so.
-            Err(MkError::OutcomeUnknown { operation, cause }) => {
-                tracing::warn!(operation, %cause, "custom activity type provisioning interrupted; re-checking");
-                self.ensure_types_once(defs).await
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            match self.ensure_types_once(defs).await {
+                // A create may have been applied: look again, which finds it if so.
+                Err(MkError::OutcomeUnknown { operation, cause }) if attempt < ENSURE_TYPES_ATTEMPTS => {
+                    tracing::warn!(operation, %cause, "custom activity type provisioning interrupted; re-checking");
+                }
+                // Another process provisioning the same instance at the same time (replicas
+                // starting together) created a type or attribute, or approved a draft, between
+                // our look and our write: 1003 "already exists" / "No draft to approve". Look
+                // again after a moment, which finds its work.
+                Err(MkError::Rejected { code, message }) if code == "1003" && attempt < ENSURE_TYPES_ATTEMPTS => {
+                    tracing::info!(%message, attempt, "custom activity type changed meanwhile (concurrent provisioning?); re-checking");
+                    tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+                }
+                r => return r,
             }
-            r => r,
         }
     }
 
