@@ -506,8 +506,9 @@ impl RawLead {
         };
         let rid = Some(id);
         let salesforce_type = match self.take(LeadField::SalesforceType) {
-            Val::Str(s) if s.eq_ignore_ascii_case("lead") => Some(SalesforceType::Lead),
-            Val::Str(s) if s.eq_ignore_ascii_case("contact") => Some(SalesforceType::Contact),
+            // Trimmed as the JSON reader trims (found by fuzz/lead_fields: " Lead" in a CSV row).
+            Val::Str(s) if s.trim().eq_ignore_ascii_case("lead") => Some(SalesforceType::Lead),
+            Val::Str(s) if s.trim().eq_ignore_ascii_case("contact") => Some(SalesforceType::Contact),
             Val::Type(t) => t,
             Val::Str(_) | Val::Absent | Val::Null => None,
             other => return Err(wrong(rid, LeadField::SalesforceType, &other, "a string")),
@@ -861,6 +862,18 @@ mod tests {
         assert_eq!(lead.first_name, None);
         assert_eq!(lead.last_name.as_deref(), Some("O'Brien"));
         assert!(matches!(lead.qualify(now()), Qualification::Qualified(_)));
+    }
+
+    /// Regression (fuzz/lead_fields): a bulk CSV `sfdcType` padded with blanks read as "not in
+    /// Salesforce", while the same value in REST JSON read as Lead.
+    #[test]
+    fn csv_and_json_read_padded_sfdc_type_alike() {
+        for (text, want) in [(" Lead", SalesforceType::Lead), ("contact ", SalesforceType::Contact)] {
+            let csv = MarketoLead::from_text_fields([("id", "12"), ("sfdcType", text)]).unwrap();
+            let json = parse(json!({"id": 12, "sfdcType": text})).unwrap();
+            assert_eq!(csv.salesforce_type, Some(want), "{text:?}");
+            assert_eq!(csv, json);
+        }
     }
 
     mod props {
