@@ -1,0 +1,456 @@
+//! Daily quotas running out: Marketo 607 and Salesforce REQUEST_LIMIT_EXCEEDED (the emulators'
+//! daily limits set small at run time). The affected streams stop cleanly with a status the host
+//! can see (Dispatcher `target_status` + `QuotaExhausted` event, the engine's error and warnings),
+//! the other streams carry on, and once the quota resets (the emulator's clock moved past the
+//! quota day / the rolling 24 hours) everything resumes with nothing lost and nothing doubled.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr, missing_docs)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Timelike, Utc};
+use common::{World, assert_mirror_matches, mirror};
+use salesync::core::activity::{CallDetails, CallStatus, CampaignRef, SalesActivity, SalesActivityKind as K};
+use salesync::core::ports::marketo::MarketoApi;
+use salesync::core::ports::salesforce::SalesforceApi;
+use salesync::core::ports::store::Store;
+use salesync::core::{Error as CoreError, Person, Service};
+use salesync::delivery::{DeliveryEvent, DeliverySettings, Dispatcher, ManualClock, OutboxState, Target, TargetStatus};
+use salesync::engine::{EngineSettings, InitialMode, RetrySettings, SyncEngine, SyncEvent};
+use salesync_emulator::clock::Clock;
+use salesync_emulator::marketo::{MarketoConfig, MarketoEmulator, MarketoLimits};
+use salesync_emulator::salesforce::{SalesforceConfig, SalesforceEmulator};
+use serde_json::{Map, Value, json};
+use tokio::sync::broadcast;
+
+const EXT: &str = "Salesync_Activity_Id__c";
+
+struct Rig {
+    w: World,
+    store: Arc<dyn Store>,
+    _dir: tempfile::TempDir,
+    eng: SyncEngine,
+    d: Dispatcher,
+    /// The dispatcher's clock.
+    clock: ManualClock,
+    events: broadcast::Receiver<DeliveryEvent>,
+}
+
+async fn rig(seed: u64) -> Rig {
+    let start = Utc::now();
+    let marketo = MarketoEmulator::start(MarketoConfig {
+        clock: Clock::manual(start),
+        limits: MarketoLimits { calls_per_window: 1000, ..MarketoLimits::default() },
+        ..MarketoConfig::default()
+    })
+    .await
+    .unwrap();
+    let salesforce =
+        SalesforceEmulator::start(SalesforceConfig { clock: Clock::manual(start), ..SalesforceConfig::default() })
+            .await
+            .unwrap();
+    let seed = salesync_emulator::seed::generate(300, seed);
+    marketo.seed_world(&seed);
+    salesforce.seed_world(&seed);
+    let w = World { marketo, salesforce, seed };
+
+    let mkto: Arc<dyn MarketoApi> = Arc::new(
+        salesync::marketo::MarketoClient::builder()
+            .base_url(w.marketo.base_url())
+            .client_id(w.marketo.client_id())
+            .client_secret(w.marketo.client_secret())
+            .rate_limit(1000, Duration::from_secs(20))
+            .retry(salesync::marketo::RetryConfig {
+                max_attempts: 3,
+                base_delay: Duration::from_millis(5),
+                max_delay: Duration::from_millis(20),
+            })
+            .build()
+            .unwrap(),
+    );
+    let sf: Arc<dyn SalesforceApi> = Arc::new(
+        salesync::salesforce::SalesforceClient::builder()
+            .login_url(w.salesforce.base_url())
+            .client_id(w.salesforce.client_id())
+            .client_secret(w.salesforce.client_secret())
+            .retry(salesync::salesforce::RetryConfig {
+                max_attempts: 3,
+                base_delay: Duration::from_millis(5),
+                max_delay: Duration::from_millis(20),
+            })
+            .build()
+            .unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("mirror.db").display());
+    let store = salesync::store::open(&url).await.unwrap();
+    let eng = SyncEngine::builder()
+        .marketo(mkto.clone())
+        .salesforce(sf.clone())
+        .store(store.clone())
+        .settings(EngineSettings {
+            instance_id: "quota".into(),
+            initial_mode: InitialMode::Rest,
+            poll_interval: Duration::from_millis(50),
+            retry: RetrySettings {
+                max_attempts: 3,
+                base_delay: Duration::from_millis(5),
+                max_delay: Duration::from_millis(20),
+            },
+            ..EngineSettings::default()
+        })
+        .build()
+        .unwrap();
+    let clock = ManualClock::new(start);
+    let d = Dispatcher::builder()
+        .marketo(mkto)
+        .salesforce(sf)
+        .store(store.clone())
+        .settings(DeliverySettings {
+            worker_id: "quota".into(),
+            marketo_batch: 8,
+            salesforce_batch: 4,
+            backoff_base: Duration::from_millis(10),
+            backoff_max: Duration::from_millis(100),
+            max_attempts: 20,
+            opt_out_reconcile: false,
+            salesforce_api_reserve: 0,
+            clock: Arc::new(clock.clone()),
+            ..DeliverySettings::default()
+        })
+        .build()
+        .unwrap();
+    let events = d.subscribe();
+    Rig { w, store, _dir: dir, eng, d, clock, events }
+}
+
+fn obj(v: Value) -> Map<String, Value> {
+    v.as_object().unwrap().clone()
+}
+
+fn activity(id: String, marketo_id: i64, kind: K) -> SalesActivity {
+    SalesActivity {
+        id,
+        marketo_id,
+        kind,
+        occurred_at: Utc::now() - chrono::Duration::minutes(5),
+        actor_email: Some("rep@example.com".into()),
+        actor_salesforce_user: None,
+        subject: Some(format!("About {}", kind.slug())),
+        link: Some("https://example.com/pricing".into()),
+        template: None,
+        campaign: Some(CampaignRef { name: Some("Q4 outreach".into()), ..CampaignRef::default() }),
+        call: Some(CallDetails {
+            status: CallStatus::Completed,
+            duration_secs: Some(90),
+            phone_number: None,
+            recording_url: None,
+            answered_by: None,
+            outcome: None,
+            reason: None,
+        }),
+        bounce_details: Some("mailbox full".into()),
+        body: None,
+        sales_person_id: None,
+    }
+}
+
+/// What was recorded: activity id → (kind, Salesforce record), and opted-out records.
+#[derive(Default)]
+struct Recorded {
+    activities: Vec<(String, K, String)>,
+    opted_out: Vec<String>,
+}
+
+async fn record(d: &Dispatcher, people: &[Person]) -> Recorded {
+    let mut rec = Recorded::default();
+    for (i, p) in people.iter().enumerate() {
+        let who =
+            p.salesforce_contact_id.as_ref().or(p.salesforce_lead_id.as_ref()).map(|s| s.as_str().to_string()).unwrap();
+        for kind in K::ALL {
+            let id = format!("q{i}-{}", kind.slug());
+            d.record_activity(activity(id.clone(), p.marketo_id, kind)).await.unwrap();
+            rec.activities.push((id, kind, who.clone()));
+        }
+        if i % 3 == 0 {
+            d.record_unsubscribe(p.marketo_id).await.unwrap();
+            rec.opted_out.push(who);
+        }
+    }
+    rec
+}
+
+/// Outbox items of a target in a state.
+async fn items(store: &dyn Store, state: OutboxState, target: Target) -> usize {
+    store.outbox_items(state, 10_000).await.unwrap().iter().filter(|i| i.target == target).count()
+}
+
+/// Rounds (moving the dispatcher's clock on) until `done` holds; nothing may be parked.
+async fn deliver_until(r: &Rig, what: &str, mut done: impl AsyncFnMut(&Rig) -> bool) {
+    for _ in 0..300 {
+        r.d.deliver_once().await.unwrap();
+        let c = r.d.counts().await.unwrap();
+        assert_eq!(c.parked, 0, "{what}: parked {:?}", r.d.parked(5).await.unwrap());
+        if done(r).await {
+            return;
+        }
+        r.clock.advance(Duration::from_millis(50));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!(
+        "{what}: not reached; counts {:?}; statuses {:?} {:?}; now {}; pending {:?}",
+        r.d.counts().await.unwrap(),
+        r.d.target_status(Target::Marketo),
+        r.d.target_status(Target::Salesforce),
+        r.clock_now(),
+        r.store
+            .outbox_items(OutboxState::Pending, 5)
+            .await
+            .unwrap()
+            .iter()
+            .map(|i| (i.key.clone(), i.next_attempt_at, i.last_error.clone()))
+            .collect::<Vec<_>>()
+    );
+}
+
+fn quota_events(rx: &mut broadcast::Receiver<DeliveryEvent>, target: Target) -> Vec<DateTime<Utc>> {
+    let mut out = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        if let DeliveryEvent::QuotaExhausted { target: t, until } = e
+            && t == target
+        {
+            out.push(until);
+        }
+    }
+    out
+}
+
+/// Marketo custom activities by salesync id.
+fn marketo_counts(w: &World) -> HashMap<String, usize> {
+    let mut out = HashMap::new();
+    for a in w.marketo.custom_activities() {
+        let id = a["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["apiName"] == "salesyncActivityId")
+            .and_then(|x| x["value"].as_str())
+            .unwrap()
+            .to_string();
+        *out.entry(id).or_default() += 1;
+    }
+    out
+}
+
+/// Salesforce Tasks by external id.
+fn task_counts(w: &World) -> HashMap<String, Vec<Map<String, Value>>> {
+    let mut out: HashMap<String, Vec<Map<String, Value>>> = HashMap::new();
+    for t in w.salesforce.records("Task") {
+        if let Some(ext) = t.get(EXT).and_then(Value::as_str) {
+            out.entry(ext.to_string()).or_default().push(t);
+        }
+    }
+    out
+}
+
+fn assert_all_once(w: &World, rec: &Recorded) {
+    let m = marketo_counts(w);
+    assert_eq!(m.len(), rec.activities.len(), "Marketo activities");
+    assert!(m.values().all(|n| *n == 1), "duplicates in Marketo: {m:?}");
+    let tasks = task_counts(w);
+    let loggable: Vec<_> = rec.activities.iter().filter(|(_, k, _)| k.task_kind().is_some()).collect();
+    assert_eq!(tasks.len(), loggable.len(), "Salesforce Tasks");
+    for (id, _, who) in loggable {
+        let t = tasks.get(id).unwrap_or_else(|| panic!("no Task for {id}"));
+        assert_eq!(t.len(), 1, "{id} logged {} times", t.len());
+        assert_eq!(t[0]["WhoId"].as_str(), Some(who.as_str()));
+    }
+    for who in &rec.opted_out {
+        let object = if who.starts_with("003") { "Contact" } else { "Lead" };
+        assert_eq!(w.salesforce.get(object, who).unwrap()["HasOptedOutOfEmail"], json!(true), "{who}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn marketo_daily_quota_pauses_marketo_streams_salesforce_carries_on_then_resumes() {
+    let mut r = rig(71).await;
+    r.eng.sync_once().await.unwrap();
+    assert_mirror_matches(&r.w, r.store.as_ref()).await;
+    let m = mirror(r.store.as_ref()).await;
+    let people: Vec<Person> = m.values().skip(20).take(8).cloned().collect();
+    let rec = record(&r.d, &people).await;
+
+    // One round provisions the activity types and delivers a first batch; then only two more
+    // Marketo calls are left today, so delivery runs out part way.
+    r.d.deliver_once().await.unwrap();
+    let first = items(r.store.as_ref(), OutboxState::Delivered, Target::Marketo).await;
+    assert!(first > 0 && first < rec.activities.len(), "{first} delivered in the first round");
+    let used = r.w.marketo.daily_calls();
+    r.w.marketo.set_daily_quota(used + 2);
+    deliver_until(&r, "Marketo paused, Salesforce delivered", async |r: &Rig| {
+        matches!(r.d.target_status(Target::Marketo), TargetStatus::Paused { .. })
+            && items(r.store.as_ref(), OutboxState::Pending, Target::Salesforce).await == 0
+            && items(r.store.as_ref(), OutboxState::InFlight, Target::Salesforce).await == 0
+    })
+    .await;
+    let TargetStatus::Paused { until } = r.d.target_status(Target::Marketo) else { unreachable!() };
+    let now = r.clock_now();
+    assert!(until > now && until - now <= chrono::Duration::hours(25), "paused until the quota day ends: {until}");
+    // That is midnight in Chicago (05:00 or 06:00 UTC).
+    assert!(matches!(until.hour(), 5 | 6) && until.minute() == 0 && until.second() == 0, "{until}");
+    assert_eq!(quota_events(&mut r.events, Target::Marketo), vec![until], "one QuotaExhausted event");
+    assert_eq!(r.d.target_status(Target::Salesforce), TargetStatus::Active);
+    let waiting = items(r.store.as_ref(), OutboxState::Pending, Target::Marketo).await;
+    assert!(waiting > 0, "some Marketo items wait for the reset");
+    assert!(r.w.marketo.limit_rejections().quota > 0, "607 was answered");
+    // Salesforce got everything already, exactly once.
+    let tasks = task_counts(&r.w);
+    assert_eq!(tasks.len(), rec.activities.iter().filter(|(_, k, _)| k.task_kind().is_some()).count());
+    // Rounds while paused make no Marketo calls at all.
+    let calls = r.w.marketo.call_log().len();
+    for _ in 0..3 {
+        let report = r.d.deliver_once().await.unwrap();
+        assert_eq!(report.marketo.status, TargetStatus::Paused { until });
+    }
+    assert_eq!(r.w.marketo.call_log().len(), calls, "a paused target is left alone");
+
+    // The people sync stops with a clear, non-retryable quota error; changes wait in Marketo.
+    let ids: Vec<i64> = m.keys().copied().collect();
+    assert!(r.w.marketo.update_lead(ids[0], obj(json!({"firstName": "After Quota"}))));
+    assert!(r.w.marketo.delete_lead(ids[1]));
+    let e = r.eng.sync_once().await.unwrap_err();
+    assert!(!e.is_retryable(), "{e}");
+    assert!(
+        matches!(
+            &e,
+            salesync::engine::Error::Port(CoreError::QuotaExhausted {
+                service: Service::Marketo,
+                resets_at: Some(_),
+                ..
+            })
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("daily quota"), "{e}");
+    // A host running the engine's loop sees it in the events.
+    let mut events = r.eng.subscribe_events();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn({
+        let (eng, cancel) = (r.eng.clone(), cancel.clone());
+        async move { eng.run(cancel).await }
+    });
+    let reason = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Ok(SyncEvent::Backoff { reason, .. }) = events.recv().await {
+                return reason;
+            }
+        }
+    })
+    .await
+    .expect("a Backoff event from the loop");
+    assert!(reason.contains("Marketo daily quota exhausted"), "{reason}");
+    cancel.cancel();
+    running.await.unwrap().unwrap();
+
+    // The quota day ends: Marketo's clock passes midnight US Central, the dispatcher's the pause.
+    r.w.marketo.clock().advance(chrono::Duration::hours(25));
+    r.clock.advance(Duration::from_secs(25 * 3600));
+    assert_eq!(r.w.marketo.daily_calls(), 0);
+    r.eng.sync_once().await.unwrap();
+    assert_mirror_matches(&r.w, r.store.as_ref()).await;
+    deliver_until(&r, "everything delivered", async |r: &Rig| {
+        let c = r.d.counts().await.unwrap();
+        c.pending == 0 && c.in_flight == 0
+    })
+    .await;
+    assert_eq!(r.d.target_status(Target::Marketo), TargetStatus::Active);
+    assert_all_once(&r.w, &rec);
+    eprintln!("marketo quota: {used} calls before, quota {}, {first} delivered first, {waiting} waited", used + 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn salesforce_daily_limit_pauses_salesforce_marketo_and_people_sync_carry_on_then_resume() {
+    let mut r = rig(72).await;
+    r.eng.sync_once().await.unwrap();
+    let m = mirror(r.store.as_ref()).await;
+    let people: Vec<Person> = m.values().skip(20).take(8).cloned().collect();
+    let rec = record(&r.d, &people).await;
+
+    // A few Salesforce calls are left in the 24-hour allocation.
+    let used = r.w.salesforce.api_usage();
+    r.w.salesforce.set_daily_api_limit(used + 4);
+    deliver_until(&r, "Salesforce paused, Marketo delivered", async |r: &Rig| {
+        matches!(r.d.target_status(Target::Salesforce), TargetStatus::Paused { .. })
+            && items(r.store.as_ref(), OutboxState::Pending, Target::Marketo).await == 0
+            && items(r.store.as_ref(), OutboxState::InFlight, Target::Marketo).await == 0
+    })
+    .await;
+    let TargetStatus::Paused { until } = r.d.target_status(Target::Salesforce) else { unreachable!() };
+    assert!(until > r.clock_now());
+    assert_eq!(quota_events(&mut r.events, Target::Salesforce), vec![until], "one QuotaExhausted event");
+    assert_eq!(r.d.target_status(Target::Marketo), TargetStatus::Active);
+    let waiting = items(r.store.as_ref(), OutboxState::Pending, Target::Salesforce).await;
+    assert!(waiting > 0, "some Salesforce items wait for the reset");
+    assert!(
+        r.w.salesforce.call_log().iter().any(|c| c.error_code.as_deref() == Some("REQUEST_LIMIT_EXCEEDED")),
+        "REQUEST_LIMIT_EXCEEDED was answered"
+    );
+    // Marketo got every activity already, exactly once.
+    let mk = marketo_counts(&r.w);
+    assert_eq!(mk.len(), rec.activities.len());
+    assert!(mk.values().all(|n| *n == 1));
+
+    // The people sync carries on; the opportunity lookup it cannot make is a warning.
+    let owner = r.w.seed.users[0].id.clone();
+    let with_opp = r.w.seed.people.iter().find(|p| p.sf_opportunity_id.is_some()).unwrap().clone();
+    let ids: Vec<i64> = m.keys().copied().collect();
+    assert!(r.w.marketo.update_lead(ids[0], obj(json!({"firstName": "During Limit"}))));
+    assert!(r.w.marketo.delete_lead(ids[1]));
+    let created = r.w.marketo.create_lead(obj(json!({
+        "firstName": "Second", "lastName": "Record", "email": "second.record@example.com",
+        "sfdcType": "Contact", "sfdcContactId": with_opp.sf_contact_id, "sfdcLeadOwnerId": owner
+    })));
+    let report = r.eng.sync_once().await.unwrap();
+    assert_mirror_matches(&r.w, r.store.as_ref()).await;
+    assert!(report.inserted >= 1 && report.removed.total() >= 1, "{report:?}");
+    assert!(
+        report.warnings.iter().any(|w| w.contains("quota") || w.contains("REQUEST_LIMIT")),
+        "the failed opportunity lookup is reported: {:?}",
+        report.warnings
+    );
+    let p = r.store.person(created).await.unwrap().unwrap();
+    assert!(p.salesforce_opportunity.needs_lookup(), "{:?}", p.salesforce_opportunity);
+
+    // The rolling 24 hours pass: Salesforce resumes; the opportunity is filled.
+    // Each time the small allocation runs out again, another day passes.
+    let mut days = 0;
+    deliver_until(&r, "everything delivered", async |r: &Rig| {
+        if let TargetStatus::Paused { until } = r.d.target_status(Target::Salesforce) {
+            r.w.salesforce.clock().advance(chrono::Duration::hours(24) + chrono::Duration::minutes(1));
+            assert_eq!(r.w.salesforce.api_usage(), 0, "the rolling 24 hours are free again");
+            r.clock.set(until + chrono::Duration::seconds(1));
+            days += 1;
+        }
+        let c = r.d.counts().await.unwrap();
+        c.pending == 0 && c.in_flight == 0
+    })
+    .await;
+    assert!(days >= 1);
+    assert_eq!(r.d.target_status(Target::Salesforce), TargetStatus::Active);
+    assert_all_once(&r.w, &rec);
+    let filled = r.eng.resolve_opportunities().await.unwrap();
+    assert!(filled.opportunities_resolved >= 1, "{filled:?}");
+    let p = r.store.person(created).await.unwrap().unwrap();
+    assert_eq!(p.salesforce_opportunity_id().map(|i| i.as_str().to_string()), with_opp.sf_opportunity_id);
+    eprintln!("salesforce limit: {used} calls before, limit {}, {waiting} waited, {days} days", used + 4);
+}
+
+impl Rig {
+    fn clock_now(&self) -> DateTime<Utc> {
+        use salesync::delivery::Clock as _;
+        self.clock.now()
+    }
+}
