@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{Timelike, Utc};
 use common::{World, assert_mirror_matches, mirror, postgres_url};
 use salesync::core::activity::{
     AdminSettings, CallDetails, CallStatus, CampaignRef, ReminderPriority, SalesActivity, SalesActivityKind as K,
@@ -600,4 +600,43 @@ async fn postgres_everything_at_once() {
     let outcome = tokio::spawn(run(Chaos { seed: 606, ..everything() }, store)).await;
     sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).execute(&pool).await.unwrap();
     outcome.unwrap();
+}
+
+/// Regression (found by the token scenario): a 602 answered again right after re-authenticating
+/// (the same token handed back with a second left, or a burst) used to be an authentication
+/// failure that stopped delivery until an operator reconnected. It is transient.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_token_twice_in_a_row_is_transient() {
+    let w = start_world(&Chaos { seed: 7, people: 10, ..Chaos::default() }).await;
+    let c = marketo_client(&w);
+    let expired = || FaultAction::Error(MarketoFault::code("602"));
+    w.marketo.set_faults(FaultPlan::new(
+        vec![FaultRule::new(Trigger::FromNth { n: 1, count: 2 }, expired()).on_path("describe")],
+        1,
+    ));
+    c.lead_schema().await.unwrap();
+    w.marketo.set_faults(FaultPlan::new(vec![FaultRule::new(Trigger::Always, expired()).on_path("describe")], 1));
+    let e = c.lead_schema().await.unwrap_err();
+    assert!(e.is_retryable(), "{e:?}");
+    assert!(!matches!(e, salesync::core::Error::Unauthenticated { .. }), "{e:?}");
+}
+
+/// Regression (found by the combined bulk scenario): an export enqueue applied with its response
+/// lost was repeated, Marketo refused the repeat ("already queued" / "Job in status Completed
+/// cannot be enqueued") and the initial sync failed for good. The job's state now decides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_enqueue_response_still_yields_the_job() {
+    let w = start_world(&Chaos { seed: 8, people: 10, ..Chaos::default() }).await;
+    let c = marketo_client(&w);
+    w.marketo.set_faults(FaultPlan::new(
+        vec![FaultRule::new(Trigger::Nth(1), FaultAction::ApplyThenDrop).on_path("enqueue.json")],
+        1,
+    ));
+    let end = Utc::now().with_nanosecond(0).unwrap();
+    let filter =
+        salesync::core::ports::marketo::ExportFilter::CreatedAt { start: end - chrono::Duration::days(30), end };
+    let job = c.start_lead_export(&["id".to_string(), "email".to_string()], filter).await.unwrap();
+    use salesync::core::ports::marketo::ExportState;
+    assert!(matches!(job.state, ExportState::Queued | ExportState::Processing | ExportState::Completed), "{job:?}");
+    assert_eq!(w.marketo.faults().applied(), vec![1], "the enqueue response was lost");
 }
