@@ -21,7 +21,7 @@ pub(crate) enum MkError {
     /// 607, or bulk 1029 "Export daily quota exceeded", or the client-side daily budget.
     #[error("daily quota exhausted: {detail}")]
     Quota { detail: String },
-    /// Identity 401 or 601/602 after a fresh token.
+    /// Identity 401, or a 601 again after a fresh token.
     #[error("authentication failed: {detail}")]
     Unauthenticated { detail: String },
     /// 603.
