@@ -127,7 +127,7 @@ async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>,
 }
 
 /// The first error of an error body (`[{message, errorCode, fields}]`, or one object, or anything).
-fn parse_error_body(body: &[u8]) -> ApiError {
+pub(crate) fn parse_error_body(body: &[u8]) -> ApiError {
     if let Ok(mut v) = serde_json::from_slice::<Vec<ApiError>>(body)
         && !v.is_empty()
     {
@@ -158,15 +158,44 @@ struct TokenError {
     error_description: String,
 }
 
-/// One page of a SOQL query, as Salesforce sends it.
+/// One page of a SOQL query, as Salesforce sends it. `done` and `records` are required: an answer
+/// without them (a proxy's `{}`, an error object sent with 200) is not an empty last page.
 #[derive(Deserialize)]
 pub(crate) struct QueryPage {
-    #[serde(default)]
     pub(crate) done: bool,
     #[serde(rename = "nextRecordsUrl", default)]
     pub(crate) next_records_url: Option<String>,
-    #[serde(default)]
     pub(crate) records: Vec<Value>,
+}
+
+impl QueryPage {
+    /// Reads a 2xx query answer.
+    pub(crate) fn parse(body: &[u8]) -> Result<QueryPage, Error> {
+        // serde would also read a struct from a JSON array; a query result is always an object.
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(protocol(format!("query: expected a JSON object, got {:?}", snippet(body))));
+        }
+        serde_json::from_slice(body).map_err(|e| protocol(format!("query: not a query result: {e}")))
+    }
+
+    /// The port's [`Page`], mapping each record; the token is `nextRecordsUrl`.
+    pub(crate) fn into_page<T>(self, map: impl Fn(&Value) -> Result<T, Error>) -> Result<Page<T>, Error> {
+        let items = self.records.iter().map(map).collect::<Result<Vec<_>, _>>()?;
+        let more = !self.done && self.next_records_url.is_some();
+        Ok(Page { items, next_token: if more { self.next_records_url } else { None }, more })
+    }
+}
+
+/// Whether a body is an HTML document (an error page of a proxy, a load balancer or a login wall).
+fn looks_like_html(body: &[u8]) -> bool {
+    let start = body.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(body.len());
+    let head = String::from_utf8_lossy(&body[start..body.len().min(start + 64)]).to_ascii_lowercase();
+    ["<!doctype html", "<html", "<head", "<body"].iter().any(|p| head.starts_with(p))
+}
+
+/// The start of a body, for messages.
+fn snippet(body: &[u8]) -> String {
+    String::from_utf8_lossy(&body[..body.len().min(120)]).trim().to_string()
 }
 
 /// Where a query page comes from.
@@ -435,6 +464,13 @@ impl SalesforceClient {
                 }
             };
             if (200..300).contains(&status) {
+                if looks_like_html(&bytes) {
+                    // A proxy's error page or a login wall sent with 200: not retried, named.
+                    return Err(Failure::Other(protocol(format!(
+                        "HTTP {status} answered with an HTML page instead of JSON (a proxy or login page?): {}",
+                        snippet(&bytes)
+                    ))));
+                }
                 return Ok(Answer { body: bytes });
             }
             let error = parse_error_body(&bytes);
@@ -476,13 +512,16 @@ impl SalesforceClient {
 
     /// Fetches one query page.
     pub(crate) async fn query_page(&self, cursor: &Cursor) -> Result<QueryPage, Error> {
-        match cursor {
-            Cursor::Start(soql) => self.get_json(&self.data_path("query"), &[("q", soql.as_str())]).await,
+        let answer = match cursor {
+            Cursor::Start(soql) => {
+                self.call(Method::GET, &self.data_path("query"), &[("q", soql.as_str())], None, true).await?
+            }
             Cursor::Next(url) => {
                 check_next_url(url)?;
-                self.get_json(url, &[]).await
+                self.call(Method::GET, url, &[], None, true).await?
             }
-        }
+        };
+        QueryPage::parse(&answer.body)
     }
 
     /// One page as the port's [`Page`], mapping each record; the token is `nextRecordsUrl`.
@@ -491,10 +530,7 @@ impl SalesforceClient {
         cursor: &Cursor,
         map: impl Fn(&Value) -> Result<T, Error>,
     ) -> Result<Page<T>, Error> {
-        let page = self.query_page(cursor).await?;
-        let items = page.records.iter().map(map).collect::<Result<Vec<_>, _>>()?;
-        let more = !page.done && page.next_records_url.is_some();
-        Ok(Page { items, next_token: if more { page.next_records_url } else { None }, more })
+        self.query_page(cursor).await?.into_page(map)
     }
 
     /// The pages of a query as a stream, following `nextRecordsUrl` until `done`. Each page's

@@ -41,13 +41,18 @@ pub const TASK_FIELDS: [&str; 11] = [
 
 /// One result of an sObject Collections call.
 #[derive(Debug, Deserialize)]
-struct CollectionResult {
+pub(crate) struct CollectionResult {
     #[serde(default)]
     id: Option<String>,
-    #[serde(default)]
+    /// Required: a result without it says nothing about the record.
     success: bool,
     #[serde(default)]
     errors: Vec<ApiError>,
+}
+
+/// Reads an sObject Collections answer: one result per record sent, in order.
+pub(crate) fn parse_collection_results(body: &[u8]) -> Result<Vec<CollectionResult>, Error> {
+    serde_json::from_slice(body).map_err(|e| protocol(format!("sObject Collections result: malformed JSON body: {e}")))
 }
 
 fn rejected(errors: &[ApiError]) -> RecordOutcome {
@@ -265,7 +270,7 @@ impl SalesforceClient {
                 let batch: Vec<&Value> = pending.iter().map(|&i| &records[i]).collect();
                 let body = json!({"allOrNone": false, "records": batch});
                 let answer = self.call(Method::PATCH, path, &[], Some(&body), true).await?;
-                let results: Vec<CollectionResult> = answer.json("sObject Collections result")?;
+                let results = parse_collection_results(&answer.body)?;
                 if results.len() != pending.len() {
                     return Err(protocol(format!(
                         "sObject Collections returned {} results for {} records",
