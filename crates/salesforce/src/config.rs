@@ -343,6 +343,10 @@ pub(crate) fn check_url(key: &str, raw: &str, allow_http: bool) -> salesync_core
     if !url.username().is_empty() || url.password().is_some() {
         return Err(config(key, format!("{} must not carry credentials", redacted(&url))));
     }
+    // A query or fragment has no meaning here (paths are appended) and may hold anything.
+    let mut url = url;
+    url.set_query(None);
+    url.set_fragment(None);
     Ok(url)
 }
 
@@ -443,6 +447,8 @@ mod tests {
             assert!(base().login_url(url).allow_insecure_http(true).build().is_ok());
         }
         assert!(base().login_url("http://127.8.9.10:1").build().is_ok(), "all of 127.0.0.0/8 is loopback");
+        let c = base().login_url("https://acme.my.salesforce.com/?sig=q5ecret#f").build().unwrap();
+        assert!(!format!("{c:?}").contains("q5ecret"), "{c:?}");
         let e = base().login_url("https://u:pa55w0rd@acme.example").build().unwrap_err();
         assert!(!format!("{e} {e:?}").contains("pa55w0rd"), "{e:?}");
     }
