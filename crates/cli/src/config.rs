@@ -43,7 +43,7 @@ pub struct Config {
     /// Salesforce connection.
     pub salesforce: Option<Endpoint>,
     /// Salesforce refresh token (environment only).
-    pub salesforce_refresh_token: Option<String>,
+    pub salesforce_refresh_token: Option<Secret>,
     /// Salesforce API version.
     pub salesforce_api_version: String,
     /// Marketo calls allowed per window (shared with other integrations).
@@ -85,7 +85,7 @@ pub struct Endpoint {
     /// Client id.
     pub client_id: String,
     /// Client secret (environment only; never printed).
-    pub client_secret: String,
+    pub client_secret: Secret,
     /// Allow a plain `http://` URL to a host that is not loopback (default false; loopback is
     /// always allowed). From `SALESYNC_MARKETO_ALLOW_INSECURE_HTTP` /
     /// `SALESYNC_SALESFORCE_ALLOW_INSECURE_HTTP`, else `SALESYNC_ALLOW_INSECURE_HTTP`, else the
@@ -100,6 +100,30 @@ impl std::fmt::Debug for Endpoint {
             .field("client_id", &self.client_id)
             .field("allow_insecure_http", &self.allow_insecure_http)
             .finish_non_exhaustive()
+    }
+}
+
+/// A secret from the environment: no `Display`, a redacted `Debug`; handed to the connectors
+/// (which keep it in a `SecretString`) through `Into<String>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The value.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl From<Secret> for String {
+    fn from(s: Secret) -> String {
+        s.0
     }
 }
 
@@ -294,7 +318,7 @@ impl Config {
                     if !(url.starts_with("http://") || url.starts_with("https://")) {
                         return Err(err(url_var, format!("{:?} is not an http(s) URL", redact_url(&url))));
                     }
-                    Ok(Some(Endpoint { url, client_id, client_secret, allow_insecure_http }))
+                    Ok(Some(Endpoint { url, client_id, client_secret: Secret(client_secret), allow_insecure_http }))
                 }
                 (None, _, _) => Err(err(url_var, "is not set")),
                 (_, None, _) => Err(err(id_var, "is not set")),
@@ -337,7 +361,7 @@ impl Config {
                 vars::SALESFORCE_ALLOW_INSECURE_HTTP,
                 &fc.salesforce,
             )?,
-            salesforce_refresh_token: env(vars::SALESFORCE_REFRESH_TOKEN).filter(|v| !v.is_empty()),
+            salesforce_refresh_token: env(vars::SALESFORCE_REFRESH_TOKEN).filter(|v| !v.is_empty()).map(Secret),
             salesforce_api_version: get(vars::SALESFORCE_API_VERSION, fc.salesforce.api_version)
                 .unwrap_or_else(|| "v60.0".into()),
             marketo_rate_calls: num(vars::MARKETO_RATE_CALLS, fc.marketo.rate_calls.map(u64::from))?
@@ -399,9 +423,22 @@ mod tests {
         .unwrap();
         assert_eq!(c.store, "sqlite://a.db");
         let m = c.marketo.clone().unwrap();
-        assert_eq!((m.client_id.as_str(), m.client_secret.as_str()), ("env-id", "s3cret"));
+        assert_eq!((m.client_id.as_str(), m.client_secret.expose()), ("env-id", "s3cret"));
         assert_eq!(c.poll_interval, Duration::from_secs(5));
-        assert!(!format!("{c:?}").contains("s3cret"));
+        assert!(!format!("{c:?} {c:#?} {m:?}").contains("s3cret"));
+        let c = Config::load(
+            None,
+            &env(&[
+                (vars::SALESFORCE_URL, "https://acme.my.salesforce.com"),
+                (vars::SALESFORCE_CLIENT_ID, "id"),
+                (vars::SALESFORCE_CLIENT_SECRET, "sf-s3cret"),
+                (vars::SALESFORCE_REFRESH_TOKEN, "r3fresh"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.salesforce_refresh_token.as_ref().map(Secret::expose), Some("r3fresh"));
+        let shown = format!("{c:?} {c:#?} {:?} {:?}", c.salesforce, c.salesforce_refresh_token);
+        assert!(!shown.contains("s3cret") && !shown.contains("r3fresh"), "{shown}");
     }
 
     #[test]
