@@ -12,6 +12,41 @@ use salesync_core::MarketoLead;
 use salesync_core::RecordError;
 use salesync_core::ports::marketo::bytes_stream::ByteStream;
 
+/// Longest row (bytes between two record boundaries) read before the file is refused: a file
+/// without newlines, or with an unterminated quote, must not be buffered whole.
+pub const MAX_ROW_BYTES: usize = 16 * 1024 * 1024;
+
+/// Where the boundary scanner is, following `csv-core`'s quoting rules exactly (a quote opens a
+/// quoted field only at the start of a field; elsewhere it is a literal character), so a prefix
+/// ending on a boundary the scanner saw is one `csv` reads as whole records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scan {
+    /// At the start of a field (or of a record).
+    FieldStart,
+    /// Inside an unquoted field.
+    Unquoted,
+    /// Inside a quoted field.
+    Quoted,
+    /// Just after a quote inside a quoted field: the field's end, or the first of `""`.
+    QuoteInQuoted,
+}
+
+impl Scan {
+    /// The next state, and whether `b` ends a record with a newline.
+    fn step(self, b: u8) -> (Scan, bool) {
+        use Scan::*;
+        match (self, b) {
+            (Quoted, b'"') => (QuoteInQuoted, false),
+            (Quoted, _) => (Quoted, false),
+            (QuoteInQuoted, b'"') => (Quoted, false),
+            (FieldStart, b'"') => (Quoted, false),
+            (_, b'\n') => (FieldStart, true),
+            (_, b',' | b'\r') => (FieldStart, false),
+            (_, _) => (Unquoted, false),
+        }
+    }
+}
+
 /// One CSV row and the absolute byte offset just after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CsvRow {
@@ -29,7 +64,7 @@ pub struct CsvRows {
     base: u64,
     /// How much of `buf` has been scanned for boundaries.
     scanned: usize,
-    in_quotes: bool,
+    scan: Scan,
     ready: VecDeque<CsvRow>,
     eof: bool,
 }
@@ -52,7 +87,7 @@ impl CsvRows {
             buf: Vec::new(),
             base: base_offset,
             scanned: 0,
-            in_quotes: false,
+            scan: Scan::FieldStart,
             ready: VecDeque::new(),
             eof: false,
         }
@@ -78,6 +113,13 @@ impl CsvRows {
                     if let Some(boundary) = self.scan() {
                         self.parse_prefix(boundary)?;
                     }
+                    if self.buf.len() > MAX_ROW_BYTES {
+                        return Err(RowError::Csv(CsvError(format!(
+                            "a row starting at byte {} is longer than {MAX_ROW_BYTES} bytes (no record end; an \
+                             unterminated quote?)",
+                            self.base
+                        ))));
+                    }
                 }
                 Some(Err(e)) => return Err(RowError::Port(e)),
                 None => self.eof = true,
@@ -89,10 +131,10 @@ impl CsvRows {
     fn scan(&mut self) -> Option<usize> {
         let mut last = None;
         for (i, &b) in self.buf.iter().enumerate().skip(self.scanned) {
-            match b {
-                b'"' => self.in_quotes = !self.in_quotes,
-                b'\n' if !self.in_quotes => last = Some(i + 1),
-                _ => {}
+            let (next, ends) = self.scan.step(b);
+            self.scan = next;
+            if ends {
+                last = Some(i + 1);
             }
         }
         self.scanned = self.buf.len();
@@ -235,6 +277,33 @@ mod tests {
         let rows: Vec<_> = CsvExportParser.rows(failing, 0).collect().await;
         assert_eq!(rows.len(), 2);
         assert!(matches!(rows[1], Err(RowError::Port(_))));
+    }
+
+    /// Regression (fuzz/bulk_csv): a quote inside an unquoted field is a literal character for
+    /// `csv`, but the boundary scanner took it for an opening quote, so where a chunk ended decided
+    /// whether a later quoted newline split its row in two.
+    #[tokio::test]
+    async fn stray_quotes_do_not_make_rows_depend_on_chunking() {
+        let file = "id,company\n1,Joe \"Best\n2,\"x\ny\",\"a\"b\n3,z\n";
+        let want: Vec<Vec<&str>> =
+            vec![vec!["id", "company"], vec!["1", "Joe \"Best"], vec!["2", "x\ny", "ab"], vec!["3", "z"]];
+        for split in 1..file.len() {
+            let (a, b) = file.split_at(split);
+            let rows = all(CsvRows::new(chunks(&[a, b]), 0)).await;
+            let got: Vec<Vec<&str>> = rows.iter().map(|r| r.fields.iter().map(String::as_str).collect()).collect();
+            assert_eq!(got, want, "split at {split}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_row_without_end_is_refused_not_buffered_whole() {
+        let chunk = vec![b'x'; 1024 * 1024];
+        let endless = stream::iter(std::iter::repeat_with(move || Ok(chunk.clone()))).boxed();
+        let mut rows = CsvRows::new(endless, 0);
+        match rows.next_row().await {
+            Err(RowError::Csv(CsvError(m))) => assert!(m.contains("longer than"), "{m}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
