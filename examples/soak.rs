@@ -124,7 +124,7 @@ impl Schedule {
                 record_every: Duration::from_millis(80),
                 calm: (4, 8),
                 faulty: (6, 10),
-                kill_every: (6, 12),
+                kill_every: (10, 20),
                 progress_every: Duration::from_secs(10),
             }
         } else {
@@ -1350,6 +1350,25 @@ async fn report(
             continue;
         }
         let ever_delivered = its.iter().any(|i| i.state == OutboxState::Delivered);
+        let mut history: Vec<&&OutboxItem> = its.iter().collect();
+        history.sort_by_key(|i| i.id);
+        let history: Vec<String> = history
+            .iter()
+            .map(|i| {
+                let what = match &i.payload {
+                    OutboxPayload::Reminder { task } if task.deleted => "delete",
+                    OutboxPayload::Reminder { task } if task.salesforce_task_id.is_some() => "update",
+                    _ => "change",
+                };
+                format!(
+                    "#{} {what} {:?} after {} attempts: {}",
+                    i.id,
+                    i.state,
+                    i.attempts,
+                    i.result.clone().or_else(|| i.last_error.clone()).unwrap_or_default()
+                )
+            })
+            .collect();
         match found.first() {
             None if model.deleted || !ever_delivered => {
                 if ever_delivered {
@@ -1366,7 +1385,10 @@ async fn report(
             }
             Some(_) if model.deleted => {
                 rem.lost += 1;
-                example(format!("reminder {id}: deleted in salesync, Task still in Salesforce"));
+                example(format!(
+                    "reminder {id}: deleted in salesync, Task still in Salesforce; its changes: {}",
+                    history.join(" | ")
+                ));
             }
             Some(t) => {
                 let s = |k: &str| t.get(k).and_then(Value::as_str).map(str::to_string);
@@ -1383,9 +1405,10 @@ async fn report(
                     rem.lost += 1;
                     let local = ctx.store.reminder(id).await.ok().flatten();
                     example(format!(
-                        "reminder {id} (person {}): Salesforce has {got:?}, the host last set {want:?}; salesync holds {:?}",
+                        "reminder {id} (person {}): Salesforce has {got:?}, the host last set {want:?}; salesync holds {:?}; its changes: {}",
                         model.marketo_id,
-                        local.map(|l| (l.status, l.priority, l.due_date, l.details, l.updated_at))
+                        local.map(|l| (l.status, l.priority, l.due_date, l.details, l.updated_at)),
+                        history.join(" | ")
                     ));
                 }
             }
