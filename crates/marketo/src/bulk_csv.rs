@@ -9,11 +9,21 @@ use std::io::Read;
 
 use csv_core::{ReadRecordResult, Reader};
 use futures::{Stream, StreamExt};
+use salesync_core::RecordError;
+use salesync_core::error::RecordProblem;
 use salesync_core::mapping::{LeadRecord, MarketoLead};
 
 use crate::error::MkError;
 
+/// Longest row kept in memory; a longer one becomes one record error and is skipped.
+pub const MAX_ROW_BYTES: usize = 16 * 1024 * 1024;
+/// Most fields kept for one row; a row with more becomes one record error and is skipped.
+const MAX_FIELDS: usize = 1 << 20;
+
 /// A push parser: feed it chunks, collect one [`LeadRecord`] per data row.
+///
+/// Memory stays bounded whatever the input: a row longer than [`MAX_ROW_BYTES`] (a file without
+/// newlines, an unterminated quote) is dropped as it streams by and reported as one record error.
 #[derive(Debug)]
 pub struct CsvLeadParser {
     reader: Reader,
@@ -23,6 +33,8 @@ pub struct CsvLeadParser {
     ends_len: usize,
     header: Option<Vec<String>>,
     finished: bool,
+    /// The current row outgrew the limits: its data is being dropped.
+    overflow: bool,
 }
 
 impl Default for CsvLeadParser {
@@ -42,6 +54,7 @@ impl CsvLeadParser {
             ends_len: 0,
             header: None,
             finished: false,
+            overflow: false,
         }
     }
 
@@ -79,13 +92,24 @@ impl CsvLeadParser {
                         return;
                     }
                 }
+                ReadRecordResult::OutputFull if self.out.len() >= MAX_ROW_BYTES => self.drop_row(),
                 ReadRecordResult::OutputFull => {
-                    let n = self.out.len() * 2;
+                    let n = (self.out.len() * 2).min(MAX_ROW_BYTES);
                     self.out.resize(n, 0);
                 }
+                ReadRecordResult::OutputEndsFull if self.ends.len() >= MAX_FIELDS => self.drop_row(),
                 ReadRecordResult::OutputEndsFull => {
-                    let n = self.ends.len() * 2;
+                    let n = (self.ends.len() * 2).min(MAX_FIELDS);
                     self.ends.resize(n, 0);
+                }
+                ReadRecordResult::Record if self.overflow => {
+                    self.overflow = false;
+                    self.out_len = 0;
+                    self.ends_len = 0;
+                    self.emit_too_long(sink);
+                    if input.is_empty() && !eof {
+                        return;
+                    }
                 }
                 ReadRecordResult::Record => {
                     self.emit(sink);
@@ -98,6 +122,29 @@ impl CsvLeadParser {
                 ReadRecordResult::End => return,
             }
         }
+    }
+
+    /// Forgets what was read of the current row; the rest of it streams by unkept.
+    fn drop_row(&mut self) {
+        self.overflow = true;
+        self.out_len = 0;
+        self.ends_len = 0;
+    }
+
+    fn emit_too_long(&mut self, sink: &mut impl FnMut(LeadRecord)) {
+        if self.header.is_none() {
+            // Without a usable header no row can be read: each reports a missing id.
+            self.header = Some(Vec::new());
+            return;
+        }
+        sink(LeadRecord(Err(RecordError {
+            record_id: None,
+            field: "(record)".into(),
+            value: None,
+            problem: RecordProblem::Invalid(format!(
+                "bulk CSV row longer than {MAX_ROW_BYTES} bytes or {MAX_FIELDS} fields"
+            )),
+        })));
     }
 
     fn emit(&mut self, sink: &mut impl FnMut(LeadRecord)) {
@@ -255,6 +302,24 @@ mod tests {
         let chunks: Vec<salesync_core::Result<Vec<u8>>> = CSV.as_bytes().chunks(5).map(|c| Ok(c.to_vec())).collect();
         let rows: Vec<LeadRecord> = bulk_csv_leads(futures::stream::iter(chunks)).try_collect().await.unwrap();
         check(rows);
+    }
+
+    #[test]
+    fn an_overlong_row_is_one_record_error_and_memory_stays_bounded() {
+        let mut p = CsvLeadParser::new();
+        let mut rows = Vec::new();
+        p.feed(b"id,company\n1,", &mut |r| rows.push(r));
+        let chunk = vec![b'x'; 1024 * 1024];
+        for _ in 0..(MAX_ROW_BYTES / chunk.len() + 2) {
+            p.feed(&chunk, &mut |r| rows.push(r));
+        }
+        p.feed(b"\n2,Acme\n", &mut |r| rows.push(r));
+        p.finish(&mut |r| rows.push(r));
+        assert!(p.out.len() <= MAX_ROW_BYTES);
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        let e = rows[0].0.as_ref().unwrap_err();
+        assert!(e.to_string().contains("longer than"), "{e}");
+        assert_eq!(rows[1].0.as_ref().unwrap().company.as_deref(), Some("Acme"));
     }
 
     #[test]
