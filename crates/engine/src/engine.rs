@@ -329,10 +329,12 @@ impl SyncEngine {
                 Ok(_) => settings.poll_interval,
                 Err(Error::Cancelled) => return Ok(()),
                 Err(Error::NotLeader { .. }) => settings.leader_poll,
+                // A store bound to another Marketo instance will not change its mind.
                 Err(
                     e @ (Error::Config { .. }
                     | Error::Checkpoint { .. }
-                    | Error::Port(salesync_core::Error::Unauthenticated { .. })),
+                    | Error::Port(salesync_core::Error::Unauthenticated { .. })
+                    | Error::Port(salesync_core::Error::Conflict { what: "store instance", .. })),
                 ) => return Err(e),
                 Err(e) => {
                     self.inner.emit(SyncEvent::Backoff {
