@@ -372,6 +372,16 @@ fn a_store_synced_from_one_marketo_instance_is_refused_for_another() {
         assert!(err.contains(&inst_a) && err.contains(&inst_b), "salesync {args:?}: {err}");
         assert!(err.contains("bound to Marketo instance"), "{err}");
     }
+    // The long-running `sync` stops too, instead of retrying forever.
+    let out = salesync(dir.path())
+        .envs(env_b.iter().map(|(k, v)| (k, v)))
+        .arg("sync")
+        .timeout(std::time::Duration::from_secs(60))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "salesync sync against instance B: {err}");
+    assert!(err.contains(&inst_a) && err.contains(&inst_b), "{err}");
     // Nothing changed: the mirror, the checkpoints and the outbox are A's as they were.
     assert_eq!(ok(dir.path(), &env_a, &["people", "--format", "jsonl"]), mirror);
     assert_eq!(ok(dir.path(), &env_a, &["status"]), status);
