@@ -434,6 +434,9 @@ fn build_engine(ctx: &Ctx) -> Result<SyncEngine, BoxError> {
                 base_delay: Duration::from_millis(500),
                 max_delay: Duration::from_secs(5),
             },
+            // One node restarted in place: the new engine takes the killed one's leader lease back
+            // at once instead of waiting out its TTL.
+            holder_id: "soak-node".into(),
             ..EngineSettings::default()
         })
         .build()?)
