@@ -129,6 +129,16 @@ impl CsvRows {
 
     /// Scans new bytes; returns the length of the longest prefix that ends on a record boundary.
     fn scan(&mut self) -> Option<usize> {
+        if self.base == 0 && self.scanned == 0 {
+            // A UTF-8 BOM at the very start of the file is not data (`csv` strips it there): the
+            // scanner steps over it, once it has all three bytes.
+            if self.buf.len() < BOM.len() && BOM.starts_with(&self.buf) {
+                return None;
+            }
+            if self.buf.starts_with(BOM) {
+                self.scanned = BOM.len();
+            }
+        }
         let mut last = None;
         for (i, &b) in self.buf.iter().enumerate().skip(self.scanned) {
             let (next, ends) = self.scan.step(b);
@@ -142,7 +152,10 @@ impl CsvRows {
     }
 
     fn parse_prefix(&mut self, len: usize) -> Result<(), RowError> {
-        let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(&self.buf[..len]);
+        // `csv` strips a UTF-8 BOM at the start of its input: right at the start of the file, but
+        // not at the start of a later prefix, or rows would depend on where chunks end.
+        let input = FirstReadOneByte { data: &self.buf[..len], pos: 0, strip_bom: self.base == 0 };
+        let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(input);
         let mut record = csv::ByteRecord::new();
         loop {
             match reader.read_byte_record(&mut record) {
@@ -166,6 +179,30 @@ impl CsvRows {
         self.base += len as u64;
         self.scanned = self.scanned.saturating_sub(len);
         Ok(())
+    }
+}
+
+/// The UTF-8 byte order mark.
+const BOM: &[u8] = b"\xef\xbb\xbf";
+
+/// A reader over a prefix whose first read returns a single byte unless a leading BOM may be
+/// stripped: `csv-core` strips a BOM only when its first input holds all three bytes.
+struct FirstReadOneByte<'a> {
+    data: &'a [u8],
+    pos: usize,
+    strip_bom: bool,
+}
+
+impl std::io::Read for FirstReadOneByte<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let rest = &self.data[self.pos..];
+        let mut n = rest.len().min(buf.len());
+        if self.pos == 0 && !self.strip_bom {
+            n = n.min(1);
+        }
+        buf[..n].copy_from_slice(&rest[..n]);
+        self.pos += n;
+        Ok(n)
     }
 }
 
@@ -290,6 +327,22 @@ mod tests {
         for split in 1..file.len() {
             let (a, b) = file.split_at(split);
             let rows = all(CsvRows::new(chunks(&[a, b]), 0)).await;
+            let got: Vec<Vec<&str>> = rows.iter().map(|r| r.fields.iter().map(String::as_str).collect()).collect();
+            assert_eq!(got, want, "split at {split}");
+        }
+    }
+
+    /// Regression (fuzz/bulk_csv): `csv` stripped a BOM at the start of every parsed prefix, so a
+    /// row starting with one lost it or kept it depending on where chunks ended. Only the file's
+    /// own BOM is dropped, and a quote right after it still opens a quoted field.
+    #[tokio::test]
+    async fn only_the_files_bom_is_stripped_whatever_the_chunking() {
+        let file = "\u{feff}\"id\",company\n1,\"a\nb\"\n\u{feff}\n2,c\n";
+        let want: Vec<Vec<&str>> = vec![vec!["id", "company"], vec!["1", "a\nb"], vec!["\u{feff}"], vec!["2", "c"]];
+        for split in 1..file.len() {
+            let (a, b) = file.as_bytes().split_at(split);
+            let parts: Vec<salesync_core::Result<Vec<u8>>> = vec![Ok(a.to_vec()), Ok(b.to_vec())];
+            let rows = all(CsvRows::new(stream::iter(parts).boxed(), 0)).await;
             let got: Vec<Vec<&str>> = rows.iter().map(|r| r.fields.iter().map(String::as_str).collect()).collect();
             assert_eq!(got, want, "split at {split}");
         }

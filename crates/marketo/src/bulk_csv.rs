@@ -35,7 +35,13 @@ pub struct CsvLeadParser {
     finished: bool,
     /// The current row outgrew the limits: its data is being dropped.
     overflow: bool,
+    /// The first bytes, held until they tell whether the file starts with a UTF-8 BOM
+    /// (`csv-core` strips one only when its first input holds all three bytes).
+    head: Option<Vec<u8>>,
 }
+
+/// The UTF-8 byte order mark.
+const BOM: &[u8] = b"\xef\xbb\xbf";
 
 impl Default for CsvLeadParser {
     fn default() -> Self {
@@ -55,6 +61,7 @@ impl CsvLeadParser {
             header: None,
             finished: false,
             overflow: false,
+            head: Some(Vec::new()),
         }
     }
 
@@ -65,8 +72,19 @@ impl CsvLeadParser {
 
     /// Feeds a chunk; complete rows are pushed to `sink`.
     pub fn feed(&mut self, chunk: &[u8], sink: &mut impl FnMut(LeadRecord)) {
-        if !chunk.is_empty() {
-            self.run(chunk, sink);
+        if chunk.is_empty() {
+            return;
+        }
+        match self.head.take() {
+            Some(mut head) => {
+                head.extend_from_slice(chunk);
+                if head.len() < BOM.len() && BOM.starts_with(&head) {
+                    self.head = Some(head);
+                } else {
+                    self.run(&head, sink);
+                }
+            }
+            None => self.run(chunk, sink),
         }
     }
 
@@ -74,6 +92,11 @@ impl CsvLeadParser {
     pub fn finish(&mut self, sink: &mut impl FnMut(LeadRecord)) {
         if !self.finished {
             self.finished = true;
+            if let Some(head) = self.head.take()
+                && !head.is_empty()
+            {
+                self.run(&head, sink);
+            }
             self.run(&[], sink);
         }
     }
@@ -320,6 +343,24 @@ mod tests {
         let e = rows[0].0.as_ref().unwrap_err();
         assert!(e.to_string().contains("longer than"), "{e}");
         assert_eq!(rows[1].0.as_ref().unwrap().company.as_deref(), Some("Acme"));
+    }
+
+    /// Regression: a BOM split over the first chunks stayed in the header, where it turned a
+    /// quoted first name (`"id"`) into a literal one, so no row had an id.
+    #[test]
+    fn a_bom_split_over_chunks_is_stripped() {
+        let csv = "\u{feff}\"id\",company\n1,x\n";
+        let whole = bulk_csv_leads_from_reader(csv.as_bytes()).collect::<Result<Vec<_>, _>>().unwrap();
+        assert_eq!(whole[0].0.as_ref().unwrap().id, 1);
+        for size in [1, 2] {
+            let mut p = CsvLeadParser::new();
+            let mut rows = Vec::new();
+            for chunk in csv.as_bytes().chunks(size) {
+                p.feed(chunk, &mut |r| rows.push(r));
+            }
+            p.finish(&mut |r| rows.push(r));
+            assert_eq!(rows, whole, "chunks of {size}");
+        }
     }
 
     #[test]
