@@ -147,3 +147,46 @@ async fn two_processes_one_puller_failover_within_the_lease_and_exactly_once_del
     assert_rate_limits_kept(&world);
     shared.cleanup().await;
 }
+
+/// `salesync sync --once` (a cron-style host on several machines): while another process holds
+/// the lease, the pull is skipped (exit 0, said on stdout) and delivery still runs; the
+/// process that pulls releases the lease when done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_once_skips_the_pull_while_another_process_leads_and_still_delivers() {
+    let world = World::start(120, 0x0908, RATE, &[]).await;
+    let shared = SharedStore::sqlite().await;
+    let env = world.env(&shared.url, 0, RATE, "cron-a");
+    let once = |env: &[(String, String)]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_salesync"))
+            .current_dir(shared.dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .args(["sync", "--once"])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        stdout
+    };
+    let first = once(&env);
+    assert!(first.starts_with("sync: ") && !first.contains("sync: skipped"), "{first}");
+    assert!(world.mirror_diff(shared.store.as_ref()).await.is_empty());
+    // Released at the end of the pass: another holder gets it at once.
+    let now = chrono::Utc::now();
+    assert!(shared.store.try_lease(MARKETO_PULL_LEASE, "cron-b", Duration::from_secs(600), now).await.unwrap());
+
+    // cron-b leads now: cron-a delivers what was recorded but pulls nothing.
+    let mut rng = Rng::new(0x0908);
+    let mut out = Outbound::default();
+    let d = world.dispatcher(shared.store.clone());
+    record_round(&world, &d, shared.store.as_ref(), &mut rng, 4, &mut out).await;
+    world.mutate(&mut rng, 0);
+    let pulls_before = world.marketo.call_log().iter().filter(|c| is_pull(&c.path)).count();
+    let second = once(&env);
+    assert!(second.contains("sync: skipped (not the leader"), "{second}");
+    assert!(second.contains("delivery: 4 to Marketo"), "{second}");
+    assert_eq!(world.marketo.call_log().iter().filter(|c| is_pull(&c.path)).count(), pulls_before, "pulled");
+    assert!(!world.mirror_diff(shared.store.as_ref()).await.is_empty(), "the mutations were pulled");
+    assert_delivered_exactly_once(&world, shared.store.as_ref(), &out).await;
+}
