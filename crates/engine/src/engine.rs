@@ -426,7 +426,12 @@ impl Inner {
     pub async fn keep_lead(&self, force: bool) -> Result<()> {
         let Some(renewed) = *lock(&self.lease) else { return Err(self.not_leader()) };
         let ttl = self.settings.leader_lease_ttl;
-        let elapsed = (self.now() - renewed).to_std().unwrap_or(Duration::ZERO);
+        // A clock that went back since the renewal cannot tell how long ago it was: renew now
+        // (the store then holds an expiry in the clock's new terms).
+        let (elapsed, went_back) = match (self.now() - renewed).to_std() {
+            Ok(d) => (d, false),
+            Err(_) => (Duration::ZERO, true),
+        };
         if elapsed >= ttl {
             // Another process may have taken it and released it since: whatever this pass
             // holds in memory may be stale, so it stops even if the lease is free again.
@@ -435,7 +440,7 @@ impl Inner {
             }
             return Err(self.not_leader());
         }
-        if (force || elapsed >= self.renew_every()) && !self.try_lead().await? {
+        if (force || went_back || elapsed >= self.renew_every()) && !self.try_lead().await? {
             return Err(self.not_leader());
         }
         Ok(())

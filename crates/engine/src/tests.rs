@@ -1731,3 +1731,35 @@ async fn run_follows_until_the_lease_frees_then_leads_renews_and_releases_on_can
     assert_eq!(seen.last().map(String::as_str), Some("lost me: released"), "{seen:?}");
     assert!(!seen.iter().any(|e| e.contains("another process")), "{seen:?}");
 }
+
+#[tokio::test]
+async fn a_clock_that_goes_back_renews_the_lease_at_once() {
+    // The renewal time is in the future of a clock set back: how long ago it was is unknown, so
+    // the next check renews (a stale expiry in the old clock's terms could otherwise lapse
+    // unnoticed while this engine goes on pulling).
+    let world = world_with((1..=6).map(|i| lead(i, Some(OWNER), "Lead")).collect());
+    let clock = salesync_core::clock::ManualClock::new(t0());
+    let store = Arc::new(FakeStore::default());
+    let s = EngineSettings { holder_id: "me".into(), clock: Arc::new(clock.clone()), ..settings(InitialMode::Rest) };
+    let eng = engine(&world, &store, s);
+    eng.inner.try_lead().await.unwrap();
+    assert_eq!(store.state().leases[MARKETO_PULL_LEASE].1, t0() + chrono::Duration::seconds(60));
+    // Within the first third: no renewal.
+    clock.advance(Duration::from_secs(5));
+    eng.inner.keep_lead(false).await.unwrap();
+    assert_eq!(store.state().leases[MARKETO_PULL_LEASE].1, t0() + chrono::Duration::seconds(60));
+    // Set back an hour: renewed at once, in the new terms.
+    clock.set(t0() - chrono::Duration::hours(1));
+    eng.inner.keep_lead(false).await.unwrap();
+    assert_eq!(
+        store.state().leases[MARKETO_PULL_LEASE].1,
+        t0() - chrono::Duration::hours(1) + chrono::Duration::seconds(60)
+    );
+    // A third of the TTL later: renewed again.
+    clock.advance(Duration::from_secs(20));
+    eng.inner.keep_lead(false).await.unwrap();
+    assert_eq!(
+        store.state().leases[MARKETO_PULL_LEASE].1,
+        t0() - chrono::Duration::hours(1) + chrono::Duration::seconds(80)
+    );
+}
