@@ -68,25 +68,30 @@ fn sf(fault: SalesforceFault) -> FaultRule<SalesforceFault> {
 }
 
 fn marketo_transport() -> Vec<FaultRule<MarketoFault>> {
+    let write = || FaultRule::new(Trigger::Nth(2), FaultAction::ApplyThenDrop).on_path("/activities/external.json");
     vec![
+        // Writes applied with the response lost (the custom activity write is the one that
+        // matters): the second always, then 10%. First in the plan, so no other rule pre-empts them.
+        write(),
+        FaultRule { trigger: Trigger::Ratio(0.10), ..write() },
         FaultRule::new(Trigger::Ratio(RATIO), FaultAction::DropConnection),
         FaultRule::new(Trigger::Ratio(RATIO), FaultAction::Delay(SLOW)),
-        // Writes applied with the response lost (the custom activity write is the one that matters).
-        FaultRule::new(Trigger::Ratio(0.10), FaultAction::ApplyThenDrop)
-            .on_path("/activities/external.json")
-            .on_method("POST"),
         FaultRule::new(Trigger::Ratio(RATIO), FaultAction::ApplyThenDrop),
     ]
 }
 
 fn salesforce_transport() -> Vec<FaultRule<SalesforceFault>> {
+    let lost =
+        |path: &str, trigger| FaultRule::new(trigger, FaultAction::ApplyThenDrop).on_path(path).on_method("PATCH");
     vec![
+        // Task upserts and opt-out updates applied with the response lost: the second always,
+        // then 10%. First in the plan, so no other rule pre-empts them.
+        lost("/composite/sobjects", Trigger::Nth(2)),
+        lost("/composite/sobjects", Trigger::Ratio(0.10)),
+        lost("/sobjects/", Trigger::Nth(2)),
+        lost("/sobjects/", Trigger::Ratio(0.10)),
         FaultRule::new(Trigger::Ratio(RATIO), FaultAction::DropConnection).on_path("/services/data"),
         FaultRule::new(Trigger::Ratio(RATIO), FaultAction::Delay(SLOW)).on_path("/services/data"),
-        FaultRule::new(Trigger::Ratio(0.10), FaultAction::ApplyThenDrop)
-            .on_path("/composite/sobjects")
-            .on_method("PATCH"),
-        FaultRule::new(Trigger::Ratio(0.10), FaultAction::ApplyThenDrop).on_path("/sobjects/").on_method("PATCH"),
     ]
 }
 
@@ -303,7 +308,7 @@ fn dispatcher(marketo: Arc<dyn MarketoApi>, salesforce: Arc<dyn SalesforceApi>, 
 
 /// Delivers until the outbox is empty (bounded); nothing may be parked.
 async fn deliver_until_done(d: &Dispatcher, store: &dyn Store, what: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     loop {
         let report = d.deliver_once().await.unwrap();
         let c = d.counts().await.unwrap();
@@ -471,12 +476,23 @@ fn fired(w: &World) -> BTreeMap<String, u64> {
     out
 }
 
+/// The rules, each random one preceded by a copy that fires once, early (on a different call for
+/// each), so that every kind of fault surely happens at least once whatever the interleaving.
+fn surely<E: Clone>(rules: &[FaultRule<E>]) -> Vec<FaultRule<E>> {
+    let once = rules
+        .iter()
+        .filter(|r| matches!(r.trigger, Trigger::Ratio(_)))
+        .enumerate()
+        .map(|(i, r)| FaultRule { trigger: Trigger::Nth(3 + 2 * i as u64), ..r.clone() });
+    once.chain(rules.iter().cloned()).collect()
+}
+
 /// The whole scenario on one store.
 async fn run(c: Chaos, store: Arc<dyn Store>) -> BTreeMap<String, u64> {
     let started = std::time::Instant::now();
     let w = start_world(&c).await;
-    w.marketo.set_faults(FaultPlan::new(c.marketo.clone(), c.seed));
-    w.salesforce.set_faults(FaultPlan::new(c.salesforce.clone(), c.seed + 1));
+    w.marketo.set_faults(FaultPlan::new(surely(&c.marketo), c.seed));
+    w.salesforce.set_faults(FaultPlan::new(surely(&c.salesforce), c.seed + 1));
     let marketo = marketo_client(&w);
     let salesforce = salesforce_client(&w);
     let eng = engine(c.mode.unwrap_or(InitialMode::Rest), marketo.clone(), salesforce.clone(), store.clone());
@@ -566,11 +582,11 @@ async fn sqlite_tokens_expire_mid_stream() {
 }
 
 fn everything() -> Chaos {
-    let mut marketo = marketo_errors();
+    let mut marketo = marketo_transport();
+    marketo.extend(marketo_errors());
     marketo.extend([mk("606"), mk("615"), mk("602")]);
-    marketo.extend(marketo_transport());
-    let mut salesforce = salesforce_errors();
-    salesforce.extend(salesforce_transport());
+    let mut salesforce = salesforce_transport();
+    salesforce.extend(salesforce_errors());
     Chaos {
         seed: 505,
         people: 500,
