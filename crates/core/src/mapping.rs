@@ -606,6 +606,58 @@ pub fn parse_datetime(s: &str) -> Option<DateTime<Utc>> {
     None
 }
 
+/// The four hex digits of a `\u` escape starting at `at`.
+fn hex4(body: &[u8], at: usize) -> Option<u16> {
+    let digits = body.get(at..at + 4)?;
+    u16::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
+}
+
+/// A JSON text with every lone UTF-16 surrogate escape (`\uD800`–`\uDFFF` not forming a pair)
+/// replaced by `\uFFFD`, or `None` when it has none.
+///
+/// `serde_json` refuses such escapes (`"\ud83d"`: a Java server cut a string inside an emoji).
+/// Connectors read a failed body again through this, so one such value does not fail its whole
+/// page on every retry. Escapes are found without tracking strings: a backslash outside a string
+/// is invalid JSON anyway.
+pub fn repair_lone_surrogates(body: &[u8]) -> Option<Vec<u8>> {
+    let mut out: Option<Vec<u8>> = None;
+    let mut copied = 0;
+    let mut i = 0;
+    while i < body.len() {
+        if body[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        if body.get(i + 1) != Some(&b'u') {
+            i += 2;
+            continue;
+        }
+        let Some(unit) = hex4(body, i + 2) else {
+            i += 2;
+            continue;
+        };
+        let paired = (0xD800..=0xDBFF).contains(&unit)
+            && body.get(i + 6) == Some(&b'\\')
+            && body.get(i + 7) == Some(&b'u')
+            && hex4(body, i + 8).is_some_and(|low| (0xDC00..=0xDFFF).contains(&low));
+        if paired {
+            i += 12;
+        } else if (0xD800..=0xDFFF).contains(&unit) {
+            let o = out.get_or_insert_with(|| Vec::with_capacity(body.len()));
+            o.extend_from_slice(&body[copied..i]);
+            o.extend_from_slice(b"\\ufffd");
+            i += 6;
+            copied = i;
+        } else {
+            i += 6;
+        }
+    }
+    out.map(|mut o| {
+        o.extend_from_slice(&body[copied..]);
+        o
+    })
+}
+
 /// One element of a Marketo `result` array, mapped through the table.
 ///
 /// Deserializing a `LeadRecord` never fails on any JSON value: a record with a bad field (wrong

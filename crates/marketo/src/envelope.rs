@@ -69,7 +69,27 @@ pub(crate) enum Parsed<T> {
 
 /// Parses a 2xx JSON body: the typed parse first (one pass on the hot path), then an untyped probe
 /// to tell an error envelope from a malformed body.
+///
+/// A body that fails only because a string holds a lone UTF-16 surrogate escape (`"\ud83d"`: a
+/// Java server cut a string inside an emoji) is read again with each lone surrogate replaced by
+/// U+FFFD: otherwise one such value would fail its page on every retry and stop the sync there.
 pub(crate) fn parse_body<T: DeserializeOwned>(status: u16, body: &[u8]) -> Parsed<T> {
+    match parse_exact::<T>(status, body) {
+        Parsed::Malformed(why) => match salesync_core::mapping::repair_lone_surrogates(body) {
+            Some(fixed) => match parse_exact::<T>(status, &fixed) {
+                Parsed::Malformed(_) => Parsed::Malformed(why),
+                parsed => {
+                    tracing::warn!("Marketo response holds lone UTF-16 surrogate escapes; read them as U+FFFD");
+                    parsed
+                }
+            },
+            None => Parsed::Malformed(why),
+        },
+        parsed => parsed,
+    }
+}
+
+fn parse_exact<T: DeserializeOwned>(status: u16, body: &[u8]) -> Parsed<T> {
     match serde_json::from_slice::<Envelope<T>>(body) {
         Ok(env) => match env.success {
             Some(true) => Parsed::Ok(env),
@@ -205,6 +225,20 @@ mod tests {
         assert!(matches!(parse_body::<u32>(200, br#"{"result":[]}"#), Parsed::Malformed(_)));
         assert!(matches!(parse_body::<u32>(200, br#"{"success":true,"result":["a"]}"#), Parsed::Malformed(_)));
         assert!(matches!(parse_body::<u32>(200, br#"{"success":false}"#), Parsed::Malformed(_)));
+    }
+
+    #[test]
+    fn lone_surrogate_escapes_do_not_fail_the_page() {
+        let body = br#"{"success":true,"result":[{"id":1,"firstName":"Zo\ud83d"},{"id":2,"firstName":"\ud83d\ude00 \udc00x\\ud800"}]}"#;
+        let Parsed::Ok(env) = parse_body::<salesync_core::mapping::LeadRecord>(200, body) else { panic!() };
+        let names: Vec<_> = env.records().into_iter().map(|r| r.0.unwrap().first_name.unwrap()).collect();
+        // A pair stays an emoji; an escaped backslash before `ud800` is not an escape.
+        assert_eq!(names, vec!["Zo\u{fffd}".to_string(), "\u{1F600} \u{fffd}x\\ud800".to_string()]);
+        assert_eq!(salesync_core::mapping::repair_lone_surrogates(br#"{"a":"\ud83d\ude00"}"#), None);
+        assert_eq!(salesync_core::mapping::repair_lone_surrogates(br#"\u"#), None);
+        assert_eq!(salesync_core::mapping::repair_lone_surrogates(br#""\ud800"#).as_deref(), Some(&br#""\ufffd"#[..]));
+        // Still malformed for other reasons: the original error is reported.
+        assert!(matches!(parse_body::<u32>(200, br#"{"success":true,"result":["\ud800"#), Parsed::Malformed(_)));
     }
 
     #[test]

@@ -85,8 +85,22 @@ pub(crate) struct Answer {
 impl Answer {
     /// The body as JSON.
     pub(crate) fn json<T: serde::de::DeserializeOwned>(&self, what: &str) -> Result<T, Error> {
-        serde_json::from_slice(&self.body).map_err(|e| protocol(format!("{what}: malformed JSON body: {e}")))
+        from_json(&self.body).map_err(|e| protocol(format!("{what}: malformed JSON body: {e}")))
     }
+}
+
+/// Deserializes a JSON body; one that fails only on lone UTF-16 surrogate escapes (a string cut
+/// inside an emoji) is read again with them as U+FFFD, so one such value does not fail its page on
+/// every retry.
+fn from_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, serde_json::Error> {
+    serde_json::from_slice(body).or_else(|e| match salesync_core::mapping::repair_lone_surrogates(body) {
+        Some(fixed) => {
+            let v = serde_json::from_slice(&fixed).map_err(|_| e)?;
+            tracing::warn!("salesforce: response holds lone UTF-16 surrogate escapes; read them as U+FFFD");
+            Ok(v)
+        }
+        None => Err(e),
+    })
 }
 
 /// A failed data call, before conversion into the port error.
@@ -175,7 +189,7 @@ impl QueryPage {
         if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
             return Err(protocol(format!("query: expected a JSON object, got {:?}", snippet(body))));
         }
-        serde_json::from_slice(body).map_err(|e| protocol(format!("query: not a query result: {e}")))
+        from_json(body).map_err(|e| protocol(format!("query: not a query result: {e}")))
     }
 
     /// The port's [`Page`], mapping each record; the token is `nextRecordsUrl`.
@@ -651,6 +665,14 @@ mod tests {
         let e = parse_error_body(b"<html>Bad gateway</html>");
         assert_eq!(e.error_code, "");
         assert_eq!(e.message, "<html>Bad gateway</html>");
+    }
+
+    #[test]
+    fn lone_surrogates_do_not_fail_a_query_page() {
+        let body = br#"{"totalSize":1,"done":true,"records":[{"Id":"00T5g00000XyZ12EAF","Subject":"Hi \ud83d"}]}"#;
+        let page = QueryPage::parse(body).unwrap();
+        assert_eq!(page.records[0]["Subject"], "Hi \u{fffd}");
+        assert!(QueryPage::parse(br#"{"done":true,"records":["\ud83d"#).is_err());
     }
 
     #[test]
