@@ -182,5 +182,5 @@ async fn sqlite_survives_sigkill_at_seeded_points() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_survives_sigkill_at_seeded_points() {
     let shared = SharedStore::postgres("crash").await;
-    crash_scenario(shared, 0x5EED_0002, "auto").await;
+    shared.dropper().around(crash_scenario(shared, 0x5EED_0002, "auto")).await;
 }

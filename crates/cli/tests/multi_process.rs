@@ -56,8 +56,12 @@ async fn converged(world: &World, shared: &SharedStore) -> Result<(), String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_one_puller_failover_within_the_lease_and_exactly_once_delivery() {
-    let world = World::start(PEOPLE, 0x0907, RATE, &[("node-a", "secret-a"), ("node-b", "secret-b")]).await;
     let shared = SharedStore::postgres("multi").await;
+    shared.dropper().around(failover(shared)).await;
+}
+
+async fn failover(shared: SharedStore) {
+    let world = World::start(PEOPLE, 0x0907, RATE, &[("node-a", "secret-a"), ("node-b", "secret-b")]).await;
     let mut rng = Rng::new(0x0907);
     let node_env = |client: usize, name: &str| {
         let mut env = world.env(&shared.url, client, RATE / 2, name);

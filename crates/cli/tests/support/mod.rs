@@ -305,8 +305,36 @@ impl SharedStore {
 
     /// Drops a PostgreSQL schema (call at the end, after every child is gone).
     pub async fn cleanup(&self) {
-        if let Some((pool, schema)) = &self.pg {
+        self.dropper().run().await;
+    }
+
+    /// What drops the PostgreSQL schema, kept apart so a failed test can still drop it.
+    pub fn dropper(&self) -> SchemaDropper {
+        SchemaDropper(self.pg.clone())
+    }
+}
+
+/// Drops a test's PostgreSQL schema (nothing for SQLite).
+pub struct SchemaDropper(Option<(sqlx::PgPool, String)>);
+
+impl SchemaDropper {
+    /// Drops it.
+    pub async fn run(&self) {
+        if let Some((pool, schema)) = &self.0 {
             sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).execute(pool).await.unwrap();
+        }
+    }
+
+    /// Runs `test` (a spawned task, so a panic is caught), drops the schema, then re-raises a
+    /// panic.
+    pub async fn around<F>(self, test: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let outcome = tokio::spawn(test).await;
+        self.run().await;
+        if let Err(e) = outcome {
+            std::panic::resume_unwind(e.into_panic());
         }
     }
 }
