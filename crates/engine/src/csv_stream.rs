@@ -249,9 +249,10 @@ impl ExportParser for CsvExportParser {
 }
 
 /// Maps a bulk export row to a lead: header names are REST names, literal `null` and empty
-/// values are absent, unknown columns are ignored.
+/// values are absent, unknown columns are ignored. Header names are trimmed, as the connector's
+/// own bulk CSV reader trims them.
 pub fn lead_from_row(header: &[String], row: &[String]) -> Result<MarketoLead, RecordError> {
-    MarketoLead::from_text_fields(header.iter().map(String::as_str).zip(row.iter().map(String::as_str)))
+    MarketoLead::from_text_fields(header.iter().map(|h| h.trim()).zip(row.iter().map(String::as_str)))
 }
 
 #[cfg(test)]
@@ -366,6 +367,10 @@ mod tests {
         let lead = lead_from_row(&header, &row).unwrap();
         assert_eq!(lead.id, 7);
         assert_eq!(lead.first_name, None);
+        // Regression (fuzz/bulk_csv): padded header names map as the connector's reader maps them.
+        let padded: Vec<String> = [" id", "firstName\u{b}"].map(String::from).into();
+        let lead = lead_from_row(&padded, &["9".to_string(), "Ada".to_string()]).unwrap();
+        assert_eq!((lead.id, lead.first_name.as_deref()), (9, Some("Ada")));
         let bad: Vec<String> = ["8", "A", "Lead", "nope"].map(String::from).into();
         let err = lead_from_row(&header, &bad).unwrap_err();
         assert_eq!(err.record_id, Some(8));
