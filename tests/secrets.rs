@@ -532,3 +532,18 @@ async fn no_secret_leaks_with_postgres_and_a_password_in_the_url() {
     // And the URL's password really was in play.
     assert!(url.contains(PG_PASSWORD));
 }
+
+/// The emulators accept their fixed test credentials from loopback only, unless a test binds
+/// another address on purpose.
+#[tokio::test]
+async fn emulators_listen_on_loopback_by_default() {
+    let _serial = SERIAL.lock().await;
+    assert!(MarketoConfig::default().bind.ip().is_loopback());
+    assert!(SalesforceConfig::default().bind.ip().is_loopback());
+    let mkto = MarketoEmulator::start(MarketoConfig::default()).await.unwrap();
+    let sf = SalesforceEmulator::start(SalesforceConfig::default()).await.unwrap();
+    assert!(mkto.addr().ip().is_loopback() && sf.addr().ip().is_loopback());
+    assert!(mkto.base_url().starts_with("http://127.0.0.1:") && sf.base_url().starts_with("http://127.0.0.1:"));
+    mkto.shutdown().await;
+    sf.shutdown().await;
+}

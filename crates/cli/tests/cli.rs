@@ -277,6 +277,10 @@ fn assert_no_secret(place: &str, text: &str, secrets: &[String]) {
 #[test]
 fn trace_logging_never_prints_secrets_tokens_or_store_passwords() {
     let emu = Emulator::start();
+    // `salesync emulate` listens on loopback unless told otherwise (--bind).
+    for key in ["marketo_url", "salesforce_url"] {
+        assert!(emu.get(key).starts_with("http://127.0.0.1:"), "{key}: {}", emu.get(key));
+    }
     let dir = tempfile::tempdir().unwrap();
     let refresh = "salesync-emulator-refresh-token".to_string();
     let pg_password = "S3cretPgPass";
