@@ -613,12 +613,20 @@ impl MarketoClient {
             Err(e) => {
                 // An enqueue applied with its response lost is refused when repeated (already
                 // queued, or even completed): the job's own state says whether it took effect.
-                if let Ok(job) = self.export_status(&created.id).await
-                    && !matches!(job.state, ExportState::Created | ExportState::Cancelled)
-                {
-                    tracing::info!(export_id = %created.id, error = %e, state = ?job.state, "export enqueue failed but the job is enqueued");
-                    return Ok(job);
-                }
+                // When even that cannot be read, whether it was enqueued is unknown: the answer is
+                // the (transient) status failure, not the refusal, so the caller tries again.
+                let e = match self.export_status(&created.id).await {
+                    Ok(job) if !matches!(job.state, ExportState::Created | ExportState::Cancelled) => {
+                        tracing::info!(export_id = %created.id, error = %e, state = ?job.state, "export enqueue failed but the job is enqueued");
+                        return Ok(job);
+                    }
+                    Ok(_) => e,
+                    Err(
+                        status
+                        @ (MkError::RateLimited { .. } | MkError::Unavailable { .. } | MkError::Transport { .. }),
+                    ) => status,
+                    Err(_) => e,
+                };
                 // Don't leave a created job behind.
                 if let Err(c) = self.cancel_export(&created.id).await {
                     tracing::warn!(export_id = %created.id, error = %c, "could not cancel an export that failed to enqueue");
