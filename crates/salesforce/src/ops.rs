@@ -375,7 +375,13 @@ impl SalesforceApi for SalesforceClient {
     async fn delete_task(&self, id: &SalesforceId) -> salesync_core::Result<()> {
         let path = self.data_path(&format!("sobjects/Task/{id}"));
         match self.call(Method::DELETE, &path, &[], None, true).await {
-            Ok(_) => Ok(()),
+            // Salesforce answers a done DELETE with 204 and no body. A 2xx with a body (a proxy's
+            // page, a cut-off response) does not say the Task was deleted: outcome unknown.
+            Ok(answer) if answer.body.iter().all(u8::is_ascii_whitespace) => Ok(()),
+            Ok(answer) => Err(protocol(format!(
+                "DELETE of Task {id} answered 2xx with a {}-byte body instead of 204 No Content",
+                answer.body.len()
+            ))),
             // A repeated delete (e.g. after a lost response) finds the Task already deleted.
             Err(Failure::Api { error, .. }) if error.error_code == "ENTITY_IS_DELETED" => Ok(()),
             Err(Failure::Api { status: 404, error, .. })
