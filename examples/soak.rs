@@ -1323,6 +1323,7 @@ async fn report(
         }
     }
 
+    let sf_log = ctx.sf.call_log();
     // Reminders: the Task matches the last change the host made.
     let mut rem = Tally::default();
     let reminder_items: HashMap<&str, Vec<&OutboxItem>> = {
@@ -1386,11 +1387,18 @@ async fn report(
                 rem.lost += 1;
                 example(format!("reminder {id}: delivered before but no Task in Salesforce"));
             }
-            Some(_) if model.deleted => {
+            Some(t) if model.deleted => {
                 rem.lost += 1;
+                let task_id = t.get("Id").and_then(Value::as_str).unwrap_or_default().to_string();
+                let calls: Vec<String> = sf_log
+                    .iter()
+                    .filter(|c| c.path.contains(&task_id))
+                    .map(|c| format!("{} {} {}", c.method, c.status, c.fault.as_deref().unwrap_or("")))
+                    .collect();
                 example(format!(
-                    "reminder {id}: deleted in salesync, Task still in Salesforce; its changes: {}",
-                    history.join(" | ")
+                    "reminder {id}: deleted in salesync, Task {task_id} still in Salesforce; its changes: {}; calls on the Task: {}",
+                    history.join(" | "),
+                    calls.join(", ")
                 ));
             }
             Some(t) => {
@@ -1455,7 +1463,6 @@ async fn report(
             *v = v.saturating_sub(n);
         }
     }
-    let sf_log = ctx.sf.call_log();
     for c in &sf_log {
         if let Some(f) = c.fault.as_deref() {
             let label = match f {
