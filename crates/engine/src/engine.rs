@@ -209,14 +209,16 @@ impl SyncEngine {
     /// another process holds it; releases it when done unless [`run`](Self::run) is running on
     /// this engine.
     pub async fn sync_once_with(&self, cancel: &CancellationToken) -> Result<SyncReport> {
+        // Released under the pass lock, so a concurrent call's pass never loses it midway.
+        let _guard = self.inner.run_lock.lock().await;
         let result = self.leading_pass(cancel).await;
         self.release_unless_running().await;
         result
     }
 
-    /// One pass under the leader lease (taken or renewed first), which it leaves held.
+    /// One pass under the leader lease (taken or renewed first), which it leaves held. The
+    /// caller holds the pass lock.
     async fn leading_pass(&self, cancel: &CancellationToken) -> Result<SyncReport> {
-        let _guard = self.inner.run_lock.lock().await;
         let started = tokio::time::Instant::now();
         let inner = &*self.inner;
         self.ensure_bound().await?;
@@ -269,13 +271,13 @@ impl SyncEngine {
     /// It writes the mirror, so it takes the leader lease like [`sync_once`](Self::sync_once)
     /// (failing with [`Error::NotLeader`] while another process holds it).
     pub async fn resolve_opportunities(&self) -> Result<SyncReport> {
+        let _guard = self.inner.run_lock.lock().await;
         let result = self.resolve_opportunities_leading().await;
         self.release_unless_running().await;
         result
     }
 
     async fn resolve_opportunities_leading(&self) -> Result<SyncReport> {
-        let _guard = self.inner.run_lock.lock().await;
         self.ensure_bound().await?;
         if !self.inner.try_lead().await? {
             return Err(self.inner.not_leader());
@@ -325,7 +327,11 @@ impl SyncEngine {
     async fn run_loop(&self, cancel: &CancellationToken) -> Result<()> {
         let settings = &self.inner.settings;
         loop {
-            let wait = match self.leading_pass(cancel).await {
+            let pass = {
+                let _guard = self.inner.run_lock.lock().await;
+                self.leading_pass(cancel).await
+            };
+            let wait = match pass {
                 Ok(_) => settings.poll_interval,
                 Err(Error::Cancelled) => return Ok(()),
                 Err(Error::NotLeader { .. }) => settings.leader_poll,

@@ -1763,3 +1763,21 @@ async fn a_clock_that_goes_back_renews_the_lease_at_once() {
         t0() - chrono::Duration::hours(1) + chrono::Duration::seconds(80)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_one_shot_passes_on_one_engine_all_succeed_and_leave_the_lease_released() {
+    let world = world_with((1..=9).map(|i| lead(i, Some(OWNER), "Lead")).collect());
+    let store = Arc::new(FakeStore::default());
+    let eng = engine(&world, &store, EngineSettings { holder_id: "me".into(), ..settings(InitialMode::Rest) });
+    let calls: Vec<_> = (0..4)
+        .map(|_| {
+            let eng = eng.clone();
+            tokio::spawn(async move { eng.sync_once().await })
+        })
+        .collect();
+    for c in calls {
+        c.await.unwrap().unwrap();
+    }
+    assert_eq!(ids(&store), (1..=9).collect::<Vec<_>>());
+    assert!(!store.state().leases.contains_key(MARKETO_PULL_LEASE), "released after the last pass");
+}
