@@ -16,13 +16,13 @@ use salesync_core::mapping::{LeadRecord, MarketoLead};
 use crate::error::MkError;
 
 /// Longest row kept in memory; a longer one becomes one record error and is skipped.
-pub const MAX_ROW_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_ROW_BYTES: usize = 16 * 1024 * 1024;
 /// Most fields kept for one row; a row with more becomes one record error and is skipped.
 const MAX_FIELDS: usize = 1 << 20;
 
 /// A push parser: feed it chunks, collect one [`LeadRecord`] per data row.
 ///
-/// Memory stays bounded whatever the input: a row longer than [`MAX_ROW_BYTES`] (a file without
+/// Memory stays bounded whatever the input: a row longer than 16 MiB (a file without
 /// newlines, an unterminated quote) is dropped as it streams by and reported as one record error.
 #[derive(Debug)]
 pub struct CsvLeadParser {
