@@ -464,6 +464,8 @@ impl Dispatcher {
     /// the Marketo Unsubscribe Check admin setting is on, Marketo's live `unsubscribed` flag.
     /// Marketo is only read, never written.
     pub async fn check_can_email(&self, marketo_id: i64) -> Result<CanEmail> {
+        // It asks Marketo about a mirror id: both must be the same instance's.
+        self.ensure_bound().await?;
         let inner = &self.inner;
         if inner.store.person(marketo_id).await?.is_none() {
             return Err(person_not_found(marketo_id));

@@ -71,6 +71,7 @@ async fn a_store_bound_to_another_instance_is_refused_before_any_work() {
     assert_conflict_naming_both(&d.create_reminder(reminder).await.unwrap_err());
     assert_conflict_naming_both(&d.complete_reminder("r1").await.unwrap_err());
     assert_conflict_naming_both(&d.retry_parked(&[1]).await.unwrap_err());
+    assert_conflict_naming_both(&d.check_can_email(7).await.unwrap_err());
     // `run` stops at once instead of polling a store that is not its own.
     tokio::time::timeout(std::time::Duration::from_secs(5), d.run(CancellationToken::new()))
         .await
