@@ -179,6 +179,7 @@ impl DispatcherBuilder {
                 last_reminder_poll: Mutex::new(None),
                 last_opt_out_attempt: Mutex::new(None),
                 cooldowns: Mutex::new(HashMap::new()),
+                reserve_recheck: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -214,6 +215,9 @@ pub(crate) struct Inner {
     /// After a failed preflight call (provisioning, Task Type values), the target is left alone
     /// until this time, so a persistent failure is not retried every poll.
     cooldowns: Mutex<HashMap<Target, DateTime<Utc>>>,
+    /// Set when Salesforce delivery paused for the API reserve: the usage it saw only changes
+    /// when a call is made, so the next check reads it again with one call first.
+    pub(crate) reserve_recheck: std::sync::atomic::AtomicBool,
 }
 
 fn person_not_found(marketo_id: i64) -> Error {

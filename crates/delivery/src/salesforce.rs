@@ -1,6 +1,7 @@
 //! Delivery to Salesforce: activity Tasks, opt-outs and reminder Tasks.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 
 use salesync_core::activity::{AdminSettings, ReminderTask, SalesActivity, TaskKind};
 use salesync_core::delivery::{SubjectContext, TaskPlan, activity_task, reminder_task, render_subject};
@@ -139,13 +140,26 @@ impl Inner {
         }
         let s = &self.settings;
         let now = self.now();
-        if let Some(usage) = self.salesforce.api_usage()
-            && usage.remaining() < s.salesforce_api_reserve
-        {
+        let below_reserve = |u: &salesync_core::ports::salesforce::ApiUsage| u.remaining() < s.salesforce_api_reserve;
+        let mut usage = self.salesforce.api_usage();
+        if usage.as_ref().is_some_and(below_reserve) && self.reserve_recheck.swap(false, Ordering::SeqCst) {
+            // `Sforce-Limit-Info` only moves when a call is made: after a reserve pause, one
+            // cheap call (the Task Type describe) reads the allocation again before deciding.
+            match self.salesforce.task_type_values().await {
+                Ok(_) => usage = self.salesforce.api_usage(),
+                Err(e) => {
+                    self.target_error(Target::Salesforce, &e, errors);
+                    self.cool_down(Target::Salesforce);
+                    return Ok(idle(self));
+                }
+            }
+        }
+        if let Some(usage) = usage.filter(below_reserve) {
             let until =
                 now + chrono::Duration::from_std(s.salesforce_reserve_pause).unwrap_or(chrono::Duration::hours(1));
             tracing::warn!(used = usage.used, max = usage.max, "Salesforce API reserve reached; pausing delivery");
             self.pause(Target::Salesforce, until);
+            self.reserve_recheck.store(true, Ordering::SeqCst);
             return Ok(idle(self));
         }
         if self.cooling_down(Target::Salesforce) {
