@@ -104,6 +104,10 @@ enum ExportWait {
     Failed(String),
 }
 
+/// How many minutes before the initial sync's start (host clock) the incremental streams begin,
+/// so a host clock running ahead of Marketo's loses no change.
+pub(crate) const CLOCK_SKEW_MARGIN_MINUTES: i64 = 15;
+
 impl Pass<'_> {
     /// Runs or resumes the initial sync described by `state`, then positions the incremental
     /// streams at its start time and marks it done.
@@ -136,7 +140,11 @@ impl Pass<'_> {
     /// Writes the lead-changes and deleted-leads positions as of `since`.
     pub(crate) async fn position_streams(&mut self, since: DateTime<Utc>) -> Result<()> {
         let m = self.eng.marketo.as_ref();
-        let token = self.marketo("paging token", || m.paging_token(since)).await?;
+        // `since` is the host's clock; Marketo dates activities by its own. A host clock ahead
+        // of Marketo's would skip the changes in between, so the token starts a margin earlier
+        // (reading a few minutes of activities twice only yields unchanged decisions).
+        let from = since - chrono::Duration::minutes(CLOCK_SKEW_MARGIN_MINUTES);
+        let token = self.marketo("paging token", || m.paging_token(from)).await?;
         self.put(
             StreamId::LeadChanges,
             &LeadChangesPos { token: token.clone(), merges_token: token.clone(), as_of: since },
