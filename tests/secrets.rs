@@ -402,10 +402,9 @@ async fn connector_errors(emu: &Emulators, seen: &mut Seen) {
     let unreachable = marketo_builder("http://127.0.0.1:9", MKTO_SECRET).build().unwrap();
     seen.err("Marketo call to an unreachable instance", unreachable.lead_schema().await);
     seen.debug("unreachable MarketoClient", &unreachable);
-    seen.err(
-        "Marketo builder with credentials in the URL",
-        marketo_builder(&format!("https://user:{MKTO_SECRET}@x.mktorest.com"), MKTO_SECRET).build(),
-    );
+    let with_credentials = marketo_builder(&format!("https://user:{MKTO_SECRET}@x.mktorest.com"), MKTO_SECRET);
+    seen.debug("MarketoClientBuilder with credentials in the URL", &with_credentials);
+    seen.err("Marketo builder with credentials in the URL", with_credentials.build());
     seen.err(
         "Marketo builder with plain http to another host",
         marketo_builder(&format!("http://x.mktorest.example/?secret={MKTO_SECRET}"), MKTO_SECRET).build(),
@@ -419,10 +418,10 @@ async fn connector_errors(emu: &Emulators, seen: &mut Seen) {
     let unreachable = salesforce_builder("http://127.0.0.1:9", SF_SECRET, Some(SF_REFRESH)).build().unwrap();
     seen.err("Salesforce call to an unreachable org", unreachable.task_type_values().await);
     seen.debug("unreachable SalesforceClient", &unreachable);
-    seen.err(
-        "Salesforce builder with credentials in the URL",
-        salesforce_builder(&format!("https://u:{SF_SECRET}@acme.my.salesforce.com"), SF_SECRET, None).build(),
-    );
+    let with_credentials =
+        salesforce_builder(&format!("https://u:{SF_SECRET}@acme.my.salesforce.com/?r={SF_REFRESH}"), SF_SECRET, None);
+    seen.debug("SalesforceClientBuilder with credentials in the URL", &with_credentials);
+    seen.err("Salesforce builder with credentials in the URL", with_credentials.build());
 }
 
 /// Store error paths: unreachable server, unknown database, malformed URLs.

@@ -144,7 +144,7 @@ pub struct MarketoClientBuilder {
 impl std::fmt::Debug for MarketoClientBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MarketoClientBuilder")
-            .field("base_url", &self.base_url)
+            .field("base_url", &self.base_url.as_deref().map(redacted_text))
             .field("client_id", &self.client_id)
             .field("client_secret", &self.client_secret.as_ref().map(|_| "[redacted]"))
             .field("rate", &self.rate)
@@ -375,6 +375,11 @@ impl MarketoClientBuilder {
     }
 }
 
+/// A URL as given, fit for `Debug`: parsed and [`redacted`], or a placeholder when unparsable.
+fn redacted_text(raw: &str) -> String {
+    Url::parse(raw.trim()).map_or_else(|_| "(not a URL)".to_string(), |u| redacted(&u))
+}
+
 /// A URL fit for messages: no userinfo, query or fragment.
 fn redacted(url: &Url) -> String {
     let mut u = url.clone();
@@ -539,6 +544,8 @@ mod tests {
         assert!(!format!("{b:?}").contains("s3cret"));
         let c = b.build().unwrap();
         assert!(!format!("{c:?}").contains("s3cret"));
+        let b = ok_builder().base_url("https://u:pa55@x.mktorest.com/?k=v4lue");
+        assert!(!format!("{b:?}").contains("pa55") && !format!("{b:?}").contains("v4lue"), "{b:?}");
         let bad = MarketoClient::builder_from_lookup(|k| match k {
             "SALESYNC_MARKETO_RATE_CALLS" => Some("many".into()),
             _ => Some("x".into()),

@@ -142,7 +142,7 @@ pub struct SalesforceClientBuilder {
 impl std::fmt::Debug for SalesforceClientBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SalesforceClientBuilder")
-            .field("login_url", &self.login_url)
+            .field("login_url", &self.login_url.as_deref().map(redacted_text))
             .field("client_id", &self.client_id)
             .field("client_secret", &self.client_secret.as_ref().map(|_| "[redacted]"))
             .field("refresh_token", &self.refresh_token.as_ref().map(|_| "[redacted]"))
@@ -350,6 +350,11 @@ pub(crate) fn check_url(key: &str, raw: &str, allow_http: bool) -> salesync_core
     Ok(url)
 }
 
+/// A URL as given, fit for `Debug`: parsed and [`redacted`], or a placeholder when unparsable.
+fn redacted_text(raw: &str) -> String {
+    Url::parse(raw.trim()).map_or_else(|_| "(not a URL)".to_string(), |u| redacted(&u))
+}
+
 /// A URL fit for messages: no userinfo, query or fragment.
 fn redacted(url: &Url) -> String {
     let mut u = url.clone();
@@ -449,6 +454,8 @@ mod tests {
         assert!(base().login_url("http://127.8.9.10:1").build().is_ok(), "all of 127.0.0.0/8 is loopback");
         let c = base().login_url("https://acme.my.salesforce.com/?sig=q5ecret#f").build().unwrap();
         assert!(!format!("{c:?}").contains("q5ecret"), "{c:?}");
+        let b = base().login_url("https://u:pa55w0rd@acme.example/?k=v4lue");
+        assert!(!format!("{b:?}").contains("pa55w0rd") && !format!("{b:?}").contains("v4lue"), "{b:?}");
         let e = base().login_url("https://u:pa55w0rd@acme.example").build().unwrap_err();
         assert!(!format!("{e} {e:?}").contains("pa55w0rd"), "{e:?}");
     }
