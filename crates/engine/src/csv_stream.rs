@@ -249,10 +249,15 @@ impl ExportParser for CsvExportParser {
 }
 
 /// Maps a bulk export row to a lead: header names are REST names, literal `null` and empty
-/// values are absent, unknown columns are ignored. Header names are trimmed, as the connector's
-/// own bulk CSV reader trims them.
+/// values are absent, unknown columns are ignored. Header names are read as the connector's own
+/// bulk CSV reader reads them: trimmed, and the first without a UTF-8 BOM (one that follows blank
+/// lines is still in it).
 pub fn lead_from_row(header: &[String], row: &[String]) -> Result<MarketoLead, RecordError> {
-    MarketoLead::from_text_fields(header.iter().map(|h| h.trim()).zip(row.iter().map(String::as_str)))
+    let names = header.iter().enumerate().map(|(i, h)| {
+        let h = h.trim();
+        if i == 0 { h.strip_prefix('\u{feff}').unwrap_or(h) } else { h }
+    });
+    MarketoLead::from_text_fields(names.zip(row.iter().map(String::as_str)))
 }
 
 #[cfg(test)]
@@ -371,6 +376,8 @@ mod tests {
         let padded: Vec<String> = [" id", "firstName\u{b}"].map(String::from).into();
         let lead = lead_from_row(&padded, &["9".to_string(), "Ada".to_string()]).unwrap();
         assert_eq!((lead.id, lead.first_name.as_deref()), (9, Some("Ada")));
+        let bom_after_blank_lines: Vec<String> = ["\u{feff}id".to_string()].into();
+        assert_eq!(lead_from_row(&bom_after_blank_lines, &["9".to_string()]).unwrap().id, 9);
         let bad: Vec<String> = ["8", "A", "Lead", "nope"].map(String::from).into();
         let err = lead_from_row(&header, &bad).unwrap_err();
         assert_eq!(err.record_id, Some(8));
