@@ -80,12 +80,27 @@ impl MkError {
 struct StreamFailure(String);
 
 /// A network failure of one operation; the reqwest error (URL stripped) stays reachable as `source()`.
+///
+/// Its Display carries the whole cause chain ("identity: error sending request: client error
+/// (Connect): tcp connect error: Connection refused"), because reqwest's own Display stops at the
+/// first line and hosts often log only the top-level message.
 #[derive(Debug, thiserror::Error)]
-#[error("{operation}: {source}")]
 struct TransportFailure {
     operation: &'static str,
     #[source]
     source: reqwest::Error,
+}
+
+impl std::fmt::Display for TransportFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.operation, self.source)?;
+        let mut cause = std::error::Error::source(&self.source);
+        while let Some(c) = cause {
+            write!(f, ": {c}")?;
+            cause = c.source();
+        }
+        Ok(())
+    }
 }
 
 impl From<MkError> for Error {
@@ -124,5 +139,23 @@ impl From<MkError> for Error {
             MkError::InvalidInput { field, reason } => Error::InvalidInput { field, reason },
             MkError::Config { key, reason } => Error::Config { key, reason },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn transport_errors_name_their_root_cause_without_the_url() {
+        // A port nothing listens on: bind one, learn its number, close it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap();
+        let url = format!("http://127.0.0.1:{port}/identity/oauth/token?client_secret=hush");
+        let source = reqwest::Client::new().get(&url).send().await.unwrap_err();
+        let e: Error = MkError::Transport { operation: "identity", source }.into();
+        let text = e.to_string();
+        assert!(text.contains("identity: error sending request"), "{text}");
+        assert!(text.to_lowercase().contains("connect"), "the cause chain is shown: {text}");
+        assert!(!text.contains("hush") && !text.contains(&port.to_string()), "no URL in {text}");
     }
 }

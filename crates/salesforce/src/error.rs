@@ -235,9 +235,7 @@ pub(crate) fn token_error(status: u16, error: &str, description: &str) -> Error 
         | "invalid_client_id"
         | "unauthorized_client"
         | "inactive_user"
-        | "inactive_org" => {
-            Error::Unauthenticated { service, detail: format!("reconnect required: {error}: {description}") }
-        }
+        | "inactive_org" => Error::Unauthenticated { service, detail: format!("{error}: {description}") },
         _ if status >= 500 => {
             Error::Unavailable { service, code: format!("HTTP {status}"), message: description.into() }
         }
@@ -364,6 +362,8 @@ mod tests {
         let e = token_error(400, "invalid_grant", "authentication failure");
         assert!(matches!(e, Error::Unauthenticated { .. }));
         assert!(e.to_string().contains("reconnect required"));
+        assert_eq!(e.to_string().matches("reconnect required").count(), 1, "said once: {e}");
+        assert!(e.to_string().ends_with("invalid_grant: authentication failure"), "{e}");
     }
 
     #[test]
