@@ -109,10 +109,26 @@ fn salesforce(config: &Config) -> Res<Arc<dyn SalesforceApi>> {
 }
 
 /// The Marketo instance the store is bound to: the configured base URL's host.
+///
+/// Normalised so that one instance always gets one id: the host in lower case (Marketo's
+/// `123-ABC-456.mktorest.com` and `123-abc-456.mktorest.com` are the same instance), the port only
+/// when it is not the scheme's default, no credentials or path.
 fn instance_id(config: &Config) -> Res<String> {
     let ep = config.require_marketo()?;
-    let rest = ep.url.split("://").nth(1).unwrap_or(&ep.url);
-    Ok(rest.split('/').next().unwrap_or(rest).to_string())
+    instance_id_of(&ep.url)
+}
+
+fn instance_id_of(base_url: &str) -> Res<String> {
+    let url = url::Url::parse(base_url)
+        .map_err(|e| CliError::Config(format!("SALESYNC_MARKETO_URL: not a URL ({e}): {}", redact_url(base_url))))?;
+    let host = url
+        .host_str()
+        .ok_or_else(|| CliError::Config(format!("SALESYNC_MARKETO_URL: no host in {}", redact_url(base_url))))?
+        .to_ascii_lowercase();
+    Ok(match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host,
+    })
 }
 
 async fn dispatcher(config: &Config) -> Res<Dispatcher> {
@@ -526,4 +542,20 @@ async fn doctor(config: &Config) -> Res<()> {
         Err(e) => check("Salesforce configuration", Err(e.to_string())),
     }
     if failed > 0 { Err(CliError::Runtime(format!("doctor: {failed} check(s) failed"))) } else { Ok(()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_marketo_instance_has_one_id_however_its_url_is_written() {
+        let id = |u: &str| instance_id_of(u).unwrap();
+        assert_eq!(id("https://123-ABC-456.mktorest.com"), "123-abc-456.mktorest.com");
+        assert_eq!(id("https://123-abc-456.mktorest.com:443/"), "123-abc-456.mktorest.com");
+        assert_eq!(id("https://user:pw@123-abc-456.mktorest.com/rest"), "123-abc-456.mktorest.com");
+        assert_eq!(id("http://127.0.0.1:8080"), "127.0.0.1:8080");
+        assert_ne!(id("http://127.0.0.1:8080"), id("http://127.0.0.1:8081"));
+        assert!(matches!(instance_id_of("not a url"), Err(CliError::Config(_))));
+    }
 }
