@@ -100,7 +100,9 @@ impl CsvRows {
                 return Ok(Some(row));
             }
             if self.eof {
-                if self.buf.iter().all(|b| b.is_ascii_whitespace()) {
+                // Only line ends are blank lines to `csv`: a tail of spaces or form feeds is a row,
+                // as it is anywhere else in the file.
+                if self.buf.iter().all(|b| matches!(b, b'\r' | b'\n')) {
                     return Ok(None);
                 }
                 let len = self.buf.len();
@@ -352,6 +354,19 @@ mod tests {
             let got: Vec<Vec<&str>> = rows.iter().map(|r| r.fields.iter().map(String::as_str).collect()).collect();
             assert_eq!(got, want, "split at {split}");
         }
+    }
+
+    /// Regression (fuzz/bulk_csv): at the end of the file a tail of ASCII whitespace was dropped,
+    /// while the same bytes earlier in the file were a row, so resuming at a reported offset could
+    /// lose the last row.
+    #[tokio::test]
+    async fn a_whitespace_tail_is_read_alike_from_any_offset() {
+        let whole = all(CsvRows::new(chunks(&["id\r1\r\u{c} \r"]), 0)).await;
+        let got: Vec<Vec<&str>> = whole.iter().map(|r| r.fields.iter().map(String::as_str).collect()).collect();
+        assert_eq!(got, vec![vec!["id"], vec!["1"], vec!["\u{c} "]]);
+        let resumed = all(CsvRows::new(chunks(&["\u{c} \r"]), whole[1].end_offset)).await;
+        assert_eq!(resumed, whole[2..]);
+        assert!(all(CsvRows::new(chunks(&["1\n\r\n\n"]), 0)).await.len() == 1);
     }
 
     #[tokio::test]
