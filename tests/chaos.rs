@@ -57,6 +57,9 @@ struct Chaos {
     concurrent: bool,
     /// Rounds of recording, mutating, syncing and delivering.
     rounds: usize,
+    /// Token and session lifetime in seconds when not the default (one second: they expire
+    /// between most calls; only where calls are quick, as one call may meet only one expiry).
+    session_secs: Option<i64>,
 }
 
 fn mk(code: &str) -> FaultRule<MarketoFault> {
@@ -94,7 +97,9 @@ fn salesforce_transport() -> Vec<FaultRule<SalesforceFault>> {
         lost("/sobjects/", Trigger::Ratio(0.10)),
         FaultRule::new(Trigger::Ratio(RATIO), FaultAction::DropConnection).on_path("/services/data"),
         FaultRule::new(Trigger::Ratio(RATIO), FaultAction::Delay(SLOW)).on_path("/services/data"),
-        FaultRule::new(Trigger::Ratio(RATIO), FaultAction::MalformedBody).on_path("/composite/sobjects").on_method("PATCH"),
+        FaultRule::new(Trigger::Ratio(RATIO), FaultAction::MalformedBody)
+            .on_path("/composite/sobjects")
+            .on_method("PATCH"),
     ]
 }
 
@@ -125,7 +130,7 @@ async fn start_world(c: &Chaos) -> World {
             max_concurrent: MAX_CONCURRENT,
             ..MarketoLimits::default()
         },
-        token_ttl: chrono::Duration::seconds(ttl),
+        token_ttl: chrono::Duration::seconds(c.session_secs.unwrap_or(ttl)),
         scan_block: 60,
         fault_seed: c.seed,
         ..MarketoConfig::default()
@@ -133,7 +138,7 @@ async fn start_world(c: &Chaos) -> World {
     .await
     .unwrap();
     let salesforce = SalesforceEmulator::start(SalesforceConfig {
-        session_lifetime: chrono::Duration::seconds(ttl),
+        session_lifetime: chrono::Duration::seconds(c.session_secs.unwrap_or(ttl)),
         fault_seed: c.seed,
         ..SalesforceConfig::default()
     })
@@ -471,8 +476,8 @@ fn fired(w: &World) -> BTreeMap<String, u64> {
     }
     out.insert("marketo calls".into(), w.marketo.call_log().len() as u64);
     out.insert(
-        "marketo 602 (token expired)".into(),
-        w.marketo.call_log().iter().filter(|c| c.outcome.as_deref() == Some("602")).count() as u64,
+        "marketo 601/602 (token expired)".into(),
+        w.marketo.call_log().iter().filter(|c| matches!(c.outcome.as_deref(), Some("601" | "602"))).count() as u64,
     );
     out.insert("salesforce calls".into(), w.salesforce.call_log().len() as u64);
     out.insert(
@@ -582,9 +587,20 @@ async fn sqlite_drops_timeouts_and_lost_write_responses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_tokens_expire_mid_stream() {
     let (store, _dir) = sqlite().await;
-    let c =
-        Chaos { seed: 404, people: 500, short_tokens: true, marketo: vec![mk("602")], rounds: 3, ..Chaos::default() };
-    run(c, store).await;
+    let c = Chaos {
+        seed: 404,
+        people: 500,
+        short_tokens: true,
+        session_secs: Some(1),
+        marketo: vec![mk("602")],
+        rounds: 3,
+        ..Chaos::default()
+    };
+    let fired = run(c, store).await;
+    // Besides the injected 602s, tokens and sessions really expired while work was going on.
+    let injected: u64 = fired.iter().filter(|(k, _)| k.contains("code: \"602\"")).map(|(_, n)| n).sum();
+    assert!(fired["marketo 601/602 (token expired)"] > injected, "{fired:?}");
+    assert!(fired["salesforce INVALID_SESSION_ID"] >= 1, "{fired:?}");
 }
 
 fn everything() -> Chaos {
@@ -602,6 +618,7 @@ fn everything() -> Chaos {
         short_tokens: true,
         concurrent: true,
         rounds: 2,
+        session_secs: None,
     }
 }
 
