@@ -39,9 +39,13 @@
 //!   rejections (1004 "lead not found" included) and Salesforce access/validation errors
 //!   (REQUIRED_FIELD_MISSING, INSUFFICIENT_ACCESS…, FIELD_CUSTOM_VALIDATION_EXCEPTION, …; see
 //!   [`classify_salesforce`]). An admin retries parked items with [`Dispatcher::retry_parked`].
-//! - **Quotas.** Marketo's daily quota (607) pauses Marketo delivery until it resets; Salesforce
-//!   delivery pauses while the daily allocation left (from `Sforce-Limit-Info`) is below
-//!   [`DeliverySettings::salesforce_api_reserve`]. Both emit [`DeliveryEvent::QuotaExhausted`].
+//! - **Quotas.** Marketo's daily quota (607) pauses Marketo delivery until it resets (midnight US
+//!   Central, the time the connector reports); Salesforce's (REQUEST_LIMIT_EXCEEDED) pauses
+//!   Salesforce delivery, and so does a daily allocation left (from `Sforce-Limit-Info`) below
+//!   [`DeliverySettings::salesforce_api_reserve`] — after such a pause one call re-reads the
+//!   allocation before deciding again. Both emit [`DeliveryEvent::QuotaExhausted`] and show in
+//!   [`Dispatcher::target_status`]; the other target is delivered to meanwhile, and paused items
+//!   keep their place (nothing is parked for a quota).
 //! - **Authentication** failures stop that target's delivery (items are released untouched) and
 //!   emit [`DeliveryEvent::Reconnect`] until [`Dispatcher::reconnected`] is called.
 //!
