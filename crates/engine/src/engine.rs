@@ -342,6 +342,14 @@ impl SyncEngine {
                     | Error::Port(salesync_core::Error::Unauthenticated { .. })
                     | Error::Port(salesync_core::Error::Conflict { what: "store instance", .. })),
                 ) => return Err(e),
+                // A daily quota comes back at its reset, not at the next poll: asking earlier
+                // only spends calls that are refused (or, on Salesforce, counted).
+                Err(e @ Error::Port(salesync_core::Error::QuotaExhausted { resets_at, .. })) => {
+                    let delay = quota_wait(resets_at, settings.clock.now(), settings.poll_interval);
+                    tracing::warn!(error = %e, wait_secs = delay.as_secs(), "daily API quota exhausted; the people sync waits for its reset");
+                    self.inner.emit(SyncEvent::Backoff { reason: format!("pass stopped: {e}"), delay });
+                    delay
+                }
                 Err(e) => {
                     self.inner.emit(SyncEvent::Backoff {
                         reason: format!("pass failed: {e}"),
@@ -382,6 +390,20 @@ impl SyncEngine {
             }
         }
     }
+}
+
+/// How long the run loop waits after a quota error: until the reset Marketo/Salesforce named
+/// (plus a minute of slack for clock skew), at least one poll interval; one hour when no reset
+/// time is known; never more than a day.
+fn quota_wait(resets_at: Option<DateTime<Utc>>, now: DateTime<Utc>, poll: Duration) -> Duration {
+    const SLACK: Duration = Duration::from_secs(60);
+    const UNKNOWN: Duration = Duration::from_secs(3600);
+    const MAX: Duration = Duration::from_secs(24 * 3600);
+    let until_reset = match resets_at {
+        Some(at) => (at - now).to_std().unwrap_or(Duration::ZERO) + SLACK,
+        None => UNKNOWN,
+    };
+    until_reset.clamp(poll, MAX.max(poll))
 }
 
 impl Inner {
@@ -814,5 +836,24 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     match m.lock() {
         Ok(g) => g,
         Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+#[cfg(test)]
+mod quota_tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn quota_waits_until_the_named_reset_within_bounds() {
+        let now = Utc.with_ymd_and_hms(2026, 3, 2, 10, 0, 0).unwrap();
+        let poll = Duration::from_secs(30);
+        let at = |h: i64| Some(now + chrono::Duration::hours(h));
+        assert_eq!(quota_wait(at(3), now, poll), Duration::from_secs(3 * 3600 + 60));
+        assert_eq!(quota_wait(None, now, poll), Duration::from_secs(3600));
+        // A reset already past (clock skew) still waits one poll interval, never zero.
+        assert_eq!(quota_wait(at(-1), now, poll), Duration::from_secs(60));
+        assert_eq!(quota_wait(at(-1), now, Duration::from_secs(600)), Duration::from_secs(600));
+        assert_eq!(quota_wait(at(72), now, poll), Duration::from_secs(24 * 3600));
     }
 }

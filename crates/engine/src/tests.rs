@@ -1783,3 +1783,38 @@ async fn concurrent_one_shot_passes_on_one_engine_all_succeed_and_leave_the_leas
     assert_eq!(ids(&store), (1..=9).collect::<Vec<_>>());
     assert!(!store.state().leases.contains_key(MARKETO_PULL_LEASE), "released after the last pass");
 }
+
+#[tokio::test(start_paused = true)]
+async fn run_waits_for_the_quota_reset_instead_of_polling() {
+    let mut m = MockMarketoApi::new();
+    m.expect_lead_schema().returning(|| {
+        Err(salesync_core::Error::QuotaExhausted {
+            service: Service::Marketo,
+            resets_at: Some(t0() + chrono::Duration::hours(5)),
+            detail: "607 Daily quota reached".into(),
+        })
+    });
+    m.expect_paging_token().returning(|_| Ok("t".into()));
+    m.expect_activities().returning(|t, _, _| Ok(page(vec![], t, false)));
+    let eng = SyncEngine::builder()
+        .marketo(Arc::new(m))
+        .salesforce(no_salesforce())
+        .store(Arc::new(FakeStore::default()))
+        .settings(settings(InitialMode::Rest))
+        .build()
+        .unwrap();
+    let mut events = eng.subscribe_events();
+    let cancel = CancellationToken::new();
+    let (e2, c2) = (eng.clone(), cancel.clone());
+    let task = tokio::spawn(async move { e2.run(c2).await });
+    let delay = loop {
+        if let Ok(SyncEvent::Backoff { reason, delay }) = events.recv().await
+            && reason.contains("quota")
+        {
+            break delay;
+        }
+    };
+    assert_eq!(delay, Duration::from_secs(5 * 3600 + 60), "waits for the reset (+1 min), not one poll interval");
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+}
