@@ -43,16 +43,24 @@ pub(crate) fn instance_conflict(bound: &str, requested: &str) -> Error {
     }
 }
 
+/// Where the userinfo of a URL (after `scheme://`) ends: its last `@` before the path, or, when
+/// the part before the first `/`, `?` or `#` looks like `user:pass…` without an `@`, the last `@`
+/// anywhere: a password written with an unencoded `/`, `?` or `#` must not be shown either
+/// (found by fuzz/config). Over-redacting a URL with an `@` in its path or query is harmless.
+fn userinfo_end(rest: &str) -> Option<usize> {
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    authority.rfind('@').or_else(|| rest.rfind('@').filter(|_| authority.contains(':')))
+}
+
 /// Redacts the password of a URL (userinfo or `password=` query parameter) for messages.
 pub(crate) fn redact_url(url: &str) -> String {
     let url = redact_query_password(url);
     let url = url.as_str();
     let Some(scheme_end) = url.find("://") else { return url.to_string() };
     let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else { return url.to_string() };
-    let userinfo = &authority[..at];
+    let Some(at) = userinfo_end(rest) else { return url.to_string() };
+    let userinfo = &rest[..at];
     let redacted = match userinfo.find(':') {
         Some(colon) => format!("{}:***", &userinfo[..colon]),
         None => userinfo.to_string(),
@@ -77,10 +85,8 @@ fn redact_query_password(url: &str) -> String {
 pub(crate) fn url_password(url: &str) -> Option<&str> {
     let scheme_end = url.find("://")?;
     let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let at = authority.rfind('@')?;
-    let userinfo = &authority[..at];
+    let at = userinfo_end(rest)?;
+    let userinfo = &rest[..at];
     let colon = userinfo.find(':')?;
     Some(&userinfo[colon + 1..]).filter(|p| !p.is_empty())
 }
@@ -165,6 +171,19 @@ pub(crate) mod sql {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redacts_passwords_with_unencoded_delimiters() {
+        for url in ["postgres://u:abc?def@h/db", "postgres://u:a/b#c@h:5432/db", "sqlite://:Pw7?qqqqqq@"] {
+            let shown = redact_url(url);
+            for secret in ["abc?def", "a/b#c", "Pw7?qqqqqq"] {
+                assert!(!shown.contains(secret), "{url} shown as {shown}");
+            }
+            assert_eq!(scrub(format!("bad URL {url}"), url).matches("***").count(), 1, "{url}");
+        }
+        let err = crate::check_url("postgres://u:abc?def@h/db").map(|_| ()).unwrap_err().to_string();
+        assert!(!err.contains("abc?def"), "{err}");
+    }
 
     #[test]
     fn redacts_passwords() {
