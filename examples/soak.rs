@@ -1373,6 +1373,25 @@ async fn report(
                 )
             })
             .collect();
+        // salesync's own copy must hold the host's last change too.
+        let local = ctx.store.reminder(id).await?;
+        let local_state = local.as_ref().map(|l| (l.status, l.priority, l.due_date, l.details.clone(), l.deleted));
+        let want_state = (model.status, model.priority, model.due_date, model.details.clone(), model.deleted);
+        if local_state.as_ref() != Some(&want_state) {
+            rem.lost += 1;
+            example(format!(
+                "reminder {id} (person {}): salesync holds {local_state:?}, the host last set {want_state:?}; Salesforce has {:?}; its changes: {}",
+                model.marketo_id,
+                found.first().map(|t| (
+                    t.get("Status").cloned(),
+                    t.get("Priority").cloned(),
+                    t.get("ActivityDate").cloned(),
+                    t.get("Description").cloned()
+                )),
+                history.join(" | ")
+            ));
+            continue;
+        }
         match found.first() {
             None if model.deleted || !ever_delivered => {
                 if ever_delivered {
