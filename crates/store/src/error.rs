@@ -74,7 +74,8 @@ fn redact_query_password(url: &str) -> String {
     let parts: Vec<String> = query
         .split('&')
         .map(|kv| match kv.split_once('=') {
-            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+            // `ends_with`: a stray `?` before it (`…?/?password=…`) makes the key `/?password`.
+            Some((k, _)) if k.to_ascii_lowercase().ends_with("password") => format!("{k}=***"),
             _ => kv.to_string(),
         })
         .collect();
@@ -174,6 +175,7 @@ mod tests {
 
     #[test]
     fn redacts_passwords_with_unencoded_delimiters() {
+        assert!(!redact_url("sqlite://?/?password=Pw7qqqqqqq").contains("Pw7"));
         for url in ["postgres://u:abc?def@h/db", "postgres://u:a/b#c@h:5432/db", "sqlite://:Pw7?qqqqqq@"] {
             let shown = redact_url(url);
             for secret in ["abc?def", "a/b#c", "Pw7?qqqqqq"] {
