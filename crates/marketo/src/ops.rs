@@ -296,7 +296,20 @@ impl MarketoClient {
             let env: Envelope<WireActivity> = self.call(Req::get(op, url.clone(), query)).await?;
             let more = env.more_result.unwrap_or(false);
             let next = env.next_page_token.clone().filter(|t| !t.is_empty());
-            let items = env.records().into_iter().map(WireActivity::into_activity).collect::<Result<Vec<_>, _>>()?;
+            // An activity Marketo sent without its lead, date or type cannot be applied to
+            // anyone; failing the page for it would fail it on every retry and stall the stream
+            // at this token forever, so it is skipped and named in the log.
+            let items = env
+                .records()
+                .into_iter()
+                .filter_map(|w| match w.into_activity() {
+                    Ok(a) => Some(a),
+                    Err(e) => {
+                        tracing::warn!(op, error = %e, "skipping an incomplete activity record");
+                        None
+                    }
+                })
+                .collect::<Vec<_>>();
             let page = Page { items, next_token: Some(next.clone().unwrap_or_else(|| token.clone())), more };
             if !page.items.is_empty() || !more || followed >= MAX_EMPTY_PAGES_FOLLOWED {
                 return Ok(page);

@@ -33,7 +33,7 @@ pub(crate) struct WireActivity {
     marketo_guid: Option<String>,
     #[serde(default, deserialize_with = "lenient_i64")]
     lead_id: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_opt_string")]
     activity_date: Option<String>,
     #[serde(default, deserialize_with = "lenient_i64")]
     activity_type_id: Option<i64>,

@@ -300,3 +300,27 @@ async fn export_file_gzip_lie_is_a_stream_error() {
     assert!(matches!(e, Error::Transport { .. }), "{e:?}");
     assert!(chain(&e).contains("decod"), "{}", chain(&e));
 }
+
+#[tokio::test]
+async fn an_incomplete_activity_is_skipped_and_the_rest_of_its_page_read() {
+    // The middle record has no leadId, the fourth no activityDate: neither can be applied to
+    // anyone, and failing the page would fail it again on every retry, stalling the stream.
+    let server = Hostile::start(|| {
+        json(
+            StatusCode::OK,
+            r#"{"requestId":"a#1","success":true,"nextPageToken":"NEXT","moreResult":false,"result":[
+              {"id":1,"marketoGUID":"1","leadId":11,"activityDate":"2026-01-02T03:04:05Z","activityTypeId":13,"fields":[{"id":1,"name":"email","newValue":"a@x.com","oldValue":null}]},
+              {"id":2,"marketoGUID":"2","activityDate":"2026-01-02T03:04:06Z","activityTypeId":13},
+              {"id":3,"marketoGUID":"3","leadId":"13","activityDate":"2026-01-02T03:04:07Z","activityTypeId":"13"},
+              {"id":4,"marketoGUID":"4","leadId":14,"activityDate":20260102,"activityTypeId":13}
+            ]}"#,
+        )
+    })
+    .await;
+    let page = server.client(Duration::from_secs(5)).lead_changes("TOKEN", &["email".to_string()]).await.unwrap();
+    let leads: Vec<i64> = page.items.iter().map(|a| a.lead_id).collect();
+    assert_eq!(leads, vec![11, 13], "the complete records, in order");
+    assert_eq!(page.items[0].changed_fields[0].name, "email");
+    assert_eq!(page.next_token.as_deref(), Some("NEXT"), "the stream moves past the bad records");
+    assert_eq!(server.hits(), 1);
+}
