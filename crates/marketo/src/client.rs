@@ -136,8 +136,15 @@ pub(crate) enum Received {
 /// How a received response is to be treated.
 pub(crate) enum Interp<T> {
     Done(T),
-    Act { action: Action, code: String, message: String },
+    Act {
+        action: Action,
+        code: String,
+        message: String,
+    },
     Fail(MkError),
+    /// A 2xx body that is not the JSON it should be (cut short, garbled). A read asks again
+    /// within its retry budget, as for a broken connection; a write's outcome stays unknown.
+    Unreadable(MkError),
 }
 
 enum ReadError {
@@ -205,7 +212,7 @@ pub(crate) fn interpret_json<T: DeserializeOwned>(status: u16, body: &[u8]) -> I
                 "HTTP {status} answered with an HTML page instead of JSON (a proxy or login page?): {}",
                 snippet(body)
             ))),
-            Parsed::Malformed(d) => Interp::Fail(MkError::protocol(format!("HTTP {status}: {d}"))),
+            Parsed::Malformed(d) => Interp::Unreadable(MkError::protocol(format!("HTTP {status}: {d}"))),
         }
     } else {
         interpret_error_status(status, body)
@@ -443,6 +450,13 @@ impl MarketoClient {
             let (action, code, message) = match interp(received) {
                 Interp::Done(v) => return Ok(v),
                 Interp::Fail(e) => return Err(e),
+                Interp::Unreadable(e) if req.safety == Safety::Idempotent && attempt < retry.max_attempts => {
+                    let delay = retry.delay(attempt);
+                    tracing::warn!(op = req.op, error = %e, attempt, "Marketo answer unreadable; asking again");
+                    tokio::time::sleep(delay).await;
+                    continue;
+                }
+                Interp::Unreadable(e) => return Err(e),
                 Interp::Act { action, code, message } => (action, code, message),
             };
             match action {

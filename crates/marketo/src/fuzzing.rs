@@ -36,7 +36,7 @@ fn decode<W: serde::de::DeserializeOwned, T>(
             Err(e) => Decoded::Failed(e.into()),
         },
         Interp::Act { code, message, .. } => Decoded::Act { code, message },
-        Interp::Fail(e) => Decoded::Failed(e.into()),
+        Interp::Fail(e) | Interp::Unreadable(e) => Decoded::Failed(e.into()),
     }
 }
 

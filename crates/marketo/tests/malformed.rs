@@ -120,14 +120,18 @@ fn chain(e: &dyn std::error::Error) -> String {
 }
 
 #[tokio::test]
-async fn truncated_json_page_is_a_protocol_error_and_not_retried() {
+async fn truncated_json_page_is_asked_again_then_a_protocol_error() {
     let h =
         Hostile::start(|| json(StatusCode::OK, r#"{"requestId":"a#b","success":true,"result":[{"id":1,"email":"a@"#))
             .await;
     let e = leads(&h.client(Duration::from_secs(5))).await.unwrap_err();
     assert!(protocol_detail(&e).contains("malformed JSON"), "{e}");
-    assert!(!e.is_retryable());
-    assert_eq!(h.hits(), 1, "a broken 200 answer is not retried");
+    assert!(!e.is_retryable(), "after the retry budget the page fails for good");
+    assert_eq!(
+        h.hits(),
+        ATTEMPTS as usize,
+        "a read whose answer was cut short is asked again, a bounded number of times"
+    );
 }
 
 #[tokio::test]
