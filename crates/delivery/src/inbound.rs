@@ -1,5 +1,6 @@
 //! What salesync pulls from Salesforce: reminder Task changes and opt-outs.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -7,7 +8,7 @@ use salesync_core::Result;
 use salesync_core::activity::{ReminderTask, UnsubscribeOrigin, UnsubscribeState};
 use salesync_core::delivery::{ReminderMerge, import_reminder, merge_reminder};
 use salesync_core::ports::salesforce::TaskRecord;
-use salesync_core::ports::store::{Checkpoint, InboundBatch, StreamId, Target};
+use salesync_core::ports::store::{Checkpoint, InboundBatch, OutboxPayload, OutboxState, StreamId, Target};
 use serde::{Deserialize, Serialize};
 
 use crate::dispatcher::Inner;
@@ -89,6 +90,10 @@ impl Inner {
             deleted_until: now - chrono::Duration::hours(24),
         });
         let since = pos.modstamp - chrono::Duration::seconds(OVERLAP_SECS);
+        let Some(unsent) = self.reminders_with_unsent_changes().await? else {
+            tracing::info!("reminder poll deferred: the outbox backlog is too long to tell echoes from edits");
+            return Ok(report);
+        };
         let mut token = None;
         loop {
             let page = self.salesforce.tasks_modified_since(since, token).await?;
@@ -96,7 +101,7 @@ impl Inner {
             for task in &page.items {
                 report.read += 1;
                 pos.modstamp = pos.modstamp.max(task.modified_at);
-                if let Some(r) = self.reminder_from_task(task, &reminders).await? {
+                if let Some(r) = self.reminder_from_task(task, &reminders, &unsent).await? {
                     reminders.retain(|x: &ReminderTask| x.id != r.id);
                     reminders.push(r);
                 }
@@ -149,15 +154,45 @@ impl Inner {
         Ok(Checkpoint { stream: StreamId::SalesforceTasks, position, updated_at: now })
     }
 
+    /// Reminders with a change recorded by the host and not yet written to Salesforce (pending
+    /// or in-flight outbox items); `None` when the backlog is too long to list.
+    ///
+    /// While such a change is on its way, a newer-looking Task is most likely the echo of
+    /// salesync's own earlier write (its SystemModstamp is stamped when the write lands, after
+    /// the host's later change was recorded); taking it would revert the host's change and
+    /// then skip it as superseded. The host's pending change wins: it is about to overwrite
+    /// the Task anyway.
+    async fn reminders_with_unsent_changes(&self) -> Result<Option<HashSet<String>>> {
+        const SCAN: u32 = 100_000;
+        let mut ids = HashSet::new();
+        for state in [OutboxState::Pending, OutboxState::InFlight] {
+            let items = self.store.outbox_items(state, SCAN).await?;
+            if items.len() as u64 >= u64::from(SCAN) {
+                return Ok(None);
+            }
+            ids.extend(items.into_iter().filter_map(|i| match i.payload {
+                OutboxPayload::Reminder { task } => Some(task.id),
+                _ => None,
+            }));
+        }
+        Ok(Some(ids))
+    }
+
     /// What a Salesforce Task changes in salesync.
     ///
     /// A Task is a reminder candidate when its TaskSubtype is `Task` or absent, and its external
     /// id is empty or names a salesync reminder. salesync's own activity Tasks (TaskSubtype
     /// Email/Call, external id = an activity id) are therefore never imported.
     /// - Known reminder (by Task id, else by external id): merged by latest modification time
-    ///   ([`merge_reminder`]); Salesforce's subject never comes back.
+    ///   ([`merge_reminder`]), unless a host change of it is still `unsent` (then the host's
+    ///   version stays); Salesforce's subject never comes back.
     /// - Unknown Task on a mirror person whose status maps: imported with id `sf-<Task id>`.
-    async fn reminder_from_task(&self, task: &TaskRecord, pending: &[ReminderTask]) -> Result<Option<ReminderTask>> {
+    async fn reminder_from_task(
+        &self,
+        task: &TaskRecord,
+        pending: &[ReminderTask],
+        unsent: &HashSet<String>,
+    ) -> Result<Option<ReminderTask>> {
         if task.task_subtype.as_deref().is_some_and(|s| s != "Task") {
             return Ok(None);
         }
@@ -175,7 +210,9 @@ impl Inner {
             }
         }
         if let Some(local) = local {
-            return Ok(match merge_reminder(&local, task) {
+            let merged =
+                if unsent.contains(&local.id) { ReminderMerge::KeepLocal } else { merge_reminder(&local, task) };
+            return Ok(match merged {
                 ReminderMerge::TakeRemote(mut next) => {
                     next.salesforce_task_id = Some(task.id.clone());
                     Some(next)

@@ -86,6 +86,11 @@
 //!   delivered even if it is switched off before they go out.
 //! - An older reminder change whose reminder has changed since (locally or by a merged
 //!   Salesforce edit) is skipped as superseded; the newest state is what reaches Salesforce.
+//! - While a host change of a reminder is waiting in the outbox, the reminder poll keeps the
+//!   host's version: a newer-looking Task is then usually the echo of salesync's own earlier
+//!   write, stamped by Salesforce after the host's change. A Salesforce edit made in that window
+//!   is overwritten by the host's change. With more than 100,000 undelivered items the poll
+//!   waits (it cannot tell echoes from edits) and resumes from its high-water mark.
 //! - The first opt-out reconcile reads every opted-out Lead and Contact of the org (paged);
 //!   later ones read only changes since the high-water mark.
 //! - Stop states (reconnect required, quota pause) are per process; other processes find out

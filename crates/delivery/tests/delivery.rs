@@ -872,6 +872,89 @@ async fn reminder_sync_imports_merges_by_latest_change_and_follows_deletions() {
     assert!(st.outbox.is_empty());
 }
 
+/// Found by the soak run: the host completes a reminder while salesync's write of its earlier
+/// state is still on its way; that write lands later, so Salesforce stamps it after the host's
+/// completion. The poll must not take salesync's own echo for a newer Salesforce edit (which
+/// would revert the completion and then skip it as superseded): the pending completion wins and
+/// is written.
+#[tokio::test]
+async fn the_echo_of_salesyncs_own_write_does_not_revert_a_pending_host_change() {
+    let clock = ManualClock::new(t0());
+    let store = FakeStore::with_people(vec![contact(1)]);
+    store.set_settings(|s| s.reminder_task_sync = true);
+    let task_id = "00T5g00000TaSk1";
+    let completed = salesync_core::activity::ReminderTask {
+        id: "rem1".into(),
+        marketo_id: 1,
+        subject: "Call back".into(),
+        status: ReminderStatus::Complete,
+        priority: ReminderPriority::High,
+        due_date: None,
+        details: None,
+        salesforce_task_id: Some(sfid(task_id)),
+        deleted: false,
+        updated_at: t0() - chrono::Duration::minutes(5),
+    };
+    {
+        let mut st = store.state();
+        st.reminders.insert("rem1".into(), completed.clone());
+        // The completion waits in the outbox (its first attempt failed; next try in 10 min).
+        st.outbox.push(salesync_core::ports::store::OutboxItem {
+            id: 1,
+            key: "rem1:2".into(),
+            target: Target::Salesforce,
+            payload: OutboxPayload::Reminder { task: completed },
+            state: OutboxState::Pending,
+            attempts: 1,
+            next_attempt_at: t0() + chrono::Duration::minutes(10),
+            last_error: Some("UNABLE_TO_LOCK_ROW".into()),
+            result: None,
+            lease_owner: None,
+            lease_until: None,
+            created_at: t0() - chrono::Duration::minutes(5),
+        });
+    }
+    let polls = Arc::new(AtomicU32::new(0));
+    let p2 = polls.clone();
+    let mut s = salesforce_basic();
+    s.expect_tasks_modified_since().returning(move |_, _| {
+        let mut task = match p2.fetch_add(1, Ordering::SeqCst) {
+            // The echo of the earlier (open) state, stamped after the host's completion.
+            0 => sf_task(task_id, CONTACT, "Not Started", t0() - chrono::Duration::minutes(1)),
+            // Later: the completion salesync wrote.
+            _ => sf_task(task_id, CONTACT, "Completed", t0() + chrono::Duration::minutes(10)),
+        };
+        task.external_id = Some("rem1".into());
+        task.priority = Some("High".into());
+        task.description = None;
+        Ok(Page::last(vec![task], None))
+    });
+    s.expect_tasks_deleted_between()
+        .returning(|_, end| Ok(DeletedSince { records: vec![], earliest_available: None, latest_covered: Some(end) }));
+    let updates = Arc::new(Mutex::new(Vec::new()));
+    let u2 = updates.clone();
+    s.expect_update_tasks().returning(move |ups| {
+        u2.lock().unwrap().extend_from_slice(ups);
+        Ok(written(ups.len(), task_id))
+    });
+    let d = dispatcher(marketo_with_types(), s, &store, &clock);
+
+    d.deliver_once().await.unwrap();
+    assert_eq!(polls.load(Ordering::SeqCst), 1, "the poll ran");
+    let rem = d.reminder("rem1").await.unwrap().unwrap();
+    assert_eq!(rem.status, ReminderStatus::Complete, "the echo did not revert the pending completion");
+    assert!(updates.lock().unwrap().is_empty(), "the completion is still waiting for its retry");
+
+    clock.advance(Duration::from_secs(11 * 60));
+    d.deliver_once().await.unwrap();
+    let ups = updates.lock().unwrap().clone();
+    assert_eq!(ups.len(), 1, "the completion is written, not skipped as superseded");
+    assert!(ups[0].1.contains(&("Status".into(), "Completed".into())), "{:?}", ups[0]);
+    assert_eq!(d.reminder("rem1").await.unwrap().unwrap().status, ReminderStatus::Complete);
+    let c = d.counts().await.unwrap();
+    assert_eq!((c.delivered, c.skipped, c.pending), (1, 0, 0));
+}
+
 #[tokio::test]
 async fn run_delivers_soon_after_recording_and_stops_on_cancel() {
     let clock = ManualClock::new(t0());
