@@ -8,7 +8,9 @@ use salesync_core::Result;
 use salesync_core::activity::{ReminderTask, UnsubscribeOrigin, UnsubscribeState};
 use salesync_core::delivery::{ReminderMerge, import_reminder, merge_reminder};
 use salesync_core::ports::salesforce::TaskRecord;
-use salesync_core::ports::store::{Checkpoint, InboundBatch, OutboxPayload, OutboxState, StreamId, Target};
+use salesync_core::ports::store::{
+    Checkpoint, InboundBatch, NewOutboxItem, OutboxPayload, OutboxState, Recording, StreamId, Target,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::dispatcher::Inner;
@@ -102,6 +104,9 @@ impl Inner {
                 report.read += 1;
                 pos.modstamp = pos.modstamp.max(task.modified_at);
                 if let Some(r) = self.reminder_from_task(task, &reminders, &unsent).await? {
+                    if r.deleted && !task.deleted && !unsent.contains(&r.id) {
+                        self.purge_surviving_task(&r, task).await?;
+                    }
                     reminders.retain(|x: &ReminderTask| x.id != r.id);
                     reminders.push(r);
                 }
@@ -152,6 +157,24 @@ impl Inner {
         let position = serde_json::to_value(pos)
             .map_err(|e| salesync_core::Error::Backend { backend: "checkpoint", source: Box::new(e) })?;
         Ok(Checkpoint { stream: StreamId::SalesforceTasks, position, updated_at: now })
+    }
+
+    /// A reminder deleted in salesync whose Task is still alive in Salesforce (its create landed
+    /// but the answer was lost, so the deletion was skipped as never having reached Salesforce):
+    /// the deletion is enqueued again, now with the Task id. Keyed by Task, so re-reading the same
+    /// page enqueues it once.
+    async fn purge_surviving_task(&self, reminder: &ReminderTask, task: &TaskRecord) -> Result<()> {
+        tracing::info!(reminder = %reminder.id, task = %task.id, "deleted reminder's Task is alive; deleting it again");
+        let mut deleted = reminder.clone();
+        deleted.salesforce_task_id = Some(task.id.clone());
+        let item = NewOutboxItem {
+            key: format!("{}:purge:{}", reminder.id, task.id),
+            target: Target::Salesforce,
+            payload: OutboxPayload::Reminder { task: deleted.clone() },
+            not_before: self.now(),
+        };
+        self.store.record(Recording { unsubscribe: None, reminder: Some(deleted), outbox: vec![item] }).await?;
+        Ok(())
     }
 
     /// Reminders with a change recorded by the host and not yet written to Salesforce (pending

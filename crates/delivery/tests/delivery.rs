@@ -955,6 +955,61 @@ async fn the_echo_of_salesyncs_own_write_does_not_revert_a_pending_host_change()
     assert_eq!((c.delivered, c.skipped, c.pending), (1, 0, 0));
 }
 
+/// A reminder's create reached Salesforce but its answer was lost; the host deleted the reminder
+/// before the retry, so the deletion was skipped as "never reached Salesforce". When the poll
+/// then sees the Task alive, salesync deletes it.
+#[tokio::test]
+async fn a_deleted_reminders_surviving_task_is_deleted_when_the_poll_finds_it() {
+    let clock = ManualClock::new(t0());
+    let store = FakeStore::with_people(vec![contact(1)]);
+    store.set_settings(|s| s.reminder_task_sync = true);
+    let task_id = "00T5g00000TaSk1";
+    store.state().reminders.insert(
+        "rem1".into(),
+        salesync_core::activity::ReminderTask {
+            id: "rem1".into(),
+            marketo_id: 1,
+            subject: "Call back".into(),
+            status: ReminderStatus::Open,
+            priority: ReminderPriority::High,
+            due_date: None,
+            details: None,
+            salesforce_task_id: None,
+            deleted: true,
+            updated_at: t0() - chrono::Duration::minutes(5),
+        },
+    );
+    let mut s = salesforce_basic();
+    s.expect_tasks_modified_since().returning(move |_, _| {
+        let mut task = sf_task(task_id, CONTACT, "Not Started", t0() - chrono::Duration::minutes(10));
+        task.external_id = Some("rem1".into());
+        Ok(Page::last(vec![task], None))
+    });
+    s.expect_tasks_deleted_between()
+        .returning(|_, end| Ok(DeletedSince { records: vec![], earliest_available: None, latest_covered: Some(end) }));
+    let deleted = Arc::new(Mutex::new(Vec::new()));
+    let d2 = deleted.clone();
+    s.expect_delete_task().returning(move |id| {
+        d2.lock().unwrap().push(id.clone());
+        Ok(())
+    });
+    let d = dispatcher(marketo_with_types(), s, &store, &clock);
+    d.deliver_once().await.unwrap();
+    let rem = d.reminder("rem1").await.unwrap().unwrap();
+    assert!(rem.deleted, "still deleted");
+    assert_eq!(rem.salesforce_task_id, Some(sfid(task_id)), "the poll learnt the Task id");
+    assert!(deleted.lock().unwrap().is_empty(), "the deletion goes through the outbox");
+    d.deliver_once().await.unwrap();
+    assert_eq!(*deleted.lock().unwrap(), vec![sfid(task_id)], "the surviving Task is deleted once");
+    // The next poll reads the same Task again (overlap): no second deletion is enqueued.
+    clock.advance(Duration::from_secs(120));
+    d.deliver_once().await.unwrap();
+    d.deliver_once().await.unwrap();
+    assert_eq!(deleted.lock().unwrap().len(), 1);
+    let c = d.counts().await.unwrap();
+    assert_eq!((c.delivered, c.pending), (1, 0));
+}
+
 #[tokio::test]
 async fn run_delivers_soon_after_recording_and_stops_on_cancel() {
     let clock = ManualClock::new(t0());
