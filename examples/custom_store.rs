@@ -97,6 +97,7 @@ store_impl! {
     fn reminder_by_salesforce_id(&self, task_id: &SalesforceId) -> Option<ReminderTask>;
     fn reminders_for(&self, marketo_id: i64) -> Vec<ReminderTask>;
     fn put_reminder(&self, task: ReminderTask) -> ();
+    fn set_reminder_task_id(&self, id: &str, task_id: &SalesforceId) -> bool;
     fn unsubscribe(&self, marketo_id: i64) -> Option<UnsubscribeState>;
     fn apply_inbound(&self, batch: InboundBatch) -> ();
     fn settings(&self) -> AdminSettings;

@@ -483,15 +483,11 @@ impl Inner {
             tracing::warn!(reminder_id, task_id, "Salesforce returned an invalid Task id");
             return;
         };
-        match self.store.reminder(reminder_id).await {
-            Ok(Some(mut r)) if r.salesforce_task_id.as_ref() != Some(&id) => {
-                r.salesforce_task_id = Some(id);
-                if let Err(e) = self.store.put_reminder(r).await {
-                    tracing::warn!(reminder_id, error = %e, "could not store the reminder's Salesforce Task id");
-                }
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(reminder_id, error = %e, "could not read the reminder"),
+        // Only the id column: a change the host recorded since this write started stays.
+        match self.store.set_reminder_task_id(reminder_id, &id).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(reminder_id, "the reminder of a written Task is gone"),
+            Err(e) => tracing::warn!(reminder_id, error = %e, "could not store the reminder's Salesforce Task id"),
         }
     }
 }

@@ -761,6 +761,18 @@ pub async fn reminders_and_unsubscribes(store: &dyn Store) {
     assert_eq!(store.reminder_by_salesforce_id(&sfid("00T", 3)).await.unwrap(), Some(r1));
     assert_eq!(store.reminders_for(1).await.unwrap().len(), 2);
 
+    // Setting the Task id touches only the Task id: a change stored since is kept.
+    let mut r3 = reminder("r3", 2, None);
+    r3.status = ReminderStatus::Complete;
+    r3.details = Some("changed since".into());
+    store.put_reminder(r3.clone()).await.unwrap();
+    assert!(store.set_reminder_task_id("r3", &sfid("00T", 4)).await.unwrap());
+    r3.salesforce_task_id = Some(sfid("00T", 4));
+    assert_eq!(store.reminder("r3").await.unwrap(), Some(r3.clone()));
+    assert_eq!(store.reminder_by_salesforce_id(&sfid("00T", 4)).await.unwrap(), Some(r3));
+    assert!(!store.set_reminder_task_id("nobody", &sfid("00T", 5)).await.unwrap());
+    assert_eq!(store.reminder("nobody").await.unwrap(), None);
+
     assert_eq!(store.unsubscribe(1).await.unwrap(), None);
     let u = UnsubscribeState { marketo_id: 1, unsubscribed: true, origin: UnsubscribeOrigin::Salesforce, at: t(7) };
     store.record(Recording { unsubscribe: Some(u.clone()), ..Default::default() }).await.unwrap();

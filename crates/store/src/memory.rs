@@ -326,6 +326,16 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn set_reminder_task_id(&self, id: &str, task_id: &SalesforceId) -> Result<bool> {
+        Ok(match self.lock().reminders.get_mut(id) {
+            Some(r) => {
+                r.salesforce_task_id = Some(task_id.clone());
+                true
+            }
+            None => false,
+        })
+    }
+
     async fn unsubscribe(&self, marketo_id: i64) -> Result<Option<UnsubscribeState>> {
         Ok(self.lock().unsubscribes.get(&marketo_id).cloned())
     }

@@ -586,6 +586,16 @@ impl Store for PostgresStore {
         Postgres::put_reminder_in(&mut conn, &task).await
     }
 
+    async fn set_reminder_task_id(&self, id: &str, task_id: &SalesforceId) -> Result<bool> {
+        let done = sqlx::query("UPDATE reminders SET salesforce_task_id = $1 WHERE id = $2")
+            .bind(task_id.as_str())
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db("setting a reminder's Task id"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
     async fn unsubscribe(&self, marketo_id: i64) -> Result<Option<UnsubscribeState>> {
         let row: Option<(bool, String, DateTime<Utc>)> =
             sqlx::query_as("SELECT unsubscribed, origin, at FROM unsubscribes WHERE marketo_id = $1")

@@ -510,6 +510,16 @@ impl Store for SqliteStore {
         tx.commit().await.map_err(db("writing a reminder"))
     }
 
+    async fn set_reminder_task_id(&self, id: &str, task_id: &SalesforceId) -> Result<bool> {
+        let done = sqlx::query("UPDATE reminders SET salesforce_task_id = ?1 WHERE id = ?2")
+            .bind(task_id.as_str())
+            .bind(id)
+            .execute(&self.writer)
+            .await
+            .map_err(db("setting a reminder's Task id"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
     async fn unsubscribe(&self, marketo_id: i64) -> Result<Option<UnsubscribeState>> {
         let row: Option<(bool, String, i64)> =
             sqlx::query_as("SELECT unsubscribed, origin, at FROM unsubscribes WHERE marketo_id = ?1")

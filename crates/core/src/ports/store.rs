@@ -340,8 +340,22 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Reminder tasks of a person (deleted ones included).
     async fn reminders_for(&self, marketo_id: i64) -> Result<Vec<ReminderTask>>;
 
-    /// Stores a reminder task (e.g. after delivery recorded its Salesforce id).
+    /// Stores a reminder task.
     async fn put_reminder(&self, task: ReminderTask) -> Result<()>;
+
+    /// Sets a reminder's Salesforce Task id and nothing else, so a change recorded meanwhile is
+    /// not overwritten; false when there is no such reminder. The default reads and writes the
+    /// whole reminder (a window for a lost update); the bundled backends update the one field.
+    async fn set_reminder_task_id(&self, id: &str, task_id: &SalesforceId) -> Result<bool> {
+        match self.reminder(id).await? {
+            Some(mut r) => {
+                r.salesforce_task_id = Some(task_id.clone());
+                self.put_reminder(r).await?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
 
     /// A person's unsubscribe state.
     async fn unsubscribe(&self, marketo_id: i64) -> Result<Option<UnsubscribeState>>;
