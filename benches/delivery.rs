@@ -6,6 +6,7 @@
 //! - `direct`: the baseline — the same activities written straight through the connectors
 //!   (`add_custom_activities` in batches of 300, `upsert_tasks` in batches of 200), no outbox;
 //! - `record`: `Dispatcher::record_activity` of every item (validation + one outbox transaction);
+//! - `record_batch`: `Dispatcher::record_activities` in batches of 1,000 (one transaction each);
 //! - `deliver`: `Dispatcher::deliver_once` rounds until the outbox is empty (claims, writes,
 //!   per-item results, acknowledgements).
 //!
@@ -183,6 +184,23 @@ fn bench(c: &mut Criterion) {
                     }
                     total += start.elapsed();
                     // Drain outside the measurement so the outbox does not grow across samples.
+                    drain(&dispatcher, items).await;
+                }
+                total
+            })
+        })
+    });
+    g.bench_function(BenchmarkId::new("record_batch", items), |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let batch = next_batch();
+                    let start = Instant::now();
+                    for chunk in batch.chunks(1_000) {
+                        dispatcher.record_activities(chunk.to_vec()).await.unwrap();
+                    }
+                    total += start.elapsed();
                     drain(&dispatcher, items).await;
                 }
                 total

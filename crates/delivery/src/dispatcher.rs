@@ -253,36 +253,70 @@ impl Dispatcher {
     ///
     /// Validates first (person in the mirror, required attributes, attribute size); on error
     /// nothing is stored. Recording the same id twice returns the existing items.
-    pub async fn record_activity(&self, mut activity: SalesActivity) -> Result<Recorded> {
-        if activity.id.trim().is_empty() {
-            activity.id = uuid::Uuid::new_v4().simple().to_string();
+    pub async fn record_activity(&self, activity: SalesActivity) -> Result<Recorded> {
+        let mut recorded = self.record_activities(vec![activity]).await?;
+        recorded.pop().ok_or_else(|| Error::InvalidInput { field: "activity".into(), reason: "not recorded".into() })
+    }
+
+    /// Records many sales activities in one store transaction (a host importing history, or
+    /// flushing a queue): all of them or, on any error, none. Each is validated and resolved as
+    /// [`record_activity`](Self::record_activity) does; an error names the activity. Returns one
+    /// [`Recorded`] per activity, in order. Much faster than one call per activity on a store
+    /// that makes each transaction durable.
+    pub async fn record_activities(&self, mut activities: Vec<SalesActivity>) -> Result<Vec<Recorded>> {
+        for a in &mut activities {
+            if a.id.trim().is_empty() {
+                a.id = uuid::Uuid::new_v4().simple().to_string();
+            }
+            a.validate().map_err(|e| match e {
+                Error::InvalidInput { field, reason } => {
+                    Error::InvalidInput { field, reason: format!("{reason} (activity {})", a.id) }
+                }
+                other => other,
+            })?;
         }
-        activity.validate()?;
         self.ensure_bound().await?;
         let inner = &self.inner;
-        if inner.store.person(activity.marketo_id).await?.is_none() {
-            return Err(person_not_found(activity.marketo_id));
+        let mut ids: Vec<i64> = activities.iter().map(|a| a.marketo_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut known = std::collections::HashSet::with_capacity(ids.len());
+        for chunk in ids.chunks(1000) {
+            known.extend(inner.store.people_by_ids(chunk).await?.into_iter().map(|p| p.marketo_id));
+        }
+        if let Some(missing) = activities.iter().find(|a| !known.contains(&a.marketo_id)) {
+            return Err(person_not_found(missing.marketo_id));
         }
         let admin = inner.store.settings().await?;
         let now = inner.now();
-        let id = activity.id.clone();
-        let mut outbox = vec![NewOutboxItem {
-            key: format!("{id}:marketo"),
-            target: Target::Marketo,
-            payload: OutboxPayload::Activity { activity: activity.clone() },
-            not_before: now,
-        }];
-        if activity.kind.task_kind().is_some_and(|k| admin.logs_to_salesforce(k)) {
+        let mut outbox = Vec::with_capacity(activities.len() * 2);
+        let mut per_activity = Vec::with_capacity(activities.len());
+        for activity in activities {
+            let id = activity.id.clone();
+            let to_salesforce = activity.kind.task_kind().is_some_and(|k| admin.logs_to_salesforce(k));
             outbox.push(NewOutboxItem {
-                key: format!("{id}:salesforce"),
-                target: Target::Salesforce,
-                payload: OutboxPayload::Activity { activity },
+                key: format!("{id}:marketo"),
+                target: Target::Marketo,
+                payload: OutboxPayload::Activity { activity: activity.clone() },
                 not_before: now,
             });
+            if to_salesforce {
+                outbox.push(NewOutboxItem {
+                    key: format!("{id}:salesforce"),
+                    target: Target::Salesforce,
+                    payload: OutboxPayload::Activity { activity },
+                    not_before: now,
+                });
+            }
+            per_activity.push((id, if to_salesforce { 2 } else { 1 }));
         }
         let outbox_ids = inner.store.record(Recording { outbox, ..Recording::default() }).await?;
         inner.wake.notify_one();
-        Ok(Recorded { id, outbox_ids })
+        let mut ids = outbox_ids.into_iter();
+        Ok(per_activity
+            .into_iter()
+            .map(|(id, n)| Recorded { id, outbox_ids: ids.by_ref().take(n).collect() })
+            .collect())
     }
 
     /// Records that a person unsubscribed in salesync and enqueues the push of the opt-out to

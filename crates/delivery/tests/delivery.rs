@@ -115,6 +115,44 @@ async fn recording_enqueues_per_switch_in_one_store_call_and_is_idempotent() {
     assert!(store.items().iter().any(|i| i.key == format!("{}:marketo", generated.id)));
 }
 
+#[tokio::test]
+async fn a_batch_is_recorded_in_one_store_call_all_or_nothing() {
+    let clock = ManualClock::new(t0());
+    let store = FakeStore::with_people(vec![contact(1), contact(2)]);
+    let d = dispatcher(MockMarketoApi::new(), salesforce_basic(), &store, &clock);
+
+    // One unknown person refuses the whole batch: nothing stored.
+    let bad = vec![activity("b1", 1, K::SendSalesEmail), activity("b2", 99, K::OpenSalesEmail)];
+    assert!(matches!(d.record_activities(bad).await, Err(Error::NotFound { .. })));
+    // So does one invalid activity, named in the error.
+    let mut no_subject = activity("b3", 2, K::SendSalesEmail);
+    no_subject.subject = None;
+    let e = d.record_activities(vec![activity("b4", 1, K::SalesCall), no_subject]).await.unwrap_err();
+    assert!(e.to_string().contains("b3"), "{e}");
+    assert!(store.items().is_empty());
+    assert_eq!(store.state().record_calls, 0);
+
+    let batch = vec![
+        activity("e1", 1, K::SendSalesEmail),
+        activity("o1", 2, K::OpenSalesEmail),
+        activity("c1", 2, K::SalesCall),
+        activity("", 1, K::ClickSalesEmail),
+    ];
+    let recorded = d.record_activities(batch).await.unwrap();
+    assert_eq!(store.state().record_calls, 1, "one transaction for the batch");
+    let sizes: Vec<usize> = recorded.iter().map(|r| r.outbox_ids.len()).collect();
+    assert_eq!(sizes, vec![2, 1, 2, 1], "emails and calls also go to Salesforce, opens and clicks do not");
+    for r in &recorded[..3] {
+        let keys: Vec<String> = d.status(r).await.unwrap().into_iter().map(|i| i.key).collect();
+        assert!(keys.iter().all(|k| k.starts_with(&format!("{}:", r.id))), "{keys:?} belong to {}", r.id);
+    }
+    assert_eq!(recorded[3].id.len(), 32, "an empty id gets a generated one");
+    assert_eq!(store.items().len(), 6);
+    // Recording the batch again returns the same items.
+    let again = d.record_activities(vec![activity("e1", 1, K::SendSalesEmail)]).await.unwrap();
+    assert_eq!(again[0].outbox_ids, recorded[0].outbox_ids);
+}
+
 // ---------------------------------------------------------------- Marketo
 
 #[tokio::test]
