@@ -3,7 +3,8 @@
 //!
 //! # Recording
 //!
-//! A host records through a [`Dispatcher`]: [`Dispatcher::record_activity`],
+//! A host records through a [`Dispatcher`]: [`Dispatcher::record_activity`] (a batch in one
+//! transaction: [`Dispatcher::record_activities`]),
 //! [`Dispatcher::record_unsubscribe`] and the reminder calls ([`Dispatcher::create_reminder`],
 //! [`Dispatcher::edit_reminder`], [`Dispatcher::complete_reminder`],
 //! [`Dispatcher::reopen_reminder`], [`Dispatcher::delete_reminder`]). Each validates first (the
