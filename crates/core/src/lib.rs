@@ -19,6 +19,7 @@
 pub mod activity;
 pub mod clock;
 pub mod delivery;
+pub mod endpoint;
 pub mod error;
 pub mod mapping;
 pub mod mirror;

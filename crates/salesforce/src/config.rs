@@ -1,8 +1,8 @@
 //! Builder, environment configuration and retry settings.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
+use salesync_core::endpoint::{is_loopback, redacted, redacted_text};
 use secrecy::SecretString;
 use url::Url;
 
@@ -348,30 +348,6 @@ pub(crate) fn check_url(key: &str, raw: &str, allow_http: bool) -> salesync_core
     url.set_query(None);
     url.set_fragment(None);
     Ok(url)
-}
-
-/// A URL as given, fit for `Debug`: parsed and [`redacted`], or a placeholder when unparsable.
-fn redacted_text(raw: &str) -> String {
-    Url::parse(raw.trim()).map_or_else(|_| "(not a URL)".to_string(), |u| redacted(&u))
-}
-
-/// A URL fit for messages: no userinfo, query or fragment.
-fn redacted(url: &Url) -> String {
-    let mut u = url.clone();
-    let _ = u.set_username("");
-    let _ = u.set_password(None);
-    u.set_query(None);
-    u.set_fragment(None);
-    u.to_string()
-}
-
-fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        None => false,
-    }
 }
 
 #[cfg(test)]
