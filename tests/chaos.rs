@@ -19,10 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{Timelike, Utc};
-use common::{World, assert_mirror_matches, mirror, postgres_url};
-use salesync::core::activity::{
-    AdminSettings, CallDetails, CallStatus, CampaignRef, ReminderPriority, SalesActivity, SalesActivityKind as K,
-};
+use common::{World, activity, assert_mirror_matches, mirror, postgres_url};
+use salesync::core::activity::{AdminSettings, ReminderPriority, SalesActivityKind as K};
 use salesync::core::ports::marketo::MarketoApi;
 use salesync::core::ports::salesforce::SalesforceApi;
 use salesync::core::ports::store::Store;
@@ -254,33 +252,6 @@ fn mutate(w: &World, m: &BTreeMap<i64, salesync::core::Person>, round: usize) {
         "sfdcType": "Contact", "sfdcContactId": salesync_emulator::sfid::mint("003", 810_000 + round as u64),
         "sfdcLeadOwnerId": owner
     })));
-}
-
-fn activity(id: String, marketo_id: i64, kind: K) -> SalesActivity {
-    SalesActivity {
-        id,
-        marketo_id,
-        kind,
-        occurred_at: Utc::now() - chrono::Duration::minutes(5),
-        actor_email: Some("rep@example.com".into()),
-        actor_salesforce_user: None,
-        subject: Some(format!("About {}", kind.slug())),
-        link: Some("https://example.com/pricing".into()),
-        template: None,
-        campaign: Some(CampaignRef { name: Some("Q4 outreach".into()), ..CampaignRef::default() }),
-        call: Some(CallDetails {
-            status: CallStatus::Completed,
-            duration_secs: Some(90),
-            phone_number: None,
-            recording_url: None,
-            answered_by: None,
-            outcome: None,
-            reason: None,
-        }),
-        bounce_details: Some("mailbox full".into()),
-        body: None,
-        sales_person_id: None,
-    }
 }
 
 /// What was recorded for delivery.

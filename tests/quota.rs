@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Timelike, Utc};
-use common::{World, assert_mirror_matches, mirror};
-use salesync::core::activity::{CallDetails, CallStatus, CampaignRef, SalesActivity, SalesActivityKind as K};
+use common::{World, activity, assert_mirror_matches, mirror};
+use salesync::core::activity::SalesActivityKind as K;
 use salesync::core::ports::marketo::MarketoApi;
 use salesync::core::ports::salesforce::SalesforceApi;
 use salesync::core::ports::store::Store;
@@ -132,33 +132,6 @@ async fn rig(seed: u64, salesforce_api_reserve: u64) -> Rig {
 
 fn obj(v: Value) -> Map<String, Value> {
     v.as_object().unwrap().clone()
-}
-
-fn activity(id: String, marketo_id: i64, kind: K) -> SalesActivity {
-    SalesActivity {
-        id,
-        marketo_id,
-        kind,
-        occurred_at: Utc::now() - chrono::Duration::minutes(5),
-        actor_email: Some("rep@example.com".into()),
-        actor_salesforce_user: None,
-        subject: Some(format!("About {}", kind.slug())),
-        link: Some("https://example.com/pricing".into()),
-        template: None,
-        campaign: Some(CampaignRef { name: Some("Q4 outreach".into()), ..CampaignRef::default() }),
-        call: Some(CallDetails {
-            status: CallStatus::Completed,
-            duration_secs: Some(90),
-            phone_number: None,
-            recording_url: None,
-            answered_by: None,
-            outcome: None,
-            reason: None,
-        }),
-        bounce_details: Some("mailbox full".into()),
-        body: None,
-        sales_person_id: None,
-    }
 }
 
 /// What was recorded: activity id → (kind, Salesforce record), and opted-out records.

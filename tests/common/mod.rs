@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use salesync::core::activity::{SalesActivity, SalesActivityKind};
 use salesync::core::mapping::{LEAD_FIELDS, LeadField};
 use salesync::core::ports::marketo::MarketoApi;
 use salesync::core::ports::salesforce::SalesforceApi;
@@ -127,4 +128,36 @@ pub async fn assert_mirror_matches(world: &World, store: &dyn Store) {
 /// A fresh PostgreSQL schema name for one test.
 pub fn postgres_url() -> String {
     std::env::var("SALESYNC_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A sales activity of `kind` with every attribute any kind needs (subject, link, campaign, call,
+/// bounce), occurred five minutes ago.
+pub fn activity(id: String, marketo_id: i64, kind: SalesActivityKind) -> SalesActivity {
+    SalesActivity {
+        id,
+        marketo_id,
+        kind,
+        occurred_at: chrono::Utc::now() - chrono::Duration::minutes(5),
+        actor_email: Some("rep@example.com".into()),
+        actor_salesforce_user: None,
+        subject: Some(format!("About {}", kind.slug())),
+        link: Some("https://example.com/pricing".into()),
+        template: None,
+        campaign: Some(salesync::core::activity::CampaignRef {
+            name: Some("Q4 outreach".into()),
+            ..salesync::core::activity::CampaignRef::default()
+        }),
+        call: Some(salesync::core::activity::CallDetails {
+            status: salesync::core::activity::CallStatus::Completed,
+            duration_secs: Some(90),
+            phone_number: None,
+            recording_url: None,
+            answered_by: None,
+            outcome: None,
+            reason: None,
+        }),
+        bounce_details: Some("mailbox full".into()),
+        body: None,
+        sales_person_id: None,
+    }
 }
