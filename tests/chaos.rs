@@ -356,18 +356,7 @@ async fn change_reminders(d: &Dispatcher, rec: &mut Recorded) {
 
 fn assert_delivered_once(w: &World, rec: &Recorded) {
     // Marketo: exactly one custom activity per recorded activity.
-    let mut per_id: HashMap<String, usize> = HashMap::new();
-    for a in w.marketo.custom_activities() {
-        let id = a["attributes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|x| x["apiName"] == "salesyncActivityId")
-            .and_then(|x| x["value"].as_str())
-            .unwrap()
-            .to_string();
-        *per_id.entry(id).or_default() += 1;
-    }
+    let per_id = w.marketo.custom_activity_counts("salesyncActivityId");
     let dups: Vec<_> = per_id.iter().filter(|(_, n)| **n > 1).collect();
     assert!(dups.is_empty(), "duplicates in Marketo: {dups:?}");
     let missing: Vec<_> = rec.activities.keys().filter(|id| !per_id.contains_key(*id)).collect();

@@ -206,19 +206,7 @@ fn quota_events(rx: &mut broadcast::Receiver<DeliveryEvent>, target: Target) -> 
 
 /// Marketo custom activities by salesync id.
 fn marketo_counts(w: &World) -> HashMap<String, usize> {
-    let mut out = HashMap::new();
-    for a in w.marketo.custom_activities() {
-        let id = a["attributes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|x| x["apiName"] == "salesyncActivityId")
-            .and_then(|x| x["value"].as_str())
-            .unwrap()
-            .to_string();
-        *out.entry(id).or_default() += 1;
-    }
-    out
+    w.marketo.custom_activity_counts("salesyncActivityId")
 }
 
 /// Salesforce Tasks by external id.

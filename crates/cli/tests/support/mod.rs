@@ -516,18 +516,7 @@ pub async fn assert_delivered_exactly_once(world: &World, store: &dyn Store, out
     let mut items = store.outbox_items(OutboxState::Delivered, 100_000).await.unwrap();
     let skipped = store.outbox_items(OutboxState::Skipped, 100_000).await.unwrap();
 
-    let mut marketo: HashMap<String, usize> = HashMap::new();
-    for a in world.marketo.custom_activities() {
-        let id = a["attributes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|x| x["apiName"] == "salesyncActivityId")
-            .and_then(|x| x["value"].as_str())
-            .unwrap()
-            .to_string();
-        *marketo.entry(id).or_default() += 1;
-    }
+    let marketo = world.marketo.custom_activity_counts("salesyncActivityId");
     let mut tasks: HashMap<String, usize> = HashMap::new();
     for t in world.salesforce.records("Task") {
         if let Some(ext) = t.get(EXT).and_then(Value::as_str) {

@@ -75,6 +75,7 @@ mod limits;
 mod server;
 mod state;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -363,6 +364,22 @@ impl MarketoEmulator {
     /// `{id, marketoGUID, leadId, activityDate, activityTypeId, apiName, primaryAttributeValue, attributes}`.
     pub fn custom_activities(&self) -> Vec<Value> {
         self.shared.db().custom_added.clone()
+    }
+
+    /// How many logged custom activities carry each value of the attribute `api_name` (e.g. a
+    /// client's own idempotency key, to check that nothing was logged twice). Activities without
+    /// that attribute count under the empty string.
+    pub fn custom_activity_counts(&self, api_name: &str) -> HashMap<String, usize> {
+        let mut out = HashMap::new();
+        for a in &self.shared.db().custom_added {
+            let value = a["attributes"]
+                .as_array()
+                .and_then(|attrs| attrs.iter().find(|x| x["apiName"] == api_name))
+                .and_then(|x| x["value"].as_str())
+                .unwrap_or_default();
+            *out.entry(value.to_string()).or_default() += 1;
+        }
+        out
     }
 
     /// Replaces the fault plan.
