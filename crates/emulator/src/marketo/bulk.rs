@@ -212,14 +212,28 @@ fn generate(db: &Db, job: &ExportJob) -> (Vec<u8>, u64) {
     (out.into_bytes(), n)
 }
 
-/// Moves jobs along: Processing → Completed after the processing time, Queued → Processing when a
-/// slot is free (snapshotting the data).
-fn advance(db: &mut Db, now: DateTime<Utc>, processing: Duration) {
+/// How long a job with `records` rows spends in Processing: the fixed part plus the per-1,000-rows
+/// part (microsecond precision, saturating).
+pub(crate) fn processing_time(fixed: Duration, per_1000_rows: Duration, records: u64) -> Duration {
+    let per_us = per_1000_rows.num_microseconds().unwrap_or(i64::MAX).max(0);
+    let rows = i128::from(records);
+    let us = (i128::from(per_us) * rows / 1000).min(i128::from(i64::MAX / 2));
+    let variable = Duration::microseconds(i64::try_from(us).unwrap_or(i64::MAX / 2));
+    fixed.checked_add(&variable).unwrap_or(Duration::MAX)
+}
+
+/// Moves jobs along: Processing → Completed after the processing time (fixed plus per 1,000 rows),
+/// Queued → Processing when a slot is free (snapshotting the data).
+fn advance(db: &mut Db, ctx: &Ctx<'_>) {
+    let now = ctx.now;
+    let fixed = ctx.shared.config.bulk_processing_time;
+    let per_1000 = ctx.shared.config.bulk_processing_per_1000_rows;
     loop {
         let mut changed = false;
         for i in 0..db.jobs.len() {
             let job = &db.jobs[i];
-            if job.status == Status::Processing && job.started_at.is_some_and(|s| now - s >= processing) {
+            let needed = processing_time(fixed, per_1000, job.records);
+            if job.status == Status::Processing && job.started_at.is_some_and(|s| now - s >= needed) {
                 let size = job.file.as_ref().map_or(0, |f| f.len() as u64);
                 db.jobs[i].status = Status::Completed;
                 db.jobs[i].finished_at = Some(now);
@@ -407,7 +421,7 @@ fn not_found(id: &str) -> Reply {
 pub(crate) fn job_op(ctx: &Ctx<'_>, kind: &str, id: &str, op: &str) -> Reply {
     let kind = kind_of(kind);
     let mut db = ctx.shared.db();
-    advance(&mut db, ctx.now, ctx.shared.config.bulk_processing_time);
+    advance(&mut db, ctx);
     let busy = db.jobs.iter().filter(|j| matches!(j.status, Status::Queued | Status::Processing)).count();
     let day = central_day(ctx.now);
     let exported = if db.export_bytes.0 == day { db.export_bytes.1 } else { 0 };
@@ -445,7 +459,7 @@ pub(crate) fn job_op(ctx: &Ctx<'_>, kind: &str, id: &str, op: &str) -> Reply {
 pub(crate) fn status(ctx: &Ctx<'_>, kind: &str, id: &str) -> Reply {
     let kind = kind_of(kind);
     let mut db = ctx.shared.db();
-    advance(&mut db, ctx.now, ctx.shared.config.bulk_processing_time);
+    advance(&mut db, ctx);
     match find_job(&mut db, ctx, kind, id) {
         Some(j) => Reply::ok(vec![j.render(false)]),
         None => not_found(id),
@@ -473,7 +487,7 @@ fn parse_range(h: &str, len: usize) -> Option<(usize, usize)> {
 pub(crate) fn file(ctx: &Ctx<'_>, kind: &str, id: &str) -> Reply {
     let kind = kind_of(kind);
     let mut db = ctx.shared.db();
-    advance(&mut db, ctx.now, ctx.shared.config.bulk_processing_time);
+    advance(&mut db, ctx);
     let Some(job) = find_job(&mut db, ctx, kind, id) else {
         return Reply::text(404, "Export job not found");
     };
@@ -534,7 +548,7 @@ pub(crate) fn list(ctx: &Ctx<'_>, kind: &str) -> Reply {
         },
     };
     let mut db = ctx.shared.db();
-    advance(&mut db, ctx.now, ctx.shared.config.bulk_processing_time);
+    advance(&mut db, ctx);
     let cutoff = ctx.now - Duration::days(7);
     let jobs: Vec<Value> = db
         .jobs
@@ -551,4 +565,20 @@ pub(crate) fn list(ctx: &Ctx<'_>, kind: &str) -> Reply {
         r = r.with("nextPageToken", json!(token));
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn processing_time_is_fixed_plus_per_row() {
+        let fixed = Duration::seconds(30);
+        let per = Duration::milliseconds(200);
+        assert_eq!(processing_time(fixed, per, 0), fixed);
+        assert_eq!(processing_time(fixed, per, 1_000_000), Duration::seconds(230));
+        assert_eq!(processing_time(Duration::zero(), per, 5), Duration::milliseconds(1));
+        assert_eq!(processing_time(fixed, Duration::zero(), 1_000_000), fixed);
+        assert!(processing_time(fixed, Duration::MAX, u64::MAX) > Duration::days(365));
+    }
 }

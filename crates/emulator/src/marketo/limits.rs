@@ -56,6 +56,54 @@ impl MarketoLimits {
     }
 }
 
+/// The other integrations of the instance ("co-tenants"), which share its rate window and its
+/// in-flight limit with our clients (reference §3: both are per instance, shared by all
+/// integrations).
+///
+/// The co-tenant is a steady synthetic stream of `calls_per_window` calls evenly spaced over the
+/// window, taken to be in its steady state: it occupies exactly `calls_per_window` slots of every
+/// rolling window, from the moment it is configured or changed
+/// ([`super::MarketoEmulator::set_co_tenant`] takes effect on the next call, so a test can make a
+/// co-tenant suddenly take the whole window). Likewise it holds `in_flight` of the
+/// [`MarketoLimits::max_concurrent`] slots at all times. Its calls are not logged, do not count
+/// against our daily quota ([`super::MarketoEmulator::daily_calls`]) and never show in
+/// [`super::MarketoEmulator::max_calls_in_any_window`] or `stats/usage.json`. It has no effect
+/// when [`MarketoLimits::enabled`] is false.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CoTenant {
+    /// Calls per rolling window the other integrations make (0: none, the default). With 50 of
+    /// the documented 100, our clients get 50 calls per window through and 606 beyond.
+    pub calls_per_window: u32,
+    /// In-flight slots the other integrations hold (0: none, the default). With 5 of 10, a sixth
+    /// concurrent call of ours gets 615.
+    pub in_flight: u32,
+}
+
+/// Random "instance busy" answers, as the real service gives when other integrations burst:
+/// a seeded fraction of API calls is answered 606 (rate) or 615 (concurrency) at random.
+///
+/// Decided after authentication and after the real concurrency check, before the rate window and
+/// daily quota are consulted: such a call does no work and is not counted (not in the window, not
+/// in the daily quota). The 615 draw comes first, so the 606 fraction applies to the calls not
+/// already answered 615. Applies whether or not [`MarketoLimits::enabled`] is set (it is a fault
+/// model, not a limit). Change it at run time with [`super::MarketoEmulator::set_busy`].
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct BusyModel {
+    /// Fraction (0.0..=1.0) of API calls answered 606 `Max rate limit … exceeded`.
+    pub rate_606_fraction: f64,
+    /// Fraction (0.0..=1.0) of API calls answered 615 `Concurrent access limit … reached`.
+    pub rate_615_fraction: f64,
+    /// Seed of the random draws (the same seed and call sequence give the same answers).
+    pub seed: u64,
+}
+
+impl BusyModel {
+    /// True when neither fraction can fire.
+    pub fn is_off(&self) -> bool {
+        self.rate_606_fraction <= 0.0 && self.rate_615_fraction <= 0.0
+    }
+}
+
 /// The US-Central calendar day of `t` (America/Chicago with the US DST rules since 2007).
 pub(crate) fn central_day(t: DateTime<Utc>) -> NaiveDate {
     (t + central_offset(t)).date_naive()
@@ -96,14 +144,18 @@ pub(crate) struct LimitState {
 pub(crate) enum Admit {
     /// Admitted; the reservation id (to release when the outcome turns out uncounted).
     Ok(u64),
-    /// 606.
-    Rate,
+    /// 606; `own` when our calls alone filled the window (full without the co-tenant too).
+    Rate {
+        /// Whether our own calls alone reached the limit.
+        own: bool,
+    },
     /// 607.
     Quota,
 }
 
 impl LimitState {
-    pub(crate) fn admit(&mut self, limits: &MarketoLimits, now: DateTime<Utc>, at: Instant) -> Admit {
+    /// Asks for a counted slot; `co_tenant` slots of the window are held by other integrations.
+    pub(crate) fn admit(&mut self, limits: &MarketoLimits, co_tenant: u32, now: DateTime<Utc>, at: Instant) -> Admit {
         let window = Duration::from_std(limits.window).unwrap_or(Duration::seconds(20));
         self.window.retain(|(t, i, _)| now - *t < window && at.saturating_duration_since(*i) < limits.window);
         let day = central_day(now);
@@ -115,8 +167,13 @@ impl LimitState {
             if self.day_count >= limits.daily_quota {
                 return Admit::Quota;
             }
-            if self.window.len() >= limits.calls_per_window as usize {
-                return Admit::Rate;
+            let own = self.window.len();
+            let limit = limits.calls_per_window as usize;
+            if own >= limit {
+                return Admit::Rate { own: true };
+            }
+            if own.saturating_add(co_tenant as usize) >= limit {
+                return Admit::Rate { own: false };
             }
         }
         self.next_id += 1;

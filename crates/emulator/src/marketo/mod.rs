@@ -18,6 +18,25 @@
 //!   text), body 1 MiB (413). Identity and calls ending in ★ codes (601/602/604/605/608/611) are not
 //!   counted. Calls rejected with 606/607/615 are not counted either (they did no work) — a guess.
 //!   `POST …?_method=GET` with a form body behaves as GET.
+//! - A shared, busy instance (reference §3: the window and the in-flight limit are per instance,
+//!   shared by all integrations): a co-tenant ([`CoTenant`], [`MarketoConfig::co_tenant`],
+//!   [`MarketoEmulator::set_co_tenant`], [`MarketoEmulator::set_co_tenant_in_flight`]) holds a
+//!   steady share of the rolling window and of the in-flight slots; with a co-tenant of 50 calls
+//!   per window our clients get 50 through per window and 606 beyond. Random busy answers
+//!   ([`BusyModel`], [`MarketoConfig::busy`], [`MarketoEmulator::set_busy`]) answer a seeded
+//!   fraction of calls 606 or 615 without doing the work or counting them.
+//! - Who caused a refusal: every 606/615/607 carries a [`Refusal`] in the call log
+//!   ([`MarketoCall::refusal`]) and is counted in [`MarketoEmulator::limit_rejections`]. A
+//!   window-full 606 is [`Refusal::RateOwn`] when our own counted calls alone filled the window
+//!   (it would have been full without the co-tenant: the client's fault), else
+//!   [`Refusal::RateShared`]; busy-model and fault-plan 606s are [`Refusal::RateInjected`]; 615
+//!   likewise. A test asserts "the client never overflowed the window" with `rate_own == 0` and
+//!   [`MarketoEmulator::max_calls_in_any_window`] (our calls only).
+//! - Timing: [`MarketoConfig::latency`] delays every admitted call while it counts as in flight,
+//!   holding no lock (other calls proceed concurrently); refused calls answer at once. A bulk job
+//!   stays in Processing for [`MarketoConfig::bulk_processing_time`] plus
+//!   [`MarketoConfig::bulk_processing_per_1000_rows`] × rows / 1,000 of emulator-clock time (both 0
+//!   by default; [`REALISTIC_BULK_PROCESSING_PER_1000_ROWS_MS`] for benches).
 //! - 612 (POST JSON without `application/json`), 609 (malformed JSON), 605 (known path, wrong
 //!   method), 610 (unknown path under `/rest` or `/bulk`, HTTP 200 envelope); other paths → HTTP 404.
 //! - Leads: get by filter (paging, default fields, 1006/1011/1003), by id, describe, describe2, sync
@@ -54,8 +73,14 @@
 //!   (or another client's) → 1003. Bulk filter problems (range > 31 days, milliseconds, not exactly
 //!   one filter, list filters) → 1003; `updatedAt` with `bulk_updated_at_filter: false` → 1035.
 //! - Bulk jobs move on every bulk call: a queued job starts when fewer than two are processing, and
-//!   completes once [`MarketoConfig::bulk_processing_time`] of clock time has passed since it started
-//!   (default 0: complete on the next poll). Data is snapshotted when processing starts. SSV uses `;`.
+//!   completes once its processing time (fixed plus per 1,000 rows, see above) of clock time has
+//!   passed since it started (default 0: complete on the next poll). Data is snapshotted when
+//!   processing starts. SSV uses `;`.
+//! - The co-tenant is modelled in its steady state: a change takes effect on the next call (no
+//!   ramp-up over a window), its calls are not in our daily quota and are never logged. Fault-plan
+//!   606/615 answers are still counted against the window and quota (the plan is consulted after
+//!   admission, as before); busy-model ones are not. The busy model applies even with
+//!   [`MarketoLimits::enabled`] off; the co-tenant does not (there is no window then).
 //! - A dropped connection answers with headers and then a body that errors, so hyper aborts the
 //!   connection; clients see a transport error while reading. `ApplyThenDrop` on a bulk `file.json`
 //!   download sends the first half of the bytes before breaking off (outcome `"dropped-partial"`),
@@ -84,7 +109,7 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
-pub use limits::MarketoLimits;
+pub use limits::{BusyModel, CoTenant, MarketoLimits};
 
 use crate::clock::Clock;
 use crate::faults::FaultPlan;
@@ -122,8 +147,16 @@ pub struct MarketoConfig {
     /// Activities scanned per activities/leadchanges/deletedleads call (0 = unlimited). A small value
     /// produces short or empty pages with `moreResult: true`, as the real service does.
     pub scan_block: usize,
-    /// Clock time a bulk job spends in Processing (default 0).
+    /// Fixed clock time a bulk job spends in Processing (default 0).
     pub bulk_processing_time: chrono::Duration,
+    /// Further clock time a bulk job spends in Processing per 1,000 exported rows, on top of
+    /// [`MarketoConfig::bulk_processing_time`] (default 0, for tests; benches that want realistic
+    /// timing use [`REALISTIC_BULK_PROCESSING_PER_1000_ROWS_MS`]).
+    pub bulk_processing_per_1000_rows: chrono::Duration,
+    /// Other integrations sharing the instance's rate window and in-flight limit (default none).
+    pub co_tenant: CoTenant,
+    /// Random 606/615 "instance busy" answers (default none).
+    pub busy: BusyModel,
     /// Answer 601 when the token is passed as an `access_token` query parameter (default true).
     pub reject_query_access_token: bool,
     /// How long Delete Lead activities stay visible through deletedleads.json (14 days).
@@ -150,12 +183,20 @@ impl Default for MarketoConfig {
             fault_seed: 0,
             scan_block: 0,
             bulk_processing_time: chrono::Duration::zero(),
+            bulk_processing_per_1000_rows: chrono::Duration::zero(),
+            co_tenant: CoTenant::default(),
+            busy: BusyModel::default(),
             reject_query_access_token: true,
             deleted_lead_retention: chrono::Duration::days(14),
             max_custom_activity_types: 10,
         }
     }
 }
+
+/// A realistic [`MarketoConfig::bulk_processing_per_1000_rows`] for benches, in milliseconds:
+/// 200 ms per 1,000 rows, i.e. a 1,000,000-row export spends about 3 min 20 s in Processing (real
+/// bulk extracts take in the order of minutes per million rows; the emulator's default is 0).
+pub const REALISTIC_BULK_PROCESSING_PER_1000_ROWS_MS: i64 = 200;
 
 /// An injected Marketo error: the code to answer with (HTTP 502 for `"502"`, else an HTTP 200 envelope).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,17 +235,79 @@ pub struct MarketoCall {
     /// The client whose access token authenticated the call (`None` for identity calls and
     /// calls without a valid token): tells apart processes sharing one instance.
     pub client_id: Option<String>,
+    /// Why the call was answered 606, 615 or 607 by the emulator's limits, its busy model or a
+    /// fault-plan 606/615 (`None` for every other call).
+    pub refusal: Option<Refusal>,
 }
 
-/// Calls turned away by the emulator's own limits (see [`MarketoEmulator::limit_rejections`]).
+/// Who caused a 606 / 615 / 607 (see [`MarketoCall::refusal`] and [`LimitRejections`]).
+///
+/// "Own" calls are the real calls that reached this emulator, whichever client made them; the
+/// co-tenant ([`CoTenant`]) is the synthetic load of the instance's other integrations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Refusal {
+    /// 606 because the window was full of our own calls: it would have been full without the
+    /// co-tenant too (the client overflowed the window itself).
+    RateOwn,
+    /// 606 because the window was full only counting the co-tenant's calls.
+    RateShared,
+    /// 606 injected: a random busy answer ([`BusyModel::rate_606_fraction`]) or a fault-plan 606.
+    RateInjected,
+    /// 615 because our own calls in flight exceeded the limit.
+    ConcurrencyOwn,
+    /// 615 because our calls in flight plus the co-tenant's exceeded the limit.
+    ConcurrencyShared,
+    /// 615 injected: a random busy answer ([`BusyModel::rate_615_fraction`]) or a fault-plan 615.
+    ConcurrencyInjected,
+    /// 607: the daily quota was used up.
+    Quota,
+}
+
+impl Refusal {
+    /// How many variants (the size of the counter array).
+    pub(crate) const COUNT: usize = 7;
+
+    /// Index of the variant's counter (`0..COUNT`).
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The Marketo error code answered (`"606"`, `"615"` or `"607"`).
+    pub fn code(self) -> &'static str {
+        match self {
+            Refusal::RateOwn | Refusal::RateShared | Refusal::RateInjected => "606",
+            Refusal::ConcurrencyOwn | Refusal::ConcurrencyShared | Refusal::ConcurrencyInjected => "615",
+            Refusal::Quota => "607",
+        }
+    }
+}
+
+/// Calls turned away by the emulator's own limits (see [`MarketoEmulator::limit_rejections`]),
+/// with who caused them ([`Refusal`]).
+///
+/// `rate` and `concurrency` count the limits proper (window full, too many in flight, whether our
+/// calls or the co-tenant's filled them); injected answers (busy model, fault plan) are only in
+/// the `*_injected` fields. "Salesync never overflowed the window itself" is `rate_own == 0`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LimitRejections {
-    /// 606: the rate window was full.
+    /// 606: the rate window was full (`rate_own + rate_shared`).
     pub rate: u64,
-    /// 615: too many calls in flight.
+    /// 615: too many calls in flight (`concurrency_own + concurrency_shared`).
     pub concurrency: u64,
     /// 607: the daily quota was used up.
     pub quota: u64,
+    /// 606 where our own calls alone filled the window ([`Refusal::RateOwn`]).
+    pub rate_own: u64,
+    /// 606 where the window was full only with the co-tenant's calls ([`Refusal::RateShared`]).
+    pub rate_shared: u64,
+    /// 606 injected by the busy model or the fault plan ([`Refusal::RateInjected`]).
+    pub rate_injected: u64,
+    /// 615 where our own calls alone exceeded the in-flight limit ([`Refusal::ConcurrencyOwn`]).
+    pub concurrency_own: u64,
+    /// 615 caused by the co-tenant's in-flight share ([`Refusal::ConcurrencyShared`]).
+    pub concurrency_shared: u64,
+    /// 615 injected by the busy model or the fault plan ([`Refusal::ConcurrencyInjected`]).
+    pub concurrency_injected: u64,
 }
 
 /// A running emulator: a cheap `Clone` handle on shared state and the server task.
@@ -412,10 +515,63 @@ impl MarketoEmulator {
         limits::max_in_window(times, self.shared.config.limits.window)
     }
 
-    /// How many calls the emulator's own limits turned away so far (injected faults excluded).
+    /// The most counted calls of one client (by client id) that fell inside any one rate window:
+    /// tells apart processes sharing one instance.
+    pub fn max_client_calls_in_any_window(&self, client_id: &str) -> u32 {
+        let times: Vec<(DateTime<Utc>, Instant)> = self
+            .shared
+            .log()
+            .iter()
+            .filter(|c| c.counted && c.client_id.as_deref() == Some(client_id))
+            .map(|c| (c.clock_at, c.at))
+            .collect();
+        limits::max_in_window(times, self.shared.config.limits.window)
+    }
+
+    /// How many calls the emulator turned away so far, by cause (see [`LimitRejections`]).
     pub fn limit_rejections(&self) -> LimitRejections {
-        let get = |i: usize| self.shared.rejected[i].load(Ordering::SeqCst);
-        LimitRejections { rate: get(0), concurrency: get(1), quota: get(2) }
+        let get = |r: Refusal| self.shared.refused[r.index()].load(Ordering::SeqCst);
+        LimitRejections {
+            rate: get(Refusal::RateOwn) + get(Refusal::RateShared),
+            concurrency: get(Refusal::ConcurrencyOwn) + get(Refusal::ConcurrencyShared),
+            quota: get(Refusal::Quota),
+            rate_own: get(Refusal::RateOwn),
+            rate_shared: get(Refusal::RateShared),
+            rate_injected: get(Refusal::RateInjected),
+            concurrency_own: get(Refusal::ConcurrencyOwn),
+            concurrency_shared: get(Refusal::ConcurrencyShared),
+            concurrency_injected: get(Refusal::ConcurrencyInjected),
+        }
+    }
+
+    /// Sets the co-tenant's calls per rolling window from the next call on (see [`CoTenant`]):
+    /// e.g. `set_co_tenant(limits.calls_per_window)` makes the other integrations suddenly take
+    /// the whole window, so every call of ours gets 606 ([`Refusal::RateShared`]).
+    pub fn set_co_tenant(&self, calls_per_window: u32) {
+        self.shared.co_tenant_calls.store(calls_per_window, Ordering::SeqCst);
+    }
+
+    /// Sets the in-flight slots the co-tenant holds from the next call on (see [`CoTenant`]).
+    pub fn set_co_tenant_in_flight(&self, in_flight: u32) {
+        self.shared.co_tenant_in_flight.store(in_flight, Ordering::SeqCst);
+    }
+
+    /// The co-tenant in force.
+    pub fn co_tenant(&self) -> CoTenant {
+        CoTenant {
+            calls_per_window: self.shared.co_tenant_calls.load(Ordering::SeqCst),
+            in_flight: self.shared.co_tenant_in_flight.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Replaces the busy model from the next call on; the random draws restart from `busy.seed`.
+    pub fn set_busy(&self, busy: BusyModel) {
+        self.shared.set_busy(busy);
+    }
+
+    /// The busy model in force.
+    pub fn busy(&self) -> BusyModel {
+        self.shared.busy_model()
     }
 
     /// Changes the daily quota from now on (the day's count is kept), e.g. to make a running

@@ -20,9 +20,10 @@ use tokio::task::JoinHandle;
 
 use super::auth::{self, TokenCheck, Tokens};
 use super::envelope::{Reply, is_uncounted};
+use super::limits::BusyModel;
 use super::limits::{Admit, InFlight, LimitState};
 use super::state::Db;
-use super::{MarketoCall, MarketoConfig, MarketoFault, activities, bulk, custom_activities, fields, leads};
+use super::{MarketoCall, MarketoConfig, MarketoFault, Refusal, activities, bulk, custom_activities, fields, leads};
 use crate::faults::{FaultAction, FaultPlan};
 
 /// Locks a mutex, ignoring poisoning (state stays usable after a panicking test thread).
@@ -46,9 +47,14 @@ pub(crate) struct Shared {
     rng: Mutex<SmallRng>,
     pub(crate) in_flight: Arc<AtomicU32>,
     pub(crate) peak: AtomicU32,
-    /// Calls the emulator's own limits turned away: rate window (606), concurrency (615), daily
-    /// quota (607). Injected faults are not counted here.
-    pub(crate) rejected: [AtomicU64; 3],
+    /// Refused calls per [`Refusal`] (indexed by [`Refusal::index`]).
+    pub(crate) refused: [AtomicU64; Refusal::COUNT],
+    /// The co-tenant's calls per window ([`super::CoTenant::calls_per_window`]), changeable at run time.
+    pub(crate) co_tenant_calls: AtomicU32,
+    /// The co-tenant's in-flight share ([`super::CoTenant::in_flight`]), changeable at run time.
+    pub(crate) co_tenant_in_flight: AtomicU32,
+    /// The busy model and its random source.
+    busy: Mutex<(BusyModel, SmallRng)>,
     /// The daily quota set at run time (`u64::MAX`: the configured one).
     pub(crate) quota_override: AtomicU64,
 }
@@ -60,7 +66,6 @@ impl Shared {
         let cat = fields::catalogue(config.linkedin_field, config.expose_oppty_id);
         Shared {
             rng: Mutex::new(SmallRng::seed_from_u64(config.fault_seed)),
-            config,
             clients,
             db: Mutex::new(Db::new(cat)),
             tokens: Mutex::new(Tokens::default()),
@@ -70,9 +75,44 @@ impl Shared {
             log: Mutex::new(Vec::new()),
             in_flight: Arc::new(AtomicU32::new(0)),
             peak: AtomicU32::new(0),
-            rejected: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
+            refused: Default::default(),
+            co_tenant_calls: AtomicU32::new(config.co_tenant.calls_per_window),
+            co_tenant_in_flight: AtomicU32::new(config.co_tenant.in_flight),
+            busy: Mutex::new((config.busy, SmallRng::seed_from_u64(config.busy.seed))),
             quota_override: AtomicU64::new(u64::MAX),
+            config,
         }
+    }
+
+    pub(crate) fn set_busy(&self, busy: BusyModel) {
+        *lock(&self.busy) = (busy, SmallRng::seed_from_u64(busy.seed));
+    }
+
+    pub(crate) fn busy_model(&self) -> BusyModel {
+        lock(&self.busy).0
+    }
+
+    /// Draws the busy answer for one call: 615 first, then 606 (both draws are always made while
+    /// a fraction is set, so a seeded sequence of calls gets the same answers).
+    fn busy_draw(&self) -> Option<Refusal> {
+        let mut g = lock(&self.busy);
+        let (model, rng) = &mut *g;
+        if model.is_off() {
+            return None;
+        }
+        let a: f64 = rng.gen_range(0.0..1.0);
+        let b: f64 = rng.gen_range(0.0..1.0);
+        if a < model.rate_615_fraction {
+            Some(Refusal::ConcurrencyInjected)
+        } else if b < model.rate_606_fraction {
+            Some(Refusal::RateInjected)
+        } else {
+            None
+        }
+    }
+
+    fn count_refusal(&self, r: Refusal) {
+        self.refused[r.index()].fetch_add(1, Ordering::SeqCst);
     }
 
     pub(crate) fn now(&self) -> DateTime<Utc> {
@@ -217,6 +257,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         outcome: None,
         http_status: 0,
         client_id: None,
+        refusal: None,
     };
     let mut limits = shared.config.limits.clone();
     let quota = shared.quota_override.load(Ordering::SeqCst);
@@ -301,29 +342,34 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     };
     call.client_id = Some(client_id.clone());
 
-    // Concurrency.
+    // Concurrency (our calls, then with the co-tenant's share).
     let (_guard, in_flight) = InFlight::enter(&shared.in_flight, &shared.peak);
-    if limits.enabled && in_flight > limits.max_concurrent {
-        let msg = format!("Concurrent access limit '{}' reached", limits.max_concurrent);
-        shared.rejected[1].fetch_add(1, Ordering::SeqCst);
-        return finish(&shared, call, Reply::err("615", msg), Transport::Normal);
+    if limits.enabled {
+        let shared_in_flight = shared.co_tenant_in_flight.load(Ordering::SeqCst);
+        let refusal = if in_flight > limits.max_concurrent {
+            Some(Refusal::ConcurrencyOwn)
+        } else if in_flight.saturating_add(shared_in_flight) > limits.max_concurrent {
+            Some(Refusal::ConcurrencyShared)
+        } else {
+            None
+        };
+        if let Some(r) = refusal {
+            return refuse(&shared, call, r, &limits);
+        }
     }
-    // Rate window and daily quota.
-    let slot = match lock(&shared.limits).admit(&limits, now, at) {
+    // Random busy answers: no work, not counted.
+    if let Some(r) = shared.busy_draw() {
+        return refuse(&shared, call, r, &limits);
+    }
+    // Rate window (with the co-tenant's calls) and daily quota.
+    let co_tenant = shared.co_tenant_calls.load(Ordering::SeqCst);
+    let slot = match lock(&shared.limits).admit(&limits, co_tenant, now, at) {
         Admit::Ok(id) => id,
-        Admit::Rate => {
-            shared.rejected[0].fetch_add(1, Ordering::SeqCst);
-            let msg = format!(
-                "Max rate limit '{}' exceeded with in '{}' secs",
-                limits.calls_per_window,
-                limits.window.as_secs()
-            );
-            return finish(&shared, call, Reply::err("606", msg), Transport::Normal);
+        Admit::Rate { own } => {
+            let r = if own { Refusal::RateOwn } else { Refusal::RateShared };
+            return refuse(&shared, call, r, &limits);
         }
-        Admit::Quota => {
-            shared.rejected[2].fetch_add(1, Ordering::SeqCst);
-            return finish(&shared, call, Reply::err("607", "Daily quota reached"), Transport::Normal);
-        }
+        Admit::Quota => return refuse(&shared, call, Refusal::Quota, &limits),
     };
     call.counted = true;
 
@@ -336,6 +382,15 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     match fault {
         None => {}
         Some(FaultAction::Error(f)) => {
+            let injected = match f.code.as_str() {
+                "606" => Some(Refusal::RateInjected),
+                "615" => Some(Refusal::ConcurrencyInjected),
+                _ => None,
+            };
+            if let Some(r) = injected {
+                shared.count_refusal(r);
+                call.refusal = Some(r);
+            }
             let mut r = Reply::err(&f.code, f.message.clone());
             if let Reply::Envelope { status, .. } = &mut r {
                 *status = if f.code == "502" { 502 } else { 200 };
@@ -377,6 +432,23 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         call.counted = false;
     }
     finish(&shared, call, reply, transport)
+}
+
+/// Answers a refused call (606/615/607 with the documented literal messages) and counts its cause.
+fn refuse(shared: &Shared, mut call: MarketoCall, r: Refusal, limits: &super::MarketoLimits) -> Response {
+    shared.count_refusal(r);
+    call.refusal = Some(r);
+    let msg = match r.code() {
+        "606" => {
+            format!("Max rate limit '{}' exceeded with in '{}' secs", limits.calls_per_window, limits.window.as_secs())
+        }
+        "615" => format!("Concurrent access limit '{}' reached", limits.max_concurrent),
+        _ => "Daily quota reached".to_string(),
+    };
+    if r != Refusal::Quota {
+        tracing::debug!(method = %call.method, path = %call.path, refusal = ?r, "marketo emulator refused a call");
+    }
+    finish(shared, call, Reply::err(r.code(), msg), Transport::Normal)
 }
 
 fn finish(shared: &Shared, mut call: MarketoCall, reply: Reply, transport: Transport) -> Response {
