@@ -263,6 +263,19 @@ pub struct SalesforceCall {
     pub fault: Option<String>,
 }
 
+/// How the emulator's SOQL queries found their rows, cumulative since start (see
+/// [`SalesforceEmulator::query_stats`]). REST `query`/`queryAll`, Bulk API 2.0 query jobs and
+/// [`SalesforceEmulator::query`] all count; parent-child subqueries do not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SalesforceQueryStats {
+    /// Queries run.
+    pub queries: u64,
+    /// Queries whose candidate rows came from an index instead of a scan of the type.
+    pub indexed: u64,
+    /// Records the queries examined (index candidates, or every record of the type for a scan).
+    pub rows_examined: u64,
+}
+
 /// A running emulator. Cheap to clone; all clones share the org.
 #[derive(Clone)]
 pub struct SalesforceEmulator {
@@ -411,6 +424,19 @@ impl SalesforceEmulator {
             };
             Ok(soql::run(&env, &q).0)
         })
+    }
+
+    /// Query counters: how many queries ran, how many used an index and how many records they
+    /// examined.
+    pub fn query_stats(&self) -> SalesforceQueryStats {
+        let (queries, indexed, rows_examined) = self.shared.read_org(|org, _| org.query_counts());
+        SalesforceQueryStats { queries, indexed, rows_examined }
+    }
+
+    /// Turns index lookups for SOQL `WHERE` clauses on (the default) or off. With them off every
+    /// query scans all records of its type; results are identical either way, which tests check.
+    pub fn set_indexed_queries(&self, enabled: bool) {
+        self.shared.read_org(|org, _| org.scan_only.store(!enabled, std::sync::atomic::Ordering::SeqCst));
     }
 
     /// Replaces the fault plan.

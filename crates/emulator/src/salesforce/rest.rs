@@ -9,7 +9,7 @@ use super::errors::SalesforceApiError as E;
 use super::schema::{FType, ObjDef};
 use super::server::{Cursor, Reply, Req, Shared, State};
 use super::soql::{self, Env};
-use super::store::{WriteCtx, fmt_dt, parse_dt};
+use super::store::{Id18, Rec, WriteCtx, fmt_dt, id_str, id18, parse_dt};
 use crate::sfid;
 
 const MAX_COLLECTION: usize = 200;
@@ -55,7 +55,7 @@ pub(crate) fn dispatch(sh: &Shared, st: &mut State, r: &Req<'_>) -> Reply {
             _ => return method_not_allowed(m, "GET,HEAD"),
         },
         ["query" | "queryAll", loc] => match m {
-            "GET" => more(st, r, loc),
+            "GET" => more(sh, st, r, loc),
             _ => return method_not_allowed(m, "GET,HEAD"),
         },
         ["sobjects"] => match m {
@@ -159,34 +159,8 @@ fn batch_size(r: &Req<'_>) -> usize {
         .map_or(2000, |n| n.clamp(200, 2000))
 }
 
-fn page(
-    st: &mut State,
-    r: &Req<'_>,
-    cursor_id: Option<String>,
-    records: Vec<Value>,
-    offset: usize,
-    batch: usize,
-    total: usize,
-) -> Reply {
-    let end = (offset + batch).min(records.len());
-    let chunk: Vec<Value> = records.get(offset..end).map(<[Value]>::to_vec).unwrap_or_default();
-    let done = end >= records.len();
-    let mut body = json!({"totalSize": total, "done": done, "records": chunk});
-    if !done {
-        let id = match cursor_id {
-            Some(id) => id,
-            None => {
-                st.cursor_seq += 1;
-                let id = sfid::mint("01g", st.cursor_seq);
-                st.cursors.insert(id.clone(), Cursor { records, batch, last_used: r.now });
-                id
-            }
-        };
-        if let Value::Object(m) = &mut body {
-            m.insert("nextRecordsUrl".into(), Value::String(format!("/services/data/{}/query/{id}-{end}", r.version)));
-        }
-    }
-    Reply::json(200, body)
+fn next_url(r: &Req<'_>, cursor: &str, end: usize) -> Value {
+    Value::String(format!("/services/data/{}/query/{cursor}-{end}", r.version))
 }
 
 fn query(sh: &Shared, st: &mut State, r: &Req<'_>, all: bool) -> Result<Reply, E> {
@@ -205,25 +179,59 @@ fn query(sh: &Shared, st: &mut State, r: &Req<'_>, all: bool) -> Result<Reply, E
         all_rows: all,
         purge_before: now - Duration::days(15),
     };
-    let (records, total) = soql::run(&env, &parsed);
+    let rows = soql::select(&env, &parsed);
+    let total = rows.len();
+    if parsed.is_count() {
+        return Ok(Reply::json(200, json!({"totalSize": total, "done": true, "records": []})));
+    }
     let batch = batch_size(r);
-    Ok(page(st, r, None, records, 0, batch, total))
+    let end = batch.min(total);
+    let records = soql::render_rows(&env, &parsed, rows.get(..end).unwrap_or_default());
+    let mut body = json!({"totalSize": total, "done": end >= total, "records": records});
+    if end < total {
+        // The result ids are materialized once; each further page renders only its own rows.
+        let ids: Vec<Id18> =
+            rows.iter().filter_map(|rec| rec.fields.get("Id").and_then(Value::as_str).and_then(id18)).collect();
+        st.cursor_seq += 1;
+        let id = sfid::mint("01g", st.cursor_seq);
+        if let Value::Object(m) = &mut body {
+            m.insert("nextRecordsUrl".into(), next_url(r, &id, end));
+        }
+        st.cursors.insert(id, Cursor { query: parsed, ids, all_rows: all, batch, last_used: now });
+    }
+    Ok(Reply::json(200, body))
 }
 
-fn more(st: &mut State, r: &Req<'_>, loc: &str) -> Result<Reply, E> {
+fn more(sh: &Shared, st: &mut State, r: &Req<'_>, loc: &str) -> Result<Reply, E> {
     let bad = || E::bad("INVALID_QUERY_LOCATOR", "invalid query locator");
     let (id, off) = loc.rsplit_once('-').ok_or_else(bad)?;
     let off: usize = off.parse().map_err(|_| bad())?;
     let now = r.now;
     let c = st.cursors.get_mut(id).filter(|c| c.last_used + Duration::minutes(15) > now).ok_or_else(bad)?;
-    if off > c.records.len() {
+    if off > c.ids.len() {
         return Err(bad());
     }
     c.last_used = now;
-    let records = c.records.clone();
-    let batch = c.batch;
-    let total = records.len();
-    Ok(page(st, r, Some(id.to_string()), records, off, batch, total))
+    let total = c.ids.len();
+    let end = (off + c.batch).min(total);
+    let env = Env {
+        org: &st.org,
+        schema: &sh.schema,
+        version: &r.version,
+        all_rows: c.all_rows,
+        purge_before: now - Duration::days(15),
+    };
+    let recs = st.org.by_id(soql::from(&c.query));
+    let rows: Vec<&Rec> =
+        c.ids.get(off..end).unwrap_or_default().iter().filter_map(|i| recs.and_then(|m| m.get(id_str(i)))).collect();
+    let records = soql::render_rows(&env, &c.query, &rows);
+    let mut body = json!({"totalSize": total, "done": end >= total, "records": records});
+    if end < total
+        && let Value::Object(m) = &mut body
+    {
+        m.insert("nextRecordsUrl".into(), next_url(r, id, end));
+    }
+    Ok(Reply::json(200, body))
 }
 
 fn render_record(o: &ObjDef, fields: &Map<String, Value>, version: &str, only: Option<&[String]>) -> Value {

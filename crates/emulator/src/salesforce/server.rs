@@ -21,8 +21,9 @@ use tokio::task::JoinHandle;
 use super::auth::{self, Identity, Tokens};
 use super::errors::SalesforceApiError as E;
 use super::rest;
-use super::schema::Schema;
-use super::store::{Org, WriteCtx};
+use super::schema::{FType, FieldDef, Schema};
+use super::soql::Query;
+use super::store::{Id18, Org, WriteCtx};
 use super::{SalesforceCall, SalesforceConfig, SalesforceFault};
 use crate::faults::{FaultAction, FaultPlan};
 use crate::sfid;
@@ -35,9 +36,12 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     }
 }
 
-/// A query cursor kept for `nextRecordsUrl`.
+/// A query cursor kept for `nextRecordsUrl`: the query and the ids of its result rows, selected
+/// once; each page renders its own rows.
 pub(crate) struct Cursor {
-    pub(crate) records: Vec<Value>,
+    pub(crate) query: Query,
+    pub(crate) ids: Vec<Id18>,
+    pub(crate) all_rows: bool,
     pub(crate) batch: usize,
     pub(crate) last_used: DateTime<Utc>,
 }
@@ -165,6 +169,14 @@ impl ServerTask {
     }
 }
 
+/// Whether a field gets a value index: external ids, `Email`, `IsConverted` and references other
+/// than the owner and audit users (few distinct values, no lookups by them).
+fn indexed(f: &FieldDef) -> bool {
+    f.external_id
+        || matches!(f.name.as_str(), "Email" | "IsConverted")
+        || (matches!(f.ty, FType::Ref(_)) && !matches!(f.name.as_str(), "OwnerId" | "CreatedById" | "LastModifiedById"))
+}
+
 /// Binds, builds the shared state and spawns the server.
 pub(crate) async fn serve(config: SalesforceConfig) -> std::io::Result<(Arc<Shared>, ServerTask)> {
     let listener = tokio::net::TcpListener::bind(config.bind).await?;
@@ -173,13 +185,10 @@ pub(crate) async fn serve(config: SalesforceConfig) -> std::io::Result<(Arc<Shar
     let mut state = State::default();
     state.tokens.refresh = config.refresh_token.clone();
     for o in &schema.objects {
-        for f in o.fields.iter().filter(|f| f.external_id) {
+        for f in o.fields.iter().filter(|f| indexed(f)) {
             state.org.index_field(o.name, &f.name);
         }
     }
-    // Lookups done by seeding and lead conversion.
-    state.org.index_field("OpportunityContactRole", "OpportunityId");
-    state.org.index_field("Task", "WhoId");
     let shared = Arc::new(Shared {
         base_url: format!("http://{addr}"),
         addr,

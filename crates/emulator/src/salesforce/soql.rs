@@ -1,13 +1,15 @@
 //! A SOQL subset: lexer, parser, binder (field validation) and evaluator.
 
 use std::cmp::Ordering;
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering as AtomicOrdering;
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde_json::{Map, Value, json};
 
 use super::errors::SalesforceApiError as E;
 use super::schema::{ChildRel, FType, ObjDef, Schema};
-use super::store::{Org, Rec, fmt_dt, parse_dt};
+use super::store::{Id18, Org, Post, Rec, fmt_dt, id_str, index_key, parse_dt};
 use crate::sfid;
 
 /// Marks an escaped `%` inside a string literal (literal in LIKE).
@@ -924,11 +926,7 @@ fn render(env: &Env<'_>, q: &Query, rec: &Rec) -> Value {
                 None => {}
             },
             Item::Sub(sub, Some(cr)) => {
-                let kids: Vec<&Rec> = env
-                    .org
-                    .all(cr.child)
-                    .filter(|r| r.fields.get(cr.field).and_then(Value::as_str) == Some(id))
-                    .collect();
+                let kids = children(env.org, cr, id);
                 let inner = Env { all_rows: false, ..*env };
                 let rows = select_rows(&inner, sub, kids);
                 let val = if rows.is_empty() {
@@ -945,13 +943,142 @@ fn render(env: &Env<'_>, q: &Query, rec: &Rec) -> Value {
     Value::Object(m)
 }
 
+/// The child records of a parent (`(SELECT … FROM Tasks)`), in id order, through the index on
+/// the child's reference field when there is one.
+fn children<'a>(org: &'a Org, cr: &ChildRel, parent_id: &str) -> Vec<&'a Rec> {
+    let exact = |r: &&Rec| r.fields.get(cr.field).and_then(Value::as_str) == Some(parent_id);
+    match (org.posting(cr.child, cr.field, &parent_id.to_lowercase()), org.by_id(cr.child)) {
+        (Some(post), Some(m)) => {
+            let ids: BTreeSet<Id18> = post.into_iter().flat_map(Post::ids).copied().collect();
+            ids.iter().filter_map(|id| m.get(id_str(id))).filter(exact).collect()
+        }
+        (Some(_), None) => Vec::new(),
+        (None, _) => org.all(cr.child).filter(exact).collect(),
+    }
+}
+
+/// The index keys of a list of literals; `None` when one cannot be looked up (null, numbers,
+/// dates, ranges), so the condition cannot use an index.
+fn lit_keys(lits: &[Lit]) -> Option<Vec<String>> {
+    lits.iter()
+        .map(|l| match l {
+            Lit::Str(s) => Some(unmark(s).to_lowercase()),
+            Lit::Bool(b) => index_key(&Value::Bool(*b)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A condition's equality leaf on an own field: (field, literals).
+fn eq_leaf(c: &Cond) -> Option<(&str, &[Lit])> {
+    let (p, lits) = match c {
+        Cond::Cmp(p, Op::Eq, l) => (p, std::slice::from_ref(l)),
+        Cond::In(p, false, ls) => (p, ls.as_slice()),
+        _ => return None,
+    };
+    match &p.r {
+        Some(FRef::Own { name, .. }) => Some((name.as_str(), lits)),
+        _ => None,
+    }
+}
+
+/// An upper bound of the rows a condition can match through indexes; `None` when it needs a
+/// scan.
+fn estimate(org: &Org, ty: &str, c: &Cond) -> Option<usize> {
+    match c {
+        Cond::And(a, b) => match (estimate(org, ty, a), estimate(org, ty, b)) {
+            (Some(x), Some(y)) => Some(x.min(y)),
+            (x, y) => x.or(y),
+        },
+        Cond::Or(a, b) => Some(estimate(org, ty, a)?.saturating_add(estimate(org, ty, b)?)),
+        _ => {
+            let (field, lits) = eq_leaf(c)?;
+            let keys = lit_keys(lits)?;
+            if field == "Id" {
+                return Some(keys.len());
+            }
+            let mut n = 0usize;
+            for k in &keys {
+                n = n.saturating_add(org.posting(ty, field, k)?.map_or(0, Post::len));
+            }
+            Some(n)
+        }
+    }
+}
+
+/// The candidate ids of a condition whose [`estimate`] is `Some`: a superset of its matches.
+fn candidates(org: &Org, ty: &str, c: &Cond, out: &mut BTreeSet<Id18>) {
+    match c {
+        Cond::And(a, b) => match (estimate(org, ty, a), estimate(org, ty, b)) {
+            (Some(x), Some(y)) if y < x => candidates(org, ty, b, out),
+            (Some(_), _) => candidates(org, ty, a, out),
+            _ => candidates(org, ty, b, out),
+        },
+        Cond::Or(a, b) => {
+            candidates(org, ty, a, out);
+            candidates(org, ty, b, out);
+        }
+        _ => {
+            let Some((field, lits)) = eq_leaf(c) else { return };
+            let Some(keys) = lit_keys(lits) else { return };
+            for k in &keys {
+                if field == "Id" {
+                    out.extend(org.ids_matching(ty, k));
+                } else if let Some(Some(post)) = org.posting(ty, field, k) {
+                    out.extend(post.ids().copied());
+                }
+            }
+        }
+    }
+}
+
+/// The records a query has to examine, in id order: the index candidates of its `WHERE` when
+/// an index applies, else every record of the type. Counts the query in the org's counters.
+fn scan_set<'a>(env: &Env<'a>, q: &Query) -> Vec<&'a Rec> {
+    let org = env.org;
+    let counters = &org.counters;
+    counters.queries.fetch_add(1, AtomicOrdering::Relaxed);
+    let indexed = !org.scan_only.load(AtomicOrdering::Relaxed);
+    let plan = q.cond.as_ref().filter(|_| indexed).filter(|c| estimate(org, &q.from, c).is_some());
+    let rows: Vec<&Rec> = match (plan, org.by_id(&q.from)) {
+        (Some(c), Some(m)) => {
+            counters.indexed.fetch_add(1, AtomicOrdering::Relaxed);
+            let mut ids = BTreeSet::new();
+            candidates(org, &q.from, c, &mut ids);
+            ids.iter().filter_map(|id| m.get(id_str(id))).collect()
+        }
+        (Some(_), None) => {
+            counters.indexed.fetch_add(1, AtomicOrdering::Relaxed);
+            Vec::new()
+        }
+        (None, _) => org.all(&q.from).collect(),
+    };
+    counters.rows_examined.fetch_add(rows.len() as u64, AtomicOrdering::Relaxed);
+    rows
+}
+
+/// The rows of a bound query, filtered, ordered, offset and limited.
+pub(crate) fn select<'a>(env: &Env<'a>, q: &Query) -> Vec<&'a Rec> {
+    select_rows(env, q, scan_set(env, q))
+}
+
+/// Renders rows as the REST API does.
+pub(crate) fn render_rows(env: &Env<'_>, q: &Query, rows: &[&Rec]) -> Vec<Value> {
+    rows.iter().map(|r| render(env, q, r)).collect()
+}
+
+/// The queried type.
+pub(crate) fn from(q: &Query) -> &str {
+    &q.from
+}
+
 /// Runs a bound query; returns the rendered records (empty for COUNT()) and the total size.
 pub(crate) fn run(env: &Env<'_>, q: &Query) -> (Vec<Value>, usize) {
-    let rows = select_rows(env, q, env.org.all(&q.from).collect());
+    let rows = select(env, q);
     if q.is_count() {
         return (Vec::new(), rows.len());
     }
-    let records: Vec<Value> = rows.iter().map(|r| render(env, q, r)).collect();
+    let records = render_rows(env, q, &rows);
     let n = records.len();
     (records, n)
 }

@@ -1,6 +1,7 @@
 //! The in-memory org: records, validation and the derived fields a real org maintains.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde_json::{Map, Value};
@@ -66,6 +67,138 @@ pub struct ConvertResult {
     pub opportunity_id: Option<String>,
 }
 
+/// A record id as stored: 18 ASCII characters.
+pub(crate) type Id18 = [u8; 18];
+
+/// The stored form of an 18-character id (`None` for anything else).
+pub(crate) fn id18(s: &str) -> Option<Id18> {
+    s.as_bytes().try_into().ok()
+}
+
+/// The text of a stored id.
+pub(crate) fn id_str(id: &Id18) -> &str {
+    std::str::from_utf8(id).unwrap_or("")
+}
+
+/// The ids sharing one indexed value: inline for one, a small vector for a few, a tree beyond.
+#[derive(Debug, Clone)]
+pub(crate) enum Post {
+    One(Id18),
+    Few(Vec<Id18>),
+    Many(BTreeSet<Id18>),
+}
+
+const FEW: usize = 32;
+
+impl Post {
+    fn insert(&mut self, id: Id18) {
+        match self {
+            Post::One(x) if *x == id => {}
+            Post::One(x) => *self = Post::Few(vec![*x, id]),
+            Post::Few(v) if v.contains(&id) => {}
+            Post::Few(v) if v.len() < FEW => v.push(id),
+            Post::Few(v) => {
+                let mut t: BTreeSet<Id18> = v.iter().copied().collect();
+                t.insert(id);
+                *self = Post::Many(t);
+            }
+            Post::Many(t) => {
+                t.insert(id);
+            }
+        }
+    }
+
+    /// Removes an id; true when the posting is now empty.
+    fn remove(&mut self, id: &Id18) -> bool {
+        match self {
+            Post::One(x) => x == id,
+            Post::Few(v) => {
+                v.retain(|x| x != id);
+                match v.as_slice() {
+                    [] => return true,
+                    [one] => {
+                        let one = *one;
+                        *self = Post::One(one);
+                    }
+                    _ => {}
+                }
+                false
+            }
+            Post::Many(t) => {
+                t.remove(id);
+                t.is_empty()
+            }
+        }
+    }
+
+    /// How many ids share the value.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Post::One(_) => 1,
+            Post::Few(v) => v.len(),
+            Post::Many(t) => t.len(),
+        }
+    }
+
+    /// The ids (unordered for small postings).
+    pub(crate) fn ids(&self) -> Box<dyn Iterator<Item = &Id18> + '_> {
+        match self {
+            Post::One(x) => Box::new(std::iter::once(x)),
+            Post::Few(v) => Box::new(v.iter()),
+            Post::Many(t) => Box::new(t.iter()),
+        }
+    }
+}
+
+/// The index key of a stored value: its text, lower-cased (text comparisons are
+/// case-insensitive); `None` for null. Numbers and booleans use their JSON text, so a lookup
+/// yields a superset of the matches, which the full `WHERE` then narrows.
+pub(crate) fn index_key(v: &Value) -> Option<String> {
+    text_of(v).map(|t| t.to_lowercase())
+}
+
+/// One maintained value index: lower-cased value → ids of every stored record (soft-deleted ones
+/// included) of a type with that value.
+#[derive(Debug, Default)]
+struct FieldIndex {
+    field: String,
+    map: HashMap<Box<str>, Post>,
+}
+
+/// Counters of how queries found their rows.
+#[derive(Debug, Default)]
+pub(crate) struct QueryCounters {
+    pub(crate) queries: AtomicU64,
+    pub(crate) indexed: AtomicU64,
+    pub(crate) rows_examined: AtomicU64,
+}
+
+/// The canonical 18-character id whose lower-cased text is `lower` (an 18-character lower-case
+/// ASCII string): the case of the first 15 characters is restored from the case-safe suffix.
+/// `None` when the suffix cannot belong to a well-formed id.
+fn canonical_id(lower: &str) -> Option<String> {
+    const SUFFIX: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ012345";
+    let b = lower.as_bytes();
+    if b.len() != 18 || !b.iter().all(u8::is_ascii_alphanumeric) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(18);
+    for chunk in 0..3 {
+        let c = b[15 + chunk].to_ascii_uppercase();
+        let bits = SUFFIX.iter().position(|x| *x == c)?;
+        for bit in 0..5 {
+            let ch = b[chunk * 5 + bit];
+            let upper = bits & (1 << bit) != 0;
+            if upper && !ch.is_ascii_alphabetic() {
+                return None;
+            }
+            out.push(if upper { ch.to_ascii_uppercase() } else { ch.to_ascii_lowercase() });
+        }
+    }
+    out.extend(b[15..].iter().map(u8::to_ascii_uppercase));
+    String::from_utf8(out).ok()
+}
+
 /// All records.
 #[derive(Debug, Default)]
 pub(crate) struct Org {
@@ -73,8 +206,15 @@ pub(crate) struct Org {
     next: u64,
     /// Undo log, recorded while `Some` (allOrNone collections).
     pub(crate) journal: Option<Vec<Undo>>,
-    /// Live records by (type, field) → lower-cased value → ids, for external-id fields.
-    index: HashMap<(String, String), HashMap<String, BTreeSet<String>>>,
+    /// Value indexes per type (external ids, reference fields, Email, IsConverted).
+    index: HashMap<&'static str, Vec<FieldIndex>>,
+    /// Stored ids that are not in canonical case (possible only through forced ids), which an
+    /// `Id` lookup cannot find by restoring case from the suffix.
+    odd_ids: BTreeSet<String>,
+    /// When true, queries scan instead of using indexes (tests compare the two).
+    pub(crate) scan_only: AtomicBool,
+    /// How queries found their rows.
+    pub(crate) counters: QueryCounters,
 }
 
 fn label(field: &str) -> String {
@@ -251,57 +391,130 @@ impl Org {
         self.map(ty).into_iter().flat_map(|m| m.values())
     }
 
-    /// Maintains a value index on a field (used for external ids).
-    pub(crate) fn index_field(&mut self, ty: &str, field: &str) {
-        self.index.entry((ty.to_string(), field.to_string())).or_default();
+    /// (queries, indexed queries, rows examined) so far.
+    pub(crate) fn query_counts(&self) -> (u64, u64, u64) {
+        let c = &self.counters;
+        (c.queries.load(Ordering::Relaxed), c.indexed.load(Ordering::Relaxed), c.rows_examined.load(Ordering::Relaxed))
     }
 
-    fn reindex(&mut self, ty: &str, id: &str, old: Option<&Rec>, new: Option<&Rec>) {
-        let live = |r: Option<&Rec>, f: &str| {
-            r.filter(|r| r.deleted_at.is_none())
-                .and_then(|r| r.fields.get(f))
-                .and_then(text_of)
-                .map(|v| v.to_lowercase())
-        };
-        for ((t, f), idx) in self.index.iter_mut() {
-            if t != ty {
-                continue;
-            }
-            if let Some(v) = live(old, f)
-                && let Some(ids) = idx.get_mut(&v)
-            {
-                ids.remove(id);
-                if ids.is_empty() {
-                    idx.remove(&v);
+    /// The records of a type by id.
+    pub(crate) fn by_id(&self, ty: &str) -> Option<&BTreeMap<String, Rec>> {
+        self.map(ty)
+    }
+
+    /// Maintains a value index on a field; records already stored are indexed.
+    pub(crate) fn index_field(&mut self, ty: &'static str, field: &str) {
+        let list = self.index.entry(ty).or_default();
+        if list.iter().any(|f| f.field == field) {
+            return;
+        }
+        let mut fi = FieldIndex { field: field.to_string(), map: HashMap::new() };
+        if let Some(m) = self.recs.get(ty) {
+            for (id, rec) in m {
+                if let (Some(k), Some(id)) = (rec.fields.get(field).and_then(index_key), id18(id)) {
+                    fi.map.entry(k.into_boxed_str()).or_insert(Post::One(id)).insert(id);
                 }
             }
-            if let Some(v) = live(new, f) {
-                idx.entry(v).or_default().insert(id.to_string());
+        }
+        list.push(fi);
+    }
+
+    /// The posting of a value (an [`index_key`]) in an index; `None` when the field is not
+    /// indexed, `Some(None)` when no record has the value.
+    pub(crate) fn posting(&self, ty: &str, field: &str, key: &str) -> Option<Option<&Post>> {
+        let fi = self.index.get(ty)?.iter().find(|f| f.field.eq_ignore_ascii_case(field))?;
+        Some(fi.map.get(key))
+    }
+
+    /// Ids of the stored records of a type whose id equals `lit` case-insensitively (at most one
+    /// for well-formed ids).
+    pub(crate) fn ids_matching(&self, ty: &str, lit: &str) -> Vec<Id18> {
+        let lower = lit.to_lowercase();
+        let Some(m) = self.map(ty) else { return Vec::new() };
+        let mut out = Vec::new();
+        if let Some(c) = canonical_id(&lower)
+            && m.contains_key(&c)
+            && let Some(id) = id18(&c)
+        {
+            out.push(id);
+        }
+        for odd in self.odd_ids.iter().filter(|o| o.to_lowercase() == lower) {
+            if m.contains_key(odd)
+                && let Some(id) = id18(odd)
+            {
+                out.push(id);
             }
+        }
+        out
+    }
+
+    fn reindex(
+        index: &mut HashMap<&'static str, Vec<FieldIndex>>,
+        ty: &str,
+        id: &str,
+        old: Option<&Rec>,
+        new: Option<&Rec>,
+    ) {
+        let Some(list) = index.get_mut(ty) else { return };
+        let Some(key) = id18(id) else { return };
+        for fi in list.iter_mut() {
+            let ko = old.and_then(|r| r.fields.get(&fi.field)).and_then(index_key);
+            let kn = new.and_then(|r| r.fields.get(&fi.field)).and_then(index_key);
+            if ko == kn {
+                continue;
+            }
+            if let Some(v) = ko
+                && let Some(p) = fi.map.get_mut(v.as_str())
+                && p.remove(&key)
+            {
+                fi.map.remove(v.as_str());
+            }
+            if let Some(v) = kn {
+                match fi.map.get_mut(v.as_str()) {
+                    Some(p) => p.insert(key),
+                    None => {
+                        fi.map.insert(v.into_boxed_str(), Post::One(key));
+                    }
+                }
+            }
+        }
+    }
+
+    fn note_id(&mut self, id: &str, present: bool) {
+        if canonical_id(&id.to_lowercase()).as_deref() == Some(id) {
+            return;
+        }
+        if present {
+            self.odd_ids.insert(id.to_string());
+        } else {
+            self.odd_ids.remove(id);
         }
     }
 
     fn put(&mut self, ty: &'static str, id: String, rec: Rec) {
-        let prev = self.recs.entry(ty).or_default().get(&id).cloned();
-        self.reindex(ty, &id, prev.as_ref(), Some(&rec));
-        if let Some(j) = self.journal.as_mut() {
-            j.push((ty, id.clone(), prev));
+        let map = self.recs.entry(ty).or_default();
+        Self::reindex(&mut self.index, ty, &id, map.get(&id), Some(&rec));
+        let prev = map.insert(id.clone(), rec);
+        if prev.is_none() {
+            self.note_id(&id, true);
         }
-        self.recs.entry(ty).or_default().insert(id, rec);
+        if let Some(j) = self.journal.as_mut() {
+            j.push((ty, id, prev));
+        }
     }
 
     /// Restores the state before the journalled writes.
     pub(crate) fn rollback(&mut self, undo: Vec<Undo>) {
         for (ty, id, prev) in undo.into_iter().rev() {
-            let cur = self.recs.entry(ty).or_default().get(&id).cloned();
-            self.reindex(ty, &id, cur.as_ref(), prev.as_ref());
             let map = self.recs.entry(ty).or_default();
+            Self::reindex(&mut self.index, ty, &id, map.get(&id), prev.as_ref());
             match prev {
                 Some(r) => {
                     map.insert(id, r);
                 }
                 None => {
                     map.remove(&id);
+                    self.note_id(&id, false);
                 }
             }
         }
@@ -577,18 +790,33 @@ impl Org {
 
     /// Overrides the audit timestamps of a record (seeding history).
     pub(crate) fn set_times(&mut self, ty: &str, id: &str, created: DateTime<Utc>, modified: DateTime<Utc>) {
+        const STAMPS: [&str; 3] = ["CreatedDate", "LastModifiedDate", "SystemModstamp"];
         let Some(id) = sfid::to18(id) else { return };
-        if let Some(rec) = self.recs.iter_mut().find(|(k, _)| **k == ty).and_then(|(_, m)| m.get_mut(&id)) {
-            rec.fields.insert("CreatedDate".into(), Value::String(fmt_dt(created)));
-            rec.fields.insert("LastModifiedDate".into(), Value::String(fmt_dt(modified)));
-            rec.fields.insert("SystemModstamp".into(), Value::String(fmt_dt(modified)));
+        let Some((ty, map)) = self.recs.iter_mut().find(|(k, _)| **k == ty) else { return };
+        let Some(rec) = map.get_mut(&id) else { return };
+        let indexed = self.index.get(ty).is_some_and(|l| l.iter().any(|f| STAMPS.contains(&f.field.as_str())));
+        let before = indexed.then(|| rec.clone());
+        rec.fields.insert("CreatedDate".into(), Value::String(fmt_dt(created)));
+        rec.fields.insert("LastModifiedDate".into(), Value::String(fmt_dt(modified)));
+        rec.fields.insert("SystemModstamp".into(), Value::String(fmt_dt(modified)));
+        if let Some(before) = before {
+            Self::reindex(&mut self.index, ty, &id, Some(&before), Some(rec));
         }
     }
 
     /// Ids of live records whose field matches a value (case-insensitive).
     pub(crate) fn find_by(&self, ty: &str, field: &str, value: &str) -> Vec<String> {
-        if let Some(idx) = self.index.get(&(ty.to_string(), field.to_string())) {
-            return idx.get(&value.to_lowercase()).map(|ids| ids.iter().cloned().collect()).unwrap_or_default();
+        if let Some(post) = self.posting(ty, field, &value.to_lowercase()) {
+            let Some(m) = self.map(ty) else { return Vec::new() };
+            let mut ids: Vec<String> = post
+                .into_iter()
+                .flat_map(Post::ids)
+                .map(id_str)
+                .filter(|id| m.get(*id).is_some_and(|r| r.deleted_at.is_none()))
+                .map(str::to_string)
+                .collect();
+            ids.sort();
+            return ids;
         }
         self.all(ty)
             .filter(|r| r.deleted_at.is_none())
