@@ -35,7 +35,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run both API emulators with seeded, mutually consistent data; prints one JSON line with
-    /// their URLs and credentials, then serves until interrupted.
+    /// their URLs, credentials and `settings` (limits, co-tenant, busy, latency, bulk timing),
+    /// then serves until interrupted.
     Emulate(EmulateArgs),
     /// Run the engine: initial sync if the mirror is empty, then incremental, plus delivery.
     Sync {
@@ -89,13 +90,49 @@ pub struct EmulateArgs {
     /// Salesforce emulator port (0: any free port).
     #[arg(long, default_value_t = 0)]
     pub salesforce_port: u16,
-    /// Turn off the emulated API limits.
+    /// Turn off the emulated API limits (rate window, in-flight, daily quota, export bytes); the
+    /// co-tenant then has no effect, random busy answers still apply.
     #[arg(long)]
     pub no_limits: bool,
+    /// Marketo: calls per 20 s window that other integrations of the instance make, taken from
+    /// the same 100-call window (with 50, salesync gets 50 per window and 606 beyond).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub co_tenant_calls: u32,
+    /// Marketo: in-flight slots other integrations hold of the 10 allowed (615 beyond).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub co_tenant_in_flight: u32,
+    /// Marketo: fraction (0..=1) of API calls answered 606 at random (seeded by --seed), as when
+    /// other integrations burst. Such calls do no work and are not counted.
+    #[arg(long = "busy-606", value_name = "FRACTION", default_value_t = 0.0, value_parser = fraction)]
+    pub busy_606: f64,
+    /// Marketo: fraction (0..=1) of API calls answered 615 at random (seeded by --seed).
+    #[arg(long = "busy-615", value_name = "FRACTION", default_value_t = 0.0, value_parser = fraction)]
+    pub busy_615: f64,
+    /// Latency added to every admitted API call of both emulators, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub latency_ms: Option<u64>,
+    /// Salesforce latency in milliseconds, instead of --latency-ms.
+    #[arg(long, value_name = "MS")]
+    pub salesforce_latency_ms: Option<u64>,
+    /// Marketo: fixed emulator-clock time a bulk export spends processing, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub bulk_processing_ms: u64,
+    /// Marketo: further bulk export processing time per 1,000 rows, in milliseconds (200 is
+    /// realistic: about 3 min 20 s for a million rows).
+    #[arg(long = "bulk-ms-per-1000-rows", value_name = "MS", default_value_t = 0)]
+    pub bulk_ms_per_1000_rows: u64,
     /// Address both emulators listen on. Loopback by default: anything else exposes their fixed
     /// test credentials to the network, so it must be asked for explicitly.
     #[arg(long, value_name = "IP", default_value_t = std::net::IpAddr::from([127, 0, 0, 1]))]
     pub bind: std::net::IpAddr,
+}
+
+/// Parses a fraction in `0..=1` (for `--busy-606`, `--busy-615`).
+fn fraction(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!("`{s}` is not a fraction between 0 and 1")),
+    }
 }
 
 /// `salesync activity` subcommands.

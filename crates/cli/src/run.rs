@@ -47,14 +47,41 @@ pub async fn run(cli: Cli) -> Res<()> {
 }
 
 async fn emulate(args: &EmulateArgs) -> Res<()> {
-    use salesync::emulator::marketo::{MarketoConfig, MarketoEmulator, MarketoLimits};
+    use salesync::emulator::marketo::{BusyModel, CoTenant, MarketoConfig, MarketoEmulator, MarketoLimits};
     use salesync::emulator::salesforce::{SalesforceConfig, SalesforceEmulator};
     let world = salesync::emulator::seed::generate(args.people, args.seed);
-    let mut mc = MarketoConfig { bind: (args.bind, args.marketo_port).into(), ..MarketoConfig::default() };
+    let ms = |ms: u64| Duration::from_millis(ms);
+    let chrono_ms = |ms: u64| chrono::Duration::milliseconds(i64::try_from(ms).unwrap_or(i64::MAX / 1000));
+    let marketo_latency = args.latency_ms.map(ms);
+    let salesforce_latency = args.salesforce_latency_ms.or(args.latency_ms).map(ms);
+    let mut mc = MarketoConfig {
+        bind: (args.bind, args.marketo_port).into(),
+        co_tenant: CoTenant { calls_per_window: args.co_tenant_calls, in_flight: args.co_tenant_in_flight },
+        busy: BusyModel { rate_606_fraction: args.busy_606, rate_615_fraction: args.busy_615, seed: args.seed },
+        latency: marketo_latency,
+        bulk_processing_time: chrono_ms(args.bulk_processing_ms),
+        bulk_processing_per_1000_rows: chrono_ms(args.bulk_ms_per_1000_rows),
+        ..MarketoConfig::default()
+    };
     if args.no_limits {
         mc.limits = MarketoLimits::unlimited();
     }
-    let sc = SalesforceConfig { bind: (args.bind, args.salesforce_port).into(), ..SalesforceConfig::default() };
+    let settings = serde_json::json!({
+        "limits": !args.no_limits,
+        "marketo_co_tenant_calls": args.co_tenant_calls,
+        "marketo_co_tenant_in_flight": args.co_tenant_in_flight,
+        "marketo_busy_606": args.busy_606,
+        "marketo_busy_615": args.busy_615,
+        "marketo_latency_ms": args.latency_ms.unwrap_or(0),
+        "salesforce_latency_ms": args.salesforce_latency_ms.or(args.latency_ms).unwrap_or(0),
+        "marketo_bulk_processing_ms": args.bulk_processing_ms,
+        "marketo_bulk_ms_per_1000_rows": args.bulk_ms_per_1000_rows,
+    });
+    let sc = SalesforceConfig {
+        bind: (args.bind, args.salesforce_port).into(),
+        latency: salesforce_latency,
+        ..SalesforceConfig::default()
+    };
     let mkto = MarketoEmulator::start(mc).await.map_err(|e| CliError::Runtime(format!("Marketo emulator: {e}")))?;
     let sf = SalesforceEmulator::start(sc).await.map_err(|e| CliError::Runtime(format!("Salesforce emulator: {e}")))?;
     mkto.seed_world(&world);
@@ -66,6 +93,7 @@ async fn emulate(args: &EmulateArgs) -> Res<()> {
         "salesforce_url": sf.base_url(),
         "salesforce_client_id": sf.client_id(),
         "salesforce_client_secret": sf.client_secret(),
+        "settings": settings,
     });
     println!("{line}");
     let _ = std::io::stdout().flush();
