@@ -9,14 +9,13 @@ use reqwest::{Method, Response};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::OwnedSemaphorePermit;
 use url::Url;
 
 use crate::classify::{Action, Backoff, Failure, classify, proves_not_applied};
 use crate::config::RetryConfig;
 use crate::envelope::{Envelope, Parsed, parse_body, probe_error};
 use crate::error::MkError;
-use crate::limiter::Limits;
+use crate::limiter::{Admission, Answer, Limits};
 use crate::token::{Token, TokenCache};
 
 /// Longest URI sent as is; longer GETs go as `POST …?_method=GET` with a form body (Marketo answers
@@ -24,6 +23,9 @@ use crate::token::{Token, TokenCache};
 pub(crate) const MAX_URI: usize = 8 * 1024;
 /// Largest JSON response body read into memory.
 pub(crate) const MAX_JSON_BODY: usize = 64 * 1024 * 1024;
+/// 606 and 615 answers one request may get before it fails as rate limited (the waits grow with
+/// each; see the `limiter` module).
+const LIMIT_ANSWERS: u32 = 10;
 /// Largest error body read (identity, 404 texts).
 const MAX_SMALL_BODY: usize = 1024 * 1024;
 
@@ -75,8 +77,8 @@ impl std::fmt::Debug for MarketoClient {
             .field("base_url", &i.base.as_str())
             .field("client_id", &i.client_id)
             .field("client_secret", &"[redacted]")
-            .field("max_concurrent", &i.limits.max_concurrent)
-            .field("rate_window", &i.limits.window.window())
+            .field("max_concurrent", &i.limits.shared.max_concurrent())
+            .field("rate_window", &i.limits.shared.window())
             .field("retry", &i.retry)
             .field("timeout", &i.timeout)
             .finish_non_exhaustive()
@@ -129,8 +131,8 @@ impl Req {
 pub(crate) enum Received {
     /// A body read into memory.
     Body { status: u16, body: Vec<u8> },
-    /// A streaming response (bulk file) holding its in-flight permit.
-    Stream { resp: Response, permit: OwnedSemaphorePermit },
+    /// A streaming response (bulk file) holding its in-flight place.
+    Stream { resp: Response, permit: Admission },
 }
 
 /// How a received response is to be treated.
@@ -387,6 +389,9 @@ impl MarketoClient {
         let retry = self.inner.retry;
         let limits = &self.inner.limits;
         let mut attempt: u32 = 0;
+        // Answers of the shared limits (606/615) have their own, larger allowance: they prove
+        // nothing was done and the wait grows with each one.
+        let mut limit_answers: u32 = 0;
         let mut reauths = 0u32;
         loop {
             attempt += 1;
@@ -394,17 +399,12 @@ impl MarketoClient {
             if let Some(budget) = &limits.budget {
                 budget.charge(chrono::Utc::now())?;
             }
-            let permit = Arc::clone(&limits.concurrency)
-                .acquire_owned()
-                .await
-                .map_err(|_| MkError::protocol("concurrency limiter closed"))?;
-            let slot = limits.window.acquire().await;
+            let mut admission = limits.shared.acquire().await;
             tracing::debug!(op = req.op, method = %req.method, path = req.url.path(), attempt, "Marketo call");
             let resp = match self.send(req, &token).await {
                 Ok(r) => r,
                 Err(e) => {
-                    drop(slot);
-                    drop(permit);
+                    drop(admission);
                     let e = e.without_url();
                     // A connect error proves nothing was sent.
                     if !e.is_connect() && req.safety == Safety::Unsafe {
@@ -420,34 +420,46 @@ impl MarketoClient {
                 }
             };
             // The server has seen the call: the slot's cool-down starts now.
-            drop(slot);
-            let received = if stream_ok(&resp) {
-                Received::Stream { resp, permit }
-            } else {
-                let status = resp.status().as_u16();
-                let body = read_capped(resp, MAX_JSON_BODY).await;
-                drop(permit);
-                match body {
-                    Ok(body) => Received::Body { status, body },
-                    Err(ReadError::TooLarge(cap)) => {
-                        return Err(MkError::protocol(format!("{} response body exceeds {cap} bytes", req.op)));
-                    }
-                    Err(ReadError::Http(e)) => {
-                        let e = e.without_url();
-                        if req.safety == Safety::Unsafe {
-                            return Err(MkError::OutcomeUnknown { operation: req.op, cause: e.to_string() });
-                        }
-                        if attempt >= retry.max_attempts {
-                            return Err(MkError::Transport { operation: req.op, source: e });
-                        }
-                        let delay = retry.delay(attempt);
-                        tracing::warn!(op = req.op, error = %e, attempt, "Marketo response broke off; retrying");
-                        tokio::time::sleep(delay).await;
-                        continue;
+            admission.sent();
+            if stream_ok(&resp) {
+                admission.answered(Answer::Through);
+                match interp(Received::Stream { resp, permit: admission }) {
+                    Interp::Done(v) => return Ok(v),
+                    Interp::Fail(e) | Interp::Unreadable(e) => return Err(e),
+                    Interp::Act { code, message, .. } => {
+                        return Err(MkError::protocol(format!("{}: streamed answer {code}: {message}", req.op)));
                     }
                 }
+            }
+            let status = resp.status().as_u16();
+            let received = match read_capped(resp, MAX_JSON_BODY).await {
+                Ok(body) => Received::Body { status, body },
+                Err(ReadError::TooLarge(cap)) => {
+                    return Err(MkError::protocol(format!("{} response body exceeds {cap} bytes", req.op)));
+                }
+                Err(ReadError::Http(e)) => {
+                    drop(admission);
+                    let e = e.without_url();
+                    if req.safety == Safety::Unsafe {
+                        return Err(MkError::OutcomeUnknown { operation: req.op, cause: e.to_string() });
+                    }
+                    if attempt >= retry.max_attempts {
+                        return Err(MkError::Transport { operation: req.op, source: e });
+                    }
+                    let delay = retry.delay(attempt);
+                    tracing::warn!(op = req.op, error = %e, attempt, "Marketo response broke off; retrying");
+                    tokio::time::sleep(delay).await;
+                    continue;
+                }
             };
-            let (action, code, message) = match interp(received) {
+            let interpreted = interp(received);
+            admission.answered(match &interpreted {
+                Interp::Act { action: Action::Retry(Backoff::RateWindow), .. } => Answer::RateFull,
+                Interp::Act { action: Action::Retry(Backoff::Concurrency), .. } => Answer::ConcurrencyFull,
+                _ => Answer::Through,
+            });
+            drop(admission);
+            let (action, code, message) = match interpreted {
                 Interp::Done(v) => return Ok(v),
                 Interp::Fail(e) => return Err(e),
                 Interp::Unreadable(e) if req.safety == Safety::Idempotent && attempt < retry.max_attempts => {
@@ -482,24 +494,31 @@ impl MarketoClient {
                     if req.safety == Safety::Unsafe && !proves_not_applied(action) {
                         return Err(MkError::OutcomeUnknown { operation: req.op, cause: format!("{code}: {message}") });
                     }
-                    if attempt >= retry.max_attempts {
+                    let exhausted = match kind {
+                        Backoff::RateWindow | Backoff::Concurrency => {
+                            // The attempt is the limits' allowance's, not the request's.
+                            attempt -= 1;
+                            limit_answers += 1;
+                            limit_answers >= LIMIT_ANSWERS
+                        }
+                        Backoff::Exponential => attempt >= retry.max_attempts,
+                    };
+                    if exhausted {
                         return Err(match kind {
                             Backoff::RateWindow => {
-                                MkError::RateLimited { code, retry_after: Some(limits.window.window()) }
+                                MkError::RateLimited { code, retry_after: Some(limits.shared.window()) }
                             }
                             Backoff::Concurrency => MkError::RateLimited { code, retry_after: Some(retry.base_delay) },
                             Backoff::Exponential => MkError::Unavailable { code, message },
                         });
                     }
                     let delay = match kind {
-                        Backoff::RateWindow => {
-                            // Everyone waits out the window; a little jitter spreads the restart.
-                            limits.window.pause_for(limits.window.window());
-                            retry.delay(1)
-                        }
-                        Backoff::Concurrency | Backoff::Exponential => retry.delay(attempt),
+                        // The limiter pauses every caller briefly, longer while 606s continue.
+                        Backoff::RateWindow => Duration::ZERO,
+                        Backoff::Concurrency => retry.delay(limit_answers),
+                        Backoff::Exponential => retry.delay(attempt),
                     };
-                    tracing::warn!(op = req.op, code = %code, attempt, delay_ms = delay.as_millis() as u64, "Marketo asked to retry");
+                    tracing::debug!(op = req.op, code = %code, attempt, delay_ms = delay.as_millis() as u64, "Marketo asked to retry");
                     tokio::time::sleep(delay).await;
                 }
                 Action::Fail(f) => return Err(failure_error(f, code, message)),

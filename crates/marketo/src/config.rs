@@ -10,7 +10,7 @@ use url::Url;
 
 use crate::client::{Inner, MarketoClient};
 use crate::error::MkError;
-use crate::limiter::{DailyBudget, Limits, WindowLimiter};
+use crate::limiter::{DailyBudget, Limits, Shared};
 use crate::token::TokenCache;
 
 /// Default calls per rate window. Marketo allows 100 per 20 s per instance, *shared by every
@@ -193,13 +193,16 @@ impl MarketoClientBuilder {
     }
 
     /// At most `calls` calls in any `window` (default 100 per 20 s, Marketo's whole-instance
-    /// limit; other integrations share it, so prefer 50 or less when there are any).
+    /// limit). This is a ceiling: the client adapts its share below it when other integrations
+    /// fill the shared window (606), so it need not be set lower to share an instance; set it
+    /// lower to reserve room for others.
     pub fn rate_limit(mut self, calls: usize, window: Duration) -> Self {
         self.rate = Some((calls, window));
         self
     }
 
-    /// At most `n` calls in flight (default 10, Marketo's whole-instance limit; prefer 5 or less).
+    /// At most `n` calls in flight (default 10, Marketo's whole-instance limit). A ceiling: the
+    /// client lowers its in-flight limit when the instance answers 615.
     pub fn max_concurrent(mut self, n: usize) -> Self {
         self.max_concurrent = Some(n);
         self
@@ -328,7 +331,7 @@ impl MarketoClientBuilder {
             return Err(MkError::config("rate_limit", "calls and window must be positive"));
         }
         let max_concurrent = self.max_concurrent.unwrap_or(DEFAULT_MAX_CONCURRENT);
-        if max_concurrent == 0 || max_concurrent > tokio::sync::Semaphore::MAX_PERMITS {
+        if max_concurrent == 0 {
             return Err(MkError::config("max_concurrent", "must be at least 1"));
         }
         let retry = self.retry.unwrap_or_default();
@@ -355,9 +358,7 @@ impl MarketoClientBuilder {
                 .map_err(|e| MkError::config("http_client", e.without_url().to_string()))?,
         };
         let limits = Limits {
-            window: WindowLimiter::new(calls, window),
-            concurrency: Arc::new(tokio::sync::Semaphore::new(max_concurrent)),
-            max_concurrent,
+            shared: Shared::new(calls, window, max_concurrent),
             budget: self.daily_budget.map(DailyBudget::new),
         };
         Ok(MarketoClient {

@@ -873,6 +873,10 @@ impl MarketoApi for MarketoClient {
         Ok(self.add_activities(items).await?)
     }
 
+    fn rate_budget(&self) -> Option<salesync_core::ports::marketo::RateBudget> {
+        Some(self.inner.limits.shared.budget())
+    }
+
     async fn lead_unsubscribed(&self, lead_id: i64) -> salesync_core::Result<Option<bool>> {
         Ok(self.get_lead_unsubscribed(lead_id).await?)
     }

@@ -256,6 +256,36 @@ pub trait MarketoApi: Send + Sync + std::fmt::Debug {
 
     /// Marketo's live `unsubscribed` flag for a lead (`None`: lead not found).
     async fn lead_unsubscribed(&self, lead_id: i64) -> Result<Option<bool>>;
+
+    /// The client's current share of the instance's shared limits, when it adapts them
+    /// (`None` for implementations without a client-side limiter).
+    fn rate_budget(&self) -> Option<RateBudget> {
+        None
+    }
+}
+
+/// A Marketo client's adaptive share of its instance's limits (100 calls / 20 s and 10 calls in
+/// flight, shared by every integration of the instance), as it stands now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateBudget {
+    /// Calls the client lets into one rate window now.
+    pub calls_per_window: u32,
+    /// The configured ceiling of `calls_per_window`.
+    pub ceiling: u32,
+    /// The rate window, in milliseconds.
+    pub window_ms: u64,
+    /// Calls the client lets be in flight at once now.
+    pub in_flight_limit: u32,
+    /// The configured ceiling of `in_flight_limit`.
+    pub in_flight_ceiling: u32,
+    /// Calls sent since the client was built.
+    pub calls: u64,
+    /// Of those, answered 606 (the shared rate window was full).
+    pub rate_limited: u64,
+    /// Of those, answered 615 (the shared in-flight limit was reached).
+    pub concurrency_limited: u64,
+    /// Times the budget was cut because the shared window or in-flight limit was full.
+    pub decreases: u64,
 }
 
 /// A stream of pages, for hosts that prefer streams over tokens.
