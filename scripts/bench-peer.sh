@@ -1,0 +1,348 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark against a peer tool (issue #12): tap-marketo (the Singer tap, from PyPI)
+# and salesync on the same `salesync emulate` instance, at its real limits, end to end into SQLite.
+#
+#   scripts/bench-peer.sh                      # 50,000 people, all three legs
+#   PEOPLE=5000 scripts/bench-peer.sh          # quick check
+#   EMULATE_ARGS="--flag ..." scripts/bench-peer.sh   # extra `salesync emulate` flags for every leg
+#
+# Legs (LEGS, default all three, in this order), each against a FRESH emulator started with the
+# same --people/--seed (same data, fresh rate window, daily quota and bulk export quota):
+#   tap-null     tap-marketo, `leads` stream (Bulk Lead Extract), Singer output counted and dropped
+#   tap-sqlite   tap-marketo | target-sqlite (PyPI) into a fresh SQLite file: the Singer way of
+#                landing the same data in SQLite
+#   salesync     `salesync sync --once` into a fresh SQLite store
+# A fourth, untimed emulator instance serves tap-marketo's `--discover` (the catalog).
+#
+# Environment:
+#   PEOPLE (50000)  SEED (1)  EMULATE_ARGS ("")  LEGS ("tap-null tap-sqlite salesync")
+#   VENV_DIR (target/bench-venv)   two venvs under it, tap-marketo/ and target-sqlite/ (reused)
+#   PYTHON (python3.11, else python3)   interpreter for the venvs
+#   TAP_START_DATE (2024-01-01T00:00:00Z)  the emulator seeds createdAt from 2024-01-01 on
+#   TAP_POLL_INTERVAL (2)  seconds between tap-marketo's export status polls; its default is 300,
+#                          which on ~36 monthly windows alone would be ~3 hours. 2 s is the export
+#                          poll interval `salesync sync` uses.
+#   TARGET_BATCH_SIZE (300)  target-sqlite rows per insert batch (its default is 50; salesync
+#                            applies pages of 300 rows per transaction)
+#   SKIP_BUILD (0)  1: use the existing target/release/salesync (SALESYNC_BIN overrides the path)
+#   BENCH_WORK      work dir for configs, logs and the SQLite files (default: a new mktemp dir,
+#                   kept and printed). Nothing is written into the repository except the build and
+#                   the venvs under target/.
+#
+# tap-marketo has no base-URL setting: it builds every URL as https://<munchkin>.mktorest.com/...
+# from the Munchkin id in `endpoint`. The launcher below swaps only that base URL
+# (Client.get_url) for the emulator's; everything else is the tap as published.
+# target-sqlite 0.2.0 (the only Singer SQLite target on PyPI) predates Python 3.10: it pins
+# SQLAlchemy 1.2.12 and uses collections.MutableMapping. Its venv gets SQLAlchemy 1.3.24 and its
+# launcher aliases the collections.abc names; nothing else changes.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PEOPLE=${PEOPLE:-50000}
+SEED=${SEED:-1}
+EMULATE_ARGS=${EMULATE_ARGS:-}
+LEGS=${LEGS:-tap-null tap-sqlite salesync}
+VENV_DIR=${VENV_DIR:-$ROOT/target/bench-venv}
+TAP_MARKETO_VERSION=2.9.4
+TARGET_SQLITE_VERSION=0.2.0
+SQLALCHEMY_VERSION=1.3.24
+TAP_START_DATE=${TAP_START_DATE:-2024-01-01T00:00:00Z}
+TAP_POLL_INTERVAL=${TAP_POLL_INTERVAL:-2}
+TARGET_BATCH_SIZE=${TARGET_BATCH_SIZE:-300}
+SKIP_BUILD=${SKIP_BUILD:-0}
+SALESYNC_BIN=${SALESYNC_BIN:-$ROOT/target/release/salesync}
+EMULATE_TIMEOUT=${EMULATE_TIMEOUT:-300}
+if [[ -z ${PYTHON:-} ]]; then
+    PYTHON=$(command -v python3.11 || command -v python3)
+fi
+
+die() { echo "bench-peer: $*" >&2; exit 1; }
+log() { echo "bench-peer: $*" >&2; }
+
+[[ -x /usr/bin/time ]] || die "/usr/bin/time (GNU time) is needed: apt-get install time"
+"$PYTHON" -c 'import sys; assert sys.version_info >= (3, 8)' || die "$PYTHON: Python >= 3.8 needed"
+
+WORK=${BENCH_WORK:-$(mktemp -d -t salesync-bench-peer.XXXXXX)}
+mkdir -p "$WORK"
+WORK=$(cd "$WORK" && pwd)
+
+EMU_PID=
+stop_emulator() {
+    [[ -n $EMU_PID ]] || return 0
+    if kill -0 "$EMU_PID" 2>/dev/null; then
+        kill -INT "$EMU_PID" 2>/dev/null || true
+        for _ in $(seq 50); do
+            kill -0 "$EMU_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -0 "$EMU_PID" 2>/dev/null && kill -KILL "$EMU_PID" 2>/dev/null
+    fi
+    wait "$EMU_PID" 2>/dev/null || true
+    EMU_PID=
+}
+trap stop_emulator EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------------------------------- setup
+if [[ $SKIP_BUILD != 1 ]]; then
+    log "building the release CLI (cargo build --release -p salesync-cli --all-features)"
+    (cd "$ROOT" && cargo build --release -p salesync-cli --all-features) >&2
+fi
+[[ -x $SALESYNC_BIN ]] || die "$SALESYNC_BIN missing (build it, or set SALESYNC_BIN)"
+
+venv() { # venv DIR SPEC... : create (or reuse) a venv and make sure SPECs are installed
+    local dir=$1
+    shift
+    [[ -x $dir/bin/python ]] || "$PYTHON" -m venv "$dir"
+    if ! "$dir/bin/python" -m pip show -q "${@%%==*}" >/dev/null 2>&1 \
+        || ! "$dir/bin/python" - "$@" <<'EOF'
+import sys
+from importlib.metadata import version
+sys.exit(any(version(n) != v for n, v in (s.split("==") for s in sys.argv[1:])))
+EOF
+    then
+        log "installing $* into $dir"
+        "$dir/bin/python" -m pip install -q --disable-pip-version-check "$@" >&2
+    fi
+}
+TAP_VENV=$VENV_DIR/tap-marketo
+TARGET_VENV=$VENV_DIR/target-sqlite
+case " $LEGS " in *" tap-"*) venv "$TAP_VENV" "tap-marketo==$TAP_MARKETO_VERSION" ;; esac
+case " $LEGS " in
+    *" tap-sqlite "*)
+        venv "$TARGET_VENV" "target-sqlite==$TARGET_SQLITE_VERSION"
+        venv "$TARGET_VENV" "SQLAlchemy==$SQLALCHEMY_VERSION"
+        ;;
+esac
+
+cat >"$WORK/tap-marketo-emulated.py" <<'EOF'
+# tap-marketo as published, with its hard-coded https://<munchkin>.mktorest.com base swapped for
+# TAP_MARKETO_BASE_URL (the emulator's); every path, parameter and header is the tap's own.
+import os
+import sys
+
+import tap_marketo.client
+
+BASE = os.environ["TAP_MARKETO_BASE_URL"].rstrip("/")
+tap_marketo.client.Client.get_url = lambda self, url: "{}/{}".format(BASE, url)
+
+import tap_marketo  # noqa: E402
+
+sys.exit(tap_marketo.main())
+EOF
+cat >"$WORK/target-sqlite-py311.py" <<'EOF'
+# target-sqlite 0.2.0 as published; it predates Python 3.10's removal of the collections aliases.
+import collections
+import collections.abc
+import sys
+
+for name in ("Mapping", "MutableMapping", "Sequence", "Iterable"):
+    setattr(collections, name, getattr(collections.abc, name))
+
+from target_sqlite import main  # noqa: E402
+
+sys.exit(main())
+EOF
+
+# ------------------------------------------------------------------------------------- emulator
+start_emulator() { # start_emulator LABEL: sets MKTO_URL MKTO_ID MKTO_SECRET SF_URL SF_ID SF_SECRET
+    local label=$1 out=$WORK/emulate-$1.json err=$WORK/emulate-$1.log
+    local deadline=$((SECONDS + EMULATE_TIMEOUT))
+    # shellcheck disable=SC2086 # EMULATE_ARGS is a list of flags
+    "$SALESYNC_BIN" emulate --people "$PEOPLE" --seed "$SEED" $EMULATE_ARGS >"$out" 2>"$err" &
+    EMU_PID=$!
+    until grep -q '"marketo_url"' "$out" 2>/dev/null; do
+        kill -0 "$EMU_PID" 2>/dev/null || { cat "$err" >&2; die "emulator ($label) exited"; }
+        ((SECONDS < deadline)) || die "emulator ($label) not ready after ${EMULATE_TIMEOUT}s"
+        sleep 0.2
+    done
+    eval "$("$PYTHON" - "$out" <<'EOF'
+import json, shlex, socket, sys, time, urllib.parse
+d = json.loads(next(l for l in open(sys.argv[1]) if "marketo_url" in l))
+names = {"MKTO_URL": "marketo_url", "MKTO_ID": "marketo_client_id", "MKTO_SECRET": "marketo_client_secret",
+         "SF_URL": "salesforce_url", "SF_ID": "salesforce_client_id", "SF_SECRET": "salesforce_client_secret"}
+for var, key in names.items():
+    print("{}={}".format(var, shlex.quote(str(d[key]))))
+for key in ("marketo_url", "salesforce_url"):  # both listening
+    u = urllib.parse.urlsplit(d[key])
+    for _ in range(100):
+        try:
+            socket.create_connection((u.hostname, u.port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        sys.exit("{} not accepting connections".format(d[key]))
+EOF
+)"
+    log "emulator ($label): $PEOPLE people, seed $SEED, Marketo $MKTO_URL, Salesforce $SF_URL"
+}
+
+# ------------------------------------------------------------------------------------- measures
+wall_of() { # seconds from a `time -v` report
+    awk -F': ' '/Elapsed \(wall clock\)/ {
+        n = split($2, p, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + p[i]; printf "%.1f", s }' "$1"
+}
+rss_of() { # peak RSS in MB from a `time -v` report
+    awk -F': ' '/Maximum resident set size/ { printf "%.0f", $2 / 1024 }' "$1"
+}
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
+sqlite_count() { # sqlite_count FILE SQL
+    "$PYTHON" -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute(sys.argv[2]).fetchone()[0])' "$1" "$2"
+}
+tap_calls() { # REST/bulk calls tap-marketo made (its singer http_request_duration metrics)
+    grep -c '"metric": *"http_request_duration"' "$1" || true
+}
+
+declare -A WALL RECORDS QUALIFIED RSS CALLS
+
+write_tap_config() {
+    "$PYTHON" - "$WORK/tap-config.json" "$MKTO_ID" "$MKTO_SECRET" "$TAP_START_DATE" "$TAP_POLL_INTERVAL" <<'EOF'
+import json, sys
+path, client_id, secret, start, poll = sys.argv[1:]
+json.dump({
+    # Only the Munchkin id in these is used (the launcher supplies the base URL).
+    "endpoint": "https://123-ABC-456.mktorest.com/rest",
+    "identity": "https://123-ABC-456.mktorest.com/identity",
+    "client_id": client_id,
+    "client_secret": secret,
+    "start_date": start,
+    "poll_interval": float(poll),
+}, open(path, "w"), indent=2)
+EOF
+}
+
+# The catalog goes in with --properties: tap-marketo indexes it as a dict, and singer-python turns
+# a --catalog file into a Catalog object ("'Catalog' object is not subscriptable").
+TAP=("$TAP_VENV/bin/python" "$WORK/tap-marketo-emulated.py" --config "$WORK/tap-config.json")
+run_tap() { TAP_MARKETO_BASE_URL=$MKTO_URL "${TAP[@]}" "$@"; } # tap-marketo against the current emulator
+
+discover() {
+    start_emulator discover
+    write_tap_config
+    run_tap --discover >"$WORK/catalog-discovered.json" 2>"$WORK/tap-discover.log" \
+        || { tail -20 "$WORK/tap-discover.log" >&2; die "tap-marketo --discover failed"; }
+    stop_emulator
+    # The leads stream alone, every field selected.
+    "$PYTHON" - "$WORK/catalog-discovered.json" "$WORK/catalog.json" <<'EOF'
+import json, sys
+cat = json.load(open(sys.argv[1]))
+streams = [s for s in cat["streams"] if s["tap_stream_id"] == "leads"]
+if not streams:
+    sys.exit("no leads stream discovered")
+for entry in streams[0]["metadata"]:
+    entry["metadata"]["selected"] = True
+json.dump({"streams": streams}, open(sys.argv[2], "w"), indent=2)
+print(len(streams[0]["schema"]["properties"]), "lead fields selected", file=sys.stderr)
+EOF
+}
+
+leg_tap_null() {
+    start_emulator tap-null
+    write_tap_config
+    log "tap-marketo → count ($PEOPLE people)"
+    set +e
+    TAP_MARKETO_BASE_URL=$MKTO_URL /usr/bin/time -v -o "$WORK/tap-null.time" "${TAP[@]}" --properties "$WORK/catalog.json" \
+        2>"$WORK/tap-null.log" | grep -c '"type": *"RECORD"' >"$WORK/tap-null.count"
+    local st=("${PIPESTATUS[@]}")
+    set -e
+    stop_emulator
+    ((st[0] == 0)) || { tail -30 "$WORK/tap-null.log" >&2; die "tap-marketo failed (exit ${st[0]})"; }
+    WALL[tap-null]=$(wall_of "$WORK/tap-null.time")
+    RSS[tap-null]=$(rss_of "$WORK/tap-null.time")
+    RECORDS[tap-null]=$(<"$WORK/tap-null.count")
+    QUALIFIED[tap-null]=-
+    CALLS[tap-null]=$(tap_calls "$WORK/tap-null.log")
+}
+
+leg_tap_sqlite() {
+    start_emulator tap-sqlite
+    write_tap_config
+    local db=$WORK/tap-marketo.db
+    rm -f "$db"
+    printf '{"database": "%s", "batch_size": %d}\n' "$db" "$TARGET_BATCH_SIZE" >"$WORK/target-config.json"
+    log "tap-marketo | target-sqlite → $db"
+    set +e
+    local t0 t1
+    t0=$(now)
+    TAP_MARKETO_BASE_URL=$MKTO_URL /usr/bin/time -v -o "$WORK/tap-sqlite.time" "${TAP[@]}" --properties "$WORK/catalog.json" \
+        2>"$WORK/tap-sqlite.log" \
+        | /usr/bin/time -v -o "$WORK/target-sqlite.time" "$TARGET_VENV/bin/python" \
+            "$WORK/target-sqlite-py311.py" -c "$WORK/target-config.json" \
+            >"$WORK/target-sqlite.state" 2>"$WORK/target-sqlite.log"
+    local st=("${PIPESTATUS[@]}")
+    t1=$(now)
+    set -e
+    stop_emulator
+    ((st[0] == 0)) || { tail -30 "$WORK/tap-sqlite.log" >&2; die "tap-marketo failed (exit ${st[0]})"; }
+    ((st[1] == 0)) || { tail -30 "$WORK/target-sqlite.log" >&2; die "target-sqlite failed (exit ${st[1]})"; }
+    WALL[tap-sqlite]=$(elapsed "$t0" "$t1")
+    RSS[tap-sqlite]="$(rss_of "$WORK/tap-sqlite.time")+$(rss_of "$WORK/target-sqlite.time")"
+    RECORDS[tap-sqlite]=$(sqlite_count "$db" 'select count(*) from leads')
+    QUALIFIED[tap-sqlite]=$(sqlite_count "$db" \
+        "select count(*) from leads where sfdc_lead_owner_id is not null and sfdc_lead_owner_id != ''")
+    CALLS[tap-sqlite]=$(tap_calls "$WORK/tap-sqlite.log")
+}
+
+leg_salesync() {
+    start_emulator salesync
+    local dir=$WORK/salesync
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    log "salesync sync --once → $dir/salesync.db"
+    set +e
+    # In its own directory: no salesync.toml is picked up, the store is fresh.
+    (
+        cd "$dir"
+        export SALESYNC_MARKETO_URL=$MKTO_URL SALESYNC_MARKETO_CLIENT_ID=$MKTO_ID \
+            SALESYNC_MARKETO_CLIENT_SECRET=$MKTO_SECRET SALESYNC_SALESFORCE_URL=$SF_URL \
+            SALESYNC_SALESFORCE_CLIENT_ID=$SF_ID SALESYNC_SALESFORCE_CLIENT_SECRET=$SF_SECRET \
+            SALESYNC_STORE=sqlite://salesync.db
+        /usr/bin/time -v -o "$WORK/salesync.time" "$SALESYNC_BIN" sync --once \
+            >"$WORK/salesync.out" 2>"$WORK/salesync.log"
+    )
+    local st=$?
+    set -e
+    stop_emulator
+    ((st == 0)) || { tail -30 "$WORK/salesync.log" "$WORK/salesync.out" >&2; die "salesync sync failed (exit $st)"; }
+    WALL[salesync]=$(wall_of "$WORK/salesync.time")
+    RSS[salesync]=$(rss_of "$WORK/salesync.time")
+    RECORDS[salesync]=$(sqlite_count "$dir/salesync.db" 'select count(*) from people')
+    QUALIFIED[salesync]=${RECORDS[salesync]}
+    CALLS[salesync]=$(sed -nE 's/.* ([0-9]+) Marketo \+ ([0-9]+) Salesforce calls.*/\1 + \2 SF/p' "$WORK/salesync.out")
+    sed 's/^/  /' "$WORK/salesync.out" >&2
+}
+
+# ----------------------------------------------------------------------------------------- main
+log "work dir $WORK"
+log "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
+case " $LEGS " in *" tap-"*) discover ;; esac
+for leg in $LEGS; do
+    case $leg in
+        tap-null) leg_tap_null ;;
+        tap-sqlite) leg_tap_sqlite ;;
+        salesync) leg_salesync ;;
+        *) die "unknown leg $leg (tap-null, tap-sqlite, salesync)" ;;
+    esac
+done
+
+rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')
+echo
+echo "salesync $rev vs tap-marketo $TAP_MARKETO_VERSION — $PEOPLE people (seed $SEED), salesync emulate ${EMULATE_ARGS:-(default limits)}"
+echo "$(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) at end; tap poll interval ${TAP_POLL_INTERVAL}s; logs in $WORK"
+printf '%-34s %8s %9s %10s %13s %14s %16s\n' tool "wall s" records qualified "peak RSS MB" "wall/salesync" "API calls"
+for leg in $LEGS; do
+    case $leg in
+        tap-null) name="tap-marketo (→ count, no store)" ;;
+        tap-sqlite) name="tap-marketo | target-sqlite" ;;
+        salesync) name="salesync sync --once (SQLite)" ;;
+    esac
+    ratio=-
+    if [[ -n ${WALL[salesync]:-} ]]; then
+        ratio=$(awk -v a="${WALL[$leg]}" -v b="${WALL[salesync]}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')
+    fi
+    printf '%-34s %8s %9s %10s %13s %14s %16s\n' "$name" "${WALL[$leg]}" "${RECORDS[$leg]}" \
+        "${QUALIFIED[$leg]}" "${RSS[$leg]}" "$ratio" "${CALLS[$leg]}"
+done
+echo "records: rows the tool emitted or stored; qualified: people with a sales owner (what salesync mirrors)."
