@@ -203,3 +203,36 @@ async fn a_bad_record_is_reported_and_the_rest_applied() {
     assert!(!m.contains_key(&bad));
     assert_eq!(m.len(), world.oracle().len() - 1);
 }
+
+/// A big initial sync reads the org's opportunity links once instead of looking up every page:
+/// every person gets the opportunity the per-person rule gives, none stays unresolved, and
+/// Salesforce sees a handful of query pages, not one lookup per page of people.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_initial_sync_joins_opportunities_from_one_org_read() {
+    for mode in [InitialMode::Bulk, InitialMode::Rest] {
+        let world = World::start(4000, 5, false).await;
+        let store: Arc<dyn Store> = Arc::new(salesync::store::MemoryStore::new());
+        let report = engine(&world, store.clone(), mode).sync_once().await.unwrap();
+        assert_mirror_matches(&world, store.as_ref()).await;
+        let m = mirror(store.as_ref()).await;
+        let unresolved = m.values().filter(|p| p.salesforce_opportunity.needs_lookup()).count();
+        assert_eq!(unresolved, 0, "{mode:?}: people left unresolved");
+        let mut with_opportunity = 0;
+        for sp in world.seed.people.iter().filter(|p| p.has_owner()) {
+            let p = &m[&sp.marketo_id];
+            assert_eq!(
+                p.salesforce_opportunity_id().map(|i| i.as_str().to_string()),
+                sp.sf_opportunity_id,
+                "{mode:?}: lead {}",
+                sp.marketo_id
+            );
+            with_opportunity += usize::from(sp.sf_opportunity_id.is_some());
+        }
+        assert!(with_opportunity > 100, "the seed links people to opportunities");
+        // Per-page lookups would take two or more calls per 300 people (≥ 34 here); the org
+        // read takes a few query pages, plus lookups for nothing.
+        let sf_calls = world.salesforce.call_log().len();
+        assert!(sf_calls <= 30, "{mode:?}: {sf_calls} Salesforce calls ({report:?})");
+        assert!(report.opportunities_resolved > 0, "{mode:?}: people written before the org read are filled");
+    }
+}

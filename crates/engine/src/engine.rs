@@ -286,16 +286,7 @@ impl SyncEngine {
         let cancel = CancellationToken::new();
         let mut pass = Pass::new(&self.inner, &cancel);
         pass.set_phase(Phase::Opportunities);
-        let mut after = None;
-        loop {
-            let people = self.inner.store.list_people(after, 1000).await?;
-            let Some(last) = people.last() else { break };
-            after = Some(last.marketo_id);
-            let need: Vec<Person> = people.into_iter().filter(|p| p.salesforce_opportunity.needs_lookup()).collect();
-            if !need.is_empty() {
-                pass.fill_opportunities(need).await?;
-            }
-        }
+        pass.fill_unresolved(None).await?;
         pass.report.duration = started.elapsed();
         pass.set_phase(Phase::Idle);
         Ok(pass.report)
@@ -535,6 +526,11 @@ impl PageBuilder {
     pub fn error(&mut self, e: RecordError) {
         self.errors.push(e);
     }
+
+    /// The decisions so far, to amend before the page is committed.
+    pub fn entries_mut(&mut self) -> impl Iterator<Item = &mut (Decision, bool)> {
+        self.entries.iter_mut()
+    }
 }
 
 /// What kind of page is applied (for counting).
@@ -550,11 +546,13 @@ pub(crate) struct Pass<'a> {
     pub cancel: &'a CancellationToken,
     pub report: SyncReport,
     pub phase: Phase,
+    /// During an initial sync: the opportunity fill deferred off the pull's path.
+    pub deferral: Option<crate::opportunity::Deferral>,
 }
 
 impl<'a> Pass<'a> {
     pub fn new(eng: &'a Inner, cancel: &'a CancellationToken) -> Self {
-        Self { eng, cancel, report: SyncReport::default(), phase: Phase::Idle }
+        Self { eng, cancel, report: SyncReport::default(), phase: Phase::Idle, deferral: None }
     }
 
     pub fn now(&self) -> DateTime<Utc> {
@@ -694,15 +692,17 @@ impl<'a> Pass<'a> {
     }
 
     /// Applies a page with its checkpoint in one store call, then reports, notifies and fills
-    /// opportunities. Nothing is counted or published when the store fails.
-    pub async fn apply(&mut self, page: PageBuilder, checkpoint: Option<Checkpoint>) -> Result<ApplyCounts> {
-        let (counts, mut fill) = self.commit(page, checkpoint, ApplyKind::Sync).await?;
-        if self.eng.settings.opportunity_lookup {
-            fill.retain(|p| p.salesforce_opportunity.needs_lookup());
-            if !fill.is_empty() {
-                self.fill_opportunities(fill).await?;
-            }
+    /// opportunities (see the `opportunity` module). Nothing is counted or published when the
+    /// store fails.
+    pub async fn apply(&mut self, mut page: PageBuilder, checkpoint: Option<Checkpoint>) -> Result<ApplyCounts> {
+        if !self.eng.settings.opportunity_lookup {
+            return Ok(self.commit(page, checkpoint, ApplyKind::Sync).await?.0);
         }
+        if let Some(links) = self.deferral.as_ref().and_then(|d| d.links()) {
+            page.join_opportunities(&links);
+        }
+        let (counts, written) = self.commit(page, checkpoint, ApplyKind::Sync).await?;
+        self.after_write(written).await?;
         Ok(counts)
     }
 
@@ -791,14 +791,14 @@ impl<'a> Pass<'a> {
     async fn run(&mut self) -> Result<()> {
         let state = match self.load_initial().await? {
             Some(s) if s.status == InitialStatus::Done => s,
-            Some(s) => self.run_initial(s).await?,
+            Some(s) => self.run_initial(s, true).await?,
             None => {
                 let path = match self.eng.settings.initial_mode {
                     InitialMode::Auto | InitialMode::Bulk => InitialPath::Bulk,
                     InitialMode::Rest => InitialPath::Rest,
                 };
                 let s = InitialState::new(path, self.now(), false);
-                self.run_initial(s).await?
+                self.run_initial(s, false).await?
             }
         };
         if self.incremental(&state).await? == crate::incremental::Flow::Reconcile {
@@ -814,7 +814,7 @@ impl<'a> Pass<'a> {
     async fn reconcile(&mut self) -> Result<InitialState> {
         let state = InitialState::new(InitialPath::Rest, self.now(), true);
         self.put(StreamId::InitialSync, &state).await?;
-        self.run_initial(state).await
+        self.run_initial(state, false).await
     }
 }
 

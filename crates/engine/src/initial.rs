@@ -109,24 +109,51 @@ enum ExportWait {
 pub(crate) const CLOCK_SKEW_MARGIN_MINUTES: i64 = 15;
 
 impl Pass<'_> {
-    /// Runs or resumes the initial sync described by `state`, then positions the incremental
-    /// streams at its start time and marks it done.
-    pub(crate) async fn run_initial(&mut self, mut state: InitialState) -> Result<InitialState> {
+    /// Runs or resumes (`resumed`) the initial sync described by `state`, fills the
+    /// opportunities it deferred, then positions the incremental streams at its start time and
+    /// marks it done.
+    pub(crate) async fn run_initial(&mut self, mut state: InitialState, resumed: bool) -> Result<InitialState> {
         if state.reconcile {
             self.report.reconciled = true;
         }
-        if state.path == InitialPath::Bulk && !state.reconcile {
-            self.report.initial_path = Some(InitialPath::Bulk);
-            self.set_phase(Phase::Initial(InitialPath::Bulk));
-            if let BulkOutcome::UseRest = self.initial_bulk(&mut state).await? {
-                state.path = InitialPath::Rest;
-                self.put(StreamId::InitialSync, &state).await?;
+        if self.eng.settings.opportunity_lookup {
+            // The org-wide opportunity read runs beside the pull, on this task.
+            let (deferral, preload) = crate::opportunity::Deferral::new();
+            self.deferral = Some(deferral);
+            let mut side = Pass::new(self.eng, self.cancel);
+            let (pulled, preloaded) = {
+                let pull = async {
+                    let r = self.pull_initial(&mut state).await;
+                    if let Some(d) = self.deferral.as_mut() {
+                        d.pull_done();
+                    }
+                    r
+                };
+                tokio::join!(pull, preload.run(&mut side))
+            };
+            self.report.api_calls.salesforce += side.report.api_calls.salesforce;
+            self.report.warnings.append(&mut side.report.warnings);
+            let deferral = self.deferral.take();
+            pulled?;
+            let links = match preloaded {
+                Some(Ok(())) => deferral.as_ref().and_then(|d| d.links()),
+                Some(Err(Error::Cancelled)) => return Err(Error::Cancelled),
+                Some(Err(e)) => {
+                    self.report.warnings.push(format!("reading the org's opportunity links failed, looking up: {e}"));
+                    None
+                }
+                None => None,
+            };
+            self.set_phase(Phase::Opportunities);
+            if let Some(d) = deferral {
+                self.fill_deferred(d.into_waiting(), links.clone()).await?;
             }
-        }
-        if state.path == InitialPath::Rest {
-            self.report.initial_path = Some(InitialPath::Rest);
-            self.set_phase(if state.reconcile { Phase::Reconcile } else { Phase::Initial(InitialPath::Rest) });
-            self.initial_rest(&mut state).await?;
+            if resumed {
+                // People an interrupted run wrote unresolved are not in this run's list.
+                self.fill_unresolved(links.as_deref()).await?;
+            }
+        } else {
+            self.pull_initial(&mut state).await?;
         }
         if let Some(a) = state.bulk_quota_action {
             self.report.bulk_quota_action = Some(a);
@@ -135,6 +162,24 @@ impl Pass<'_> {
         state.status = InitialStatus::Done;
         self.put(StreamId::InitialSync, &state).await?;
         Ok(state)
+    }
+
+    /// The initial pull itself: bulk (falling back to REST) or REST.
+    async fn pull_initial(&mut self, state: &mut InitialState) -> Result<()> {
+        if state.path == InitialPath::Bulk && !state.reconcile {
+            self.report.initial_path = Some(InitialPath::Bulk);
+            self.set_phase(Phase::Initial(InitialPath::Bulk));
+            if let BulkOutcome::UseRest = self.initial_bulk(state).await? {
+                state.path = InitialPath::Rest;
+                self.put(StreamId::InitialSync, &*state).await?;
+            }
+        }
+        if state.path == InitialPath::Rest {
+            self.report.initial_path = Some(InitialPath::Rest);
+            self.set_phase(if state.reconcile { Phase::Reconcile } else { Phase::Initial(InitialPath::Rest) });
+            self.initial_rest(state).await?;
+        }
+        Ok(())
     }
 
     /// Writes the lead-changes and deleted-leads positions as of `since`.

@@ -1,22 +1,238 @@
-//! Opportunity fill: Marketo rarely returns `sfdcOpptyId`, so after each applied page the engine
-//! asks Salesforce for the opportunity of people whose link is unresolved: contacts through
-//! their opportunity contact roles, leads through their conversion. Failures are reported as
-//! warnings and the people stay unresolved (they are looked up again when next written).
+//! Opportunity fill: Marketo rarely returns `sfdcOpptyId`, so the engine asks Salesforce for the
+//! opportunity of people whose link is unresolved: contacts through their opportunity contact
+//! roles, leads through their conversion.
+//!
+//! # Off the Marketo pull's critical path
+//!
+//! - **Initial sync.** The pull never waits for Salesforce. People it writes unresolved are
+//!   remembered (by Marketo id); once [`PRELOAD_AFTER`] of them are waiting, the engine reads the
+//!   whole org's links once ([`SalesforceApi::opportunity_links`]: open opportunities, contact
+//!   roles and converted leads in pages of 2,000), concurrently with the pull on the same task.
+//!   From then on every page is written once, with its opportunities joined from that read; the
+//!   people written before it are filled from it when the pull ends, before the initial sync is
+//!   marked done. A small org (fewer waiting people) is filled by batched lookups of 200 ids
+//!   after the pull instead. A failed org read falls back to the batched lookups.
+//! - **Incremental passes and repairs** look up the people of each applied page in batches of
+//!   200 ids.
+//!
+//! Until it is filled, a person's link stays `Unresolved` in the mirror (never shown as "no
+//! opportunity"). A failed lookup is a warning; the people stay unresolved and
+//! `SyncEngine::resolve_opportunities` (or a resumed initial sync) fills them later.
+//!
+//! [`SalesforceApi::opportunity_links`]: salesync_core::ports::salesforce::SalesforceApi::opportunity_links
 
 use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 
 use salesync_core::mapping::LeadField;
 use salesync_core::mirror::Decision;
+use salesync_core::ports::salesforce::OpportunityLinks;
 use salesync_core::{OpportunityRef, Person, SalesforceId, SalesforceType};
+use tokio::sync::mpsc;
 
 use crate::engine::{ApplyKind, PageBuilder, Pass};
 use crate::{Error, Result};
 
 /// Salesforce ids per lookup call.
 const SALESFORCE_BATCH: usize = 200;
+/// People read back from the store per fill page.
+const FILL_PAGE: usize = 1000;
+/// Unresolved people of an initial sync after which the whole org's links are read at once.
+pub(crate) const PRELOAD_AFTER: usize = 2000;
+
+/// The initial sync's deferred opportunity fill.
+#[derive(Debug)]
+pub(crate) struct Deferral {
+    /// Starts the org-wide read (dropped: it is not needed).
+    start: Option<mpsc::Sender<()>>,
+    /// The org's links, once read.
+    links: Arc<OnceLock<Arc<OpportunityLinks>>>,
+    /// People written unresolved, by Marketo id.
+    waiting: Vec<i64>,
+}
+
+/// The org-wide read run beside the pull: waits to be started, then reads the links.
+pub(crate) struct Preload {
+    start: mpsc::Receiver<()>,
+    links: Arc<OnceLock<Arc<OpportunityLinks>>>,
+}
+
+impl Deferral {
+    pub(crate) fn new() -> (Self, Preload) {
+        let (tx, rx) = mpsc::channel(1);
+        let links = Arc::new(OnceLock::new());
+        (Self { start: Some(tx), links: Arc::clone(&links), waiting: Vec::new() }, Preload { start: rx, links })
+    }
+
+    /// The org's links, when read.
+    pub(crate) fn links(&self) -> Option<Arc<OpportunityLinks>> {
+        self.links.get().cloned()
+    }
+
+    /// Remembers people written unresolved; starts the org-wide read once enough wait.
+    fn defer(&mut self, ids: impl IntoIterator<Item = i64>) {
+        self.waiting.extend(ids);
+        if self.waiting.len() >= PRELOAD_AFTER
+            && let Some(tx) = self.start.take()
+        {
+            // The preload waits for exactly this message; a full or closed channel means it
+            // already started or ended.
+            let _ = tx.try_send(());
+        }
+    }
+
+    /// The pull is over: an org-wide read not started by now is not needed.
+    pub(crate) fn pull_done(&mut self) {
+        self.start = None;
+    }
+
+    /// The people waiting for their opportunity.
+    pub(crate) fn into_waiting(self) -> Vec<i64> {
+        self.waiting
+    }
+}
+
+impl Preload {
+    /// Waits for the start signal, then reads the links (`None`: never started). Runs beside
+    /// the pull on the pass's own task; its calls are counted in `calls`.
+    pub(crate) async fn run(mut self, pass: &mut Pass<'_>) -> Option<Result<()>> {
+        self.start.recv().await?;
+        tracing::debug!("reading the org's opportunity links");
+        let s = pass.eng.salesforce.as_ref();
+        Some(match pass.salesforce("opportunity links", || s.opportunity_links()).await {
+            Ok(links) => {
+                tracing::debug!(
+                    contacts = links.contacts.len(),
+                    converted_leads = links.converted_leads.len(),
+                    "opportunity links read"
+                );
+                let _ = self.links.set(Arc::new(links));
+                Ok(())
+            }
+            Err(e) => Err(e),
+        })
+    }
+}
+
+/// The opportunity the links give a person whose link is unresolved (`None` when the person is
+/// neither a contact nor a lead with a Salesforce id, which no lookup can resolve either).
+fn joined(links: &OpportunityLinks, p: &Person) -> Option<Option<SalesforceId>> {
+    match (p.salesforce_type, &p.salesforce_contact_id, &p.salesforce_lead_id) {
+        (SalesforceType::Contact, Some(c), _) => Some(links.contact(c)),
+        (SalesforceType::Lead, _, Some(l)) => Some(links.lead(l)),
+        _ => None,
+    }
+}
+
+impl PageBuilder {
+    /// Sets the opportunity of every inserted or updated person whose link is unresolved from
+    /// the org's links, so the row is written once, complete.
+    pub(crate) fn join_opportunities(&mut self, links: &OpportunityLinks) {
+        for (d, _) in self.entries_mut() {
+            match d {
+                Decision::Insert { person } if person.salesforce_opportunity.needs_lookup() => {
+                    if let Some(opp) = joined(links, person) {
+                        person.salesforce_opportunity = OpportunityRef::Salesforce(opp);
+                    }
+                }
+                Decision::Update { person, changed } if person.salesforce_opportunity.needs_lookup() => {
+                    if let Some(opp) = joined(links, person) {
+                        person.salesforce_opportunity = OpportunityRef::Salesforce(opp);
+                        if !changed.contains(&LeadField::SalesforceOpportunityId) {
+                            changed.push(LeadField::SalesforceOpportunityId);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
 
 impl Pass<'_> {
-    pub(crate) async fn fill_opportunities(&mut self, people: Vec<Person>) -> Result<()> {
+    /// After a page was written: fills its unresolved people now (incremental passes), or
+    /// remembers them for the initial sync's deferred fill.
+    pub(crate) async fn after_write(&mut self, mut written: Vec<Person>) -> Result<()> {
+        written.retain(|p| p.salesforce_opportunity.needs_lookup());
+        if written.is_empty() {
+            return Ok(());
+        }
+        match self.deferral.as_mut() {
+            Some(d) => {
+                d.defer(written.iter().map(|p| p.marketo_id));
+                Ok(())
+            }
+            None => self.fill_opportunities(written, None).await,
+        }
+    }
+
+    /// Fills the people the initial sync wrote unresolved, re-read from the store, from the
+    /// org's links when they were read, else by batched lookups.
+    pub(crate) async fn fill_deferred(
+        &mut self,
+        waiting: Vec<i64>,
+        links: Option<Arc<OpportunityLinks>>,
+    ) -> Result<()> {
+        for ids in waiting.chunks(FILL_PAGE) {
+            self.check_cancel()?;
+            let people: Vec<Person> = self
+                .eng
+                .store
+                .people_by_ids(ids)
+                .await?
+                .into_iter()
+                .filter(|p| p.salesforce_opportunity.needs_lookup())
+                .collect();
+            if !people.is_empty() {
+                self.fill_opportunities(people, links.as_deref()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sweeps the whole mirror for unresolved people and fills them.
+    pub(crate) async fn fill_unresolved(&mut self, links: Option<&OpportunityLinks>) -> Result<()> {
+        let mut after = None;
+        loop {
+            self.check_cancel()?;
+            let people = self.eng.store.list_people(after, FILL_PAGE as u32).await?;
+            let Some(last) = people.last() else { break };
+            after = Some(last.marketo_id);
+            let need: Vec<Person> = people.into_iter().filter(|p| p.salesforce_opportunity.needs_lookup()).collect();
+            if !need.is_empty() {
+                self.fill_opportunities(need, links).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves and writes the opportunity of `people` (whose links are unresolved): from
+    /// `links` when given, else by lookups of 200 ids.
+    pub(crate) async fn fill_opportunities(
+        &mut self,
+        people: Vec<Person>,
+        links: Option<&OpportunityLinks>,
+    ) -> Result<()> {
+        let resolved = match links {
+            Some(links) => people.into_iter().filter_map(|p| joined(links, &p).map(|opp| (p, opp))).collect::<Vec<_>>(),
+            None => self.look_up(people).await?,
+        };
+        if resolved.is_empty() {
+            return Ok(());
+        }
+        let now = self.now();
+        let mut page = PageBuilder::new(Vec::new(), now);
+        for (mut person, opp) in resolved {
+            person.salesforce_opportunity = OpportunityRef::Salesforce(opp);
+            person.mirror_updated_at = now;
+            page.push_decision(Decision::Update { person, changed: vec![LeadField::SalesforceOpportunityId] });
+        }
+        self.commit(page, None, ApplyKind::OpportunityFill).await?;
+        Ok(())
+    }
+
+    /// Looks the opportunities up in batches of 200 ids.
+    async fn look_up(&mut self, people: Vec<Person>) -> Result<Vec<(Person, Option<SalesforceId>)>> {
         let s = self.eng.salesforce.as_ref();
         let mut contacts: Vec<(SalesforceId, Person)> = Vec::new();
         let mut leads: Vec<(SalesforceId, Person)> = Vec::new();
@@ -67,17 +283,6 @@ impl Pass<'_> {
                     .push(format!("lead conversion lookup failed (resolve_opportunities retries): {e}")),
             }
         }
-        if resolved.is_empty() {
-            return Ok(());
-        }
-        let now = self.now();
-        let mut page = PageBuilder::new(Vec::new(), now);
-        for (mut person, opp) in resolved {
-            person.salesforce_opportunity = OpportunityRef::Salesforce(opp);
-            person.mirror_updated_at = now;
-            page.push_decision(Decision::Update { person, changed: vec![LeadField::SalesforceOpportunityId] });
-        }
-        self.commit(page, None, ApplyKind::OpportunityFill).await?;
-        Ok(())
+        Ok(resolved)
     }
 }

@@ -10,8 +10,8 @@ use reqwest::Method;
 use salesync_core::ports::Page;
 use salesync_core::ports::marketo::RecordOutcome;
 use salesync_core::ports::salesforce::{
-    ApiUsage, DeletedRecord, DeletedSince, LeadConversion, OptOutRecord, PersonRef, SalesforceApi, TaskRecord,
-    TaskWrite, User,
+    ApiUsage, DeletedRecord, DeletedSince, LeadConversion, OpportunityLinks, OptOutRecord, PersonRef, RoleCandidate,
+    SalesforceApi, TaskRecord, TaskWrite, User, choose_opportunity,
 };
 use salesync_core::{Error, SalesforceId, SalesforceObject};
 use serde::Deserialize;
@@ -329,6 +329,18 @@ impl SalesforceClient {
             .order_by("Id")
     }
 
+    /// The mapped pages of a query.
+    fn paginate_query<T: Send + 'static>(
+        &self,
+        soql: Soql,
+        map: impl Fn(&Value) -> Result<T, Error> + Send + Sync + Clone + 'static,
+    ) -> BoxStream<'static, salesync_core::Result<Page<T>>> {
+        match soql.build() {
+            Ok(q) => self.paginate(Cursor::Start(q), map),
+            Err(e) => futures::stream::once(async move { Err(Error::from(e)) }).boxed(),
+        }
+    }
+
     /// Every record of a query, mapped.
     async fn collect<T>(&self, soql: Soql, map: impl Fn(&Value) -> Result<T, Error>) -> Result<Vec<T>, Error> {
         self.query_all(&soql).await?.iter().map(map).collect()
@@ -570,14 +582,84 @@ impl SalesforceApi for SalesforceClient {
         Ok(contact_ids
             .iter()
             .map(|c| {
-                let best = roles
-                    .iter()
-                    .filter(|r| &r.contact == c)
-                    .filter_map(|r| open.get(&r.opportunity).map(|at| (r.primary, *at, &r.opportunity)))
-                    .max_by(|a, b| (a.0, a.1, b.2).cmp(&(b.0, b.1, a.2)));
-                (c.clone(), best.map(|(_, _, o)| o.clone()))
+                let best = choose_opportunity(roles.iter().filter(|r| &r.contact == c).filter_map(|r| {
+                    open.get(&r.opportunity).map(|at| RoleCandidate {
+                        primary: r.primary,
+                        modified_at: *at,
+                        opportunity: &r.opportunity,
+                    })
+                }));
+                (c.clone(), best.cloned())
             })
             .collect())
+    }
+
+    async fn opportunity_links(&self) -> salesync_core::Result<OpportunityLinks> {
+        // Open opportunities with their last modification, then every contact role (kept only
+        // for open ones), then the converted leads: three queries read in pages of the batch
+        // size (2,000 by default), whatever the org's size.
+        let open_q = Soql::new()
+            .select(&["Id", "LastModifiedDate", "SystemModstamp"])
+            .from("Opportunity")
+            .where_eq("IsClosed", false)
+            .order_by("Id");
+        let mut open: HashMap<SalesforceId, DateTime<Utc>> = HashMap::new();
+        let mut pages = self.paginate_query(open_q, |v| {
+            let r = Rec::new(v, "Opportunity");
+            let at = match r.datetime("LastModifiedDate")? {
+                Some(t) => t,
+                None => r.req_datetime("SystemModstamp")?,
+            };
+            Ok((r.req_id("Id")?, at))
+        });
+        while let Some(page) = pages.next().await {
+            open.extend(page?.items);
+        }
+        let roles_q = Soql::new()
+            .select(&["Id", "ContactId", "OpportunityId", "IsPrimary"])
+            .from("OpportunityContactRole")
+            .order_by("Id");
+        // Per contact: the best role so far (primary, modified, opportunity).
+        let mut best: HashMap<SalesforceId, (bool, DateTime<Utc>, SalesforceId)> = HashMap::new();
+        let mut pages = self.paginate_query(roles_q, |v| {
+            let r = Rec::new(v, "OpportunityContactRole");
+            Ok((r.id("ContactId")?, r.req_id("OpportunityId")?, r.boolean("IsPrimary")?))
+        });
+        while let Some(page) = pages.next().await {
+            for (contact, opportunity, primary) in page?.items {
+                let (Some(contact), Some(at)) = (contact, open.get(&opportunity).copied()) else { continue };
+                let candidate = (primary, at, opportunity);
+                match best.get(&contact) {
+                    Some(cur) => {
+                        let pick = choose_opportunity([
+                            RoleCandidate { primary: cur.0, modified_at: cur.1, opportunity: &cur.2 },
+                            RoleCandidate { primary: candidate.0, modified_at: candidate.1, opportunity: &candidate.2 },
+                        ]);
+                        if pick == Some(&candidate.2) && pick != Some(&cur.2) {
+                            best.insert(contact, candidate);
+                        }
+                    }
+                    None => {
+                        best.insert(contact, candidate);
+                    }
+                }
+            }
+        }
+        drop(open);
+        let leads_q = Soql::new()
+            .select(&["Id", "ConvertedOpportunityId"])
+            .from("Lead")
+            .where_eq("IsConverted", true)
+            .order_by("Id");
+        let mut converted_leads = HashMap::new();
+        let mut pages = self.paginate_query(leads_q, |v| {
+            let r = Rec::new(v, "Lead");
+            Ok((r.req_id("Id")?, r.id("ConvertedOpportunityId")?))
+        });
+        while let Some(page) = pages.next().await {
+            converted_leads.extend(page?.items);
+        }
+        Ok(OpportunityLinks { contacts: best.into_iter().map(|(c, (_, _, o))| (c, o)).collect(), converted_leads })
     }
 
     async fn lead_conversions(&self, lead_ids: &[SalesforceId]) -> salesync_core::Result<Vec<LeadConversion>> {

@@ -110,6 +110,50 @@ pub struct LeadConversion {
     pub opportunity_id: Option<SalesforceId>,
 }
 
+/// One OpportunityContactRole of an open opportunity, as the opportunity rule weighs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleCandidate<'a> {
+    /// IsPrimary.
+    pub primary: bool,
+    /// The opportunity's LastModifiedDate (SystemModstamp when absent).
+    pub modified_at: DateTime<Utc>,
+    /// The opportunity.
+    pub opportunity: &'a SalesforceId,
+}
+
+/// The opportunity rule for a contact: among its roles on *open* opportunities, a primary role
+/// first, then the most recently modified opportunity, then the smallest id. `None` when it has
+/// no role on an open opportunity.
+pub fn choose_opportunity<'a>(roles: impl IntoIterator<Item = RoleCandidate<'a>>) -> Option<&'a SalesforceId> {
+    roles
+        .into_iter()
+        .max_by(|a, b| (a.primary, a.modified_at, b.opportunity).cmp(&(b.primary, b.modified_at, a.opportunity)))
+        .map(|r| r.opportunity)
+}
+
+/// Every contact's and converted lead's opportunity in an org (see
+/// [`SalesforceApi::opportunity_links`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpportunityLinks {
+    /// Contacts with an open opportunity, and the one the rule chose.
+    pub contacts: std::collections::HashMap<SalesforceId, SalesforceId>,
+    /// Converted leads, and the opportunity created by the conversion (`None`: converted
+    /// without one).
+    pub converted_leads: std::collections::HashMap<SalesforceId, Option<SalesforceId>>,
+}
+
+impl OpportunityLinks {
+    /// A contact's opportunity (`None`: it has none).
+    pub fn contact(&self, id: &SalesforceId) -> Option<SalesforceId> {
+        self.contacts.get(id).cloned()
+    }
+
+    /// A lead's opportunity: that of its conversion (`None`: not converted, or without one).
+    pub fn lead(&self, id: &SalesforceId) -> Option<SalesforceId> {
+        self.converted_leads.get(id).cloned().flatten()
+    }
+}
+
 /// A deleted record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeletedRecord {
@@ -199,6 +243,12 @@ pub trait SalesforceApi: Send + Sync + std::fmt::Debug {
 
     /// Conversion state of leads.
     async fn lead_conversions(&self, lead_ids: &[SalesforceId]) -> Result<Vec<LeadConversion>>;
+
+    /// The opportunity of every contact and converted lead of the org, read in a few large
+    /// pages instead of one lookup per person (the initial sync of a big org joins against it).
+    /// Contacts are chosen by the same rule as [`opportunities_for_contacts`](Self::opportunities_for_contacts)
+    /// ([`choose_opportunity`]); a contact or lead that is not listed has none.
+    async fn opportunity_links(&self) -> Result<OpportunityLinks>;
 
     /// Leads and Contacts with this email.
     async fn find_by_email(&self, email: &str) -> Result<Vec<PersonRef>>;
