@@ -47,7 +47,8 @@
 //! - Soft deletes: IsDeleted, visible to `queryAll` and `/deleted` for 15 days.
 //! - REST under `/services/data/vNN.N/` (any version): `query`/`queryAll` with paging
 //!   (`Sforce-Query-Options: batchSize`, 200–2000, default 2000; `nextRecordsUrl`
-//!   `…/query/01g…-<offset>`; cursors expire after 15 minutes idle → INVALID_QUERY_LOCATOR),
+//!   `…/query/01g…-<offset>`; the result ids are selected once per query and each page renders
+//!   its own rows; cursors expire after 15 minutes idle → INVALID_QUERY_LOCATOR),
 //!   `sobjects` (describeGlobal), `sobjects/{T}` (POST create), `sobjects/{T}/describe` (fields with
 //!   picklist values), `sobjects/{T}/{id}` (GET `?fields=`, PATCH, DELETE),
 //!   `sobjects/{T}/{ExtField}/{value}` (GET; PATCH upsert 201/204/300),
@@ -55,6 +56,26 @@
 //!   `composite/sobjects` (POST create, PATCH update, DELETE `?ids=`, ≤200, `allOrNone` with
 //!   ALL_OR_NONE_OPERATION_ROLLED_BACK), `composite/sobjects/{T}/{ExtField}` (PATCH upsert with
 //!   `created`), `sobjects/{T}/updated/` and `/deleted/`, `limits`.
+//! - Bulk API 2.0 query jobs under `/services/data/vNN.N/jobs/query`: `POST` (JSON
+//!   `{"operation":"query"|"queryAll","query":…}`, optional `contentType` CSV, `columnDelimiter`
+//!   COMMA/TAB/PIPE/SEMICOLON/CARET/BACKQUOTE, `lineEnding` LF/CRLF) answers the job info (id
+//!   `750…`, state `UploadComplete`); `GET` lists jobs; `GET …/{id}` answers the info and advances
+//!   the state, `InProgress` for [`SalesforceConfig::bulk_query_polls`] requests, then
+//!   `JobComplete` with `numberRecordsProcessed`; `PATCH …/{id}` `{"state":"Aborted"}`; `DELETE
+//!   …/{id}` (204); `GET …/{id}/results?locator=&maxRecords=` answers `text/csv` (a header row on
+//!   every set, every value double-quoted, null as `""`) with `Sforce-NumberOfRecords` and
+//!   `Sforce-Locator` (base64 of the next offset, `null` after the last set; `maxRecords` default
+//!   and cap 50,000). Rows are selected when the job is created; results render the current field
+//!   values. Errors: INVALIDJOB (bad body), FEATURENOTENABLED (COUNT(), subqueries, OFFSET),
+//!   INVALIDJOBSTATE (results before JobComplete, aborting a finished job, deleting one in
+//!   progress; 409 for results asked with another API version), INVALID_LOCATOR, NOT_FOUND. Each
+//!   request is one API call; `/limits` counts `DailyBulkV2QueryJobs`. Jobs are kept 7 days.
+//! - Query planning: `WHERE` clauses with `=` or `IN (…)` on `Id`, reference fields (`ContactId`,
+//!   `OpportunityId`, `WhoId`, `ConvertedContactId`, …; not owner/audit users), `Email`,
+//!   `IsConverted` or external ids, alone or combined with `AND`/`OR`, take their candidate rows
+//!   from value indexes kept on every write; the full `WHERE`, ORDER BY, OFFSET and LIMIT then
+//!   apply as for a scan, so results are the same
+//!   ([`SalesforceEmulator::set_indexed_queries`], [`SalesforceEmulator::query_stats`]).
 //! - SOQL subset: field lists with one-level parent paths (`Who.Email`, `Owner.Name`), parent-child
 //!   subqueries (`(SELECT Id FROM Tasks)`), `COUNT()`, `WHERE` with `= != <> < > <= >= IN NOT IN
 //!   LIKE AND OR NOT ()`, `null`/`true`/`false`, string escapes (`\' \" \\ \n \r \t \b \f \% \_
@@ -76,7 +97,7 @@
 //! - Session lifetime is absolute from issue, not an inactivity timeout.
 //! - Polymorphic parents (`Who`, `What`, `Owner`) render with the concrete type in `attributes`
 //!   (real orgs say `Name`); any field of any possible target may be selected.
-//! - No Bulk API, no `/composite` graph/batch, no Events, no sharing/permissions, no cascade
+//! - No Bulk API 1.0 and no Bulk API 2.0 ingest jobs, no `/composite` graph/batch, no Events, no sharing/permissions, no cascade
 //!   deletes, no undelete, no per-app usage in `Sforce-Limit-Info`.
 //! - SOQL has no semi-joins (`IN (SELECT …)`), aggregates other than `COUNT()`, `GROUP BY`,
 //!   `TYPEOF`, `FIELDS()`, `WITH`/`FOR` clauses or multi-level parent paths (→ MALFORMED_QUERY or
@@ -97,6 +118,7 @@
 //!   (truncated to the minute) and only lists deletions since then.
 
 mod auth;
+mod bulk;
 mod errors;
 mod rest;
 mod schema;
@@ -164,6 +186,9 @@ pub struct SalesforceConfig {
     pub long_running_threshold: std::time::Duration,
     /// Seed for ratio faults.
     pub fault_seed: u64,
+    /// How many status requests (`GET …/jobs/query/{id}`) of a Bulk API 2.0 query job answer
+    /// `InProgress` before the job reports `JobComplete` (default 1; 0 = complete on the first).
+    pub bulk_query_polls: u32,
 }
 
 impl Default for SalesforceConfig {
@@ -189,6 +214,7 @@ impl Default for SalesforceConfig {
             long_running_limit: 25,
             long_running_threshold: std::time::Duration::from_secs(20),
             fault_seed: 0,
+            bulk_query_polls: 1,
         }
     }
 }

@@ -105,6 +105,7 @@ pub(crate) fn dispatch(sh: &Shared, st: &mut State, r: &Req<'_>) -> Reply {
             "PATCH" => collection_upsert(sh, st, r, t, field),
             _ => return method_not_allowed(m, "PATCH"),
         },
+        ["jobs", "query", rest @ ..] => super::bulk::dispatch(sh, st, r, rest),
         _ => Err(E::not_found()),
     };
     res.unwrap_or_else(Reply::err)
@@ -133,13 +134,14 @@ fn limits(sh: &Shared, st: &mut State, r: &Req<'_>) -> Reply {
     let max = sh.daily_api_limit();
     let used = st.used(r.now);
     let fixed = |max: u64| json!({"Max": max, "Remaining": max});
+    let bulk_jobs = super::bulk::jobs_today(st, r.now);
     Reply::json(
         200,
         json!({
             "DailyApiRequests": {"Max": max, "Remaining": max.saturating_sub(used)},
             "DailyAsyncApexExecutions": fixed(250_000),
             "DailyBulkApiBatches": fixed(15_000),
-            "DailyBulkV2QueryJobs": fixed(10_000),
+            "DailyBulkV2QueryJobs": {"Max": 10_000, "Remaining": 10_000u64.saturating_sub(bulk_jobs)},
             "DailyBulkV2QueryFileStorageMB": fixed(1_000_000),
             "DataStorageMB": fixed(1_024),
             "FileStorageMB": fixed(1_024),

@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::auth::{self, Identity, Tokens};
+use super::bulk::BulkJob;
 use super::errors::SalesforceApiError as E;
 use super::rest;
 use super::schema::{FType, FieldDef, Schema};
@@ -54,6 +55,11 @@ pub(crate) struct State {
     usage: VecDeque<DateTime<Utc>>,
     pub(crate) cursors: HashMap<String, Cursor>,
     pub(crate) cursor_seq: u64,
+    /// Bulk API 2.0 query jobs by id.
+    pub(crate) bulk_jobs: std::collections::BTreeMap<String, BulkJob>,
+    pub(crate) bulk_seq: u64,
+    /// Creation times of the query jobs of the rolling 24 hours (`DailyBulkV2QueryJobs`).
+    pub(crate) bulk_created: VecDeque<DateTime<Utc>>,
 }
 
 impl State {
@@ -231,16 +237,22 @@ pub(crate) async fn serve(config: SalesforceConfig) -> std::io::Result<(Arc<Shar
 pub(crate) struct Reply {
     pub(crate) status: u16,
     pub(crate) body: Option<Value>,
+    /// A non-JSON body with its content type (Bulk API 2.0 CSV results).
+    pub(crate) text: Option<(&'static str, String)>,
     pub(crate) headers: Vec<(&'static str, String)>,
 }
 
 impl Reply {
     pub(crate) fn json(status: u16, body: Value) -> Self {
-        Self { status, body: Some(body), headers: Vec::new() }
+        Self { status, body: Some(body), text: None, headers: Vec::new() }
     }
 
     pub(crate) fn empty(status: u16) -> Self {
-        Self { status, body: None, headers: Vec::new() }
+        Self { status, body: None, text: None, headers: Vec::new() }
+    }
+
+    pub(crate) fn text(status: u16, content_type: &'static str, body: String) -> Self {
+        Self { status, body: None, text: Some((content_type, body)), headers: Vec::new() }
     }
 
     pub(crate) fn err(e: E) -> Self {
@@ -461,14 +473,19 @@ fn finish(
             r
         }
         Transport::Normal => {
-            let mut r = match &reply.body {
-                Some(b) => {
+            let mut r = match (&reply.body, reply.text) {
+                (Some(b), _) => {
                     let mut r = Response::new(Body::from(serde_json::to_vec(b).unwrap_or_default()));
                     r.headers_mut()
                         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json;charset=UTF-8"));
                     r
                 }
-                None => Response::new(Body::empty()),
+                (None, Some((ct, text))) => {
+                    let mut r = Response::new(Body::from(text));
+                    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+                    r
+                }
+                (None, None) => Response::new(Body::empty()),
             };
             *r.status_mut() = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             for (k, v) in &reply.headers {

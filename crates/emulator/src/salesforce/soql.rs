@@ -1072,6 +1072,42 @@ pub(crate) fn from(q: &Query) -> &str {
     &q.from
 }
 
+/// Why a query cannot run as a Bulk API 2.0 query job (`None`: it can).
+pub(crate) fn bulk_unsupported(q: &Query) -> Option<&'static str> {
+    if q.is_count() {
+        Some("Aggregate queries are not supported by Bulk API 2.0 query")
+    } else if q.select.iter().any(|i| matches!(i, Item::Sub(..))) {
+        Some("Parent-to-child relationship queries are not supported by Bulk API 2.0 query")
+    } else if q.offset.is_some() {
+        Some("OFFSET is not supported by Bulk API 2.0 query")
+    } else {
+        None
+    }
+}
+
+/// The CSV column names of a query's fields (`Id`, `Owner.Name`).
+pub(crate) fn columns(q: &Query) -> Vec<String> {
+    q.select
+        .iter()
+        .filter_map(|i| match i {
+            Item::Field(Path { r: Some(FRef::Own { name, .. }), .. }) => Some(name.clone()),
+            Item::Field(Path { r: Some(FRef::Parent { rel, name, .. }), .. }) => Some(format!("{rel}.{name}")),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The values of a row in [`columns`] order.
+pub(crate) fn row_values(env: &Env<'_>, q: &Query, rec: &Rec) -> Vec<Value> {
+    q.select
+        .iter()
+        .filter_map(|i| match i {
+            Item::Field(Path { r: Some(r), .. }) => Some(value(env.org, env.schema, rec, r)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Runs a bound query; returns the rendered records (empty for COUNT()) and the total size.
 pub(crate) fn run(env: &Env<'_>, q: &Query) -> (Vec<Value>, usize) {
     let rows = select(env, q);
