@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use salesync_core::mapping::requested_fields;
 use salesync_core::mirror::{Decision, Incoming, decide};
-use salesync_core::ports::marketo::{ActivityType, MarketoApi};
+use salesync_core::ports::marketo::{ActivityType, MarketoApi, RateBudget};
 use salesync_core::ports::salesforce::SalesforceApi;
 use salesync_core::ports::store::{ApplyCounts, Checkpoint, MirrorPage, Store, StreamId};
 use salesync_core::{Person, Qualification, RecordError, Service};
@@ -229,6 +229,7 @@ impl SyncEngine {
         let mut pass = Pass::new(inner, cancel);
         let result = pass.run().await;
         pass.report.duration = started.elapsed();
+        pass.report.rate_budget = self.inner.marketo.rate_budget();
         pass.set_phase(Phase::Idle);
         match result {
             Ok(()) => {
@@ -288,6 +289,7 @@ impl SyncEngine {
         pass.set_phase(Phase::Opportunities);
         pass.fill_unresolved(None).await?;
         pass.report.duration = started.elapsed();
+        pass.report.rate_budget = self.inner.marketo.rate_budget();
         pass.set_phase(Phase::Idle);
         Ok(pass.report)
     }
@@ -548,11 +550,13 @@ pub(crate) struct Pass<'a> {
     pub phase: Phase,
     /// During an initial sync: the opportunity fill deferred off the pull's path.
     pub deferral: Option<crate::opportunity::Deferral>,
+    /// The Marketo share last announced.
+    budget_seen: Option<RateBudget>,
 }
 
 impl<'a> Pass<'a> {
     pub fn new(eng: &'a Inner, cancel: &'a CancellationToken) -> Self {
-        Self { eng, cancel, report: SyncReport::default(), phase: Phase::Idle, deferral: None }
+        Self { eng, cancel, report: SyncReport::default(), phase: Phase::Idle, deferral: None, budget_seen: None }
     }
 
     pub fn now(&self) -> DateTime<Utc> {
@@ -764,6 +768,13 @@ impl<'a> Pass<'a> {
         }
         let phase = if kind == ApplyKind::OpportunityFill { Phase::Opportunities } else { self.phase };
         self.eng.emit(SyncEvent::PageApplied { counts, phase });
+        if let Some(budget) = self.eng.marketo.rate_budget() {
+            let shares = |b: &RateBudget| (b.calls_per_window, b.in_flight_limit);
+            if self.budget_seen.as_ref().map(shares) != Some(shares(&budget)) {
+                self.budget_seen = Some(budget);
+                self.eng.emit(SyncEvent::RateBudget { budget });
+            }
+        }
         for c in changes {
             // No subscriber is fine; laggards see `Lagged`.
             let _ = self.eng.changes.send(c);
@@ -793,11 +804,14 @@ impl<'a> Pass<'a> {
             Some(s) if s.status == InitialStatus::Done => s,
             Some(s) => self.run_initial(s, true).await?,
             None => {
-                let path = match self.eng.settings.initial_mode {
-                    InitialMode::Auto | InitialMode::Bulk => InitialPath::Bulk,
-                    InitialMode::Rest => InitialPath::Rest,
+                let started_at = self.now();
+                let (path, origin) = match self.eng.settings.initial_mode {
+                    InitialMode::Bulk => (InitialPath::Bulk, None),
+                    InitialMode::Rest => (InitialPath::Rest, None),
+                    InitialMode::Auto => self.choose_initial_path(started_at).await?,
                 };
-                let s = InitialState::new(path, self.now(), false);
+                let mut s = InitialState::new(path, started_at, false);
+                s.bulk.origin = origin;
                 self.run_initial(s, false).await?
             }
         };

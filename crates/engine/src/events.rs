@@ -79,6 +79,13 @@ pub enum SyncEvent {
         /// Why.
         reason: String,
     },
+    /// The Marketo client's share of the instance's shared limits changed (it adapts to other
+    /// integrations: see the Marketo connector's `limiter` notes). Announced after the page
+    /// during which it changed.
+    RateBudget {
+        /// The share now.
+        budget: salesync_core::ports::marketo::RateBudget,
+    },
     /// A pass finished.
     Finished {
         /// Its report.

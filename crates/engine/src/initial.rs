@@ -298,6 +298,118 @@ impl Pass<'_> {
         Ok(())
     }
 
+    /// [`InitialMode::Auto`]: bulk or REST, whichever costs fewer Marketo calls, with the bulk
+    /// windows' origin when bulk is chosen (so it is not probed twice).
+    pub(crate) async fn choose_initial_path(
+        &mut self,
+        until: DateTime<Utc>,
+    ) -> Result<(InitialPath, Option<DateTime<Utc>>)> {
+        let origin = self.bulk_origin().await?;
+        let mut windows = 0u32;
+        while Self::window(origin, windows, until).is_some() {
+            windows += 1;
+        }
+        // create + enqueue + status + file per window.
+        let bulk_calls = u64::from(windows) * 4;
+        let max_id = match self.probe_highest_id(bulk_calls).await {
+            Ok(max) => max,
+            Err(Error::Cancelled) => return Err(Error::Cancelled),
+            Err(e) => {
+                self.report.warnings.push(format!("highest-id probe failed, using bulk: {e}"));
+                None
+            }
+        };
+        let chunk = u64::from(self.eng.settings.page_size.max(1));
+        let (path, reason) = match max_id {
+            Some(max) => {
+                // One call per chunk of ids, plus the empty chunks that end the sweep.
+                let rest_calls =
+                    (max.max(0) as u64).div_ceil(chunk) + u64::from(self.eng.settings.rest_empty_chunks_to_stop);
+                let reason = format!(
+                    "REST ≈ {rest_calls} calls (ids up to about {max}, {chunk} per call), bulk ≈ {bulk_calls} calls ({windows} windows of 31 days)"
+                );
+                (if rest_calls <= bulk_calls { InitialPath::Rest } else { InitialPath::Bulk }, reason)
+            }
+            None => (
+                InitialPath::Bulk,
+                format!(
+                    "bulk ≈ {bulk_calls} calls ({windows} windows of 31 days); REST costs more (leads found past the ids that many REST calls sweep)"
+                ),
+            ),
+        };
+        tracing::info!(?path, %reason, "initial sync path chosen");
+        self.report.initial_path_reason = Some(format!("{path:?}: {reason}"));
+        Ok((path, (path == InitialPath::Bulk).then_some(origin)))
+    }
+
+    /// The highest populated chunk of ids, found by doubling from id 1 and then halving between
+    /// the last chunk with leads and the first without (a few calls). `None` when the ids reach
+    /// past what `budget` REST calls could sweep (REST is not cheaper then).
+    async fn probe_highest_id(&mut self, budget: u64) -> Result<Option<i64>> {
+        let chunk = i64::from(self.eng.settings.page_size.max(1));
+        let limit = i64::try_from(budget.saturating_add(1)).unwrap_or(i64::MAX).saturating_mul(chunk);
+        let mut hi_found: i64 = 0;
+        // Chunks 0, 1, 3, 7, 15, … (doubling the ids covered).
+        let mut index = 0i64;
+        let mut empty_at = None;
+        loop {
+            let probe = index.saturating_mul(chunk).saturating_add(1);
+            if probe > limit {
+                break;
+            }
+            match self.chunk_max(probe, chunk).await? {
+                Some(max) => {
+                    hi_found = hi_found.max(max);
+                    index = index.saturating_mul(2).saturating_add(1);
+                }
+                None => {
+                    empty_at = Some(probe);
+                    break;
+                }
+            }
+        }
+        let Some(mut hi) = empty_at else { return Ok(None) };
+        let mut lo = hi_found.max(1);
+        // Halve between the last id known populated and the first empty chunk's start.
+        while hi - lo > chunk {
+            let mid = lo + (hi - lo) / 2;
+            match self.chunk_max(mid, chunk).await? {
+                Some(max) => {
+                    hi_found = hi_found.max(max);
+                    lo = max.max(mid);
+                }
+                None => hi = mid,
+            }
+        }
+        Ok(Some(hi_found))
+    }
+
+    /// The highest lead id in `start .. start + chunk` (`None`: no lead there).
+    async fn chunk_max(&mut self, start: i64, chunk: i64) -> Result<Option<i64>> {
+        let fields = vec![LeadField::MarketoId.rest_name().to_string()];
+        let values: Vec<String> = (start..start.saturating_add(chunk)).map(|i| i.to_string()).collect();
+        let m = self.eng.marketo.as_ref();
+        let mut max = None;
+        let mut token: Option<String> = None;
+        loop {
+            let t = token.clone();
+            let page =
+                self.marketo("highest id probe", || m.leads_by_filter("id", &values, &fields, t.clone())).await?;
+            for r in &page.items {
+                let id = match &r.0 {
+                    Ok(lead) => Some(lead.id),
+                    Err(e) => e.record_id,
+                };
+                max = max.max(id);
+            }
+            match page.next_token {
+                Some(next) if page.more => token = Some(next),
+                _ => break,
+            }
+        }
+        Ok(max)
+    }
+
     /// The highest lead id named by New Lead (12) activities of the probe window (0: none).
     async fn probe_max_id(&mut self, until: DateTime<Utc>) -> Result<i64> {
         let Some(window) = self.eng.settings.rest_probe_window else { return Ok(0) };
@@ -328,7 +440,7 @@ impl Pass<'_> {
 
     /// Where window 0 starts: the oldest lead's `createdAt` day minus `probe_slack` (when
     /// `probe_oldest` and the probe finds one), never before `oldest_created_at`.
-    async fn bulk_origin(&mut self) -> Result<DateTime<Utc>> {
+    pub(crate) async fn bulk_origin(&mut self) -> Result<DateTime<Utc>> {
         let floor = self.eng.settings.oldest_created_at;
         let slack = chrono::Duration::from_std(self.eng.settings.probe_slack).unwrap_or(chrono::Duration::days(31));
         if !self.eng.settings.probe_oldest {

@@ -96,6 +96,12 @@ pub struct SyncReport {
     pub duration: Duration,
     /// The path of the initial sync, when one ran (or resumed) in this pass.
     pub initial_path: Option<InitialPath>,
+    /// Why [`InitialMode::Auto`](crate::InitialMode::Auto) chose that path (the Marketo calls each
+    /// path would cost), when it chose in this pass.
+    pub initial_path_reason: Option<String>,
+    /// The Marketo client's share of the instance's limits at the end of the pass, when the
+    /// connector adapts one.
+    pub rate_budget: Option<salesync_core::ports::marketo::RateBudget>,
     /// What happened when the bulk export quota ran out, if it did.
     pub bulk_quota_action: Option<BulkQuotaAction>,
     /// True when a reconciling resync ran (token too old or deletions possibly pruned).

@@ -13,8 +13,13 @@ use crate::csv_stream::{CsvExportParser, ExportParser};
 /// How the initial full sync reads Marketo.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum InitialMode {
-    /// Bulk extract, unless the subscription refuses bulk exports (`Rejected`/`AccessDenied` from
-    /// the first `start_lead_export`), then REST.
+    /// The path that costs fewer Marketo calls: the engine probes the instance (the oldest
+    /// lead, which sets the number of 31-day bulk windows, and the highest lead id, which sets
+    /// the number of 300-id REST chunks) and takes bulk (about four calls per window) or REST
+    /// (one call per chunk), whichever is cheaper, saying which and why in
+    /// [`SyncReport::initial_path_reason`](crate::SyncReport::initial_path_reason). Bulk falls
+    /// back to REST when the subscription refuses bulk exports (`Rejected`/`AccessDenied` from
+    /// the first `start_lead_export`).
     #[default]
     Auto,
     /// Bulk extract only.
@@ -169,7 +174,7 @@ impl Default for EngineSettings {
             oldest_created_at: Utc.with_ymd_and_hms(2006, 1, 1, 0, 0, 0).single().unwrap_or(DateTime::UNIX_EPOCH),
             probe_oldest: true,
             probe_slack: Duration::from_secs(31 * 24 * 3600),
-            bulk_jobs_ahead: 4,
+            bulk_jobs_ahead: 10,
             bulk_quota: BulkQuotaPolicy::default(),
             export_poll: Duration::from_secs(30),
             export_poll_max: Duration::from_secs(300),

@@ -736,12 +736,47 @@ async fn bulk_windows_cover_oldest_created_at_to_start() {
     let world = world_with(vec![]);
     world.lock().unwrap().export_file = csv_file(&[]);
     let store = Arc::new(FakeStore::default());
-    let mut s = settings(InitialMode::Auto);
+    let mut s = settings(InitialMode::Bulk);
     s.oldest_created_at = t0() - chrono::Duration::days(70);
     let eng = engine(&world, &store, s);
     let report = eng.sync_once().await.unwrap();
     assert_eq!(report.initial_path, Some(InitialPath::Bulk));
     assert_eq!(world.lock().unwrap().jobs_started, 3, "70 days = three 31-day windows");
+}
+
+#[tokio::test(start_paused = true)]
+async fn auto_mode_takes_the_path_with_fewer_calls() {
+    // Five people, ids 1-5: two chunks of 3 ids (+2 empty ones to stop) against ten 31-day
+    // windows of four calls each: REST.
+    let world = world_with((1..=5).map(|i| lead(i, Some(OWNER), "Lead")).collect());
+    let store = Arc::new(FakeStore::default());
+    let mut s = settings(InitialMode::Auto);
+    s.oldest_created_at = t0() - chrono::Duration::days(300);
+    let report = engine(&world, &store, s).sync_once().await.unwrap();
+    assert_eq!(report.initial_path, Some(InitialPath::Rest));
+    let reason = report.initial_path_reason.unwrap_or_default();
+    assert!(reason.starts_with("Rest: REST ≈ 4 calls"), "{reason}");
+    assert!(reason.contains("bulk ≈ 40 calls (10 windows"), "{reason}");
+    assert_eq!(ids(&store), vec![1, 2, 3, 4, 5]);
+
+    // Ninety people (30 chunks) against one window: bulk.
+    let world = world_with((1..=90).map(|i| lead(i, Some(OWNER), "Lead")).collect());
+    world.lock().unwrap().export_file = csv_file(&[]);
+    let store = Arc::new(FakeStore::default());
+    let report = engine(&world, &store, settings(InitialMode::Auto)).sync_once().await.unwrap();
+    assert_eq!(report.initial_path, Some(InitialPath::Bulk));
+    let reason = report.initial_path_reason.unwrap_or_default();
+    assert!(
+        reason.starts_with("Bulk: bulk ≈ 4 calls (1 windows of 31 days); REST costs more (leads found past"),
+        "{reason}"
+    );
+    assert_eq!(world.lock().unwrap().jobs_started, 1);
+
+    // Bulk and REST modes do not probe or explain.
+    let world = world_with(vec![lead(1, Some(OWNER), "Lead")]);
+    let report =
+        engine(&world, &Arc::new(FakeStore::default()), settings(InitialMode::Rest)).sync_once().await.unwrap();
+    assert_eq!(report.initial_path_reason, None);
 }
 
 #[tokio::test]
