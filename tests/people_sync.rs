@@ -126,7 +126,7 @@ async fn scenario(store: Arc<dyn Store>, mode: InitialMode) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_bulk_initial_then_incremental() {
     let (store, _dir) = sqlite().await;
-    scenario(store, InitialMode::Auto).await;
+    scenario(store, InitialMode::Bulk).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
