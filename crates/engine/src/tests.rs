@@ -335,6 +335,7 @@ fn page(items: Vec<Activity>, token: &str, more: bool) -> Page<Activity> {
 
 fn marketo(world: &W) -> Arc<MockMarketoApi> {
     let mut m = MockMarketoApi::new();
+    m.expect_rate_budget().returning(|| None);
     m.expect_lead_schema().returning(|| {
         Ok(LeadSchema { fields: all_field_names().into_iter().map(String::from).collect(), searchable: vec![] })
     });
@@ -933,6 +934,7 @@ impl BulkQueue {
 
 fn queue_marketo(queue: &Arc<Mutex<BulkQueue>>) -> Arc<MockMarketoApi> {
     let mut m = MockMarketoApi::new();
+    m.expect_rate_budget().returning(|| None);
     m.expect_lead_schema().returning(|| {
         Ok(LeadSchema { fields: all_field_names().into_iter().map(String::from).collect(), searchable: vec![] })
     });
@@ -1335,6 +1337,7 @@ async fn rest_sweep_reaches_recent_new_leads_beyond_a_gap() {
 #[tokio::test]
 async fn run_stops_when_credentials_need_an_operator() {
     let mut m = MockMarketoApi::new();
+    m.expect_rate_budget().returning(|| None);
     m.expect_lead_schema().returning(|| {
         Err(salesync_core::Error::Unauthenticated { service: Service::Marketo, detail: "invalid_client".into() })
     });
@@ -1355,6 +1358,7 @@ async fn run_stops_when_credentials_need_an_operator() {
 async fn transient_errors_are_retried_with_backoff() {
     let world = world_with(vec![lead(1, Some(OWNER), "Lead")]);
     let mut m = MockMarketoApi::new();
+    m.expect_rate_budget().returning(|| None);
     let mut failed = false;
     m.expect_lead_schema().returning(move || {
         if !failed {
@@ -1822,6 +1826,7 @@ async fn concurrent_one_shot_passes_on_one_engine_all_succeed_and_leave_the_leas
 #[tokio::test(start_paused = true)]
 async fn run_waits_for_the_quota_reset_instead_of_polling() {
     let mut m = MockMarketoApi::new();
+    m.expect_rate_budget().returning(|| None);
     m.expect_lead_schema().returning(|| {
         Err(salesync_core::Error::QuotaExhausted {
             service: Service::Marketo,
