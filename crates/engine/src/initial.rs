@@ -49,7 +49,7 @@
 //! failed, cancelled or expired job is replaced (up to three times per window).
 
 use chrono::{DateTime, Utc};
-use salesync_core::mapping::LeadField;
+use salesync_core::mapping::{LeadField, LeadRecord};
 use salesync_core::mirror::{Decision, Incoming, RemovalReason};
 use salesync_core::ports::marketo::{ExportFilter, ExportState};
 use salesync_core::ports::store::StreamId;
@@ -202,7 +202,6 @@ impl Pass<'_> {
     async fn initial_rest(&mut self, st: &mut InitialState) -> Result<()> {
         let fields = self.fields().await?;
         let chunk = i64::from(self.eng.settings.page_size);
-        let m = self.eng.marketo.as_ref();
         if st.rest.probed_max.is_none() && !st.rest.complete {
             let probed = match self.probe_max_id(st.started_at).await {
                 Ok(max) => max,
@@ -219,34 +218,9 @@ impl Pass<'_> {
             self.check_cancel()?;
             let start = st.rest.next_id;
             let end = start.saturating_add(chunk - 1);
-            let values: Vec<String> = (start..=end).map(|i| i.to_string()).collect();
-            let mut records = Vec::new();
-            let mut token: Option<String> = None;
-            loop {
-                let t = token.clone();
-                let page =
-                    self.marketo("leads by id range", || m.leads_by_filter("id", &values, &fields, t.clone())).await?;
-                records.extend(page.items);
-                match page.next_token {
-                    Some(next) if page.more => token = Some(next),
-                    _ => break,
-                }
-            }
-            let mut seen = HashSet::new();
-            let mut anonymous_error = false;
-            for r in &records {
-                match &r.0 {
-                    Ok(lead) => {
-                        seen.insert(lead.id);
-                    }
-                    Err(e) => match e.record_id {
-                        Some(id) => {
-                            seen.insert(id);
-                        }
-                        None => anonymous_error = true,
-                    },
-                }
-            }
+            let records = self.id_chunk("leads by id range", start, chunk, &fields).await?;
+            let seen: HashSet<i64> = records.iter().filter_map(record_id).collect();
+            let anonymous_error = records.iter().any(|r| record_id(r).is_none());
             let mut in_range: Vec<_> = self
                 .eng
                 .store
@@ -387,27 +361,26 @@ impl Pass<'_> {
     /// The highest lead id in `start .. start + chunk` (`None`: no lead there).
     async fn chunk_max(&mut self, start: i64, chunk: i64) -> Result<Option<i64>> {
         let fields = vec![LeadField::MarketoId.rest_name().to_string()];
-        let values: Vec<String> = (start..start.saturating_add(chunk)).map(|i| i.to_string()).collect();
+        let records = self.id_chunk("highest id probe", start, chunk, &fields).await?;
+        Ok(records.iter().filter_map(record_id).max())
+    }
+
+    /// Every record of the ids `start .. start + len` (all pages), with `fields`.
+    async fn id_chunk(&mut self, what: &str, start: i64, len: i64, fields: &[String]) -> Result<Vec<LeadRecord>> {
+        let values: Vec<String> = (start..start.saturating_add(len)).map(|i| i.to_string()).collect();
         let m = self.eng.marketo.as_ref();
-        let mut max = None;
+        let mut records = Vec::new();
         let mut token: Option<String> = None;
         loop {
             let t = token.clone();
-            let page =
-                self.marketo("highest id probe", || m.leads_by_filter("id", &values, &fields, t.clone())).await?;
-            for r in &page.items {
-                let id = match &r.0 {
-                    Ok(lead) => Some(lead.id),
-                    Err(e) => e.record_id,
-                };
-                max = max.max(id);
-            }
+            let page = self.marketo(what, || m.leads_by_filter("id", &values, fields, t.clone())).await?;
+            records.extend(page.items);
             match page.next_token {
                 Some(next) if page.more => token = Some(next),
                 _ => break,
             }
         }
-        Ok(max)
+        Ok(records)
     }
 
     /// The highest lead id named by New Lead (12) activities of the probe window (0: none).
@@ -467,35 +440,11 @@ impl Pass<'_> {
     async fn probe_oldest(&mut self) -> Result<Option<DateTime<Utc>>> {
         let chunk = i64::from(self.eng.settings.page_size);
         let fields = vec![LeadField::MarketoId.rest_name().to_string(), LeadField::CreatedAt.rest_name().to_string()];
-        let m = self.eng.marketo.as_ref();
         for n in 0..MAX_OLDEST_PROBE_CHUNKS {
             self.check_cancel()?;
-            let start = 1 + n * chunk;
-            let values: Vec<String> = (start..start + chunk).map(|i| i.to_string()).collect();
-            let mut found = false;
-            let mut oldest: Option<DateTime<Utc>> = None;
-            let mut token: Option<String> = None;
-            loop {
-                let t = token.clone();
-                let page =
-                    self.marketo("oldest lead probe", || m.leads_by_filter("id", &values, &fields, t.clone())).await?;
-                for r in &page.items {
-                    match &r.0 {
-                        Ok(lead) => {
-                            found = true;
-                            oldest = match (oldest, lead.created_at) {
-                                (Some(a), Some(b)) => Some(a.min(b)),
-                                (a, b) => a.or(b),
-                            };
-                        }
-                        Err(e) => found |= e.record_id.is_some(),
-                    }
-                }
-                match page.next_token {
-                    Some(next) if page.more => token = Some(next),
-                    _ => break,
-                }
-            }
+            let records = self.id_chunk("oldest lead probe", 1 + n * chunk, chunk, &fields).await?;
+            let found = records.iter().any(|r| record_id(r).is_some());
+            let oldest = records.iter().filter_map(|r| r.0.as_ref().ok().and_then(|l| l.created_at)).min();
             if found {
                 return Ok(oldest);
             }
@@ -760,6 +709,14 @@ impl Pass<'_> {
         self.apply(page, Some(cp)).await?;
         *st = next;
         Ok(())
+    }
+}
+
+/// The Marketo id a record names, readable or not.
+fn record_id(r: &LeadRecord) -> Option<i64> {
+    match &r.0 {
+        Ok(lead) => Some(lead.id),
+        Err(e) => e.record_id,
     }
 }
 

@@ -92,7 +92,8 @@ pub struct EngineSettings {
     pub initial_mode: InitialMode,
     /// Which incremental streams run (all by default).
     pub streams: StreamSettings,
-    /// Fill unresolved opportunity ids from Salesforce after each applied page (default on).
+    /// Fill unresolved opportunity ids from Salesforce, off the Marketo pull's path (see the
+    /// `opportunity` module notes; default on).
     pub opportunity_lookup: bool,
     /// Start of the bulk path's `createdAt` windows (default 2006-01-01, before Marketo existed).
     /// With `probe_oldest`, the windows start at the oldest lead instead when it is later.
