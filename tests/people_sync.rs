@@ -236,3 +236,40 @@ async fn big_initial_sync_joins_opportunities_from_one_org_read() {
         assert!(report.opportunities_resolved > 0, "{mode:?}: people written before the org read are filled");
     }
 }
+
+/// The REST sweep keeps several id chunks in flight against a slow API, and still applies them
+/// in order: the mirror equals the oracle and the sweep's checkpoint ends complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_sweep_reads_several_chunks_at_once() {
+    let mc = salesync_emulator::marketo::MarketoConfig {
+        latency: Some(Duration::from_millis(40)),
+        limits: salesync_emulator::marketo::MarketoLimits::unlimited(),
+        ..Default::default()
+    };
+    let world = World::start_with(3000, 17, mc).await;
+    let store: Arc<dyn Store> = Arc::new(salesync::store::MemoryStore::new());
+    let eng = SyncEngine::builder()
+        .marketo(world.marketo_client())
+        .salesforce(world.salesforce_client())
+        .store(store.clone())
+        .settings(EngineSettings {
+            instance_id: "emulated-marketo".into(),
+            initial_mode: InitialMode::Rest,
+            rest_reads_in_flight: 4,
+            rest_empty_chunks_to_stop: 5,
+            ..EngineSettings::default()
+        })
+        .build()
+        .unwrap();
+    let report = eng.sync_once().await.unwrap();
+    assert_eq!(report.initial_path, Some(InitialPath::Rest));
+    assert_mirror_matches(&world, store.as_ref()).await;
+    let peak = world.marketo.max_concurrent_seen();
+    assert!((2..=4).contains(&peak), "{peak} Marketo calls in flight at most");
+    // One read per chunk up to the highest id, five empty chunks past it to stop, and at most
+    // the reads ahead of the last one (three) spent for nothing.
+    let max_id = world.seed.people.iter().map(|p| p.marketo_id).max().unwrap();
+    let chunks = usize::try_from(max_id).unwrap().div_ceil(300) + 5;
+    let sweep_calls = world.marketo.call_log().iter().filter(|c| c.path.ends_with("/leads.json")).count();
+    assert!((chunks..=chunks + 3).contains(&sweep_calls), "{sweep_calls} lead reads for {chunks} chunks");
+}

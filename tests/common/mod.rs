@@ -29,6 +29,11 @@ impl World {
         if !limits {
             mc.limits = MarketoLimits::unlimited();
         }
+        Self::start_with(people, seed, mc).await
+    }
+
+    /// Like [`World::start`], with the Marketo emulator configured by `mc`.
+    pub async fn start_with(people: usize, seed: u64, mc: MarketoConfig) -> World {
         let marketo = MarketoEmulator::start(mc).await.unwrap();
         let salesforce = SalesforceEmulator::start(SalesforceConfig::default()).await.unwrap();
         let seed = salesync_emulator::seed::generate(people, seed);

@@ -570,6 +570,13 @@ impl<'a> Pass<'a> {
         }
     }
 
+    /// Takes in what a helper pass beside this one spent and noticed (its calls and warnings).
+    pub fn absorb(&mut self, other: SyncReport) {
+        self.report.api_calls.marketo += other.api_calls.marketo;
+        self.report.api_calls.salesforce += other.api_calls.salesforce;
+        self.report.warnings.extend(other.warnings);
+    }
+
     /// Fails with `Cancelled` when the pass was cancelled (checked between pages).
     pub fn check_cancel(&self) -> Result<()> {
         if self.cancel.is_cancelled() { Err(Error::Cancelled) } else { Ok(()) }
@@ -805,13 +812,11 @@ impl<'a> Pass<'a> {
             Some(s) => self.run_initial(s, true).await?,
             None => {
                 let started_at = self.now();
-                let (path, origin) = match self.eng.settings.initial_mode {
-                    InitialMode::Bulk => (InitialPath::Bulk, None),
-                    InitialMode::Rest => (InitialPath::Rest, None),
+                let s = match self.eng.settings.initial_mode {
+                    InitialMode::Bulk => InitialState::new(InitialPath::Bulk, started_at, false),
+                    InitialMode::Rest => InitialState::new(InitialPath::Rest, started_at, false),
                     InitialMode::Auto => self.choose_initial_path(started_at).await?,
                 };
-                let mut s = InitialState::new(path, started_at, false);
-                s.bulk.origin = origin;
                 self.run_initial(s, false).await?
             }
         };

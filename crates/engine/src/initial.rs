@@ -49,12 +49,13 @@
 //! failed, cancelled or expired job is replaced (up to three times per window).
 
 use chrono::{DateTime, Utc};
+use futures::stream::FuturesOrdered;
 use salesync_core::mapping::{LeadField, LeadRecord};
 use salesync_core::mirror::{Decision, Incoming, RemovalReason};
 use salesync_core::ports::marketo::{ExportFilter, ExportState};
 use salesync_core::ports::store::StreamId;
 use salesync_core::{MarketoLead, RecordError};
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 
 use crate::checkpoint::{self, BulkPos, InitialState, InitialStatus, LeadChangesPos, TokenPos};
 use crate::csv_stream::{RowError, lead_from_row};
@@ -67,6 +68,8 @@ use futures::StreamExt;
 
 /// Activity type of New Lead.
 const NEW_LEAD: i64 = 12;
+/// Marketo answers at most 10 calls of an instance at once.
+const MAX_REST_READS_IN_FLIGHT: u32 = 10;
 /// Pages of New Lead activities the REST sweep's probe reads at most.
 const MAX_PROBE_PAGES: usize = 100;
 
@@ -131,8 +134,7 @@ impl Pass<'_> {
                 };
                 tokio::join!(pull, preload.run(&mut side))
             };
-            self.report.api_calls.salesforce += side.report.api_calls.salesforce;
-            self.report.warnings.append(&mut side.report.warnings);
+            self.absorb(side.report);
             let deferral = self.deferral.take();
             pulled?;
             let links = match preloaded {
@@ -214,11 +216,39 @@ impl Pass<'_> {
             st.rest.probed_max = Some(probed);
         }
         let hint = st.rest.probed_max.unwrap_or(0).max(self.eng.settings.rest_max_marketo_id.unwrap_or(0));
+        let depth = self.eng.settings.rest_reads_in_flight.clamp(1, MAX_REST_READS_IN_FLIGHT) as usize;
+        let stop = self.eng.settings.rest_empty_chunks_to_stop;
+        let (eng, cancel) = (self.eng, self.cancel);
+        // Each chunk is read on a pass of its own so several are in flight while this loop
+        // applies them, strictly in id order, each with its checkpoint.
+        let read = |start: i64| {
+            let fields = fields.clone();
+            async move {
+                let mut own = Pass::new(eng, cancel);
+                let records = own.id_chunk("leads by id range", start, chunk, &fields).await;
+                (records, own.report)
+            }
+        };
+        let mut reads = FuturesOrdered::new();
+        let mut starts: VecDeque<i64> = VecDeque::new();
+        let mut planned = st.rest.next_id;
         while !st.rest.complete {
             self.check_cancel()?;
-            let start = st.rest.next_id;
+            // Past the hint, only as many chunks as could still be needed to stop are read ahead.
+            while starts.len() < depth {
+                let beyond = starts.iter().filter(|s| **s > hint).count() as u32;
+                if planned > hint && beyond >= stop.saturating_sub(st.rest.empty_run).max(1) {
+                    break;
+                }
+                reads.push_back(read(planned));
+                starts.push_back(planned);
+                planned = planned.saturating_add(chunk);
+            }
+            let Some((records, own)) = reads.next().await else { break };
+            let start = starts.pop_front().unwrap_or(st.rest.next_id);
+            self.absorb(own);
+            let records = records?;
             let end = start.saturating_add(chunk - 1);
-            let records = self.id_chunk("leads by id range", start, chunk, &fields).await?;
             let seen: HashSet<i64> = records.iter().filter_map(record_id).collect();
             let anonymous_error = records.iter().any(|r| record_id(r).is_none());
             let mut in_range: Vec<_> = self
@@ -262,6 +292,10 @@ impl Pass<'_> {
                     Some(p) => {
                         st.rest.next_id = p.marketo_id;
                         st.rest.empty_run = 0;
+                        // The sweep jumps to the mirror's next person: the reads ahead are moot.
+                        reads = FuturesOrdered::new();
+                        starts.clear();
+                        planned = p.marketo_id;
                     }
                     None => st.rest.complete = true,
                 }
@@ -272,12 +306,10 @@ impl Pass<'_> {
         Ok(())
     }
 
-    /// [`InitialMode::Auto`]: bulk or REST, whichever costs fewer Marketo calls, with the bulk
-    /// windows' origin when bulk is chosen (so it is not probed twice).
-    pub(crate) async fn choose_initial_path(
-        &mut self,
-        until: DateTime<Utc>,
-    ) -> Result<(InitialPath, Option<DateTime<Utc>>)> {
+    /// [`InitialMode::Auto`]: bulk or REST, whichever costs fewer Marketo calls, as a fresh
+    /// initial state holding what the probes found (the bulk windows' origin, or the highest id
+    /// the REST sweep must reach), so nothing is probed twice.
+    pub(crate) async fn choose_initial_path(&mut self, until: DateTime<Utc>) -> Result<InitialState> {
         let origin = self.bulk_origin().await?;
         let mut windows = 0u32;
         while Self::window(origin, windows, until).is_some() {
@@ -313,7 +345,12 @@ impl Pass<'_> {
         };
         tracing::info!(?path, %reason, "initial sync path chosen");
         self.report.initial_path_reason = Some(format!("{path:?}: {reason}"));
-        Ok((path, (path == InitialPath::Bulk).then_some(origin)))
+        let mut state = InitialState::new(path, until, false);
+        match path {
+            InitialPath::Bulk => state.bulk.origin = Some(origin),
+            InitialPath::Rest => state.rest.probed_max = max_id,
+        }
+        Ok(state)
     }
 
     /// The highest populated chunk of ids, found by doubling from id 1 and then halving between

@@ -110,7 +110,7 @@ pub struct EngineSettings {
     pub probe_slack: Duration,
     /// Bulk path: export jobs kept in flight (created, queued or processing, not yet applied),
     /// the current window's included: later windows are created and enqueued ahead so Marketo
-    /// processes them (two at a time) while earlier files are applied in order (1..=10, default 4;
+    /// processes them (two at a time) while earlier files are applied in order (1..=10, default 10;
     /// Marketo queues at most 10 jobs).
     pub bulk_jobs_ahead: u32,
     /// What to do when the bulk export quota is used up.
@@ -125,6 +125,10 @@ pub struct EngineSettings {
     /// REST sweep: before sweeping, read New Lead activities of this recent window and sweep at
     /// least up to the highest lead id they name (default 7 days; `None`: no probe).
     pub rest_probe_window: Option<Duration>,
+    /// REST sweep: id chunks read at once (1..=10, default 4). The chunks are applied in id
+    /// order as they arrive; the Marketo client's limiter still bounds the calls per window and
+    /// in flight, so this only needs to cover the API's latency at the call rate allowed.
+    pub rest_reads_in_flight: u32,
     /// REST sweep: stop after this many consecutive id chunks without any lead (default 50, i.e.
     /// 15 000 unused ids at page size 300).
     pub rest_empty_chunks_to_stop: u32,
@@ -182,6 +186,7 @@ impl Default for EngineSettings {
             rest_max_marketo_id: None,
             rest_probe_window: Some(Duration::from_secs(7 * 24 * 3600)),
             rest_empty_chunks_to_stop: 50,
+            rest_reads_in_flight: 4,
             deleted_leads_retention: Duration::from_secs(14 * 24 * 3600),
             retry: RetrySettings::default(),
             channel_capacity: 1024,
@@ -209,6 +214,7 @@ impl fmt::Debug for EngineSettings {
             .field("bulk_quota", &self.bulk_quota)
             .field("rest_max_marketo_id", &self.rest_max_marketo_id)
             .field("rest_empty_chunks_to_stop", &self.rest_empty_chunks_to_stop)
+            .field("rest_reads_in_flight", &self.rest_reads_in_flight)
             .field("holder_id", &self.holder_id)
             .field("leader_lease_ttl", &self.leader_lease_ttl)
             .field("leader_poll", &self.leader_poll)
@@ -233,6 +239,9 @@ impl EngineSettings {
         }
         if self.rest_empty_chunks_to_stop == 0 {
             return bad("rest_empty_chunks_to_stop", "must be at least 1");
+        }
+        if self.rest_reads_in_flight == 0 || self.rest_reads_in_flight > 10 {
+            return bad("rest_reads_in_flight", "must be between 1 and 10");
         }
         if self.channel_capacity == 0 {
             return bad("channel_capacity", "must be at least 1");
