@@ -23,8 +23,8 @@
 #   PYTHON (python3.11, else python3)   interpreter for the venvs
 #   TAP_START_DATE (2024-01-01T00:00:00Z)  the emulator seeds createdAt from 2024-01-01 on
 #   TAP_POLL_INTERVAL (2)  seconds between tap-marketo's export status polls; its default is 300,
-#                          which on ~36 monthly windows alone would be ~3 hours. 2 s is the export
-#                          poll interval `salesync sync` uses.
+#                          which on ~36 monthly windows alone would be ~3 hours. `salesync sync`
+#                          polls a job it waits for after 1, 2 and 4 s, then every 5 s.
 #   TARGET_BATCH_SIZE (300)  target-sqlite rows per insert batch (its default is 50; salesync
 #                            applies pages of 300 rows per transaction)
 #   SKIP_BUILD (0)  1: use the existing target/release/salesync (SALESYNC_BIN overrides the path)
@@ -69,20 +69,8 @@ WORK=${BENCH_WORK:-$(mktemp -d -t salesync-bench-peer.XXXXXX)}
 mkdir -p "$WORK"
 WORK=$(cd "$WORK" && pwd)
 
-EMU_PID=
-stop_emulator() {
-    [[ -n $EMU_PID ]] || return 0
-    if kill -0 "$EMU_PID" 2>/dev/null; then
-        kill -INT "$EMU_PID" 2>/dev/null || true
-        for _ in $(seq 50); do
-            kill -0 "$EMU_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -0 "$EMU_PID" 2>/dev/null && kill -KILL "$EMU_PID" 2>/dev/null
-    fi
-    wait "$EMU_PID" 2>/dev/null || true
-    EMU_PID=
-}
+# shellcheck source=scripts/bench-lib.sh
+source "$ROOT/scripts/bench-lib.sh"
 trap stop_emulator EXIT
 trap 'exit 130' INT TERM
 
@@ -148,57 +136,9 @@ sys.exit(main())
 EOF
 
 # ------------------------------------------------------------------------------------- emulator
-start_emulator() { # start_emulator LABEL: sets MKTO_URL MKTO_ID MKTO_SECRET SF_URL SF_ID SF_SECRET
-    local label=$1 out=$WORK/emulate-$1.json err=$WORK/emulate-$1.log
-    local deadline=$((SECONDS + EMULATE_TIMEOUT))
-    # shellcheck disable=SC2086 # EMULATE_ARGS is a list of flags
-    "$SALESYNC_BIN" emulate --people "$PEOPLE" --seed "$SEED" $EMULATE_ARGS >"$out" 2>"$err" &
-    EMU_PID=$!
-    until grep -q '"marketo_url"' "$out" 2>/dev/null; do
-        kill -0 "$EMU_PID" 2>/dev/null || { cat "$err" >&2; die "emulator ($label) exited"; }
-        ((SECONDS < deadline)) || die "emulator ($label) not ready after ${EMULATE_TIMEOUT}s"
-        sleep 0.2
-    done
-    eval "$("$PYTHON" - "$out" <<'EOF'
-import json, shlex, socket, sys, time, urllib.parse
-d = json.loads(next(l for l in open(sys.argv[1]) if "marketo_url" in l))
-names = {"MKTO_URL": "marketo_url", "MKTO_ID": "marketo_client_id", "MKTO_SECRET": "marketo_client_secret",
-         "SF_URL": "salesforce_url", "SF_ID": "salesforce_client_id", "SF_SECRET": "salesforce_client_secret"}
-for var, key in names.items():
-    print("{}={}".format(var, shlex.quote(str(d[key]))))
-for key in ("marketo_url", "salesforce_url"):  # both listening
-    u = urllib.parse.urlsplit(d[key])
-    for _ in range(100):
-        try:
-            socket.create_connection((u.hostname, u.port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        sys.exit("{} not accepting connections".format(d[key]))
-EOF
-)"
-    log "emulator ($label): $PEOPLE people, seed $SEED, Marketo $MKTO_URL, Salesforce $SF_URL"
-}
-
-# ------------------------------------------------------------------------------------- measures
-wall_of() { # seconds from a `time -v` report
-    awk -F': ' '/Elapsed \(wall clock\)/ {
-        n = split($2, p, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + p[i]; printf "%.1f", s }' "$1"
-}
-rss_of() { # peak RSS in MB from a `time -v` report
-    awk -F': ' '/Maximum resident set size/ { printf "%.0f", $2 / 1024 }' "$1"
-}
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
-sqlite_count() { # sqlite_count FILE SQL
-    "$PYTHON" -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute(sys.argv[2]).fetchone()[0])' "$1" "$2"
-}
 tap_calls() { # REST/bulk calls tap-marketo made (its singer http_request_duration metrics)
     grep -c '"metric": *"http_request_duration"' "$1" || true
 }
-
-declare -A WALL RECORDS QUALIFIED RSS CALLS
 
 write_tap_config() {
     "$PYTHON" - "$WORK/tap-config.json" "$MKTO_ID" "$MKTO_SECRET" "$TAP_START_DATE" "$TAP_POLL_INTERVAL" <<'EOF'
@@ -222,7 +162,7 @@ TAP=("$TAP_VENV/bin/python" "$WORK/tap-marketo-emulated.py" --config "$WORK/tap-
 run_tap() { TAP_MARKETO_BASE_URL=$MKTO_URL "${TAP[@]}" "$@"; } # tap-marketo against the current emulator
 
 discover() {
-    start_emulator discover
+    start_emulator discover $EMULATE_ARGS
     write_tap_config
     run_tap --discover >"$WORK/catalog-discovered.json" 2>"$WORK/tap-discover.log" \
         || { tail -20 "$WORK/tap-discover.log" >&2; die "tap-marketo --discover failed"; }
@@ -242,7 +182,7 @@ EOF
 }
 
 leg_tap_null() {
-    start_emulator tap-null
+    start_emulator tap-null $EMULATE_ARGS
     write_tap_config
     log "tap-marketo → count ($PEOPLE people)"
     set +e
@@ -260,7 +200,7 @@ leg_tap_null() {
 }
 
 leg_tap_sqlite() {
-    start_emulator tap-sqlite
+    start_emulator tap-sqlite $EMULATE_ARGS
     write_tap_config
     local db=$WORK/tap-marketo.db
     rm -f "$db"
@@ -289,35 +229,11 @@ leg_tap_sqlite() {
 }
 
 leg_salesync() {
-    start_emulator salesync
-    local dir=$WORK/salesync
-    rm -rf "$dir"
-    mkdir -p "$dir"
-    log "salesync sync --once → $dir/salesync.db"
-    set +e
-    # In its own directory: no salesync.toml is picked up, the store is fresh.
-    (
-        cd "$dir"
-        export SALESYNC_MARKETO_URL=$MKTO_URL SALESYNC_MARKETO_CLIENT_ID=$MKTO_ID \
-            SALESYNC_MARKETO_CLIENT_SECRET=$MKTO_SECRET SALESYNC_SALESFORCE_URL=$SF_URL \
-            SALESYNC_SALESFORCE_CLIENT_ID=$SF_ID SALESYNC_SALESFORCE_CLIENT_SECRET=$SF_SECRET \
-            SALESYNC_STORE=sqlite://salesync.db
-        /usr/bin/time -v -o "$WORK/salesync.time" "$SALESYNC_BIN" sync --once \
-            >"$WORK/salesync.out" 2>"$WORK/salesync.log"
-    )
-    local st=$?
-    set -e
+    start_emulator salesync $EMULATE_ARGS
+    run_salesync salesync
     stop_emulator
-    ((st == 0)) || { tail -30 "$WORK/salesync.log" "$WORK/salesync.out" >&2; die "salesync sync failed (exit $st)"; }
-    WALL[salesync]=$(wall_of "$WORK/salesync.time")
-    RSS[salesync]=$(rss_of "$WORK/salesync.time")
-    RECORDS[salesync]=$(sqlite_count "$dir/salesync.db" 'select count(*) from people')
-    QUALIFIED[salesync]=${RECORDS[salesync]}
-    CALLS[salesync]=$(sed -nE 's/.* ([0-9]+) Marketo \+ ([0-9]+) Salesforce calls.*/\1 + \2 SF/p' "$WORK/salesync.out")
-    sed 's/^/  /' "$WORK/salesync.out" >&2
 }
 
-# ----------------------------------------------------------------------------------------- main
 log "work dir $WORK"
 log "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
 case " $LEGS " in *" tap-"*) discover ;; esac

@@ -56,6 +56,8 @@ pub struct Config {
     pub poll_interval: Duration,
     /// Initial sync mode.
     pub initial_mode: InitialModeSetting,
+    /// REST sweep: id chunks read at once (1..=10, default 4).
+    pub rest_reads_in_flight: u32,
     /// This process's id in the Marketo pull's leader lease (default: random per process).
     pub holder_id: Option<String>,
     /// How long the leader lease and outbox claims last without renewal (default 60 s).
@@ -210,6 +212,7 @@ struct FileSync {
     poll_interval_secs: Option<u64>,
     poll_interval_ms: Option<u64>,
     initial_mode: Option<InitialModeSetting>,
+    rest_reads_in_flight: Option<u32>,
     holder_id: Option<String>,
     lease_ttl_ms: Option<u64>,
 }
@@ -244,6 +247,8 @@ pub mod vars {
     pub const POLL_INTERVAL_SECS: &str = "SALESYNC_POLL_INTERVAL_SECS";
     /// Initial sync mode.
     pub const INITIAL_MODE: &str = "SALESYNC_INITIAL_MODE";
+    /// REST sweep: id chunks read at once.
+    pub const REST_READS_IN_FLIGHT: &str = "SALESYNC_REST_READS_IN_FLIGHT";
     /// Poll interval in milliseconds (overrides the seconds when set).
     pub const POLL_INTERVAL_MS: &str = "SALESYNC_POLL_INTERVAL_MS";
     /// This process's leader lease holder id.
@@ -345,6 +350,11 @@ impl Config {
         if lease_ttl < Duration::from_millis(100) {
             return Err(err(vars::LEASE_TTL_MS, "must be at least 100 ms"));
         }
+        let rest_reads_in_flight = match num(vars::REST_READS_IN_FLIGHT, fc.sync.rest_reads_in_flight.map(u64::from))? {
+            Some(n @ 1..=10) => n as u32,
+            Some(n) => return Err(err(vars::REST_READS_IN_FLIGHT, format!("{n} is not between 1 and 10"))),
+            None => 4,
+        };
         let holder_id = get(vars::HOLDER_ID, fc.sync.holder_id).map(|h| h.trim().to_string()).filter(|h| !h.is_empty());
         Ok(Config {
             marketo: endpoint(
@@ -375,6 +385,7 @@ impl Config {
                 .clamp(1, 10) as u32,
             poll_interval,
             initial_mode,
+            rest_reads_in_flight,
             holder_id,
             lease_ttl,
             store,
@@ -408,6 +419,11 @@ mod tests {
         assert_eq!(c.store, "sqlite://salesync.db");
         assert!(c.marketo.is_none());
         assert_eq!(c.poll_interval, Duration::from_secs(60));
+        assert_eq!(c.rest_reads_in_flight, 4);
+        assert_eq!(
+            Config::load(None, &env(&[(vars::REST_READS_IN_FLIGHT, "11")])).unwrap_err().key,
+            vars::REST_READS_IN_FLIGHT
+        );
         assert_eq!(c.require_marketo().unwrap_err().key, vars::MARKETO_URL);
     }
 

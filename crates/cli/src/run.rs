@@ -181,7 +181,11 @@ async fn sync(config: &Config, once: bool) -> Res<()> {
             InitialModeSetting::Bulk => InitialMode::Bulk,
             InitialModeSetting::Rest => InitialMode::Rest,
         },
-        export_poll: Duration::from_secs(2),
+        // A waited-for export is polled after 1, 2, 4, 5, 5 … s: at most 12 of the 300 calls a
+        // minute allows, and a finished job is seen within 5 s.
+        export_poll: Duration::from_secs(1),
+        export_poll_max: Duration::from_secs(5),
+        rest_reads_in_flight: config.rest_reads_in_flight,
         leader_lease_ttl: config.lease_ttl,
         leader_poll: (config.lease_ttl / 4).min(Duration::from_secs(5)),
         ..EngineSettings::default()
@@ -281,6 +285,23 @@ fn print_sync_report(report: &salesync::engine::SyncReport) {
             report.duration.as_secs_f64(),
             report.initial_path.map(|p| format!(" (initial sync via {p:?})")).unwrap_or_default(),
         );
+        if let Some(reason) = &report.initial_path_reason {
+            println!("  initial path: {reason}");
+        }
+        if let Some(b) = &report.rate_budget {
+            println!(
+                "  Marketo share: {}/{} calls per {:.0} s, {}/{} in flight; of {} calls sent, {} answered 606 and {} answered 615 ({} cuts)",
+                b.calls_per_window,
+                b.ceiling,
+                b.window_ms as f64 / 1000.0,
+                b.in_flight_limit,
+                b.in_flight_ceiling,
+                b.calls,
+                b.rate_limited,
+                b.concurrency_limited,
+                b.decreases,
+            );
+        }
         for e in report.record_errors.iter().take(10) {
             println!("  record error: {e}");
         }

@@ -714,3 +714,21 @@ async fn rate_window_also_rolls_in_real_time_under_a_frozen_clock() {
     assert_ok(&h.get("/rest/v1/leads/describe.json").await);
     assert_eq!(h.emu.max_calls_in_any_window(), 2);
 }
+
+/// Leads by id answer in id order whatever order the values come in, each lead once, unknown ids
+/// and non-canonical spellings matching nothing; other filters match case-insensitively.
+#[tokio::test]
+async fn leads_by_id_and_email_filters_match_like_marketo() {
+    let h = Harness::start(config()).await;
+    let world = seed::generate(30, 5);
+    h.emu.seed_world(&world);
+    let v = h.get("/rest/v1/leads.json?filterType=id&filterValues=1010,1002,1010,99999,01003,1005").await;
+    assert_ok(&v);
+    let ids: Vec<i64> = v["result"].as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, vec![1002, 1005, 1010]);
+    let email = world.people[3].email.clone().unwrap();
+    let v = h.get(&format!("/rest/v1/leads.json?filterType=email&filterValues={}", email.to_uppercase())).await;
+    assert_ok(&v);
+    let hits: Vec<i64> = v["result"].as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    assert!(hits.contains(&world.people[3].marketo_id), "{email}: {hits:?}");
+}

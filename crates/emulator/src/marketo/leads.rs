@@ -57,11 +57,9 @@ fn decode_token(t: &str) -> Option<String> {
     data_encoding::BASE32.decode(t.trim().as_bytes()).ok().and_then(|b| String::from_utf8(b).ok())
 }
 
-fn matches(lead: &Lead, field: &str, values: &[String]) -> bool {
-    let Some(v) = lead.get(field).and_then(value_string) else {
-        return false;
-    };
-    values.iter().any(|x| x.eq_ignore_ascii_case(&v))
+/// Whether the lead's `field` equals one of `values` (lower-cased), ignoring case.
+fn matches(lead: &Lead, field: &str, values: &std::collections::HashSet<String>) -> bool {
+    lead.get(field).and_then(value_string).is_some_and(|v| values.contains(&v.to_lowercase()))
 }
 
 pub(crate) fn get_by_filter(ctx: &Ctx<'_>) -> Reply {
@@ -94,10 +92,21 @@ pub(crate) fn get_by_filter(ctx: &Ctx<'_>) -> Reply {
             None => return Reply::err("1003", "Invalid nextPageToken"),
         },
     };
-    let mut hits =
-        db.leads.range(after + 1..).filter(|(_, l)| matches(l, filter_type, &values)).map(|(id, l)| (*id, l));
-    let page: Vec<(i64, &Lead)> = hits.by_ref().take(batch).collect();
-    let more = hits.next().is_some();
+    let (page, more): (Vec<(i64, &Lead)>, bool) = if filter_type.eq_ignore_ascii_case("id") {
+        // By id: look the values up (in id order, as the scan below would find them) instead of
+        // scanning every lead; a value matches only when it is the id as Marketo renders it.
+        let wanted: std::collections::BTreeSet<i64> =
+            values.iter().filter_map(|v| v.parse::<i64>().ok().filter(|id| id.to_string() == *v)).collect();
+        let mut hits = wanted.range(after + 1..).filter_map(|id| db.leads.get(id).map(|l| (*id, l)));
+        let page: Vec<(i64, &Lead)> = hits.by_ref().take(batch).collect();
+        (page, hits.next().is_some())
+    } else {
+        let wanted: std::collections::HashSet<String> = values.iter().map(|v| v.to_lowercase()).collect();
+        let mut hits =
+            db.leads.range(after + 1..).filter(|(_, l)| matches(l, filter_type, &wanted)).map(|(id, l)| (*id, l));
+        let page: Vec<(i64, &Lead)> = hits.by_ref().take(batch).collect();
+        (page, hits.next().is_some())
+    };
     let result: Vec<Value> = page.iter().map(|(_, l)| render(l, &fields)).collect();
     let mut reply = Reply::ok(result);
     if more && let Some((last, _)) = page.last() {
