@@ -354,12 +354,14 @@ impl Pass<'_> {
     }
 
     /// The highest populated chunk of ids, found by doubling from id 1 and then halving between
-    /// the last chunk with leads and the first without (a few calls). `None` when the ids reach
-    /// past what `budget` REST calls could sweep (REST is not cheaper then).
+    /// the last chunk with leads and the first without (a few calls). Empty chunks before the
+    /// first one with leads do not stop the doubling (the lowest ids are often deleted, or start
+    /// higher). `None` when the ids reach past what `budget` REST calls could sweep, or no probe
+    /// found a lead (REST is not known to be cheaper then).
     async fn probe_highest_id(&mut self, budget: u64) -> Result<Option<i64>> {
         let chunk = i64::from(self.eng.settings.page_size.max(1));
         let limit = i64::try_from(budget.saturating_add(1)).unwrap_or(i64::MAX).saturating_mul(chunk);
-        let mut hi_found: i64 = 0;
+        let mut hi_found: Option<i64> = None;
         // Chunks 0, 1, 3, 7, 15, … (doubling the ids covered).
         let mut index = 0i64;
         let mut empty_at = None;
@@ -369,17 +371,16 @@ impl Pass<'_> {
                 break;
             }
             match self.chunk_max(probe, chunk).await? {
-                Some(max) => {
-                    hi_found = hi_found.max(max);
-                    index = index.saturating_mul(2).saturating_add(1);
-                }
-                None => {
+                Some(max) => hi_found = Some(hi_found.map_or(max, |h| h.max(max))),
+                None if hi_found.is_some() => {
                     empty_at = Some(probe);
                     break;
                 }
+                None => {}
             }
+            index = index.saturating_mul(2).saturating_add(1);
         }
-        let Some(mut hi) = empty_at else { return Ok(None) };
+        let (Some(mut hi), Some(mut hi_found)) = (empty_at, hi_found) else { return Ok(None) };
         let mut lo = hi_found.max(1);
         // Halve between the last id known populated and the first empty chunk's start.
         while hi - lo > chunk {

@@ -773,6 +773,18 @@ async fn auto_mode_takes_the_path_with_fewer_calls() {
     );
     assert_eq!(world.lock().unwrap().jobs_started, 1);
 
+    // Ids that do not start at 1 (the first leads deleted) are still found: eleven people at
+    // ids 20-30 are ten chunks and two empty ones for the sweep, not an empty instance.
+    let world = world_with((20..=30).map(|i| lead(i, Some(OWNER), "Lead")).collect());
+    let store = Arc::new(FakeStore::default());
+    let mut s = settings(InitialMode::Auto);
+    s.oldest_created_at = t0() - chrono::Duration::days(300);
+    let report = engine(&world, &store, s).sync_once().await.unwrap();
+    assert_eq!(report.initial_path, Some(InitialPath::Rest));
+    let reason = report.initial_path_reason.unwrap_or_default();
+    assert!(reason.starts_with("Rest: REST ≈ 12 calls (ids up to about 30,"), "{reason}");
+    assert_eq!(ids(&store), (20..=30).collect::<Vec<_>>());
+
     // Bulk and REST modes do not probe or explain.
     let world = world_with(vec![lead(1, Some(OWNER), "Lead")]);
     let report =
