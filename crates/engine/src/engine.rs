@@ -19,6 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{self, InitialState, InitialStatus};
 use crate::events::{MirrorChange, Phase, SyncEvent};
+use crate::incremental::Incremental;
+use crate::initial::InitialSync;
 use crate::mirror_reader::MirrorReader;
 use crate::report::{InitialPath, SyncReport};
 use crate::settings::{EngineSettings, InitialMode};
@@ -287,7 +289,7 @@ impl SyncEngine {
         let cancel = CancellationToken::new();
         let mut pass = Pass::new(&self.inner, &cancel);
         pass.set_phase(Phase::Opportunities);
-        pass.fill_unresolved(None).await?;
+        crate::opportunity::OpportunityFill::new(&mut pass).fill_unresolved(None).await?;
         pass.report.duration = started.elapsed();
         pass.report.rate_budget = self.inner.marketo.rate_budget();
         pass.set_phase(Phase::Idle);
@@ -542,7 +544,9 @@ pub(crate) enum ApplyKind {
     OpportunityFill,
 }
 
-/// The state of one pass.
+/// The state of one pass and what every stage of it shares: counted, retried port calls, page
+/// writes with their checkpoint, events. The stages wrap it, each in its own module:
+/// [`InitialSync`], [`Incremental`] and [`OpportunityFill`](crate::opportunity::OpportunityFill).
 pub(crate) struct Pass<'a> {
     pub eng: &'a Inner,
     pub cancel: &'a CancellationToken,
@@ -713,7 +717,7 @@ impl<'a> Pass<'a> {
             page.join_opportunities(&links);
         }
         let (counts, written) = self.commit(page, checkpoint, ApplyKind::Sync).await?;
-        self.after_write(written).await?;
+        crate::opportunity::OpportunityFill::new(self).after_write(written).await?;
         Ok(counts)
     }
 
@@ -809,20 +813,20 @@ impl<'a> Pass<'a> {
     async fn run(&mut self) -> Result<()> {
         let state = match self.load_initial().await? {
             Some(s) if s.status == InitialStatus::Done => s,
-            Some(s) => self.run_initial(s, true).await?,
+            Some(s) => InitialSync::new(self).run_initial(s, true).await?,
             None => {
                 let started_at = self.now();
                 let s = match self.eng.settings.initial_mode {
                     InitialMode::Bulk => InitialState::new(InitialPath::Bulk, started_at, false),
                     InitialMode::Rest => InitialState::new(InitialPath::Rest, started_at, false),
-                    InitialMode::Auto => self.choose_initial_path(started_at).await?,
+                    InitialMode::Auto => InitialSync::new(self).choose_initial_path(started_at).await?,
                 };
-                self.run_initial(s, false).await?
+                InitialSync::new(self).run_initial(s, false).await?
             }
         };
-        if self.incremental(&state).await? == crate::incremental::Flow::Reconcile {
+        if Incremental::new(self).run(&state).await? == crate::incremental::Flow::Reconcile {
             let state = self.reconcile().await?;
-            if self.incremental(&state).await? == crate::incremental::Flow::Reconcile {
+            if Incremental::new(self).run(&state).await? == crate::incremental::Flow::Reconcile {
                 self.report.warnings.push("incremental position still too old after a reconciling resync".into());
             }
         }
@@ -833,7 +837,7 @@ impl<'a> Pass<'a> {
     async fn reconcile(&mut self) -> Result<InitialState> {
         let state = InitialState::new(InitialPath::Rest, self.now(), true);
         self.put(StreamId::InitialSync, &state).await?;
-        self.run_initial(state, false).await
+        InitialSync::new(self).run_initial(state, false).await
     }
 }
 

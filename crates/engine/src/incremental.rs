@@ -11,6 +11,7 @@ use crate::checkpoint::{self, InitialState, LeadChangesPos, TokenPos};
 use crate::engine::Pass;
 use crate::events::Phase;
 use crate::{Error, Result};
+use chrono::{DateTime, Utc};
 
 /// Activity type of Merge Leads.
 pub(crate) const MERGE_LEADS: i64 = 32;
@@ -73,9 +74,42 @@ pub(crate) fn merge_losers(a: &Activity) -> Vec<i64> {
     out
 }
 
-impl Pass<'_> {
-    pub(crate) async fn incremental(&mut self, initial: &InitialState) -> Result<Flow> {
-        let streams = self.eng.settings.streams;
+/// How many minutes before the initial sync's start (host clock) the incremental streams begin,
+/// so a host clock running ahead of Marketo's loses no change.
+pub(crate) const CLOCK_SKEW_MARGIN_MINUTES: i64 = 15;
+
+/// The incremental streams of one pass.
+pub(crate) struct Incremental<'p, 'a> {
+    pass: &'p mut Pass<'a>,
+}
+
+impl<'p, 'a> Incremental<'p, 'a> {
+    pub(crate) fn new(pass: &'p mut Pass<'a>) -> Self {
+        Self { pass }
+    }
+}
+
+impl<'a> Incremental<'_, 'a> {
+    /// Writes the lead-changes and deleted-leads positions as of `since`.
+    pub(crate) async fn position_streams(&mut self, since: DateTime<Utc>) -> Result<()> {
+        let m = self.pass.eng.marketo.as_ref();
+        // `since` is the host's clock; Marketo dates activities by its own. A host clock ahead
+        // of Marketo's would skip the changes in between, so the token starts a margin earlier
+        // (reading a few minutes of activities twice only yields unchanged decisions).
+        let from = since - chrono::Duration::minutes(CLOCK_SKEW_MARGIN_MINUTES);
+        let token = self.pass.marketo("paging token", || m.paging_token(from)).await?;
+        self.pass
+            .put(
+                StreamId::LeadChanges,
+                &LeadChangesPos { token: token.clone(), merges_token: token.clone(), as_of: since },
+            )
+            .await?;
+        self.pass.put(StreamId::DeletedLeads, &TokenPos { token, as_of: since }).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn run(&mut self, initial: &InitialState) -> Result<Flow> {
+        let streams = self.pass.eng.settings.streams;
         let (mut lc, mut del) = self.load_positions().await?;
         if lc.is_none() || del.is_none() {
             // Positions lost (or never written): restart them at the initial sync's start.
@@ -88,9 +122,9 @@ impl Pass<'_> {
                 detail: "the store did not keep the incremental positions".into(),
             });
         };
-        let retention =
-            chrono::Duration::from_std(self.eng.settings.deleted_leads_retention).unwrap_or(chrono::Duration::days(14));
-        if streams.deleted_leads && self.now() - del.as_of > retention {
+        let retention = chrono::Duration::from_std(self.pass.eng.settings.deleted_leads_retention)
+            .unwrap_or(chrono::Duration::days(14));
+        if streams.deleted_leads && self.pass.now() - del.as_of > retention {
             tracing::warn!(as_of = %del.as_of, "deleted leads not read within retention; reconciling");
             return Ok(Flow::Reconcile);
         }
@@ -119,7 +153,7 @@ impl Pass<'_> {
     }
 
     async fn load_positions(&self) -> Result<(Option<LeadChangesPos>, Option<TokenPos>)> {
-        let store = &self.eng.store;
+        let store = &self.pass.eng.store;
         let lc = match store.checkpoint(StreamId::LeadChanges).await? {
             Some(cp) => Some(checkpoint::decode::<LeadChangesPos>(&cp)?),
             None => None,
@@ -134,11 +168,11 @@ impl Pass<'_> {
     /// Fetches the current records of `ids` (≤`page_size` per call) into `page`. Ids Marketo no
     /// longer returns are left to the deleted-leads stream.
     async fn refetch(&mut self, ids: &[i64], page: &mut crate::engine::PageBuilder) -> Result<()> {
-        let fields = self.fields().await?;
-        let m = self.eng.marketo.as_ref();
-        let now = self.now();
-        for chunk in ids.chunks(self.eng.settings.page_size as usize) {
-            let records = self.marketo("leads by id", || m.leads_by_ids(chunk, &fields)).await?;
+        let fields = self.pass.fields().await?;
+        let m = self.pass.eng.marketo.as_ref();
+        let now = self.pass.now();
+        for chunk in ids.chunks(self.pass.eng.settings.page_size as usize) {
+            let records = self.pass.marketo("leads by id", || m.leads_by_ids(chunk, &fields)).await?;
             for r in records {
                 match r.0 {
                     Ok(lead) => page.push(Incoming::Lead(lead.qualify(now))),
@@ -150,16 +184,17 @@ impl Pass<'_> {
     }
 
     async fn lead_changes(&mut self, pos: &mut LeadChangesPos) -> Result<()> {
-        self.set_phase(Phase::LeadChanges);
-        let fields: Vec<String> = self.fields().await?.into_iter().filter(|f| f != "id" && f != "updatedAt").collect();
-        let m = self.eng.marketo.as_ref();
-        let pass_start = self.now();
+        self.pass.set_phase(Phase::LeadChanges);
+        let fields: Vec<String> =
+            self.pass.fields().await?.into_iter().filter(|f| f != "id" && f != "updatedAt").collect();
+        let m = self.pass.eng.marketo.as_ref();
+        let pass_start = self.pass.now();
         loop {
-            self.check_cancel()?;
+            self.pass.check_cancel()?;
             let token = pos.token.clone();
-            let page = self.marketo("lead changes", || m.lead_changes(&token, &fields)).await?;
+            let page = self.pass.marketo("lead changes", || m.lead_changes(&token, &fields)).await?;
             let ids = unique_lead_ids(&page.items);
-            let mut builder = self.page_for(&ids).await?;
+            let mut builder = self.pass.page_for(&ids).await?;
             self.refetch(&ids, &mut builder).await?;
             let done = !page.more || page.next_token.is_none();
             let mut next = pos.clone();
@@ -169,8 +204,8 @@ impl Pass<'_> {
             if done {
                 next.as_of = pass_start;
             }
-            let cp = checkpoint::encode(StreamId::LeadChanges, &next, self.now())?;
-            self.apply(builder, Some(cp)).await?;
+            let cp = checkpoint::encode(StreamId::LeadChanges, &next, self.pass.now())?;
+            self.pass.apply(builder, Some(cp)).await?;
             *pos = next;
             if done {
                 return Ok(());
@@ -179,15 +214,15 @@ impl Pass<'_> {
     }
 
     async fn deleted_leads(&mut self, pos: &mut TokenPos) -> Result<()> {
-        self.set_phase(Phase::DeletedLeads);
-        let m = self.eng.marketo.as_ref();
-        let pass_start = self.now();
+        self.pass.set_phase(Phase::DeletedLeads);
+        let m = self.pass.eng.marketo.as_ref();
+        let pass_start = self.pass.now();
         loop {
-            self.check_cancel()?;
+            self.pass.check_cancel()?;
             let token = pos.token.clone();
-            let page = self.marketo("deleted leads", || m.deleted_leads(&token)).await?;
+            let page = self.pass.marketo("deleted leads", || m.deleted_leads(&token)).await?;
             let ids = unique_lead_ids(&page.items);
-            let mut builder = self.page_for(&ids).await?;
+            let mut builder = self.pass.page_for(&ids).await?;
             for id in ids {
                 builder.push(Incoming::Deleted { marketo_id: id });
             }
@@ -199,8 +234,8 @@ impl Pass<'_> {
             if done {
                 next.as_of = pass_start;
             }
-            let cp = checkpoint::encode(StreamId::DeletedLeads, &next, self.now())?;
-            self.apply(builder, Some(cp)).await?;
+            let cp = checkpoint::encode(StreamId::DeletedLeads, &next, self.pass.now())?;
+            self.pass.apply(builder, Some(cp)).await?;
             *pos = next;
             if done {
                 return Ok(());
@@ -209,12 +244,12 @@ impl Pass<'_> {
     }
 
     async fn merges(&mut self, pos: &mut LeadChangesPos) -> Result<()> {
-        self.set_phase(Phase::Merges);
-        let m = self.eng.marketo.as_ref();
+        self.pass.set_phase(Phase::Merges);
+        let m = self.pass.eng.marketo.as_ref();
         loop {
-            self.check_cancel()?;
+            self.pass.check_cancel()?;
             let token = pos.merges_token.clone();
-            let page = self.marketo("merges", || m.activities(&token, &[MERGE_LEADS], &[])).await?;
+            let page = self.pass.marketo("merges", || m.activities(&token, &[MERGE_LEADS], &[])).await?;
             let mut pairs = Vec::new();
             let mut winners = Vec::new();
             for a in &page.items {
@@ -230,7 +265,7 @@ impl Pass<'_> {
             }
             let mut ids: Vec<i64> = pairs.iter().map(|(l, _)| *l).collect();
             ids.extend(&winners);
-            let mut builder = self.page_for(&ids).await?;
+            let mut builder = self.pass.page_for(&ids).await?;
             for (loser, winner) in pairs {
                 builder.push(Incoming::Merged { marketo_id: loser, winner });
             }
@@ -240,8 +275,8 @@ impl Pass<'_> {
             if let Some(t) = page.next_token {
                 next.merges_token = t;
             }
-            let cp = checkpoint::encode(StreamId::LeadChanges, &next, self.now())?;
-            self.apply(builder, Some(cp)).await?;
+            let cp = checkpoint::encode(StreamId::LeadChanges, &next, self.pass.now())?;
+            self.pass.apply(builder, Some(cp)).await?;
             *pos = next;
             if done {
                 return Ok(());

@@ -57,10 +57,12 @@ use salesync_core::ports::store::StreamId;
 use salesync_core::{MarketoLead, RecordError};
 use std::collections::{HashSet, VecDeque};
 
-use crate::checkpoint::{self, BulkPos, InitialState, InitialStatus, LeadChangesPos, TokenPos};
+use crate::checkpoint::{self, BulkPos, InitialState, InitialStatus};
 use crate::csv_stream::{RowError, lead_from_row};
 use crate::engine::Pass;
 use crate::events::Phase;
+use crate::incremental::Incremental;
+use crate::opportunity::OpportunityFill;
 use crate::report::{BulkQuotaAction, InitialPath};
 use crate::settings::{BulkQuotaPolicy, InitialMode};
 use crate::{Error, Result};
@@ -107,125 +109,118 @@ enum ExportWait {
     Failed(String),
 }
 
-/// How many minutes before the initial sync's start (host clock) the incremental streams begin,
-/// so a host clock running ahead of Marketo's loses no change.
-pub(crate) const CLOCK_SKEW_MARGIN_MINUTES: i64 = 15;
+/// The initial sync (and the reconciling resync) of one pass.
+pub(crate) struct InitialSync<'p, 'a> {
+    pass: &'p mut Pass<'a>,
+}
 
-impl Pass<'_> {
+impl<'p, 'a> InitialSync<'p, 'a> {
+    pub(crate) fn new(pass: &'p mut Pass<'a>) -> Self {
+        Self { pass }
+    }
+}
+
+impl<'a> InitialSync<'_, 'a> {
     /// Runs or resumes (`resumed`) the initial sync described by `state`, fills the
     /// opportunities it deferred, then positions the incremental streams at its start time and
     /// marks it done.
     pub(crate) async fn run_initial(&mut self, mut state: InitialState, resumed: bool) -> Result<InitialState> {
         if state.reconcile {
-            self.report.reconciled = true;
+            self.pass.report.reconciled = true;
         }
-        if self.eng.settings.opportunity_lookup {
+        if self.pass.eng.settings.opportunity_lookup {
             // The org-wide opportunity read runs beside the pull, on this task.
             let (deferral, preload) = crate::opportunity::Deferral::new();
-            self.deferral = Some(deferral);
-            let mut side = Pass::new(self.eng, self.cancel);
+            self.pass.deferral = Some(deferral);
+            let mut side = Pass::new(self.pass.eng, self.pass.cancel);
             let (pulled, preloaded) = {
                 let pull = async {
                     let r = self.pull_initial(&mut state).await;
-                    if let Some(d) = self.deferral.as_mut() {
+                    if let Some(d) = self.pass.deferral.as_mut() {
                         d.pull_done();
                     }
                     r
                 };
                 tokio::join!(pull, preload.run(&mut side))
             };
-            self.absorb(side.report);
-            let deferral = self.deferral.take();
+            self.pass.absorb(side.report);
+            let deferral = self.pass.deferral.take();
             pulled?;
             let links = match preloaded {
                 Some(Ok(())) => deferral.as_ref().and_then(|d| d.links()),
                 Some(Err(Error::Cancelled)) => return Err(Error::Cancelled),
                 Some(Err(e)) => {
-                    self.report.warnings.push(format!("reading the org's opportunity links failed, looking up: {e}"));
+                    self.pass
+                        .report
+                        .warnings
+                        .push(format!("reading the org's opportunity links failed, looking up: {e}"));
                     None
                 }
                 None => None,
             };
-            self.set_phase(Phase::Opportunities);
+            self.pass.set_phase(Phase::Opportunities);
             if let Some(d) = deferral {
-                self.fill_deferred(d.into_waiting(), links.clone()).await?;
+                OpportunityFill::new(self.pass).fill_deferred(d.into_waiting(), links.clone()).await?;
             }
             if resumed {
                 // People an interrupted run wrote unresolved are not in this run's list.
-                self.fill_unresolved(links.as_deref()).await?;
+                OpportunityFill::new(self.pass).fill_unresolved(links.as_deref()).await?;
             }
         } else {
             self.pull_initial(&mut state).await?;
         }
         if let Some(a) = state.bulk_quota_action {
-            self.report.bulk_quota_action = Some(a);
+            self.pass.report.bulk_quota_action = Some(a);
         }
-        self.position_streams(state.started_at).await?;
+        Incremental::new(self.pass).position_streams(state.started_at).await?;
         state.status = InitialStatus::Done;
-        self.put(StreamId::InitialSync, &state).await?;
+        self.pass.put(StreamId::InitialSync, &state).await?;
         Ok(state)
     }
 
     /// The initial pull itself: bulk (falling back to REST) or REST.
     async fn pull_initial(&mut self, state: &mut InitialState) -> Result<()> {
         if state.path == InitialPath::Bulk && !state.reconcile {
-            self.report.initial_path = Some(InitialPath::Bulk);
-            self.set_phase(Phase::Initial(InitialPath::Bulk));
+            self.pass.report.initial_path = Some(InitialPath::Bulk);
+            self.pass.set_phase(Phase::Initial(InitialPath::Bulk));
             if let BulkOutcome::UseRest = self.initial_bulk(state).await? {
                 state.path = InitialPath::Rest;
-                self.put(StreamId::InitialSync, &*state).await?;
+                self.pass.put(StreamId::InitialSync, &*state).await?;
             }
         }
         if state.path == InitialPath::Rest {
-            self.report.initial_path = Some(InitialPath::Rest);
-            self.set_phase(if state.reconcile { Phase::Reconcile } else { Phase::Initial(InitialPath::Rest) });
+            self.pass.report.initial_path = Some(InitialPath::Rest);
+            self.pass.set_phase(if state.reconcile { Phase::Reconcile } else { Phase::Initial(InitialPath::Rest) });
             self.initial_rest(state).await?;
         }
         Ok(())
     }
 
-    /// Writes the lead-changes and deleted-leads positions as of `since`.
-    pub(crate) async fn position_streams(&mut self, since: DateTime<Utc>) -> Result<()> {
-        let m = self.eng.marketo.as_ref();
-        // `since` is the host's clock; Marketo dates activities by its own. A host clock ahead
-        // of Marketo's would skip the changes in between, so the token starts a margin earlier
-        // (reading a few minutes of activities twice only yields unchanged decisions).
-        let from = since - chrono::Duration::minutes(CLOCK_SKEW_MARGIN_MINUTES);
-        let token = self.marketo("paging token", || m.paging_token(from)).await?;
-        self.put(
-            StreamId::LeadChanges,
-            &LeadChangesPos { token: token.clone(), merges_token: token.clone(), as_of: since },
-        )
-        .await?;
-        self.put(StreamId::DeletedLeads, &TokenPos { token, as_of: since }).await?;
-        Ok(())
-    }
-
     async fn initial_rest(&mut self, st: &mut InitialState) -> Result<()> {
-        let fields = self.fields().await?;
-        let chunk = i64::from(self.eng.settings.page_size);
+        let fields = self.pass.fields().await?;
+        let chunk = i64::from(self.pass.eng.settings.page_size);
         if st.rest.probed_max.is_none() && !st.rest.complete {
             let probed = match self.probe_max_id(st.started_at).await {
                 Ok(max) => max,
                 Err(Error::Cancelled) => return Err(Error::Cancelled),
                 Err(e) => {
-                    self.report.warnings.push(format!("new-lead probe failed, sweeping by gap only: {e}"));
+                    self.pass.report.warnings.push(format!("new-lead probe failed, sweeping by gap only: {e}"));
                     0
                 }
             };
             st.rest.probed_max = Some(probed);
         }
-        let hint = st.rest.probed_max.unwrap_or(0).max(self.eng.settings.rest_max_marketo_id.unwrap_or(0));
-        let depth = self.eng.settings.rest_reads_in_flight.clamp(1, MAX_REST_READS_IN_FLIGHT) as usize;
-        let stop = self.eng.settings.rest_empty_chunks_to_stop;
-        let (eng, cancel) = (self.eng, self.cancel);
+        let hint = st.rest.probed_max.unwrap_or(0).max(self.pass.eng.settings.rest_max_marketo_id.unwrap_or(0));
+        let depth = self.pass.eng.settings.rest_reads_in_flight.clamp(1, MAX_REST_READS_IN_FLIGHT) as usize;
+        let stop = self.pass.eng.settings.rest_empty_chunks_to_stop;
+        let (eng, cancel) = (self.pass.eng, self.pass.cancel);
         // Each chunk is read on a pass of its own so several are in flight while this loop
         // applies them, strictly in id order, each with its checkpoint.
         let read = |start: i64| {
             let fields = fields.clone();
             async move {
                 let mut own = Pass::new(eng, cancel);
-                let records = own.id_chunk("leads by id range", start, chunk, &fields).await;
+                let records = InitialSync::new(&mut own).id_chunk("leads by id range", start, chunk, &fields).await;
                 (records, own.report)
             }
         };
@@ -233,7 +228,7 @@ impl Pass<'_> {
         let mut starts: VecDeque<i64> = VecDeque::new();
         let mut planned = st.rest.next_id;
         while !st.rest.complete {
-            self.check_cancel()?;
+            self.pass.check_cancel()?;
             // Past the hint, only as many chunks as could still be needed to stop are read ahead.
             while starts.len() < depth {
                 let beyond = starts.iter().filter(|s| **s > hint).count() as u32;
@@ -246,30 +241,31 @@ impl Pass<'_> {
             }
             let Some((records, own)) = reads.next().await else { break };
             let start = starts.pop_front().unwrap_or(st.rest.next_id);
-            self.absorb(own);
+            self.pass.absorb(own);
             let records = records?;
             let end = start.saturating_add(chunk - 1);
             let seen: HashSet<i64> = records.iter().filter_map(record_id).collect();
             let anonymous_error = records.iter().any(|r| record_id(r).is_none());
             let mut in_range: Vec<_> = self
+                .pass
                 .eng
                 .store
-                .list_people(Some(start - 1), self.eng.settings.page_size)
+                .list_people(Some(start - 1), self.pass.eng.settings.page_size)
                 .await?
                 .into_iter()
                 .filter(|p| p.marketo_id <= end)
                 .collect();
             let outside: Vec<i64> = seen.iter().copied().filter(|id| *id < start || *id > end).collect();
             if !outside.is_empty() {
-                in_range.extend(self.eng.store.people_by_ids(&outside).await?);
+                in_range.extend(self.pass.eng.store.people_by_ids(&outside).await?);
             }
             let vanished: Vec<i64> = if anonymous_error {
                 Vec::new()
             } else {
                 in_range.iter().map(|p| p.marketo_id).filter(|id| !seen.contains(id)).collect()
             };
-            let mut page = crate::engine::PageBuilder::new(in_range, self.now());
-            let now = self.now();
+            let mut page = crate::engine::PageBuilder::new(in_range, self.pass.now());
+            let now = self.pass.now();
             for r in records {
                 match r.0 {
                     Ok(lead) => page.push(Incoming::Lead(lead.qualify(now))),
@@ -287,8 +283,8 @@ impl Pass<'_> {
                 None => st.rest.empty_run += 1,
             }
             st.rest.next_id = end.saturating_add(1);
-            if st.rest.next_id > hint && st.rest.empty_run >= self.eng.settings.rest_empty_chunks_to_stop {
-                match self.eng.store.list_people(Some(end), 1).await?.first() {
+            if st.rest.next_id > hint && st.rest.empty_run >= self.pass.eng.settings.rest_empty_chunks_to_stop {
+                match self.pass.eng.store.list_people(Some(end), 1).await?.first() {
                     Some(p) => {
                         st.rest.next_id = p.marketo_id;
                         st.rest.empty_run = 0;
@@ -300,8 +296,8 @@ impl Pass<'_> {
                     None => st.rest.complete = true,
                 }
             }
-            let cp = checkpoint::encode(StreamId::InitialSync, &*st, self.now())?;
-            self.apply(page, Some(cp)).await?;
+            let cp = checkpoint::encode(StreamId::InitialSync, &*st, self.pass.now())?;
+            self.pass.apply(page, Some(cp)).await?;
         }
         Ok(())
     }
@@ -321,16 +317,16 @@ impl Pass<'_> {
             Ok(max) => max,
             Err(Error::Cancelled) => return Err(Error::Cancelled),
             Err(e) => {
-                self.report.warnings.push(format!("highest-id probe failed, using bulk: {e}"));
+                self.pass.report.warnings.push(format!("highest-id probe failed, using bulk: {e}"));
                 None
             }
         };
-        let chunk = u64::from(self.eng.settings.page_size.max(1));
+        let chunk = u64::from(self.pass.eng.settings.page_size.max(1));
         let (path, reason) = match max_id {
             Some(max) => {
                 // One call per chunk of ids, plus the empty chunks that end the sweep.
                 let rest_calls =
-                    (max.max(0) as u64).div_ceil(chunk) + u64::from(self.eng.settings.rest_empty_chunks_to_stop);
+                    (max.max(0) as u64).div_ceil(chunk) + u64::from(self.pass.eng.settings.rest_empty_chunks_to_stop);
                 let reason = format!(
                     "REST ≈ {rest_calls} calls (ids up to about {max}, {chunk} per call), bulk ≈ {bulk_calls} calls ({windows} windows of 31 days)"
                 );
@@ -344,7 +340,7 @@ impl Pass<'_> {
             ),
         };
         tracing::info!(?path, %reason, "initial sync path chosen");
-        self.report.initial_path_reason = Some(format!("{path:?}: {reason}"));
+        self.pass.report.initial_path_reason = Some(format!("{path:?}: {reason}"));
         let mut state = InitialState::new(path, until, false);
         match path {
             InitialPath::Bulk => state.bulk.origin = Some(origin),
@@ -359,7 +355,7 @@ impl Pass<'_> {
     /// higher). `None` when the ids reach past what `budget` REST calls could sweep, or no probe
     /// found a lead (REST is not known to be cheaper then).
     async fn probe_highest_id(&mut self, budget: u64) -> Result<Option<i64>> {
-        let chunk = i64::from(self.eng.settings.page_size.max(1));
+        let chunk = i64::from(self.pass.eng.settings.page_size.max(1));
         let limit = i64::try_from(budget.saturating_add(1)).unwrap_or(i64::MAX).saturating_mul(chunk);
         let mut hi_found: Option<i64> = None;
         // Chunks 0, 1, 3, 7, 15, … (doubling the ids covered).
@@ -406,12 +402,12 @@ impl Pass<'_> {
     /// Every record of the ids `start .. start + len` (all pages), with `fields`.
     async fn id_chunk(&mut self, what: &str, start: i64, len: i64, fields: &[String]) -> Result<Vec<LeadRecord>> {
         let values: Vec<String> = (start..start.saturating_add(len)).map(|i| i.to_string()).collect();
-        let m = self.eng.marketo.as_ref();
+        let m = self.pass.eng.marketo.as_ref();
         let mut records = Vec::new();
         let mut token: Option<String> = None;
         loop {
             let t = token.clone();
-            let page = self.marketo(what, || m.leads_by_filter("id", &values, fields, t.clone())).await?;
+            let page = self.pass.marketo(what, || m.leads_by_filter("id", &values, fields, t.clone())).await?;
             records.extend(page.items);
             match page.next_token {
                 Some(next) if page.more => token = Some(next),
@@ -423,14 +419,14 @@ impl Pass<'_> {
 
     /// The highest lead id named by New Lead (12) activities of the probe window (0: none).
     async fn probe_max_id(&mut self, until: DateTime<Utc>) -> Result<i64> {
-        let Some(window) = self.eng.settings.rest_probe_window else { return Ok(0) };
+        let Some(window) = self.pass.eng.settings.rest_probe_window else { return Ok(0) };
         let since = until - chrono::Duration::from_std(window).unwrap_or(chrono::Duration::days(7));
-        let m = self.eng.marketo.as_ref();
-        let mut token = self.marketo("paging token", || m.paging_token(since)).await?;
+        let m = self.pass.eng.marketo.as_ref();
+        let mut token = self.pass.marketo("paging token", || m.paging_token(since)).await?;
         let mut max = 0;
         for _ in 0..MAX_PROBE_PAGES {
             let t = token.clone();
-            let page = self.marketo("new leads probe", || m.activities(&t, &[NEW_LEAD], &[])).await?;
+            let page = self.pass.marketo("new leads probe", || m.activities(&t, &[NEW_LEAD], &[])).await?;
             max = page.items.iter().map(|a| a.lead_id).fold(max, i64::max);
             match page.next_token {
                 Some(next) if page.more => token = next,
@@ -452,16 +448,20 @@ impl Pass<'_> {
     /// Where window 0 starts: the oldest lead's `createdAt` day minus `probe_slack` (when
     /// `probe_oldest` and the probe finds one), never before `oldest_created_at`.
     pub(crate) async fn bulk_origin(&mut self) -> Result<DateTime<Utc>> {
-        let floor = self.eng.settings.oldest_created_at;
-        let slack = chrono::Duration::from_std(self.eng.settings.probe_slack).unwrap_or(chrono::Duration::days(31));
-        if !self.eng.settings.probe_oldest {
+        let floor = self.pass.eng.settings.oldest_created_at;
+        let slack =
+            chrono::Duration::from_std(self.pass.eng.settings.probe_slack).unwrap_or(chrono::Duration::days(31));
+        if !self.pass.eng.settings.probe_oldest {
             return Ok(floor);
         }
         let oldest = match self.probe_oldest().await {
             Ok(t) => t,
             Err(Error::Cancelled) => return Err(Error::Cancelled),
             Err(e) => {
-                self.report.warnings.push(format!("oldest-lead probe failed, windows start at oldest_created_at: {e}"));
+                self.pass
+                    .report
+                    .warnings
+                    .push(format!("oldest-lead probe failed, windows start at oldest_created_at: {e}"));
                 None
             }
         };
@@ -476,10 +476,10 @@ impl Pass<'_> {
     /// The earliest `createdAt` among the leads of the first non-empty chunk of ids from 1 (ids
     /// grow with creation), reading at most `MAX_OLDEST_PROBE_CHUNKS` chunks.
     async fn probe_oldest(&mut self) -> Result<Option<DateTime<Utc>>> {
-        let chunk = i64::from(self.eng.settings.page_size);
+        let chunk = i64::from(self.pass.eng.settings.page_size);
         let fields = vec![LeadField::MarketoId.rest_name().to_string(), LeadField::CreatedAt.rest_name().to_string()];
         for n in 0..MAX_OLDEST_PROBE_CHUNKS {
-            self.check_cancel()?;
+            self.pass.check_cancel()?;
             let records = self.id_chunk("oldest lead probe", 1 + n * chunk, chunk, &fields).await?;
             let found = records.iter().any(|r| record_id(r).is_some());
             let oldest = records.iter().filter_map(|r| r.0.as_ref().ok().and_then(|l| l.created_at)).min();
@@ -491,25 +491,25 @@ impl Pass<'_> {
     }
 
     async fn initial_bulk(&mut self, st: &mut InitialState) -> Result<BulkOutcome> {
-        let fields = self.fields().await?;
+        let fields = self.pass.fields().await?;
         let origin = match st.bulk.origin {
             Some(o) => o,
             None if st.bulk.window == 0 && st.bulk.export_id.is_none() && st.bulk.ahead.is_empty() => {
                 let o = self.bulk_origin().await?;
                 st.bulk.origin = Some(o);
-                self.put(StreamId::InitialSync, &*st).await?;
+                self.pass.put(StreamId::InitialSync, &*st).await?;
                 o
             }
             // A checkpoint from before the probe: keep its windows.
-            None => self.eng.settings.oldest_created_at,
+            None => self.pass.eng.settings.oldest_created_at,
         };
         let until = st.started_at;
-        let in_flight_max = self.eng.settings.bulk_jobs_ahead.clamp(1, MAX_QUEUED_JOBS) as usize;
+        let in_flight_max = self.pass.eng.settings.bulk_jobs_ahead.clamp(1, MAX_QUEUED_JOBS) as usize;
         // Set when the export quota refuses a job ahead: only the current window's jobs are
         // created from then on (the quota policy applies to those).
         let mut no_quota = false;
         loop {
-            self.check_cancel()?;
+            self.pass.check_cancel()?;
             let mut queue_full = false;
             if Self::window(origin, st.bulk.window, until).is_none() {
                 return Ok(BulkOutcome::Done);
@@ -532,7 +532,7 @@ impl Pass<'_> {
                 st.bulk.rows_applied = 0;
                 st.bulk.offset = 0;
                 st.bulk.header.clear();
-                self.put(StreamId::InitialSync, &*st).await?;
+                self.pass.put(StreamId::InitialSync, &*st).await?;
             }
             // Create and enqueue later windows while Marketo works on this one.
             while !no_quota && !queue_full && 1 + st.bulk.ahead.len() < in_flight_max {
@@ -541,7 +541,7 @@ impl Pass<'_> {
                 match self.start_export(st, &fields, start, end, false).await? {
                     Created::Job(id) => {
                         st.bulk.ahead.push(id);
-                        self.put(StreamId::InitialSync, &*st).await?;
+                        self.pass.put(StreamId::InitialSync, &*st).await?;
                     }
                     Created::Busy | Created::UseRest => queue_full = true,
                     Created::NoQuota => no_quota = true,
@@ -563,7 +563,7 @@ impl Pass<'_> {
                         ahead: std::mem::take(&mut st.bulk.ahead),
                         ..BulkPos::default()
                     };
-                    self.put(StreamId::InitialSync, &*st).await?;
+                    self.pass.put(StreamId::InitialSync, &*st).await?;
                     continue;
                 }
             }
@@ -573,9 +573,9 @@ impl Pass<'_> {
 
     /// Best-effort cancel of the jobs created ahead (the bulk path is being abandoned).
     async fn cancel_ahead(&mut self, st: &mut InitialState) {
-        let m = self.eng.marketo.as_ref();
+        let m = self.pass.eng.marketo.as_ref();
         for id in std::mem::take(&mut st.bulk.ahead) {
-            if let Err(e) = self.marketo_no_wait("cancel lead export", || m.cancel_lead_export(&id)).await {
+            if let Err(e) = self.pass.marketo_no_wait("cancel lead export", || m.cancel_lead_export(&id)).await {
                 tracing::debug!(export_id = %id, error = %e, "could not cancel a bulk export created ahead");
             }
         }
@@ -592,49 +592,52 @@ impl Pass<'_> {
         end: DateTime<Utc>,
         current: bool,
     ) -> Result<Created> {
-        let m = self.eng.marketo.as_ref();
+        let m = self.pass.eng.marketo.as_ref();
         let start = trunc_secs(start);
         let end = trunc_secs(end);
         loop {
             let filter = ExportFilter::CreatedAt { start, end };
-            match self.marketo_no_wait("start lead export", || m.start_lead_export(fields, filter.clone())).await {
+            match self.pass.marketo_no_wait("start lead export", || m.start_lead_export(fields, filter.clone())).await {
                 Ok(job) => return Ok(Created::Job(job.id)),
                 Err(Error::Port(salesync_core::Error::RateLimited { retry_after, .. })) => {
                     if !current {
                         return Ok(Created::Busy);
                     }
-                    let delay = retry_after.unwrap_or(self.eng.settings.export_poll);
-                    self.backoff("bulk export queue is full".into(), delay).await?;
+                    let delay = retry_after.unwrap_or(self.pass.eng.settings.export_poll);
+                    self.pass.backoff("bulk export queue is full".into(), delay).await?;
                 }
                 Err(Error::Port(
                     e @ (salesync_core::Error::Rejected { .. } | salesync_core::Error::AccessDenied { .. }),
-                )) if self.eng.settings.initial_mode == InitialMode::Auto => {
+                )) if self.pass.eng.settings.initial_mode == InitialMode::Auto => {
                     if !current {
                         return Ok(Created::Busy);
                     }
                     tracing::info!(error = %e, "bulk export unavailable; initial sync continues via REST");
-                    self.report.warnings.push(format!("bulk export unavailable, using REST: {e}"));
+                    self.pass.report.warnings.push(format!("bulk export unavailable, using REST: {e}"));
                     return Ok(Created::UseRest);
                 }
                 Err(Error::Port(salesync_core::Error::QuotaExhausted { .. })) if !current => {
                     return Ok(Created::NoQuota);
                 }
                 Err(Error::Port(salesync_core::Error::QuotaExhausted { resets_at, detail, .. })) => {
-                    match self.eng.settings.bulk_quota {
+                    match self.pass.eng.settings.bulk_quota {
                         BulkQuotaPolicy::FallBackToRest => {
                             st.bulk_quota_action = Some(BulkQuotaAction::FellBackToRest);
-                            self.report.bulk_quota_action = Some(BulkQuotaAction::FellBackToRest);
-                            self.report.warnings.push(format!("bulk export quota exhausted, using REST: {detail}"));
+                            self.pass.report.bulk_quota_action = Some(BulkQuotaAction::FellBackToRest);
+                            self.pass
+                                .report
+                                .warnings
+                                .push(format!("bulk export quota exhausted, using REST: {detail}"));
                             return Ok(Created::UseRest);
                         }
                         BulkQuotaPolicy::Wait { retry_after } => {
                             let delay = resets_at
-                                .and_then(|t| (t - self.now()).to_std().ok())
+                                .and_then(|t| (t - self.pass.now()).to_std().ok())
                                 .filter(|d| !d.is_zero())
                                 .unwrap_or(retry_after);
                             st.bulk_quota_action = Some(BulkQuotaAction::Waited);
-                            self.report.bulk_quota_action = Some(BulkQuotaAction::Waited);
-                            self.backoff(format!("bulk export quota exhausted: {detail}"), delay).await?;
+                            self.pass.report.bulk_quota_action = Some(BulkQuotaAction::Waited);
+                            self.pass.backoff(format!("bulk export quota exhausted: {detail}"), delay).await?;
                         }
                     }
                 }
@@ -644,10 +647,10 @@ impl Pass<'_> {
     }
 
     async fn wait_export(&mut self, export_id: &str) -> Result<ExportWait> {
-        let m = self.eng.marketo.as_ref();
-        let mut delay = self.eng.settings.export_poll;
+        let m = self.pass.eng.marketo.as_ref();
+        let mut delay = self.pass.eng.settings.export_poll;
         loop {
-            let job = match self.marketo("export status", || m.lead_export_status(export_id)).await {
+            let job = match self.pass.marketo("export status", || m.lead_export_status(export_id)).await {
                 Ok(job) => job,
                 Err(Error::Port(salesync_core::Error::NotFound { .. })) => {
                     return Ok(ExportWait::Failed("export job not found (expired?)".into()));
@@ -660,8 +663,8 @@ impl Pass<'_> {
                     return Ok(ExportWait::Failed(job.error.unwrap_or_else(|| format!("{:?}", job.state))));
                 }
                 ExportState::Created | ExportState::Queued | ExportState::Processing => {
-                    self.backoff(format!("bulk export {export_id} is {:?}", job.state), delay).await?;
-                    delay = delay.saturating_mul(2).min(self.eng.settings.export_poll_max);
+                    self.pass.backoff(format!("bulk export {export_id} is {:?}", job.state), delay).await?;
+                    delay = delay.saturating_mul(2).min(self.pass.eng.settings.export_poll_max);
                 }
             }
         }
@@ -673,16 +676,16 @@ impl Pass<'_> {
             st.bulk.rows_applied = 0;
         }
         let offset = st.bulk.offset;
-        let m = self.eng.marketo.as_ref();
-        let stream = self.marketo("export file", || m.lead_export_file(export_id, offset)).await?;
-        let mut rows = self.eng.settings.export_parser.rows(stream, offset);
-        let page_size = self.eng.settings.page_size as usize;
+        let m = self.pass.eng.marketo.as_ref();
+        let stream = self.pass.marketo("export file", || m.lead_export_file(export_id, offset)).await?;
+        let mut rows = self.pass.eng.settings.export_parser.rows(stream, offset);
+        let page_size = self.pass.eng.settings.page_size as usize;
         let mut batch: Vec<Result<MarketoLead, RecordError>> = Vec::new();
         let mut header = st.bulk.header.clone();
         loop {
             let next = tokio::select! {
                 biased;
-                _ = self.cancel.cancelled() => return Err(Error::Cancelled),
+                _ = self.pass.cancel.cancelled() => return Err(Error::Cancelled),
                 r = rows.next() => r.transpose(),
             };
             let row = match next {
@@ -705,7 +708,7 @@ impl Pass<'_> {
                         pos.offset = row.end_offset;
                         pos.header = header.clone();
                         self.apply_rows(st, std::mem::take(&mut batch), pos).await?;
-                        self.check_cancel()?;
+                        self.pass.check_cancel()?;
                     }
                 }
                 None => {
@@ -733,8 +736,8 @@ impl Pass<'_> {
         pos: BulkPos,
     ) -> Result<()> {
         let ids: Vec<i64> = rows.iter().filter_map(|r| r.as_ref().ok().map(|l| l.id)).collect();
-        let mut page = self.page_for(&ids).await?;
-        let now = self.now();
+        let mut page = self.pass.page_for(&ids).await?;
+        let now = self.pass.now();
         for r in rows {
             match r {
                 Ok(lead) => page.push(Incoming::Lead(lead.qualify(now))),
@@ -743,8 +746,8 @@ impl Pass<'_> {
         }
         let mut next = st.clone();
         next.bulk = pos;
-        let cp = checkpoint::encode(StreamId::InitialSync, &next, self.now())?;
-        self.apply(page, Some(cp)).await?;
+        let cp = checkpoint::encode(StreamId::InitialSync, &next, self.pass.now())?;
+        self.pass.apply(page, Some(cp)).await?;
         *st = next;
         Ok(())
     }

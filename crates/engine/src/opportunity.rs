@@ -149,7 +149,18 @@ impl PageBuilder {
     }
 }
 
-impl Pass<'_> {
+/// The opportunity fill of one pass.
+pub(crate) struct OpportunityFill<'p, 'a> {
+    pass: &'p mut Pass<'a>,
+}
+
+impl<'p, 'a> OpportunityFill<'p, 'a> {
+    pub(crate) fn new(pass: &'p mut Pass<'a>) -> Self {
+        Self { pass }
+    }
+}
+
+impl<'a> OpportunityFill<'_, 'a> {
     /// After a page was written: fills its unresolved people now (incremental passes), or
     /// remembers them for the initial sync's deferred fill.
     pub(crate) async fn after_write(&mut self, mut written: Vec<Person>) -> Result<()> {
@@ -157,7 +168,7 @@ impl Pass<'_> {
         if written.is_empty() {
             return Ok(());
         }
-        match self.deferral.as_mut() {
+        match self.pass.deferral.as_mut() {
             Some(d) => {
                 d.defer(written.iter().map(|p| p.marketo_id));
                 Ok(())
@@ -174,8 +185,9 @@ impl Pass<'_> {
         links: Option<Arc<OpportunityLinks>>,
     ) -> Result<()> {
         for ids in waiting.chunks(FILL_PAGE) {
-            self.check_cancel()?;
+            self.pass.check_cancel()?;
             let people: Vec<Person> = self
+                .pass
                 .eng
                 .store
                 .people_by_ids(ids)
@@ -194,8 +206,8 @@ impl Pass<'_> {
     pub(crate) async fn fill_unresolved(&mut self, links: Option<&OpportunityLinks>) -> Result<()> {
         let mut after = None;
         loop {
-            self.check_cancel()?;
-            let people = self.eng.store.list_people(after, FILL_PAGE as u32).await?;
+            self.pass.check_cancel()?;
+            let people = self.pass.eng.store.list_people(after, FILL_PAGE as u32).await?;
             let Some(last) = people.last() else { break };
             after = Some(last.marketo_id);
             let need: Vec<Person> = people.into_iter().filter(|p| p.salesforce_opportunity.needs_lookup()).collect();
@@ -220,20 +232,20 @@ impl Pass<'_> {
         if resolved.is_empty() {
             return Ok(());
         }
-        let now = self.now();
+        let now = self.pass.now();
         let mut page = PageBuilder::new(Vec::new(), now);
         for (mut person, opp) in resolved {
             person.salesforce_opportunity = OpportunityRef::Salesforce(opp);
             person.mirror_updated_at = now;
             page.push_decision(Decision::Update { person, changed: vec![LeadField::SalesforceOpportunityId] });
         }
-        self.commit(page, None, ApplyKind::OpportunityFill).await?;
+        self.pass.commit(page, None, ApplyKind::OpportunityFill).await?;
         Ok(())
     }
 
     /// Looks the opportunities up in batches of 200 ids.
     async fn look_up(&mut self, people: Vec<Person>) -> Result<Vec<(Person, Option<SalesforceId>)>> {
-        let s = self.eng.salesforce.as_ref();
+        let s = self.pass.eng.salesforce.as_ref();
         let mut contacts: Vec<(SalesforceId, Person)> = Vec::new();
         let mut leads: Vec<(SalesforceId, Person)> = Vec::new();
         for p in people {
@@ -246,7 +258,7 @@ impl Pass<'_> {
         let mut resolved: Vec<(Person, Option<SalesforceId>)> = Vec::new();
         for chunk in contacts.chunks(SALESFORCE_BATCH) {
             let ids: Vec<SalesforceId> = chunk.iter().map(|(id, _)| id.clone()).collect();
-            match self.salesforce("opportunities for contacts", || s.opportunities_for_contacts(&ids)).await {
+            match self.pass.salesforce("opportunities for contacts", || s.opportunities_for_contacts(&ids)).await {
                 Ok(found) => {
                     let found: HashMap<SalesforceId, Option<SalesforceId>> = found.into_iter().collect();
                     for (id, p) in chunk {
@@ -257,6 +269,7 @@ impl Pass<'_> {
                 }
                 Err(Error::Cancelled) => return Err(Error::Cancelled),
                 Err(e) => self
+                    .pass
                     .report
                     .warnings
                     .push(format!("opportunity lookup for contacts failed (resolve_opportunities retries): {e}")),
@@ -264,7 +277,7 @@ impl Pass<'_> {
         }
         for chunk in leads.chunks(SALESFORCE_BATCH) {
             let ids: Vec<SalesforceId> = chunk.iter().map(|(id, _)| id.clone()).collect();
-            match self.salesforce("lead conversions", || s.lead_conversions(&ids)).await {
+            match self.pass.salesforce("lead conversions", || s.lead_conversions(&ids)).await {
                 Ok(found) => {
                     let found: HashMap<SalesforceId, Option<SalesforceId>> = found
                         .into_iter()
@@ -278,6 +291,7 @@ impl Pass<'_> {
                 }
                 Err(Error::Cancelled) => return Err(Error::Cancelled),
                 Err(e) => self
+                    .pass
                     .report
                     .warnings
                     .push(format!("lead conversion lookup failed (resolve_opportunities retries): {e}")),

@@ -569,7 +569,7 @@ async fn rest_initial_sync_qualifies_reports_bad_records_and_positions_streams()
     assert_eq!(store.state().bound.as_deref(), Some("123-ABC-456"));
     // streams positioned at the initial sync's start
     // (a margin earlier, for a host clock ahead of Marketo's)
-    let from = t0() - chrono::Duration::minutes(crate::initial::CLOCK_SKEW_MARGIN_MINUTES);
+    let from = t0() - chrono::Duration::minutes(crate::incremental::CLOCK_SKEW_MARGIN_MINUTES);
     assert_eq!(world.lock().unwrap().paging_token_since, vec![t0() - chrono::Duration::days(7), from]);
     let lc = store.position(StreamId::LeadChanges).unwrap();
     assert_eq!(lc["token"], json!(format!("tok@{}", from.timestamp())));
