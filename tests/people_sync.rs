@@ -273,3 +273,101 @@ async fn rest_sweep_reads_several_chunks_at_once() {
     let sweep_calls = world.marketo.call_log().iter().filter(|c| c.path.ends_with("/leads.json")).count();
     assert!((chunks..=chunks + 3).contains(&sweep_calls), "{sweep_calls} lead reads for {chunks} chunks");
 }
+
+/// Opportunity changes made in Salesforce only (Marketo never hears of them) reach the mirror at
+/// the next pass: a new open opportunity on contacts that had none, leads converted with an
+/// opportunity, a contact role deleted, the only open opportunity closed. A pass without changes
+/// costs a few Salesforce queries and writes nothing.
+async fn salesforce_only_changes(store: Arc<dyn Store>) {
+    let world = World::start(600, 23, false).await;
+    let eng = engine(&world, store.clone(), InitialMode::Rest);
+    eng.sync_once().await.unwrap();
+    let sf = &world.salesforce;
+    let qualified: Vec<_> = world.seed.people.iter().filter(|p| p.has_owner()).collect();
+    let contacts_without: Vec<_> =
+        qualified.iter().filter(|p| p.sf_contact_id.is_some() && p.sf_opportunity_id.is_none()).take(2).collect();
+    let contacts_with: Vec<_> = qualified.iter().filter(|p| p.sf_opportunity_id.is_some()).take(2).collect();
+    let leads: Vec<_> = qualified.iter().filter(|p| p.sf_lead_id.is_some()).take(2).collect();
+    assert!(contacts_without.len() == 2 && contacts_with.len() == 2 && leads.len() == 2, "seed too small");
+    let mut want: Vec<(i64, Option<String>)> = Vec::new();
+    for p in &contacts_without {
+        let opp = sf
+            .insert(
+                "Opportunity",
+                obj(json!({"Name": "New deal", "StageName": "Prospecting", "CloseDate": "2027-03-01"})),
+            )
+            .unwrap();
+        let contact = p.sf_contact_id.clone().unwrap();
+        sf.insert(
+            "OpportunityContactRole",
+            obj(json!({"OpportunityId": opp, "ContactId": contact, "IsPrimary": true})),
+        )
+        .unwrap();
+        want.push((p.marketo_id, Some(opp)));
+    }
+    for p in &leads {
+        let converted = sf.convert_lead(p.sf_lead_id.as_deref().unwrap(), None, None, true).unwrap();
+        assert!(converted.opportunity_id.is_some());
+        want.push((p.marketo_id, converted.opportunity_id));
+    }
+    // One contact loses its role; the other's only open opportunity is closed.
+    let contact = contacts_with[0].sf_contact_id.clone().unwrap();
+    let roles =
+        sf.query(&format!("SELECT Id FROM OpportunityContactRole WHERE ContactId = '{contact}'"), false).unwrap();
+    for r in roles {
+        sf.delete("OpportunityContactRole", r["Id"].as_str().unwrap()).unwrap();
+    }
+    want.push((contacts_with[0].marketo_id, None));
+    let opp = contacts_with[1].sf_opportunity_id.clone().unwrap();
+    sf.update("Opportunity", &opp, obj(json!({"StageName": "Closed Lost"}))).unwrap();
+    want.push((contacts_with[1].marketo_id, None));
+
+    let mut changes = eng.subscribe_changes();
+    let report = eng.sync_once().await.unwrap();
+    let m = mirror(store.as_ref()).await;
+    for (id, opp) in &want {
+        assert_eq!(m[id].salesforce_opportunity_id().map(|i| i.as_str().to_string()), *opp, "lead {id} ({report:?})");
+    }
+    let mut updated = Vec::new();
+    while let Ok(c) = changes.try_recv() {
+        if let salesync::engine::MirrorChange::Updated { id, .. } = c {
+            updated.push(id);
+        }
+    }
+    updated.sort_unstable();
+    let mut expected: Vec<i64> = want.iter().map(|(id, _)| *id).collect();
+    expected.sort_unstable();
+    assert_eq!(updated, expected, "one change per person, nobody else");
+
+    // Nothing changed since: a few queries, nothing written.
+    let before = world.salesforce.call_log().len();
+    let report = eng.sync_once().await.unwrap();
+    assert_eq!((report.updated, report.inserted), (0, 0), "{report:?}");
+    let sf_calls = world.salesforce.call_log().len() - before;
+    // Three change queries (roles, opportunities, converted leads); the changes above are still
+    // inside the five-minute overlap, so their people are read again (the closed opportunity's
+    // roles, the contacts' roles and opportunities, the leads' conversions) and found unchanged.
+    assert!(
+        sf_calls <= 7,
+        "{sf_calls} Salesforce calls for a pass without changes: {:?}",
+        &world.salesforce.call_log()[before..]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_salesforce_only_changes_reach_the_mirror() {
+    let (store, _dir) = sqlite().await;
+    salesforce_only_changes(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_salesforce_only_changes_reach_the_mirror() {
+    let schema = format!("e2e_{}", uuid::Uuid::new_v4().simple());
+    let store = salesync::store::PostgresStore::open_in_schema(&postgres_url(), &schema)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {} is needed: {e}", postgres_url()));
+    let pool = store.pool().clone();
+    let outcome = tokio::spawn(salesforce_only_changes(Arc::new(store))).await;
+    sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).execute(&pool).await.unwrap();
+    outcome.unwrap();
+}

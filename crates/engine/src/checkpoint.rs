@@ -16,6 +16,13 @@ pub(crate) enum InitialStatus {
     Done,
 }
 
+/// Position of the Salesforce opportunity stream: changes with a SystemModstamp after `since`
+/// (read with an overlap) are still to be applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SalesforcePos {
+    pub since: DateTime<Utc>,
+}
+
 /// Position of the REST id-range sweep.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct RestPos {

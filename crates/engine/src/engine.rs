@@ -22,6 +22,7 @@ use crate::events::{MirrorChange, Phase, SyncEvent};
 use crate::incremental::Incremental;
 use crate::initial::InitialSync;
 use crate::mirror_reader::MirrorReader;
+use crate::opportunity::OpportunityFill;
 use crate::report::{InitialPath, SyncReport};
 use crate::settings::{EngineSettings, InitialMode};
 use crate::{Error, Result};
@@ -289,7 +290,7 @@ impl SyncEngine {
         let cancel = CancellationToken::new();
         let mut pass = Pass::new(&self.inner, &cancel);
         pass.set_phase(Phase::Opportunities);
-        crate::opportunity::OpportunityFill::new(&mut pass).fill_unresolved(None).await?;
+        OpportunityFill::new(&mut pass).fill_unresolved(None).await?;
         pass.report.duration = started.elapsed();
         pass.report.rate_budget = self.inner.marketo.rate_budget();
         pass.set_phase(Phase::Idle);
@@ -717,7 +718,7 @@ impl<'a> Pass<'a> {
             page.join_opportunities(&links);
         }
         let (counts, written) = self.commit(page, checkpoint, ApplyKind::Sync).await?;
-        crate::opportunity::OpportunityFill::new(self).after_write(written).await?;
+        OpportunityFill::new(self).after_write(written).await?;
         Ok(counts)
     }
 
@@ -824,10 +825,23 @@ impl<'a> Pass<'a> {
                 InitialSync::new(self).run_initial(s, false).await?
             }
         };
+        let mut state = state;
         if Incremental::new(self).run(&state).await? == crate::incremental::Flow::Reconcile {
-            let state = self.reconcile().await?;
+            state = self.reconcile().await?;
             if Incremental::new(self).run(&state).await? == crate::incremental::Flow::Reconcile {
                 self.report.warnings.push("incremental position still too old after a reconciling resync".into());
+            }
+        }
+        let settings = &self.eng.settings;
+        if settings.opportunity_lookup && settings.streams.salesforce_opportunities {
+            // Salesforce trouble pauses this stream only: the Marketo streams above are done.
+            match OpportunityFill::new(self).follow_salesforce(state.started_at).await {
+                Ok(()) => {}
+                Err(e @ (Error::Cancelled | Error::NotLeader { .. })) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, "Salesforce opportunity stream paused until the next pass");
+                    self.report.warnings.push(format!("Salesforce opportunity stream paused: {e}"));
+                }
             }
         }
         Ok(())

@@ -15,6 +15,13 @@
 //! - **Incremental passes and repairs** look up the people of each applied page in batches of
 //!   200 ids.
 //!
+//! - **Salesforce changes** that Marketo never reports (a contact role created, changed or
+//!   deleted; an opportunity closed, reopened or re-dated; a lead converted in Salesforce first)
+//!   are followed by their own stream after the Marketo streams of every pass (checkpoint
+//!   `SalesforceOpportunities`, a SystemModstamp mark read with a five-minute overlap): the
+//!   people it names are looked up again with the same rule and written when their opportunity
+//!   differs. Salesforce failing pauses only this stream, until the next pass.
+//!
 //! Until it is filled, a person's link stays `Unresolved` in the mirror (never shown as "no
 //! opportunity"). A failed lookup is a warning; the people stay unresolved and
 //! `SyncEngine::resolve_opportunities` (or a resumed initial sync) fills them later.
@@ -30,9 +37,17 @@ use salesync_core::ports::salesforce::OpportunityLinks;
 use salesync_core::{OpportunityRef, Person, SalesforceId, SalesforceType};
 use tokio::sync::mpsc;
 
+use chrono::{DateTime, Utc};
+use salesync_core::ports::store::StreamId;
+
+use crate::checkpoint::{self, SalesforcePos};
 use crate::engine::{ApplyKind, PageBuilder, Pass};
+use crate::events::Phase;
 use crate::{Error, Result};
 
+/// How far before its mark each read of the Salesforce stream reaches: SystemModstamp is taken
+/// when a transaction starts, so a record can commit with a stamp older than one already read.
+const SALESFORCE_OVERLAP_MINUTES: i64 = 5;
 /// Salesforce ids per lookup call.
 const SALESFORCE_BATCH: usize = 200;
 /// People read back from the store per fill page.
@@ -227,7 +242,7 @@ impl<'a> OpportunityFill<'_, 'a> {
     ) -> Result<()> {
         let resolved = match links {
             Some(links) => people.into_iter().filter_map(|p| joined(links, &p).map(|opp| (p, opp))).collect::<Vec<_>>(),
-            None => self.look_up(people).await?,
+            None => self.look_up(people, false).await?,
         };
         if resolved.is_empty() {
             return Ok(());
@@ -243,8 +258,55 @@ impl<'a> OpportunityFill<'_, 'a> {
         Ok(())
     }
 
-    /// Looks the opportunities up in batches of 200 ids.
-    async fn look_up(&mut self, people: Vec<Person>) -> Result<Vec<(Person, Option<SalesforceId>)>> {
+    /// The Salesforce stream: the people whose opportunity may have changed in Salesforce since
+    /// the stream's mark (contact roles, opportunities, conversions: see
+    /// [`SalesforceApi::opportunity_changes`]) are looked up again with the initial sync's rule;
+    /// those whose opportunity differs are written and published, with the new mark, in one page.
+    /// A person whose opportunity came from Marketo (`sfdcOpptyId`) keeps it. Without a mark
+    /// the stream starts at the initial sync's start, less the clock margin.
+    ///
+    /// [`SalesforceApi::opportunity_changes`]: salesync_core::ports::salesforce::SalesforceApi::opportunity_changes
+    pub(crate) async fn follow_salesforce(&mut self, initial_started_at: DateTime<Utc>) -> Result<()> {
+        self.pass.set_phase(Phase::Opportunities);
+        let store = self.pass.eng.store.as_ref();
+        let pos = match store.checkpoint(StreamId::SalesforceOpportunities).await? {
+            Some(cp) => checkpoint::decode::<SalesforcePos>(&cp)?,
+            None => SalesforcePos {
+                since: initial_started_at - chrono::Duration::minutes(crate::incremental::CLOCK_SKEW_MARGIN_MINUTES),
+            },
+        };
+        let from = pos.since - chrono::Duration::minutes(SALESFORCE_OVERLAP_MINUTES);
+        let s = self.pass.eng.salesforce.as_ref();
+        let changes = self.pass.salesforce("opportunity changes", || s.opportunity_changes(from)).await?;
+        let mut people: HashMap<i64, Person> = HashMap::new();
+        for id in changes.contacts.iter().chain(&changes.converted_leads) {
+            for p in store.people_by_salesforce_id(id).await? {
+                if !matches!(p.salesforce_opportunity, OpportunityRef::Marketo(_)) {
+                    people.insert(p.marketo_id, p);
+                }
+            }
+        }
+        let resolved = self.look_up(people.into_values().collect(), true).await?;
+        let now = self.pass.now();
+        let mut page = PageBuilder::new(Vec::new(), now);
+        for (mut person, opp) in resolved {
+            let next = OpportunityRef::Salesforce(opp);
+            if person.salesforce_opportunity == next {
+                continue;
+            }
+            person.salesforce_opportunity = next;
+            person.mirror_updated_at = now;
+            page.push_decision(Decision::Update { person, changed: vec![LeadField::SalesforceOpportunityId] });
+        }
+        let next = SalesforcePos { since: changes.newest.map_or(pos.since, |n| n.max(pos.since)) };
+        let cp = checkpoint::encode(StreamId::SalesforceOpportunities, &next, now)?;
+        self.pass.commit(page, Some(cp), ApplyKind::Sync).await?;
+        Ok(())
+    }
+
+    /// Looks the opportunities up in batches of 200 ids. A failed batch is a warning (its
+    /// people are left out) unless `strict`, where it fails the call.
+    async fn look_up(&mut self, people: Vec<Person>, strict: bool) -> Result<Vec<(Person, Option<SalesforceId>)>> {
         let s = self.pass.eng.salesforce.as_ref();
         let mut contacts: Vec<(SalesforceId, Person)> = Vec::new();
         let mut leads: Vec<(SalesforceId, Person)> = Vec::new();
@@ -267,7 +329,7 @@ impl<'a> OpportunityFill<'_, 'a> {
                         }
                     }
                 }
-                Err(Error::Cancelled) => return Err(Error::Cancelled),
+                Err(e) if strict || matches!(e, Error::Cancelled) => return Err(e),
                 Err(e) => self
                     .pass
                     .report
@@ -289,7 +351,7 @@ impl<'a> OpportunityFill<'_, 'a> {
                         }
                     }
                 }
-                Err(Error::Cancelled) => return Err(Error::Cancelled),
+                Err(e) if strict || matches!(e, Error::Cancelled) => return Err(e),
                 Err(e) => self
                     .pass
                     .report

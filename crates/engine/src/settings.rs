@@ -51,11 +51,14 @@ pub struct StreamSettings {
     pub deleted_leads: bool,
     /// Merges (Merge Leads).
     pub merges: bool,
+    /// Salesforce changes that bear on people's opportunity (contact roles, opportunities,
+    /// lead conversions); only with [`EngineSettings::opportunity_lookup`].
+    pub salesforce_opportunities: bool,
 }
 
 impl Default for StreamSettings {
     fn default() -> Self {
-        Self { lead_changes: true, deleted_leads: true, merges: true }
+        Self { lead_changes: true, deleted_leads: true, merges: true, salesforce_opportunities: true }
     }
 }
 

@@ -15,7 +15,7 @@ use salesync_core::ports::Page;
 use salesync_core::ports::marketo::{
     Activity, ActivityType, ExportFilter, ExportJob, ExportState, LeadSchema, MockMarketoApi,
 };
-use salesync_core::ports::salesforce::{LeadConversion, MockSalesforceApi};
+use salesync_core::ports::salesforce::{LeadConversion, MockSalesforceApi, OpportunityChanges};
 use salesync_core::ports::store::{
     ApplyCounts, Checkpoint, Finished, InboundBatch, MirrorPage, MockStore, OutboxCounts, OutboxItem, OutboxState,
     Recording, Store, StreamId, Target, Tombstone,
@@ -30,6 +30,7 @@ use salesync_core::mapping::Disqualification as dq;
 
 const OWNER: &str = "0055g00000AbCdE";
 const CONTACT: &str = "0035g00000XyZaB";
+const CONTACT2: &str = "0035g00000QwErT";
 const LEAD: &str = "00Q5g00000QwErT";
 const OPP: &str = "0065g00000AbCdE";
 const OPP2: &str = "0065g00000ZzZzZ";
@@ -1268,6 +1269,8 @@ async fn opportunities_are_filled_from_salesforce() {
             opportunity_id: Some(sfid(OPP2)),
         }])
     });
+    // The Salesforce stream runs after the Marketo streams: nothing changed there.
+    sf.expect_opportunity_changes().times(1).returning(|_| Ok(OpportunityChanges::default()));
     let store = Arc::new(FakeStore::default());
     let eng = SyncEngine::builder()
         .marketo(marketo(&world))
@@ -1279,7 +1282,7 @@ async fn opportunities_are_filled_from_salesforce() {
     let mut changes = eng.subscribe_changes();
     let report = eng.sync_once().await.unwrap();
     assert_eq!(report.opportunities_resolved, 2);
-    assert_eq!(report.api_calls.salesforce, 2);
+    assert_eq!(report.api_calls.salesforce, 3);
     let s = store.state();
     assert_eq!(s.people[&1].salesforce_opportunity, OpportunityRef::Salesforce(Some(sfid(OPP))));
     assert_eq!(s.people[&2].salesforce_opportunity, OpportunityRef::Salesforce(Some(sfid(OPP2))));
@@ -1305,6 +1308,7 @@ async fn opportunity_lookup_failure_is_a_warning() {
             message: "no".into(),
         })
     });
+    sf.expect_opportunity_changes().returning(|_| Ok(OpportunityChanges::default()));
     let store = Arc::new(FakeStore::default());
     let eng = SyncEngine::builder()
         .marketo(marketo(&world))
@@ -1331,6 +1335,76 @@ async fn opportunity_lookup_failure_is_a_warning() {
     let report = eng.resolve_opportunities().await.unwrap();
     assert_eq!(report.opportunities_resolved, 1);
     assert_eq!(store.state().people[&1].salesforce_opportunity, OpportunityRef::Salesforce(None));
+}
+
+/// Salesforce changes reach the mirror with no Marketo change: the people the stream names are
+/// looked up again, those whose opportunity differs are written with the stream's new mark, a
+/// Marketo-given opportunity is kept, and a pass without changes writes nothing.
+#[tokio::test]
+async fn salesforce_opportunity_changes_reach_the_mirror_without_marketo() {
+    let mut c = lead(1, Some(OWNER), "Contact");
+    c["sfdcContactId"] = json!(CONTACT);
+    let mut m = lead(3, Some(OWNER), "Contact");
+    m["sfdcContactId"] = json!(CONTACT2);
+    m["sfdcOpptyId"] = json!(OPP2);
+    let world = world_with(vec![c, m]);
+    let stamp = t0() + chrono::Duration::minutes(3);
+    let calls = Arc::new(Mutex::new(Vec::<DateTime<Utc>>::new()));
+    let mut sf = MockSalesforceApi::new();
+    let pass = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let p = pass.clone();
+    sf.expect_opportunities_for_contacts().returning(move |ids| {
+        // Initial fill: no opportunity yet; after the Salesforce change: OPP.
+        let opp = (p.load(std::sync::atomic::Ordering::SeqCst) > 0).then(|| sfid(OPP));
+        Ok(ids.iter().map(|id| (id.clone(), opp.clone())).collect())
+    });
+    let (p, seen) = (pass.clone(), calls.clone());
+    sf.expect_opportunity_changes().returning(move |since| {
+        seen.lock().unwrap().push(since);
+        Ok(match p.load(std::sync::atomic::Ordering::SeqCst) {
+            1 => OpportunityChanges {
+                contacts: vec![sfid(CONTACT), sfid(CONTACT2)],
+                converted_leads: vec![],
+                newest: Some(stamp),
+            },
+            _ => OpportunityChanges::default(),
+        })
+    });
+    let store = Arc::new(FakeStore::default());
+    let eng = SyncEngine::builder()
+        .marketo(marketo(&world))
+        .salesforce(Arc::new(sf))
+        .store(store.clone())
+        .settings(EngineSettings { opportunity_lookup: true, ..settings(InitialMode::Rest) })
+        .build()
+        .unwrap();
+    eng.sync_once().await.unwrap();
+    assert_eq!(store.state().people[&1].salesforce_opportunity, OpportunityRef::Salesforce(None));
+
+    pass.store(1, std::sync::atomic::Ordering::SeqCst);
+    let mut changes = eng.subscribe_changes();
+    let report = eng.sync_once().await.unwrap();
+    assert_eq!(report.updated, 1, "{report:?}");
+    assert_eq!(store.state().people[&1].salesforce_opportunity, OpportunityRef::Salesforce(Some(sfid(OPP))));
+    assert_eq!(store.state().people[&3].salesforce_opportunity, OpportunityRef::Marketo(sfid(OPP2)));
+    assert_eq!(
+        drain(&mut changes),
+        vec![MirrorChange::Updated { id: 1, changed: vec![LeadField::SalesforceOpportunityId] }]
+    );
+    assert_eq!(
+        store.position(StreamId::SalesforceOpportunities).unwrap()["since"],
+        json!(stamp.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+    );
+
+    pass.store(2, std::sync::atomic::Ordering::SeqCst);
+    let report = eng.sync_once().await.unwrap();
+    assert_eq!(report.updated, 0);
+    // Each read starts five minutes before the mark: first the initial sync's start less the
+    // clock margin, then the newest SystemModstamp seen.
+    let seen = calls.lock().unwrap().clone();
+    let margin = chrono::Duration::minutes(crate::incremental::CLOCK_SKEW_MARGIN_MINUTES + 5);
+    assert_eq!(seen[0], t0() - margin);
+    assert_eq!(seen[2], stamp - chrono::Duration::minutes(5));
 }
 
 #[tokio::test]

@@ -216,6 +216,8 @@ fn snippet(body: &[u8]) -> String {
 pub(crate) enum Cursor {
     /// The first page of this SOQL.
     Start(String),
+    /// The first page of this SOQL through `queryAll` (soft-deleted records included).
+    StartAll(String),
     /// A `nextRecordsUrl`.
     Next(String),
 }
@@ -529,6 +531,9 @@ impl SalesforceClient {
         let answer = match cursor {
             Cursor::Start(soql) => {
                 self.call(Method::GET, &self.data_path("query"), &[("q", soql.as_str())], None, true).await?
+            }
+            Cursor::StartAll(soql) => {
+                self.call(Method::GET, &self.data_path("queryAll"), &[("q", soql.as_str())], None, true).await?
             }
             Cursor::Next(url) => {
                 check_next_url(url)?;

@@ -10,8 +10,8 @@ use reqwest::Method;
 use salesync_core::ports::Page;
 use salesync_core::ports::marketo::RecordOutcome;
 use salesync_core::ports::salesforce::{
-    ApiUsage, DeletedRecord, DeletedSince, LeadConversion, OpportunityLinks, OptOutRecord, PersonRef, RoleCandidate,
-    SalesforceApi, TaskRecord, TaskWrite, User, choose_opportunity,
+    ApiUsage, DeletedRecord, DeletedSince, LeadConversion, OpportunityChanges, OpportunityLinks, OptOutRecord,
+    PersonRef, RoleCandidate, SalesforceApi, TaskRecord, TaskWrite, User, choose_opportunity,
 };
 use salesync_core::{Error, SalesforceId, SalesforceObject};
 use serde::Deserialize;
@@ -660,6 +660,80 @@ impl SalesforceApi for SalesforceClient {
             converted_leads.extend(page?.items);
         }
         Ok(OpportunityLinks { contacts: best.into_iter().map(|(c, (_, _, o))| (c, o)).collect(), converted_leads })
+    }
+
+    async fn opportunity_changes(&self, since: DateTime<Utc>) -> salesync_core::Result<OpportunityChanges> {
+        let mut contacts = std::collections::BTreeSet::new();
+        let mut converted_leads = std::collections::BTreeSet::new();
+        let mut newest: Option<DateTime<Utc>> = None;
+        let mut seen = |at: DateTime<Utc>| newest = Some(newest.map_or(at, |n| n.max(at)));
+        // Contact roles created, changed or deleted (queryAll: deleted ones are in the bin).
+        let roles = Soql::new()
+            .select(&["ContactId", "SystemModstamp"])
+            .from("OpportunityContactRole")
+            .where_gt("SystemModstamp", since)
+            .order_by("SystemModstamp");
+        let mut pages = match roles.build() {
+            Ok(q) => self.paginate(Cursor::StartAll(q), |v| {
+                let r = Rec::new(v, "OpportunityContactRole");
+                Ok((r.id("ContactId")?, r.req_datetime("SystemModstamp")?))
+            }),
+            Err(e) => return Err(Error::from(e)),
+        };
+        while let Some(page) = pages.next().await {
+            for (contact, at) in page?.items {
+                seen(at);
+                contacts.extend(contact);
+            }
+        }
+        // Opportunities that changed (closed, reopened, re-dated): their roles' contacts.
+        let opps = Soql::new()
+            .select(&["Id", "SystemModstamp"])
+            .from("Opportunity")
+            .where_gt("SystemModstamp", since)
+            .order_by("SystemModstamp");
+        let mut changed_opps = Vec::new();
+        let mut pages = self.paginate_query(opps, |v| {
+            let r = Rec::new(v, "Opportunity");
+            Ok((r.req_id("Id")?, r.req_datetime("SystemModstamp")?))
+        });
+        while let Some(page) = pages.next().await {
+            for (id, at) in page?.items {
+                seen(at);
+                changed_opps.push(id);
+            }
+        }
+        for chunk in changed_opps.chunks(MAX_BATCH) {
+            let q = Soql::new()
+                .select(&["ContactId"])
+                .from("OpportunityContactRole")
+                .where_in("OpportunityId", chunk.iter());
+            for contact in self.collect(q, |v| Rec::new(v, "OpportunityContactRole").id("ContactId")).await? {
+                contacts.extend(contact);
+            }
+        }
+        // Converted leads that changed (the conversion stamps the lead).
+        let leads = Soql::new()
+            .select(&["Id", "SystemModstamp"])
+            .from("Lead")
+            .where_eq("IsConverted", true)
+            .and(Condition::gt("SystemModstamp", since))
+            .order_by("SystemModstamp");
+        let mut pages = self.paginate_query(leads, |v| {
+            let r = Rec::new(v, "Lead");
+            Ok((r.req_id("Id")?, r.req_datetime("SystemModstamp")?))
+        });
+        while let Some(page) = pages.next().await {
+            for (id, at) in page?.items {
+                seen(at);
+                converted_leads.insert(id);
+            }
+        }
+        Ok(OpportunityChanges {
+            contacts: contacts.into_iter().collect(),
+            converted_leads: converted_leads.into_iter().collect(),
+            newest,
+        })
     }
 
     async fn lead_conversions(&self, lead_ids: &[SalesforceId]) -> salesync_core::Result<Vec<LeadConversion>> {

@@ -154,6 +154,19 @@ impl OpportunityLinks {
     }
 }
 
+/// What changed in Salesforce after a moment that can change people's opportunity (see
+/// [`SalesforceApi::opportunity_changes`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpportunityChanges {
+    /// Contacts with an OpportunityContactRole created, changed or deleted, or a role on an
+    /// Opportunity that changed (closed, reopened, re-dated), each once.
+    pub contacts: Vec<SalesforceId>,
+    /// Converted leads whose record changed (a conversion included), each once.
+    pub converted_leads: Vec<SalesforceId>,
+    /// The newest SystemModstamp among the records read (`None`: nothing changed).
+    pub newest: Option<DateTime<Utc>>,
+}
+
 /// A deleted record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeletedRecord {
@@ -249,6 +262,13 @@ pub trait SalesforceApi: Send + Sync + std::fmt::Debug {
     /// Contacts are chosen by the same rule as [`opportunities_for_contacts`](Self::opportunities_for_contacts)
     /// ([`choose_opportunity`]); a contact or lead that is not listed has none.
     async fn opportunity_links(&self) -> Result<OpportunityLinks>;
+
+    /// The contacts and converted leads whose opportunity may have changed since `since`: contact
+    /// roles created, changed or deleted (deleted ones through `queryAll`), opportunities whose
+    /// record changed (their roles' contacts), and converted leads, all by SystemModstamp after
+    /// `since`. The caller recomputes each with [`opportunities_for_contacts`](Self::opportunities_for_contacts)
+    /// / [`lead_conversions`](Self::lead_conversions).
+    async fn opportunity_changes(&self, since: DateTime<Utc>) -> Result<OpportunityChanges>;
 
     /// Leads and Contacts with this email.
     async fn find_by_email(&self, email: &str) -> Result<Vec<PersonRef>>;

@@ -30,6 +30,8 @@ pub enum StreamId {
     SalesforceTasks,
     /// Salesforce opt-out high-water mark.
     SalesforceOptOuts,
+    /// Salesforce changes that bear on people's opportunity (SystemModstamp high-water mark).
+    SalesforceOpportunities,
 }
 
 impl StreamId {
@@ -41,12 +43,19 @@ impl StreamId {
             StreamId::DeletedLeads => "deleted_leads",
             StreamId::SalesforceTasks => "salesforce_tasks",
             StreamId::SalesforceOptOuts => "salesforce_opt_outs",
+            StreamId::SalesforceOpportunities => "salesforce_opportunities",
         }
     }
 
     /// All streams.
-    pub const ALL: [StreamId; 5] =
-        [Self::InitialSync, Self::LeadChanges, Self::DeletedLeads, Self::SalesforceTasks, Self::SalesforceOptOuts];
+    pub const ALL: [StreamId; 6] = [
+        Self::InitialSync,
+        Self::LeadChanges,
+        Self::DeletedLeads,
+        Self::SalesforceTasks,
+        Self::SalesforceOptOuts,
+        Self::SalesforceOpportunities,
+    ];
 }
 
 /// A stream's resume position, as the engine defines it (opaque JSON to the store).
