@@ -371,3 +371,98 @@ async fn postgres_salesforce_only_changes_reach_the_mirror() {
     sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).execute(&pool).await.unwrap();
     outcome.unwrap();
 }
+
+/// `resync_person` puts one row right from a live read, whatever went wrong: a stale field and a
+/// stale opportunity planted in the store, a row missing from the mirror, a person deleted in
+/// Marketo. Each is one write with the reason; no checkpoint moves.
+async fn resync_one_person(store: Arc<dyn Store>) {
+    use salesync::core::mirror::Decision;
+    use salesync::core::ports::store::{MirrorPage, StreamId};
+    let world = World::start(300, 29, false).await;
+    let eng = engine(&world, store.clone(), InitialMode::Rest);
+    eng.sync_once().await.unwrap();
+    let checkpoints = |store: Arc<dyn Store>| async move {
+        let mut out = Vec::new();
+        for s in StreamId::ALL {
+            out.push(store.checkpoint(s).await.unwrap().map(|c| c.position));
+        }
+        out
+    };
+    let before = checkpoints(store.clone()).await;
+    let m = mirror(store.as_ref()).await;
+    let with_opp = world.seed.people.iter().find(|p| p.has_owner() && p.sf_opportunity_id.is_some()).unwrap();
+    let mut ids = m.keys().copied().filter(|id| *id != with_opp.marketo_id);
+    let (stale, missing, deleted) = (ids.next().unwrap(), ids.next().unwrap(), ids.next().unwrap());
+    // Plant the drift directly in the store.
+    let mut wrong = m[&stale].clone();
+    wrong.title = Some("Planted title".into());
+    let mut wrong_opp = m[&with_opp.marketo_id].clone();
+    wrong_opp.salesforce_opportunity = salesync::core::OpportunityRef::Salesforce(None);
+    let at = chrono::Utc::now();
+    store
+        .apply_page(MirrorPage {
+            decisions: vec![
+                Decision::Update { person: wrong, changed: vec![] },
+                Decision::Update { person: wrong_opp, changed: vec![] },
+                Decision::Remove { marketo_id: missing, reason: RemovalReason::Vanished },
+            ],
+            checkpoint: None,
+            at,
+        })
+        .await
+        .unwrap();
+    assert!(world.marketo.delete_lead(deleted));
+
+    let mut changes = eng.subscribe_changes();
+    let r = eng.resync_person(stale).await.unwrap();
+    assert_eq!((r.updated, r.inserted, r.removed.total()), (1, 0, 0), "{r:?}");
+    let r = eng.resync_person(with_opp.marketo_id).await.unwrap();
+    assert_eq!(r.updated, 1, "{r:?}");
+    let r = eng.resync_person(missing).await.unwrap();
+    assert_eq!(r.inserted, 1, "{r:?}");
+    let r = eng.resync_person(deleted).await.unwrap();
+    assert_eq!(r.removed.total(), 1, "{r:?}");
+    // Right already: nothing written.
+    let r = eng.resync_person(stale).await.unwrap();
+    assert_eq!((r.updated, r.inserted, r.removed.total(), r.unchanged), (0, 0, 0, 1), "{r:?}");
+
+    let after = mirror(store.as_ref()).await;
+    let mut repaired = after[&stale].clone();
+    repaired.mirror_updated_at = m[&stale].mirror_updated_at;
+    assert_eq!(repaired, m[&stale], "stale field put back");
+    assert_eq!(
+        after[&with_opp.marketo_id].salesforce_opportunity_id().map(|i| i.as_str().to_string()),
+        with_opp.sf_opportunity_id,
+        "opportunity looked up again"
+    );
+    assert_eq!(after[&missing].email, m[&missing].email, "missing row inserted");
+    assert!(!after.contains_key(&deleted), "deleted in Marketo: removed");
+    let mut seen = Vec::new();
+    while let Ok(c) = changes.try_recv() {
+        seen.push(c);
+    }
+    assert!(
+        seen.contains(&salesync::engine::MirrorChange::Removed { id: deleted, reason: RemovalReason::Vanished }),
+        "{seen:?}"
+    );
+    assert_eq!(seen.len(), 4, "one change per repaired person: {seen:?}");
+    assert_eq!(checkpoints(store.clone()).await, before, "no checkpoint moved");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_resync_person_repairs_one_row() {
+    let (store, _dir) = sqlite().await;
+    resync_one_person(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_resync_person_repairs_one_row() {
+    let schema = format!("e2e_{}", uuid::Uuid::new_v4().simple());
+    let store = salesync::store::PostgresStore::open_in_schema(&postgres_url(), &schema)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {} is needed: {e}", postgres_url()));
+    let pool = store.pool().clone();
+    let outcome = tokio::spawn(resync_one_person(Arc::new(store))).await;
+    sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).execute(&pool).await.unwrap();
+    outcome.unwrap();
+}

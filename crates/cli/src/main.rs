@@ -69,6 +69,14 @@ pub enum Command {
     /// Reminder tasks.
     #[command(subcommand)]
     Reminder(ReminderCommand),
+    /// Put one person's mirror row right from a live read of Marketo and Salesforce (insert,
+    /// update or remove, with the reason), touching no stream position. Needs the leader lease:
+    /// stop a running `salesync sync` first, or wait for its lease to lapse.
+    Resync {
+        /// The person's Marketo id.
+        #[arg(long)]
+        person: i64,
+    },
     /// Checkpoints, counts, outbox depth, last errors.
     Status,
     /// Check configuration, credentials, store and the Marketo instance.

@@ -41,6 +41,7 @@ pub async fn run(cli: Cli) -> Res<()> {
             Ok(())
         }
         Command::Reminder(cmd) => reminder(&config, cmd).await,
+        Command::Resync { person } => resync(&config, person).await,
         Command::Status => status(&config).await,
         Command::Doctor => doctor(&config).await,
     }
@@ -170,9 +171,8 @@ async fn dispatcher(config: &Config) -> Res<Dispatcher> {
         .map_err(|e| CliError::Runtime(e.to_string()))
 }
 
-async fn sync(config: &Config, once: bool) -> Res<()> {
-    let store = store(config).await?;
-    let (mk, sf) = (marketo(config)?, salesforce(config)?);
+/// The engine's settings from the configuration.
+fn engine_settings(config: &Config) -> Res<EngineSettings> {
     let settings = EngineSettings {
         instance_id: instance_id(config)?,
         poll_interval: config.poll_interval,
@@ -190,10 +190,49 @@ async fn sync(config: &Config, once: bool) -> Res<()> {
         leader_poll: (config.lease_ttl / 4).min(Duration::from_secs(5)),
         ..EngineSettings::default()
     };
-    let settings = match &config.holder_id {
+    Ok(match &config.holder_id {
         Some(holder_id) => EngineSettings { holder_id: holder_id.clone(), ..settings },
         None => settings,
-    };
+    })
+}
+
+async fn resync(config: &Config, person: i64) -> Res<()> {
+    let store = store(config).await?;
+    let engine = SyncEngine::builder()
+        .marketo(marketo(config)?)
+        .salesforce(salesforce(config)?)
+        .store(store)
+        .settings(engine_settings(config)?)
+        .build()
+        .map_err(|e| CliError::Runtime(e.to_string()))?;
+    let mut changes = engine.subscribe_changes();
+    let report = engine.resync_person(person).await.map_err(|e| CliError::Runtime(e.to_string()))?;
+    match changes.try_recv() {
+        Ok(salesync::engine::MirrorChange::Inserted { id }) => println!("resync: person {id} inserted"),
+        Ok(salesync::engine::MirrorChange::Updated { id, changed }) => {
+            let names: Vec<&str> = changed.iter().map(|f| f.rest_name()).collect();
+            println!("resync: person {id} updated ({})", names.join(", "));
+        }
+        Ok(salesync::engine::MirrorChange::Removed { id, reason }) => {
+            println!("resync: person {id} removed ({})", reason.label())
+        }
+        _ if report.skipped_unqualified > 0 => println!("resync: person {person} does not qualify; not in the mirror"),
+        _ if report.unchanged > 0 => println!("resync: person {person} is right already"),
+        _ if report.record_errors.is_empty() => {
+            println!("resync: person {person} is neither in Marketo nor in the mirror")
+        }
+        _ => {}
+    }
+    for e in &report.record_errors {
+        println!("  record error: {e}");
+    }
+    Ok(())
+}
+
+async fn sync(config: &Config, once: bool) -> Res<()> {
+    let store = store(config).await?;
+    let (mk, sf) = (marketo(config)?, salesforce(config)?);
+    let settings = engine_settings(config)?;
     let delivery = DeliverySettings {
         lease: config.lease_ttl,
         poll_interval: config.poll_interval.min(DeliverySettings::default().poll_interval),

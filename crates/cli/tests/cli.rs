@@ -208,6 +208,13 @@ fn sync_read_record_deliver_and_doctor_against_the_emulators() {
     let delivered: u64 = outbox.split(", ").find_map(|s| s.strip_suffix(" delivered")).unwrap().parse().unwrap();
     assert!(delivered >= 1, "{outbox}");
 
+    // Resync of one person: right already, so nothing is written; an id Marketo does not have
+    // and the mirror does not hold is neither.
+    let out = ok(dir.path(), &env, &["resync", "--person", &person]);
+    assert_eq!(out.trim(), format!("resync: person {person} is right already"));
+    let out = ok(dir.path(), &env, &["resync", "--person", "999999999"]);
+    assert_eq!(out.trim(), "resync: person 999999999 is neither in Marketo nor in the mirror");
+
     // Doctor: every check passes.
     let out = ok(dir.path(), &env, &["doctor"]);
     assert!(out.lines().count() >= 4, "{out}");

@@ -297,6 +297,37 @@ impl SyncEngine {
         Ok(pass.report)
     }
 
+    /// Puts one person's mirror row right from a live read of Marketo and Salesforce, whatever
+    /// the streams have seen: inserted, updated (its opportunity looked up again) or removed as
+    /// `Vanished` when Marketo no longer has the id, in one atomic write that touches no
+    /// checkpoint; the report counts what was written and the change is published like any
+    /// other. A person that does not qualify is removed (with the reason) or not inserted.
+    ///
+    /// It writes the mirror, so it takes the leader lease like [`sync_once`](Self::sync_once)
+    /// (failing with [`Error::NotLeader`] while another process holds it); on an engine whose
+    /// [`run`](Self::run) loop leads, it waits for the current pass to end.
+    pub async fn resync_person(&self, marketo_id: i64) -> Result<SyncReport> {
+        let _guard = self.inner.run_lock.lock().await;
+        let result = async {
+            self.ensure_bound().await?;
+            if !self.inner.try_lead().await? {
+                return Err(self.inner.not_leader());
+            }
+            let started = tokio::time::Instant::now();
+            let cancel = CancellationToken::new();
+            let mut pass = Pass::new(&self.inner, &cancel);
+            pass.set_phase(Phase::Reconcile);
+            crate::resync::resync_person(&mut pass, marketo_id).await?;
+            pass.report.duration = started.elapsed();
+            pass.report.rate_budget = self.inner.marketo.rate_budget();
+            pass.set_phase(Phase::Idle);
+            Ok(pass.report)
+        }
+        .await;
+        self.release_unless_running().await;
+        result
+    }
+
     /// Runs [`sync_once`](Self::sync_once), then an incremental pass every `poll_interval`, until
     /// `cancel` fires (then returns `Ok(())`). A failed pass is logged, reported as a
     /// [`SyncEvent::Backoff`] and retried at the next interval; configuration and checkpoint

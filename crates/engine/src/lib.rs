@@ -13,6 +13,7 @@ mod insight;
 mod mirror_reader;
 mod opportunity;
 pub mod report;
+mod resync;
 pub mod settings;
 
 pub use csv_stream::{CsvExportParser, ExportParser};

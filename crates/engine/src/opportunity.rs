@@ -304,6 +304,45 @@ impl<'a> OpportunityFill<'_, 'a> {
         Ok(())
     }
 
+    /// Looks the opportunity of the page's person up again, whatever the mirror holds, and sets
+    /// it on the decision (an unchanged row whose opportunity differs becomes an update).
+    /// `current` is the mirror's row. A Marketo-given opportunity is kept.
+    pub(crate) async fn refresh(&mut self, page: &mut PageBuilder, current: Option<&Person>) -> Result<()> {
+        for (d, _) in page.entries_mut() {
+            let person = match d {
+                Decision::Insert { person } | Decision::Update { person, .. } => person.clone(),
+                Decision::Unchanged { .. } => match current {
+                    Some(c) => c.clone(),
+                    None => continue,
+                },
+                Decision::Remove { .. } | Decision::Skip { .. } => continue,
+            };
+            if matches!(person.salesforce_opportunity, OpportunityRef::Marketo(_)) {
+                continue;
+            }
+            let Some((_, opp)) = self.look_up(vec![person.clone()], true).await?.into_iter().next() else { continue };
+            let next = OpportunityRef::Salesforce(opp);
+            let differs = current.is_none_or(|c| c.salesforce_opportunity != next);
+            match d {
+                Decision::Insert { person } => person.salesforce_opportunity = next,
+                Decision::Update { person, changed } => {
+                    person.salesforce_opportunity = next;
+                    if differs && !changed.contains(&LeadField::SalesforceOpportunityId) {
+                        changed.push(LeadField::SalesforceOpportunityId);
+                    }
+                }
+                Decision::Unchanged { .. } if differs => {
+                    let mut person = person;
+                    person.salesforce_opportunity = next;
+                    person.mirror_updated_at = self.pass.now();
+                    *d = Decision::Update { person, changed: vec![LeadField::SalesforceOpportunityId] };
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Looks the opportunities up in batches of 200 ids. A failed batch is a warning (its
     /// people are left out) unless `strict`, where it fails the call.
     async fn look_up(&mut self, people: Vec<Person>, strict: bool) -> Result<Vec<(Person, Option<SalesforceId>)>> {
