@@ -324,6 +324,16 @@ fn print_sync_report(report: &salesync::engine::SyncReport) {
             report.duration.as_secs_f64(),
             report.initial_path.map(|p| format!(" (initial sync via {p:?})")).unwrap_or_default(),
         );
+        if report.reconciled {
+            let d = &report.drift;
+            let stale: Vec<String> = d.stale.iter().map(|(f, n)| format!("{n} {f}")).collect();
+            println!(
+                "  reconciled: {} missing, {} extra, stale fields: {}",
+                d.missing,
+                d.extra,
+                if stale.is_empty() { "none".to_string() } else { stale.join(", ") }
+            );
+        }
         if let Some(reason) = &report.initial_path_reason {
             println!("  initial path: {reason}");
         }

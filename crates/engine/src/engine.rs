@@ -588,11 +588,23 @@ pub(crate) struct Pass<'a> {
     pub deferral: Option<crate::opportunity::Deferral>,
     /// The Marketo share last announced.
     budget_seen: Option<RateBudget>,
+    /// While a reconciling resync runs: what its pages write is drift (see [`DriftCounts`]).
+    ///
+    /// [`DriftCounts`]: crate::report::DriftCounts
+    pub counting_drift: bool,
 }
 
 impl<'a> Pass<'a> {
     pub fn new(eng: &'a Inner, cancel: &'a CancellationToken) -> Self {
-        Self { eng, cancel, report: SyncReport::default(), phase: Phase::Idle, deferral: None, budget_seen: None }
+        Self {
+            eng,
+            cancel,
+            report: SyncReport::default(),
+            phase: Phase::Idle,
+            deferral: None,
+            budget_seen: None,
+            counting_drift: false,
+        }
     }
 
     pub fn now(&self) -> DateTime<Utc> {
@@ -776,6 +788,19 @@ impl<'a> Pass<'a> {
         let mut changes = Vec::new();
         let mut written = Vec::new();
         for (d, unqualified) in entries {
+            if self.counting_drift {
+                let drift = &mut self.report.drift;
+                match &d {
+                    Decision::Insert { .. } => drift.missing += 1,
+                    Decision::Remove { .. } => drift.extra += 1,
+                    Decision::Update { changed, .. } => {
+                        for f in changed {
+                            *drift.stale.entry(f.rest_name().to_string()).or_default() += 1;
+                        }
+                    }
+                    Decision::Unchanged { .. } | Decision::Skip { .. } => {}
+                }
+            }
             match d {
                 Decision::Insert { person } => {
                     self.report.inserted += 1;
@@ -844,6 +869,10 @@ impl<'a> Pass<'a> {
     /// The whole pass.
     async fn run(&mut self) -> Result<()> {
         let state = match self.load_initial().await? {
+            Some(s) if s.status == InitialStatus::Done && self.reconcile_due(&s) => {
+                tracing::info!(last_full_read = %s.started_at, "drift repair due: reconciling resync");
+                self.reconcile().await?
+            }
             Some(s) if s.status == InitialStatus::Done => s,
             Some(s) => InitialSync::new(self).run_initial(s, true).await?,
             None => {
@@ -876,6 +905,14 @@ impl<'a> Pass<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Whether the scheduled drift repair is due: the last full read started
+    /// `reconcile_every` ago or longer.
+    fn reconcile_due(&self, state: &InitialState) -> bool {
+        let Some(every) = self.eng.settings.reconcile_every else { return false };
+        let every = chrono::Duration::from_std(every).unwrap_or(chrono::Duration::MAX);
+        self.now() - state.started_at >= every
     }
 
     /// Starts a reconciling resync and runs it.

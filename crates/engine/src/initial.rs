@@ -127,10 +127,15 @@ impl<'a> InitialSync<'_, 'a> {
     pub(crate) async fn run_initial(&mut self, mut state: InitialState, resumed: bool) -> Result<InitialState> {
         if state.reconcile {
             self.pass.report.reconciled = true;
+            self.pass.counting_drift = true;
         }
         if self.pass.eng.settings.opportunity_lookup {
-            // The org-wide opportunity read runs beside the pull, on this task.
-            let (deferral, preload) = crate::opportunity::Deferral::new();
+            // The org-wide opportunity read runs beside the pull, on this task (at once for a
+            // reconcile, which compares every person with it).
+            let (mut deferral, preload) = crate::opportunity::Deferral::new();
+            if state.reconcile {
+                deferral.start_now();
+            }
             self.pass.deferral = Some(deferral);
             let mut side = Pass::new(self.pass.eng, self.pass.cancel);
             let (pulled, preloaded) = {
@@ -166,6 +171,11 @@ impl<'a> InitialSync<'_, 'a> {
                 // People an interrupted run wrote unresolved are not in this run's list.
                 OpportunityFill::new(self.pass).fill_unresolved(links.as_deref()).await?;
             }
+            if state.reconcile
+                && let Some(links) = &links
+            {
+                OpportunityFill::new(self.pass).verify_all(links, state.started_at).await?;
+            }
         } else {
             self.pull_initial(&mut state).await?;
         }
@@ -175,6 +185,7 @@ impl<'a> InitialSync<'_, 'a> {
         Incremental::new(self.pass).position_streams(state.started_at).await?;
         state.status = InitialStatus::Done;
         self.pass.put(StreamId::InitialSync, &state).await?;
+        self.pass.counting_drift = false;
         Ok(state)
     }
 

@@ -96,6 +96,13 @@ impl Deferral {
         }
     }
 
+    /// Starts the org-wide read now, whatever waits (a reconcile compares everyone with it).
+    pub(crate) fn start_now(&mut self) {
+        if let Some(tx) = self.start.take() {
+            let _ = tx.try_send(());
+        }
+    }
+
     /// The pull is over: an org-wide read not started by now is not needed.
     pub(crate) fn pull_done(&mut self) {
         self.start = None;
@@ -302,6 +309,41 @@ impl<'a> OpportunityFill<'_, 'a> {
         let cp = checkpoint::encode(StreamId::SalesforceOpportunities, &next, now)?;
         self.pass.commit(page, Some(cp), ApplyKind::Sync).await?;
         Ok(())
+    }
+
+    /// Drift repair: compares every mirror person's opportunity (unless Marketo gave it) with
+    /// the org's links, read when the reconcile started (`read_at`), and writes those that
+    /// differ. The Salesforce stream then restarts at `read_at`, so a change made in Salesforce
+    /// while the mirror was compared is applied again over what the links said.
+    pub(crate) async fn verify_all(&mut self, links: &OpportunityLinks, read_at: DateTime<Utc>) -> Result<()> {
+        let mut after = None;
+        loop {
+            self.pass.check_cancel()?;
+            let people = self.pass.eng.store.list_people(after, FILL_PAGE as u32).await?;
+            let Some(last) = people.last() else { break };
+            after = Some(last.marketo_id);
+            let now = self.pass.now();
+            let mut page = PageBuilder::new(Vec::new(), now);
+            let mut stale = 0;
+            for mut person in people {
+                if matches!(person.salesforce_opportunity, OpportunityRef::Marketo(_)) {
+                    continue;
+                }
+                let Some(opp) = joined(links, &person) else { continue };
+                let next = OpportunityRef::Salesforce(opp);
+                if person.salesforce_opportunity != next {
+                    person.salesforce_opportunity = next;
+                    person.mirror_updated_at = now;
+                    page.push_decision(Decision::Update { person, changed: vec![LeadField::SalesforceOpportunityId] });
+                    stale += 1;
+                }
+            }
+            if stale > 0 {
+                self.pass.commit(page, None, ApplyKind::Sync).await?;
+            }
+        }
+        let since = read_at - chrono::Duration::minutes(crate::incremental::CLOCK_SKEW_MARGIN_MINUTES);
+        self.pass.put(StreamId::SalesforceOpportunities, &SalesforcePos { since }).await
     }
 
     /// Looks the opportunity of the page's person up again, whatever the mirror holds, and sets

@@ -71,6 +71,26 @@ impl ApiCalls {
     }
 }
 
+/// The differences a reconciling resync found between the mirror and Marketo / Salesforce, and
+/// repaired.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DriftCounts {
+    /// Qualified people Marketo has that the mirror lacked (inserted).
+    pub missing: u64,
+    /// Mirror people Marketo no longer has (removed as vanished), or who no longer qualify.
+    pub extra: u64,
+    /// Stale fields put right, by field (REST name), e.g. `sfdcOpptyId` for an opportunity
+    /// Salesforce changed.
+    pub stale: std::collections::BTreeMap<String, u64>,
+}
+
+impl DriftCounts {
+    /// Whether nothing differed.
+    pub fn is_empty(&self) -> bool {
+        self.missing == 0 && self.extra == 0 && self.stale.is_empty()
+    }
+}
+
 /// What one [`SyncEngine::sync_once`](crate::SyncEngine::sync_once) did.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct SyncReport {
@@ -104,8 +124,11 @@ pub struct SyncReport {
     pub rate_budget: Option<salesync_core::ports::marketo::RateBudget>,
     /// What happened when the bulk export quota ran out, if it did.
     pub bulk_quota_action: Option<BulkQuotaAction>,
-    /// True when a reconciling resync ran (token too old or deletions possibly pruned).
+    /// True when a reconciling resync ran (token too old, deletions possibly pruned, or the
+    /// scheduled drift repair was due: [`EngineSettings::reconcile_every`](crate::EngineSettings::reconcile_every)).
     pub reconciled: bool,
+    /// What the reconciling resync found different and repaired.
+    pub drift: DriftCounts,
     /// People whose opportunity id was filled from Salesforce.
     pub opportunities_resolved: u64,
     /// Non-fatal problems (e.g. an opportunity lookup that failed and will be retried).

@@ -135,6 +135,12 @@ pub struct EngineSettings {
     /// REST sweep: stop after this many consecutive id chunks without any lead (default 50, i.e.
     /// 15 000 unused ids at page size 300).
     pub rest_empty_chunks_to_stop: u32,
+    /// Drift repair: a reconciling resync (the REST id sweep, which also removes people Marketo
+    /// no longer has, plus one org-wide read of the opportunity links compared with every
+    /// person) runs when the last full read of Marketo (initial sync or reconcile) started this
+    /// long ago (default weekly; `None`: only when a stream's position is too old). Its findings
+    /// are in [`SyncReport::drift`](crate::SyncReport::drift).
+    pub reconcile_every: Option<Duration>,
     /// Deleted-lead activities older than this may be pruned by Marketo (14 days): when the
     /// deleted-leads stream has not been read for longer, a reconciling resync runs.
     pub deleted_leads_retention: Duration,
@@ -190,6 +196,7 @@ impl Default for EngineSettings {
             rest_probe_window: Some(Duration::from_secs(7 * 24 * 3600)),
             rest_empty_chunks_to_stop: 50,
             rest_reads_in_flight: 4,
+            reconcile_every: Some(Duration::from_secs(7 * 24 * 3600)),
             deleted_leads_retention: Duration::from_secs(14 * 24 * 3600),
             retry: RetrySettings::default(),
             channel_capacity: 1024,
@@ -217,6 +224,7 @@ impl fmt::Debug for EngineSettings {
             .field("bulk_quota", &self.bulk_quota)
             .field("rest_max_marketo_id", &self.rest_max_marketo_id)
             .field("rest_empty_chunks_to_stop", &self.rest_empty_chunks_to_stop)
+            .field("reconcile_every", &self.reconcile_every)
             .field("rest_reads_in_flight", &self.rest_reads_in_flight)
             .field("holder_id", &self.holder_id)
             .field("leader_lease_ttl", &self.leader_lease_ttl)
@@ -245,6 +253,9 @@ impl EngineSettings {
         }
         if self.rest_reads_in_flight == 0 || self.rest_reads_in_flight > 10 {
             return bad("rest_reads_in_flight", "must be between 1 and 10");
+        }
+        if self.reconcile_every.is_some_and(|d| d.is_zero()) {
+            return bad("reconcile_every", "must be positive (None turns it off)");
         }
         if self.channel_capacity == 0 {
             return bad("channel_capacity", "must be at least 1");
