@@ -48,6 +48,9 @@ use crate::{Error, Result};
 /// How far before its mark each read of the Salesforce stream reaches: SystemModstamp is taken
 /// when a transaction starts, so a record can commit with a stamp older than one already read.
 const SALESFORCE_OVERLAP_MINUTES: i64 = 5;
+/// The Salesforce stream reads nothing once the org has used this share of its daily API
+/// allocation (as last reported by `Sforce-Limit-Info`); it resumes from its mark later.
+const SALESFORCE_STREAM_SHARE: f64 = 0.9;
 /// Salesforce ids per lookup call.
 const SALESFORCE_BATCH: usize = 200;
 /// People read back from the store per fill page.
@@ -284,6 +287,16 @@ impl<'a> OpportunityFill<'_, 'a> {
         };
         let from = pos.since - chrono::Duration::minutes(SALESFORCE_OVERLAP_MINUTES);
         let s = self.pass.eng.salesforce.as_ref();
+        if let Some(usage) = s.api_usage()
+            && usage.used as f64 >= usage.max as f64 * SALESFORCE_STREAM_SHARE
+        {
+            // Leave the rest of the org's daily allocation to delivery and the other integrations.
+            self.pass.report.warnings.push(format!(
+                "Salesforce opportunity stream waits: {} of the org's {} daily API calls used",
+                usage.used, usage.max
+            ));
+            return Ok(());
+        }
         let changes = self.pass.salesforce("opportunity changes", || s.opportunity_changes(from)).await?;
         let mut people: HashMap<i64, Person> = HashMap::new();
         for id in changes.contacts.iter().chain(&changes.converted_leads) {

@@ -1271,6 +1271,7 @@ async fn opportunities_are_filled_from_salesforce() {
     });
     // The Salesforce stream runs after the Marketo streams: nothing changed there.
     sf.expect_opportunity_changes().times(1).returning(|_| Ok(OpportunityChanges::default()));
+    sf.expect_api_usage().returning(|| None);
     let store = Arc::new(FakeStore::default());
     let eng = SyncEngine::builder()
         .marketo(marketo(&world))
@@ -1309,6 +1310,7 @@ async fn opportunity_lookup_failure_is_a_warning() {
         })
     });
     sf.expect_opportunity_changes().returning(|_| Ok(OpportunityChanges::default()));
+    sf.expect_api_usage().returning(|| None);
     let store = Arc::new(FakeStore::default());
     let eng = SyncEngine::builder()
         .marketo(marketo(&world))
@@ -1370,6 +1372,12 @@ async fn salesforce_opportunity_changes_reach_the_mirror_without_marketo() {
             _ => OpportunityChanges::default(),
         })
     });
+    // The org's daily allocation: plenty left until the last pass.
+    let p = pass.clone();
+    sf.expect_api_usage().returning(move || {
+        let used = if p.load(std::sync::atomic::Ordering::SeqCst) >= 3 { 95_000 } else { 10 };
+        Some(salesync_core::ports::salesforce::ApiUsage { used, max: 100_000 })
+    });
     let store = Arc::new(FakeStore::default());
     let eng = SyncEngine::builder()
         .marketo(marketo(&world))
@@ -1405,6 +1413,12 @@ async fn salesforce_opportunity_changes_reach_the_mirror_without_marketo() {
     let margin = chrono::Duration::minutes(crate::incremental::CLOCK_SKEW_MARGIN_MINUTES + 5);
     assert_eq!(seen[0], t0() - margin);
     assert_eq!(seen[2], stamp - chrono::Duration::minutes(5));
+
+    // With 95 % of the org's daily allocation used, the stream reads nothing and says so.
+    pass.store(3, std::sync::atomic::Ordering::SeqCst);
+    let report = eng.sync_once().await.unwrap();
+    assert_eq!(calls.lock().unwrap().len(), 3, "no read once the allocation is nearly used");
+    assert!(report.warnings.iter().any(|w| w.contains("95000 of the org's 100000")), "{:?}", report.warnings);
 }
 
 #[tokio::test]
