@@ -674,6 +674,28 @@ impl<'a> Pass<'a> {
         self.call(Service::Salesforce, what, f).await
     }
 
+    /// A Salesforce call that may run longer than the leader lease (an org-wide read): the lease
+    /// is renewed while it runs, and the call stops with `NotLeader` if it is lost.
+    pub async fn salesforce_long<T, F, Fut>(&mut self, what: &str, f: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = salesync_core::Result<T>>,
+    {
+        let eng = self.eng;
+        let renew = async move {
+            loop {
+                tokio::time::sleep(eng.renew_every()).await;
+                if let Err(e) = eng.keep_lead(false).await {
+                    return e;
+                }
+            }
+        };
+        tokio::select! {
+            r = self.salesforce(what, f) => r,
+            e = renew => Err(e),
+        }
+    }
+
     /// A Marketo call like [`marketo`](Self::marketo), except that a rate limit (e.g. bulk 1029
     /// "too many jobs in queue") is returned at once instead of retried.
     pub async fn marketo_no_wait<T, F, Fut>(&mut self, what: &str, f: F) -> Result<T>

@@ -174,7 +174,8 @@ impl<'a> InitialSync<'_, 'a> {
             if state.reconcile
                 && let Some(links) = &links
             {
-                OpportunityFill::new(self.pass).verify_all(links, state.started_at).await?;
+                let mark = state.started_at - chrono::Duration::minutes(crate::incremental::CLOCK_SKEW_MARGIN_MINUTES);
+                OpportunityFill::new(self.pass).verify_all(links, mark).await?;
             }
         } else {
             self.pull_initial(&mut state).await?;

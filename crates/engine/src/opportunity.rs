@@ -51,6 +51,9 @@ const SALESFORCE_OVERLAP_MINUTES: i64 = 5;
 /// The Salesforce stream reads nothing once the org has used this share of its daily API
 /// allocation (as last reported by `Sforce-Limit-Info`); it resumes from its mark later.
 const SALESFORCE_STREAM_SHARE: f64 = 0.9;
+/// People the Salesforce stream looks up one by one at most; beyond, it compares everyone with an
+/// org-wide read (a few hundred query pages at 1,000,000 people, fewer than the lookups).
+const STREAM_LOOKUP_LIMIT: usize = 20_000;
 /// Salesforce ids per lookup call.
 const SALESFORCE_BATCH: usize = 200;
 /// People read back from the store per fill page.
@@ -297,7 +300,18 @@ impl<'a> OpportunityFill<'_, 'a> {
             ));
             return Ok(());
         }
-        let changes = self.pass.salesforce("opportunity changes", || s.opportunity_changes(from)).await?;
+        let changes = self
+            .pass
+            .salesforce_long("opportunity changes", || s.opportunity_changes(from, STREAM_LOOKUP_LIMIT))
+            .await?;
+        if changes.truncated {
+            // A mass change: one org-wide read compared with everyone costs less than lookups,
+            // and keeps memory bounded. The stream then resumes from the read.
+            tracing::info!("many Salesforce opportunity changes: comparing the mirror with an org-wide read");
+            let read_at = self.pass.now();
+            let links = self.pass.salesforce_long("opportunity links", || s.opportunity_links()).await?;
+            return self.verify_all(&links, read_at - chrono::Duration::minutes(SALESFORCE_OVERLAP_MINUTES)).await;
+        }
         let mut people: HashMap<i64, Person> = HashMap::new();
         for id in changes.contacts.iter().chain(&changes.converted_leads) {
             for p in store.people_by_salesforce_id(id).await? {
@@ -324,11 +338,11 @@ impl<'a> OpportunityFill<'_, 'a> {
         Ok(())
     }
 
-    /// Drift repair: compares every mirror person's opportunity (unless Marketo gave it) with
-    /// the org's links, read when the reconcile started (`read_at`), and writes those that
-    /// differ. The Salesforce stream then restarts at `read_at`, so a change made in Salesforce
-    /// while the mirror was compared is applied again over what the links said.
-    pub(crate) async fn verify_all(&mut self, links: &OpportunityLinks, read_at: DateTime<Utc>) -> Result<()> {
+    /// Compares every mirror person's opportunity (unless Marketo gave it) with the org's links
+    /// and writes those that differ (drift repair, and the Salesforce stream after a mass
+    /// change). The Salesforce stream then restarts at `mark`, from before the links were read,
+    /// so a change made while the mirror was compared is applied again over what they said.
+    pub(crate) async fn verify_all(&mut self, links: &OpportunityLinks, mark: DateTime<Utc>) -> Result<()> {
         let mut after = None;
         loop {
             self.pass.check_cancel()?;
@@ -355,8 +369,7 @@ impl<'a> OpportunityFill<'_, 'a> {
                 self.pass.commit(page, None, ApplyKind::Sync).await?;
             }
         }
-        let since = read_at - chrono::Duration::minutes(crate::incremental::CLOCK_SKEW_MARGIN_MINUTES);
-        self.pass.put(StreamId::SalesforceOpportunities, &SalesforcePos { since }).await
+        self.pass.put(StreamId::SalesforceOpportunities, &SalesforcePos { since: mark }).await
     }
 
     /// Looks the opportunity of the page's person up again, whatever the mirror holds, and sets

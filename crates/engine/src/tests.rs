@@ -1270,7 +1270,7 @@ async fn opportunities_are_filled_from_salesforce() {
         }])
     });
     // The Salesforce stream runs after the Marketo streams: nothing changed there.
-    sf.expect_opportunity_changes().times(1).returning(|_| Ok(OpportunityChanges::default()));
+    sf.expect_opportunity_changes().times(1).returning(|_, _| Ok(OpportunityChanges::default()));
     sf.expect_api_usage().returning(|| None);
     let store = Arc::new(FakeStore::default());
     let eng = SyncEngine::builder()
@@ -1309,7 +1309,7 @@ async fn opportunity_lookup_failure_is_a_warning() {
             message: "no".into(),
         })
     });
-    sf.expect_opportunity_changes().returning(|_| Ok(OpportunityChanges::default()));
+    sf.expect_opportunity_changes().returning(|_, _| Ok(OpportunityChanges::default()));
     sf.expect_api_usage().returning(|| None);
     let store = Arc::new(FakeStore::default());
     let eng = SyncEngine::builder()
@@ -1361,13 +1361,14 @@ async fn salesforce_opportunity_changes_reach_the_mirror_without_marketo() {
         Ok(ids.iter().map(|id| (id.clone(), opp.clone())).collect())
     });
     let (p, seen) = (pass.clone(), calls.clone());
-    sf.expect_opportunity_changes().returning(move |since| {
+    sf.expect_opportunity_changes().returning(move |since, _| {
         seen.lock().unwrap().push(since);
         Ok(match p.load(std::sync::atomic::Ordering::SeqCst) {
             1 => OpportunityChanges {
                 contacts: vec![sfid(CONTACT), sfid(CONTACT2)],
                 converted_leads: vec![],
                 newest: Some(stamp),
+                truncated: false,
             },
             _ => OpportunityChanges::default(),
         })
@@ -1419,6 +1420,45 @@ async fn salesforce_opportunity_changes_reach_the_mirror_without_marketo() {
     let report = eng.sync_once().await.unwrap();
     assert_eq!(calls.lock().unwrap().len(), 3, "no read once the allocation is nearly used");
     assert!(report.warnings.iter().any(|w| w.contains("95000 of the org's 100000")), "{:?}", report.warnings);
+}
+
+/// A mass change in Salesforce (more people than the stream looks up one by one) is compared
+/// with one org-wide read instead, and the stream resumes from before that read.
+#[tokio::test]
+async fn a_mass_salesforce_change_is_compared_with_an_org_wide_read() {
+    let mut c = lead(1, Some(OWNER), "Contact");
+    c["sfdcContactId"] = json!(CONTACT);
+    let world = world_with(vec![c]);
+    let mut sf = MockSalesforceApi::new();
+    sf.expect_opportunities_for_contacts().returning(|ids| Ok(ids.iter().map(|id| (id.clone(), None)).collect()));
+    sf.expect_api_usage().returning(|| None);
+    let initial_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = initial_done.clone();
+    sf.expect_opportunity_changes().returning(move |_, limit| {
+        assert!(limit >= 1000, "{limit}");
+        let truncated = done.load(std::sync::atomic::Ordering::SeqCst);
+        Ok(OpportunityChanges { truncated, ..Default::default() })
+    });
+    sf.expect_opportunity_links().times(1).returning(|| {
+        Ok(salesync_core::ports::salesforce::OpportunityLinks {
+            contacts: [(sfid(CONTACT), sfid(OPP))].into_iter().collect(),
+            converted_leads: Default::default(),
+        })
+    });
+    let store = Arc::new(FakeStore::default());
+    let eng = SyncEngine::builder()
+        .marketo(marketo(&world))
+        .salesforce(Arc::new(sf))
+        .store(store.clone())
+        .settings(EngineSettings { opportunity_lookup: true, ..settings(InitialMode::Rest) })
+        .build()
+        .unwrap();
+    eng.sync_once().await.unwrap();
+    initial_done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let report = eng.sync_once().await.unwrap();
+    assert_eq!(report.updated, 1, "{report:?}");
+    assert_eq!(store.state().people[&1].salesforce_opportunity, OpportunityRef::Salesforce(Some(sfid(OPP))));
+    assert!(store.position(StreamId::SalesforceOpportunities).is_some());
 }
 
 #[tokio::test]

@@ -662,7 +662,11 @@ impl SalesforceApi for SalesforceClient {
         Ok(OpportunityLinks { contacts: best.into_iter().map(|(c, (_, _, o))| (c, o)).collect(), converted_leads })
     }
 
-    async fn opportunity_changes(&self, since: DateTime<Utc>) -> salesync_core::Result<OpportunityChanges> {
+    async fn opportunity_changes(
+        &self,
+        since: DateTime<Utc>,
+        limit: usize,
+    ) -> salesync_core::Result<OpportunityChanges> {
         let mut contacts = std::collections::BTreeSet::new();
         let mut converted_leads = std::collections::BTreeSet::new();
         let mut newest: Option<DateTime<Utc>> = None;
@@ -680,10 +684,19 @@ impl SalesforceApi for SalesforceClient {
             }),
             Err(e) => return Err(Error::from(e)),
         };
+        let full = |c: &std::collections::BTreeSet<SalesforceId>, l: &std::collections::BTreeSet<SalesforceId>| {
+            c.len() + l.len() > limit
+        };
+        let truncated = |contacts, converted_leads, newest| {
+            Ok(OpportunityChanges { contacts, converted_leads, newest, truncated: true })
+        };
         while let Some(page) = pages.next().await {
             for (contact, at) in page?.items {
                 seen(at);
                 contacts.extend(contact);
+            }
+            if full(&contacts, &converted_leads) {
+                return truncated(contacts.into_iter().collect(), Vec::new(), newest);
             }
         }
         // Opportunities that changed (closed, reopened, re-dated): their roles' contacts.
@@ -728,11 +741,15 @@ impl SalesforceApi for SalesforceClient {
                 seen(at);
                 converted_leads.insert(id);
             }
+            if full(&contacts, &converted_leads) {
+                return truncated(contacts.into_iter().collect(), converted_leads.into_iter().collect(), newest);
+            }
         }
         Ok(OpportunityChanges {
             contacts: contacts.into_iter().collect(),
             converted_leads: converted_leads.into_iter().collect(),
             newest,
+            truncated: false,
         })
     }
 

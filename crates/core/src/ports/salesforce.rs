@@ -165,6 +165,10 @@ pub struct OpportunityChanges {
     pub converted_leads: Vec<SalesforceId>,
     /// The newest SystemModstamp among the records read (`None`: nothing changed).
     pub newest: Option<DateTime<Utc>>,
+    /// More than the asked-for number of people changed: reading stopped early, and the lists
+    /// are incomplete (a mass change; compare everyone with [`SalesforceApi::opportunity_links`]
+    /// instead).
+    pub truncated: bool,
 }
 
 /// A deleted record.
@@ -267,8 +271,9 @@ pub trait SalesforceApi: Send + Sync + std::fmt::Debug {
     /// roles created, changed or deleted (deleted ones through `queryAll`), opportunities whose
     /// record changed (their roles' contacts), and converted leads, all by SystemModstamp after
     /// `since`. The caller recomputes each with [`opportunities_for_contacts`](Self::opportunities_for_contacts)
-    /// / [`lead_conversions`](Self::lead_conversions).
-    async fn opportunity_changes(&self, since: DateTime<Utc>) -> Result<OpportunityChanges>;
+    /// / [`lead_conversions`](Self::lead_conversions). Reading stops once more than `limit`
+    /// contacts and leads are named (`truncated`).
+    async fn opportunity_changes(&self, since: DateTime<Utc>, limit: usize) -> Result<OpportunityChanges>;
 
     /// Leads and Contacts with this email.
     async fn find_by_email(&self, email: &str) -> Result<Vec<PersonRef>>;

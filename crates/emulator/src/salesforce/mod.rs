@@ -369,8 +369,9 @@ impl SalesforceEmulator {
 
     /// Loads a seeded world: users, and for every person with a Salesforce type their Lead or
     /// Contact (with Account, Opportunity and primary contact role), using the seeded ids.
-    /// Leads and Contacts get the person's `created_at`/`updated_at` as CreatedDate and
-    /// LastModifiedDate/SystemModstamp; other records are stamped with the clock. People without a
+    /// Leads, Contacts, their Opportunities and contact roles get the person's
+    /// `created_at`/`updated_at` as CreatedDate and LastModifiedDate/SystemModstamp; other records
+    /// (Users, Accounts) are stamped with the clock. People without a
     /// Salesforce type are skipped, and records that already exist are left alone.
     pub fn seed_world(&self, world: &SeedWorld) {
         self.shared.seed(world);
@@ -594,7 +595,10 @@ impl Shared {
                                     ("AccountId", opt(&p.sf_account_id)),
                                     ("OwnerId", owner.clone()),
                                 ]);
-                                put(org, "Opportunity", opp, m);
+                                if put(org, "Opportunity", opp, m) {
+                                    // A seeded org has history: its records are not all new.
+                                    org.set_times("Opportunity", opp, p.created_at, p.updated_at.max(p.created_at));
+                                }
                                 let already = !org.find_by("OpportunityContactRole", "OpportunityId", opp).is_empty();
                                 if !already {
                                     let r = obj(vec![
@@ -603,8 +607,14 @@ impl Shared {
                                         ("IsPrimary", Value::Bool(true)),
                                         ("Role", Value::String("Decision Maker".into())),
                                     ]);
-                                    if let Err(e) = org.create(cx, "OpportunityContactRole", &r, None) {
-                                        tracing::warn!(error = %e, "seed contact role rejected");
+                                    match org.create(cx, "OpportunityContactRole", &r, None) {
+                                        Ok(role) => org.set_times(
+                                            "OpportunityContactRole",
+                                            &role,
+                                            p.created_at,
+                                            p.updated_at.max(p.created_at),
+                                        ),
+                                        Err(e) => tracing::warn!(error = %e, "seed contact role rejected"),
                                     }
                                 }
                             }
