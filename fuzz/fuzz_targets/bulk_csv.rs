@@ -1,13 +1,16 @@
-//! Bulk export CSV through both readers: the Marketo connector's push parser
-//! (`CsvLeadParser`) and the engine's offset-tracking reader (`CsvRows` + `lead_from_row`).
+//! Bulk export CSV through the one record reader (`salesync_core::bulk_csv::RecordReader`) and
+//! the two readers built on it: the Marketo connector's push parser (`CsvLeadParser`) and the
+//! engine's offset-tracking row stream (`CsvRows` + `lead_from_row`).
 //!
-//! Properties: nothing panics; each reader gives the same rows however the file is cut into
-//! chunks; every row offset the engine reports is a resume point (reading from it gives the
-//! rows after it); where the engine reads the file, both readers map the same leads.
+//! Properties: nothing panics; the record reader gives the same records, end offsets and limit
+//! reports however the file is cut into chunks; every end offset is a resume point (reading from
+//! it gives the records after it); the engine's rows are the reader's records; both the
+//! connector and the engine map the same leads.
 #![no_main]
 
 use futures::StreamExt;
 use libfuzzer_sys::fuzz_target;
+use salesync_core::bulk_csv::{Item, RecordReader};
 use salesync_core::mapping::LeadRecord;
 use salesync_engine::csv_stream::{CsvRow, CsvRows, lead_from_row};
 use salesync_marketo::CsvLeadParser;
@@ -24,6 +27,25 @@ fn chunks<'a>(data: &'a [u8], sizes: &[u8]) -> Vec<&'a [u8]> {
         i += 1;
     }
     out
+}
+
+/// What the record reader handed out: `Ok((fields, end offset))` or the limit report.
+type Got = Result<(Vec<Vec<u8>>, u64), String>;
+
+fn records(parts: &[&[u8]], offset: u64) -> Vec<Got> {
+    let mut r = RecordReader::at_offset(offset);
+    let mut got = Vec::new();
+    let mut sink = |item: Item<'_>| {
+        got.push(match item {
+            Item::Record(rec) => Ok((rec.iter().map(<[u8]>::to_vec).collect(), rec.end_offset())),
+            Item::TooLong(e) => Err(e.to_string()),
+        })
+    };
+    for c in parts {
+        r.feed(c, &mut sink);
+    }
+    r.finish(&mut sink);
+    got
 }
 
 fn marketo(parts: &[&[u8]]) -> Vec<LeadRecord> {
@@ -59,39 +81,41 @@ fuzz_target!(|data: &[u8]| {
     let cut = chunks(file, sizes);
     let bytes: Vec<&[u8]> = file.chunks(1).collect();
 
-    // Marketo connector parser: chunking does not matter.
+    // The record reader: chunking does not matter, offsets included.
+    let recs = records(&whole, 0);
+    assert_eq!(recs, records(&cut, 0), "chunks {:?}", cut.iter().map(|c| c.len()).collect::<Vec<_>>());
+    assert_eq!(recs, records(&bytes, 0), "one-byte chunks");
+
+    // Every reported offset is a resume point.
+    for (k, rec) in recs.iter().enumerate().take(8) {
+        let Ok((_, end)) = rec else { continue };
+        let at = usize::try_from(*end).unwrap();
+        assert!(at <= file.len());
+        let rest = &file[at..];
+        let parts: Vec<&[u8]> = if rest.is_empty() { Vec::new() } else { vec![rest] };
+        assert_eq!(records(&parts, *end), recs[k + 1..], "resuming at {at}");
+        assert_eq!(records(&chunks(rest, sizes), *end), recs[k + 1..], "resuming at {at}, cut");
+    }
+
+    // The connector's parser: chunking does not matter.
     let m = marketo(&whole);
     assert_eq!(m, marketo(&cut));
     assert_eq!(m, marketo(&bytes));
 
-    // Engine reader: chunking does not change the rows (offsets may differ by the blank lines a
-    // row's end takes along, but each must be a resume point: checked below).
-    let fields = |rows: &[CsvRow]| rows.iter().map(|r| r.fields.clone()).collect::<Vec<_>>();
-    let (rows, err) = engine(&whole, 0);
-    let (rows_cut, err_cut) = engine(&cut, 0);
-    let (rows_bytes, err_bytes) = engine(&bytes, 0);
-    assert_eq!(err.is_some(), err_cut.is_some(), "{err:?} / {err_cut:?}");
-    assert_eq!(err.is_some(), err_bytes.is_some(), "{err:?} / {err_bytes:?}");
+    // The engine's rows are the reader's records, up to a refused record.
+    let (rows, err) = engine(&cut, 0);
+    let ok: Vec<_> = recs.iter().take_while(|r| r.is_ok()).flatten().collect();
+    assert_eq!(err.is_some(), ok.len() < recs.len(), "{err:?}");
+    let as_text = |(fields, end): &(Vec<Vec<u8>>, u64)| CsvRow {
+        fields: fields.iter().map(|f| String::from_utf8_lossy(f).into_owned()).collect(),
+        end_offset: *end,
+    };
+    assert_eq!(rows, ok.iter().copied().map(as_text).collect::<Vec<_>>());
     if err.is_some() {
         return;
     }
-    assert_eq!(fields(&rows), fields(&rows_cut), "chunks {:?}", cut.iter().map(|c| c.len()).collect::<Vec<_>>());
-    assert_eq!(fields(&rows), fields(&rows_bytes), "one-byte chunks");
 
-    // Every reported offset is a resume point.
-    for set in [&rows, &rows_cut, &rows_bytes] {
-        for (k, row) in set.iter().enumerate().take(6) {
-            let at = usize::try_from(row.end_offset).unwrap();
-            assert!(at <= file.len());
-            let rest = &file[at..];
-            let parts: Vec<&[u8]> = if rest.is_empty() { Vec::new() } else { vec![rest] };
-            let (after, e) = engine(&parts, row.end_offset);
-            assert!(e.is_none());
-            assert_eq!(fields(&after), fields(&set[k + 1..]), "resuming at {at}");
-        }
-    }
-
-    // Both readers agree on the leads.
+    // Both map the same leads.
     if let Some((header, data_rows)) = rows.split_first() {
         let leads: Vec<LeadRecord> =
             data_rows.iter().map(|r| LeadRecord(lead_from_row(&header.fields, &r.fields))).collect();

@@ -13,10 +13,13 @@
 //! - [`delivery`]: pure outbound rules (custom activity types, Task plans, subject templates,
 //!   reminder conflict resolution).
 //! - [`ports`]: `MarketoApi`, `SalesforceApi`, `Store` (mockable with the `mock` feature).
+//! - [`bulk_csv`]: the one bulk export CSV record reader (incremental, fed byte chunks), which
+//!   the Marketo connector and the engine both read export files with.
 #![warn(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]
 
 pub mod activity;
+pub mod bulk_csv;
 pub mod clock;
 pub mod delivery;
 pub mod endpoint;

@@ -1,8 +1,9 @@
 //! A streaming CSV reader over a bulk export file.
 //!
-//! Chunks are buffered until a record boundary (a newline outside quotes) is seen; the complete
-//! records before it are parsed with the `csv` crate, each with the absolute byte offset where it
-//! ends, so a resumed download can start right after the last applied row.
+//! The bytes go through `salesync_core::bulk_csv::RecordReader` (the one bulk CSV reader, which
+//! the Marketo connector's lead parser uses too) as the chunks arrive; each row comes with the
+//! absolute byte offset where it ends, so a resumed download can start right after the last
+//! applied row.
 
 use std::collections::VecDeque;
 
@@ -10,210 +11,95 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use salesync_core::MarketoLead;
 use salesync_core::RecordError;
+use salesync_core::bulk_csv::{Item, RecordReader, header_name};
 use salesync_core::ports::marketo::bytes_stream::ByteStream;
 
-/// Longest row (bytes between two record boundaries) read before the file is refused: a file
-/// without newlines, or with an unterminated quote, must not be buffered whole.
-pub const MAX_ROW_BYTES: usize = 16 * 1024 * 1024;
-
-/// Where the boundary scanner is, following `csv-core`'s quoting rules exactly (a quote opens a
-/// quoted field only at the start of a field; elsewhere it is a literal character), so a prefix
-/// ending on a boundary the scanner saw is one `csv` reads as whole records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Scan {
-    /// At the start of a field (or of a record).
-    FieldStart,
-    /// Inside an unquoted field.
-    Unquoted,
-    /// Inside a quoted field.
-    Quoted,
-    /// Just after a quote inside a quoted field: the field's end, or the first of `""`.
-    QuoteInQuoted,
-}
-
-impl Scan {
-    /// The next state, and whether `b` ends a record with a newline.
-    fn step(self, b: u8) -> (Scan, bool) {
-        use Scan::*;
-        match (self, b) {
-            (Quoted, b'"') => (QuoteInQuoted, false),
-            (Quoted, _) => (Quoted, false),
-            (QuoteInQuoted, b'"') => (Quoted, false),
-            (FieldStart, b'"') => (Quoted, false),
-            (_, b'\n') => (FieldStart, true),
-            (_, b',' | b'\r') => (FieldStart, false),
-            (_, _) => (Unquoted, false),
-        }
-    }
-}
+/// Longest row (bytes from its first byte to its line end) read before the file is refused: a
+/// file without newlines, or with an unterminated quote, must not be buffered whole. A row with
+/// more than [`MAX_RECORD_FIELDS`](salesync_core::bulk_csv::MAX_RECORD_FIELDS) fields is refused
+/// too.
+pub const MAX_ROW_BYTES: usize = salesync_core::bulk_csv::MAX_RECORD_BYTES;
 
 /// One CSV row and the absolute byte offset just after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CsvRow {
     /// Field values.
     pub fields: Vec<String>,
-    /// Offset in the file right after this row.
+    /// Offset in the file right after this row (and its line end).
     pub end_offset: u64,
 }
 
 /// Reads CSV rows from a byte stream that starts at `base_offset` of the file.
 pub struct CsvRows {
     stream: ByteStream,
-    buf: Vec<u8>,
-    /// Absolute file offset of `buf[0]`.
-    base: u64,
-    /// How much of `buf` has been scanned for boundaries.
-    scanned: usize,
-    scan: Scan,
-    ready: VecDeque<CsvRow>,
-    eof: bool,
+    reader: RecordReader,
+    ready: VecDeque<Result<CsvRow, CsvError>>,
+    /// The byte stream ended (and the reader was told), or the file was refused.
+    done: bool,
 }
 
 impl std::fmt::Debug for CsvRows {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CsvRows").field("base", &self.base).field("buffered", &self.buf.len()).finish_non_exhaustive()
+        f.debug_struct("CsvRows")
+            .field("offset", &self.reader.offset())
+            .field("ready", &self.ready.len())
+            .finish_non_exhaustive()
     }
 }
 
 /// A CSV problem: the file is not readable as CSV.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
 pub struct CsvError(pub String);
 
 impl CsvRows {
     /// A reader over `stream`, whose first byte is at `base_offset` of the file.
     pub fn new(stream: ByteStream, base_offset: u64) -> Self {
-        Self {
-            stream,
-            buf: Vec::new(),
-            base: base_offset,
-            scanned: 0,
-            scan: Scan::FieldStart,
-            ready: VecDeque::new(),
-            eof: false,
-        }
+        Self { stream, reader: RecordReader::at_offset(base_offset), ready: VecDeque::new(), done: false }
     }
 
-    /// The next row, `Ok(None)` at the end of the file. Empty lines are skipped.
+    /// The next row, `Ok(None)` at the end of the file. Empty lines are skipped. After a
+    /// [`RowError::Csv`] the file is refused: later calls answer `Ok(None)`.
     pub async fn next_row(&mut self) -> Result<Option<CsvRow>, RowError> {
         loop {
-            if let Some(row) = self.ready.pop_front() {
-                return Ok(Some(row));
-            }
-            if self.eof {
-                // Only line ends are blank lines to `csv`: a tail of spaces or form feeds is a row,
-                // as it is anywhere else in the file.
-                if self.buf.iter().all(|b| matches!(b, b'\r' | b'\n')) {
-                    return Ok(None);
+            match self.ready.pop_front() {
+                Some(Ok(row)) => return Ok(Some(row)),
+                Some(Err(e)) => {
+                    self.ready.clear();
+                    self.done = true;
+                    return Err(RowError::Csv(e));
                 }
-                let len = self.buf.len();
-                self.parse_prefix(len)?;
-                continue;
+                None if self.done => return Ok(None),
+                None => {}
             }
+            let ready = &mut self.ready;
+            let mut sink = |item: Item<'_>| match item {
+                Item::Record(rec) => {
+                    ready.push_back(Ok(CsvRow { fields: rec.to_strings(), end_offset: rec.end_offset() }))
+                }
+                Item::TooLong(e) => ready.push_back(Err(CsvError(e.to_string()))),
+            };
             match self.stream.next().await {
-                Some(Ok(chunk)) => {
-                    self.buf.extend_from_slice(&chunk);
-                    if let Some(boundary) = self.scan() {
-                        self.parse_prefix(boundary)?;
-                    }
-                    if self.buf.len() > MAX_ROW_BYTES {
-                        return Err(RowError::Csv(CsvError(format!(
-                            "a row starting at byte {} is longer than {MAX_ROW_BYTES} bytes (no record end; an \
-                             unterminated quote?)",
-                            self.base
-                        ))));
-                    }
-                }
+                Some(Ok(chunk)) => self.reader.feed(&chunk, &mut sink),
                 Some(Err(e)) => return Err(RowError::Port(e)),
-                None => self.eof = true,
-            }
-        }
-    }
-
-    /// Scans new bytes; returns the length of the longest prefix that ends on a record boundary.
-    fn scan(&mut self) -> Option<usize> {
-        if self.base == 0 && self.scanned == 0 {
-            // A UTF-8 BOM at the very start of the file is not data (`csv` strips it there): the
-            // scanner steps over it, once it has all three bytes.
-            if self.buf.len() < BOM.len() && BOM.starts_with(&self.buf) {
-                return None;
-            }
-            if self.buf.starts_with(BOM) {
-                self.scanned = BOM.len();
-            }
-        }
-        let mut last = None;
-        for (i, &b) in self.buf.iter().enumerate().skip(self.scanned) {
-            let (next, ends) = self.scan.step(b);
-            self.scan = next;
-            if ends {
-                last = Some(i + 1);
-            }
-        }
-        self.scanned = self.buf.len();
-        last
-    }
-
-    fn parse_prefix(&mut self, len: usize) -> Result<(), RowError> {
-        // `csv` strips a UTF-8 BOM at the start of its input: right at the start of the file, but
-        // not at the start of a later prefix, or rows would depend on where chunks end.
-        let input = FirstReadOneByte { data: &self.buf[..len], pos: 0, strip_bom: self.base == 0 };
-        let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(input);
-        let mut record = csv::ByteRecord::new();
-        loop {
-            match reader.read_byte_record(&mut record) {
-                Ok(true) => {
-                    // The record owns its line terminator (`\r\n` included) and blank lines after it.
-                    let mut end = reader.position().byte();
-                    while let Some(b'\r' | b'\n') = self.buf[..len].get(end as usize) {
-                        end += 1;
-                    }
-                    if record.len() == 1 && record.get(0).is_some_and(|f| f.is_empty()) {
-                        continue;
-                    }
-                    let fields = record.iter().map(|f| String::from_utf8_lossy(f).into_owned()).collect();
-                    self.ready.push_back(CsvRow { fields, end_offset: self.base + end });
+                None => {
+                    // The end of the file: a last row without a line end is complete now.
+                    self.done = true;
+                    self.reader.finish(&mut sink);
                 }
-                Ok(false) => break,
-                Err(e) => return Err(RowError::Csv(CsvError(e.to_string()))),
             }
         }
-        self.buf.drain(..len);
-        self.base += len as u64;
-        self.scanned = self.scanned.saturating_sub(len);
-        Ok(())
-    }
-}
-
-/// The UTF-8 byte order mark.
-const BOM: &[u8] = b"\xef\xbb\xbf";
-
-/// A reader over a prefix whose first read returns a single byte unless a leading BOM may be
-/// stripped: `csv-core` strips a BOM only when its first input holds all three bytes.
-struct FirstReadOneByte<'a> {
-    data: &'a [u8],
-    pos: usize,
-    strip_bom: bool,
-}
-
-impl std::io::Read for FirstReadOneByte<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let rest = &self.data[self.pos..];
-        let mut n = rest.len().min(buf.len());
-        if self.pos == 0 && !self.strip_bom {
-            n = n.min(1);
-        }
-        buf[..n].copy_from_slice(&rest[..n]);
-        self.pos += n;
-        Ok(n)
     }
 }
 
 /// Why the next row could not be read.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum RowError {
     /// The download failed.
+    #[error(transparent)]
     Port(salesync_core::Error),
     /// The bytes are not CSV.
+    #[error("unreadable CSV: {0}")]
     Csv(CsvError),
 }
 
@@ -251,14 +137,11 @@ impl ExportParser for CsvExportParser {
 }
 
 /// Maps a bulk export row to a lead: header names are REST names, literal `null` and empty
-/// values are absent, unknown columns are ignored. Header names are read as the connector's own
-/// bulk CSV reader reads them: trimmed, and the first without a UTF-8 BOM (one that follows blank
-/// lines is still in it).
+/// values are absent, unknown columns are ignored. Header names are read as the connector's lead
+/// parser reads them ([`header_name`]): trimmed, and the first without a UTF-8 BOM (one that
+/// follows blank lines is still in it).
 pub fn lead_from_row(header: &[String], row: &[String]) -> Result<MarketoLead, RecordError> {
-    let names = header.iter().enumerate().map(|(i, h)| {
-        let h = h.trim();
-        if i == 0 { h.strip_prefix('\u{feff}').unwrap_or(h) } else { h }
-    });
+    let names = header.iter().enumerate().map(|(i, h)| header_name(i, h));
     MarketoLead::from_text_fields(names.zip(row.iter().map(String::as_str)))
 }
 

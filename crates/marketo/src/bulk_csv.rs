@@ -1,68 +1,36 @@
 //! Streaming parse of bulk lead export CSV files into [`MarketoLead`](salesync_core::MarketoLead)s.
 //!
 //! The header row holds REST field names; the literal `null` (and the empty string) means absent.
-//! Parsing is incremental (`csv-core` over the chunks as they arrive): the file is never held in
-//! memory, only the current row.
+//! Records are read by `salesync_core::bulk_csv::RecordReader` (the one bulk CSV reader, which
+//! the engine's resumable row stream uses too) over the chunks as they arrive: the file is never
+//! held in memory, only the current row.
 
 use std::collections::VecDeque;
 use std::io::Read;
 
-use csv_core::{ReadRecordResult, Reader};
 use futures::{Stream, StreamExt};
 use salesync_core::RecordError;
+use salesync_core::bulk_csv::{Item, RecordReader, header_name};
 use salesync_core::error::RecordProblem;
 use salesync_core::mapping::{LeadRecord, MarketoLead};
 
 use crate::error::MkError;
 
-/// Longest row kept in memory; a longer one becomes one record error and is skipped.
-pub(crate) const MAX_ROW_BYTES: usize = 16 * 1024 * 1024;
-/// Most fields kept for one row; a row with more becomes one record error and is skipped.
-const MAX_FIELDS: usize = 1 << 20;
-
 /// A push parser: feed it chunks, collect one [`LeadRecord`] per data row.
 ///
-/// Memory stays bounded whatever the input: a row longer than 16 MiB (a file without
-/// newlines, an unterminated quote) is dropped as it streams by and reported as one record error.
-#[derive(Debug)]
+/// Memory stays bounded whatever the input: a row longer than 16 MiB or with more than 2^20
+/// fields (a file without newlines, an unterminated quote) is dropped as it streams by and
+/// reported as one record error.
+#[derive(Debug, Default)]
 pub struct CsvLeadParser {
-    reader: Reader,
-    out: Vec<u8>,
-    ends: Vec<usize>,
-    out_len: usize,
-    ends_len: usize,
+    reader: RecordReader,
     header: Option<Vec<String>>,
-    finished: bool,
-    /// The current row outgrew the limits: its data is being dropped.
-    overflow: bool,
-    /// The first bytes, held until they tell whether the file starts with a UTF-8 BOM
-    /// (`csv-core` strips one only when its first input holds all three bytes).
-    head: Option<Vec<u8>>,
-}
-
-/// The UTF-8 byte order mark.
-const BOM: &[u8] = b"\xef\xbb\xbf";
-
-impl Default for CsvLeadParser {
-    fn default() -> Self {
-        Self::new()
-    }
 }
 
 impl CsvLeadParser {
     /// A parser expecting a header row first.
     pub fn new() -> Self {
-        Self {
-            reader: Reader::new(),
-            out: vec![0; 4096],
-            ends: vec![0; 64],
-            out_len: 0,
-            ends_len: 0,
-            header: None,
-            finished: false,
-            overflow: false,
-            head: Some(Vec::new()),
-        }
+        Self::default()
     }
 
     /// The header's field names, once read.
@@ -72,131 +40,43 @@ impl CsvLeadParser {
 
     /// Feeds a chunk; complete rows are pushed to `sink`.
     pub fn feed(&mut self, chunk: &[u8], sink: &mut impl FnMut(LeadRecord)) {
-        if chunk.is_empty() {
-            return;
-        }
-        match self.head.take() {
-            Some(mut head) => {
-                head.extend_from_slice(chunk);
-                if head.len() < BOM.len() && BOM.starts_with(&head) {
-                    self.head = Some(head);
-                } else {
-                    self.run(&head, sink);
-                }
-            }
-            None => self.run(chunk, sink),
-        }
+        let header = &mut self.header;
+        self.reader.feed(chunk, &mut |item| on_item(header, item, sink));
     }
 
     /// Signals the end of the file; a last row without a trailing newline is pushed to `sink`.
     pub fn finish(&mut self, sink: &mut impl FnMut(LeadRecord)) {
-        if !self.finished {
-            self.finished = true;
-            if let Some(head) = self.head.take()
-                && !head.is_empty()
-            {
-                self.run(&head, sink);
-            }
-            self.run(&[], sink);
-        }
+        let header = &mut self.header;
+        self.reader.finish(&mut |item| on_item(header, item, sink));
     }
 
-    fn run(&mut self, mut input: &[u8], sink: &mut impl FnMut(LeadRecord)) {
-        let eof = input.is_empty();
-        loop {
-            let (res, nin, nout, nend) =
-                self.reader.read_record(input, &mut self.out[self.out_len..], &mut self.ends[self.ends_len..]);
-            input = &input[nin..];
-            self.out_len += nout;
-            self.ends_len += nend;
-            match res {
-                ReadRecordResult::InputEmpty => {
-                    if input.is_empty() && !eof {
-                        return;
-                    }
-                }
-                ReadRecordResult::OutputFull if self.out.len() >= MAX_ROW_BYTES => self.drop_row(),
-                ReadRecordResult::OutputFull => {
-                    let n = (self.out.len() * 2).min(MAX_ROW_BYTES);
-                    self.out.resize(n, 0);
-                }
-                ReadRecordResult::OutputEndsFull if self.ends.len() >= MAX_FIELDS => self.drop_row(),
-                ReadRecordResult::OutputEndsFull => {
-                    let n = (self.ends.len() * 2).min(MAX_FIELDS);
-                    self.ends.resize(n, 0);
-                }
-                ReadRecordResult::Record if self.overflow => {
-                    self.overflow = false;
-                    self.out_len = 0;
-                    self.ends_len = 0;
-                    self.emit_too_long(sink);
-                    if input.is_empty() && !eof {
-                        return;
-                    }
-                }
-                ReadRecordResult::Record => {
-                    self.emit(sink);
-                    self.out_len = 0;
-                    self.ends_len = 0;
-                    if input.is_empty() && !eof {
-                        return;
-                    }
-                }
-                ReadRecordResult::End => return,
-            }
-        }
+    /// Bytes the parser holds for the row being read.
+    #[cfg(test)]
+    fn buffered_capacity(&self) -> usize {
+        self.reader.buffered_capacity()
     }
+}
 
-    /// Forgets what was read of the current row; the rest of it streams by unkept.
-    fn drop_row(&mut self) {
-        self.overflow = true;
-        self.out_len = 0;
-        self.ends_len = 0;
-    }
-
-    fn emit_too_long(&mut self, sink: &mut impl FnMut(LeadRecord)) {
-        if self.header.is_none() {
-            // Without a usable header no row can be read: each reports a missing id.
-            self.header = Some(Vec::new());
-            return;
+/// The first record is the header; each later one a lead.
+fn on_item(header: &mut Option<Vec<String>>, item: Item<'_>, sink: &mut impl FnMut(LeadRecord)) {
+    match (header.as_ref(), item) {
+        (None, Item::Record(rec)) => {
+            let names = rec.iter().enumerate().map(|(i, f)| header_name(i, &String::from_utf8_lossy(f)).to_string());
+            *header = Some(names.collect());
         }
-        sink(LeadRecord(Err(RecordError {
+        // Without a usable header no row can be read: each reports a missing id.
+        (None, Item::TooLong(_)) => *header = Some(Vec::new()),
+        (Some(names), Item::Record(rec)) => {
+            let values: Vec<_> = rec.iter().map(String::from_utf8_lossy).collect();
+            let pairs = names.iter().map(String::as_str).zip(values.iter().map(|v| v.as_ref()));
+            sink(LeadRecord(MarketoLead::from_text_fields(pairs)));
+        }
+        (Some(_), Item::TooLong(e)) => sink(LeadRecord(Err(RecordError {
             record_id: None,
             field: "(record)".into(),
             value: None,
-            problem: RecordProblem::Invalid(format!(
-                "bulk CSV row longer than {MAX_ROW_BYTES} bytes or {MAX_FIELDS} fields"
-            )),
-        })));
-    }
-
-    fn emit(&mut self, sink: &mut impl FnMut(LeadRecord)) {
-        let out = &self.out[..self.out_len];
-        let ends = &self.ends[..self.ends_len];
-        let field = |i: usize| {
-            let start = if i == 0 { 0 } else { ends[i - 1] };
-            String::from_utf8_lossy(&out[start..ends[i]])
-        };
-        match &self.header {
-            None => {
-                let mut names: Vec<String> = (0..ends.len()).map(|i| field(i).trim().to_string()).collect();
-                if let Some(first) = names.first_mut()
-                    && let Some(stripped) = first.strip_prefix('\u{feff}')
-                {
-                    *first = stripped.to_string();
-                }
-                self.header = Some(names);
-            }
-            Some(names) => {
-                // A blank line parses as one empty field: skip it.
-                if ends.len() == 1 && ends[0] == 0 {
-                    return;
-                }
-                let values: Vec<_> = (0..ends.len()).map(field).collect();
-                let pairs = names.iter().map(String::as_str).zip(values.iter().map(|v| v.as_ref()));
-                sink(LeadRecord(MarketoLead::from_text_fields(pairs)));
-            }
-        }
+            problem: RecordProblem::Invalid(format!("bulk CSV row: {e}")),
+        }))),
     }
 }
 
@@ -274,6 +154,7 @@ pub fn bulk_csv_leads_from_reader<R: Read>(reader: R) -> impl Iterator<Item = sa
 #[cfg(test)]
 mod tests {
     use futures::TryStreamExt;
+    use salesync_core::bulk_csv::MAX_RECORD_BYTES;
 
     use super::*;
 
@@ -333,12 +214,12 @@ mod tests {
         let mut rows = Vec::new();
         p.feed(b"id,company\n1,", &mut |r| rows.push(r));
         let chunk = vec![b'x'; 1024 * 1024];
-        for _ in 0..(MAX_ROW_BYTES / chunk.len() + 2) {
+        for _ in 0..(MAX_RECORD_BYTES / chunk.len() + 2) {
             p.feed(&chunk, &mut |r| rows.push(r));
         }
         p.feed(b"\n2,Acme\n", &mut |r| rows.push(r));
         p.finish(&mut |r| rows.push(r));
-        assert!(p.out.len() <= MAX_ROW_BYTES);
+        assert!(p.buffered_capacity() <= MAX_RECORD_BYTES + 4096);
         assert_eq!(rows.len(), 2, "{rows:?}");
         let e = rows[0].0.as_ref().unwrap_err();
         assert!(e.to_string().contains("longer than"), "{e}");
