@@ -8,6 +8,15 @@
 
 declare -A WALL RSS RECORDS QUALIFIED CALLS SHARE SYNC_S
 
+# build_cli: the release CLI unless SKIP_BUILD=1; SALESYNC_BIN must then exist.
+build_cli() {
+    if [[ ${SKIP_BUILD:-0} != 1 ]]; then
+        log "building the release CLI (cargo build --release -p salesync-cli --all-features)"
+        (cd "$ROOT" && cargo build --release -p salesync-cli --all-features) >&2
+    fi
+    [[ -x $SALESYNC_BIN ]] || die "$SALESYNC_BIN missing (build it, or set SALESYNC_BIN)"
+}
+
 EMU_PID=
 stop_emulator() {
     [[ -n $EMU_PID ]] || return 0

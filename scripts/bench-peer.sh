@@ -75,11 +75,7 @@ trap stop_emulator EXIT
 trap 'exit 130' INT TERM
 
 # ---------------------------------------------------------------------------------------- setup
-if [[ $SKIP_BUILD != 1 ]]; then
-    log "building the release CLI (cargo build --release -p salesync-cli --all-features)"
-    (cd "$ROOT" && cargo build --release -p salesync-cli --all-features) >&2
-fi
-[[ -x $SALESYNC_BIN ]] || die "$SALESYNC_BIN missing (build it, or set SALESYNC_BIN)"
+build_cli
 
 venv() { # venv DIR SPEC... : create (or reuse) a venv and make sure SPECs are installed
     local dir=$1

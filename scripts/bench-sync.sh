@@ -51,11 +51,7 @@ source "$ROOT/scripts/bench-lib.sh"
 trap stop_emulator EXIT
 trap 'exit 130' INT TERM
 
-if [[ $SKIP_BUILD != 1 ]]; then
-    log "building the release CLI (cargo build --release -p salesync-cli --all-features)"
-    (cd "$ROOT" && cargo build --release -p salesync-cli --all-features) >&2
-fi
-[[ -x $SALESYNC_BIN ]] || die "$SALESYNC_BIN missing (build it, or set SALESYNC_BIN)"
+build_cli
 
 # leg LABEL "EMULATE ARGS" [VAR=VALUE...]: a fresh emulator, one sync, the emulator stopped.
 leg() {

@@ -137,6 +137,15 @@ async fn sqlite_rest_initial_then_incremental() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_bulk_initial_then_incremental() {
+    on_postgres(|store| scenario(store, InitialMode::Bulk)).await;
+}
+
+/// Runs `scenario` on a PostgreSQL store in a fresh schema, dropped afterwards whatever happens.
+async fn on_postgres<F, Fut>(scenario: F)
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let schema = format!("e2e_{}", uuid::Uuid::new_v4().simple());
     let store = salesync::store::PostgresStore::open_in_schema(&postgres_url(), &schema).await.unwrap_or_else(|e| {
         panic!(
@@ -145,8 +154,7 @@ async fn postgres_bulk_initial_then_incremental() {
         )
     });
     let pool = store.pool().clone();
-    let store: Arc<dyn Store> = Arc::new(store);
-    let outcome = tokio::spawn(scenario(store, InitialMode::Bulk)).await;
+    let outcome = tokio::spawn(scenario(Arc::new(store))).await;
     sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).execute(&pool).await.unwrap();
     outcome.unwrap();
 }
@@ -362,14 +370,7 @@ async fn sqlite_salesforce_only_changes_reach_the_mirror() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_salesforce_only_changes_reach_the_mirror() {
-    let schema = format!("e2e_{}", uuid::Uuid::new_v4().simple());
-    let store = salesync::store::PostgresStore::open_in_schema(&postgres_url(), &schema)
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL at {} is needed: {e}", postgres_url()));
-    let pool = store.pool().clone();
-    let outcome = tokio::spawn(salesforce_only_changes(Arc::new(store))).await;
-    sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).execute(&pool).await.unwrap();
-    outcome.unwrap();
+    on_postgres(salesforce_only_changes).await;
 }
 
 /// `resync_person` puts one row right from a live read, whatever went wrong: a stale field and a
@@ -457,14 +458,7 @@ async fn sqlite_resync_person_repairs_one_row() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_resync_person_repairs_one_row() {
-    let schema = format!("e2e_{}", uuid::Uuid::new_v4().simple());
-    let store = salesync::store::PostgresStore::open_in_schema(&postgres_url(), &schema)
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL at {} is needed: {e}", postgres_url()));
-    let pool = store.pool().clone();
-    let outcome = tokio::spawn(resync_one_person(Arc::new(store))).await;
-    sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).execute(&pool).await.unwrap();
-    outcome.unwrap();
+    on_postgres(resync_one_person).await;
 }
 
 /// The scheduled drift repair finds each kind of drift planted directly in the store — a
@@ -545,12 +539,5 @@ async fn sqlite_drift_repair_finds_and_counts_each_kind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_drift_repair_finds_and_counts_each_kind() {
-    let schema = format!("e2e_{}", uuid::Uuid::new_v4().simple());
-    let store = salesync::store::PostgresStore::open_in_schema(&postgres_url(), &schema)
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL at {} is needed: {e}", postgres_url()));
-    let pool = store.pool().clone();
-    let outcome = tokio::spawn(drift_repair(Arc::new(store))).await;
-    sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).execute(&pool).await.unwrap();
-    outcome.unwrap();
+    on_postgres(drift_repair).await;
 }

@@ -275,26 +275,7 @@ impl SyncEngine {
     /// It writes the mirror, so it takes the leader lease like [`sync_once`](Self::sync_once)
     /// (failing with [`Error::NotLeader`] while another process holds it).
     pub async fn resolve_opportunities(&self) -> Result<SyncReport> {
-        let _guard = self.inner.run_lock.lock().await;
-        let result = self.resolve_opportunities_leading().await;
-        self.release_unless_running().await;
-        result
-    }
-
-    async fn resolve_opportunities_leading(&self) -> Result<SyncReport> {
-        self.ensure_bound().await?;
-        if !self.inner.try_lead().await? {
-            return Err(self.inner.not_leader());
-        }
-        let started = tokio::time::Instant::now();
-        let cancel = CancellationToken::new();
-        let mut pass = Pass::new(&self.inner, &cancel);
-        pass.set_phase(Phase::Opportunities);
-        OpportunityFill::new(&mut pass).fill_unresolved(None).await?;
-        pass.report.duration = started.elapsed();
-        pass.report.rate_budget = self.inner.marketo.rate_budget();
-        pass.set_phase(Phase::Idle);
-        Ok(pass.report)
+        self.one_shot(OneShot::FillUnresolved).await
     }
 
     /// Puts one person's mirror row right from a live read of Marketo and Salesforce, whatever
@@ -307,6 +288,12 @@ impl SyncEngine {
     /// (failing with [`Error::NotLeader`] while another process holds it); on an engine whose
     /// [`run`](Self::run) loop leads, it waits for the current pass to end.
     pub async fn resync_person(&self, marketo_id: i64) -> Result<SyncReport> {
+        self.one_shot(OneShot::Resync(marketo_id)).await
+    }
+
+    /// A repair outside the passes, under the pass lock and the leader lease (released after
+    /// unless `run` keeps it).
+    async fn one_shot(&self, job: OneShot) -> Result<SyncReport> {
         let _guard = self.inner.run_lock.lock().await;
         let result = async {
             self.ensure_bound().await?;
@@ -316,8 +303,16 @@ impl SyncEngine {
             let started = tokio::time::Instant::now();
             let cancel = CancellationToken::new();
             let mut pass = Pass::new(&self.inner, &cancel);
-            pass.set_phase(Phase::Reconcile);
-            crate::resync::resync_person(&mut pass, marketo_id).await?;
+            match job {
+                OneShot::FillUnresolved => {
+                    pass.set_phase(Phase::Opportunities);
+                    OpportunityFill::new(&mut pass).fill_unresolved(None).await?;
+                }
+                OneShot::Resync(id) => {
+                    pass.set_phase(Phase::Reconcile);
+                    crate::resync::resync_person(&mut pass, id).await?;
+                }
+            }
             pass.report.duration = started.elapsed();
             pass.report.rate_budget = self.inner.marketo.rate_budget();
             pass.set_phase(Phase::Idle);
@@ -567,6 +562,15 @@ impl PageBuilder {
     pub fn entries_mut(&mut self) -> impl Iterator<Item = &mut (Decision, bool)> {
         self.entries.iter_mut()
     }
+}
+
+/// The repairs [`SyncEngine`] runs outside its passes.
+#[derive(Debug, Clone, Copy)]
+enum OneShot {
+    /// Fill every unresolved opportunity.
+    FillUnresolved,
+    /// Put one person right.
+    Resync(i64),
 }
 
 /// What kind of page is applied (for counting).

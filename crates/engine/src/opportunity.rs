@@ -230,14 +230,19 @@ impl<'a> OpportunityFill<'_, 'a> {
         Ok(())
     }
 
+    /// The next page of the whole mirror after `after` (advanced), `None` at its end.
+    async fn mirror_page(&self, after: &mut Option<i64>) -> Result<Option<Vec<Person>>> {
+        self.pass.check_cancel()?;
+        let people = self.pass.eng.store.list_people(*after, FILL_PAGE as u32).await?;
+        let Some(last) = people.last() else { return Ok(None) };
+        *after = Some(last.marketo_id);
+        Ok(Some(people))
+    }
+
     /// Sweeps the whole mirror for unresolved people and fills them.
     pub(crate) async fn fill_unresolved(&mut self, links: Option<&OpportunityLinks>) -> Result<()> {
         let mut after = None;
-        loop {
-            self.pass.check_cancel()?;
-            let people = self.pass.eng.store.list_people(after, FILL_PAGE as u32).await?;
-            let Some(last) = people.last() else { break };
-            after = Some(last.marketo_id);
+        while let Some(people) = self.mirror_page(&mut after).await? {
             let need: Vec<Person> = people.into_iter().filter(|p| p.salesforce_opportunity.needs_lookup()).collect();
             if !need.is_empty() {
                 self.fill_opportunities(need, links).await?;
@@ -344,11 +349,7 @@ impl<'a> OpportunityFill<'_, 'a> {
     /// so a change made while the mirror was compared is applied again over what they said.
     pub(crate) async fn verify_all(&mut self, links: &OpportunityLinks, mark: DateTime<Utc>) -> Result<()> {
         let mut after = None;
-        loop {
-            self.pass.check_cancel()?;
-            let people = self.pass.eng.store.list_people(after, FILL_PAGE as u32).await?;
-            let Some(last) = people.last() else { break };
-            after = Some(last.marketo_id);
+        while let Some(people) = self.mirror_page(&mut after).await? {
             let now = self.pass.now();
             let mut page = PageBuilder::new(Vec::new(), now);
             let mut stale = 0;
