@@ -4,6 +4,7 @@
 //! outbox entry with its side data; claim a batch; finish a batch). There is no begin/commit:
 //! each backend guarantees atomicity its own way.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -32,6 +33,8 @@ pub enum StreamId {
     SalesforceOptOuts,
     /// Salesforce changes that bear on people's opportunity (SystemModstamp high-water mark).
     SalesforceOpportunities,
+    /// A rebuild in progress (kept among the shadow's checkpoints: see [`ShadowStore`]).
+    Rebuild,
 }
 
 impl StreamId {
@@ -44,17 +47,19 @@ impl StreamId {
             StreamId::SalesforceTasks => "salesforce_tasks",
             StreamId::SalesforceOptOuts => "salesforce_opt_outs",
             StreamId::SalesforceOpportunities => "salesforce_opportunities",
+            StreamId::Rebuild => "rebuild",
         }
     }
 
     /// All streams.
-    pub const ALL: [StreamId; 6] = [
+    pub const ALL: [StreamId; 7] = [
         Self::InitialSync,
         Self::LeadChanges,
         Self::DeletedLeads,
         Self::SalesforceTasks,
         Self::SalesforceOptOuts,
         Self::SalesforceOpportunities,
+        Self::Rebuild,
     ];
 }
 
@@ -269,6 +274,57 @@ pub struct InboundBatch {
     pub checkpoint: Option<Checkpoint>,
 }
 
+/// How a rebuild's shadow copy replaces the live mirror (see [`ShadowStore::promote_shadow`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Promotion {
+    /// People whose shadow row enters the live mirror (inserted, or replacing the live row).
+    pub upserts: Vec<i64>,
+    /// People who leave the live mirror, with a tombstone.
+    pub removes: Vec<(i64, RemovalReason)>,
+    /// Live checkpoints written in the same transaction (the shadow's stream positions, which
+    /// the live streams carry on from).
+    pub checkpoints: Vec<Checkpoint>,
+    /// The time promoted rows and tombstones are stamped with.
+    pub at: DateTime<Utc>,
+}
+
+/// The shadow copy of the mirror that a rebuild fills while hosts keep reading the live one:
+/// its own people rows and its own stream checkpoints, in the same database as the live
+/// mirror so that [`promote_shadow`](Self::promote_shadow) can swap them in one transaction.
+/// Hosts never read it; nothing but the engine's rebuild writes it.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait ShadowStore: Send + Sync + 'static {
+    /// Applies a page of decisions to the shadow copy and its checkpoint to the shadow's
+    /// checkpoints, in one transaction. Removals leave no tombstone.
+    async fn apply_shadow_page(&self, page: MirrorPage) -> Result<ApplyCounts>;
+
+    /// Shadow people by Marketo ids (absent ids are left out).
+    async fn shadow_people_by_ids(&self, ids: &[i64]) -> Result<Vec<Person>>;
+
+    /// Shadow people whose Salesforce lead or contact id is `id`.
+    async fn shadow_people_by_salesforce_id(&self, id: &SalesforceId) -> Result<Vec<Person>>;
+
+    /// A page of all shadow people, by Marketo id ascending after `after`.
+    async fn list_shadow_people(&self, after: Option<i64>, limit: u32) -> Result<Vec<Person>>;
+
+    /// A shadow stream's checkpoint.
+    async fn shadow_checkpoint(&self, stream: StreamId) -> Result<Option<Checkpoint>>;
+
+    /// Writes a shadow checkpoint on its own.
+    async fn put_shadow_checkpoint(&self, checkpoint: Checkpoint) -> Result<()>;
+
+    /// Empties the shadow: its rows and its checkpoints.
+    async fn clear_shadow(&self) -> Result<()>;
+
+    /// In one transaction: copies the shadow rows of `upserts` into the live mirror (stamped
+    /// `at`, clearing their tombstones), removes `removes` from it with a tombstone, writes
+    /// `checkpoints` among the live checkpoints, and empties the shadow. Fails with
+    /// [`Error::Conflict`](crate::Error::Conflict), writing nothing, when an id of `upserts`
+    /// has no shadow row. Live rows named in neither list are left as they are.
+    async fn promote_shadow(&self, promotion: Promotion) -> Result<ApplyCounts>;
+}
+
 /// The salesync database. Implemented by `salesync-store` (memory, SQLite, PostgreSQL).
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 #[async_trait]
@@ -384,4 +440,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Releases the named lease if `holder` holds it.
     async fn release_lease(&self, name: &str, holder: &str) -> Result<()>;
+
+    /// The shadow copy a rebuild fills, when this store keeps one (the bundled backends do);
+    /// `None` (the default) means the store cannot rebuild without downtime.
+    fn shadow(&self) -> Option<Arc<dyn ShadowStore>> {
+        None
+    }
 }
