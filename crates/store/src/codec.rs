@@ -262,3 +262,53 @@ pub(crate) fn reduce(decisions: Vec<Decision>) -> (Reduced, salesync_core::ports
 pub(crate) fn bad_id(id: i64) -> Error {
     Error::InvalidInput { field: "marketo_id".into(), reason: format!("{id} is not a positive Marketo id") }
 }
+
+/// How many missing ids a failed promotion names.
+const MISSING_SHOWN: usize = 5;
+
+/// A [`Promotion`](salesync_core::ports::store::Promotion)'s id lists, checked and reduced.
+#[derive(Debug, Default)]
+pub(crate) struct PromotionPlan {
+    /// Distinct ids to copy from the shadow, ascending.
+    pub upserts: Vec<i64>,
+    /// Distinct ids to remove, ascending, each with its last reason in the promotion.
+    pub removes: Vec<(i64, RemovalReason)>,
+}
+
+/// Checks and reduces a promotion's id lists before anything is written: removals need positive
+/// ids (like a page's), and an id cannot be both promoted and removed.
+pub(crate) fn plan_promotion(p: &salesync_core::ports::store::Promotion) -> Result<PromotionPlan> {
+    let mut upserts = p.upserts.clone();
+    upserts.sort_unstable();
+    upserts.dedup();
+    let removes: std::collections::BTreeMap<i64, RemovalReason> = p.removes.iter().copied().collect();
+    if let Some(bad) = removes.keys().copied().find(|id| *id <= 0) {
+        return Err(bad_id(bad));
+    }
+    if let Some(both) = upserts.iter().copied().find(|id| removes.contains_key(id)) {
+        return Err(Error::InvalidInput {
+            field: "promotion".into(),
+            reason: format!("Marketo id {both} is both promoted and removed"),
+        });
+    }
+    Ok(PromotionPlan { upserts, removes: removes.into_iter().collect() })
+}
+
+/// The ids of a failed promotion worth naming (the first few of `missing`).
+pub(crate) fn first_missing(missing: impl IntoIterator<Item = i64>) -> Vec<i64> {
+    missing.into_iter().take(MISSING_SHOWN).collect()
+}
+
+/// The conflict of a promotion naming `missing` ids (of `promoted` distinct ones) that have no
+/// shadow row; `first` lists the first few of them, ascending.
+pub(crate) fn missing_shadow_rows(missing: usize, promoted: usize, first: &[i64]) -> Error {
+    let shown = first.iter().map(i64::to_string).collect::<Vec<_>>().join(", ");
+    let more = if missing > first.len() { ", …" } else { "" };
+    Error::Conflict {
+        what: "shadow promotion",
+        detail: format!(
+            "{missing} of the {promoted} Marketo ids to promote have no shadow row ({shown}{more}); \
+             nothing was promoted"
+        ),
+    }
+}

@@ -29,7 +29,7 @@ use salesync_core::mirror::{Decision, RemovalReason};
 use salesync_core::person::{OpportunityRef, Person, SalesforceType};
 use salesync_core::ports::store::{
     ApplyCounts, Checkpoint, Finished, InboundBatch, MirrorPage, NewOutboxItem, OutboxCounts, OutboxPayload,
-    OutboxState, Outcome, Recording, Store, StreamId, Target,
+    OutboxState, Outcome, Promotion, Recording, ShadowStore, Store, StreamId, Target, Tombstone,
 };
 use salesync_core::sfid::SalesforceId;
 use serde_json::json;
@@ -859,6 +859,514 @@ pub async fn bind_instance(store: &dyn Store) {
     let msg = err.to_string();
     assert!(msg.contains("123-ABC-456") && msg.contains("999-XYZ-000"), "{msg}");
     store.bind_instance("123-ABC-456").await.unwrap();
+}
+
+// ---------------------------------------------------------------- shadow copy
+
+fn shadow_of(store: &dyn Store) -> Arc<dyn ShadowStore> {
+    store.shadow().expect("the bundled backends keep a shadow copy: Store::shadow must be Some")
+}
+
+/// Everything a store holds about ids `1..=max` and every stream, live and shadow: two equal
+/// snapshots mean nothing changed.
+#[derive(Debug, PartialEq)]
+struct Snapshot {
+    people: Vec<Person>,
+    tombstones: Vec<Option<Tombstone>>,
+    checkpoints: Vec<Option<Checkpoint>>,
+    shadow_people: Vec<Person>,
+    shadow_checkpoints: Vec<Option<Checkpoint>>,
+}
+
+async fn snapshot(store: &dyn Store, shadow: &dyn ShadowStore, max: i64) -> Snapshot {
+    let mut s = Snapshot {
+        people: store.list_people(None, 100_000).await.unwrap(),
+        tombstones: Vec::new(),
+        checkpoints: Vec::new(),
+        shadow_people: shadow.list_shadow_people(None, 100_000).await.unwrap(),
+        shadow_checkpoints: Vec::new(),
+    };
+    for id in 1..=max {
+        s.tombstones.push(store.tombstone(id).await.unwrap());
+    }
+    for stream in StreamId::ALL {
+        s.checkpoints.push(store.checkpoint(stream).await.unwrap());
+        s.shadow_checkpoints.push(shadow.shadow_checkpoint(stream).await.unwrap());
+    }
+    s
+}
+
+fn stamped(mut p: Person, at: DateTime<Utc>) -> Person {
+    p.mirror_updated_at = at;
+    p
+}
+
+/// The store keeps a shadow copy; every handle on it sees the same data, empty at first.
+pub async fn shadow_is_available(store: &dyn Store) {
+    let a = shadow_of(store);
+    let b = shadow_of(store);
+    assert!(a.list_shadow_people(None, 10).await.unwrap().is_empty());
+    for s in StreamId::ALL {
+        assert_eq!(a.shadow_checkpoint(s).await.unwrap(), None, "{s:?}");
+    }
+    let counts = a
+        .apply_shadow_page(page(vec![insert(person(1, "a@x.io", 1))], Some(cp(StreamId::Rebuild, "r1"))))
+        .await
+        .unwrap();
+    assert_eq!(counts, ApplyCounts { inserted: 1, ..Default::default() });
+    assert_eq!(b.shadow_people_by_ids(&[1]).await.unwrap(), vec![person(1, "a@x.io", 1)]);
+    assert_eq!(b.shadow_checkpoint(StreamId::Rebuild).await.unwrap(), Some(cp(StreamId::Rebuild, "r1")));
+    assert_eq!(shadow_of(store).list_shadow_people(None, 10).await.unwrap(), vec![person(1, "a@x.io", 1)]);
+}
+
+/// Shadow pages and checkpoints leave the live mirror and its checkpoints alone, and the other
+/// way round; a failing shadow page writes nothing.
+pub async fn shadow_is_separate_from_live(store: &dyn Store) {
+    let shadow = shadow_of(store);
+    store
+        .apply_page(page(
+            vec![insert(person(1, "a@x.io", 1)), insert(person(2, "b@x.io", 1))],
+            Some(cp(StreamId::LeadChanges, "live")),
+        ))
+        .await
+        .unwrap();
+    store
+        .apply_page(page(vec![Decision::Remove { marketo_id: 9, reason: RemovalReason::Deleted }], None))
+        .await
+        .unwrap();
+
+    let mut changed = person(1, "a.shadow@x.io", 2);
+    changed.mirror_updated_at = t(250);
+    let counts = shadow
+        .apply_shadow_page(page(
+            vec![
+                insert(person(3, "c@x.io", 1)),
+                Decision::Update { person: changed.clone(), changed: vec![] },
+                insert(contact(4, 2)),
+                Decision::Remove { marketo_id: 2, reason: RemovalReason::Vanished },
+                Decision::Remove { marketo_id: 9, reason: RemovalReason::Vanished },
+                Decision::Unchanged { marketo_id: 5 },
+                Decision::Skip { marketo_id: 6 },
+            ],
+            Some(cp(StreamId::LeadChanges, "shadow")),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(counts, ApplyCounts { inserted: 2, updated: 1, removed: 2, untouched: 2 }, "as apply_page counts");
+    shadow.put_shadow_checkpoint(cp(StreamId::Rebuild, "rebuilding")).await.unwrap();
+
+    // The live mirror did not move.
+    assert_eq!(store.list_people(None, 10).await.unwrap(), vec![person(1, "a@x.io", 1), person(2, "b@x.io", 1)]);
+    assert_eq!(store.tombstone(2).await.unwrap(), None);
+    assert_eq!(store.tombstone(9).await.unwrap().unwrap().reason, RemovalReason::Deleted);
+    assert_eq!(store.checkpoint(StreamId::LeadChanges).await.unwrap(), Some(cp(StreamId::LeadChanges, "live")));
+    assert_eq!(store.checkpoint(StreamId::Rebuild).await.unwrap(), None);
+    assert_eq!(store.count_people().await.unwrap(), 2);
+    // The shadow holds its own rows and positions.
+    assert_eq!(
+        shadow.list_shadow_people(None, 10).await.unwrap(),
+        vec![changed.clone(), person(3, "c@x.io", 1), contact(4, 2)]
+    );
+    assert_eq!(
+        shadow.shadow_checkpoint(StreamId::LeadChanges).await.unwrap(),
+        Some(cp(StreamId::LeadChanges, "shadow"))
+    );
+    assert_eq!(shadow.shadow_checkpoint(StreamId::Rebuild).await.unwrap(), Some(cp(StreamId::Rebuild, "rebuilding")));
+
+    // Live writes leave the shadow alone.
+    store
+        .apply_page(page(
+            vec![insert(person(5, "e@x.io", 1)), Decision::Remove { marketo_id: 1, reason: RemovalReason::Deleted }],
+            Some(cp(StreamId::LeadChanges, "live-2")),
+        ))
+        .await
+        .unwrap();
+    store.put_checkpoint(cp(StreamId::DeletedLeads, "live-deleted")).await.unwrap();
+    assert_eq!(
+        shadow.list_shadow_people(None, 10).await.unwrap(),
+        vec![changed.clone(), person(3, "c@x.io", 1), contact(4, 2)]
+    );
+    assert_eq!(
+        shadow.shadow_checkpoint(StreamId::LeadChanges).await.unwrap(),
+        Some(cp(StreamId::LeadChanges, "shadow"))
+    );
+    assert_eq!(shadow.shadow_checkpoint(StreamId::DeletedLeads).await.unwrap(), None);
+    shadow.put_shadow_checkpoint(cp(StreamId::DeletedLeads, "shadow-deleted")).await.unwrap();
+    assert_eq!(
+        store.checkpoint(StreamId::DeletedLeads).await.unwrap(),
+        Some(cp(StreamId::DeletedLeads, "live-deleted"))
+    );
+    assert_eq!(
+        shadow.shadow_checkpoint(StreamId::DeletedLeads).await.unwrap(),
+        Some(cp(StreamId::DeletedLeads, "shadow-deleted"))
+    );
+
+    // A shadow page that fails part-way writes neither rows nor checkpoint.
+    let before = snapshot(store, &*shadow, 10).await;
+    let mut decisions: Vec<Decision> = (100..1400).map(|i| insert(person(i, "n@x.io", 1))).collect();
+    decisions.push(Decision::Remove { marketo_id: 3, reason: RemovalReason::Deleted });
+    decisions.push(insert(person(-5, "bad@x.io", 1)));
+    let err = shadow.apply_shadow_page(page(decisions, Some(cp(StreamId::LeadChanges, "bad")))).await;
+    assert!(matches!(err, Err(Error::InvalidInput { .. })), "a negative Marketo id must be refused: {err:?}");
+    assert_eq!(snapshot(store, &*shadow, 10).await, before);
+}
+
+/// Shadow reads: by ids, by Salesforce id, and listing (paged, `after` exclusive).
+pub async fn shadow_lookups(store: &dyn Store) {
+    let shadow = shadow_of(store);
+    assert!(shadow.shadow_people_by_ids(&[1, 2]).await.unwrap().is_empty());
+    assert!(shadow.shadow_people_by_salesforce_id(&sfid("00Q", 4)).await.unwrap().is_empty());
+    let mut decisions: Vec<Decision> =
+        (1..=20).map(|i| insert(person(i, &format!("p{i}@example.com"), (i % 2) as u64))).collect();
+    decisions.push(insert(contact(21, 1)));
+    shadow.apply_shadow_page(page(decisions, None)).await.unwrap();
+
+    let found = shadow.shadow_people_by_ids(&[7, 3, 500, 3]).await.unwrap();
+    assert_eq!(found, vec![person(3, "p3@example.com", 1), person(7, "p7@example.com", 1)], "absent ids left out");
+    assert!(shadow.shadow_people_by_ids(&[]).await.unwrap().is_empty());
+    assert_eq!(shadow.shadow_people_by_ids(&[21]).await.unwrap(), vec![contact(21, 1)], "sparse contact round-trips");
+
+    // Salesforce id: lead id or contact id.
+    assert_eq!(ids(&shadow.shadow_people_by_salesforce_id(&sfid("00Q", 4)).await.unwrap()), vec![4]);
+    assert_eq!(ids(&shadow.shadow_people_by_salesforce_id(&sfid("003", 21)).await.unwrap()), vec![21]);
+    assert_eq!(ids(&shadow.shadow_people_by_salesforce_id(&sfid("00Q", 21)).await.unwrap()), vec![21]);
+    assert!(shadow.shadow_people_by_salesforce_id(&sfid("003", 4)).await.unwrap().is_empty());
+
+    // Listing.
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let chunk = shadow.list_shadow_people(after, 6).await.unwrap();
+        if chunk.is_empty() {
+            break;
+        }
+        assert!(chunk.len() <= 6);
+        after = chunk.last().map(|p| p.marketo_id);
+        all.extend(ids(&chunk));
+    }
+    assert_eq!(all, (1..=21).collect::<Vec<_>>());
+    assert_eq!(ids(&shadow.list_shadow_people(Some(5), 3).await.unwrap()), vec![6, 7, 8], "after is exclusive");
+    assert_eq!(shadow.list_shadow_people(Some(20), 5).await.unwrap(), vec![contact(21, 1)]);
+    assert!(shadow.list_shadow_people(Some(21), 5).await.unwrap().is_empty());
+    assert!(shadow.list_shadow_people(None, 0).await.unwrap().is_empty());
+
+    // None of it is live.
+    assert_eq!(store.count_people().await.unwrap(), 0);
+    assert!(store.people_by_salesforce_id(&sfid("00Q", 4)).await.unwrap().is_empty());
+    assert!(store.people_by_ids(&[3, 7]).await.unwrap().is_empty());
+}
+
+/// A shadow removal deletes the shadow row and leaves no tombstone (nor touches the live row);
+/// the last decision about an id in a shadow page wins.
+pub async fn shadow_removal_leaves_no_tombstone(store: &dyn Store) {
+    let shadow = shadow_of(store);
+    store.apply_page(page(vec![insert(person(1, "a@x.io", 1))], None)).await.unwrap();
+    shadow
+        .apply_shadow_page(page(vec![insert(person(1, "a@x.io", 1)), insert(person(2, "b@x.io", 1))], None))
+        .await
+        .unwrap();
+    let counts = shadow
+        .apply_shadow_page(MirrorPage {
+            decisions: vec![
+                Decision::Remove { marketo_id: 1, reason: RemovalReason::Deleted },
+                Decision::Remove { marketo_id: 2, reason: RemovalReason::Merged { winner: 1 } },
+            ],
+            checkpoint: None,
+            at: t(300),
+        })
+        .await
+        .unwrap();
+    assert_eq!(counts, ApplyCounts { removed: 2, ..Default::default() });
+    assert!(shadow.list_shadow_people(None, 10).await.unwrap().is_empty());
+    assert!(shadow.shadow_people_by_ids(&[1, 2]).await.unwrap().is_empty());
+    assert_eq!(store.tombstone(1).await.unwrap(), None);
+    assert_eq!(store.tombstone(2).await.unwrap(), None);
+    assert_eq!(store.person(1).await.unwrap(), Some(person(1, "a@x.io", 1)), "the live row stays");
+
+    shadow
+        .apply_shadow_page(page(
+            vec![
+                insert(person(3, "c@x.io", 1)),
+                Decision::Remove { marketo_id: 3, reason: RemovalReason::Vanished },
+                Decision::Remove { marketo_id: 4, reason: RemovalReason::Deleted },
+                insert(person(4, "d@x.io", 1)),
+            ],
+            None,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(shadow.list_shadow_people(None, 10).await.unwrap(), vec![person(4, "d@x.io", 1)]);
+    assert_eq!(store.tombstone(3).await.unwrap(), None);
+    assert_eq!(store.tombstone(4).await.unwrap(), None);
+}
+
+/// A promotion inserts, replaces (stamped with its time) and removes live rows with the right
+/// counts, clears the promoted ids' tombstones, writes tombstones for removals (absent ids
+/// included, as `apply_page` does), writes its checkpoints, and empties the shadow.
+pub async fn shadow_promotion(store: &dyn Store) {
+    let shadow = shadow_of(store);
+    store
+        .apply_page(page(
+            vec![
+                insert(person(1, "a@x.io", 1)),
+                insert(person(2, "b@x.io", 1)),
+                insert(person(3, "c@x.io", 1)),
+                insert(contact(8, 2)),
+            ],
+            Some(cp(StreamId::LeadChanges, "live")),
+        ))
+        .await
+        .unwrap();
+    store
+        .apply_page(page(vec![Decision::Remove { marketo_id: 4, reason: RemovalReason::Deleted }], None))
+        .await
+        .unwrap();
+    store.put_checkpoint(cp(StreamId::SalesforceTasks, "tasks")).await.unwrap();
+    assert!(store.tombstone(4).await.unwrap().is_some());
+
+    let changed = person(1, "a.rebuilt@x.io", 2);
+    shadow
+        .apply_shadow_page(page(
+            vec![insert(changed.clone()), insert(person(4, "d@x.io", 1)), insert(person(6, "f@x.io", 1))],
+            Some(cp(StreamId::Rebuild, "done")),
+        ))
+        .await
+        .unwrap();
+    shadow.put_shadow_checkpoint(cp(StreamId::LeadChanges, "shadow")).await.unwrap();
+
+    // Nanoseconds are dropped, as every backend stores microseconds.
+    let at = t(500) + chrono::Duration::nanoseconds(789);
+    let counts = shadow
+        .promote_shadow(Promotion {
+            upserts: vec![4, 1, 4],
+            removes: vec![
+                (2, RemovalReason::Vanished),
+                (7, RemovalReason::Merged { winner: 1 }),
+                (2, RemovalReason::Vanished),
+            ],
+            checkpoints: vec![cp(StreamId::LeadChanges, "from-shadow"), cp(StreamId::DeletedLeads, "deleted")],
+            at,
+        })
+        .await
+        .unwrap();
+    assert_eq!(counts, ApplyCounts { inserted: 1, updated: 1, removed: 1, untouched: 0 });
+
+    assert_eq!(store.person(1).await.unwrap(), Some(stamped(changed, t(500))), "replaced, stamped `at`");
+    assert_eq!(store.person(4).await.unwrap(), Some(stamped(person(4, "d@x.io", 1), t(500))), "inserted");
+    assert_eq!(store.tombstone(4).await.unwrap(), None, "a promoted id's tombstone goes");
+    assert_eq!(store.person(2).await.unwrap(), None);
+    assert_eq!(
+        store.tombstone(2).await.unwrap(),
+        Some(Tombstone { marketo_id: 2, reason: RemovalReason::Vanished, removed_at: t(500) })
+    );
+    assert_eq!(
+        store.tombstone(7).await.unwrap(),
+        Some(Tombstone { marketo_id: 7, reason: RemovalReason::Merged { winner: 1 }, removed_at: t(500) }),
+        "an absent id is tombstoned, as apply_page does"
+    );
+    assert_eq!(store.person(3).await.unwrap(), Some(person(3, "c@x.io", 1)), "named in neither list: untouched");
+    assert_eq!(store.person(8).await.unwrap(), Some(contact(8, 2)));
+    assert_eq!(store.person(6).await.unwrap(), None, "a shadow row not promoted stays out");
+    assert_eq!(ids(&store.list_people(None, 10).await.unwrap()), vec![1, 3, 4, 8]);
+    assert_eq!(ids(&store.people_by_salesforce_id(&sfid("00Q", 4)).await.unwrap()), vec![4]);
+    assert_eq!(store.checkpoint(StreamId::LeadChanges).await.unwrap(), Some(cp(StreamId::LeadChanges, "from-shadow")));
+    assert_eq!(store.checkpoint(StreamId::DeletedLeads).await.unwrap(), Some(cp(StreamId::DeletedLeads, "deleted")));
+    assert_eq!(
+        store.checkpoint(StreamId::SalesforceTasks).await.unwrap(),
+        Some(cp(StreamId::SalesforceTasks, "tasks"))
+    );
+    assert_eq!(store.checkpoint(StreamId::Rebuild).await.unwrap(), None, "only the listed checkpoints go live");
+
+    // The shadow is empty: rows and checkpoints.
+    assert!(shadow.list_shadow_people(None, 10).await.unwrap().is_empty());
+    assert!(shadow.shadow_people_by_ids(&[1, 4, 6]).await.unwrap().is_empty());
+    for s in StreamId::ALL {
+        assert_eq!(shadow.shadow_checkpoint(s).await.unwrap(), None, "{s:?}");
+    }
+
+    // An empty promotion only empties the shadow.
+    shadow
+        .apply_shadow_page(page(vec![insert(person(10, "j@x.io", 1))], Some(cp(StreamId::Rebuild, "r"))))
+        .await
+        .unwrap();
+    let counts = shadow.promote_shadow(Promotion { at: t(600), ..Default::default() }).await.unwrap();
+    assert_eq!(counts, ApplyCounts::default());
+    assert!(shadow.list_shadow_people(None, 10).await.unwrap().is_empty());
+    assert_eq!(shadow.shadow_checkpoint(StreamId::Rebuild).await.unwrap(), None);
+    assert_eq!(ids(&store.list_people(None, 10).await.unwrap()), vec![1, 3, 4, 8]);
+    assert_eq!(store.person(1).await.unwrap().unwrap().mirror_updated_at, t(500));
+}
+
+/// A promotion naming an id without a shadow row fails with `Conflict` naming it, and changes
+/// neither the live mirror nor the shadow; so do invalid removals. The store still works after.
+pub async fn failed_promotion_changes_nothing(store: &dyn Store) {
+    let shadow = shadow_of(store);
+    store
+        .apply_page(page(
+            vec![insert(person(1, "a@x.io", 1)), insert(person(2, "b@x.io", 1))],
+            Some(cp(StreamId::LeadChanges, "live")),
+        ))
+        .await
+        .unwrap();
+    store
+        .apply_page(page(vec![Decision::Remove { marketo_id: 3, reason: RemovalReason::Deleted }], None))
+        .await
+        .unwrap();
+    shadow
+        .apply_shadow_page(page(
+            vec![insert(person(1, "a.new@x.io", 1)), insert(person(5, "e@x.io", 1))],
+            Some(cp(StreamId::Rebuild, "r")),
+        ))
+        .await
+        .unwrap();
+    let before = snapshot(store, &*shadow, 60).await;
+
+    let err = shadow
+        .promote_shadow(Promotion {
+            upserts: vec![1, 52, 50, 5, 51, 53, 54, 55, 56, 3],
+            removes: vec![(2, RemovalReason::Deleted)],
+            checkpoints: vec![cp(StreamId::LeadChanges, "new")],
+            at: t(700),
+        })
+        .await
+        .unwrap_err();
+    match &err {
+        Error::Conflict { what, detail } => {
+            assert_eq!(*what, "shadow promotion");
+            assert!(detail.contains("8 of the 10"), "{detail}");
+            assert!(detail.contains("3, 50, 51, 52, 53"), "the first missing ids, ascending: {detail}");
+            assert!(!detail.contains("56"), "only the first few: {detail}");
+        }
+        other => panic!("expected a Conflict, got {other:?}"),
+    }
+    assert_eq!(snapshot(store, &*shadow, 60).await, before, "nothing written");
+
+    let err = shadow
+        .promote_shadow(Promotion {
+            upserts: vec![1, 5],
+            removes: vec![(2, RemovalReason::Deleted), (0, RemovalReason::Deleted)],
+            checkpoints: vec![cp(StreamId::LeadChanges, "new")],
+            at: t(700),
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidInput { .. }), "a zero Marketo id must be refused: {err:?}");
+    let err = shadow
+        .promote_shadow(Promotion {
+            upserts: vec![1, 5],
+            removes: vec![(5, RemovalReason::Deleted)],
+            checkpoints: vec![],
+            at: t(700),
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidInput { .. }), "an id both promoted and removed is refused: {err:?}");
+    assert_eq!(snapshot(store, &*shadow, 60).await, before, "nothing written");
+
+    let counts = shadow
+        .promote_shadow(Promotion {
+            upserts: vec![1, 5],
+            removes: vec![(2, RemovalReason::Deleted)],
+            checkpoints: vec![cp(StreamId::LeadChanges, "new")],
+            at: t(700),
+        })
+        .await
+        .unwrap();
+    assert_eq!(counts, ApplyCounts { inserted: 1, updated: 1, removed: 1, untouched: 0 });
+    assert_eq!(store.person(1).await.unwrap(), Some(stamped(person(1, "a.new@x.io", 1), t(700))));
+    assert_eq!(ids(&store.list_people(None, 10).await.unwrap()), vec![1, 5]);
+    assert_eq!(store.checkpoint(StreamId::LeadChanges).await.unwrap(), Some(cp(StreamId::LeadChanges, "new")));
+}
+
+/// `clear_shadow` empties the shadow's rows and checkpoints and nothing else.
+pub async fn clear_shadow_empties_rows_and_checkpoints(store: &dyn Store) {
+    let shadow = shadow_of(store);
+    shadow.clear_shadow().await.unwrap();
+    store
+        .apply_page(page(vec![insert(person(1, "a@x.io", 1))], Some(cp(StreamId::LeadChanges, "live"))))
+        .await
+        .unwrap();
+    store
+        .apply_page(page(vec![Decision::Remove { marketo_id: 2, reason: RemovalReason::Deleted }], None))
+        .await
+        .unwrap();
+    shadow
+        .apply_shadow_page(page(
+            (1..=3).map(|i| insert(person(i, &format!("s{i}@x.io"), 1))).collect(),
+            Some(cp(StreamId::LeadChanges, "shadow")),
+        ))
+        .await
+        .unwrap();
+    shadow.put_shadow_checkpoint(cp(StreamId::Rebuild, "r")).await.unwrap();
+    assert_eq!(shadow.list_shadow_people(None, 10).await.unwrap().len(), 3);
+
+    shadow.clear_shadow().await.unwrap();
+    assert!(shadow.list_shadow_people(None, 10).await.unwrap().is_empty());
+    assert!(shadow.shadow_people_by_ids(&[1, 2, 3]).await.unwrap().is_empty());
+    for s in StreamId::ALL {
+        assert_eq!(shadow.shadow_checkpoint(s).await.unwrap(), None, "{s:?}");
+    }
+    assert_eq!(store.list_people(None, 10).await.unwrap(), vec![person(1, "a@x.io", 1)]);
+    assert_eq!(store.tombstone(2).await.unwrap().unwrap().reason, RemovalReason::Deleted);
+    assert_eq!(store.checkpoint(StreamId::LeadChanges).await.unwrap(), Some(cp(StreamId::LeadChanges, "live")));
+
+    // The shadow fills again after.
+    shadow.apply_shadow_page(page(vec![insert(person(9, "i@x.io", 1))], None)).await.unwrap();
+    assert_eq!(ids(&shadow.list_shadow_people(None, 10).await.unwrap()), vec![9]);
+}
+
+/// A promotion of many people (beyond SQLite's 32,766 bound parameters per statement).
+pub async fn shadow_promotion_of_many(store: &dyn Store) {
+    promote_at_scale(store, 34_000).await;
+}
+
+/// Live people `1..=n`, shadow people `n/2+1..=n+n/2`; promotes the `n` shadow ids and removes
+/// the `n/2` live ids absent from the shadow, then checks the counts and a sample of rows.
+/// Exported for scale tests (e.g. `n` = 1,000,000), which run it on their own.
+pub async fn promote_at_scale(store: &dyn Store, n: i64) {
+    const PAGE: i64 = 10_000;
+    let shadow = shadow_of(store);
+    let half = n / 2;
+    let fill = |from: i64, to: i64, email: &'static str| {
+        (from..=to).step_by(PAGE as usize).map(move |start| {
+            let end = (start + PAGE - 1).min(to);
+            (start..=end).map(|i| insert(person(i, email, 1))).collect::<Vec<_>>()
+        })
+    };
+    for decisions in fill(1, n, "live@x.io") {
+        store.apply_page(page(decisions, None)).await.unwrap();
+    }
+    for decisions in fill(half + 1, n + half, "shadow@x.io") {
+        shadow.apply_shadow_page(page(decisions, None)).await.unwrap();
+    }
+    // A live tombstone among the ids to promote.
+    store
+        .apply_page(page(vec![Decision::Remove { marketo_id: n + 1, reason: RemovalReason::Deleted }], None))
+        .await
+        .unwrap();
+
+    let counts = shadow
+        .promote_shadow(Promotion {
+            upserts: (half + 1..=n + half).collect(),
+            removes: (1..=half).map(|id| (id, RemovalReason::Vanished)).collect(),
+            checkpoints: vec![cp(StreamId::InitialSync, "rebuilt")],
+            at: t(900),
+        })
+        .await
+        .unwrap();
+    let (n_u, half_u) = (n as u64, half as u64);
+    assert_eq!(counts, ApplyCounts { inserted: half_u, updated: n_u - half_u, removed: half_u, untouched: 0 });
+    assert_eq!(store.count_people().await.unwrap(), n_u);
+    for id in [1, half] {
+        assert_eq!(store.person(id).await.unwrap(), None);
+        assert_eq!(store.tombstone(id).await.unwrap().unwrap().reason, RemovalReason::Vanished);
+    }
+    for id in [half + 1, n, n + 1, n + half] {
+        assert_eq!(store.person(id).await.unwrap(), Some(stamped(person(id, "shadow@x.io", 1), t(900))), "{id}");
+        assert_eq!(store.tombstone(id).await.unwrap(), None, "{id}");
+    }
+    assert_eq!(store.checkpoint(StreamId::InitialSync).await.unwrap(), Some(cp(StreamId::InitialSync, "rebuilt")));
+    assert!(shadow.list_shadow_people(None, 1).await.unwrap().is_empty());
 }
 
 // ---------------------------------------------------------------- reopening

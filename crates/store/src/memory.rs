@@ -1,10 +1,11 @@
 //! The in-memory backend: one mutex around plain collections. Nothing survives a drop.
 //!
 //! It has the same semantics as the SQL backends (it passes the same conformance suite), so it
-//! is the default fake for tests of the engine and of hosts.
+//! is the default fake for tests of the engine and of hosts. Its [`shadow`](Store::shadow) is a
+//! second handle on the same collections, so a promotion swaps the copies under one lock.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,8 +14,8 @@ use salesync_core::Result;
 use salesync_core::activity::{AdminSettings, ReminderTask, UnsubscribeState};
 use salesync_core::person::Person;
 use salesync_core::ports::store::{
-    ApplyCounts, Checkpoint, Finished, InboundBatch, MirrorPage, OutboxCounts, OutboxItem, OutboxState, Recording,
-    Store, StreamId, Target, Tombstone,
+    ApplyCounts, Checkpoint, Finished, InboundBatch, MirrorPage, OutboxCounts, OutboxItem, OutboxState, Promotion,
+    Recording, ShadowStore, Store, StreamId, Target, Tombstone,
 };
 use salesync_core::sfid::SalesforceId;
 
@@ -22,9 +23,13 @@ use crate::codec::{self, bad_id, lease_end, micros, reduce};
 use crate::error::instance_conflict;
 
 /// The in-memory store (`memory:`): a mutex around plain collections.
+///
+/// It is its own [`ShadowStore`] too: [`shadow`](Store::shadow) hands out another `MemoryStore`
+/// on the same collections (the store itself is not `Clone`: a clone sharing its data would be
+/// a surprise).
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    inner: Mutex<Inner>,
+    inner: Arc<Mutex<Inner>>,
 }
 
 #[derive(Debug, Default)]
@@ -40,6 +45,8 @@ struct Inner {
     unsubscribes: HashMap<i64, UnsubscribeState>,
     settings: Option<AdminSettings>,
     leases: HashMap<String, (String, DateTime<Utc>)>,
+    shadow_people: BTreeMap<i64, Person>,
+    shadow_checkpoints: HashMap<StreamId, Checkpoint>,
 }
 
 impl MemoryStore {
@@ -74,6 +81,43 @@ fn page<'a>(iter: impl Iterator<Item = &'a Person>, limit: u32) -> Vec<Person> {
     iter.take(limit as usize).cloned().collect()
 }
 
+/// Refuses a page naming a non-positive Marketo id (the SQL schemas' check), before any write.
+fn check_page_ids(reduced: &codec::Reduced) -> Result<()> {
+    match reduced
+        .upserts
+        .iter()
+        .map(|p| p.marketo_id)
+        .chain(reduced.removes.iter().map(|(id, _)| *id))
+        .find(|id| *id <= 0)
+    {
+        Some(bad) => Err(bad_id(bad)),
+        None => Ok(()),
+    }
+}
+
+/// The people of `people` with a distinct id of `ids`, by id.
+fn by_ids(people: &BTreeMap<i64, Person>, ids: &[i64]) -> Vec<Person> {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.iter().filter_map(|id| people.get(id).cloned()).collect()
+}
+
+/// The people of `people` whose Salesforce lead or contact id is `id`, by id.
+fn by_salesforce_id(people: &BTreeMap<i64, Person>, id: &SalesforceId) -> Vec<Person> {
+    people
+        .values()
+        .filter(|p| p.salesforce_lead_id.as_ref() == Some(id) || p.salesforce_contact_id.as_ref() == Some(id))
+        .cloned()
+        .collect()
+}
+
+/// Up to `limit` people of `people` after `after`, by id.
+fn list(people: &BTreeMap<i64, Person>, after: Option<i64>, limit: u32) -> Vec<Person> {
+    let start = after.map_or(i64::MIN, |a| a.saturating_add(1));
+    page(people.range(start..).map(|(_, p)| p), limit)
+}
+
 #[async_trait]
 impl Store for MemoryStore {
     async fn bind_instance(&self, instance: &str) -> Result<()> {
@@ -90,15 +134,7 @@ impl Store for MemoryStore {
 
     async fn apply_page(&self, page: MirrorPage) -> Result<ApplyCounts> {
         let (reduced, counts) = reduce(page.decisions);
-        if let Some(bad) = reduced
-            .upserts
-            .iter()
-            .map(|p| p.marketo_id)
-            .chain(reduced.removes.iter().map(|(id, _)| *id))
-            .find(|id| *id <= 0)
-        {
-            return Err(bad_id(bad));
-        }
+        check_page_ids(&reduced)?;
         let at = micros(page.at);
         let mut g = self.lock();
         if let Some(c) = page.checkpoint {
@@ -120,11 +156,7 @@ impl Store for MemoryStore {
     }
 
     async fn people_by_ids(&self, ids: &[i64]) -> Result<Vec<Person>> {
-        let g = self.lock();
-        let mut ids = ids.to_vec();
-        ids.sort_unstable();
-        ids.dedup();
-        Ok(ids.iter().filter_map(|id| g.people.get(id).cloned()).collect())
+        Ok(by_ids(&self.lock().people, ids))
     }
 
     async fn people_by_email(&self, email: &str) -> Result<Vec<Person>> {
@@ -138,12 +170,7 @@ impl Store for MemoryStore {
     }
 
     async fn people_by_salesforce_id(&self, id: &SalesforceId) -> Result<Vec<Person>> {
-        let g = self.lock();
-        Ok(g.people
-            .values()
-            .filter(|p| p.salesforce_lead_id.as_ref() == Some(id) || p.salesforce_contact_id.as_ref() == Some(id))
-            .cloned()
-            .collect())
+        Ok(by_salesforce_id(&self.lock().people, id))
     }
 
     async fn people_by_owner(&self, owner: &SalesforceId, after: Option<i64>, limit: u32) -> Result<Vec<Person>> {
@@ -153,9 +180,7 @@ impl Store for MemoryStore {
     }
 
     async fn list_people(&self, after: Option<i64>, limit: u32) -> Result<Vec<Person>> {
-        let g = self.lock();
-        let start = after.map_or(i64::MIN, |a| a.saturating_add(1));
-        Ok(page(g.people.range(start..).map(|(_, p)| p), limit))
+        Ok(list(&self.lock().people, after, limit))
     }
 
     async fn count_people(&self) -> Result<u64> {
@@ -382,6 +407,91 @@ impl Store for MemoryStore {
         }
         Ok(())
     }
+
+    fn shadow(&self) -> Option<Arc<dyn ShadowStore>> {
+        Some(Arc::new(MemoryStore { inner: Arc::clone(&self.inner) }))
+    }
+}
+
+#[async_trait]
+impl ShadowStore for MemoryStore {
+    async fn apply_shadow_page(&self, page: MirrorPage) -> Result<ApplyCounts> {
+        let (reduced, counts) = reduce(page.decisions);
+        check_page_ids(&reduced)?;
+        let mut g = self.lock();
+        if let Some(c) = page.checkpoint {
+            g.shadow_checkpoints.insert(c.stream, norm_checkpoint(c));
+        }
+        for p in reduced.upserts {
+            g.shadow_people.insert(p.marketo_id, p);
+        }
+        for (id, _) in reduced.removes {
+            g.shadow_people.remove(&id);
+        }
+        Ok(counts)
+    }
+
+    async fn shadow_people_by_ids(&self, ids: &[i64]) -> Result<Vec<Person>> {
+        Ok(by_ids(&self.lock().shadow_people, ids))
+    }
+
+    async fn shadow_people_by_salesforce_id(&self, id: &SalesforceId) -> Result<Vec<Person>> {
+        Ok(by_salesforce_id(&self.lock().shadow_people, id))
+    }
+
+    async fn list_shadow_people(&self, after: Option<i64>, limit: u32) -> Result<Vec<Person>> {
+        Ok(list(&self.lock().shadow_people, after, limit))
+    }
+
+    async fn shadow_checkpoint(&self, stream: StreamId) -> Result<Option<Checkpoint>> {
+        Ok(self.lock().shadow_checkpoints.get(&stream).cloned())
+    }
+
+    async fn put_shadow_checkpoint(&self, checkpoint: Checkpoint) -> Result<()> {
+        self.lock().shadow_checkpoints.insert(checkpoint.stream, norm_checkpoint(checkpoint));
+        Ok(())
+    }
+
+    async fn clear_shadow(&self) -> Result<()> {
+        let mut g = self.lock();
+        g.shadow_people.clear();
+        g.shadow_checkpoints.clear();
+        Ok(())
+    }
+
+    async fn promote_shadow(&self, promotion: Promotion) -> Result<ApplyCounts> {
+        let plan = codec::plan_promotion(&promotion)?;
+        let at = micros(promotion.at);
+        let mut g = self.lock();
+        let missing = plan.upserts.iter().filter(|id| !g.shadow_people.contains_key(id)).count();
+        if missing > 0 {
+            let first =
+                codec::first_missing(plan.upserts.iter().copied().filter(|id| !g.shadow_people.contains_key(id)));
+            return Err(codec::missing_shadow_rows(missing, plan.upserts.len(), &first));
+        }
+        let mut counts = ApplyCounts::default();
+        let mut shadow = std::mem::take(&mut g.shadow_people);
+        for id in plan.upserts {
+            let Some(mut p) = shadow.remove(&id) else { continue };
+            p.mirror_updated_at = at;
+            g.tombstones.remove(&id);
+            match g.people.insert(id, p) {
+                Some(_) => counts.updated += 1,
+                None => counts.inserted += 1,
+            }
+        }
+        for (id, reason) in plan.removes {
+            if g.people.remove(&id).is_some() {
+                counts.removed += 1;
+            }
+            g.tombstones.insert(id, Tombstone { marketo_id: id, reason, removed_at: at });
+        }
+        for c in promotion.checkpoints {
+            g.checkpoints.insert(c.stream, norm_checkpoint(c));
+        }
+        g.shadow_checkpoints.clear();
+        Ok(counts)
+    }
 }
 
 #[cfg(test)]
@@ -390,7 +500,9 @@ mod tests {
 
     use super::*;
 
-    async fn run(check: crate::conformance::Check) {
+    use crate::conformance::Check;
+
+    async fn run(check: Check) {
         check(Arc::new(MemoryStore::new())).await;
     }
 
@@ -406,6 +518,32 @@ mod tests {
         crate::conformance::run_all(|| async { Arc::new(MemoryStore::new()) as Arc<dyn Store> }).await;
         let boxed: Box<dyn Store> = Box::new(MemoryStore::new());
         crate::conformance::settings_round_trip(&*boxed).await;
+    }
+
+    /// The shadow checks, until the SQL backends implement `ShadowStore` and they join the registry.
+    #[tokio::test]
+    async fn shadow_conformance() {
+        use crate::conformance as c;
+        let checks: [(&str, Check); 7] = [
+            ("shadow_is_available", |s| Box::pin(async move { c::shadow_is_available(&*s).await })),
+            ("shadow_is_separate_from_live", |s| Box::pin(async move { c::shadow_is_separate_from_live(&*s).await })),
+            ("shadow_lookups", |s| Box::pin(async move { c::shadow_lookups(&*s).await })),
+            ("shadow_removal_leaves_no_tombstone", |s| {
+                Box::pin(async move { c::shadow_removal_leaves_no_tombstone(&*s).await })
+            }),
+            ("shadow_promotion", |s| Box::pin(async move { c::shadow_promotion(&*s).await })),
+            ("failed_promotion_changes_nothing", |s| {
+                Box::pin(async move { c::failed_promotion_changes_nothing(&*s).await })
+            }),
+            ("clear_shadow_empties_rows_and_checkpoints", |s| {
+                Box::pin(async move { c::clear_shadow_empties_rows_and_checkpoints(&*s).await })
+            }),
+        ];
+        for (name, check) in checks {
+            tracing::info!(check = name, "shadow conformance");
+            check(Arc::new(MemoryStore::new())).await;
+        }
+        c::shadow_promotion_of_many(&MemoryStore::new()).await;
     }
 
     #[tokio::test]
