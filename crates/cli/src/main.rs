@@ -77,6 +77,16 @@ pub enum Command {
         #[arg(long)]
         person: i64,
     },
+    /// Rebuild the whole mirror without downtime: a full initial sync into a shadow copy while
+    /// hosts keep reading the current mirror (its streams kept current meanwhile), then one
+    /// transaction that swaps the difference in, the changes made in between carried over.
+    /// Resumes a rebuild that a crash or Ctrl-C interrupted. Needs the leader lease: stop a
+    /// running `salesync sync` first (or have the host call `SyncEngine::start_rebuild`).
+    Rebuild {
+        /// Drop the rebuild in progress and its shadow copy instead; the mirror stays as it is.
+        #[arg(long)]
+        discard: bool,
+    },
     /// Checkpoints, counts, outbox depth, last errors.
     Status,
     /// Check configuration, credentials, store and the Marketo instance.

@@ -42,6 +42,7 @@ pub async fn run(cli: Cli) -> Res<()> {
         }
         Command::Reminder(cmd) => reminder(&config, cmd).await,
         Command::Resync { person } => resync(&config, person).await,
+        Command::Rebuild { discard } => rebuild(&config, discard).await,
         Command::Status => status(&config).await,
         Command::Doctor => doctor(&config).await,
     }
@@ -196,15 +197,57 @@ fn engine_settings(config: &Config) -> Res<EngineSettings> {
     })
 }
 
-async fn resync(config: &Config, person: i64) -> Res<()> {
-    let store = store(config).await?;
-    let engine = SyncEngine::builder()
+/// An engine on the configured connectors and store (for the one-shot commands).
+async fn engine(config: &Config) -> Res<SyncEngine> {
+    SyncEngine::builder()
         .marketo(marketo(config)?)
         .salesforce(salesforce(config)?)
-        .store(store)
+        .store(store(config).await?)
         .settings(engine_settings(config)?)
         .build()
-        .map_err(|e| CliError::Runtime(e.to_string()))?;
+        .map_err(|e| CliError::Runtime(e.to_string()))
+}
+
+async fn rebuild(config: &Config, discard: bool) -> Res<()> {
+    let engine = engine(config).await?;
+    let rt = |e: salesync::engine::Error| CliError::Runtime(e.to_string());
+    if discard {
+        let since = engine.rebuild_started_at().await.map_err(rt)?;
+        match (engine.discard_rebuild().await.map_err(rt)?, since) {
+            (true, Some(at)) => println!("rebuild: discarded the rebuild started at {}", at.to_rfc3339()),
+            _ => println!("rebuild: none in progress"),
+        }
+        return Ok(());
+    }
+    if let Some(at) = engine.rebuild_started_at().await.map_err(rt)? {
+        println!("rebuild: resuming the rebuild started at {}", at.to_rfc3339());
+    }
+    let cancel = CancellationToken::new();
+    let c2 = cancel.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        c2.cancel();
+    });
+    let progress = tokio::spawn(show_progress(engine.subscribe_events()));
+    let result = engine.rebuild_with(&cancel).await;
+    progress.abort();
+    match result {
+        Ok(report) => {
+            print_sync_report(&report);
+            Ok(())
+        }
+        Err(salesync::engine::Error::Cancelled) => {
+            println!(
+                "rebuild: interrupted; the mirror is as it was. Run `salesync rebuild` to resume, or `salesync rebuild --discard`"
+            );
+            Ok(())
+        }
+        Err(e) => Err(rt(e)),
+    }
+}
+
+async fn resync(config: &Config, person: i64) -> Res<()> {
+    let engine = engine(config).await?;
     let mut changes = engine.subscribe_changes();
     let report = engine.resync_person(person).await.map_err(|e| CliError::Runtime(e.to_string()))?;
     match changes.try_recv() {
@@ -333,6 +376,20 @@ fn print_sync_report(report: &salesync::engine::SyncReport) {
                 d.extra,
                 if stale.is_empty() { "none".to_string() } else { stale.join(", ") }
             );
+        }
+        if let Some(r) = &report.rebuild {
+            match (r.promoted, r.requested_at) {
+                (true, _) => println!(
+                    "  rebuild: done; the shadow copy replaced the mirror ({} inserted, {} updated, {} removed)",
+                    r.inserted, r.updated, r.removed
+                ),
+                (false, Some(at)) => println!(
+                    "  rebuild: in progress since {} ({} people written to the shadow copy in this pass)",
+                    at.to_rfc3339(),
+                    r.shadow_written
+                ),
+                (false, None) => {}
+            }
         }
         if let Some(reason) = &report.initial_path_reason {
             println!("  initial path: {reason}");
@@ -554,10 +611,21 @@ async fn status(config: &Config) -> Res<()> {
     let store = store(config).await?;
     println!("store: {}", redact_url(&config.store));
     println!("people in mirror: {}", store.count_people().await?);
-    for stream in StreamId::ALL {
+    // The rebuild's checkpoint lives among the shadow's, not the live mirror's.
+    for stream in StreamId::ALL.into_iter().filter(|s| *s != StreamId::Rebuild) {
         match store.checkpoint(stream).await? {
             Some(cp) => println!("checkpoint {}: {} (at {})", stream.as_str(), cp.position, cp.updated_at.to_rfc3339()),
             None => println!("checkpoint {}: none", stream.as_str()),
+        }
+    }
+    if let Some(shadow) = store.shadow()
+        && let Some(cp) = shadow.shadow_checkpoint(StreamId::Rebuild).await?
+    {
+        println!("rebuild: in progress ({}, at {})", cp.position, cp.updated_at.to_rfc3339());
+        for stream in [StreamId::InitialSync, StreamId::LeadChanges] {
+            if let Some(cp) = shadow.shadow_checkpoint(stream).await? {
+                println!("  shadow checkpoint {}: {}", stream.as_str(), cp.position);
+            }
         }
     }
     let c = store.outbox_counts().await?;

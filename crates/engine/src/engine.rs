@@ -12,7 +12,8 @@ use salesync_core::mapping::requested_fields;
 use salesync_core::mirror::{Decision, Incoming, decide};
 use salesync_core::ports::marketo::{ActivityType, MarketoApi, RateBudget};
 use salesync_core::ports::salesforce::SalesforceApi;
-use salesync_core::ports::store::{ApplyCounts, Checkpoint, MirrorPage, Store, StreamId};
+use salesync_core::ports::store::{ApplyCounts, Checkpoint, MirrorPage, ShadowStore, Store, StreamId};
+use salesync_core::sfid::SalesforceId;
 use salesync_core::{Person, Qualification, RecordError, Service};
 use tokio::sync::{OnceCell, broadcast};
 use tokio_util::sync::CancellationToken;
@@ -212,16 +213,22 @@ impl SyncEngine {
     /// another process holds it; releases it when done unless [`run`](Self::run) is running on
     /// this engine.
     pub async fn sync_once_with(&self, cancel: &CancellationToken) -> Result<SyncReport> {
+        self.sync_once_inner(cancel, false).await
+    }
+
+    /// [`sync_once_with`](Self::sync_once_with); `strict_rebuild`: a failing rebuild slice fails
+    /// the pass (instead of a warning).
+    async fn sync_once_inner(&self, cancel: &CancellationToken, strict_rebuild: bool) -> Result<SyncReport> {
         // Released under the pass lock, so a concurrent call's pass never loses it midway.
         let _guard = self.inner.run_lock.lock().await;
-        let result = self.leading_pass(cancel).await;
+        let result = self.leading_pass(cancel, strict_rebuild).await;
         self.release_unless_running().await;
         result
     }
 
     /// One pass under the leader lease (taken or renewed first), which it leaves held. The
     /// caller holds the pass lock.
-    async fn leading_pass(&self, cancel: &CancellationToken) -> Result<SyncReport> {
+    async fn leading_pass(&self, cancel: &CancellationToken, strict_rebuild: bool) -> Result<SyncReport> {
         let started = tokio::time::Instant::now();
         let inner = &*self.inner;
         self.ensure_bound().await?;
@@ -230,6 +237,7 @@ impl SyncEngine {
             return Err(inner.not_leader());
         }
         let mut pass = Pass::new(inner, cancel);
+        pass.strict_rebuild = strict_rebuild;
         let result = pass.run().await;
         pass.report.duration = started.elapsed();
         pass.report.rate_budget = self.inner.marketo.rate_budget();
@@ -275,7 +283,7 @@ impl SyncEngine {
     /// It writes the mirror, so it takes the leader lease like [`sync_once`](Self::sync_once)
     /// (failing with [`Error::NotLeader`] while another process holds it).
     pub async fn resolve_opportunities(&self) -> Result<SyncReport> {
-        self.one_shot(OneShot::FillUnresolved).await
+        Ok(self.one_shot(OneShot::FillUnresolved).await?.0)
     }
 
     /// Puts one person's mirror row right from a live read of Marketo and Salesforce, whatever
@@ -288,12 +296,73 @@ impl SyncEngine {
     /// (failing with [`Error::NotLeader`] while another process holds it); on an engine whose
     /// [`run`](Self::run) loop leads, it waits for the current pass to end.
     pub async fn resync_person(&self, marketo_id: i64) -> Result<SyncReport> {
-        self.one_shot(OneShot::Resync(marketo_id)).await
+        Ok(self.one_shot(OneShot::Resync(marketo_id)).await?.0)
+    }
+
+    /// Starts a rebuild without downtime unless one is in progress (true when started): a
+    /// full initial sync into the store's shadow copy, carried on by every following pass
+    /// ([`sync_once`](Self::sync_once) or [`run`](Self::run)) after its live stages, for at most
+    /// [`EngineSettings::rebuild_slice`] each. Hosts keep reading the live mirror, which the live
+    /// streams keep current meanwhile. Once the shadow has caught up, the pass compares the two
+    /// copies and replaces the live mirror's difference in one transaction, with the shadow's
+    /// stream positions (so nothing that changed during the rebuild is lost); the difference is
+    /// published as mirror changes and counted in [`SyncReport::rebuild`]. A crash or cancel
+    /// leaves the live mirror untouched and the rebuild resumable, or discardable with
+    /// [`discard_rebuild`](Self::discard_rebuild).
+    ///
+    /// Fails with [`Error::Config`] when the store keeps no shadow copy
+    /// ([`Store::shadow`](salesync_core::ports::store::Store::shadow)); takes the leader lease like
+    /// [`sync_once`](Self::sync_once).
+    pub async fn start_rebuild(&self) -> Result<bool> {
+        Ok(self.one_shot(OneShot::StartRebuild).await?.1)
+    }
+
+    /// Drops a rebuild in progress and its shadow copy (the live mirror stays as it is); true
+    /// when there was one. Takes the leader lease like [`sync_once`](Self::sync_once).
+    pub async fn discard_rebuild(&self) -> Result<bool> {
+        Ok(self.one_shot(OneShot::DiscardRebuild).await?.1)
+    }
+
+    /// When a rebuild is in progress, the time it was started (`None` also when the store keeps
+    /// no shadow copy). Reads only.
+    pub async fn rebuild_started_at(&self) -> Result<Option<DateTime<Utc>>> {
+        match self.inner.store.shadow() {
+            Some(shadow) => crate::rebuild::in_progress(shadow.as_ref()).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Starts a rebuild (or resumes the one in progress) and runs passes until it is promoted:
+    /// [`start_rebuild`](Self::start_rebuild), then [`sync_once`](Self::sync_once) until a report's
+    /// [`rebuild`](SyncReport::rebuild) says `promoted`. Returns that report, its calls,
+    /// pages and warnings summed over the passes.
+    pub async fn rebuild(&self) -> Result<SyncReport> {
+        self.rebuild_with(&CancellationToken::new()).await
+    }
+
+    /// [`rebuild`](Self::rebuild) that stops between pages when `cancel` fires ([`Error::Cancelled`];
+    /// the rebuild stays in progress, resumable).
+    pub async fn rebuild_with(&self, cancel: &CancellationToken) -> Result<SyncReport> {
+        self.start_rebuild().await?;
+        let mut total = SyncReport::default();
+        loop {
+            let report = self.sync_once_inner(cancel, true).await?;
+            let promoted = report.rebuild.as_ref().is_some_and(|r| r.promoted);
+            let in_progress = report.rebuild.is_some();
+            total.pages += report.pages;
+            total.api_calls.marketo += report.api_calls.marketo;
+            total.api_calls.salesforce += report.api_calls.salesforce;
+            total.warnings.extend(report.warnings.iter().cloned());
+            if promoted || !in_progress {
+                let (pages, calls, warnings) = (total.pages, total.api_calls, total.warnings);
+                return Ok(SyncReport { pages, api_calls: calls, warnings, ..report });
+            }
+        }
     }
 
     /// A repair outside the passes, under the pass lock and the leader lease (released after
-    /// unless `run` keeps it).
-    async fn one_shot(&self, job: OneShot) -> Result<SyncReport> {
+    /// unless `run` keeps it); the flag says whether a rebuild was started or discarded.
+    async fn one_shot(&self, job: OneShot) -> Result<(SyncReport, bool)> {
         let _guard = self.inner.run_lock.lock().await;
         let result = async {
             self.ensure_bound().await?;
@@ -303,6 +372,7 @@ impl SyncEngine {
             let started = tokio::time::Instant::now();
             let cancel = CancellationToken::new();
             let mut pass = Pass::new(&self.inner, &cancel);
+            let mut flag = false;
             match job {
                 OneShot::FillUnresolved => {
                     pass.set_phase(Phase::Opportunities);
@@ -312,11 +382,13 @@ impl SyncEngine {
                     pass.set_phase(Phase::Reconcile);
                     crate::resync::resync_person(&mut pass, id).await?;
                 }
+                OneShot::StartRebuild => flag = crate::rebuild::start(&pass).await?,
+                OneShot::DiscardRebuild => flag = crate::rebuild::discard(&pass).await?,
             }
             pass.report.duration = started.elapsed();
             pass.report.rate_budget = self.inner.marketo.rate_budget();
             pass.set_phase(Phase::Idle);
-            Ok(pass.report)
+            Ok((pass.report, flag))
         }
         .await;
         self.release_unless_running().await;
@@ -351,7 +423,7 @@ impl SyncEngine {
         loop {
             let pass = {
                 let _guard = self.inner.run_lock.lock().await;
-                self.leading_pass(cancel).await
+                self.leading_pass(cancel, false).await
             };
             let wait = match pass {
                 Ok(_) => settings.poll_interval,
@@ -571,6 +643,10 @@ enum OneShot {
     FillUnresolved,
     /// Put one person right.
     Resync(i64),
+    /// Start a rebuild unless one is in progress.
+    StartRebuild,
+    /// Drop a rebuild in progress.
+    DiscardRebuild,
 }
 
 /// What kind of page is applied (for counting).
@@ -578,6 +654,15 @@ enum OneShot {
 pub(crate) enum ApplyKind {
     Sync,
     OpportunityFill,
+}
+
+/// Which copy of the mirror a pass reads and writes: the live one hosts read, or the shadow a
+/// rebuild fills (see the `rebuild` module). Every stage goes through the pass's accessors, so
+/// the same stages build either.
+#[derive(Clone)]
+pub(crate) enum Mirror {
+    Live,
+    Shadow(Arc<dyn ShadowStore>),
 }
 
 /// The state of one pass and what every stage of it shares: counted, retried port calls, page
@@ -596,10 +681,24 @@ pub(crate) struct Pass<'a> {
     ///
     /// [`DriftCounts`]: crate::report::DriftCounts
     pub counting_drift: bool,
+    /// The copy of the mirror this pass builds.
+    pub mirror: Mirror,
+    /// A failing rebuild slice fails the pass (a foreground rebuild) instead of a warning.
+    pub strict_rebuild: bool,
+    /// A rebuild slice's end: past it, the pass stops with `Cancelled` after the page or
+    /// checkpoint it is writing, or instead of waiting (so every slice makes progress, and
+    /// none holds the live streams up for long).
+    pub deadline: Option<tokio::time::Instant>,
 }
 
 impl<'a> Pass<'a> {
+    /// A pass over the live mirror.
     pub fn new(eng: &'a Inner, cancel: &'a CancellationToken) -> Self {
+        Self::on(eng, cancel, Mirror::Live)
+    }
+
+    /// A pass over the given copy of the mirror.
+    pub fn on(eng: &'a Inner, cancel: &'a CancellationToken, mirror: Mirror) -> Self {
         Self {
             eng,
             cancel,
@@ -608,7 +707,53 @@ impl<'a> Pass<'a> {
             deferral: None,
             budget_seen: None,
             counting_drift: false,
+            mirror,
+            strict_rebuild: false,
+            deadline: None,
         }
+    }
+
+    /// A pass beside this one (same engine, cancellation and mirror copy), for work that runs
+    /// concurrently with it; its report is [`absorb`](Self::absorb)ed afterwards.
+    pub fn helper(&self) -> Pass<'a> {
+        Self::on(self.eng, self.cancel, self.mirror.clone())
+    }
+
+    /// Whether this pass builds a rebuild's shadow copy (its pages publish no mirror change).
+    pub fn is_shadow(&self) -> bool {
+        matches!(self.mirror, Mirror::Shadow(_))
+    }
+
+    /// People of this pass's mirror copy by Marketo ids.
+    pub async fn people_by_ids(&self, ids: &[i64]) -> Result<Vec<Person>> {
+        Ok(match &self.mirror {
+            Mirror::Live => self.eng.store.people_by_ids(ids).await?,
+            Mirror::Shadow(s) => s.shadow_people_by_ids(ids).await?,
+        })
+    }
+
+    /// A page of this pass's mirror copy, by Marketo id after `after`.
+    pub async fn list_people(&self, after: Option<i64>, limit: u32) -> Result<Vec<Person>> {
+        Ok(match &self.mirror {
+            Mirror::Live => self.eng.store.list_people(after, limit).await?,
+            Mirror::Shadow(s) => s.list_shadow_people(after, limit).await?,
+        })
+    }
+
+    /// People of this pass's mirror copy with the Salesforce lead or contact id `id`.
+    pub async fn people_by_salesforce_id(&self, id: &SalesforceId) -> Result<Vec<Person>> {
+        Ok(match &self.mirror {
+            Mirror::Live => self.eng.store.people_by_salesforce_id(id).await?,
+            Mirror::Shadow(s) => s.shadow_people_by_salesforce_id(id).await?,
+        })
+    }
+
+    /// A checkpoint of this pass's mirror copy.
+    pub async fn checkpoint(&self, stream: StreamId) -> Result<Option<Checkpoint>> {
+        Ok(match &self.mirror {
+            Mirror::Live => self.eng.store.checkpoint(stream).await?,
+            Mirror::Shadow(s) => s.shadow_checkpoint(stream).await?,
+        })
     }
 
     pub fn now(&self) -> DateTime<Utc> {
@@ -616,6 +761,8 @@ impl<'a> Pass<'a> {
     }
 
     pub fn set_phase(&mut self, phase: Phase) {
+        // A shadow pass is all one stage to the host: the rebuild.
+        let phase = if self.is_shadow() { Phase::Rebuild } else { phase };
         if self.phase != phase {
             self.phase = phase;
             self.eng.emit(SyncEvent::PhaseChanged { phase });
@@ -634,9 +781,19 @@ impl<'a> Pass<'a> {
         if self.cancel.is_cancelled() { Err(Error::Cancelled) } else { Ok(()) }
     }
 
+    /// Fails with `Cancelled` once a rebuild slice's deadline has passed (checked after each
+    /// write and before each wait).
+    fn check_deadline(&self) -> Result<()> {
+        match self.deadline {
+            Some(end) if tokio::time::Instant::now() >= end => Err(Error::Cancelled),
+            _ => Ok(()),
+        }
+    }
+
     /// Sleeps, waking early with `Cancelled`; renews the leader lease while it waits (failing
     /// with `NotLeader` when it is lost).
     pub async fn sleep(&self, delay: Duration) -> Result<()> {
+        self.check_deadline()?;
         let deadline = tokio::time::Instant::now() + delay;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -772,7 +929,7 @@ impl<'a> Pass<'a> {
 
     /// A page builder holding the store's current records of `ids`.
     pub async fn page_for(&self, ids: &[i64]) -> Result<PageBuilder> {
-        let current = if ids.is_empty() { Vec::new() } else { self.eng.store.people_by_ids(ids).await? };
+        let current = if ids.is_empty() { Vec::new() } else { self.people_by_ids(ids).await? };
         Ok(PageBuilder::new(current, self.now()))
     }
 
@@ -809,7 +966,11 @@ impl<'a> Pass<'a> {
             .map(|(d, _)| d.clone())
             .collect();
         self.eng.keep_lead(false).await?;
-        let counts = self.eng.store.apply_page(MirrorPage { decisions, checkpoint, at: now }).await?;
+        let page = MirrorPage { decisions, checkpoint, at: now };
+        let counts = match &self.mirror {
+            Mirror::Live => self.eng.store.apply_page(page).await?,
+            Mirror::Shadow(s) => s.apply_shadow_page(page).await?,
+        };
         self.report.pages += 1;
         let mut changes = Vec::new();
         let mut written = Vec::new();
@@ -869,16 +1030,20 @@ impl<'a> Pass<'a> {
                 self.eng.emit(SyncEvent::RateBudget { budget });
             }
         }
-        for c in changes {
-            // No subscriber is fine; laggards see `Lagged`.
-            let _ = self.eng.changes.send(c);
+        // Hosts never see the shadow: its difference is published when it is promoted.
+        if !self.is_shadow() {
+            for c in changes {
+                // No subscriber is fine; laggards see `Lagged`.
+                let _ = self.eng.changes.send(c);
+            }
         }
+        self.check_deadline()?;
         Ok((counts, written))
     }
 
     /// Reads the initial-sync checkpoint.
     pub async fn load_initial(&self) -> Result<Option<InitialState>> {
-        match self.eng.store.checkpoint(StreamId::InitialSync).await? {
+        match self.checkpoint(StreamId::InitialSync).await? {
             Some(cp) => Ok(Some(checkpoint::decode(&cp)?)),
             None => Ok(None),
         }
@@ -888,12 +1053,32 @@ impl<'a> Pass<'a> {
     pub async fn put<T: serde::Serialize>(&self, stream: StreamId, pos: &T) -> Result<()> {
         let cp = checkpoint::encode(stream, pos, self.now())?;
         self.eng.keep_lead(false).await?;
-        self.eng.store.put_checkpoint(cp).await?;
-        Ok(())
+        match &self.mirror {
+            Mirror::Live => self.eng.store.put_checkpoint(cp).await?,
+            Mirror::Shadow(s) => s.put_shadow_checkpoint(cp).await?,
+        }
+        self.check_deadline()
     }
 
-    /// The whole pass.
+    /// The whole pass: the stages on the live mirror, then a slice of a rebuild in progress.
     async fn run(&mut self) -> Result<()> {
+        self.run_stages().await?;
+        // The live mirror is current: a rebuild in progress gets the rest of the pass.
+        match crate::rebuild::step(self).await {
+            Ok(()) => Ok(()),
+            Err(e @ (Error::Cancelled | Error::NotLeader { .. })) => Err(e),
+            Err(e) if self.strict_rebuild => Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "rebuild paused until the next pass");
+                self.report.warnings.push(format!("rebuild paused: {e}"));
+                Ok(())
+            }
+        }
+    }
+
+    /// The stages of a pass on this pass's copy of the mirror: the initial sync (or a
+    /// reconcile) when due, the Marketo streams, the Salesforce opportunity stream.
+    pub async fn run_stages(&mut self) -> Result<()> {
         let state = match self.load_initial().await? {
             Some(s) if s.status == InitialStatus::Done && self.reconcile_due(&s) => {
                 tracing::info!(last_full_read = %s.started_at, "drift repair due: reconciling resync");

@@ -33,6 +33,9 @@ pub enum Phase {
     Merges,
     /// Opportunity ids filled from Salesforce.
     Opportunities,
+    /// A rebuild: filling the shadow copy, or promoting it (see
+    /// [`SyncEngine::rebuild`](crate::SyncEngine::rebuild)).
+    Rebuild,
     /// Between passes.
     Idle,
 }

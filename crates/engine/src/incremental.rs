@@ -153,12 +153,11 @@ impl<'a> Incremental<'_, 'a> {
     }
 
     async fn load_positions(&self) -> Result<(Option<LeadChangesPos>, Option<TokenPos>)> {
-        let store = &self.pass.eng.store;
-        let lc = match store.checkpoint(StreamId::LeadChanges).await? {
+        let lc = match self.pass.checkpoint(StreamId::LeadChanges).await? {
             Some(cp) => Some(checkpoint::decode::<LeadChangesPos>(&cp)?),
             None => None,
         };
-        let del = match store.checkpoint(StreamId::DeletedLeads).await? {
+        let del = match self.pass.checkpoint(StreamId::DeletedLeads).await? {
             Some(cp) => Some(checkpoint::decode::<TokenPos>(&cp)?),
             None => None,
         };

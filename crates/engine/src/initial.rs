@@ -137,7 +137,7 @@ impl<'a> InitialSync<'_, 'a> {
                 deferral.start_now();
             }
             self.pass.deferral = Some(deferral);
-            let mut side = Pass::new(self.pass.eng, self.pass.cancel);
+            let mut side = self.pass.helper();
             let (pulled, preloaded) = {
                 let pull = async {
                     let r = self.pull_initial(&mut state).await;
@@ -225,13 +225,14 @@ impl<'a> InitialSync<'_, 'a> {
         let hint = st.rest.probed_max.unwrap_or(0).max(self.pass.eng.settings.rest_max_marketo_id.unwrap_or(0));
         let depth = self.pass.eng.settings.rest_reads_in_flight.clamp(1, MAX_REST_READS_IN_FLIGHT) as usize;
         let stop = self.pass.eng.settings.rest_empty_chunks_to_stop;
-        let (eng, cancel) = (self.pass.eng, self.pass.cancel);
+        let (eng, cancel, mirror) = (self.pass.eng, self.pass.cancel, self.pass.mirror.clone());
         // Each chunk is read on a pass of its own so several are in flight while this loop
         // applies them, strictly in id order, each with its checkpoint.
         let read = |start: i64| {
             let fields = fields.clone();
+            let mirror = mirror.clone();
             async move {
-                let mut own = Pass::new(eng, cancel);
+                let mut own = Pass::on(eng, cancel, mirror);
                 let records = InitialSync::new(&mut own).id_chunk("leads by id range", start, chunk, &fields).await;
                 (records, own.report)
             }
@@ -260,8 +261,6 @@ impl<'a> InitialSync<'_, 'a> {
             let anonymous_error = records.iter().any(|r| record_id(r).is_none());
             let mut in_range: Vec<_> = self
                 .pass
-                .eng
-                .store
                 .list_people(Some(start - 1), self.pass.eng.settings.page_size)
                 .await?
                 .into_iter()
@@ -269,7 +268,7 @@ impl<'a> InitialSync<'_, 'a> {
                 .collect();
             let outside: Vec<i64> = seen.iter().copied().filter(|id| *id < start || *id > end).collect();
             if !outside.is_empty() {
-                in_range.extend(self.pass.eng.store.people_by_ids(&outside).await?);
+                in_range.extend(self.pass.people_by_ids(&outside).await?);
             }
             let vanished: Vec<i64> = if anonymous_error {
                 Vec::new()
@@ -296,7 +295,7 @@ impl<'a> InitialSync<'_, 'a> {
             }
             st.rest.next_id = end.saturating_add(1);
             if st.rest.next_id > hint && st.rest.empty_run >= self.pass.eng.settings.rest_empty_chunks_to_stop {
-                match self.pass.eng.store.list_people(Some(end), 1).await?.first() {
+                match self.pass.list_people(Some(end), 1).await?.first() {
                     Some(p) => {
                         st.rest.next_id = p.marketo_id;
                         st.rest.empty_run = 0;

@@ -12,6 +12,7 @@ mod initial;
 mod insight;
 mod mirror_reader;
 mod opportunity;
+mod rebuild;
 pub mod report;
 mod resync;
 pub mod settings;
@@ -22,7 +23,7 @@ pub use error::{Error, Result};
 pub use events::{MirrorChange, Phase, SyncEvent};
 pub use insight::InsightKind;
 pub use mirror_reader::{MirrorReader, PageRequest, PersonPage};
-pub use report::{ApiCalls, BulkQuotaAction, DriftCounts, InitialPath, RemovedCounts, SyncReport};
+pub use report::{ApiCalls, BulkQuotaAction, DriftCounts, InitialPath, RebuildReport, RemovedCounts, SyncReport};
 pub use settings::{
     BulkQuotaPolicy, Clock, EngineSettings, InitialMode, RetrySettings, StreamSettings, SystemClock, random_holder_id,
 };

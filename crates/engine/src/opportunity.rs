@@ -233,7 +233,7 @@ impl<'a> OpportunityFill<'_, 'a> {
     /// The next page of the whole mirror after `after` (advanced), `None` at its end.
     async fn mirror_page(&self, after: &mut Option<i64>) -> Result<Option<Vec<Person>>> {
         self.pass.check_cancel()?;
-        let people = self.pass.eng.store.list_people(*after, FILL_PAGE as u32).await?;
+        let people = self.pass.list_people(*after, FILL_PAGE as u32).await?;
         let Some(last) = people.last() else { return Ok(None) };
         *after = Some(last.marketo_id);
         Ok(Some(people))
@@ -286,8 +286,7 @@ impl<'a> OpportunityFill<'_, 'a> {
     /// [`SalesforceApi::opportunity_changes`]: salesync_core::ports::salesforce::SalesforceApi::opportunity_changes
     pub(crate) async fn follow_salesforce(&mut self, initial_started_at: DateTime<Utc>) -> Result<()> {
         self.pass.set_phase(Phase::Opportunities);
-        let store = self.pass.eng.store.as_ref();
-        let pos = match store.checkpoint(StreamId::SalesforceOpportunities).await? {
+        let pos = match self.pass.checkpoint(StreamId::SalesforceOpportunities).await? {
             Some(cp) => checkpoint::decode::<SalesforcePos>(&cp)?,
             None => SalesforcePos {
                 since: initial_started_at - chrono::Duration::minutes(crate::incremental::CLOCK_SKEW_MARGIN_MINUTES),
@@ -319,7 +318,7 @@ impl<'a> OpportunityFill<'_, 'a> {
         }
         let mut people: HashMap<i64, Person> = HashMap::new();
         for id in changes.contacts.iter().chain(&changes.converted_leads) {
-            for p in store.people_by_salesforce_id(id).await? {
+            for p in self.pass.people_by_salesforce_id(id).await? {
                 if !matches!(p.salesforce_opportunity, OpportunityRef::Marketo(_)) {
                     people.insert(p.marketo_id, p);
                 }

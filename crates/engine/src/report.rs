@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use salesync_core::RecordError;
 use salesync_core::mirror::RemovalReason;
 use serde::{Deserialize, Serialize};
@@ -91,6 +93,23 @@ impl DriftCounts {
     }
 }
 
+/// What a pass did for a rebuild in progress.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RebuildReport {
+    /// When the rebuild was started.
+    pub requested_at: Option<DateTime<Utc>>,
+    /// People written to the shadow copy in this pass (inserted or updated there).
+    pub shadow_written: u64,
+    /// True when the shadow copy replaced the live mirror in this pass: the rebuild is over.
+    pub promoted: bool,
+    /// At the promotion: people the live mirror lacked.
+    pub inserted: u64,
+    /// At the promotion: live people whose record differed.
+    pub updated: u64,
+    /// At the promotion: live people the rebuild did not find (removed as vanished).
+    pub removed: u64,
+}
+
 /// What one [`SyncEngine::sync_once`](crate::SyncEngine::sync_once) did.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct SyncReport {
@@ -131,6 +150,8 @@ pub struct SyncReport {
     pub drift: DriftCounts,
     /// People whose opportunity id was filled from Salesforce.
     pub opportunities_resolved: u64,
+    /// What the pass did for a rebuild in progress ([`SyncEngine::rebuild`](crate::SyncEngine::rebuild)), if one is.
+    pub rebuild: Option<RebuildReport>,
     /// Non-fatal problems (e.g. an opportunity lookup that failed and will be retried).
     pub warnings: Vec<String>,
 }

@@ -141,6 +141,9 @@ pub struct EngineSettings {
     /// long ago (default weekly; `None`: only when a stream's position is too old). Its findings
     /// are in [`SyncReport::drift`](crate::SyncReport::drift).
     pub reconcile_every: Option<Duration>,
+    /// Rebuild: the longest a pass spends filling the shadow copy after its live streams (default
+    /// two minutes), so the live mirror stays current while a rebuild runs over many passes.
+    pub rebuild_slice: Duration,
     /// Deleted-lead activities older than this may be pruned by Marketo (14 days): when the
     /// deleted-leads stream has not been read for longer, a reconciling resync runs.
     pub deleted_leads_retention: Duration,
@@ -197,6 +200,7 @@ impl Default for EngineSettings {
             rest_empty_chunks_to_stop: 50,
             rest_reads_in_flight: 4,
             reconcile_every: Some(Duration::from_secs(7 * 24 * 3600)),
+            rebuild_slice: Duration::from_secs(120),
             deleted_leads_retention: Duration::from_secs(14 * 24 * 3600),
             retry: RetrySettings::default(),
             channel_capacity: 1024,
@@ -225,6 +229,7 @@ impl fmt::Debug for EngineSettings {
             .field("rest_max_marketo_id", &self.rest_max_marketo_id)
             .field("rest_empty_chunks_to_stop", &self.rest_empty_chunks_to_stop)
             .field("reconcile_every", &self.reconcile_every)
+            .field("rebuild_slice", &self.rebuild_slice)
             .field("rest_reads_in_flight", &self.rest_reads_in_flight)
             .field("holder_id", &self.holder_id)
             .field("leader_lease_ttl", &self.leader_lease_ttl)
@@ -256,6 +261,9 @@ impl EngineSettings {
         }
         if self.reconcile_every.is_some_and(|d| d.is_zero()) {
             return bad("reconcile_every", "must be positive (None turns it off)");
+        }
+        if self.rebuild_slice.is_zero() {
+            return bad("rebuild_slice", "must be positive");
         }
         if self.channel_capacity == 0 {
             return bad("channel_capacity", "must be at least 1");

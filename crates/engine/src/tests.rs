@@ -1998,3 +1998,16 @@ async fn run_waits_for_the_quota_reset_instead_of_polling() {
     cancel.cancel();
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_store_without_a_shadow_copy_cannot_rebuild() {
+    let (_world, _store, eng) = synced(vec![]).await;
+    match eng.start_rebuild().await {
+        Err(Error::Config { field: "store", reason }) => assert!(reason.contains("shadow"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(eng.rebuild_started_at().await.unwrap(), None);
+    // Passes go on as before.
+    let report = eng.sync_once().await.unwrap();
+    assert!(report.rebuild.is_none() && report.warnings.is_empty(), "{report:?}");
+}
