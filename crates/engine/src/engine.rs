@@ -634,6 +634,53 @@ impl PageBuilder {
     pub fn entries_mut(&mut self) -> impl Iterator<Item = &mut (Decision, bool)> {
         self.entries.iter_mut()
     }
+
+    /// The people to insert or update whose opportunity link is unresolved.
+    pub fn unresolved(&self) -> Vec<Person> {
+        self.entries
+            .iter()
+            .filter_map(|(d, _)| match d {
+                Decision::Insert { person } | Decision::Update { person, .. }
+                    if person.salesforce_opportunity.needs_lookup() =>
+                {
+                    Some(person.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Sets the opportunity of every inserted or updated person whose link is unresolved, where
+    /// `resolve` knows it, so the row is written once, complete. An update's changed fields are
+    /// compared again with the store's row: one left without a change becomes unchanged.
+    pub fn resolve_opportunities(&mut self, resolve: impl Fn(&Person) -> Option<Option<SalesforceId>>) {
+        for (d, _) in self.entries.iter_mut() {
+            match d {
+                Decision::Insert { person } if person.salesforce_opportunity.needs_lookup() => {
+                    if let Some(opp) = resolve(person) {
+                        person.salesforce_opportunity = salesync_core::OpportunityRef::Salesforce(opp);
+                    }
+                }
+                Decision::Update { person, changed } if person.salesforce_opportunity.needs_lookup() => {
+                    let Some(opp) = resolve(person) else { continue };
+                    person.salesforce_opportunity = salesync_core::OpportunityRef::Salesforce(opp);
+                    match self.current.get(&person.marketo_id) {
+                        Some(cur) => {
+                            *changed = salesync_core::mirror::changed_fields(cur, person);
+                            if changed.is_empty() {
+                                *d = Decision::Unchanged { marketo_id: cur.marketo_id };
+                            }
+                        }
+                        None if !changed.contains(&salesync_core::mapping::LeadField::SalesforceOpportunityId) => {
+                            changed.push(salesync_core::mapping::LeadField::SalesforceOpportunityId)
+                        }
+                        None => {}
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 /// The repairs [`SyncEngine`] runs outside its passes.
@@ -940,10 +987,17 @@ impl<'a> Pass<'a> {
         if !self.eng.settings.opportunity_lookup {
             return Ok(self.commit(page, checkpoint, ApplyKind::Sync).await?.0);
         }
-        if let Some(links) = self.deferral.as_ref().and_then(|d| d.links()) {
-            page.join_opportunities(&links);
+        // Rows are written once, with their opportunity: joined from the org's links during an
+        // initial sync that read them, else (incremental pages, where it costs no speed) looked
+        // up before the write. What stays unresolved is filled after it.
+        let mut tried = std::collections::HashSet::new();
+        match (&self.deferral, self.deferral.as_ref().and_then(|d| d.links())) {
+            (_, Some(links)) => page.join_opportunities(&links),
+            (None, None) => tried = OpportunityFill::new(self).resolve_before_write(&mut page).await?,
+            (Some(_), None) => {}
         }
-        let (counts, written) = self.commit(page, checkpoint, ApplyKind::Sync).await?;
+        let (counts, mut written) = self.commit(page, checkpoint, ApplyKind::Sync).await?;
+        written.retain(|p| !tried.contains(&p.marketo_id));
         OpportunityFill::new(self).after_write(written).await?;
         Ok(counts)
     }

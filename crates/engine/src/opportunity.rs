@@ -28,7 +28,7 @@
 //!
 //! [`SalesforceApi::opportunity_links`]: salesync_core::ports::salesforce::SalesforceApi::opportunity_links
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 
 use salesync_core::mapping::LeadField;
@@ -156,24 +156,7 @@ impl PageBuilder {
     /// Sets the opportunity of every inserted or updated person whose link is unresolved from
     /// the org's links, so the row is written once, complete.
     pub(crate) fn join_opportunities(&mut self, links: &OpportunityLinks) {
-        for (d, _) in self.entries_mut() {
-            match d {
-                Decision::Insert { person } if person.salesforce_opportunity.needs_lookup() => {
-                    if let Some(opp) = joined(links, person) {
-                        person.salesforce_opportunity = OpportunityRef::Salesforce(opp);
-                    }
-                }
-                Decision::Update { person, changed } if person.salesforce_opportunity.needs_lookup() => {
-                    if let Some(opp) = joined(links, person) {
-                        person.salesforce_opportunity = OpportunityRef::Salesforce(opp);
-                        if !changed.contains(&LeadField::SalesforceOpportunityId) {
-                            changed.push(LeadField::SalesforceOpportunityId);
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
+        self.resolve_opportunities(|p| joined(links, p));
     }
 }
 
@@ -205,6 +188,22 @@ impl<'a> OpportunityFill<'_, 'a> {
         }
     }
 
+    /// Looks up the opportunity of the page's unresolved people before it is written (so each
+    /// row is written once, complete); returns the ids looked up, found or not, which the fill
+    /// after the write leaves alone. A failed lookup is a warning: those people are written
+    /// unresolved, for `resolve_opportunities` to retry.
+    pub(crate) async fn resolve_before_write(&mut self, page: &mut PageBuilder) -> Result<HashSet<i64>> {
+        let people = page.unresolved();
+        if people.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let tried: HashSet<i64> = people.iter().map(|p| p.marketo_id).collect();
+        let found: HashMap<i64, Option<SalesforceId>> =
+            self.look_up(people, false).await?.into_iter().map(|(p, opp)| (p.marketo_id, opp)).collect();
+        page.resolve_opportunities(|p| found.get(&p.marketo_id).cloned());
+        Ok(tried)
+    }
+
     /// Fills the people the initial sync wrote unresolved, re-read from the store, from the
     /// org's links when they were read, else by batched lookups.
     pub(crate) async fn fill_deferred(
@@ -216,8 +215,6 @@ impl<'a> OpportunityFill<'_, 'a> {
             self.pass.check_cancel()?;
             let people: Vec<Person> = self
                 .pass
-                .eng
-                .store
                 .people_by_ids(ids)
                 .await?
                 .into_iter()
