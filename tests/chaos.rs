@@ -4,7 +4,8 @@
 //! 611/615/713, Salesforce 503 SERVER_UNAVAILABLE and UNABLE_TO_LOCK_ROW, dropped connections,
 //! responses slower than the client timeout, token/session expiry mid-stream and writes applied
 //! with their response lost. Passes are repeated (bounded) until converged, then:
-//! - the mirror equals the oracle computed from the Marketo emulator's data;
+//! - the mirror equals the oracle computed from the Marketo emulator's data, and the opportunity
+//!   changes made in Salesforce only (new contact roles, conversions) reached it;
 //! - every outbound item exists exactly once in its target (Marketo custom activities by
 //!   `salesyncActivityId`, Salesforce Tasks by external id), reminders in their final state,
 //!   unsubscribes pushed;
@@ -232,8 +233,11 @@ async fn sync_until_ok(eng: &SyncEngine, what: &str) -> u32 {
     }
 }
 
-/// Changes of every kind in Marketo between passes.
-fn mutate(w: &World, m: &BTreeMap<i64, salesync::core::Person>, round: usize) {
+/// Changes of every kind in Marketo between passes, and two in Salesforce only (a new open
+/// opportunity on a contact that had none, a lead converted with an opportunity, both picked
+/// from the end of the mirror, far from the Marketo changes): returns the opportunity each of
+/// those people must end up with.
+fn mutate(w: &World, m: &BTreeMap<i64, salesync::core::Person>, round: usize) -> Vec<(i64, String)> {
     let ids: Vec<i64> = m.keys().copied().collect();
     let base = round * 7;
     let owner = w.seed.users[0].id.clone();
@@ -252,6 +256,40 @@ fn mutate(w: &World, m: &BTreeMap<i64, salesync::core::Person>, round: usize) {
         "sfdcType": "Contact", "sfdcContactId": salesync_emulator::sfid::mint("003", 810_000 + round as u64),
         "sfdcLeadOwnerId": owner
     })));
+    let sf = &w.salesforce;
+    let contact = m
+        .values()
+        .rev()
+        .filter(|p| p.salesforce_type == salesync::core::SalesforceType::Contact)
+        .filter(|p| p.salesforce_contact_id.is_some() && p.salesforce_opportunity_id().is_none())
+        .nth(round)
+        .unwrap();
+    let opp = sf
+        .insert("Opportunity", obj(json!({"Name": format!("Chaos deal {round}"), "StageName": "Prospecting", "CloseDate": "2027-06-01"})))
+        .unwrap();
+    let contact_id = contact.salesforce_contact_id.as_ref().unwrap().as_str().to_string();
+    sf.insert("OpportunityContactRole", obj(json!({"OpportunityId": opp, "ContactId": contact_id, "IsPrimary": true})))
+        .unwrap();
+    let lead = m
+        .values()
+        .rev()
+        .filter(|p| p.salesforce_type == salesync::core::SalesforceType::Lead && p.salesforce_lead_id.is_some())
+        .nth(round)
+        .unwrap();
+    let converted = sf.convert_lead(lead.salesforce_lead_id.as_ref().unwrap().as_str(), None, None, true).unwrap();
+    vec![(contact.marketo_id, opp), (lead.marketo_id, converted.opportunity_id.unwrap())]
+}
+
+/// The opportunity ids the Salesforce-only changes must have brought to the mirror.
+async fn assert_opportunities(store: &dyn Store, want: &[(i64, String)]) -> Result<(), String> {
+    let m = mirror(store).await;
+    for (id, opp) in want {
+        let got = m.get(id).and_then(|p| p.salesforce_opportunity_id()).map(|o| o.as_str().to_string());
+        if got.as_deref() != Some(opp.as_str()) {
+            return Err(format!("person {id}: opportunity {got:?}, want {opp}"));
+        }
+    }
+    Ok(())
 }
 
 /// What was recorded for delivery.
@@ -473,12 +511,13 @@ async fn run(c: Chaos, store: Arc<dyn Store>) -> BTreeMap<String, u64> {
     store.put_settings(AdminSettings { reminder_task_sync: true, ..AdminSettings::default() }).await.unwrap();
     let d = dispatcher(marketo, salesforce, store.clone());
     let mut rec = Recorded::default();
+    let mut opportunities = Vec::new();
     for round in 0..c.rounds.max(1) {
         let m = mirror(store.as_ref()).await;
         // Delivery targets: people untouched by this round's mutations.
         let people: Vec<_> = m.values().skip(40 + round * 8).take(8).cloned().collect();
         record_round(&d, &people, round, &mut rec).await;
-        mutate(&w, &m, round);
+        opportunities.extend(mutate(&w, &m, round));
         if c.concurrent {
             let (_, _) = tokio::join!(
                 sync_until_ok(&eng, "incremental sync"),
@@ -489,6 +528,14 @@ async fn run(c: Chaos, store: Arc<dyn Store>) -> BTreeMap<String, u64> {
             deliver_until_done(&d, store.as_ref(), "delivery").await;
         }
         assert_mirror_matches(&w, store.as_ref()).await;
+        // The Salesforce stream pauses (a warning) when faults outlast its retries: it catches up
+        // at a later pass, bounded.
+        let mut passes = 0;
+        while let Err(e) = assert_opportunities(store.as_ref(), &opportunities).await {
+            passes += 1;
+            assert!(passes < 12, "round {round}: the Salesforce-only changes did not arrive in 12 passes: {e}");
+            sync_until_ok(&eng, "Salesforce catch-up").await;
+        }
     }
     change_reminders(&d, &mut rec).await;
     deliver_until_done(&d, store.as_ref(), "reminder changes").await;
@@ -500,6 +547,7 @@ async fn run(c: Chaos, store: Arc<dyn Store>) -> BTreeMap<String, u64> {
     };
     assert_eq!((report.inserted, report.updated, report.removed.total()), (0, 0, 0));
     assert_mirror_matches(&w, store.as_ref()).await;
+    assert_opportunities(store.as_ref(), &opportunities).await.unwrap();
     assert_delivered_once(&w, &rec);
     assert_limits_kept(&w);
     let fired = fired(&w);
