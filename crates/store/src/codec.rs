@@ -264,7 +264,7 @@ pub(crate) fn bad_id(id: i64) -> Error {
 }
 
 /// How many missing ids a failed promotion names.
-const MISSING_SHOWN: usize = 5;
+pub(crate) const MISSING_SHOWN: usize = 5;
 
 /// A [`Promotion`](salesync_core::ports::store::Promotion)'s id lists, checked and reduced.
 #[derive(Debug, Default)]
@@ -294,11 +294,6 @@ pub(crate) fn plan_promotion(p: &salesync_core::ports::store::Promotion) -> Resu
     Ok(PromotionPlan { upserts, removes: removes.into_iter().collect() })
 }
 
-/// The ids of a failed promotion worth naming (the first few of `missing`).
-pub(crate) fn first_missing(missing: impl IntoIterator<Item = i64>) -> Vec<i64> {
-    missing.into_iter().take(MISSING_SHOWN).collect()
-}
-
 /// The conflict of a promotion naming `missing` ids (of `promoted` distinct ones) that have no
 /// shadow row; `first` lists the first few of them, ascending.
 pub(crate) fn missing_shadow_rows(missing: usize, promoted: usize, first: &[i64]) -> Error {
@@ -310,5 +305,14 @@ pub(crate) fn missing_shadow_rows(missing: usize, promoted: usize, first: &[i64]
             "{missing} of the {promoted} Marketo ids to promote have no shadow row ({shown}{more}); \
              nothing was promoted"
         ),
+    }
+}
+
+/// Refuses removals of non-positive Marketo ids, which a shadow page checks before writing (a
+/// live page's tombstones are checked by the schema; a shadow removal writes none).
+pub(crate) fn check_removal_ids(removes: &[(i64, RemovalReason)]) -> Result<()> {
+    match removes.iter().map(|(id, _)| *id).find(|id| *id <= 0) {
+        Some(bad) => Err(bad_id(bad)),
+        None => Ok(()),
     }
 }

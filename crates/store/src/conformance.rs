@@ -76,6 +76,14 @@ registry! {
         leases,
         bind_instance,
         populate_then_verify,
+        shadow_is_available,
+        shadow_is_separate_from_live,
+        shadow_lookups,
+        shadow_removal_leaves_no_tombstone,
+        shadow_promotion,
+        failed_promotion_changes_nothing,
+        clear_shadow_empties_rows_and_checkpoints,
+        shadow_promotion_of_many,
     ],
     arc: [concurrent_claimers, concurrent_lease_takers],
 }
@@ -115,6 +123,14 @@ macro_rules! conformance_tests {
             leases,
             bind_instance,
             populate_then_verify,
+            shadow_is_available,
+            shadow_is_separate_from_live,
+            shadow_lookups,
+            shadow_removal_leaves_no_tombstone,
+            shadow_promotion,
+            failed_promotion_changes_nothing,
+            clear_shadow_empties_rows_and_checkpoints,
+            shadow_promotion_of_many,
             concurrent_claimers,
             concurrent_lease_takers,
         );
@@ -944,7 +960,7 @@ pub async fn shadow_is_separate_from_live(store: &dyn Store) {
                 Decision::Update { person: changed.clone(), changed: vec![] },
                 insert(contact(4, 2)),
                 Decision::Remove { marketo_id: 2, reason: RemovalReason::Vanished },
-                Decision::Remove { marketo_id: 9, reason: RemovalReason::Vanished },
+                insert(person(9, "i@x.io", 1)),
                 Decision::Unchanged { marketo_id: 5 },
                 Decision::Skip { marketo_id: 6 },
             ],
@@ -952,20 +968,20 @@ pub async fn shadow_is_separate_from_live(store: &dyn Store) {
         ))
         .await
         .unwrap();
-    assert_eq!(counts, ApplyCounts { inserted: 2, updated: 1, removed: 2, untouched: 2 }, "as apply_page counts");
+    assert_eq!(counts, ApplyCounts { inserted: 3, updated: 1, removed: 1, untouched: 2 }, "as apply_page counts");
     shadow.put_shadow_checkpoint(cp(StreamId::Rebuild, "rebuilding")).await.unwrap();
 
     // The live mirror did not move.
     assert_eq!(store.list_people(None, 10).await.unwrap(), vec![person(1, "a@x.io", 1), person(2, "b@x.io", 1)]);
     assert_eq!(store.tombstone(2).await.unwrap(), None);
-    assert_eq!(store.tombstone(9).await.unwrap().unwrap().reason, RemovalReason::Deleted);
+    assert_eq!(store.tombstone(9).await.unwrap().unwrap().reason, RemovalReason::Deleted, "a shadow insert keeps it");
     assert_eq!(store.checkpoint(StreamId::LeadChanges).await.unwrap(), Some(cp(StreamId::LeadChanges, "live")));
     assert_eq!(store.checkpoint(StreamId::Rebuild).await.unwrap(), None);
     assert_eq!(store.count_people().await.unwrap(), 2);
     // The shadow holds its own rows and positions.
     assert_eq!(
         shadow.list_shadow_people(None, 10).await.unwrap(),
-        vec![changed.clone(), person(3, "c@x.io", 1), contact(4, 2)]
+        vec![changed.clone(), person(3, "c@x.io", 1), contact(4, 2), person(9, "i@x.io", 1)]
     );
     assert_eq!(
         shadow.shadow_checkpoint(StreamId::LeadChanges).await.unwrap(),
@@ -984,7 +1000,7 @@ pub async fn shadow_is_separate_from_live(store: &dyn Store) {
     store.put_checkpoint(cp(StreamId::DeletedLeads, "live-deleted")).await.unwrap();
     assert_eq!(
         shadow.list_shadow_people(None, 10).await.unwrap(),
-        vec![changed.clone(), person(3, "c@x.io", 1), contact(4, 2)]
+        vec![changed.clone(), person(3, "c@x.io", 1), contact(4, 2), person(9, "i@x.io", 1)]
     );
     assert_eq!(
         shadow.shadow_checkpoint(StreamId::LeadChanges).await.unwrap(),
@@ -1008,6 +1024,14 @@ pub async fn shadow_is_separate_from_live(store: &dyn Store) {
     decisions.push(insert(person(-5, "bad@x.io", 1)));
     let err = shadow.apply_shadow_page(page(decisions, Some(cp(StreamId::LeadChanges, "bad")))).await;
     assert!(matches!(err, Err(Error::InvalidInput { .. })), "a negative Marketo id must be refused: {err:?}");
+    // A bad removal too, though a shadow removal writes no tombstone for the schema to check.
+    let decisions = vec![
+        insert(person(200, "n@x.io", 1)),
+        Decision::Remove { marketo_id: 3, reason: RemovalReason::Deleted },
+        Decision::Remove { marketo_id: 0, reason: RemovalReason::Deleted },
+    ];
+    let err = shadow.apply_shadow_page(page(decisions, Some(cp(StreamId::LeadChanges, "bad")))).await;
+    assert!(matches!(err, Err(Error::InvalidInput { .. })), "a zero Marketo id must be refused: {err:?}");
     assert_eq!(snapshot(store, &*shadow, 10).await, before);
 }
 

@@ -3,18 +3,22 @@
 //! A connection pool; mirror pages are upserted with `UNNEST` arrays (one statement per page),
 //! outbox claims use `FOR UPDATE SKIP LOCKED`, leases an atomic `INSERT … ON CONFLICT … WHERE`.
 //! [`PostgresStore::open_in_schema`] keeps all tables in one schema (created if missing), which
-//! lets several salesync instances, or tests, share a database.
+//! lets several salesync instances, or tests, share a database. The shadow copy of a rebuild
+//! lives in `shadow_people` and `shadow_checkpoints` of the same schema; id lists of any length
+//! are bound as one array.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use salesync_core::activity::{AdminSettings, ReminderTask, UnsubscribeState};
+use salesync_core::mirror::RemovalReason;
 use salesync_core::person::Person;
 use salesync_core::ports::store::{
-    ApplyCounts, Checkpoint, Finished, InboundBatch, MirrorPage, OutboxCounts, OutboxItem, OutboxState, Recording,
-    Store, StreamId, Target, Tombstone,
+    ApplyCounts, Checkpoint, Finished, InboundBatch, MirrorPage, OutboxCounts, OutboxItem, OutboxState, Promotion,
+    Recording, ShadowStore, Store, StreamId, Target, Tombstone,
 };
 use salesync_core::sfid::SalesforceId;
 use salesync_core::{Error, Result};
@@ -23,7 +27,7 @@ use sqlx::{Executor, PgConnection, PgPool, Postgres, Transaction};
 
 use crate::codec::{self, lease_end, micros, reduce};
 use crate::error::{self, instance_conflict, redact_url, scrub};
-use crate::sql::{Dialect, Writes};
+use crate::sql::{Dialect, Mirror, PEOPLE_COLS, PEOPLE_DATA_COLS, PEOPLE_ON_CONFLICT, Writes};
 
 const BACKEND: &str = "postgres";
 const POOL_SIZE: u32 = 8;
@@ -52,10 +56,6 @@ impl std::fmt::Debug for PostgresStore {
 fn db(context: &str) -> impl FnOnce(sqlx::Error) -> Error + '_ {
     move |e| error::sql::map(BACKEND, context, e)
 }
-
-const PEOPLE_COLS: &str = "marketo_id, first_name, last_name, salesforce_contact_id, salesforce_lead_id, \
-    salesforce_account_id, opportunity_source, opportunity_id, company, title, email, phone, linkedin_url, source, \
-    salesforce_type, owner_id, marketo_updated_at, mirror_updated_at";
 
 const OUTBOX_COLS: &str = "id, key, target, payload::text, state, attempts, next_attempt_at, last_error, result, \
     lease_owner, lease_until, created_at";
@@ -88,6 +88,9 @@ impl Dialect for Postgres {
 impl Writes for Postgres {
     const PUT_CHECKPOINT: &'static str = "INSERT INTO checkpoints (stream, position, updated_at) VALUES ($1, $2::jsonb, $3) \
          ON CONFLICT (stream) DO UPDATE SET position = EXCLUDED.position, updated_at = EXCLUDED.updated_at";
+    const PUT_SHADOW_CHECKPOINT: &'static str = "INSERT INTO shadow_checkpoints (stream, position, updated_at) \
+         VALUES ($1, $2::jsonb, $3) \
+         ON CONFLICT (stream) DO UPDATE SET position = EXCLUDED.position, updated_at = EXCLUDED.updated_at";
     const PUT_REMINDER: &'static str = "INSERT INTO reminders (id, marketo_id, subject, status, priority, due_date, \
          details, salesforce_task_id, deleted, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
          ON CONFLICT (id) DO UPDATE SET marketo_id = EXCLUDED.marketo_id, subject = EXCLUDED.subject, \
@@ -117,7 +120,21 @@ fn opt_id(id: &Option<SalesforceId>) -> Option<&str> {
     id.as_ref().map(SalesforceId::as_str)
 }
 
-async fn upsert_people(conn: &mut PgConnection, people: &[Person]) -> Result<()> {
+/// The statement inserting the `PEOPLE_COLS` rows `source` selects into the people table of
+/// `mirror`, replacing existing rows; on the live mirror it clears their tombstones too.
+fn upsert_sql(mirror: Mirror, source: &str) -> String {
+    let insert = format!("INSERT INTO {} ({PEOPLE_COLS}) {source} {PEOPLE_ON_CONFLICT}", mirror.people());
+    match mirror {
+        Mirror::Live => format!(
+            "WITH up AS ({insert} RETURNING marketo_id) DELETE FROM tombstones WHERE marketo_id IN (SELECT marketo_id FROM up)"
+        ),
+        Mirror::Shadow => insert,
+    }
+}
+
+/// Inserts or replaces `people` in the people table of `mirror` in one statement (clearing their
+/// tombstones when live).
+async fn upsert_people(conn: &mut PgConnection, mirror: Mirror, people: &[Person]) -> Result<()> {
     let n = people.len();
     let mut ids = Vec::with_capacity(n);
     let mut first = Vec::with_capacity(n);
@@ -158,20 +175,11 @@ async fn upsert_people(conn: &mut PgConnection, people: &[Person]) -> Result<()>
         marketo_at.push(p.marketo_updated_at);
         mirror_at.push(p.mirror_updated_at);
     }
-    sqlx::query(&format!(
-        "WITH up AS (INSERT INTO people ({PEOPLE_COLS}) SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], \
+    sqlx::query(&upsert_sql(
+        mirror,
+        "SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], \
          $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
-         $13::text[], $14::text[], $15::text[], $16::text[], $17::timestamptz[], $18::timestamptz[]) \
-         ON CONFLICT (marketo_id) DO UPDATE SET first_name = EXCLUDED.first_name, \
-         last_name = EXCLUDED.last_name, salesforce_contact_id = EXCLUDED.salesforce_contact_id, \
-         salesforce_lead_id = EXCLUDED.salesforce_lead_id, salesforce_account_id = EXCLUDED.salesforce_account_id, \
-         opportunity_source = EXCLUDED.opportunity_source, opportunity_id = EXCLUDED.opportunity_id, \
-         company = EXCLUDED.company, title = EXCLUDED.title, email = EXCLUDED.email, phone = EXCLUDED.phone, \
-         linkedin_url = EXCLUDED.linkedin_url, source = EXCLUDED.source, \
-         salesforce_type = EXCLUDED.salesforce_type, owner_id = EXCLUDED.owner_id, \
-         marketo_updated_at = EXCLUDED.marketo_updated_at, mirror_updated_at = EXCLUDED.mirror_updated_at \
-         RETURNING marketo_id) \
-         DELETE FROM tombstones WHERE marketo_id IN (SELECT marketo_id FROM up)"
+         $13::text[], $14::text[], $15::text[], $16::text[], $17::timestamptz[], $18::timestamptz[])",
     ))
     .bind(ids)
     .bind(first)
@@ -194,6 +202,41 @@ async fn upsert_people(conn: &mut PgConnection, people: &[Person]) -> Result<()>
     .execute(&mut *conn)
     .await
     .map_err(db("upserting people"))?;
+    Ok(())
+}
+
+/// Deletes the people of `ids` from the people table of `mirror`; returns how many rows went.
+async fn delete_people(conn: &mut PgConnection, mirror: Mirror, ids: &[i64]) -> Result<u64> {
+    let sql = format!("DELETE FROM {} WHERE marketo_id = ANY($1)", mirror.people());
+    let done = sqlx::query(&sql).bind(ids).execute(&mut *conn).await.map_err(db("removing people"))?;
+    Ok(done.rows_affected())
+}
+
+/// Removes people from the live mirror, writing a tombstone for each (present or not); returns
+/// how many live rows went.
+async fn remove_people(conn: &mut PgConnection, removes: &[(i64, RemovalReason)], at: DateTime<Utc>) -> Result<u64> {
+    let ids: Vec<i64> = removes.iter().map(|(id, _)| *id).collect();
+    let reasons = codec::removal_reasons(BACKEND, removes)?;
+    let removed = delete_people(conn, Mirror::Live, &ids).await?;
+    sqlx::query(
+        "INSERT INTO tombstones (marketo_id, reason, removed_at) \
+         SELECT u.id, u.reason::jsonb, $3 FROM UNNEST($1::bigint[], $2::text[]) AS u(id, reason) \
+         ON CONFLICT (marketo_id) DO UPDATE SET reason = EXCLUDED.reason, removed_at = EXCLUDED.removed_at",
+    )
+    .bind(&ids)
+    .bind(reasons)
+    .bind(micros(at))
+    .execute(&mut *conn)
+    .await
+    .map_err(db("writing tombstones"))?;
+    Ok(removed)
+}
+
+/// Deletes every shadow row and shadow checkpoint (inside the caller's transaction).
+async fn clear_shadow_in(conn: &mut PgConnection) -> Result<()> {
+    for table in [Mirror::Shadow.people(), Mirror::Shadow.checkpoints()] {
+        sqlx::query(&format!("DELETE FROM {table}")).execute(&mut *conn).await.map_err(db("clearing the shadow"))?;
+    }
     Ok(())
 }
 
@@ -290,10 +333,85 @@ impl PostgresStore {
         self.pool.begin().await.map_err(db("starting a transaction"))
     }
 
-    async fn people_query(&self, sql: &str, bind: impl FnOnce(PgQuery<'_>) -> PgQuery<'_>) -> Result<Vec<Person>> {
-        let sql = format!("SELECT {PEOPLE_COLS} FROM people WHERE {sql}");
+    async fn people_query(
+        &self,
+        mirror: Mirror,
+        sql: &str,
+        bind: impl FnOnce(PgQuery<'_>) -> PgQuery<'_>,
+    ) -> Result<Vec<Person>> {
+        let sql = format!("SELECT {PEOPLE_COLS} FROM {} WHERE {sql}", mirror.people());
         let rows = bind(sqlx::query(&sql)).fetch_all(&self.pool).await.map_err(db("reading people"))?;
         rows.iter().map(Postgres::person).collect()
+    }
+
+    async fn people_by_ids_in(&self, mirror: Mirror, ids: &[i64]) -> Result<Vec<Person>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = ids.to_vec();
+        self.people_query(mirror, "marketo_id = ANY($1) ORDER BY marketo_id", |q| q.bind(ids)).await
+    }
+
+    async fn people_by_salesforce_id_in(&self, mirror: Mirror, id: &SalesforceId) -> Result<Vec<Person>> {
+        let id = id.as_str().to_string();
+        self.people_query(mirror, &crate::sql::by_salesforce_id(mirror, "$1"), |q| q.bind(id)).await
+    }
+
+    async fn list_people_in(&self, mirror: Mirror, after: Option<i64>, limit: u32) -> Result<Vec<Person>> {
+        self.people_query(mirror, "marketo_id > $1 ORDER BY marketo_id LIMIT $2", |q| {
+            q.bind(after.unwrap_or(i64::MIN)).bind(i64::from(limit))
+        })
+        .await
+    }
+
+    async fn checkpoint_in(&self, mirror: Mirror, stream: StreamId) -> Result<Option<Checkpoint>> {
+        let sql = format!("SELECT position::text, updated_at FROM {} WHERE stream = $1", mirror.checkpoints());
+        let row: Option<(String, DateTime<Utc>)> = sqlx::query_as(&sql)
+            .bind(stream.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("reading a checkpoint"))?;
+        row.map(|r| Postgres::checkpoint(stream, r)).transpose()
+    }
+
+    async fn put_checkpoint_to(&self, mirror: Mirror, checkpoint: &Checkpoint) -> Result<()> {
+        let mut conn = self.pool.acquire().await.map_err(db("acquiring a connection"))?;
+        Postgres::put_checkpoint_in(&mut conn, mirror, checkpoint).await
+    }
+
+    /// A page and its checkpoint on `mirror`, in one transaction: live removals leave
+    /// tombstones (and live upserts clear them), shadow ones do not.
+    async fn apply_page_to(&self, mirror: Mirror, page: MirrorPage) -> Result<ApplyCounts> {
+        let (reduced, counts) = reduce(page.decisions);
+        if mirror == Mirror::Shadow {
+            // Without a tombstone to write, the schema would not see a bad removal id.
+            codec::check_removal_ids(&reduced.removes)?;
+        }
+        // A page and its checkpoint commit or vanish together, so a crash that loses the last few
+        // pages only makes the sync fetch them again: no need to wait for the WAL flush.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN; SET LOCAL synchronous_commit = off")
+            .await
+            .map_err(db("starting a page transaction"))?;
+        if let Some(c) = &page.checkpoint {
+            Postgres::put_checkpoint_in(&mut tx, mirror, c).await?;
+        }
+        if !reduced.upserts.is_empty() {
+            // Upserts people (and clears live tombstones) in one statement.
+            upsert_people(&mut tx, mirror, &reduced.upserts).await?;
+        }
+        if !reduced.removes.is_empty() {
+            match mirror {
+                Mirror::Live => remove_people(&mut tx, &reduced.removes, page.at).await?,
+                Mirror::Shadow => {
+                    let ids: Vec<i64> = reduced.removes.iter().map(|(id, _)| *id).collect();
+                    delete_people(&mut tx, mirror, &ids).await?
+                }
+            };
+        }
+        tx.commit().await.map_err(db("committing a mirror page"))?;
+        Ok(counts)
     }
 
     async fn meta(&self, key: &str) -> Result<Option<String>> {
@@ -320,85 +438,36 @@ impl Store for PostgresStore {
     }
 
     async fn apply_page(&self, page: MirrorPage) -> Result<ApplyCounts> {
-        let (reduced, counts) = reduce(page.decisions);
-        // A page and its checkpoint commit or vanish together, so a crash that loses the last few
-        // pages only makes the sync fetch them again: no need to wait for the WAL flush.
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN; SET LOCAL synchronous_commit = off")
-            .await
-            .map_err(db("starting a page transaction"))?;
-        if let Some(c) = &page.checkpoint {
-            Postgres::put_checkpoint_in(&mut tx, c).await?;
-        }
-        if !reduced.upserts.is_empty() {
-            // Upserts people and clears their tombstones in one statement.
-            upsert_people(&mut tx, &reduced.upserts).await?;
-        }
-        if !reduced.removes.is_empty() {
-            let ids: Vec<i64> = reduced.removes.iter().map(|(id, _)| *id).collect();
-            let reasons = codec::removal_reasons(BACKEND, &reduced.removes)?;
-            sqlx::query("DELETE FROM people WHERE marketo_id = ANY($1)")
-                .bind(&ids)
-                .execute(&mut *tx)
-                .await
-                .map_err(db("removing people"))?;
-            sqlx::query(
-                "INSERT INTO tombstones (marketo_id, reason, removed_at) \
-                 SELECT u.id, u.reason::jsonb, $3 FROM UNNEST($1::bigint[], $2::text[]) AS u(id, reason) \
-                 ON CONFLICT (marketo_id) DO UPDATE SET reason = EXCLUDED.reason, removed_at = EXCLUDED.removed_at",
-            )
-            .bind(&ids)
-            .bind(reasons)
-            .bind(micros(page.at))
-            .execute(&mut *tx)
-            .await
-            .map_err(db("writing tombstones"))?;
-        }
-        tx.commit().await.map_err(db("committing a mirror page"))?;
-        Ok(counts)
+        self.apply_page_to(Mirror::Live, page).await
     }
 
     async fn person(&self, marketo_id: i64) -> Result<Option<Person>> {
-        Ok(self.people_query("marketo_id = $1", |q| q.bind(marketo_id)).await?.pop())
+        Ok(self.people_query(Mirror::Live, "marketo_id = $1", |q| q.bind(marketo_id)).await?.pop())
     }
 
     async fn people_by_ids(&self, ids: &[i64]) -> Result<Vec<Person>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ids = ids.to_vec();
-        self.people_query("marketo_id = ANY($1) ORDER BY marketo_id", |q| q.bind(ids)).await
+        self.people_by_ids_in(Mirror::Live, ids).await
     }
 
     async fn people_by_email(&self, email: &str) -> Result<Vec<Person>> {
         let email = email.to_string();
-        self.people_query("lower(email) = lower($1) ORDER BY marketo_id", |q| q.bind(email)).await
+        self.people_query(Mirror::Live, "lower(email) = lower($1) ORDER BY marketo_id", |q| q.bind(email)).await
     }
 
     async fn people_by_salesforce_id(&self, id: &SalesforceId) -> Result<Vec<Person>> {
-        let id = id.as_str().to_string();
-        self.people_query(
-            "marketo_id IN (SELECT marketo_id FROM people WHERE salesforce_lead_id = $1 \
-             UNION SELECT marketo_id FROM people WHERE salesforce_contact_id = $1) ORDER BY marketo_id",
-            |q| q.bind(id),
-        )
-        .await
+        self.people_by_salesforce_id_in(Mirror::Live, id).await
     }
 
     async fn people_by_owner(&self, owner: &SalesforceId, after: Option<i64>, limit: u32) -> Result<Vec<Person>> {
         let owner = owner.as_str().to_string();
-        self.people_query("owner_id = $1 AND marketo_id > $2 ORDER BY marketo_id LIMIT $3", |q| {
+        self.people_query(Mirror::Live, "owner_id = $1 AND marketo_id > $2 ORDER BY marketo_id LIMIT $3", |q| {
             q.bind(owner).bind(after.unwrap_or(i64::MIN)).bind(i64::from(limit))
         })
         .await
     }
 
     async fn list_people(&self, after: Option<i64>, limit: u32) -> Result<Vec<Person>> {
-        self.people_query("marketo_id > $1 ORDER BY marketo_id LIMIT $2", |q| {
-            q.bind(after.unwrap_or(i64::MIN)).bind(i64::from(limit))
-        })
-        .await
+        self.list_people_in(Mirror::Live, after, limit).await
     }
 
     async fn count_people(&self) -> Result<u64> {
@@ -420,18 +489,11 @@ impl Store for PostgresStore {
     }
 
     async fn checkpoint(&self, stream: StreamId) -> Result<Option<Checkpoint>> {
-        let row: Option<(String, DateTime<Utc>)> =
-            sqlx::query_as("SELECT position::text, updated_at FROM checkpoints WHERE stream = $1")
-                .bind(stream.as_str())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db("reading a checkpoint"))?;
-        row.map(|r| Postgres::checkpoint(stream, r)).transpose()
+        self.checkpoint_in(Mirror::Live, stream).await
     }
 
     async fn put_checkpoint(&self, checkpoint: Checkpoint) -> Result<()> {
-        let mut conn = self.pool.acquire().await.map_err(db("acquiring a connection"))?;
-        Postgres::put_checkpoint_in(&mut conn, &checkpoint).await
+        self.put_checkpoint_to(Mirror::Live, &checkpoint).await
     }
 
     async fn record(&self, recording: Recording) -> Result<Vec<i64>> {
@@ -656,6 +718,98 @@ impl Store for PostgresStore {
             .await
             .map_err(db("releasing a lease"))?;
         Ok(())
+    }
+
+    fn shadow(&self) -> Option<Arc<dyn ShadowStore>> {
+        Some(Arc::new(self.clone()))
+    }
+}
+
+#[async_trait]
+impl ShadowStore for PostgresStore {
+    async fn apply_shadow_page(&self, page: MirrorPage) -> Result<ApplyCounts> {
+        self.apply_page_to(Mirror::Shadow, page).await
+    }
+
+    async fn shadow_people_by_ids(&self, ids: &[i64]) -> Result<Vec<Person>> {
+        self.people_by_ids_in(Mirror::Shadow, ids).await
+    }
+
+    async fn shadow_people_by_salesforce_id(&self, id: &SalesforceId) -> Result<Vec<Person>> {
+        self.people_by_salesforce_id_in(Mirror::Shadow, id).await
+    }
+
+    async fn list_shadow_people(&self, after: Option<i64>, limit: u32) -> Result<Vec<Person>> {
+        self.list_people_in(Mirror::Shadow, after, limit).await
+    }
+
+    async fn shadow_checkpoint(&self, stream: StreamId) -> Result<Option<Checkpoint>> {
+        self.checkpoint_in(Mirror::Shadow, stream).await
+    }
+
+    async fn put_shadow_checkpoint(&self, checkpoint: Checkpoint) -> Result<()> {
+        self.put_checkpoint_to(Mirror::Shadow, &checkpoint).await
+    }
+
+    async fn clear_shadow(&self) -> Result<()> {
+        let mut tx = self.begin().await?;
+        clear_shadow_in(&mut tx).await?;
+        tx.commit().await.map_err(db("clearing the shadow"))
+    }
+
+    async fn promote_shadow(&self, promotion: Promotion) -> Result<ApplyCounts> {
+        let plan = codec::plan_promotion(&promotion)?;
+        let mut counts = ApplyCounts::default();
+        let mut tx = self.begin().await?;
+        if !plan.upserts.is_empty() {
+            let n = plan.upserts.len();
+            let ids = &plan.upserts;
+            let count = |table: &str| format!("SELECT count(*) FROM {table} WHERE marketo_id = ANY($1)");
+            let found: i64 = sqlx::query_scalar(&count("shadow_people"))
+                .bind(ids)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db("counting shadow people"))?;
+            let missing = n.saturating_sub(usize::try_from(found).unwrap_or(0));
+            if missing > 0 {
+                let first: Vec<i64> = sqlx::query_scalar(
+                    "SELECT u.id FROM UNNEST($1::bigint[]) AS u(id) \
+                     WHERE NOT EXISTS (SELECT 1 FROM shadow_people s WHERE s.marketo_id = u.id) ORDER BY u.id LIMIT $2",
+                )
+                .bind(ids)
+                .bind(i64::try_from(codec::MISSING_SHOWN).unwrap_or(i64::MAX))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db("finding shadow people"))?;
+                tx.rollback().await.map_err(db("rolling back a shadow promotion"))?;
+                return Err(codec::missing_shadow_rows(missing, n, &first));
+            }
+            let live: i64 = sqlx::query_scalar(&count("people"))
+                .bind(ids)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db("counting people"))?;
+            let live = u64::try_from(live).unwrap_or(0);
+            counts.updated = live;
+            counts.inserted = (n as u64).saturating_sub(live);
+            let source =
+                format!("SELECT {PEOPLE_DATA_COLS}, $2::timestamptz FROM shadow_people WHERE marketo_id = ANY($1)");
+            sqlx::query(&upsert_sql(Mirror::Live, &source))
+                .bind(ids)
+                .bind(micros(promotion.at))
+                .execute(&mut *tx)
+                .await
+                .map_err(db("promoting shadow people"))?;
+        }
+        if !plan.removes.is_empty() {
+            counts.removed = remove_people(&mut tx, &plan.removes, promotion.at).await?;
+        }
+        for c in &promotion.checkpoints {
+            Postgres::put_checkpoint_in(&mut tx, Mirror::Live, c).await?;
+        }
+        clear_shadow_in(&mut tx).await?;
+        tx.commit().await.map_err(db("committing a shadow promotion"))?;
+        Ok(counts)
     }
 }
 

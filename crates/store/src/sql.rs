@@ -15,6 +15,69 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Row, 
 use crate::codec;
 use crate::error;
 
+/// Which copy of the mirror a statement works on: the live one hosts read, or the shadow a
+/// rebuild fills (see `ShadowStore`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mirror {
+    /// `people` and `checkpoints`.
+    Live,
+    /// `shadow_people` and `shadow_checkpoints`.
+    Shadow,
+}
+
+impl Mirror {
+    /// The table of its people.
+    pub(crate) fn people(self) -> &'static str {
+        match self {
+            Mirror::Live => "people",
+            Mirror::Shadow => "shadow_people",
+        }
+    }
+
+    /// The table of its checkpoints.
+    pub(crate) fn checkpoints(self) -> &'static str {
+        match self {
+            Mirror::Live => "checkpoints",
+            Mirror::Shadow => "shadow_checkpoints",
+        }
+    }
+}
+
+/// The people columns but `mirror_updated_at`, in `PEOPLE_COLS` order.
+macro_rules! people_data_cols {
+    () => {
+        "marketo_id, first_name, last_name, salesforce_contact_id, salesforce_lead_id, salesforce_account_id, \
+         opportunity_source, opportunity_id, company, title, email, phone, linkedin_url, source, salesforce_type, \
+         owner_id, marketo_updated_at"
+    };
+}
+
+/// The people columns but `mirror_updated_at` (to copy rows with a new stamp).
+pub(crate) const PEOPLE_DATA_COLS: &str = people_data_cols!();
+
+/// The columns of `people` and `shadow_people`, in the order [`Dialect::person`] decodes.
+pub(crate) const PEOPLE_COLS: &str = concat!(people_data_cols!(), ", mirror_updated_at");
+
+/// The conflict clause that makes an insert of `PEOPLE_COLS` rows replace existing people.
+pub(crate) const PEOPLE_ON_CONFLICT: &str = "ON CONFLICT (marketo_id) DO UPDATE SET first_name = excluded.first_name, \
+     last_name = excluded.last_name, salesforce_contact_id = excluded.salesforce_contact_id, \
+     salesforce_lead_id = excluded.salesforce_lead_id, salesforce_account_id = excluded.salesforce_account_id, \
+     opportunity_source = excluded.opportunity_source, opportunity_id = excluded.opportunity_id, \
+     company = excluded.company, title = excluded.title, email = excluded.email, phone = excluded.phone, \
+     linkedin_url = excluded.linkedin_url, source = excluded.source, \
+     salesforce_type = excluded.salesforce_type, owner_id = excluded.owner_id, \
+     marketo_updated_at = excluded.marketo_updated_at, mirror_updated_at = excluded.mirror_updated_at";
+
+/// The `WHERE` condition (after `WHERE`) selecting the people of `mirror` whose Salesforce lead
+/// or contact id is the statement's first parameter (`p1`: `?1` or `$1`), by id.
+pub(crate) fn by_salesforce_id(mirror: Mirror, p1: &str) -> String {
+    let table = mirror.people();
+    format!(
+        "marketo_id IN (SELECT marketo_id FROM {table} WHERE salesforce_lead_id = {p1} \
+         UNION SELECT marketo_id FROM {table} WHERE salesforce_contact_id = {p1}) ORDER BY marketo_id"
+    )
+}
+
 /// A SQL backend's column encodings, and the row decoders built on them.
 ///
 /// Rows must carry the backends' `PEOPLE_COLS`, `OUTBOX_COLS` and `REMINDER_COLS` in order.
@@ -41,7 +104,7 @@ where
     /// A decoded `attempts` column as a count.
     fn count(v: Self::Count) -> u32;
 
-    /// A row of `PEOPLE_COLS` as a person.
+    /// A row of [`PEOPLE_COLS`] as a person.
     fn person(r: &Self::Row) -> Result<Person> {
         let get = |e: sqlx::Error| error::sql::map(Self::BACKEND, "reading a person", e);
         let opp_source: String = r.try_get(6).map_err(get)?;
@@ -144,7 +207,8 @@ where
 
 /// A SQL backend's upsert statements for the small tables, with how it encodes times and dates.
 ///
-/// The statements bind, in order: checkpoint `(stream, position JSON, updated_at)`; reminder
+/// The statements bind, in order: checkpoint `(stream, position JSON, updated_at)` (live and
+/// shadow); reminder
 /// `(id, marketo_id, subject, status, priority, due_date, details, salesforce_task_id, deleted,
 /// updated_at)`; unsubscribe `(marketo_id, unsubscribed, origin, at)`.
 pub(crate) trait Writes: Dialect
@@ -163,6 +227,8 @@ where
 {
     /// Upserts a checkpoint.
     const PUT_CHECKPOINT: &'static str;
+    /// Upserts a shadow checkpoint.
+    const PUT_SHADOW_CHECKPOINT: &'static str;
     /// Upserts a reminder.
     const PUT_REMINDER: &'static str;
     /// Upserts an unsubscribe state.
@@ -182,10 +248,14 @@ where
     /// An optional date as its column value.
     fn day_arg(d: Option<NaiveDate>) -> Self::DayArg;
 
-    /// Writes a checkpoint on `conn`.
-    async fn put_checkpoint_in(conn: &mut Self::Connection, c: &Checkpoint) -> Result<()> {
+    /// Writes a checkpoint of `mirror` on `conn`.
+    async fn put_checkpoint_in(conn: &mut Self::Connection, mirror: Mirror, c: &Checkpoint) -> Result<()> {
         let position = codec::to_json(Self::BACKEND, "checkpoint", &c.position)?;
-        sqlx::query(Self::PUT_CHECKPOINT)
+        let sql = match mirror {
+            Mirror::Live => Self::PUT_CHECKPOINT,
+            Mirror::Shadow => Self::PUT_SHADOW_CHECKPOINT,
+        };
+        sqlx::query(sql)
             .bind(c.stream.as_str())
             .bind(position)
             .bind(Self::time_arg(c.updated_at))
@@ -272,7 +342,7 @@ where
             Self::put_reminder_in(conn, r).await?;
         }
         if let Some(c) = &batch.checkpoint {
-            Self::put_checkpoint_in(conn, c).await?;
+            Self::put_checkpoint_in(conn, Mirror::Live, c).await?;
         }
         Ok(())
     }

@@ -2,9 +2,12 @@
 //!
 //! One writer connection (every write is serialized through it, transactions start with
 //! `BEGIN IMMEDIATE`) and a small pool of reader connections, in WAL mode so readers never wait
-//! for the writer. Timestamps are stored as integer microseconds, JSON as text.
+//! for the writer. Timestamps are stored as integer microseconds, JSON as text. The shadow copy
+//! of a rebuild lives in `shadow_people` and `shadow_checkpoints` of the same database; id lists
+//! of any length are bound as one JSON array and read with `json_each`.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,8 +16,8 @@ use salesync_core::activity::{AdminSettings, ReminderTask, UnsubscribeState};
 use salesync_core::mirror::RemovalReason;
 use salesync_core::person::Person;
 use salesync_core::ports::store::{
-    ApplyCounts, Checkpoint, Finished, InboundBatch, MirrorPage, OutboxCounts, OutboxItem, OutboxState, Recording,
-    Store, StreamId, Target, Tombstone,
+    ApplyCounts, Checkpoint, Finished, InboundBatch, MirrorPage, OutboxCounts, OutboxItem, OutboxState, Promotion,
+    Recording, ShadowStore, Store, StreamId, Target, Tombstone,
 };
 use salesync_core::sfid::SalesforceId;
 use salesync_core::{Error, Result};
@@ -23,7 +26,7 @@ use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool, Transaction};
 
 use crate::codec::{self, reduce};
 use crate::error::{self, backend_msg, instance_conflict, redact_url, scrub};
-use crate::sql::{Dialect, Writes};
+use crate::sql::{Dialect, Mirror, PEOPLE_COLS, PEOPLE_DATA_COLS, PEOPLE_ON_CONFLICT, Writes};
 
 const BACKEND: &str = "sqlite";
 /// Rows per multi-row statement (18 parameters each; SQLite allows 32,766 per statement).
@@ -66,10 +69,6 @@ fn json_ids(ids: impl IntoIterator<Item = i64>) -> String {
     serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into())
 }
 
-const PEOPLE_COLS: &str = "marketo_id, first_name, last_name, salesforce_contact_id, salesforce_lead_id, \
-    salesforce_account_id, opportunity_source, opportunity_id, company, title, email, phone, linkedin_url, source, \
-    salesforce_type, owner_id, marketo_updated_at, mirror_updated_at";
-
 const OUTBOX_COLS: &str = "id, key, target, payload, state, attempts, next_attempt_at, last_error, result, \
     lease_owner, lease_until, created_at";
 
@@ -78,6 +77,9 @@ const REMINDER_COLS: &str =
 
 impl Writes for Sqlite {
     const PUT_CHECKPOINT: &'static str = "INSERT INTO checkpoints (stream, position, updated_at) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (stream) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at";
+    const PUT_SHADOW_CHECKPOINT: &'static str = "INSERT INTO shadow_checkpoints (stream, position, updated_at) \
+         VALUES (?1, ?2, ?3) \
          ON CONFLICT (stream) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at";
     const PUT_REMINDER: &'static str = "INSERT INTO reminders (id, marketo_id, subject, status, priority, due_date, \
          details, salesforce_task_id, deleted, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
@@ -123,9 +125,11 @@ impl Dialect for Sqlite {
     }
 }
 
-async fn upsert_people(conn: &mut SqliteConnection, people: &[Person]) -> Result<()> {
+/// Inserts or replaces `people` in the people table of `mirror` (tombstones are the caller's).
+async fn upsert_people(conn: &mut SqliteConnection, mirror: Mirror, people: &[Person]) -> Result<()> {
+    let table = mirror.people();
     for chunk in people.chunks(UPSERT_CHUNK) {
-        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!("INSERT INTO people ({PEOPLE_COLS}) "));
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!("INSERT INTO {table} ({PEOPLE_COLS}) "));
         qb.push_values(chunk, |mut b, p| {
             let (opp_source, opp_id) = codec::opportunity_cols(&p.salesforce_opportunity);
             b.push_bind(p.marketo_id)
@@ -147,27 +151,34 @@ async fn upsert_people(conn: &mut SqliteConnection, people: &[Person]) -> Result
                 .push_bind(p.marketo_updated_at.map(us))
                 .push_bind(us(p.mirror_updated_at));
         });
-        qb.push(
-            " ON CONFLICT (marketo_id) DO UPDATE SET first_name = excluded.first_name, \
-             last_name = excluded.last_name, salesforce_contact_id = excluded.salesforce_contact_id, \
-             salesforce_lead_id = excluded.salesforce_lead_id, salesforce_account_id = excluded.salesforce_account_id, \
-             opportunity_source = excluded.opportunity_source, opportunity_id = excluded.opportunity_id, \
-             company = excluded.company, title = excluded.title, email = excluded.email, phone = excluded.phone, \
-             linkedin_url = excluded.linkedin_url, source = excluded.source, \
-             salesforce_type = excluded.salesforce_type, owner_id = excluded.owner_id, \
-             marketo_updated_at = excluded.marketo_updated_at, mirror_updated_at = excluded.mirror_updated_at",
-        );
+        qb.push(" ").push(PEOPLE_ON_CONFLICT);
         qb.build().persistent(true).execute(&mut *conn).await.map_err(db("upserting people"))?;
     }
     Ok(())
 }
 
-async fn remove_people(conn: &mut SqliteConnection, removes: &[(i64, RemovalReason)], at: i64) -> Result<()> {
-    sqlx::query("DELETE FROM people WHERE marketo_id IN (SELECT value FROM json_each(?1))")
-        .bind(json_ids(removes.iter().map(|(id, _)| *id)))
+/// Deletes the people of `ids` (a JSON array) from the people table of `mirror`; returns how many
+/// rows went.
+async fn delete_people(conn: &mut SqliteConnection, mirror: Mirror, ids: String) -> Result<u64> {
+    let sql = format!("DELETE FROM {} WHERE marketo_id IN (SELECT value FROM json_each(?1))", mirror.people());
+    let done = sqlx::query(&sql).bind(ids).execute(&mut *conn).await.map_err(db("removing people"))?;
+    Ok(done.rows_affected())
+}
+
+/// Deletes the tombstones of `ids` (a JSON array): those people are back in the live mirror.
+async fn clear_tombstones(conn: &mut SqliteConnection, ids: String) -> Result<()> {
+    sqlx::query("DELETE FROM tombstones WHERE marketo_id IN (SELECT value FROM json_each(?1))")
+        .bind(ids)
         .execute(&mut *conn)
         .await
-        .map_err(db("removing people"))?;
+        .map_err(db("clearing tombstones"))?;
+    Ok(())
+}
+
+/// Removes people from the live mirror, writing a tombstone for each (present or not); returns
+/// how many live rows went.
+async fn remove_people(conn: &mut SqliteConnection, removes: &[(i64, RemovalReason)], at: i64) -> Result<u64> {
+    let removed = delete_people(conn, Mirror::Live, json_ids(removes.iter().map(|(id, _)| *id))).await?;
     for chunk in removes.chunks(UPSERT_CHUNK) {
         let reasons = codec::removal_reasons(BACKEND, chunk)?;
         let mut qb: QueryBuilder<Sqlite> =
@@ -178,7 +189,7 @@ async fn remove_people(conn: &mut SqliteConnection, removes: &[(i64, RemovalReas
         qb.push(" ON CONFLICT (marketo_id) DO UPDATE SET reason = excluded.reason, removed_at = excluded.removed_at");
         qb.build().execute(&mut *conn).await.map_err(db("writing tombstones"))?;
     }
-    Ok(())
+    Ok(removed)
 }
 
 /// Parses a SQLite store URL into connection options, without touching the file system.
@@ -240,10 +251,84 @@ impl SqliteStore {
         self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(db("starting a write transaction"))
     }
 
-    async fn people_where(&self, sql: &str, bind: impl FnOnce(SqlQuery<'_>) -> SqlQuery<'_>) -> Result<Vec<Person>> {
-        let sql = format!("SELECT {PEOPLE_COLS} FROM people WHERE {sql}");
+    async fn people_where(
+        &self,
+        mirror: Mirror,
+        sql: &str,
+        bind: impl FnOnce(SqlQuery<'_>) -> SqlQuery<'_>,
+    ) -> Result<Vec<Person>> {
+        let sql = format!("SELECT {PEOPLE_COLS} FROM {} WHERE {sql}", mirror.people());
         let rows = bind(sqlx::query(&sql)).fetch_all(&self.reader).await.map_err(db("reading people"))?;
         rows.iter().map(Sqlite::person).collect()
+    }
+
+    async fn people_by_ids_in(&self, mirror: Mirror, ids: &[i64]) -> Result<Vec<Person>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = json_ids(ids.iter().copied());
+        self.people_where(mirror, "marketo_id IN (SELECT value FROM json_each(?1)) ORDER BY marketo_id", |q| {
+            q.bind(ids)
+        })
+        .await
+    }
+
+    async fn people_by_salesforce_id_in(&self, mirror: Mirror, id: &SalesforceId) -> Result<Vec<Person>> {
+        let id = id.as_str().to_string();
+        self.people_where(mirror, &crate::sql::by_salesforce_id(mirror, "?1"), |q| q.bind(id)).await
+    }
+
+    async fn list_people_in(&self, mirror: Mirror, after: Option<i64>, limit: u32) -> Result<Vec<Person>> {
+        self.people_where(mirror, "marketo_id > ?1 ORDER BY marketo_id LIMIT ?2", |q| {
+            q.bind(after.unwrap_or(i64::MIN)).bind(i64::from(limit))
+        })
+        .await
+    }
+
+    async fn checkpoint_in(&self, mirror: Mirror, stream: StreamId) -> Result<Option<Checkpoint>> {
+        let sql = format!("SELECT position, updated_at FROM {} WHERE stream = ?1", mirror.checkpoints());
+        let row: Option<(String, i64)> = sqlx::query_as(&sql)
+            .bind(stream.as_str())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db("reading a checkpoint"))?;
+        row.map(|r| Sqlite::checkpoint(stream, r)).transpose()
+    }
+
+    async fn put_checkpoint_to(&self, mirror: Mirror, checkpoint: &Checkpoint) -> Result<()> {
+        let mut tx = self.begin().await?;
+        Sqlite::put_checkpoint_in(&mut tx, mirror, checkpoint).await?;
+        tx.commit().await.map_err(db("writing a checkpoint"))
+    }
+
+    /// A page and its checkpoint on `mirror`, in one transaction: live removals leave
+    /// tombstones (and live upserts clear them), shadow ones do not.
+    async fn apply_page_to(&self, mirror: Mirror, page: MirrorPage) -> Result<ApplyCounts> {
+        let (reduced, counts) = reduce(page.decisions);
+        if mirror == Mirror::Shadow {
+            // Without a tombstone to write, the schema would not see a bad removal id.
+            codec::check_removal_ids(&reduced.removes)?;
+        }
+        let mut tx = self.begin().await?;
+        if let Some(c) = &page.checkpoint {
+            Sqlite::put_checkpoint_in(&mut tx, mirror, c).await?;
+        }
+        if !reduced.upserts.is_empty() {
+            upsert_people(&mut tx, mirror, &reduced.upserts).await?;
+            if mirror == Mirror::Live {
+                clear_tombstones(&mut tx, json_ids(reduced.upserts.iter().map(|p| p.marketo_id))).await?;
+            }
+        }
+        if !reduced.removes.is_empty() {
+            match mirror {
+                Mirror::Live => remove_people(&mut tx, &reduced.removes, us(page.at)).await?,
+                Mirror::Shadow => {
+                    delete_people(&mut tx, mirror, json_ids(reduced.removes.iter().map(|(id, _)| *id))).await?
+                }
+            };
+        }
+        tx.commit().await.map_err(db("committing a mirror page"))?;
+        Ok(counts)
     }
 
     async fn meta(&self, key: &str) -> Result<Option<String>> {
@@ -279,66 +364,36 @@ impl Store for SqliteStore {
     }
 
     async fn apply_page(&self, page: MirrorPage) -> Result<ApplyCounts> {
-        let (reduced, counts) = reduce(page.decisions);
-        let at = us(page.at);
-        let mut tx = self.begin().await?;
-        if let Some(c) = &page.checkpoint {
-            Sqlite::put_checkpoint_in(&mut tx, c).await?;
-        }
-        if !reduced.upserts.is_empty() {
-            upsert_people(&mut tx, &reduced.upserts).await?;
-            sqlx::query("DELETE FROM tombstones WHERE marketo_id IN (SELECT value FROM json_each(?1))")
-                .bind(json_ids(reduced.upserts.iter().map(|p| p.marketo_id)))
-                .execute(&mut *tx)
-                .await
-                .map_err(db("clearing tombstones"))?;
-        }
-        if !reduced.removes.is_empty() {
-            remove_people(&mut tx, &reduced.removes, at).await?;
-        }
-        tx.commit().await.map_err(db("committing a mirror page"))?;
-        Ok(counts)
+        self.apply_page_to(Mirror::Live, page).await
     }
 
     async fn person(&self, marketo_id: i64) -> Result<Option<Person>> {
-        Ok(self.people_where("marketo_id = ?1", |q| q.bind(marketo_id)).await?.pop())
+        Ok(self.people_where(Mirror::Live, "marketo_id = ?1", |q| q.bind(marketo_id)).await?.pop())
     }
 
     async fn people_by_ids(&self, ids: &[i64]) -> Result<Vec<Person>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ids = json_ids(ids.iter().copied());
-        self.people_where("marketo_id IN (SELECT value FROM json_each(?1)) ORDER BY marketo_id", |q| q.bind(ids)).await
+        self.people_by_ids_in(Mirror::Live, ids).await
     }
 
     async fn people_by_email(&self, email: &str) -> Result<Vec<Person>> {
-        self.people_where("lower(email) = lower(?1) ORDER BY marketo_id", |q| q.bind(email.to_string())).await
+        self.people_where(Mirror::Live, "lower(email) = lower(?1) ORDER BY marketo_id", |q| q.bind(email.to_string()))
+            .await
     }
 
     async fn people_by_salesforce_id(&self, id: &SalesforceId) -> Result<Vec<Person>> {
-        let id = id.as_str().to_string();
-        self.people_where(
-            "marketo_id IN (SELECT marketo_id FROM people WHERE salesforce_lead_id = ?1 \
-             UNION SELECT marketo_id FROM people WHERE salesforce_contact_id = ?1) ORDER BY marketo_id",
-            |q| q.bind(id),
-        )
-        .await
+        self.people_by_salesforce_id_in(Mirror::Live, id).await
     }
 
     async fn people_by_owner(&self, owner: &SalesforceId, after: Option<i64>, limit: u32) -> Result<Vec<Person>> {
         let owner = owner.as_str().to_string();
-        self.people_where("owner_id = ?1 AND marketo_id > ?2 ORDER BY marketo_id LIMIT ?3", |q| {
+        self.people_where(Mirror::Live, "owner_id = ?1 AND marketo_id > ?2 ORDER BY marketo_id LIMIT ?3", |q| {
             q.bind(owner).bind(after.unwrap_or(i64::MIN)).bind(i64::from(limit))
         })
         .await
     }
 
     async fn list_people(&self, after: Option<i64>, limit: u32) -> Result<Vec<Person>> {
-        self.people_where("marketo_id > ?1 ORDER BY marketo_id LIMIT ?2", |q| {
-            q.bind(after.unwrap_or(i64::MIN)).bind(i64::from(limit))
-        })
-        .await
+        self.list_people_in(Mirror::Live, after, limit).await
     }
 
     async fn count_people(&self) -> Result<u64> {
@@ -360,19 +415,11 @@ impl Store for SqliteStore {
     }
 
     async fn checkpoint(&self, stream: StreamId) -> Result<Option<Checkpoint>> {
-        let row: Option<(String, i64)> =
-            sqlx::query_as("SELECT position, updated_at FROM checkpoints WHERE stream = ?1")
-                .bind(stream.as_str())
-                .fetch_optional(&self.reader)
-                .await
-                .map_err(db("reading a checkpoint"))?;
-        row.map(|r| Sqlite::checkpoint(stream, r)).transpose()
+        self.checkpoint_in(Mirror::Live, stream).await
     }
 
     async fn put_checkpoint(&self, checkpoint: Checkpoint) -> Result<()> {
-        let mut tx = self.begin().await?;
-        Sqlite::put_checkpoint_in(&mut tx, &checkpoint).await?;
-        tx.commit().await.map_err(db("writing a checkpoint"))
+        self.put_checkpoint_to(Mirror::Live, &checkpoint).await
     }
 
     async fn record(&self, recording: Recording) -> Result<Vec<i64>> {
@@ -581,4 +628,108 @@ impl Store for SqliteStore {
             .map_err(db("releasing a lease"))?;
         Ok(())
     }
+
+    fn shadow(&self) -> Option<Arc<dyn ShadowStore>> {
+        Some(Arc::new(self.clone()))
+    }
+}
+
+#[async_trait]
+impl ShadowStore for SqliteStore {
+    async fn apply_shadow_page(&self, page: MirrorPage) -> Result<ApplyCounts> {
+        self.apply_page_to(Mirror::Shadow, page).await
+    }
+
+    async fn shadow_people_by_ids(&self, ids: &[i64]) -> Result<Vec<Person>> {
+        self.people_by_ids_in(Mirror::Shadow, ids).await
+    }
+
+    async fn shadow_people_by_salesforce_id(&self, id: &SalesforceId) -> Result<Vec<Person>> {
+        self.people_by_salesforce_id_in(Mirror::Shadow, id).await
+    }
+
+    async fn list_shadow_people(&self, after: Option<i64>, limit: u32) -> Result<Vec<Person>> {
+        self.list_people_in(Mirror::Shadow, after, limit).await
+    }
+
+    async fn shadow_checkpoint(&self, stream: StreamId) -> Result<Option<Checkpoint>> {
+        self.checkpoint_in(Mirror::Shadow, stream).await
+    }
+
+    async fn put_shadow_checkpoint(&self, checkpoint: Checkpoint) -> Result<()> {
+        self.put_checkpoint_to(Mirror::Shadow, &checkpoint).await
+    }
+
+    async fn clear_shadow(&self) -> Result<()> {
+        let mut tx = self.begin().await?;
+        clear_shadow_in(&mut tx).await?;
+        tx.commit().await.map_err(db("clearing the shadow"))
+    }
+
+    async fn promote_shadow(&self, promotion: Promotion) -> Result<ApplyCounts> {
+        let plan = codec::plan_promotion(&promotion)?;
+        let at = us(promotion.at);
+        let mut counts = ApplyCounts::default();
+        let mut tx = self.begin().await?;
+        if !plan.upserts.is_empty() {
+            let n = plan.upserts.len();
+            let ids = json_ids(plan.upserts.iter().copied());
+            let in_ids = "marketo_id IN (SELECT value FROM json_each(?1))";
+            let count = |table: &str| format!("SELECT count(*) FROM {table} WHERE {in_ids}");
+            let found: i64 = sqlx::query_scalar(&count("shadow_people"))
+                .bind(&ids)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db("counting shadow people"))?;
+            let missing = n.saturating_sub(usize::try_from(found).unwrap_or(0));
+            if missing > 0 {
+                let first: Vec<i64> = sqlx::query_scalar(
+                    "SELECT value FROM json_each(?1) WHERE value NOT IN (SELECT marketo_id FROM shadow_people) \
+                     ORDER BY value LIMIT ?2",
+                )
+                .bind(&ids)
+                .bind(i64::try_from(codec::MISSING_SHOWN).unwrap_or(i64::MAX))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db("finding shadow people"))?;
+                tx.rollback().await.map_err(db("rolling back a shadow promotion"))?;
+                return Err(codec::missing_shadow_rows(missing, n, &first));
+            }
+            let live: i64 = sqlx::query_scalar(&count("people"))
+                .bind(&ids)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db("counting people"))?;
+            let live = u64::try_from(live).unwrap_or(0);
+            counts.updated = live;
+            counts.inserted = (n as u64).saturating_sub(live);
+            sqlx::query(&format!(
+                "INSERT INTO people ({PEOPLE_COLS}) SELECT {PEOPLE_DATA_COLS}, ?2 FROM shadow_people \
+                 WHERE {in_ids} {PEOPLE_ON_CONFLICT}"
+            ))
+            .bind(&ids)
+            .bind(at)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("promoting shadow people"))?;
+            clear_tombstones(&mut tx, ids).await?;
+        }
+        if !plan.removes.is_empty() {
+            counts.removed = remove_people(&mut tx, &plan.removes, at).await?;
+        }
+        for c in &promotion.checkpoints {
+            Sqlite::put_checkpoint_in(&mut tx, Mirror::Live, c).await?;
+        }
+        clear_shadow_in(&mut tx).await?;
+        tx.commit().await.map_err(db("committing a shadow promotion"))?;
+        Ok(counts)
+    }
+}
+
+/// Deletes every shadow row and shadow checkpoint (inside the caller's transaction).
+async fn clear_shadow_in(conn: &mut SqliteConnection) -> Result<()> {
+    for table in [Mirror::Shadow.people(), Mirror::Shadow.checkpoints()] {
+        sqlx::query(&format!("DELETE FROM {table}")).execute(&mut *conn).await.map_err(db("clearing the shadow"))?;
+    }
+    Ok(())
 }

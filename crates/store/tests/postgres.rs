@@ -165,3 +165,13 @@ async fn unreachable_server_is_a_clear_error_without_the_password() {
     let err = PostgresStore::open_in_schema(&url(), "bad-name").await.unwrap_err();
     assert!(matches!(err, Error::Config { .. }), "{err:?}");
 }
+
+#[tokio::test]
+#[ignore = "slow (a million people): cargo test -p salesync-store --features postgres --test postgres -- --ignored"]
+async fn promotion_of_a_million_people() {
+    in_schema(|schema| async move {
+        let store = open_schema(&schema).await;
+        conformance::promote_at_scale(&store, 1_000_000).await;
+    })
+    .await;
+}

@@ -76,3 +76,11 @@ async fn two_handles_on_one_file_share_claims() {
     conformance::leases(&*a).await;
     assert!(!b.try_lease("leader", "z", std::time::Duration::from_secs(5), conformance::t(114)).await.unwrap());
 }
+
+#[tokio::test]
+#[ignore = "slow (a million people): cargo test -p salesync-store --test sqlite -- --ignored"]
+async fn promotion_of_a_million_people() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&url(&dir)).await.unwrap();
+    conformance::promote_at_scale(&store, 1_000_000).await;
+}
