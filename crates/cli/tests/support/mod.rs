@@ -67,6 +67,10 @@ pub struct World {
     pub seed: SeedWorld,
     pub limits: MarketoLimits,
     pub clients: Vec<(String, String)>,
+    /// Opportunities given in Salesforce only by [`mutate`](Self::mutate): (Marketo id, contact
+    /// id, opportunity id), checked by [`mirror_diff`](Self::mirror_diff) while the person is
+    /// still that contact.
+    pub salesforce_only: std::sync::Mutex<Vec<(i64, String, String)>>,
 }
 
 impl World {
@@ -86,7 +90,7 @@ impl World {
         salesforce.seed_world(&seed);
         let mut clients = vec![(marketo.client_id().to_string(), marketo.client_secret().to_string())];
         clients.extend(extra_clients.iter().map(|(i, s)| (i.to_string(), s.to_string())));
-        World { marketo, salesforce, seed, limits, clients }
+        World { marketo, salesforce, seed, limits, clients, salesforce_only: Default::default() }
     }
 
     /// Requests both emulators have seen so far (the progress meter kill points count).
@@ -193,13 +197,43 @@ impl World {
                 }
             }
         }
+        for (id, contact, opp) in self.salesforce_only.lock().unwrap().iter() {
+            let still = oracle.get(id).is_some_and(|f| f.get("sfdcContactId") == Some(&Some(contact.clone())));
+            let got = mirror.get(id).and_then(|p| p.salesforce_opportunity_id()).map(|o| o.as_str().to_string());
+            if still && got.as_deref() != Some(opp.as_str()) {
+                diff.push(format!("lead {id} opportunity (given in Salesforce only): {got:?} != {opp}"));
+            }
+        }
         diff.truncate(10);
         diff
     }
 
     /// Changes every kind of thing about a few people in Marketo (seeded): renames, a
-    /// disqualification, a qualification, a deletion, a merge, a conversion, a new person.
+    /// disqualification, a qualification, a deletion, a merge, a conversion, a new person; and
+    /// in Salesforce only, a new open opportunity on a contact that had none.
     pub fn mutate(&self, rng: &mut Rng, round: u32) {
+        let without: Vec<(i64, String)> = self
+            .seed
+            .people
+            .iter()
+            .filter(|p| p.has_owner() && p.sf_opportunity_id.is_none() && self.marketo.lead(p.marketo_id).is_some())
+            .filter_map(|p| p.sf_contact_id.clone().map(|c| (p.marketo_id, c)))
+            .filter(|(id, _)| self.salesforce_only.lock().unwrap().iter().all(|(o, _, _)| o != id))
+            .collect();
+        if !without.is_empty() {
+            let (id, contact) = without[rng.range(0, without.len() as u64 - 1) as usize].clone();
+            let opp = self
+                .salesforce
+                .insert(
+                    "Opportunity",
+                    obj(json!({"Name": format!("Crash deal {round}"), "StageName": "Prospecting", "CloseDate": "2027-06-01"})),
+                )
+                .unwrap();
+            self.salesforce
+                .insert("OpportunityContactRole", obj(json!({"OpportunityId": opp, "ContactId": contact, "IsPrimary": true})))
+                .unwrap();
+            self.salesforce_only.lock().unwrap().push((id, SalesforceId::parse(&contact).unwrap().as_str().to_string(), opp));
+        }
         let leads = self.marketo.leads();
         let qualified: Vec<i64> = self.oracle().keys().copied().collect();
         let pick = |rng: &mut Rng, from: &[i64]| from[rng.range(0, from.len() as u64 - 1) as usize];
