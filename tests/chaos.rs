@@ -265,7 +265,10 @@ fn mutate(w: &World, m: &BTreeMap<i64, salesync::core::Person>, round: usize) ->
         .nth(round)
         .unwrap();
     let opp = sf
-        .insert("Opportunity", obj(json!({"Name": format!("Chaos deal {round}"), "StageName": "Prospecting", "CloseDate": "2027-06-01"})))
+        .insert(
+            "Opportunity",
+            obj(json!({"Name": format!("Chaos deal {round}"), "StageName": "Prospecting", "CloseDate": "2027-06-01"})),
+        )
         .unwrap();
     let contact_id = contact.salesforce_contact_id.as_ref().unwrap().as_str().to_string();
     sf.insert("OpportunityContactRole", obj(json!({"OpportunityId": opp, "ContactId": contact_id, "IsPrimary": true})))

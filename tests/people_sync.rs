@@ -313,10 +313,12 @@ async fn salesforce_only_changes(store: Arc<dyn Store>) {
         .unwrap();
         want.push((p.marketo_id, Some(opp)));
     }
+    let mut conversions = Vec::new();
     for p in &leads {
         let converted = sf.convert_lead(p.sf_lead_id.as_deref().unwrap(), None, None, true).unwrap();
         assert!(converted.opportunity_id.is_some());
-        want.push((p.marketo_id, converted.opportunity_id));
+        want.push((p.marketo_id, converted.opportunity_id.clone()));
+        conversions.push((p.marketo_id, converted));
     }
     // One contact loses its role; the other's only open opportunity is closed.
     let contact = contacts_with[0].sf_contact_id.clone().unwrap();
@@ -360,6 +362,44 @@ async fn salesforce_only_changes(store: Arc<dyn Store>) {
         "{sf_calls} Salesforce calls for a pass without changes: {:?}",
         &world.salesforce.call_log()[before..]
     );
+
+    // Marketo's own CRM sync then follows the conversions: each converted person's row updates
+    // once more (now a Contact), keeps the opportunity, and stays one row.
+    let count = store.count_people().await.unwrap();
+    for (id, c) in &conversions {
+        assert!(world.marketo.update_lead(
+            *id,
+            obj(json!({"sfdcType": "Contact", "sfdcLeadId": null,
+                "sfdcContactId": c.contact_id, "sfdcAccountId": c.account_id}))
+        ));
+    }
+    let mut changes = eng.subscribe_changes();
+    let report = eng.sync_once().await.unwrap();
+    let m = mirror(store.as_ref()).await;
+    let mut updated = Vec::new();
+    while let Ok(c) = changes.try_recv() {
+        match c {
+            salesync::engine::MirrorChange::Updated { id, .. } => updated.push(id),
+            other => panic!("only updates expected: {other:?}"),
+        }
+    }
+    updated.sort_unstable();
+    let mut expected: Vec<i64> = conversions.iter().map(|(id, _)| *id).collect();
+    expected.sort_unstable();
+    assert_eq!(updated, expected, "one update per converted person: {report:?}");
+    for (id, c) in &conversions {
+        let p = &m[id];
+        assert_eq!(p.salesforce_type, salesync::core::SalesforceType::Contact);
+        assert_eq!(p.salesforce_contact_id.as_ref().map(|i| i.as_str()), Some(c.contact_id.as_str()));
+        assert_eq!(p.salesforce_lead_id, None);
+        assert_eq!(
+            p.salesforce_opportunity_id().map(|i| i.as_str().to_string()),
+            c.opportunity_id,
+            "person {id} keeps the opportunity of its conversion"
+        );
+    }
+    assert_eq!(store.count_people().await.unwrap(), count, "nothing doubled");
+    assert_mirror_matches(&world, store.as_ref()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -540,4 +580,163 @@ async fn sqlite_drift_repair_finds_and_counts_each_kind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_drift_repair_finds_and_counts_each_kind() {
     on_postgres(drift_repair).await;
+}
+
+/// Issue #13 part 4: a rebuild fills a shadow copy while the live mirror stays as it is (killed
+/// at several points), carries a change made meanwhile, and swaps in exactly the difference.
+async fn rebuild_without_downtime(store: Arc<dyn Store>, mode: InitialMode) {
+    use salesync::core::mirror::Decision;
+    use salesync::core::ports::store::MirrorPage;
+    use salesync::engine::{Error, MirrorChange, Phase};
+    let world = World::start(1200, 41, false).await;
+    let eng = engine(&world, store.clone(), mode);
+    eng.sync_once().await.unwrap();
+    assert_mirror_matches(&world, store.as_ref()).await;
+    let m = mirror(store.as_ref()).await;
+    let ids: Vec<i64> = m.keys().copied().collect();
+    let (stale, missing, changed, later) = (ids[0], ids[1], ids[5], ids[6]);
+    let mut wrong = m[&stale].clone();
+    wrong.title = Some("Planted title".into());
+    let mut extra = m[&stale].clone();
+    extra.marketo_id = 9_000_000;
+    let decisions = vec![
+        Decision::Update { person: wrong, changed: vec![] },
+        Decision::Remove { marketo_id: missing, reason: RemovalReason::Vanished },
+        Decision::Insert { person: extra },
+    ];
+    store.apply_page(MirrorPage { decisions, checkpoint: None, at: chrono::Utc::now() }).await.unwrap();
+    let planted = mirror(store.as_ref()).await;
+
+    // Killed after a few shadow pages, twice: the live mirror is untouched, the rebuild resumable.
+    for stop_after in [1, 3] {
+        let mut events = eng.subscribe_events();
+        let cancel = CancellationToken::new();
+        let run = {
+            let (eng, cancel) = (eng.clone(), cancel.clone());
+            tokio::spawn(async move { eng.rebuild_with(&cancel).await })
+        };
+        let mut pages = 0;
+        while pages < stop_after {
+            match events.recv().await {
+                Ok(SyncEvent::PageApplied { phase: Phase::Rebuild, .. }) => pages += 1,
+                Ok(SyncEvent::Finished { .. }) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        cancel.cancel();
+        let outcome = run.await.unwrap();
+        assert!(matches!(outcome, Err(Error::Cancelled)), "{mode:?} stopped after {stop_after}: {outcome:?}");
+        assert_eq!(mirror(store.as_ref()).await, planted, "{mode:?}: the live mirror is untouched mid-rebuild");
+        assert!(eng.rebuild_started_at().await.unwrap().is_some());
+    }
+
+    // A change made in Marketo during the rebuild reaches the mirror and is not undone.
+    assert!(world.marketo.update_lead(changed, obj(json!({"title": "Changed during the rebuild"}))));
+    let mut changes = eng.subscribe_changes();
+    let report = eng.rebuild().await.unwrap();
+    let r = report.rebuild.clone().unwrap();
+    assert!(r.promoted, "{report:?}");
+    assert_eq!((r.inserted, r.updated, r.removed), (1, 1, 1), "{r:?}");
+    assert_mirror_matches(&world, store.as_ref()).await;
+    let mut published = Vec::new();
+    while let Ok(c) = changes.try_recv() {
+        published.push(c);
+    }
+    let title = vec![salesync::core::mapping::LeadField::Title];
+    for expected in [
+        MirrorChange::Updated { id: changed, changed: title.clone() },
+        MirrorChange::Updated { id: stale, changed: title.clone() },
+        MirrorChange::Inserted { id: missing },
+        MirrorChange::Removed { id: 9_000_000, reason: RemovalReason::Vanished },
+    ] {
+        assert!(published.contains(&expected), "{expected:?} not in {published:?}");
+    }
+    assert_eq!(published.len(), 4, "only the difference is published: {published:?}");
+    assert_eq!(store.tombstone(9_000_000).await.unwrap().unwrap().reason, RemovalReason::Vanished);
+    assert!(eng.rebuild_started_at().await.unwrap().is_none());
+    let shadow = store.shadow().unwrap();
+    assert!(shadow.list_shadow_people(None, 10).await.unwrap().is_empty(), "the shadow is emptied");
+
+    // The live streams carry on from the shadow's positions: nothing missed, nothing doubled.
+    assert!(world.marketo.update_lead(later, obj(json!({"firstName": "After the rebuild"}))));
+    let report = eng.sync_once().await.unwrap();
+    assert_eq!((report.inserted, report.updated, report.removed.total()), (0, 1, 0), "{report:?}");
+    assert!(report.rebuild.is_none());
+    assert_mirror_matches(&world, store.as_ref()).await;
+    let report = eng.sync_once().await.unwrap();
+    assert_eq!((report.inserted, report.updated, report.removed.total()), (0, 0, 0), "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_rebuild_without_downtime_rest() {
+    let (store, _dir) = sqlite().await;
+    rebuild_without_downtime(store, InitialMode::Rest).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_rebuild_without_downtime_bulk() {
+    let (store, _dir) = sqlite().await;
+    rebuild_without_downtime(store, InitialMode::Bulk).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_rebuild_without_downtime() {
+    on_postgres(|store| rebuild_without_downtime(store, InitialMode::Rest)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_discarded_rebuild_leaves_the_mirror_as_it_was() {
+    let (store, _dir) = sqlite().await;
+    let world = World::start(600, 43, false).await;
+    let eng = SyncEngine::builder()
+        .marketo(world.marketo_client())
+        .salesforce(world.salesforce_client())
+        .store(store.clone())
+        .settings(EngineSettings {
+            instance_id: "emulated-marketo".into(),
+            initial_mode: InitialMode::Rest,
+            // One page of shadow work per pass at most (and few empty chunks to end the sweep).
+            rebuild_slice: Duration::from_millis(1),
+            // (The seed's ids start at 1001: three empty chunks come first.)
+            rest_empty_chunks_to_stop: 5,
+            ..EngineSettings::default()
+        })
+        .build()
+        .unwrap();
+    eng.sync_once().await.unwrap();
+    assert_mirror_matches(&world, store.as_ref()).await;
+    let before = mirror(store.as_ref()).await;
+    assert!(eng.start_rebuild().await.unwrap());
+    assert!(!eng.start_rebuild().await.unwrap(), "one rebuild at a time");
+    // Passes of one shadow page each (the first id chunks are empty) until the shadow has people.
+    let mut written = 0;
+    for _ in 0..10 {
+        let full = eng.sync_once().await.unwrap();
+        let r = full.rebuild.clone().unwrap();
+        assert!(!r.promoted, "{full:?}");
+        written += r.shadow_written;
+        if written > 0 {
+            break;
+        }
+    }
+    assert!(written > 0);
+    assert!(!store.shadow().unwrap().list_shadow_people(None, 10).await.unwrap().is_empty());
+    assert_eq!(mirror(store.as_ref()).await, before, "the live mirror is untouched");
+    assert!(eng.discard_rebuild().await.unwrap());
+    assert!(!eng.discard_rebuild().await.unwrap());
+    assert!(eng.rebuild_started_at().await.unwrap().is_none());
+    assert!(store.shadow().unwrap().list_shadow_people(None, 10).await.unwrap().is_empty());
+    let report = eng.sync_once().await.unwrap();
+    assert!(report.rebuild.is_none());
+    assert_eq!(mirror(store.as_ref()).await, before);
+    // A rebuild in one-page slices still gets there, pass after pass (its streams catch up in
+    // the slice after its initial sync).
+    let report = eng.rebuild().await.unwrap();
+    assert!(report.rebuild.unwrap().promoted);
+    assert_mirror_matches(&world, store.as_ref()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_rebuild_without_downtime() {
+    rebuild_without_downtime(Arc::new(salesync::store::MemoryStore::new()), InitialMode::Rest).await;
 }

@@ -215,6 +215,18 @@ fn sync_read_record_deliver_and_doctor_against_the_emulators() {
     let out = ok(dir.path(), &env, &["resync", "--person", "999999999"]);
     assert_eq!(out.trim(), "resync: person 999999999 is neither in Marketo nor in the mirror");
 
+    // Rebuild: nothing to discard; a rebuild of a current mirror swaps in no difference.
+    let out = ok(dir.path(), &env, &["rebuild", "--discard"]);
+    assert_eq!(out.trim(), "rebuild: none in progress");
+    let out = ok(dir.path(), &env, &["rebuild"]);
+    assert!(
+        out.contains("  rebuild: done; the shadow copy replaced the mirror (0 inserted, 0 updated, 0 removed)"),
+        "{out}"
+    );
+    let status = ok(dir.path(), &env, &["status"]);
+    assert!(status.contains(&format!("people in mirror: {qualified}")), "{status}");
+    assert!(!status.contains("rebuild"), "{status}");
+
     // Doctor: every check passes.
     let out = ok(dir.path(), &env, &["doctor"]);
     assert!(out.lines().count() >= 4, "{out}");

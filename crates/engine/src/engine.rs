@@ -732,9 +732,9 @@ pub(crate) struct Pass<'a> {
     pub mirror: Mirror,
     /// A failing rebuild slice fails the pass (a foreground rebuild) instead of a warning.
     pub strict_rebuild: bool,
-    /// A rebuild slice's end: past it, the pass stops with `Cancelled` after the page or
-    /// checkpoint it is writing, or instead of waiting (so every slice makes progress, and
-    /// none holds the live streams up for long).
+    /// A rebuild slice's end: past it, the pass stops with `Cancelled` after the page it is
+    /// writing, or instead of waiting (so every slice makes progress, and none holds the live
+    /// streams up for long).
     pub deadline: Option<tokio::time::Instant>,
 }
 
@@ -829,7 +829,7 @@ impl<'a> Pass<'a> {
     }
 
     /// Fails with `Cancelled` once a rebuild slice's deadline has passed (checked after each
-    /// write and before each wait).
+    /// page and before each wait).
     fn check_deadline(&self) -> Result<()> {
         match self.deadline {
             Some(end) if tokio::time::Instant::now() >= end => Err(Error::Cancelled),
@@ -1111,7 +1111,7 @@ impl<'a> Pass<'a> {
             Mirror::Live => self.eng.store.put_checkpoint(cp).await?,
             Mirror::Shadow(s) => s.put_shadow_checkpoint(cp).await?,
         }
-        self.check_deadline()
+        Ok(())
     }
 
     /// The whole pass: the stages on the live mirror, then a slice of a rebuild in progress.
@@ -1151,6 +1151,10 @@ impl<'a> Pass<'a> {
             }
         };
         let mut state = state;
+        // A rebuild slice bounds the initial sync only: once the shadow's initial sync is done,
+        // its streams run to their end in the same slice, so a caught-up shadow pass completes
+        // (and is promoted) however short the slice.
+        self.deadline = None;
         if Incremental::new(self).run(&state).await? == crate::incremental::Flow::Reconcile {
             state = self.reconcile().await?;
             if Incremental::new(self).run(&state).await? == crate::incremental::Flow::Reconcile {

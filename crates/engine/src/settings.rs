@@ -141,8 +141,10 @@ pub struct EngineSettings {
     /// long ago (default weekly; `None`: only when a stream's position is too old). Its findings
     /// are in [`SyncReport::drift`](crate::SyncReport::drift).
     pub reconcile_every: Option<Duration>,
-    /// Rebuild: the longest a pass spends filling the shadow copy after its live streams (default
-    /// two minutes), so the live mirror stays current while a rebuild runs over many passes.
+    /// Rebuild: the longest a pass spends on the shadow copy's initial sync after its live
+    /// streams (default two minutes), so the live mirror stays current while a rebuild runs over
+    /// many passes. Each slice writes at least one page (or waits once for an export); once the shadow's initial
+    /// sync is done, its streams catch up in one slice.
     pub rebuild_slice: Duration,
     /// Deleted-lead activities older than this may be pruned by Marketo (14 days): when the
     /// deleted-leads stream has not been read for longer, a reconciling resync runs.

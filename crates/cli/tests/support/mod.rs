@@ -230,9 +230,16 @@ impl World {
                 )
                 .unwrap();
             self.salesforce
-                .insert("OpportunityContactRole", obj(json!({"OpportunityId": opp, "ContactId": contact, "IsPrimary": true})))
+                .insert(
+                    "OpportunityContactRole",
+                    obj(json!({"OpportunityId": opp, "ContactId": contact, "IsPrimary": true})),
+                )
                 .unwrap();
-            self.salesforce_only.lock().unwrap().push((id, SalesforceId::parse(&contact).unwrap().as_str().to_string(), opp));
+            self.salesforce_only.lock().unwrap().push((
+                id,
+                SalesforceId::parse(&contact).unwrap().as_str().to_string(),
+                opp,
+            ));
         }
         let leads = self.marketo.leads();
         let qualified: Vec<i64> = self.oracle().keys().copied().collect();
