@@ -174,6 +174,80 @@ async fn crash_scenario(shared: SharedStore, seed: u64, initial_mode: &str) {
     shared.cleanup().await;
 }
 
+/// Waits for a child to exit by itself (within 60 s); its exit code and stdout.
+async fn finish(mut child: SyncChild, dir: &std::path::Path) -> (Option<i32>, String) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.running() {
+        assert!(Instant::now() < deadline, "{} did not finish in 60 s; stderr:\n{}", child.name, child.stderr());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let code = child.child.wait().unwrap().code();
+    (code, std::fs::read_to_string(dir.join(format!("{}.out", child.name))).unwrap_or_default())
+}
+
+/// `salesync rebuild` SIGKILLed at seeded points: each time the live mirror is exactly as it
+/// was (the planted drift included), and a last `salesync rebuild` resumes, finishes and leaves
+/// the mirror equal to the oracle, the drift repaired.
+async fn rebuild_crash_scenario(shared: SharedStore, seed: u64) {
+    use salesync::core::mirror::{Decision, RemovalReason};
+    use salesync::core::ports::store::MirrorPage;
+    let world = World::start(PEOPLE, seed, RATE, &[]).await;
+    let mut env = world.env(&shared.url, 0, RATE, "crash-node");
+    env.push(("SALESYNC_INITIAL_MODE".into(), "rest".into()));
+    let dir = shared.dir.path();
+    let (code, out) = finish(SyncChild::spawn(dir, "initial", &env, &["--once"]), dir).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(world.mirror_diff(shared.store.as_ref()).await.is_empty());
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let m = mirror(shared.store.as_ref()).await;
+    let ids: Vec<i64> = m.keys().copied().collect();
+    let mut stale = m[&ids[3]].clone();
+    stale.title = Some("Planted".into());
+    let decisions = vec![
+        Decision::Update { person: stale, changed: vec![] },
+        Decision::Remove { marketo_id: ids[7], reason: RemovalReason::Vanished },
+    ];
+    shared.store.apply_page(MirrorPage { decisions, checkpoint: None, at: chrono::Utc::now() }).await.unwrap();
+    let planted = mirror(shared.store.as_ref()).await;
+    let mut rng = Rng::new(seed);
+    let mut kills = Vec::new();
+    for i in 0..4 {
+        let k = rng.range(3, 30) as usize;
+        let base = world.calls();
+        let name = format!("rebuild-{i}");
+        let mut child = SyncChild::spawn_command(dir, &name, &env, &["rebuild"]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while world.calls() - base < k {
+            assert!(child.running(), "{name} exited before {k} requests; stderr:\n{}", child.stderr());
+            assert!(Instant::now() < deadline, "{name} made fewer than {k} requests in 30 s");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        child.kill();
+        let shadow = shared.store.shadow().unwrap();
+        let in_shadow = shadow.list_shadow_people(None, 10_000).await.unwrap().len();
+        kills.push((k, in_shadow));
+        assert_eq!(mirror(shared.store.as_ref()).await, planted, "{name} killed after {k} requests changed the mirror");
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    eprintln!("rebuild kills (requests, shadow people): {kills:?}");
+    assert!(kills.iter().any(|(_, n)| *n > 0), "no kill while the shadow held people: {kills:?}");
+    let (code, out) = finish(SyncChild::spawn_command(dir, "rebuild-last", &env, &["rebuild"]), dir).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("rebuild: resuming the rebuild started at"), "{out}");
+    assert!(
+        out.contains("rebuild: done; the shadow copy replaced the mirror (1 inserted, 1 updated, 0 removed)"),
+        "{out}"
+    );
+    assert!(world.mirror_diff(shared.store.as_ref()).await.is_empty());
+    assert_eq!(mirror(shared.store.as_ref()).await[&ids[3]].title, m[&ids[3]].title);
+    shared.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_rebuild_survives_sigkill_at_seeded_points() {
+    rebuild_crash_scenario(SharedStore::sqlite().await, 0x5EED_0003).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_survives_sigkill_at_seeded_points() {
     crash_scenario(SharedStore::sqlite().await, 0x5EED_0001, "rest").await;

@@ -397,6 +397,12 @@ impl SyncChild {
     /// Starts `salesync sync [args]` in `dir` with exactly `env` (no inherited `SALESYNC_*`);
     /// stdout and stderr go to `<dir>/<name>.out|err`.
     pub fn spawn(dir: &Path, name: &str, env: &[(String, String)], args: &[&str]) -> SyncChild {
+        let command: Vec<&str> = std::iter::once("sync").chain(args.iter().copied()).collect();
+        Self::spawn_command(dir, name, env, &command)
+    }
+
+    /// Starts `salesync <command…>` like [`spawn`](Self::spawn).
+    pub fn spawn_command(dir: &Path, name: &str, env: &[(String, String)], command: &[&str]) -> SyncChild {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_salesync"));
         cmd.current_dir(dir);
         for (k, _) in std::env::vars() {
@@ -409,8 +415,7 @@ impl SyncChild {
         let err = std::fs::File::create(&err_log).unwrap();
         let child = cmd
             .envs(env.iter().map(|(k, v)| (k, v)))
-            .arg("sync")
-            .args(args)
+            .args(command)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
