@@ -732,3 +732,88 @@ async fn leads_by_id_and_email_filters_match_like_marketo() {
     let hits: Vec<i64> = v["result"].as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect();
     assert!(hits.contains(&world.people[3].marketo_id), "{email}: {hits:?}");
 }
+
+/// The wire forms marketorestpython sends (issue #14): leads by filter as a form body carrying
+/// `_method=GET` with repeated `fields` keys, lead by id with repeated `fields`, and
+/// `DELETE /rest/v1/leads.json` with a JSON `input`.
+#[tokio::test]
+async fn marketorestpython_wire_forms() {
+    let h = Harness::start(config()).await;
+    let world = seed::generate(10, 5);
+    h.emu.seed_world(&world);
+    let person = world.people.iter().find(|p| p.email.is_some()).unwrap();
+    let (id, email) = (person.marketo_id, person.email.clone().unwrap());
+
+    // get_multiple_leads_by_filter_type, long form: everything in the form body.
+    let body = format!(
+        "_method=GET&filterType=email&filterValues={}&fields=id&fields=email&fields=createdAt",
+        email.replace('@', "%40")
+    );
+    let v: Value = h
+        .http
+        .post(h.url("/rest/v1/leads.json"))
+        .bearer_auth(&h.token)
+        .header("Content-Type", "application/x-www-form-urlencoded; charset=utf-8")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_ok(&v);
+    let found = v["result"].as_array().unwrap();
+    assert!(found.iter().any(|r| r["id"] == id), "{v}");
+    for r in found {
+        assert_eq!(r["email"].as_str().map(str::to_lowercase), Some(email.to_lowercase()), "{r}");
+        assert!(r["createdAt"].is_string(), "every repeated field is returned: {r}");
+    }
+    // `_method=GET` in the query string with the rest in the body still works.
+    let v: Value = h
+        .http
+        .post(h.url("/rest/v1/leads.json?_method=GET"))
+        .bearer_auth(&h.token)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(format!("filterType=id&filterValues={id}&fields=email,firstName"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_ok(&v);
+    assert_eq!(v["result"][0]["id"], id);
+    assert!(v["result"][0].get("firstName").is_some(), "{v}");
+
+    // get_lead_by_id with a list of fields: repeated query keys.
+    let v = h.get(&format!("/rest/v1/lead/{id}.json?fields=id&fields=email&fields=createdAt")).await;
+    assert_ok(&v);
+    let r = &v["result"][0];
+    assert_eq!(r["id"], id);
+    assert!(r["email"].is_string() && r["createdAt"].is_string(), "{r}");
+    // A scalar given twice is not silently one of them.
+    let v = h.get("/rest/v1/leads.json?filterType=id&filterValues=1&batchSize=1&batchSize=2").await;
+    assert_eq!(error_code(&v), Some("1003"), "{v}");
+
+    // delete_lead: DELETE /rest/v1/leads.json with a JSON input, like leads/delete.json.
+    let v: Value = h
+        .http
+        .delete(h.url("/rest/v1/leads.json"))
+        .bearer_auth(&h.token)
+        .json(&json!({"input": [{"id": id}, {"id": 99_999_999}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_ok(&v);
+    assert_eq!(v["result"][0], json!({"id": id, "status": "deleted"}));
+    assert_eq!(v["result"][1]["status"], "skipped");
+    assert_eq!(v["result"][1]["reasons"][0]["code"], "1004");
+    assert!(h.emu.lead(id).is_none());
+    // Other methods on leads.json are still refused with 605.
+    let v: Value =
+        h.http.put(h.url("/rest/v1/leads.json")).bearer_auth(&h.token).send().await.unwrap().json().await.unwrap();
+    assert_eq!(error_code(&v), Some("605"), "{v}");
+}

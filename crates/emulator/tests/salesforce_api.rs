@@ -857,3 +857,82 @@ async fn seeding_five_thousand_people_is_quick() {
     assert!(b["totalSize"].as_u64().unwrap() > 2000);
     assert!(t.elapsed() < std::time::Duration::from_secs(10), "{:?}", t.elapsed());
 }
+
+/// Semi- and anti-joins (issue #14: simple-salesforce users' `... FROM OpportunityContactRole
+/// WHERE ContactId IN (SELECT Id FROM Contact) ORDER BY Opportunity.LastModifiedDate DESC` was
+/// answered MALFORMED_QUERY), with the errors Salesforce gives for the forms it refuses.
+#[tokio::test]
+async fn soql_semi_and_anti_joins() {
+    let h = H::default().await;
+    let world = seed::generate(300, 13);
+    h.emu.seed_world(&world);
+    let roles = h.emu.records("OpportunityContactRole").len();
+    assert!(roles > 0);
+    let b = h
+        .query_ok(
+            "SELECT Id, ContactId, Opportunity.LastModifiedDate FROM OpportunityContactRole \
+             WHERE ContactId IN (SELECT Id FROM Contact) ORDER BY Opportunity.LastModifiedDate DESC",
+        )
+        .await;
+    assert_eq!(b["totalSize"].as_u64().unwrap() as usize, roles);
+    let dates: Vec<&str> = b["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["Opportunity"]["LastModifiedDate"].as_str().unwrap())
+        .collect();
+    let mut sorted = dates.clone();
+    sorted.sort_unstable_by(|a, b| b.cmp(a));
+    assert_eq!(dates, sorted, "ordered by the parent's date, newest first");
+
+    // A filtered semi-join: contacts of one account only.
+    let c = world.people.iter().find(|p| p.sf_opportunity_id.is_some()).unwrap();
+    let account = c.sf_account_id.clone().unwrap();
+    let b = h
+        .query_ok(&format!(
+            "SELECT ContactId FROM OpportunityContactRole WHERE ContactId IN (SELECT Id FROM Contact WHERE AccountId = '{account}')"
+        ))
+        .await;
+    let in_account: Vec<String> = h
+        .emu
+        .records("Contact")
+        .into_iter()
+        .filter(|r| r["AccountId"].as_str() == Some(account.as_str()))
+        .map(|r| r["Id"].as_str().unwrap().to_string())
+        .collect();
+    let got = b["records"].as_array().unwrap();
+    assert!(!got.is_empty());
+    assert!(got.iter().all(|r| in_account.iter().any(|id| r["ContactId"] == id.as_str())), "{b}");
+
+    // Anti-join: contacts without any role.
+    let all = h.query_ok("SELECT COUNT() FROM Contact").await["totalSize"].as_u64().unwrap();
+    let with = h
+        .query_ok("SELECT COUNT() FROM Contact WHERE Id IN (SELECT ContactId FROM OpportunityContactRole)")
+        .await["totalSize"]
+        .as_u64()
+        .unwrap();
+    let without = h
+        .query_ok("SELECT COUNT() FROM Contact WHERE Id NOT IN (SELECT ContactId FROM OpportunityContactRole)")
+        .await["totalSize"]
+        .as_u64()
+        .unwrap();
+    assert!(with > 0 && without > 0, "{with} {without}");
+    assert_eq!(with + without, all);
+
+    // What Salesforce refuses.
+    for (q, words) in [
+        ("SELECT Id FROM Contact WHERE Id IN (SELECT Name FROM Account)", "must be an id or a reference"),
+        ("SELECT Id FROM Contact WHERE Email IN (SELECT Id FROM Account)", "left operand"),
+        ("SELECT Id FROM Contact WHERE Id IN (SELECT Id, Name FROM Contact)", "one field"),
+        ("SELECT Id FROM Contact WHERE Id IN (SELECT ContactId FROM OpportunityContactRole) OR Email = 'x'", "'OR'"),
+        (
+            "SELECT Id FROM Contact WHERE Id IN (SELECT ContactId FROM OpportunityContactRole WHERE OpportunityId IN (SELECT Id FROM Opportunity))",
+            "Nesting",
+        ),
+    ] {
+        let (s, b) = h.query(q).await;
+        assert_eq!(s, 400, "{q}: {b}");
+        assert_eq!(b[0]["errorCode"], "MALFORMED_QUERY", "{q}: {b}");
+        assert!(b[0]["message"].as_str().unwrap().contains(words), "{q}: {b}");
+    }
+}

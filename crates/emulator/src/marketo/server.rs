@@ -231,8 +231,23 @@ impl Ctx<'_> {
     }
 }
 
+/// Query or form parameters. A key given more than once (`fields=id&fields=email`, the
+/// Swagger's `collectionFormat: multi`, what marketorestpython sends for a list) is one
+/// comma-separated list, as Marketo reads it: list parameters take either form.
 fn parse_form(s: &str) -> HashMap<String, String> {
-    url::form_urlencoded::parse(s.as_bytes()).into_owned().collect()
+    let mut out: HashMap<String, String> = HashMap::new();
+    for (k, v) in url::form_urlencoded::parse(s.as_bytes()).into_owned() {
+        match out.get_mut(&k) {
+            Some(prev) => {
+                prev.push(',');
+                prev.push_str(&v);
+            }
+            None => {
+                out.insert(k, v);
+            }
+        }
+    }
+    out
 }
 
 enum Transport {
@@ -274,13 +289,28 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let mut query = parts.uri.query().map(parse_form).unwrap_or_default();
     let content_type =
         parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
-    if method == "POST" && query.get("_method").is_some_and(|m| m.eq_ignore_ascii_case("GET")) {
+    // The long-URI form: `POST …` with `_method=GET` in the query string or in a form body
+    // (marketorestpython puts it in the body), the would-be query string as the body.
+    let form_body = method == "POST" && content_type.starts_with("application/x-www-form-urlencoded");
+    let form = if form_body { parse_form(&String::from_utf8_lossy(&body)) } else { HashMap::new() };
+    let as_get = |m: Option<&String>| m.is_some_and(|m| m.eq_ignore_ascii_case("GET"));
+    if method == "POST" && (as_get(query.get("_method")) || as_get(form.get("_method"))) {
         method = "GET".into();
         call.method = method.clone();
         query.remove("_method");
-        if content_type.starts_with("application/x-www-form-urlencoded") {
-            let form = parse_form(&String::from_utf8_lossy(&body));
-            query.extend(form);
+        for (k, v) in &form {
+            if k == "_method" {
+                continue;
+            }
+            match query.get_mut(k) {
+                Some(prev) => {
+                    prev.push(',');
+                    prev.push_str(v);
+                }
+                None => {
+                    query.insert(k.clone(), v.clone());
+                }
+            }
         }
     }
 
@@ -312,9 +342,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         }
         let reply = if method == "GET" || method == "POST" {
             let mut params = query.clone();
-            if method == "POST" && content_type.starts_with("application/x-www-form-urlencoded") {
-                params.extend(parse_form(&String::from_utf8_lossy(&body)));
-            }
+            params.extend(form);
             let mut tokens = lock(&shared.tokens);
             auth::identity(&mut tokens, &params, &shared.clients, &shared.config.api_user, now, shared.config.token_ttl)
         } else {
@@ -549,6 +577,9 @@ fn dispatch(ctx: &Ctx<'_>) -> Reply {
         ["rest", "v1", "leads", "describe.json"] if get => leads::describe(ctx),
         ["rest", "v1", "leads", "describe2.json"] if get => leads::describe2(ctx),
         ["rest", "v1", "leads", "delete.json"] if post => leads::delete(ctx),
+        // Not in the Swagger, but real instances have long answered it like `leads/delete.json`
+        // (marketorestpython's `delete_lead` uses it).
+        ["rest", "v1", "leads.json"] if m == "DELETE" => leads::delete(ctx),
         ["rest", "v1", "leads", id, "merge.json"] if post => leads::merge(ctx, id),
         ["rest", "v1", "activities", "pagingtoken.json"] if get => activities::paging_token(ctx),
         ["rest", "v1", "activities.json"] if get => activities::get_activities(ctx),

@@ -226,6 +226,9 @@ enum Cond {
     Not(Box<Cond>),
     Cmp(Path, Op, Lit),
     In(Path, bool, Vec<Lit>),
+    /// A semi-join (`IN (SELECT …)`) or, negated, an anti-join: resolved to [`Cond::In`] over
+    /// the subquery's ids before the rows are examined.
+    InQuery(Path, bool, Box<Query>),
     Like(Path, String),
 }
 
@@ -466,6 +469,11 @@ impl Parser<'_> {
         if neg || self.kw("IN") {
             self.expect_kw("IN")?;
             self.expect_sym("(")?;
+            if self.kw("SELECT") {
+                let sub = self.query(true)?;
+                self.expect_sym(")")?;
+                return Ok(Cond::InQuery(path, neg, Box::new(sub)));
+            }
             let mut vals = vec![self.lit()?];
             while self.eat_sym(",") {
                 vals.push(self.lit()?);
@@ -623,6 +631,27 @@ fn bind_cond(schema: &Schema, obj: &ObjDef, c: &mut Cond) -> Result<(), E> {
             bind_path(schema, obj, p)?;
             ls.iter_mut().try_for_each(|l| check_lit(p, l))
         }
+        Cond::InQuery(p, _, sub) => {
+            bind_path(schema, obj, p)?;
+            if !matches!(p.r.as_ref().map(FRef::ty), Some(FType::Id | FType::Ref(_))) {
+                return Err(malformed(format!(
+                    "The left operand field in a semi join must be an id or a reference field: {}",
+                    p.parts.join(".")
+                )));
+            }
+            if sub.cond.as_ref().is_some_and(has_semi_join) {
+                return Err(malformed("Nesting of semi join sub-selects is not supported"));
+            }
+            bind(schema, sub)?;
+            match sub.select.as_slice() {
+                [Item::Field(Path { r: Some(FRef::Own { ty: FType::Id | FType::Ref(_), .. }), .. })] => Ok(()),
+                [Item::Field(f)] => Err(malformed(format!(
+                    "The selected field '{}' in a semi join sub-select must be an id or a reference field",
+                    f.parts.join(".")
+                ))),
+                _ => Err(malformed("Semi join sub-selects can only select one field")),
+            }
+        }
         Cond::Like(p, _) => {
             bind_path(schema, obj, p)?;
             match p.r.as_ref().map(FRef::ty) {
@@ -668,12 +697,58 @@ fn bind(schema: &Schema, q: &mut Query) -> Result<(), E> {
         }
     }
     if let Some(c) = &mut q.cond {
+        if or_over_semi_join(c) {
+            return Err(malformed("Semi join sub-selects are not allowed with the 'OR' operator"));
+        }
         bind_cond(schema, obj, c)?;
     }
     for k in &mut q.order {
         bind_path(schema, obj, &mut k.path)?;
     }
     Ok(())
+}
+
+/// Whether a condition holds a semi- or anti-join.
+fn has_semi_join(c: &Cond) -> bool {
+    match c {
+        Cond::And(a, b) | Cond::Or(a, b) => has_semi_join(a) || has_semi_join(b),
+        Cond::Not(a) => has_semi_join(a),
+        Cond::InQuery(..) => true,
+        _ => false,
+    }
+}
+
+/// Whether a semi- or anti-join sits under an `OR` (Salesforce refuses it).
+fn or_over_semi_join(c: &Cond) -> bool {
+    match c {
+        Cond::Or(a, b) => has_semi_join(a) || has_semi_join(b),
+        Cond::And(a, b) => or_over_semi_join(a) || or_over_semi_join(b),
+        Cond::Not(a) => or_over_semi_join(a),
+        _ => false,
+    }
+}
+
+/// The condition with every semi- and anti-join replaced by the list of ids its subquery
+/// selects (run once, here), so the rows are filtered, and indexes used, as for a literal list.
+fn resolve_semi_joins(env: &Env<'_>, c: &Cond) -> Cond {
+    match c {
+        Cond::And(a, b) => Cond::And(Box::new(resolve_semi_joins(env, a)), Box::new(resolve_semi_joins(env, b))),
+        Cond::Or(a, b) => Cond::Or(Box::new(resolve_semi_joins(env, a)), Box::new(resolve_semi_joins(env, b))),
+        Cond::Not(a) => Cond::Not(Box::new(resolve_semi_joins(env, a))),
+        Cond::InQuery(p, neg, sub) => {
+            // The subquery sees live records only, whatever the outer query reads.
+            let inner = Env { all_rows: false, ..*env };
+            let Some(Item::Field(Path { r: Some(r), .. })) = sub.select.first() else {
+                return Cond::In(p.clone(), *neg, Vec::new());
+            };
+            let ids: BTreeSet<String> = select(&inner, sub)
+                .into_iter()
+                .filter_map(|rec| value(env.org, env.schema, rec, r).as_str().map(str::to_string))
+                .collect();
+            Cond::In(p.clone(), *neg, ids.into_iter().map(Lit::Str).collect())
+        }
+        other => other.clone(),
+    }
 }
 
 /// Parses and validates a query against the schema.
@@ -811,6 +886,8 @@ fn eval(org: &Org, schema: &Schema, rec: &Rec, c: &Cond) -> bool {
             let hit = ls.iter().any(|l| compare(r.ty(), &v, Op::Eq, l));
             hit != *neg
         }
+        // Resolved before any row is examined (see `resolve_semi_joins`).
+        Cond::InQuery(..) => false,
         Cond::Like(p, pat) => {
             let Some(r) = &p.r else { return false };
             match value(org, schema, rec, r) {
@@ -1059,6 +1136,10 @@ fn scan_set<'a>(env: &Env<'a>, q: &Query) -> Vec<&'a Rec> {
 
 /// The rows of a bound query, filtered, ordered, offset and limited.
 pub(crate) fn select<'a>(env: &Env<'a>, q: &Query) -> Vec<&'a Rec> {
+    if q.cond.as_ref().is_some_and(has_semi_join) {
+        let resolved = Query { cond: q.cond.as_ref().map(|c| resolve_semi_joins(env, c)), ..q.clone() };
+        return select_rows(env, &resolved, scan_set(env, &resolved));
+    }
     select_rows(env, q, scan_set(env, q))
 }
 
