@@ -1134,7 +1134,7 @@ impl<'a> Pass<'a> {
     /// reconcile) when due, the Marketo streams, the Salesforce opportunity stream.
     pub async fn run_stages(&mut self) -> Result<()> {
         let state = match self.load_initial().await? {
-            Some(s) if s.status == InitialStatus::Done && self.reconcile_due(&s) => {
+            Some(s) if s.status == InitialStatus::Done && self.reconcile_due(&s) && self.reconcile_fits(&s).await? => {
                 tracing::info!(last_full_read = %s.started_at, "drift repair due: reconciling resync");
                 self.reconcile().await?
             }
@@ -1182,6 +1182,39 @@ impl<'a> Pass<'a> {
         let Some(every) = self.eng.settings.reconcile_every else { return false };
         let every = chrono::Duration::from_std(every).unwrap_or(chrono::Duration::MAX);
         self.now() - state.started_at >= every
+    }
+
+    /// Whether a due drift repair fits the quota guard
+    /// ([`EngineSettings::reconcile_max_daily_usage`]): Marketo's calls today plus the sweep's
+    /// estimate (one call per `page_size` ids up to the highest id seen, the empty chunks that end
+    /// it, a few probes). When it does not, the pass warns and the repair waits for a later one.
+    /// An instance that cannot tell its usage is not held back.
+    async fn reconcile_fits(&mut self, state: &InitialState) -> Result<bool> {
+        let settings = &self.eng.settings;
+        if settings.reconcile_max_daily_usage >= 1.0 {
+            return Ok(true);
+        }
+        let m = self.eng.marketo.as_ref();
+        let Some(used) = self.marketo("usage today", || m.usage_today()).await? else { return Ok(true) };
+        let highest = match state.rest.highest_seen.max(state.rest.probed_max.unwrap_or(0)) {
+            0 => i64::try_from(self.eng.store.count_people().await?).unwrap_or(i64::MAX),
+            n => n,
+        };
+        let estimate = u64::try_from(highest).unwrap_or(0) / u64::from(settings.page_size.max(1))
+            + u64::from(settings.rest_empty_chunks_to_stop)
+            + 10;
+        let limit = (settings.marketo_daily_quota as f64 * settings.reconcile_max_daily_usage) as u64;
+        if used + estimate <= limit {
+            return Ok(true);
+        }
+        let why = format!(
+            "drift repair deferred: Marketo calls today ({used}) plus its estimated {estimate} would pass {limit} ({:.0} % of the {}-call daily quota); a later pass tries again",
+            settings.reconcile_max_daily_usage * 100.0,
+            settings.marketo_daily_quota
+        );
+        tracing::warn!("{why}");
+        self.report.warnings.push(why);
+        Ok(false)
     }
 
     /// Starts a reconciling resync and runs it.

@@ -141,6 +141,14 @@ pub struct EngineSettings {
     /// long ago (default weekly; `None`: only when a stream's position is too old). Its findings
     /// are in [`SyncReport::drift`](crate::SyncReport::drift).
     pub reconcile_every: Option<Duration>,
+    /// Drift repair's quota guard: a due reconcile starts only when the Marketo instance's
+    /// calls today (every integration's, by Marketo's `stats/usage`) plus the reconcile's
+    /// estimated calls stay within this share of [`marketo_daily_quota`](Self::marketo_daily_quota)
+    /// (default 0.5); otherwise it waits, checked again each pass, with a warning. 1.0 turns the
+    /// guard off.
+    pub reconcile_max_daily_usage: f64,
+    /// The Marketo subscription's daily API quota (default 50,000; Marketo does not report it).
+    pub marketo_daily_quota: u64,
     /// Rebuild: the longest a pass spends on the shadow copy's initial sync after its live
     /// streams (default two minutes), so the live mirror stays current while a rebuild runs over
     /// many passes. Each slice writes at least one page (or waits once for an export); once the shadow's initial
@@ -203,6 +211,8 @@ impl Default for EngineSettings {
             rest_reads_in_flight: 4,
             reconcile_every: Some(Duration::from_secs(7 * 24 * 3600)),
             rebuild_slice: Duration::from_secs(120),
+            reconcile_max_daily_usage: 0.5,
+            marketo_daily_quota: 50_000,
             deleted_leads_retention: Duration::from_secs(14 * 24 * 3600),
             retry: RetrySettings::default(),
             channel_capacity: 1024,
@@ -232,6 +242,8 @@ impl fmt::Debug for EngineSettings {
             .field("rest_empty_chunks_to_stop", &self.rest_empty_chunks_to_stop)
             .field("reconcile_every", &self.reconcile_every)
             .field("rebuild_slice", &self.rebuild_slice)
+            .field("reconcile_max_daily_usage", &self.reconcile_max_daily_usage)
+            .field("marketo_daily_quota", &self.marketo_daily_quota)
             .field("rest_reads_in_flight", &self.rest_reads_in_flight)
             .field("holder_id", &self.holder_id)
             .field("leader_lease_ttl", &self.leader_lease_ttl)
@@ -263,6 +275,12 @@ impl EngineSettings {
         }
         if self.reconcile_every.is_some_and(|d| d.is_zero()) {
             return bad("reconcile_every", "must be positive (None turns it off)");
+        }
+        if !(self.reconcile_max_daily_usage > 0.0 && self.reconcile_max_daily_usage <= 1.0) {
+            return bad("reconcile_max_daily_usage", "must be in (0, 1]");
+        }
+        if self.marketo_daily_quota == 0 {
+            return bad("marketo_daily_quota", "must be at least 1");
         }
         if self.rebuild_slice.is_zero() {
             return bad("rebuild_slice", "must be positive");

@@ -301,6 +301,8 @@ struct World {
     unsubscribed: HashMap<i64, bool>,
     /// Moves this clock forward on every `leads_by_filter` call (a slow pull).
     advance_clock: Option<(salesync_core::clock::ManualClock, Duration)>,
+    /// What `usage_today` answers.
+    usage_today: Option<u64>,
 }
 
 type W = Arc<Mutex<World>>;
@@ -337,6 +339,8 @@ fn page(items: Vec<Activity>, token: &str, more: bool) -> Page<Activity> {
 fn marketo(world: &W) -> Arc<MockMarketoApi> {
     let mut m = MockMarketoApi::new();
     m.expect_rate_budget().returning(|| None);
+    let w = world.clone();
+    m.expect_usage_today().returning(move || Ok(w.lock().unwrap().usage_today));
     m.expect_lead_schema().returning(|| {
         Ok(LeadSchema { fields: all_field_names().into_iter().map(String::from).collect(), searchable: vec![] })
     });
@@ -2010,4 +2014,34 @@ async fn a_store_without_a_shadow_copy_cannot_rebuild() {
     // Passes go on as before.
     let report = eng.sync_once().await.unwrap();
     assert!(report.rebuild.is_none() && report.warnings.is_empty(), "{report:?}");
+}
+
+#[tokio::test]
+async fn a_due_drift_repair_waits_while_the_instance_is_busy_today() {
+    let (world, store, _eng) = synced(vec![]).await;
+    let later = |usage: Option<u64>| {
+        world.lock().unwrap().usage_today = usage;
+        engine(
+            &world,
+            &store,
+            EngineSettings {
+                clock: Arc::new(|| t0() + chrono::Duration::days(8)),
+                // Keep the deleted-leads stream fresh enough: only the schedule is due.
+                deleted_leads_retention: Duration::from_secs(30 * 24 * 3600),
+                ..settings(InitialMode::Rest)
+            },
+        )
+    };
+    // 24,990 calls today + the sweep's estimate pass half of 50,000: it waits.
+    let report = later(Some(24_990)).sync_once().await.unwrap();
+    assert!(!report.reconciled, "{report:?}");
+    let warning = report.warnings.iter().find(|w| w.contains("drift repair deferred")).unwrap();
+    assert!(warning.contains("(24990)") && warning.contains("25000"), "{warning}");
+    // A quiet day: it runs.
+    let report = later(Some(1_000)).sync_once().await.unwrap();
+    assert!(report.reconciled, "{report:?}");
+    assert!(report.warnings.iter().all(|w| !w.contains("deferred")), "{:?}", report.warnings);
+    // The full read it ran was the reconcile.
+    let cp = store.checkpoint(StreamId::InitialSync).await.unwrap().unwrap();
+    assert_eq!(cp.position["reconcile"], json!(true));
 }

@@ -259,6 +259,14 @@ impl MarketoClient {
         }))
     }
 
+    /// The instance's calls today: `total` of today's entry of `stats/usage.json` (0 when
+    /// Marketo lists no entry yet).
+    pub(crate) async fn get_usage_today(&self) -> Result<u64, MkError> {
+        let req = Req::get("usage", self.url(&["rest", "v1", "stats", "usage.json"])?, Vec::new());
+        let env = self.call::<serde_json::Map<String, Value>>(req).await?;
+        Ok(env.records().iter().filter_map(|r| r.get("total").and_then(Value::as_u64)).max().unwrap_or(0))
+    }
+
     // ----- activities -----
 
     pub(crate) async fn get_paging_token(&self, since: DateTime<Utc>) -> Result<String, MkError> {
@@ -879,6 +887,10 @@ impl MarketoApi for MarketoClient {
 
     async fn lead_unsubscribed(&self, lead_id: i64) -> salesync_core::Result<Option<bool>> {
         Ok(self.get_lead_unsubscribed(lead_id).await?)
+    }
+
+    async fn usage_today(&self) -> salesync_core::Result<Option<u64>> {
+        Ok(Some(self.get_usage_today().await?))
     }
 }
 

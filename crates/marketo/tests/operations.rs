@@ -81,6 +81,11 @@ async fn schema_and_lead_reads() {
     let sub = world.people.iter().find(|p| !p.unsubscribed).unwrap();
     assert_eq!(c.lead_unsubscribed(sub.marketo_id).await.unwrap(), Some(false));
     assert_eq!(c.lead_unsubscribed(99_999_999).await.unwrap(), None);
+
+    // The instance's calls today, by Marketo's own count (the usage call counts too).
+    let counted = emu.call_log().iter().filter(|call| call.counted).count() as u64;
+    let used = c.usage_today().await.unwrap().unwrap();
+    assert!(used > counted.saturating_sub(1) && used <= counted + 1, "{used} vs {counted} counted calls");
     emu.shutdown().await;
 }
 

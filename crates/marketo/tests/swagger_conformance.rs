@@ -113,6 +113,7 @@ async fn every_request_is_in_the_swagger() {
     let emails: Vec<String> = world.people.iter().filter_map(|p| p.email.clone()).take(3).collect();
     c.leads_by_filter("email", &emails, &fields, None).await.unwrap();
     c.lead_unsubscribed(ids[0]).await.unwrap();
+    c.usage_today().await.unwrap();
     let token = c.paging_token(common::t0() - TimeDelta::days(1)).await.unwrap();
     c.lead_changes(&token, &fields).await.unwrap();
     c.deleted_leads(&token).await.unwrap();

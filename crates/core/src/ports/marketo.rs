@@ -257,6 +257,13 @@ pub trait MarketoApi: Send + Sync + std::fmt::Debug {
     /// Marketo's live `unsubscribed` flag for a lead (`None`: lead not found).
     async fn lead_unsubscribed(&self, lead_id: i64) -> Result<Option<bool>>;
 
+    /// Calls the whole instance (every integration) has made today by Marketo's count
+    /// (`GET /rest/v1/stats/usage.json`), `None` when the implementation cannot tell. The call
+    /// itself counts against the quota.
+    async fn usage_today(&self) -> Result<Option<u64>> {
+        Ok(None)
+    }
+
     /// The client's current share of the instance's shared limits, when it adapts them
     /// (`None` for implementations without a client-side limiter).
     fn rate_budget(&self) -> Option<RateBudget> {
