@@ -1,0 +1,260 @@
+//! Every Marketo emulator response on the paths salesync and the ecosystem's clients use
+//! validates against the response schema of Adobe's Swagger (issue #14 part 4). The Swagger is
+//! read in place, never copied (Adobe's licence): `SALESYNC_SWAGGER_DIR`, else
+//! `shared/reference/openapi` beside the checkout, else `/work/shared/reference/openapi`; none
+//! found is a failure, never a skip.
+//!
+//! The Swagger differs from the API in known ways, relaxed here and only here (each a line of
+//! `relaxed_definitions`):
+//! - successful envelopes omit `errors` and `warnings`, which the Swagger marks required, and
+//!   `warnings` items are `[]` or strings in practice, not `{code, message}` (reference §2);
+//! - an activity attribute's `value` is a string, number, boolean or null in every documented
+//!   example; the Swagger types it `object` (its generator's mapping of Java's `Object`);
+//! - Add Custom Activities answers `{id, marketoGUID, status}` (or `{status, errors}`) per record
+//!   (reference §7.2); the Swagger reuses the request model `CustomActivity`, whose members it
+//!   marks required;
+//! - standard activity types without a primary attribute carry no `primaryAttribute`, which the
+//!   Swagger's `ActivityType` marks required.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
+
+mod marketo_common;
+
+use std::path::PathBuf;
+
+use marketo_common::*;
+use salesync_emulator::seed;
+use serde_json::{Value, json};
+
+fn swagger() -> Value {
+    let candidates = [
+        std::env::var_os("SALESYNC_SWAGGER_DIR").map(PathBuf::from),
+        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference/openapi")),
+        Some(PathBuf::from("/work/shared/reference/openapi")),
+    ];
+    let file = candidates
+        .into_iter()
+        .flatten()
+        .map(|d| d.join("marketo-mapi.swagger.json"))
+        .find(|f| f.is_file())
+        .unwrap_or_else(|| panic!("Adobe's marketo-mapi.swagger.json not found: set SALESYNC_SWAGGER_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap()
+}
+
+/// The Swagger's definitions with the documented relaxations applied.
+fn relaxed_definitions(swagger: &Value) -> Value {
+    let mut defs = swagger["definitions"].clone();
+    defs["Attribute"]["properties"]["value"] = json!({});
+    // (draft 4: no empty `required`.)
+    if let Some(o) = defs["CustomActivity"].as_object_mut() {
+        o.remove("required");
+    }
+    if let Some(req) = defs["ActivityType"]["required"].as_array_mut() {
+        req.retain(|r| r != "primaryAttribute");
+    }
+    for (name, def) in defs.as_object_mut().unwrap() {
+        if name.starts_with("ResponseOf") {
+            if let Some(req) = def.get_mut("required").and_then(Value::as_array_mut) {
+                req.retain(|r| r != "errors" && r != "warnings");
+            }
+            if let Some(w) = def.pointer_mut("/properties/warnings/items") {
+                *w = json!({});
+            }
+        }
+    }
+    defs
+}
+
+/// Validates responses against their operation's 200 schema; collects violations.
+struct Checker {
+    swagger: Value,
+    definitions: Value,
+    checked: Vec<String>,
+    violations: Vec<String>,
+}
+
+impl Checker {
+    fn new() -> Self {
+        let swagger = swagger();
+        let definitions = relaxed_definitions(&swagger);
+        Self { swagger, definitions, checked: Vec::new(), violations: Vec::new() }
+    }
+
+    fn check(&mut self, method: &str, template: &str, body: &Value) {
+        let op = &self.swagger["paths"][template][method];
+        assert!(op.is_object(), "{method} {template} is not in the Swagger");
+        let schema = op["responses"]["200"]["schema"].clone();
+        assert!(schema.is_object(), "{method} {template} has no 200 schema");
+        let doc = json!({"definitions": self.definitions, "allOf": [schema]});
+        let validator = jsonschema::draft4::new(&doc).unwrap();
+        let name = format!("{} {template}", method.to_uppercase());
+        for e in validator.iter_errors(body) {
+            self.violations.push(format!("{name}: {e} at {}", e.instance_path()));
+        }
+        assert_eq!(body["success"], true, "{name} was meant to succeed: {body}");
+        self.checked.push(name);
+    }
+}
+
+#[tokio::test]
+async fn emulator_responses_validate_against_the_swagger() {
+    let h = Harness::start(config()).await;
+    let world = seed::generate(40, 17);
+    h.emu.seed_world(&world);
+    let mut c = Checker::new();
+    let p = &world.people[0];
+    let id = p.marketo_id;
+    let email = world.people.iter().find_map(|p| p.email.clone()).unwrap();
+
+    // Leads.
+    c.check("get", "/rest/v1/leads/describe.json", &h.get("/rest/v1/leads/describe.json").await);
+    c.check("get", "/rest/v1/leads/describe2.json", &h.get("/rest/v1/leads/describe2.json").await);
+    c.check(
+        "get",
+        "/rest/v1/leads.json",
+        &h.get(&format!("/rest/v1/leads.json?filterType=id&filterValues={id}&fields=id,email,createdAt")).await,
+    );
+    c.check(
+        "get",
+        "/rest/v1/leads.json",
+        &h.get(&format!("/rest/v1/leads.json?filterType=email&filterValues={email}")).await,
+    );
+    c.check(
+        "get",
+        "/rest/v1/lead/{leadId}.json",
+        &h.get(&format!("/rest/v1/lead/{id}.json?fields=email,firstName")).await,
+    );
+    let synced = h
+        .post(
+            "/rest/v1/leads.json",
+            json!({"action": "createOrUpdate", "lookupField": "email",
+                   "input": [{"email": "swagger.check@example.com", "firstName": "Swagger"}, {"email": email, "title": "Checked"}]}),
+        )
+        .await;
+    c.check("post", "/rest/v1/leads.json", &synced);
+    let new_id = synced["result"][0]["id"].as_i64().unwrap();
+    let loser = world.people[1].marketo_id;
+    c.check(
+        "post",
+        "/rest/v1/leads/{leadId}/merge.json",
+        &h.post_empty(&format!("/rest/v1/leads/{new_id}/merge.json?leadId={loser}")).await,
+    );
+    c.check(
+        "post",
+        "/rest/v1/leads/delete.json",
+        &h.post("/rest/v1/leads/delete.json", json!({"input": [{"id": new_id}]})).await,
+    );
+
+    // Activities.
+    let token = h.get("/rest/v1/activities/pagingtoken.json?sinceDatetime=2020-01-01T00:00:00Z").await;
+    c.check("get", "/rest/v1/activities/pagingtoken.json", &token);
+    let token = token["nextPageToken"].as_str().unwrap().to_string();
+    c.check("get", "/rest/v1/activities/types.json", &h.get("/rest/v1/activities/types.json").await);
+    c.check(
+        "get",
+        "/rest/v1/activities.json",
+        &h.get(&format!("/rest/v1/activities.json?nextPageToken={token}&activityTypeIds=1,12,13")).await,
+    );
+    c.check(
+        "get",
+        "/rest/v1/activities/leadchanges.json",
+        &h.get(&format!("/rest/v1/activities/leadchanges.json?nextPageToken={token}&fields=email,title")).await,
+    );
+    c.check(
+        "get",
+        "/rest/v1/activities/deletedleads.json",
+        &h.get(&format!("/rest/v1/activities/deletedleads.json?nextPageToken={token}")).await,
+    );
+
+    // Custom activities.
+    let ty = h
+        .post(
+            "/rest/v1/activities/external/type.json",
+            json!({"apiName": "swaggerCheck", "name": "Swagger check", "triggerName": "Swagger checked",
+                   "filterName": "Was swagger checked", "primaryAttribute": {"apiName": "subject", "name": "Subject", "dataType": "string"}}),
+        )
+        .await;
+    c.check("post", "/rest/v1/activities/external/type.json", &ty);
+    c.check("get", "/rest/v1/activities/external/types.json", &h.get("/rest/v1/activities/external/types.json").await);
+    c.check(
+        "get",
+        "/rest/v1/activities/external/type/{apiName}/describe.json",
+        &h.get("/rest/v1/activities/external/type/swaggerCheck/describe.json").await,
+    );
+    c.check(
+        "post",
+        "/rest/v1/activities/external/type/{apiName}/attributes/create.json",
+        &h.post(
+            "/rest/v1/activities/external/type/swaggerCheck/attributes/create.json",
+            json!({"attributes": [{"apiName": "body", "name": "Body", "dataType": "string"}]}),
+        )
+        .await,
+    );
+    c.check(
+        "post",
+        "/rest/v1/activities/external/type/{apiName}/approve.json",
+        &h.post_empty("/rest/v1/activities/external/type/swaggerCheck/approve.json").await,
+    );
+    c.check(
+        "post",
+        "/rest/v1/activities/external.json",
+        &h.post(
+            "/rest/v1/activities/external.json",
+            json!({"input": [{"leadId": id, "activityDate": "2026-11-30T10:00:00Z", "apiName": "swaggerCheck",
+                              "primaryAttributeValue": "Hello", "attributes": [{"apiName": "body", "value": "Hi"}]}]}),
+        )
+        .await,
+    );
+
+    // Usage.
+    c.check("get", "/rest/v1/stats/usage.json", &h.get("/rest/v1/stats/usage.json").await);
+    c.check("get", "/rest/v1/stats/errors.json", &h.get("/rest/v1/stats/errors.json").await);
+
+    // Bulk lead export.
+    let job = h
+        .post(
+            "/bulk/v1/leads/export/create.json",
+            json!({"fields": ["id", "email"], "format": "CSV",
+                   "filter": {"createdAt": {"startAt": "2020-01-01T00:00:00Z", "endAt": "2020-01-31T00:00:00Z"}}}),
+        )
+        .await;
+    c.check("post", "/bulk/v1/leads/export/create.json", &job);
+    let export = job["result"][0]["exportId"].as_str().unwrap().to_string();
+    c.check(
+        "post",
+        "/bulk/v1/leads/export/{exportId}/enqueue.json",
+        &h.post_empty(&format!("/bulk/v1/leads/export/{export}/enqueue.json")).await,
+    );
+    c.check(
+        "get",
+        "/bulk/v1/leads/export/{exportId}/status.json",
+        &h.get(&format!("/bulk/v1/leads/export/{export}/status.json")).await,
+    );
+    c.check("get", "/bulk/v1/leads/export.json", &h.get("/bulk/v1/leads/export.json").await);
+    // A job still in Created can be cancelled (this one finished at once).
+    let second = h
+        .post(
+            "/bulk/v1/leads/export/create.json",
+            json!({"fields": ["id"], "filter": {"createdAt": {"startAt": "2020-02-01T00:00:00Z", "endAt": "2020-02-28T00:00:00Z"}}}),
+        )
+        .await;
+    let second = second["result"][0]["exportId"].as_str().unwrap().to_string();
+    c.check(
+        "post",
+        "/bulk/v1/leads/export/{exportId}/cancel.json",
+        &h.post_empty(&format!("/bulk/v1/leads/export/{second}/cancel.json")).await,
+    );
+
+    // The checker does catch a wrong answer: a numeric requestId and a string lead id.
+    let before = c.violations.len();
+    c.check("get", "/rest/v1/leads.json", &json!({"requestId": 1, "success": true, "result": [{"id": "x"}]}));
+    assert_eq!(c.violations.len() - before, 2, "{:?}", &c.violations[before..]);
+    c.violations.truncate(before);
+    c.checked.pop();
+
+    let mut ops = c.checked.clone();
+    ops.sort();
+    ops.dedup();
+    eprintln!("{} responses of {} Swagger operations checked: {ops:?}", c.checked.len(), ops.len());
+    assert!(c.violations.is_empty(), "{} violations:\n{}", c.violations.len(), c.violations.join("\n"));
+    assert!(ops.len() >= 25, "{} operations", ops.len());
+}
