@@ -413,3 +413,79 @@ async fn a_page_token_resumes_the_query_in_another_client() {
     }
     assert_eq!(first.items.len() + rest, 300);
 }
+
+/// The hard cases of the opportunity rule (issue #13): a contact with ten roles, a role whose
+/// opportunity was deleted, a contact with closed opportunities only, a lead converted without
+/// an opportunity. The per-contact lookup, the org-wide read and the conversion lookup all give
+/// the rule's answer: the open opportunity of a primary role first, then the most recently
+/// modified.
+#[tokio::test]
+async fn lookups_and_the_org_wide_read_agree_on_the_hard_cases() {
+    let clock = salesync_emulator::clock::Clock::manual(Utc::now());
+    let emu = emulator_with(SalesforceConfig { clock, ..SalesforceConfig::default() }).await;
+    let c = client(&emu);
+    let a = account(&emu, "Acme");
+    let ten = contact(&emu, "ten@example.com", Some(&a));
+    let orphaned = contact(&emu, "orphan@example.com", Some(&a));
+    let closed_only = contact(&emu, "closed@example.com", Some(&a));
+    let opp = |name: String, stage: &str| {
+        emu.clock().advance(Duration::minutes(1));
+        emu.insert(
+            "Opportunity",
+            obj(json!({"Name": name, "StageName": stage, "CloseDate": "2027-12-31", "AccountId": a})),
+        )
+        .unwrap()
+    };
+    let role = |contact: &str, o: &str, primary: bool| {
+        emu.insert(
+            "OpportunityContactRole",
+            obj(json!({"ContactId": contact, "OpportunityId": o, "IsPrimary": primary})),
+        )
+        .unwrap();
+    };
+    // Ten roles: closed ones (one primary, the newest of all), open secondary ones, and two
+    // open primary ones of which the later-modified must win.
+    let mut opps = Vec::new();
+    for i in 0..10 {
+        let (stage, primary) = match i {
+            0 | 3 | 5 => ("Prospecting", false),
+            1 | 6 => ("Prospecting", true),
+            _ => ("Closed Lost", i == 9),
+        };
+        let o = opp(format!("Deal {i}"), stage);
+        role(&ten, &o, primary);
+        opps.push(o);
+    }
+    // Modify the first open primary after the second: it is now the more recent.
+    emu.clock().advance(Duration::minutes(1));
+    emu.update("Opportunity", &opps[1], obj(json!({"Name": "Deal 1, touched"}))).unwrap();
+    let gone = opp("Gone".into(), "Prospecting");
+    role(&orphaned, &gone, true);
+    emu.delete("Opportunity", &gone).unwrap();
+    let closed = opp("Lost".into(), "Closed Won");
+    role(&closed_only, &closed, true);
+
+    let expected = vec![(sid(&ten), Some(sid(&opps[1]))), (sid(&orphaned), None), (sid(&closed_only), None)];
+    let looked_up = c.opportunities_for_contacts(&[sid(&ten), sid(&orphaned), sid(&closed_only)]).await.unwrap();
+    let picked = looked_up[0].1.as_ref().and_then(|o| opps.iter().position(|x| sid(x) == *o));
+    assert_eq!(looked_up, expected, "picked deal {picked:?}");
+    let links = c.opportunity_links().await.unwrap();
+    for (contact, opp) in &expected {
+        assert_eq!(&links.contact(contact), opp, "org-wide read for {contact}");
+    }
+
+    // Leads converted with and without an opportunity.
+    let bare = lead(&emu, "bare@example.com");
+    let with = lead(&emu, "with@example.com");
+    let bare_conv = emu.convert_lead(&bare, None, None, false).unwrap();
+    let with_conv = emu.convert_lead(&with, None, None, true).unwrap();
+    assert!(bare_conv.opportunity_id.is_none() && with_conv.opportunity_id.is_some());
+    let conversions = c.lead_conversions(&[sid(&bare), sid(&with)]).await.unwrap();
+    let of = |l: &str| conversions.iter().find(|x| x.lead_id == sid(l)).unwrap();
+    assert!(of(&bare).converted && of(&bare).opportunity_id.is_none());
+    assert_eq!(of(&with).opportunity_id, with_conv.opportunity_id.as_deref().map(sid));
+    let links = c.opportunity_links().await.unwrap();
+    assert_eq!(links.lead(&sid(&bare)), None);
+    assert_eq!(links.lead(&sid(&with)), with_conv.opportunity_id.as_deref().map(sid));
+    assert!(links.converted_leads.contains_key(&sid(&bare)), "converted without an opportunity is still converted");
+}
