@@ -1,0 +1,248 @@
+"""simple-salesforce (PyPI, unmodified) against `salesync emulate`'s Salesforce emulator.
+
+Login is the client's OAuth 2.0 client-credentials flow (`consumer_key`, `consumer_secret`,
+`domain`): it POSTs grant_type=client_credentials with HTTP Basic client credentials to
+https://<domain>.salesforce.com/services/oauth2/token and uses the `instance_url` of the answer.
+The client writes every URL as https://...; the emulator speaks plain HTTP on loopback. So the
+only plumbing is the base URL: the client is handed a requests.Session (its documented `session`
+argument) that sends https://<domain>.salesforce.com to the emulator and https://<emulator host>
+as http://. Every call below is the client's own public API.
+
+Not a flow here: the composite *request* API (POST /composite with subrequests): simple-salesforce
+has no method for it. sObject Collections (/composite/sobjects) go through the client's generic
+`restful` call.
+"""
+
+import csv
+import io
+import time
+import urllib.parse
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import requests
+from harness import Flows, check, env
+from simple_salesforce import Salesforce, SalesforceMalformedRequest, SalesforceResourceNotFound
+
+SF_URL = env("SF_URL").rstrip("/")
+DOMAIN = "salesync-emulator.my"  # https://salesync-emulator.my.salesforce.com: the token URL
+_emu = urllib.parse.urlsplit(SF_URL)
+
+
+class EmulatorSession(requests.Session):
+    """The base URL swap: the login host and the https:// instance URLs go to the emulator."""
+
+    def request(self, method, url, *args, **kwargs):
+        u = urllib.parse.urlsplit(url)
+        if u.hostname == DOMAIN + ".salesforce.com" or u.netloc == _emu.netloc:
+            url = urllib.parse.urlunsplit((_emu.scheme, _emu.netloc, u.path, u.query, u.fragment))
+        return super().request(method, url, *args, **kwargs)
+
+
+F = Flows("simple-salesforce")
+S = {}
+RUN = uuid.uuid4().hex[:10]
+sf = None
+
+
+@F.flow("login_client_credentials")
+def _():
+    global sf
+    sf = Salesforce(consumer_key=env("SF_ID"), consumer_secret=env("SF_SECRET"), domain=DOMAIN,
+                    session=EmulatorSession(), version="59.0")
+    check(sf.session_id and sf.sf_instance == _emu.netloc, "session {!r} instance {!r}".format(sf.session_id, sf.sf_instance))
+    try:  # a wrong secret is refused the way the client reports it
+        Salesforce(consumer_key=env("SF_ID"), consumer_secret="wrong", domain=DOMAIN, session=EmulatorSession())
+    except Exception as e:
+        check(type(e).__name__ == "SalesforceAuthenticationFailed", "wrong secret raised {!r}".format(e))
+    else:
+        raise AssertionError("a wrong client secret logged in")
+
+
+@F.flow("query")
+def _():
+    r = sf.query("SELECT Id, Email, LastName FROM Contact ORDER BY Id LIMIT 5")
+    check(r["totalSize"] == 5 and r["done"] is True and len(r["records"]) == 5, "answer {}".format(r))
+    rec = r["records"][0]
+    check(rec["attributes"]["type"] == "Contact" and rec["Id"].startswith("003"), "record {}".format(rec))
+    S["contact"] = rec
+    r = sf.query("SELECT COUNT() FROM Contact")
+    check(r["totalSize"] > 5 and r["records"] == [], "COUNT() {}".format(r))
+    S["contacts"] = r["totalSize"]
+
+
+@F.flow("query_more_paging")
+def _():
+    hdr = {"Sforce-Query-Options": "batchSize=200"}
+    r = sf.query("SELECT Id FROM Contact", headers=hdr)
+    check(r["done"] is False and len(r["records"]) == 200 and r.get("nextRecordsUrl"),
+          "first page {} records, done {}".format(len(r["records"]), r["done"]))
+    ids = [x["Id"] for x in r["records"]]
+    while not r["done"]:
+        r = sf.query_more(r["nextRecordsUrl"], identifier_is_url=True, headers=hdr)
+        ids += [x["Id"] for x in r["records"]]
+    check(len(ids) == S["contacts"] == len(set(ids)), "{} ids over the pages, {} contacts".format(len(ids), S["contacts"]))
+    # by the locator alone (not the URL)
+    r = sf.query("SELECT Id FROM Contact", headers=hdr)
+    loc = r["nextRecordsUrl"].rsplit("/", 1)[1]
+    r2 = sf.query_more(loc, headers=hdr)
+    check(len(r2["records"]) > 0, "query_more by locator")
+
+
+@F.flow("query_all_iter")
+def _():
+    ids = [x["Id"] for x in sf.query_all_iter("SELECT Id FROM Contact", headers={"Sforce-Query-Options": "batchSize=200"})]
+    check(len(ids) == S["contacts"], "query_all_iter {} of {}".format(len(ids), S["contacts"]))
+    r = sf.query_all("SELECT Id, Name FROM Account")
+    check(r["done"] and r["totalSize"] == len(r["records"]) > 0, "query_all {}".format(r["totalSize"]))
+    r = sf.query_all("SELECT Id FROM Contact", include_deleted=True)  # queryAll
+    check(r["totalSize"] >= S["contacts"], "queryAll {}".format(r["totalSize"]))
+
+
+@F.flow("relationship_query")
+def _():
+    r = sf.query_all("SELECT Id, Name, Account.Name, Account.Owner.Email FROM Contact WHERE Account.Name != null "
+                     "ORDER BY Account.Name, Id LIMIT 50")
+    check(r["records"], "no contacts with accounts")
+    names = [x["Account"]["Name"] for x in r["records"]]
+    check(names == sorted(names, key=str.lower) or names == sorted(names), "not ordered by Account.Name: {}".format(names[:5]))
+    check(r["records"][0]["Account"]["attributes"]["type"] == "Account", "parent record {}".format(r["records"][0]))
+    name = names[0]
+    r2 = sf.query_all("SELECT Id FROM Contact WHERE Account.Name = '{}'".format(name.replace("'", "\\'")))
+    check(r2["totalSize"] >= 1, "WHERE Account.Name = {!r}".format(name))
+    r3 = sf.query("SELECT Id, Name, (SELECT Id, Email FROM Contacts) FROM Account LIMIT 3")
+    check(all("Contacts" in a for a in r3["records"]), "child subquery {}".format(r3["records"][:1]))
+
+
+@F.flow("semi_join_query")
+def _():
+    q = ("SELECT Id, ContactId, OpportunityId, Opportunity.LastModifiedDate FROM OpportunityContactRole "
+         "WHERE ContactId IN (SELECT Id FROM Contact) ORDER BY Opportunity.LastModifiedDate DESC")
+    r = sf.query_all(q)
+    check(r["totalSize"] > 0, "no contact roles")
+    dates = [x["Opportunity"]["LastModifiedDate"] for x in r["records"]]
+    check(dates == sorted(dates, reverse=True), "not ordered by Opportunity.LastModifiedDate DESC")
+    anti = sf.query_all("SELECT Id FROM Contact WHERE Id NOT IN (SELECT ContactId FROM OpportunityContactRole)")
+    check(anti["totalSize"] + len({x["ContactId"] for x in r["records"]}) == S["contacts"],
+          "semi {} + anti {} != {} contacts".format(len({x["ContactId"] for x in r["records"]}), anti["totalSize"], S["contacts"]))
+    try:
+        sf.query("SELECT Id FROM Contact WHERE Id IN (SELECT Email FROM Lead)")
+    except SalesforceMalformedRequest:
+        pass
+    else:
+        raise AssertionError("a semi-join over a non-id field was accepted")
+
+
+@F.flow("sobject_crud")
+def _():
+    r = sf.Contact.create({"LastName": "CI " + RUN, "Email": "ci-{}@clients.example.com".format(RUN)})
+    check(r["success"] is True and r["id"].startswith("003"), "create {}".format(r))
+    cid = r["id"]
+    got = sf.Contact.get(cid)
+    check(got["Id"] == cid and got["LastName"] == "CI " + RUN, "get {}".format(got))
+    status = sf.Contact.update(cid, {"Title": "Tester"})
+    check(status == 204, "update status {}".format(status))
+    check(sf.Contact.get(cid)["Title"] == "Tester", "update not read back")
+    status = sf.Contact.delete(cid)
+    check(status == 204, "delete status {}".format(status))
+    try:
+        sf.Contact.get(cid)
+    except SalesforceResourceNotFound:
+        pass
+    else:
+        raise AssertionError("a deleted contact is still readable")
+    S["deleted_contact"] = cid
+
+
+@F.flow("upsert_by_external_id")
+def _():
+    ext = "ci-" + RUN
+    owner = sf.query("SELECT Id FROM User LIMIT 1")["records"][0]["Id"]
+    body = {"Subject": "CI call", "Status": "Completed", "Priority": "Normal", "OwnerId": owner,
+            "WhoId": S["contact"]["Id"]}
+    status = sf.Task.upsert("Salesync_Activity_Id__c/" + ext, body)
+    check(status == 201, "first upsert (create) status {}".format(status))
+    status = sf.Task.upsert("Salesync_Activity_Id__c/" + ext, {"Subject": "CI call, again"})
+    check(status == 204, "second upsert (update) status {}".format(status))
+    got = sf.Task.get_by_custom_id("Salesync_Activity_Id__c", ext)
+    check(got["Subject"] == "CI call, again" and got["WhoId"] == S["contact"]["Id"], "read back {}".format(got))
+    r = sf.query("SELECT Id FROM Task WHERE Salesync_Activity_Id__c = '{}'".format(ext))
+    check(r["totalSize"] == 1, "{} tasks with the external id".format(r["totalSize"]))
+
+
+@F.flow("describe")
+def _():
+    g = sf.describe()
+    names = {o["name"] for o in g["sobjects"]}
+    check({"Account", "Contact", "Lead", "Opportunity", "OpportunityContactRole", "Task", "User"} <= names,
+          "global describe {}".format(sorted(names)))
+    d = sf.Task.describe()
+    fields = {f["name"]: f for f in d["fields"]}
+    check("Salesync_Activity_Id__c" in fields and fields["Salesync_Activity_Id__c"]["externalId"] is True,
+          "Task external id field {}".format(fields.get("Salesync_Activity_Id__c")))
+    m = sf.Contact.metadata()
+    check(m["objectDescribe"]["name"] == "Contact", "metadata {}".format(m))
+
+
+@F.flow("composite_sobjects_via_restful")
+def _():
+    body = {"allOrNone": False, "records": [
+        {"attributes": {"type": "Contact"}, "LastName": "CI batch 1 " + RUN},
+        {"attributes": {"type": "Contact"}, "LastName": "CI batch 2 " + RUN},
+        {"attributes": {"type": "Contact"}},  # LastName missing: fails alone
+    ]}
+    r = sf.restful("composite/sobjects", method="POST", json=body)
+    check([x["success"] for x in r] == [True, True, False], "create collection {}".format(r))
+    check(r[2]["errors"][0]["statusCode"] == "REQUIRED_FIELD_MISSING", "error {}".format(r[2]))
+    ids = [x["id"] for x in r[:2]]
+    got = sf.restful("composite/sobjects/Contact", method="GET", params={"ids": ",".join(ids), "fields": "Id,LastName"})
+    check([x["Id"] for x in got] == ids, "retrieve collection {}".format(got))
+    r = sf.restful("composite/sobjects", method="DELETE", params={"ids": ",".join(ids), "allOrNone": "false"})
+    check(all(x["success"] for x in r), "delete collection {}".format(r))
+
+
+@F.flow("updated_and_deleted")
+def _():
+    end = datetime.now(timezone.utc) + timedelta(minutes=1)
+    start = end - timedelta(days=1)
+    up = sf.Contact.updated(start, end)
+    check("ids" in up and "latestDateCovered" in up, "updated {}".format(up))
+    de = sf.Contact.deleted(start, end)
+    ids = [x["id"] for x in de["deletedRecords"]]
+    check(S["deleted_contact"] in ids, "deleted {} not in {}".format(S["deleted_contact"], ids))
+    check("earliestDateAvailable" in de and "latestDateCovered" in de, "deleted {}".format(de))
+
+
+@F.flow("limits")
+def _():
+    r = sf.limits()
+    check(r["DailyApiRequests"]["Max"] > 0 and r["DailyApiRequests"]["Remaining"] <= r["DailyApiRequests"]["Max"],
+          "limits {}".format(r.get("DailyApiRequests")))
+    check(sf.api_usage.get("api-usage") is not None, "no Sforce-Limit-Info usage parsed")
+
+
+@F.flow("bulk2_query")
+def _():
+    rows = []
+    for page in sf.bulk2.Contact.query("SELECT Id, Email FROM Contact", max_records=200):
+        rows += list(csv.DictReader(io.StringIO(page)))
+    check(len(rows) == S["contacts"], "bulk2 query {} rows, {} contacts".format(len(rows), S["contacts"]))
+    check(set(rows[0]) == {"Id", "Email"}, "columns {}".format(list(rows[0])))
+
+
+@F.flow("bulk2_insert")
+def _():
+    data = [{"LastName": "CI bulk {} {}".format(RUN, i), "Email": "bulk{}-{}@clients.example.com".format(i, RUN)}
+            for i in range(5)] + [{"LastName": "", "Email": "nolastname-{}@clients.example.com".format(RUN)}]
+    res = sf.bulk2.Contact.insert(records=data, wait=1)
+    check(res and res[0]["numberRecordsProcessed"] == 6 and res[0]["numberRecordsFailed"] == 1, "insert {}".format(res))
+    job = res[0]["job_id"]
+    ok = list(csv.DictReader(io.StringIO(sf.bulk2.Contact.get_successful_records(job))))
+    bad = list(csv.DictReader(io.StringIO(sf.bulk2.Contact.get_failed_records(job))))
+    check(len(ok) == 5 and all(r["sf__Id"].startswith("003") for r in ok), "successful {}".format(ok))
+    check(len(bad) == 1 and bad[0]["sf__Error"], "failed {}".format(bad))
+    r = sf.query("SELECT COUNT() FROM Contact WHERE LastName LIKE 'CI bulk {}%'".format(RUN))
+    check(r["totalSize"] == 5, "{} inserted contacts queried back".format(r["totalSize"]))
+
+
+F.run()
