@@ -144,6 +144,33 @@ async fn emulator_responses_validate_against_the_swagger() {
         &h.post("/rest/v1/leads/delete.json", json!({"input": [{"id": new_id}]})).await,
     );
 
+    c.check("get", "/rest/v1/leads/partitions.json", &h.get("/rest/v1/leads/partitions.json").await);
+    let fields = h.get("/rest/v1/leads/schema/fields.json?batchSize=5").await;
+    c.check("get", "/rest/v1/leads/schema/fields.json", &fields);
+    assert_eq!(fields["result"].as_array().unwrap().len(), 5);
+    let next = fields["nextPageToken"].as_str().unwrap();
+    let rest = h.get(&format!("/rest/v1/leads/schema/fields.json?nextPageToken={next}")).await;
+    c.check("get", "/rest/v1/leads/schema/fields.json", &rest);
+    assert!(rest["result"].as_array().unwrap().len() > 5 && rest.get("nextPageToken").is_none(), "{rest}");
+    let email_field = h.get("/rest/v1/leads/schema/fields/email.json").await;
+    c.check("get", "/rest/v1/leads/schema/fields/{fieldApiName}.json", &email_field);
+    assert_eq!(email_field["result"][0]["name"], "email");
+    assert_eq!(error_code(&h.get("/rest/v1/leads/schema/fields/noSuchField.json").await), Some("1006"));
+    for kind in ["listMembership", "programMembership", "smartCampaignMembership"] {
+        let template = format!("/rest/v1/leads/{{leadId}}/{kind}.json");
+        c.check("get", &template, &h.get(&format!("/rest/v1/leads/{id}/{kind}.json")).await);
+        assert_eq!(error_code(&h.get(&format!("/rest/v1/leads/99999999/{kind}.json")).await), Some("1004"));
+    }
+    c.check(
+        "post",
+        "/rest/v1/leads/{leadId}/associate.json",
+        &h.post_empty(&format!(
+            "/rest/v1/leads/{id}/associate.json?cookie=id:561-HYG-937%26token:_mch-marketo.com-1427205775289-40768"
+        ))
+        .await,
+    );
+    assert_eq!(error_code(&h.post_empty(&format!("/rest/v1/leads/{id}/associate.json")).await), Some("1003"));
+
     // Activities.
     let token = h.get("/rest/v1/activities/pagingtoken.json?sinceDatetime=2020-01-01T00:00:00Z").await;
     c.check("get", "/rest/v1/activities/pagingtoken.json", &token);
@@ -256,5 +283,5 @@ async fn emulator_responses_validate_against_the_swagger() {
     ops.dedup();
     eprintln!("{} responses of {} Swagger operations checked: {ops:?}", c.checked.len(), ops.len());
     assert!(c.violations.is_empty(), "{} violations:\n{}", c.violations.len(), c.violations.join("\n"));
-    assert!(ops.len() >= 25, "{} operations", ops.len());
+    assert!(ops.len() >= 32, "{} operations", ops.len());
 }

@@ -288,3 +288,89 @@ pub(crate) fn merge(ctx: &Ctx<'_>, winner: &str) -> Reply {
     db.merge_leads(winner, &losers, ctx.now);
     Reply::ok_void()
 }
+
+/// `GET /rest/v1/leads/partitions.json`: the emulator's instance has the one default partition.
+pub(crate) fn partitions(_ctx: &Ctx<'_>) -> Reply {
+    Reply::ok(vec![json!({"id": 1, "name": "Default", "description": "Initial system lead partition"})])
+}
+
+/// A lead field as `leads/schema/fields` describes it.
+fn schema_field(f: &fields::FieldDef) -> Value {
+    let mut v = json!({
+        "name": f.name,
+        "displayName": f.display,
+        "description": "",
+        "dataType": f.data_type,
+        "isHidden": false,
+        "isHtmlEncodingInEmail": true,
+        "isSensitive": false,
+        "isCustom": false,
+        "isApiCreated": false,
+    });
+    if let (Some(len), Some(o)) = (f.length, v.as_object_mut()) {
+        o.insert("length".into(), json!(len));
+    }
+    v
+}
+
+/// `GET /rest/v1/leads/schema/fields.json`: the lead fields, `batchSize` at a time, resumed by
+/// `nextPageToken`.
+pub(crate) fn schema_fields(ctx: &Ctx<'_>) -> Reply {
+    let batch = match ctx.batch_size() {
+        Ok(b) => b,
+        Err(e) => return e,
+    };
+    let start = match ctx.param("nextPageToken") {
+        None => 0,
+        Some(t) => match t.strip_prefix("fields:").and_then(|n| n.parse::<usize>().ok()) {
+            Some(n) => n,
+            None => return Reply::err("1003", format!("Invalid nextPageToken '{t}'")),
+        },
+    };
+    let db = ctx.shared.db();
+    let page: Vec<Value> = db.fields.iter().skip(start).take(batch).map(schema_field).collect();
+    let next = start + page.len();
+    let more = next < db.fields.len();
+    let reply = Reply::ok(page).with("moreResult", json!(more));
+    if more { reply.with("nextPageToken", json!(format!("fields:{next}"))) } else { reply }
+}
+
+/// `GET /rest/v1/leads/schema/fields/{fieldApiName}.json`.
+pub(crate) fn schema_field_by_name(ctx: &Ctx<'_>, name: &str) -> Reply {
+    let db = ctx.shared.db();
+    match db.fields.iter().find(|f| f.name.eq_ignore_ascii_case(name)) {
+        Some(f) => Reply::ok(vec![schema_field(f)]),
+        None => Reply::err("1006", format!("Field '{name}' not found")),
+    }
+}
+
+/// The lead of a `leads/{leadId}/…` path, or the error Marketo gives.
+fn existing_lead(ctx: &Ctx<'_>, id: &str) -> Result<i64, Reply> {
+    let Ok(id) = id.parse::<i64>() else { return Err(Reply::err("1003", format!("Invalid lead id '{id}'"))) };
+    if ctx.shared.db().leads.contains_key(&id) { Ok(id) } else { Err(Reply::err("1004", "Lead not found")) }
+}
+
+/// `GET /rest/v1/leads/{leadId}/listMembership.json`, `programMembership.json`,
+/// `smartCampaignMembership.json`: the emulator keeps no lists, programs or campaigns, so every
+/// lead is a member of none (`batchSize` still validated).
+pub(crate) fn memberships(ctx: &Ctx<'_>, id: &str) -> Reply {
+    if let Err(e) = ctx.batch_size() {
+        return e;
+    }
+    match existing_lead(ctx, id) {
+        Ok(_) => Reply::ok(Vec::new()),
+        Err(e) => e,
+    }
+}
+
+/// `POST /rest/v1/leads/{leadId}/associate.json?cookie=…`: ties a Munchkin cookie to the lead
+/// (the emulator has no web activity to merge, so nothing else changes).
+pub(crate) fn associate(ctx: &Ctx<'_>, id: &str) -> Reply {
+    if ctx.param("cookie").is_none() {
+        return Reply::err("1003", "cookie cannot be blank");
+    }
+    match existing_lead(ctx, id) {
+        Ok(_) => Reply::ok(Vec::new()),
+        Err(e) => e,
+    }
+}

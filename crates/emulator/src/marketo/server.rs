@@ -581,6 +581,19 @@ fn dispatch(ctx: &Ctx<'_>) -> Reply {
         // (marketorestpython's `delete_lead` uses it).
         ["rest", "v1", "leads.json"] if m == "DELETE" => leads::delete(ctx),
         ["rest", "v1", "leads", id, "merge.json"] if post => leads::merge(ctx, id),
+        ["rest", "v1", "leads", "partitions.json"] if get => leads::partitions(ctx),
+        ["rest", "v1", "leads", "schema", "fields.json"] if get => leads::schema_fields(ctx),
+        ["rest", "v1", "leads", "schema", "fields", name] if get && name.ends_with(".json") => {
+            leads::schema_field_by_name(ctx, name.trim_end_matches(".json"))
+        }
+        [
+            "rest",
+            "v1",
+            "leads",
+            id,
+            "listMembership.json" | "programMembership.json" | "smartCampaignMembership.json",
+        ] if get => leads::memberships(ctx, id),
+        ["rest", "v1", "leads", id, "associate.json"] if post => leads::associate(ctx, id),
         ["rest", "v1", "activities", "pagingtoken.json"] if get => activities::paging_token(ctx),
         ["rest", "v1", "activities.json"] if get => activities::get_activities(ctx),
         ["rest", "v1", "activities", "leadchanges.json"] if get => activities::lead_changes(ctx),
@@ -629,7 +642,15 @@ fn known_path(segs: &[&str]) -> bool {
         segs,
         ["rest", "v1", "leads.json" | "activities.json"]
             | ["rest", "v1", "lead", _]
-            | ["rest", "v1", "leads", "describe.json" | "describe2.json" | "delete.json"]
+            | ["rest", "v1", "leads", "describe.json" | "describe2.json" | "delete.json" | "partitions.json"]
+            | ["rest", "v1", "leads", "schema", ..]
+            | [
+                "rest",
+                "v1",
+                "leads",
+                _,
+                "listMembership.json" | "programMembership.json" | "smartCampaignMembership.json" | "associate.json"
+            ]
             | ["rest", "v1", "leads", _, "merge.json"]
             | ["rest", "v1", "activities", _]
             | ["rest", "v1", "activities", "external", "types.json" | "type.json"]
