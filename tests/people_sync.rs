@@ -17,16 +17,21 @@ use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
 fn engine(world: &World, store: Arc<dyn Store>, mode: InitialMode) -> SyncEngine {
+    engine_with(world, store, EngineSettings { initial_mode: mode, ..EngineSettings::default() })
+}
+
+/// An engine on the world's emulators with `settings` (the instance id and fast export polls
+/// set here).
+fn engine_with(world: &World, store: Arc<dyn Store>, settings: EngineSettings) -> SyncEngine {
     SyncEngine::builder()
         .marketo(world.marketo_client())
         .salesforce(world.salesforce_client())
         .store(store)
         .settings(EngineSettings {
             instance_id: "emulated-marketo".into(),
-            initial_mode: mode,
             export_poll: Duration::from_millis(20),
             export_poll_max: Duration::from_millis(200),
-            ..EngineSettings::default()
+            ..settings
         })
         .build()
         .unwrap()
@@ -256,19 +261,16 @@ async fn rest_sweep_reads_several_chunks_at_once() {
     };
     let world = World::start_with(3000, 17, mc).await;
     let store: Arc<dyn Store> = Arc::new(salesync::store::MemoryStore::new());
-    let eng = SyncEngine::builder()
-        .marketo(world.marketo_client())
-        .salesforce(world.salesforce_client())
-        .store(store.clone())
-        .settings(EngineSettings {
-            instance_id: "emulated-marketo".into(),
+    let eng = engine_with(
+        &world,
+        store.clone(),
+        EngineSettings {
             initial_mode: InitialMode::Rest,
             rest_reads_in_flight: 4,
             rest_empty_chunks_to_stop: 5,
             ..EngineSettings::default()
-        })
-        .build()
-        .unwrap();
+        },
+    );
     let report = eng.sync_once().await.unwrap();
     assert_eq!(report.initial_path, Some(InitialPath::Rest));
     assert_mirror_matches(&world, store.as_ref()).await;
@@ -509,20 +511,11 @@ async fn drift_repair(store: Arc<dyn Store>) {
     use salesync::core::ports::store::MirrorPage;
     let world = World::start(500, 31, false).await;
     let settings = |every: Option<Duration>| EngineSettings {
-        instance_id: "emulated-marketo".into(),
         initial_mode: InitialMode::Rest,
         reconcile_every: every,
         ..EngineSettings::default()
     };
-    let build = |s: EngineSettings| {
-        SyncEngine::builder()
-            .marketo(world.marketo_client())
-            .salesforce(world.salesforce_client())
-            .store(store.clone())
-            .settings(s)
-            .build()
-            .unwrap()
-    };
+    let build = |s: EngineSettings| engine_with(&world, store.clone(), s);
     let report = build(settings(None)).sync_once().await.unwrap();
     assert!(!report.reconciled);
     let m = mirror(store.as_ref()).await;
@@ -688,21 +681,18 @@ async fn postgres_rebuild_without_downtime() {
 async fn a_discarded_rebuild_leaves_the_mirror_as_it_was() {
     let (store, _dir) = sqlite().await;
     let world = World::start(600, 43, false).await;
-    let eng = SyncEngine::builder()
-        .marketo(world.marketo_client())
-        .salesforce(world.salesforce_client())
-        .store(store.clone())
-        .settings(EngineSettings {
-            instance_id: "emulated-marketo".into(),
+    let eng = engine_with(
+        &world,
+        store.clone(),
+        EngineSettings {
             initial_mode: InitialMode::Rest,
             // One page of shadow work per pass at most (and few empty chunks to end the sweep).
             rebuild_slice: Duration::from_millis(1),
             // (The seed's ids start at 1001: three empty chunks come first.)
             rest_empty_chunks_to_stop: 5,
             ..EngineSettings::default()
-        })
-        .build()
-        .unwrap();
+        },
+    );
     eng.sync_once().await.unwrap();
     assert_mirror_matches(&world, store.as_ref()).await;
     let before = mirror(store.as_ref()).await;

@@ -36,6 +36,19 @@ struct Kill {
     checkpoint_checked: bool,
 }
 
+/// SIGKILLs a child just started once the emulators have seen `k` more requests. Panics when
+/// the child exits by itself first, or makes fewer than `k` in 30 s.
+async fn kill_at(world: &World, mut child: SyncChild, k: usize) {
+    let base = world.calls();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while world.calls() - base < k {
+        assert!(child.running(), "{} exited by itself; stderr:\n{}", child.name, child.stderr());
+        assert!(Instant::now() < deadline, "{} made fewer than {k} requests in 30 s", child.name);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    child.kill();
+}
+
 /// Starts a child, SIGKILLs it once the emulators have seen `k` more requests, waits out a rate
 /// window. Panics when the child exits by itself.
 async fn kill_after(
@@ -46,15 +59,7 @@ async fn kill_after(
     phase: &'static str,
     k: usize,
 ) -> Kill {
-    let base = world.calls();
-    let mut child = SyncChild::spawn(shared.dir.path(), name, env, &[]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while world.calls() - base < k {
-        assert!(child.running(), "{name} exited by itself; stderr:\n{}", child.stderr());
-        assert!(Instant::now() < deadline, "{name} made fewer than {k} requests in 30 s");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    child.kill();
+    kill_at(world, SyncChild::spawn(shared.dir.path(), name, env, &[]), k).await;
     let last_request = {
         let (m, s) = (world.marketo.call_log(), world.salesforce.call_log());
         match (m.last(), s.last()) {
@@ -213,16 +218,8 @@ async fn rebuild_crash_scenario(shared: SharedStore, seed: u64) {
     let mut kills = Vec::new();
     for i in 0..4 {
         let k = rng.range(3, 30) as usize;
-        let base = world.calls();
         let name = format!("rebuild-{i}");
-        let mut child = SyncChild::spawn_command(dir, &name, &env, &["rebuild"]);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while world.calls() - base < k {
-            assert!(child.running(), "{name} exited before {k} requests; stderr:\n{}", child.stderr());
-            assert!(Instant::now() < deadline, "{name} made fewer than {k} requests in 30 s");
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        child.kill();
+        kill_at(&world, SyncChild::spawn_command(dir, &name, &env, &["rebuild"]), k).await;
         let shadow = shared.store.shadow().unwrap();
         let in_shadow = shadow.list_shadow_people(None, 10_000).await.unwrap().len();
         kills.push((k, in_shadow));
