@@ -936,3 +936,71 @@ async fn soql_semi_and_anti_joins() {
         assert!(b[0]["message"].as_str().unwrap().contains(words), "{q}: {b}");
     }
 }
+
+/// Parent paths of several hops (issue #14: simple-salesforce users' `SELECT Account.Owner.Email
+/// FROM Contact` was answered MALFORMED_QUERY "unsupported field path"): in SELECT (nested parent
+/// objects, each with its `attributes`), WHERE and ORDER BY, a missing parent anywhere on the path
+/// rendered `null`, and the errors for an unknown relationship or more than five hops.
+#[tokio::test]
+async fn soql_parent_paths_of_several_hops() {
+    let h = H::default().await;
+    let world = seed::generate(200, 5);
+    h.emu.seed_world(&world);
+    let users = h.emu.records("User");
+    let accounts = h.emu.records("Account");
+    let owner_email = |account_id: &str| -> Option<String> {
+        let a = accounts.iter().find(|a| a["Id"] == account_id)?;
+        let u = users.iter().find(|u| u["Id"] == a["OwnerId"])?;
+        u["Email"].as_str().map(str::to_string)
+    };
+    let with_account: Vec<Map<String, Value>> =
+        h.emu.records("Contact").into_iter().filter(|c| c["AccountId"].is_string()).collect();
+    assert!(!with_account.is_empty());
+
+    // SELECT: one nested object per hop.
+    let c = &with_account[0];
+    let id = c["Id"].as_str().unwrap();
+    let b = h
+        .query_ok(&format!(
+            "SELECT Id, Account.Name, Account.Owner.Email, Account.Owner.Name FROM Contact WHERE Id = '{id}'"
+        ))
+        .await;
+    let rec = &b["records"][0];
+    let email = owner_email(c["AccountId"].as_str().unwrap()).expect("the seeded account has an owner with an email");
+    assert_eq!(rec["Account"]["attributes"]["type"], "Account", "{b}");
+    assert!(rec["Account"]["Name"].is_string(), "{b}");
+    assert_eq!(rec["Account"]["Owner"]["attributes"]["type"], "User", "{b}");
+    assert_eq!(rec["Account"]["Owner"]["Email"], email.as_str(), "{b}");
+    assert!(rec["Account"]["Owner"]["Name"].is_string(), "{b}");
+
+    // WHERE and ORDER BY through two hops.
+    let expected = with_account
+        .iter()
+        .filter(|c| owner_email(c["AccountId"].as_str().unwrap()).as_deref() == Some(email.as_str()))
+        .count();
+    let b = h.query_ok(&format!("SELECT COUNT() FROM Contact WHERE Account.Owner.Email = '{email}'")).await;
+    assert_eq!(b["totalSize"].as_u64().unwrap() as usize, expected, "{b}");
+    let b = h.query_ok("SELECT Id, Account.Owner.Email FROM Contact WHERE Account.Owner.Email != null ORDER BY Account.Owner.Email DESC, Id").await;
+    let got: Vec<&str> =
+        b["records"].as_array().unwrap().iter().map(|r| r["Account"]["Owner"]["Email"].as_str().unwrap()).collect();
+    assert_eq!(got.len(), with_account.len(), "every seeded account has an owner");
+    let mut sorted = got.clone();
+    sorted.sort_unstable_by(|a, b| b.cmp(a));
+    assert_eq!(got, sorted);
+
+    // A contact without an account: the first hop is null.
+    let (s, v) = h.call(Method::POST, "/sobjects/Contact", Some(json!({"LastName": "Loner"}))).await;
+    assert_eq!(s, 201, "{v}");
+    let loner = v["id"].as_str().unwrap();
+    let b = h.query_ok(&format!("SELECT Id, Account.Owner.Email FROM Contact WHERE Id = '{loner}'")).await;
+    assert!(b["records"][0]["Account"].is_null(), "{b}");
+
+    // Refused as Salesforce does.
+    let (s, b) = h.query("SELECT Id, Account.Boss.Email FROM Contact").await;
+    assert_eq!((s, b[0]["errorCode"].as_str()), (400, Some("INVALID_FIELD")), "{b}");
+    assert!(b[0]["message"].as_str().unwrap().contains("Didn't understand relationship 'Boss'"), "{b}");
+    let (s, b) = h.query("SELECT Id, Account.Owner.Nope FROM Contact").await;
+    assert_eq!((s, b[0]["errorCode"].as_str()), (400, Some("INVALID_FIELD")), "{b}");
+    let (s, b) = h.query("SELECT Id, Account.Owner.Account.Owner.Account.Owner.Email FROM Contact").await;
+    assert_eq!((s, b[0]["errorCode"].as_str()), (400, Some("MALFORMED_QUERY")), "{b}");
+}

@@ -178,8 +178,16 @@ fn lex(q: &str) -> Result<Vec<Tok>, E> {
 pub(crate) enum FRef {
     /// A field of the queried record.
     Own { name: String, ty: FType },
-    /// A field of a parent record, through a reference field.
-    Parent { rel: String, via: String, name: String, ty: FType },
+    /// A field of a parent record, through one to five reference fields (`Account.Owner.Email`:
+    /// hops `Account` via `AccountId`, then `Owner` via `OwnerId`).
+    Parent { hops: Vec<Hop>, name: String, ty: FType },
+}
+
+/// One child-to-parent step of a field path: the relationship name and its reference field.
+#[derive(Debug, Clone)]
+pub(crate) struct Hop {
+    rel: String,
+    via: String,
 }
 
 impl FRef {
@@ -551,26 +559,32 @@ fn bind_path(schema: &Schema, obj: &ObjDef, p: &mut Path) -> Result<(), E> {
             let fd = obj.field(f).ok_or_else(|| no_column(f, obj.name))?;
             p.r = Some(FRef::Own { name: fd.name.clone(), ty: fd.ty.clone() });
         }
-        [rel, f] => {
-            let rf = obj.rel(rel).ok_or_else(|| {
-                E::invalid_field(format!(
-                    "Didn't understand relationship '{rel}' in field path. If you are attempting to use a custom relationship, be sure to append the '__r' after the custom relationship name. Please reference your WSDL or the describe call for the appropriate names."
-                ))
-            })?;
-            let FType::Ref(targets) = rf.ty else { return Err(no_column(rel, obj.name)) };
-            let fd = targets
+        // Salesforce follows up to five child-to-parent relationships in a path.
+        [rels @ .., f] if rels.len() <= 5 => {
+            let mut hops = Vec::with_capacity(rels.len());
+            let mut here: Vec<&ObjDef> = vec![obj];
+            for rel in rels {
+                let rf = here.iter().find_map(|o| o.rel(rel)).ok_or_else(|| {
+                    E::invalid_field(format!(
+                        "Didn't understand relationship '{rel}' in field path. If you are attempting to use a custom relationship, be sure to append the '__r' after the custom relationship name. Please reference your WSDL or the describe call for the appropriate names."
+                    ))
+                })?;
+                let FType::Ref(targets) = rf.ty else { return Err(no_column(rel, here[0].name)) };
+                hops.push(Hop { rel: rf.rel.clone().unwrap_or_default(), via: rf.name.clone() });
+                here = targets.iter().filter_map(|t| schema.obj(t)).collect();
+            }
+            let fd = here
                 .iter()
-                .filter_map(|t| schema.obj(t))
                 .find_map(|o| o.field(f))
-                .ok_or_else(|| no_column(f, targets.first().copied().unwrap_or("Name")))?;
-            p.r = Some(FRef::Parent {
-                rel: rf.rel.clone().unwrap_or_default(),
-                via: rf.name.clone(),
-                name: fd.name.clone(),
-                ty: fd.ty.clone(),
-            });
+                .ok_or_else(|| no_column(f, here.first().map_or("Name", |o| o.name)))?;
+            p.r = Some(FRef::Parent { hops, name: fd.name.clone(), ty: fd.ty.clone() });
         }
-        _ => return Err(malformed(format!("unsupported field path '{}'", p.parts.join(".")))),
+        _ => {
+            return Err(malformed(format!(
+                "field path '{}' follows more than 5 relationships (Salesforce's limit)",
+                p.parts.join(".")
+            )));
+        }
     }
     Ok(())
 }
@@ -763,9 +777,16 @@ pub(crate) fn parse(schema: &Schema, src: &str, now: DateTime<Utc>) -> Result<Qu
 fn value(org: &Org, schema: &Schema, rec: &Rec, r: &FRef) -> Value {
     match r {
         FRef::Own { name, .. } => rec.fields.get(name).cloned().unwrap_or(Value::Null),
-        FRef::Parent { via, name, .. } => {
-            let Some(id) = rec.fields.get(via).and_then(Value::as_str) else { return Value::Null };
-            org.find(schema, id).and_then(|(_, p)| p.fields.get(name).cloned()).unwrap_or(Value::Null)
+        FRef::Parent { hops, name, .. } => {
+            let mut at = rec;
+            for h in hops {
+                let Some((_, p)) = at.fields.get(&h.via).and_then(Value::as_str).and_then(|id| org.find(schema, id))
+                else {
+                    return Value::Null;
+                };
+                at = p;
+            }
+            at.fields.get(name).cloned().unwrap_or(Value::Null)
         }
     }
 }
@@ -971,6 +992,28 @@ pub(crate) fn attributes(version: &str, ty: &str, id: &str) -> Value {
     json!({"type": ty, "url": format!("/services/data/{version}/sobjects/{ty}/{id}")})
 }
 
+/// Puts a parent field into a rendered record: one nested object per hop (with its `attributes`),
+/// shared with the other selected fields of the same parents; a missing parent is `null`.
+fn render_parent(env: &Env<'_>, m: &mut Map<String, Value>, rec: &Rec, hops: &[Hop], name: &str) {
+    let Some((h, rest)) = hops.split_first() else {
+        m.insert(name.to_string(), rec.fields.get(name).cloned().unwrap_or(Value::Null));
+        return;
+    };
+    match rec.fields.get(&h.via).and_then(Value::as_str).and_then(|pid| env.org.find(env.schema, pid)) {
+        None => {
+            m.entry(h.rel.clone()).or_insert(Value::Null);
+        }
+        Some((pty, prec)) => {
+            let pid = prec.fields.get("Id").and_then(Value::as_str).unwrap_or("");
+            let entry =
+                m.entry(h.rel.clone()).or_insert_with(|| json!({"attributes": attributes(env.version, pty, pid)}));
+            if let Value::Object(o) = entry {
+                render_parent(env, o, prec, rest, name);
+            }
+        }
+    }
+}
+
 fn render(env: &Env<'_>, q: &Query, rec: &Rec) -> Value {
     let id = rec.fields.get("Id").and_then(Value::as_str).unwrap_or("");
     let mut m = Map::new();
@@ -982,24 +1025,7 @@ fn render(env: &Env<'_>, q: &Query, rec: &Rec) -> Value {
                 Some(FRef::Own { name, .. }) => {
                     m.insert(name.clone(), rec.fields.get(name).cloned().unwrap_or(Value::Null));
                 }
-                Some(FRef::Parent { rel, via, name, .. }) => {
-                    let parent =
-                        rec.fields.get(via).and_then(Value::as_str).and_then(|pid| env.org.find(env.schema, pid));
-                    match parent {
-                        None => {
-                            m.insert(rel.clone(), Value::Null);
-                        }
-                        Some((pty, prec)) => {
-                            let pid = prec.fields.get("Id").and_then(Value::as_str).unwrap_or("");
-                            let entry = m
-                                .entry(rel.clone())
-                                .or_insert_with(|| json!({"attributes": attributes(env.version, pty, pid)}));
-                            if let Value::Object(o) = entry {
-                                o.insert(name.clone(), prec.fields.get(name).cloned().unwrap_or(Value::Null));
-                            }
-                        }
-                    }
-                }
+                Some(FRef::Parent { hops, name, .. }) => render_parent(env, &mut m, rec, hops, name),
                 None => {}
             },
             Item::Sub(sub, Some(cr)) => {
@@ -1172,7 +1198,9 @@ pub(crate) fn columns(q: &Query) -> Vec<String> {
         .iter()
         .filter_map(|i| match i {
             Item::Field(Path { r: Some(FRef::Own { name, .. }), .. }) => Some(name.clone()),
-            Item::Field(Path { r: Some(FRef::Parent { rel, name, .. }), .. }) => Some(format!("{rel}.{name}")),
+            Item::Field(Path { r: Some(FRef::Parent { hops, name, .. }), .. }) => {
+                Some(hops.iter().map(|h| h.rel.as_str()).chain([name.as_str()]).collect::<Vec<_>>().join("."))
+            }
             _ => None,
         })
         .collect()
