@@ -143,8 +143,11 @@ def _():
     status = sf.Contact.update(cid, {"Title": "Tester"})
     check(status == 204, "update status {}".format(status))
     check(sf.Contact.get(cid)["Title"] == "Tester", "update not read back")
+    kept = sf.Contact.create({"LastName": "CI kept " + RUN})["id"]
+    S["updated_contact"] = kept
     status = sf.Contact.delete(cid)
     check(status == 204, "delete status {}".format(status))
+    S["last_write"] = datetime.now(timezone.utc)
     try:
         sf.Contact.get(cid)
     except SalesforceResourceNotFound:
@@ -203,13 +206,21 @@ def _():
 
 @F.flow("updated_and_deleted")
 def _():
+    # getUpdated / getDeleted cover whole minutes only (latestDateCovered is the current minute's
+    # start), as Salesforce does: wait for the minute of the writes above to be covered.
+    covered = S["last_write"].replace(second=0, microsecond=0) + timedelta(minutes=1, seconds=1)
+    wait = (covered - datetime.now(timezone.utc)).total_seconds()
+    if wait > 0:
+        print("  updated/deleted: waiting {:.0f} s for the minute of the writes to be covered".format(wait), flush=True)
+        time.sleep(wait)
     end = datetime.now(timezone.utc) + timedelta(minutes=1)
     start = end - timedelta(days=1)
     up = sf.Contact.updated(start, end)
-    check("ids" in up and "latestDateCovered" in up, "updated {}".format(up))
+    check(S["updated_contact"] in up["ids"], "updated {} not in {}".format(S["updated_contact"], up))
+    check(S["deleted_contact"] not in up["ids"], "a deleted record among the updated ids")
     de = sf.Contact.deleted(start, end)
     ids = [x["id"] for x in de["deletedRecords"]]
-    check(S["deleted_contact"] in ids, "deleted {} not in {}".format(S["deleted_contact"], ids))
+    check(S["deleted_contact"] in ids, "deleted {} not in {}".format(S["deleted_contact"], de))
     check("earliestDateAvailable" in de and "latestDateCovered" in de, "deleted {}".format(de))
 
 
@@ -223,10 +234,11 @@ def _():
 
 @F.flow("bulk2_query")
 def _():
+    contacts = sf.query("SELECT COUNT() FROM Contact")["totalSize"]
     rows = []
-    for page in sf.bulk2.Contact.query("SELECT Id, Email FROM Contact", max_records=200):
+    for page in sf.bulk2.Contact.query("SELECT Id, Email FROM Contact", max_records=200, wait=1):
         rows += list(csv.DictReader(io.StringIO(page)))
-    check(len(rows) == S["contacts"], "bulk2 query {} rows, {} contacts".format(len(rows), S["contacts"]))
+    check(len(rows) == contacts, "bulk2 query {} rows, {} contacts".format(len(rows), contacts))
     check(set(rows[0]) == {"Id", "Email"}, "columns {}".format(list(rows[0])))
 
 

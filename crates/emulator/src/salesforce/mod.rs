@@ -70,6 +70,13 @@
 //!   INVALIDJOBSTATE (results before JobComplete, aborting a finished job, deleting one in
 //!   progress; 409 for results asked with another API version), INVALID_LOCATOR, NOT_FOUND. Each
 //!   request is one API call; `/limits` counts `DailyBulkV2QueryJobs`. Jobs are kept 7 days.
+//! - Bulk API 2.0 ingest jobs under `/services/data/vNN.N/jobs/ingest` (insert, update, upsert by
+//!   `externalIdFieldName`, delete, hardDelete): `POST` (state `Open`), `PUT …/{id}/batches`
+//!   (`text/csv`, 201), `PATCH …/{id}` `{"state":"UploadComplete"}` applies the rows one by one
+//!   (each fails alone; empty = unset, `#N/A` = null) or `Aborted`; `GET …/{id}` (`InProgress`,
+//!   then `JobComplete` with `numberRecordsProcessed` / `numberRecordsFailed`),
+//!   `successfulResults` (`sf__Id`, `sf__Created`), `failedResults` (`sf__Id`, `sf__Error` as
+//!   `CODE:message:fields --`), `unprocessedrecords`.
 //! - Query planning: `WHERE` clauses with `=` or `IN (…)` on `Id`, reference fields (`ContactId`,
 //!   `OpportunityId`, `WhoId`, `ConvertedContactId`, …; not owner/audit users), `Email`,
 //!   `IsConverted` or external ids, alone or combined with `AND`/`OR`, take their candidate rows
@@ -97,10 +104,10 @@
 //! - Session lifetime is absolute from issue, not an inactivity timeout.
 //! - Polymorphic parents (`Who`, `What`, `Owner`) render with the concrete type in `attributes`
 //!   (real orgs say `Name`); any field of any possible target may be selected.
-//! - No Bulk API 1.0 and no Bulk API 2.0 ingest jobs, no `/composite` graph/batch, no Events, no sharing/permissions, no cascade
+//! - No Bulk API 1.0, no `/composite` graph/batch, no Events, no sharing/permissions, no cascade
 //!   deletes, no undelete, no per-app usage in `Sforce-Limit-Info`.
-//! - SOQL has no semi-joins (`IN (SELECT …)`), aggregates other than `COUNT()`, `GROUP BY`,
-//!   `TYPEOF`, `FIELDS()`, `WITH`/`FOR` clauses or multi-level parent paths (→ MALFORMED_QUERY or
+//! - SOQL has no aggregates other than `COUNT()`, no `GROUP BY`, `TYPEOF`, `FIELDS()`, `WITH`/`FOR`
+//!   clauses, and parent paths of at most five hops (`Account.Owner.Email`) (→ MALFORMED_QUERY or
 //!   INVALID_FIELD). Date literals against datetime fields are accepted (midnight UTC).
 //! - Restricted picklists: Task Status, Priority, TaskSubtype, CallType and Type are validated
 //!   exactly (case-sensitive); Lead Status and Opportunity StageName are free text.
@@ -120,6 +127,7 @@
 mod auth;
 mod bulk;
 mod errors;
+mod ingest;
 mod rest;
 mod schema;
 mod server;

@@ -106,6 +106,7 @@ pub(crate) fn dispatch(sh: &Shared, st: &mut State, r: &Req<'_>) -> Reply {
             _ => return method_not_allowed(m, "PATCH"),
         },
         ["jobs", "query", rest @ ..] => super::bulk::dispatch(sh, st, r, rest),
+        ["jobs", "ingest", rest @ ..] => super::ingest::dispatch(sh, st, r, rest),
         _ => Err(E::not_found()),
     };
     res.unwrap_or_else(Reply::err)

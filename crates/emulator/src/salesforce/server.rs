@@ -60,6 +60,8 @@ pub(crate) struct State {
     pub(crate) bulk_seq: u64,
     /// Creation times of the query jobs of the rolling 24 hours (`DailyBulkV2QueryJobs`).
     pub(crate) bulk_created: VecDeque<DateTime<Utc>>,
+    /// Bulk API 2.0 ingest jobs by id (ids from the same sequence as the query jobs).
+    pub(crate) ingest_jobs: std::collections::BTreeMap<String, super::ingest::IngestJob>,
 }
 
 impl State {
