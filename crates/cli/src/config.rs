@@ -62,6 +62,9 @@ pub struct Config {
     pub holder_id: Option<String>,
     /// How long the leader lease and outbox claims last without renewal (default 60 s).
     pub lease_ttl: Duration,
+    /// Drift repair: a pass reconciles when the last full read is this old (default weekly;
+    /// `None`: off, from `0`).
+    pub reconcile_every: Option<Duration>,
 }
 
 impl std::fmt::Debug for Config {
@@ -75,6 +78,7 @@ impl std::fmt::Debug for Config {
             .field("initial_mode", &self.initial_mode)
             .field("holder_id", &self.holder_id)
             .field("lease_ttl", &self.lease_ttl)
+            .field("reconcile_every", &self.reconcile_every)
             .finish_non_exhaustive()
     }
 }
@@ -215,6 +219,7 @@ struct FileSync {
     rest_reads_in_flight: Option<u32>,
     holder_id: Option<String>,
     lease_ttl_ms: Option<u64>,
+    reconcile_every_secs: Option<u64>,
 }
 
 /// Environment variables, by name.
@@ -255,6 +260,8 @@ pub mod vars {
     pub const HOLDER_ID: &str = "SALESYNC_HOLDER_ID";
     /// Leader lease and outbox claim TTL in milliseconds.
     pub const LEASE_TTL_MS: &str = "SALESYNC_LEASE_TTL_MS";
+    /// Drift repair interval in seconds (`0`: off).
+    pub const RECONCILE_EVERY_SECS: &str = "SALESYNC_RECONCILE_EVERY_SECS";
     /// `true` allows plain `http://` Marketo and Salesforce URLs to hosts that are not loopback.
     pub const ALLOW_INSECURE_HTTP: &str = "SALESYNC_ALLOW_INSECURE_HTTP";
     /// `true` allows a plain `http://` Marketo URL to a host that is not loopback.
@@ -355,6 +362,11 @@ impl Config {
             Some(n) => return Err(err(vars::REST_READS_IN_FLIGHT, format!("{n} is not between 1 and 10"))),
             None => 4,
         };
+        let reconcile_every =
+            match num(vars::RECONCILE_EVERY_SECS, fc.sync.reconcile_every_secs)?.unwrap_or(7 * 24 * 3600) {
+                0 => None,
+                secs => Some(Duration::from_secs(secs)),
+            };
         let holder_id = get(vars::HOLDER_ID, fc.sync.holder_id).map(|h| h.trim().to_string()).filter(|h| !h.is_empty());
         Ok(Config {
             marketo: endpoint(
@@ -388,6 +400,7 @@ impl Config {
             rest_reads_in_flight,
             holder_id,
             lease_ttl,
+            reconcile_every,
             store,
         })
     }
@@ -491,6 +504,23 @@ mod tests {
         .unwrap();
         assert_eq!(c.poll_interval, Duration::from_millis(150));
         assert_eq!((c.holder_id.as_deref(), c.lease_ttl), (Some("node-a"), Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn reconcile_interval_defaults_to_weekly_and_zero_turns_it_off() {
+        let c = Config::load(None, &env(&[])).unwrap();
+        assert_eq!(c.reconcile_every, Some(Duration::from_secs(7 * 24 * 3600)));
+        let c = Config::load(None, &env(&[(vars::RECONCILE_EVERY_SECS, "3600")])).unwrap();
+        assert_eq!(c.reconcile_every, Some(Duration::from_secs(3600)));
+        let c = Config::load(None, &env(&[(vars::RECONCILE_EVERY_SECS, "0")])).unwrap();
+        assert_eq!(c.reconcile_every, None);
+        let e = Config::load(None, &env(&[(vars::RECONCILE_EVERY_SECS, "weekly")])).unwrap_err();
+        assert_eq!(e.key, vars::RECONCILE_EVERY_SECS);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.toml");
+        std::fs::write(&path, "[sync]\nreconcile_every_secs = 86400\n").unwrap();
+        let c = Config::load(Some(&path), &env(&[])).unwrap();
+        assert_eq!(c.reconcile_every, Some(Duration::from_secs(86400)));
     }
 
     #[test]

@@ -189,6 +189,7 @@ fn engine_settings(config: &Config) -> Res<EngineSettings> {
         rest_reads_in_flight: config.rest_reads_in_flight,
         leader_lease_ttl: config.lease_ttl,
         leader_poll: (config.lease_ttl / 4).min(Duration::from_secs(5)),
+        reconcile_every: config.reconcile_every,
         ..EngineSettings::default()
     };
     Ok(match &config.holder_id {
