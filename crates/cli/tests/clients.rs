@@ -23,7 +23,8 @@ const PEOPLE: usize = 500;
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(300);
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    root.canonicalize().unwrap_or(root)
 }
 
 fn scripts() -> PathBuf {
