@@ -257,6 +257,24 @@ def _():
     check(sorted(a["leadId"] for a in mine) == [1001, 1002], "activities read back: {}".format(got))
 
 
+@F.flow("bulk_activity_export")
+def _():
+    t = S["cat"]
+    job = mc.create_activities_export_job(
+        filters={"createdAt": {"startAt": "2026-01-01T00:00:00Z", "endAt": "2026-01-31T00:00:00Z"},
+                 "activityTypeIds": [t["id"]]})
+    job_id = job[0]["exportId"]
+    mc.enqueue_activities_export_job(job_id)
+    deadline = time.monotonic() + 60
+    while mc.get_activities_export_job_status(job_id)[0]["status"] != "Completed":
+        check(time.monotonic() < deadline, "activity export not completed in 60 s")
+        time.sleep(1)
+    rows = list(csv.DictReader(io.StringIO(mc.get_activities_export_job_file(job_id).decode("utf-8"))))
+    mine = [r for r in rows if r["primaryAttributeValue"].endswith(RUN)]
+    check(sorted(int(r["leadId"]) for r in mine) == [1001, 1002], "exported activities {}".format(rows))
+    check(all(int(r["activityTypeId"]) == t["id"] for r in rows), "other activity types exported")
+
+
 @F.flow("sync_leads")
 def _():
     e1, e2 = "ci-{}-a@clients.example.com".format(RUN), "ci-{}-b@clients.example.com".format(RUN)

@@ -59,6 +59,30 @@ def _():
         raise AssertionError("a wrong client secret logged in")
 
 
+@F.flow("sobject_crud")
+def _():
+    r = sf.Contact.create({"LastName": "CI " + RUN, "Email": "ci-{}@clients.example.com".format(RUN)})
+    check(r["success"] is True and r["id"].startswith("003"), "create {}".format(r))
+    cid = r["id"]
+    got = sf.Contact.get(cid)
+    check(got["Id"] == cid and got["LastName"] == "CI " + RUN, "get {}".format(got))
+    status = sf.Contact.update(cid, {"Title": "Tester"})
+    check(status == 204, "update status {}".format(status))
+    check(sf.Contact.get(cid)["Title"] == "Tester", "update not read back")
+    kept = sf.Contact.create({"LastName": "CI kept " + RUN})["id"]
+    S["updated_contact"] = kept
+    status = sf.Contact.delete(cid)
+    check(status == 204, "delete status {}".format(status))
+    S["last_write"] = datetime.now(timezone.utc)
+    try:
+        sf.Contact.get(cid)
+    except SalesforceResourceNotFound:
+        pass
+    else:
+        raise AssertionError("a deleted contact is still readable")
+    S["deleted_contact"] = cid
+
+
 @F.flow("query")
 def _():
     r = sf.query("SELECT Id, Email, LastName FROM Contact ORDER BY Id LIMIT 5")
@@ -133,30 +157,6 @@ def _():
         raise AssertionError("a semi-join over a non-id field was accepted")
 
 
-@F.flow("sobject_crud")
-def _():
-    r = sf.Contact.create({"LastName": "CI " + RUN, "Email": "ci-{}@clients.example.com".format(RUN)})
-    check(r["success"] is True and r["id"].startswith("003"), "create {}".format(r))
-    cid = r["id"]
-    got = sf.Contact.get(cid)
-    check(got["Id"] == cid and got["LastName"] == "CI " + RUN, "get {}".format(got))
-    status = sf.Contact.update(cid, {"Title": "Tester"})
-    check(status == 204, "update status {}".format(status))
-    check(sf.Contact.get(cid)["Title"] == "Tester", "update not read back")
-    kept = sf.Contact.create({"LastName": "CI kept " + RUN})["id"]
-    S["updated_contact"] = kept
-    status = sf.Contact.delete(cid)
-    check(status == 204, "delete status {}".format(status))
-    S["last_write"] = datetime.now(timezone.utc)
-    try:
-        sf.Contact.get(cid)
-    except SalesforceResourceNotFound:
-        pass
-    else:
-        raise AssertionError("a deleted contact is still readable")
-    S["deleted_contact"] = cid
-
-
 @F.flow("upsert_by_external_id")
 def _():
     ext = "ci-" + RUN
@@ -204,26 +204,6 @@ def _():
     check(all(x["success"] for x in r), "delete collection {}".format(r))
 
 
-@F.flow("updated_and_deleted")
-def _():
-    # getUpdated / getDeleted cover whole minutes only (latestDateCovered is the current minute's
-    # start), as Salesforce does: wait for the minute of the writes above to be covered.
-    covered = S["last_write"].replace(second=0, microsecond=0) + timedelta(minutes=1, seconds=1)
-    wait = (covered - datetime.now(timezone.utc)).total_seconds()
-    if wait > 0:
-        print("  updated/deleted: waiting {:.0f} s for the minute of the writes to be covered".format(wait), flush=True)
-        time.sleep(wait)
-    end = datetime.now(timezone.utc) + timedelta(minutes=1)
-    start = end - timedelta(days=1)
-    up = sf.Contact.updated(start, end)
-    check(S["updated_contact"] in up["ids"], "updated {} not in {}".format(S["updated_contact"], up))
-    check(S["deleted_contact"] not in up["ids"], "a deleted record among the updated ids")
-    de = sf.Contact.deleted(start, end)
-    ids = [x["id"] for x in de["deletedRecords"]]
-    check(S["deleted_contact"] in ids, "deleted {} not in {}".format(S["deleted_contact"], de))
-    check("earliestDateAvailable" in de and "latestDateCovered" in de, "deleted {}".format(de))
-
-
 @F.flow("limits")
 def _():
     r = sf.limits()
@@ -255,6 +235,54 @@ def _():
     check(len(bad) == 1 and bad[0]["sf__Error"], "failed {}".format(bad))
     r = sf.query("SELECT COUNT() FROM Contact WHERE LastName LIKE 'CI bulk {}%'".format(RUN))
     check(r["totalSize"] == 5, "{} inserted contacts queried back".format(r["totalSize"]))
+
+
+@F.flow("bulk2_upsert_and_delete")
+def _():
+    owner = sf.query("SELECT Id FROM User LIMIT 1")["records"][0]["Id"]
+    who = S["contact"]["Id"]
+    keys = ["bulk-{}-{}".format(RUN, i) for i in range(3)]
+    data = [{"Salesync_Activity_Id__c": k, "Subject": "Bulk call " + k, "Status": "Completed", "Priority": "Normal",
+             "OwnerId": owner, "WhoId": who} for k in keys]
+    res = sf.bulk2.Task.upsert(records=data, external_id_field="Salesync_Activity_Id__c", wait=1)
+    check(res[0]["numberRecordsProcessed"] == 3 and res[0]["numberRecordsFailed"] == 0, "first upsert {}".format(res))
+    created = list(csv.DictReader(io.StringIO(sf.bulk2.Task.get_successful_records(res[0]["job_id"]))))
+    check([r["sf__Created"] for r in created] == ["true"] * 3, "first upsert created {}".format(created))
+    res = sf.bulk2.Task.upsert(records=[{"Salesync_Activity_Id__c": keys[0], "Subject": "Bulk call, again"}],
+                               external_id_field="Salesync_Activity_Id__c", wait=1)
+    again = list(csv.DictReader(io.StringIO(sf.bulk2.Task.get_successful_records(res[0]["job_id"]))))
+    check(again[0]["sf__Created"] == "false" and again[0]["sf__Id"] == created[0]["sf__Id"], "second upsert {}".format(again))
+    got = sf.Task.get_by_custom_id("Salesync_Activity_Id__c", keys[0])
+    check(got["Subject"] == "Bulk call, again", "upserted task {}".format(got))
+    res = sf.bulk2.Task.delete(records=[{"Id": r["sf__Id"]} for r in created], wait=1)
+    check(res[0]["numberRecordsProcessed"] == 3 and res[0]["numberRecordsFailed"] == 0, "delete {}".format(res))
+    left = sf.query("SELECT COUNT() FROM Task WHERE Salesync_Activity_Id__c LIKE 'bulk-{}-%'".format(RUN))
+    check(left["totalSize"] == 0, "{} bulk-deleted tasks still queried".format(left["totalSize"]))
+    rows = []
+    for page in sf.bulk2.Task.query_all("SELECT Id, IsDeleted FROM Task WHERE Salesync_Activity_Id__c LIKE 'bulk-{}-%'".format(RUN),
+                                        wait=1):
+        rows += list(csv.DictReader(io.StringIO(page)))
+    check(len(rows) == 3 and all(r["IsDeleted"] == "true" for r in rows), "bulk2 queryAll {}".format(rows))
+
+
+@F.flow("updated_and_deleted")
+def _():
+    # getUpdated / getDeleted cover whole minutes only (latestDateCovered is the current minute's
+    # start), as Salesforce does: wait for the minute of the writes above to be covered.
+    covered = S["last_write"].replace(second=0, microsecond=0) + timedelta(minutes=1, seconds=1)
+    wait = (covered - datetime.now(timezone.utc)).total_seconds()
+    if wait > 0:
+        print("  updated/deleted: waiting {:.0f} s for the minute of the writes to be covered".format(wait), flush=True)
+        time.sleep(wait)
+    end = datetime.now(timezone.utc) + timedelta(minutes=1)
+    start = end - timedelta(days=1)
+    up = sf.Contact.updated(start, end)
+    check(S["updated_contact"] in up["ids"], "updated {} not in {}".format(S["updated_contact"], up))
+    check(S["deleted_contact"] not in up["ids"], "a deleted record among the updated ids")
+    de = sf.Contact.deleted(start, end)
+    ids = [x["id"] for x in de["deletedRecords"]]
+    check(S["deleted_contact"] in ids, "deleted {} not in {}".format(S["deleted_contact"], de))
+    check("earliestDateAvailable" in de and "latestDateCovered" in de, "deleted {}".format(de))
 
 
 F.run()
