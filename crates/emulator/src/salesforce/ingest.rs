@@ -8,6 +8,7 @@
 //! `successfulResults` (`sf__Id`, `sf__Created`, the row), `failedResults` (`sf__Id`,
 //! `sf__Error` as `CODE:message:fields --`, the row) and `unprocessedrecords` (rows of an aborted
 //! job) are CSV. In a row an empty value leaves the field unset and `#N/A` sets it to null.
+//! `hardDelete` deletes as `delete` does (the rows stay visible to `queryAll` and `/deleted`).
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
