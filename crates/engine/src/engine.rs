@@ -515,7 +515,7 @@ impl Inner {
     }
 
     /// How often a held lease is renewed: a third of its TTL.
-    fn renew_every(&self) -> Duration {
+    pub fn renew_every(&self) -> Duration {
         self.settings.leader_lease_ttl / 3
     }
 
@@ -546,6 +546,17 @@ impl Inner {
     /// renewing it once a third has passed (always when `force`). Fails with
     /// [`Error::NotLeader`] when it is not held, lapsed before renewal, or was taken.
     pub async fn keep_lead(&self, force: bool) -> Result<()> {
+        let due = self.check_lead()?;
+        if (force || due) && !self.try_lead().await? {
+            return Err(self.not_leader());
+        }
+        Ok(())
+    }
+
+    /// The lease check of [`keep_lead`](Self::keep_lead) without the renewal, which touches
+    /// no store: for work that may be dropped midway (a read ahead), where a store call must
+    /// not be cut off. True when a renewal is due.
+    pub fn check_lead(&self) -> Result<bool> {
         let Some(renewed) = *lock(&self.lease) else { return Err(self.not_leader()) };
         let ttl = self.settings.leader_lease_ttl;
         // A clock that went back since the renewal cannot tell how long ago it was: renew now
@@ -562,10 +573,7 @@ impl Inner {
             }
             return Err(self.not_leader());
         }
-        if (force || went_back || elapsed >= self.renew_every()) && !self.try_lead().await? {
-            return Err(self.not_leader());
-        }
-        Ok(())
+        Ok(went_back || elapsed >= self.renew_every())
     }
 
     /// Releases the leader lease if held (a failure is logged: the lease then expires).
@@ -732,6 +740,9 @@ pub(crate) struct Pass<'a> {
     pub mirror: Mirror,
     /// A failing rebuild slice fails the pass (a foreground rebuild) instead of a warning.
     pub strict_rebuild: bool,
+    /// Whether this pass renews the leader lease (a store write) when due. Passes that read
+    /// ahead and may be dropped midway only check it: their owner renews it while it waits.
+    pub renews_lease: bool,
     /// A rebuild slice's end: past it, the pass stops with `Cancelled` after the page it is
     /// writing, or instead of waiting (so every slice makes progress, and none holds the live
     /// streams up for long).
@@ -756,6 +767,7 @@ impl<'a> Pass<'a> {
             counting_drift: false,
             mirror,
             strict_rebuild: false,
+            renews_lease: true,
             deadline: None,
         }
     }
@@ -837,6 +849,12 @@ impl<'a> Pass<'a> {
         }
     }
 
+    /// Checks the leader lease, renewing it when due unless this pass only checks it (see
+    /// [`renews_lease`](Self::renews_lease)).
+    pub async fn keep_lead(&self) -> Result<()> {
+        if self.renews_lease { self.eng.keep_lead(false).await } else { self.eng.check_lead().map(|_| ()) }
+    }
+
     /// Sleeps, waking early with `Cancelled`; renews the leader lease while it waits (failing
     /// with `NotLeader` when it is lost).
     pub async fn sleep(&self, delay: Duration) -> Result<()> {
@@ -853,7 +871,7 @@ impl<'a> Pass<'a> {
                 _ = self.cancel.cancelled() => return Err(Error::Cancelled),
                 _ = tokio::time::sleep(step) => {}
             }
-            self.eng.keep_lead(false).await?;
+            self.keep_lead().await?;
         }
     }
 
@@ -890,17 +908,21 @@ impl<'a> Pass<'a> {
         Fut: Future<Output = salesync_core::Result<T>>,
     {
         let eng = self.eng;
-        let renew = async move {
-            loop {
-                tokio::time::sleep(eng.renew_every()).await;
-                if let Err(e) = eng.keep_lead(false).await {
-                    return e;
+        let renews = self.renews_lease;
+        let call = self.salesforce(what, f);
+        tokio::pin!(call);
+        loop {
+            tokio::select! {
+                r = &mut call => return r,
+                // Renewed here, in the branch, never in a future the call's end would drop.
+                _ = tokio::time::sleep(eng.renew_every()) => {
+                    if renews {
+                        eng.keep_lead(false).await?;
+                    } else {
+                        eng.check_lead()?;
+                    }
                 }
             }
-        };
-        tokio::select! {
-            r = self.salesforce(what, f) => r,
-            e = renew => Err(e),
         }
     }
 
@@ -931,7 +953,7 @@ impl<'a> Pass<'a> {
         let mut attempt: u32 = 0;
         loop {
             self.check_cancel()?;
-            self.eng.keep_lead(false).await?;
+            self.keep_lead().await?;
             attempt += 1;
             match service {
                 Service::Salesforce => self.report.api_calls.salesforce += 1,

@@ -232,7 +232,11 @@ impl<'a> InitialSync<'_, 'a> {
             let fields = fields.clone();
             let mirror = mirror.clone();
             async move {
+                // Dropped midway when the sweep stops early: it checks the lease but never
+                // renews it (a store write cut off could hold the store's connection); this
+                // loop renews it while it waits.
                 let mut own = Pass::on(eng, cancel, mirror);
+                own.renews_lease = false;
                 let records = InitialSync::new(&mut own).id_chunk("leads by id range", start, chunk, &fields).await;
                 (records, own.report)
             }
@@ -252,7 +256,13 @@ impl<'a> InitialSync<'_, 'a> {
                 starts.push_back(planned);
                 planned = planned.saturating_add(chunk);
             }
-            let Some((records, own)) = reads.next().await else { break };
+            let next = loop {
+                tokio::select! {
+                    next = reads.next() => break next,
+                    _ = tokio::time::sleep(eng.renew_every()) => eng.keep_lead(false).await?,
+                }
+            };
+            let Some((records, own)) = next else { break };
             let start = starts.pop_front().unwrap_or(st.rest.next_id);
             self.pass.absorb(own);
             let records = records?;
