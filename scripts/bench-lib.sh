@@ -21,6 +21,7 @@ build_cli() {
 }
 
 EMU_PID=
+EMU_USAGE="0 0"
 stop_emulator() {
     [[ -n $EMU_PID ]] || return 0
     if kill -0 "$EMU_PID" 2>/dev/null; then
@@ -68,6 +69,7 @@ for key in ("marketo_url", "salesforce_url"):  # both listening
         sys.exit("{} not accepting connections".format(d[key]))
 EOF
 )"
+    EMU_USAGE="0 0"
     log "emulator ($label): $PEOPLE people, seed $SEED${*:+, $*}"
 }
 
@@ -86,7 +88,8 @@ sqlite_count() { # sqlite_count FILE SQL
 
 # emulator_usage: "MARKETO SALESFORCE", the API calls the running emulator has counted today
 # (Marketo stats/usage.json, Salesforce limits DailyApiRequests; each answer counts the call
-# asking for it, token requests are not counted).
+# asking for it, token requests are not counted). EMU_USAGE holds the last answer ("0 0" on a
+# fresh emulator), so a run is measured without a probe call in its first rate window.
 emulator_usage() {
     "$PYTHON" - "$MKTO_URL" "$MKTO_ID" "$MKTO_SECRET" "$SF_URL" "$SF_ID" "$SF_SECRET" <<'EOF'
 import json, sys, urllib.parse, urllib.request
@@ -136,8 +139,7 @@ run_salesync() {
     fi
     [[ -f $dir/salesync.db || -z $store ]] || die "run_salesync: no store in $dir"
     log "salesync ${cmd[*]} ($label${*:+: $*}) → $dir/salesync.db"
-    local before after
-    before=$(emulator_usage)
+    local before=$EMU_USAGE after
     set +e
     (
         cd "$dir"
@@ -149,7 +151,8 @@ run_salesync() {
     set -e
     ((st == 0)) || { tail -n 30 "$WORK/$label.log" "$WORK/$label.out" >&2; die "salesync ${cmd[*]} ($label) failed (exit $st)"; }
     after=$(emulator_usage)
-    # Each usage answer counts itself: the run made after - before - 1 calls.
+    EMU_USAGE=$after
+    # The usage answer counts itself: the run made after - before - 1 calls.
     WIRE_MK[$label]=$((${after% *} - ${before% *} - 1))
     WIRE_SF[$label]=$((${after#* } - ${before#* } - 1))
     local out=$WORK/$label.out
@@ -271,6 +274,8 @@ def salesforce():
 
 want, sql = {"marketo": marketo, "salesforce": salesforce}[mode]()
 t0 = time.monotonic()  # the last change has been made
+print(f"{mode}: last of {n} changes made at {time.strftime('%H:%M:%S', time.gmtime())}.{int(time.time() % 1 * 1000):03d} UTC",
+      file=sys.stderr)
 ids = list(want)
 sql = sql.format(",".join("?" * len(ids)))
 while True:

@@ -30,6 +30,8 @@
 #           incremental 20000, quiet/sf-incremental/reconcile/rebuild 100000)  SEED (1)
 #   CHANGES (1000)  POLL_SECS (10)   incremental: people changed, `salesync sync` poll interval
 #   SF_CHANGES (200)                 sf-incremental: contacts given an opportunity (POLL_SECS too)
+#   ROUNDS (1)                       incremental, sf-incremental: rounds of changes on one running
+#                                    `salesync sync`, each after a random 0–POLL_SECS s wait
 #   LATENCY_MS (300)   Marketo and Salesforce latency of every call (all scenarios but bulk)
 #   BULK_MS_PER_1000_ROWS (200)  bulk export processing time per 1,000 rows (bulk scenario)
 #   SKIP_BUILD (0)  1: use the existing target/release/salesync (SALESYNC_BIN overrides the path)
@@ -50,6 +52,7 @@ EMULATE_TIMEOUT=${EMULATE_TIMEOUT:-600}
 PYTHON=${PYTHON:-$(command -v python3)}
 CHANGES=${CHANGES:-1000}
 SF_CHANGES=${SF_CHANGES:-200}
+ROUNDS=${ROUNDS:-1}
 MKTO_WINDOW_SECS=21 # the Marketo rate window (20 s) and a second
 POLL_SECS=${POLL_SECS:-10}
 SCENARIOS=${*:-rest busy cotenant}
@@ -134,18 +137,35 @@ two_passes() {
 declare -A REACH
 # incremental_leg LABEL "EMULATE ARGS" [marketo|salesforce] [N]: `salesync sync` running on a
 # fresh emulator; once its initial sync is done, N people (default CHANGES) are changed in
-# Marketo (a new title) or in Salesforce (a new opportunity; see change_and_wait); REACH[LABEL]
-# is the seconds from the last change made to all of them mirrored.
+# Marketo (a new title) or in Salesforce (a new opportunity; see change_and_wait), ROUNDS times;
+# REACH[LABEL] is the seconds from the last change made to all of them mirrored, one figure a
+# round. With one round the changes start right after the first pass ends, so the figure
+# depends on how long making them takes; more rounds each wait a random 0–POLL_SECS s first
+# (seeded by SEED), so their changes land at different points of the poll cycle.
 incremental_leg() {
-    local label=$1 args=$2 source=${3:-marketo} n=${4:-$CHANGES}
+    local label=$1 args=$2 source=${3:-marketo} n=${4:-$CHANGES} r reach
     # shellcheck disable=SC2086
     start_emulator "$label" $args
     start_sync "$label" SALESYNC_POLL_INTERVAL_SECS="$POLL_SECS"
-    log "$label: initial sync done; changing $n people in $source"
-    REACH[$label]=$(change_and_wait "$source" "$WORK/$label/salesync.db" "$n")
+    log "$label: initial sync done; changing $n people in $source, $ROUNDS round(s)"
+    REACH[$label]=
+    RANDOM=$SEED
+    for ((r = 1; r <= ROUNDS; r++)); do
+        ((ROUNDS == 1)) || sleep "$((RANDOM % POLL_SECS)).$((RANDOM % 10))"
+        reach=$(change_and_wait "$source" "$WORK/$label/salesync.db" "$n")
+        log "$label: round $r: $n changes mirrored $reach s after the last was made (poll interval $POLL_SECS s)"
+        REACH[$label]+="${REACH[$label]:+ }$reach"
+    done
     stop_sync
     stop_emulator
-    log "$label: $n changes mirrored ${REACH[$label]} s after the last was made (poll interval $POLL_SECS s)"
+}
+
+reach_summary() { # reach_summary "S1 S2 ...": one figure as is; several as min–max, median, all
+    [[ $1 == *' '* ]] || { echo "$1 s"; return; }
+    tr ' ' '\n' <<<"$1" | sort -n | awk '{ v[NR] = $1 } END {
+        m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+        printf "%s–%s s, median %.1f s over %d rounds", v[1], v[NR], m, NR }'
+    echo " (${1// /, })"
 }
 
 log "work dir $WORK; machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -181,8 +201,8 @@ for s in $SCENARIOS; do
             incremental_leg inc-busy "$lat --busy-606 0.142857"
             echo
             echo "incremental, $CHANGES of $PEOPLE people changed in Marketo, poll interval $POLL_SECS s, ${LATENCY_MS} ms per call"
-            printf '  %-12s %s\n' inc-clean "${REACH[inc-clean]} s from the last change to all mirrored"
-            printf '  %-12s %s\n' inc-busy "${REACH[inc-busy]} s (one call in seven answered 606)"
+            printf '  %-12s %s\n' inc-clean "$(reach_summary "${REACH[inc-clean]}") from the last change to all mirrored"
+            printf '  %-12s %s\n' inc-busy "$(reach_summary "${REACH[inc-busy]}") (one call in seven answered 606)"
             ;;
         quiet)
             PEOPLE=${PEOPLE_QUIET:-${PEOPLE:-100000}}
@@ -195,7 +215,7 @@ for s in $SCENARIOS; do
             incremental_leg sf-inc "$lat" salesforce "$SF_CHANGES"
             echo
             echo "Salesforce-only changes: $SF_CHANGES of $PEOPLE people (contacts) given a new opportunity, poll interval $POLL_SECS s, ${LATENCY_MS} ms per call"
-            printf '  %-12s %s\n' sf-inc "${REACH[sf-inc]} s from the last change to all mirrored"
+            printf '  %-12s %s\n' sf-inc "$(reach_summary "${REACH[sf-inc]}") from the last change to all mirrored"
             ;;
         reconcile)
             PEOPLE=${PEOPLE_RECONCILE:-${PEOPLE:-100000}}
