@@ -151,6 +151,9 @@ impl<'a> InitialSync<'_, 'a> {
             self.pass.absorb(side.report);
             let deferral = self.pass.deferral.take();
             pulled?;
+            // A rebuild slice bounds the pull only: the fill that follows joins the org's links
+            // read beside it, which a later slice would not have (it would look everyone up).
+            self.pass.deadline = None;
             let links = match preloaded {
                 Some(Ok(())) => deferral.as_ref().and_then(|d| d.links()),
                 Some(Err(Error::Cancelled)) => return Err(Error::Cancelled),
