@@ -149,10 +149,11 @@ pub struct EngineSettings {
     pub reconcile_max_daily_usage: f64,
     /// The Marketo subscription's daily API quota (default 50,000; Marketo does not report it).
     pub marketo_daily_quota: u64,
-    /// Rebuild: the longest a pass spends on the shadow copy's initial sync after its live
+    /// Rebuild: the longest a pass spends on the shadow copy's initial pull after its live
     /// streams (default two minutes), so the live mirror stays current while a rebuild runs over
-    /// many passes. Each slice writes at least one page (or waits once for an export); once the shadow's initial
-    /// sync is done, its streams catch up in one slice.
+    /// many passes. Each slice writes at least one page (or waits once for an export); once the
+    /// pull is done, the opportunity fill (joined from the org's links) and the shadow's streams
+    /// finish in that slice.
     pub rebuild_slice: Duration,
     /// Deleted-lead activities older than this may be pruned by Marketo (14 days): when the
     /// deleted-leads stream has not been read for longer, a reconciling resync runs.
