@@ -553,11 +553,6 @@ impl Inner {
         Ok(())
     }
 
-    /// [`keep_lead`](Self::keep_lead) when `renew`, else only [`check_lead`](Self::check_lead).
-    pub async fn keep_or_check_lead(&self, renew: bool) -> Result<()> {
-        if renew { self.keep_lead(false).await } else { self.check_lead().map(|_| ()) }
-    }
-
     /// The lease check of [`keep_lead`](Self::keep_lead) without the renewal, which touches
     /// no store: for work that may be dropped midway (a read ahead), where a store call must
     /// not be cut off. True when a renewal is due.
@@ -857,7 +852,7 @@ impl<'a> Pass<'a> {
     /// Checks the leader lease, renewing it when due unless this pass only checks it (see
     /// [`renews_lease`](Self::renews_lease)).
     pub async fn keep_lead(&self) -> Result<()> {
-        self.eng.keep_or_check_lead(self.renews_lease).await
+        if self.renews_lease { self.eng.keep_lead(false).await } else { self.eng.check_lead().map(|_| ()) }
     }
 
     /// Sleeps, waking early with `Cancelled`; renews the leader lease while it waits (failing
@@ -920,7 +915,13 @@ impl<'a> Pass<'a> {
             tokio::select! {
                 r = &mut call => return r,
                 // Renewed here, in the branch, never in a future the call's end would drop.
-                _ = tokio::time::sleep(eng.renew_every()) => eng.keep_or_check_lead(renews).await?,
+                _ = tokio::time::sleep(eng.renew_every()) => {
+                    if renews {
+                        eng.keep_lead(false).await?;
+                    } else {
+                        eng.check_lead()?;
+                    }
+                }
             }
         }
     }
