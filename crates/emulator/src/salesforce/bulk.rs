@@ -131,12 +131,20 @@ fn not_allowed(method: &str, allowed: &str) -> E {
     E::new(405, "METHOD_NOT_ALLOWED", format!("HTTP Method '{method}' not allowed. Allowed are {allowed}"))
 }
 
-/// A Bulk API 2.0 job's CSV format from its create request (query and ingest jobs alike):
-/// `contentType` CSV only, `columnDelimiter` (default COMMA) and `lineEnding` (default LF), each
-/// as (name, value); INVALIDJOB otherwise.
-pub(crate) type CsvFormat = ((&'static str, char), (&'static str, &'static str));
-
-pub(crate) fn csv_format<'b>(text: &impl Fn(&str) -> Option<&'b str>) -> Result<CsvFormat, E> {
+fn create(sh: &Shared, st: &mut State, r: &Req<'_>) -> Result<Reply, E> {
+    let body: Value = serde_json::from_slice(r.body).map_err(|e| {
+        E::json_parser(format!("Unexpected character: {e} at [line:{}, column:{}]", e.line(), e.column()))
+    })?;
+    let text = |k: &str| body.get(k).and_then(Value::as_str);
+    let operation = match text("operation") {
+        Some("query") => "query",
+        Some("queryAll") => "queryAll",
+        Some(other) => return Err(E::bad("INVALIDJOB", format!("InvalidJob : Invalid operation: {other}"))),
+        None => return Err(E::bad("INVALIDJOB", "InvalidJob : Required field is missing: operation")),
+    };
+    let src = text("query")
+        .filter(|q| !q.trim().is_empty())
+        .ok_or_else(|| E::bad("INVALIDJOB", "InvalidJob : Required field is missing: query"))?;
     if text("contentType").is_some_and(|c| c != "CSV") {
         return Err(E::bad("INVALIDJOB", "InvalidJob : contentType must be CSV"));
     }
@@ -154,24 +162,6 @@ pub(crate) fn csv_format<'b>(text: &impl Fn(&str) -> Option<&'b str>) -> Result<
         "CRLF" => ("CRLF", "\r\n"),
         other => return Err(E::bad("INVALIDJOB", format!("InvalidJob : Invalid lineEnding: {other}"))),
     };
-    Ok((delimiter, line_ending))
-}
-
-fn create(sh: &Shared, st: &mut State, r: &Req<'_>) -> Result<Reply, E> {
-    let body: Value = serde_json::from_slice(r.body).map_err(|e| {
-        E::json_parser(format!("Unexpected character: {e} at [line:{}, column:{}]", e.line(), e.column()))
-    })?;
-    let text = |k: &str| body.get(k).and_then(Value::as_str);
-    let operation = match text("operation") {
-        Some("query") => "query",
-        Some("queryAll") => "queryAll",
-        Some(other) => return Err(E::bad("INVALIDJOB", format!("InvalidJob : Invalid operation: {other}"))),
-        None => return Err(E::bad("INVALIDJOB", "InvalidJob : Required field is missing: operation")),
-    };
-    let src = text("query")
-        .filter(|q| !q.trim().is_empty())
-        .ok_or_else(|| E::bad("INVALIDJOB", "InvalidJob : Required field is missing: query"))?;
-    let (delimiter, line_ending) = csv_format(&text)?;
     let query = soql::parse(&sh.schema, src, r.now)?;
     if let Some(why) = soql::bulk_unsupported(&query) {
         return Err(E::bad("FEATURENOTENABLED", why));

@@ -167,6 +167,9 @@ fn create(sh: &Shared, st: &mut State, r: &Req<'_>) -> Result<Reply, E> {
     let object = text("object").filter(|o| !o.is_empty()).ok_or_else(|| missing("object"))?;
     let o =
         sh.schema.obj(object).ok_or_else(|| E::bad("INVALIDJOB", format!("InvalidJob : Invalid object: {object}")))?;
+    if text("contentType").is_some_and(|c| c != "CSV") {
+        return Err(E::bad("INVALIDJOB", "InvalidJob : contentType must be CSV"));
+    }
     let external_id = match (operation, text("externalIdFieldName")) {
         ("upsert", None) => return Err(missing("externalIdFieldName")),
         ("upsert", Some(f)) => match o.field(f) {
@@ -183,7 +186,20 @@ fn create(sh: &Shared, st: &mut State, r: &Req<'_>) -> Result<Reply, E> {
         },
         _ => None,
     };
-    let (delimiter, line_ending) = super::bulk::csv_format(&text)?;
+    let delimiter = match text("columnDelimiter").unwrap_or("COMMA") {
+        "COMMA" => ("COMMA", ','),
+        "TAB" => ("TAB", '\t'),
+        "PIPE" => ("PIPE", '|'),
+        "SEMICOLON" => ("SEMICOLON", ';'),
+        "CARET" => ("CARET", '^'),
+        "BACKQUOTE" => ("BACKQUOTE", '`'),
+        other => return Err(E::bad("INVALIDJOB", format!("InvalidJob : Invalid columnDelimiter: {other}"))),
+    };
+    let line_ending = match text("lineEnding").unwrap_or("LF") {
+        "LF" => ("LF", "\n"),
+        "CRLF" => ("CRLF", "\r\n"),
+        other => return Err(E::bad("INVALIDJOB", format!("InvalidJob : Invalid lineEnding: {other}"))),
+    };
     st.bulk_seq += 1;
     let id = sfid::mint("750", st.bulk_seq);
     let job = IngestJob {
