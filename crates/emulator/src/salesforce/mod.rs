@@ -90,6 +90,19 @@
 //!   `NEXT_N_DAYS:n`, `ORDER BY` (several keys, ASC/DESC, NULLS FIRST/LAST), `LIMIT`, `OFFSET`
 //!   (≤2000). Text comparisons are case-insensitive. Errors: MALFORMED_QUERY, INVALID_FIELD,
 //!   INVALID_TYPE.
+//! - SOQL aggregates: `COUNT(f)`, `COUNT_DISTINCT(f)`, `MIN`, `MAX`, `SUM`, `AVG` (with optional
+//!   aliases), `GROUP BY` one or more fields or parent paths, `HAVING` (aggregates and grouped
+//!   fields, `AND`/`OR`/`NOT`/`IN`), `ORDER BY` grouped fields or aggregates, `LIMIT`/`OFFSET` over
+//!   groups. Rows are `{"attributes":{"type":"AggregateResult"}, …}`: grouped fields under their
+//!   alias or last field name (`Owner.Name` → `Name`), unaliased aggregates `expr0`, `expr1`, … in
+//!   order; COUNT integers, AVG floats, SUM integers over integer fields, MIN/MAX the field's
+//!   type. All groups come in one batch (`totalSize` = groups, `done`, never `nextRecordsUrl`);
+//!   more than 2,000 → MALFORMED_QUERY `Aggregate query does not support queryMore(), …`. Misuse →
+//!   MALFORMED_QUERY (`Field must be grouped or aggregated: X`, `Ordered field must be grouped or
+//!   aggregated: X`, `field X does not support aggregate operator SUM`, `field 'X' can not be
+//!   grouped in a query call` for datetime, double and long text fields — describe reports
+//!   `groupable` — and `duplicate alias: x`). Bulk API 2.0 query jobs refuse aggregates and
+//!   `GROUP BY` (FEATURENOTENABLED).
 //! - Limits: a rolling 24-hour allocation ([`SalesforceConfig::daily_api_limit`]) of data calls;
 //!   past it 403 REQUEST_LIMIT_EXCEEDED (`TotalRequests Limit exceeded.`). While
 //!   [`SalesforceConfig::long_running_limit`] data requests have been running for at least
@@ -106,8 +119,8 @@
 //!   (real orgs say `Name`); any field of any possible target may be selected.
 //! - No Bulk API 1.0, no `/composite` graph/batch, no Events, no sharing/permissions, no cascade
 //!   deletes, no undelete, no per-app usage in `Sforce-Limit-Info`.
-//! - SOQL has no aggregates other than `COUNT()`, no `GROUP BY`, `TYPEOF`, `FIELDS()`, `WITH`/`FOR`
-//!   clauses, and parent paths of at most five hops (`Account.Owner.Email`) (→ MALFORMED_QUERY or
+//! - SOQL has no `GROUP BY ROLLUP`/`CUBE`, date functions (`CALENDAR_YEAR()`), `TYPEOF`,
+//!   `FIELDS()`, `WITH`/`FOR` clauses, and parent paths of at most five hops (`Account.Owner.Email`) (→ MALFORMED_QUERY or
 //!   INVALID_FIELD). Date literals against datetime fields are accepted (midnight UTC).
 //! - Restricted picklists: Task Status, Priority, TaskSubtype, CallType and Type are validated
 //!   exactly (case-sensitive); Lead Status and Opportunity StageName are free text.

@@ -182,6 +182,14 @@ fn query(sh: &Shared, st: &mut State, r: &Req<'_>, all: bool) -> Result<Reply, E
         all_rows: all,
         purge_before: now - Duration::days(15),
     };
+    if soql::is_grouped(&parsed) {
+        // Aggregate results come in one batch, never with a cursor.
+        let (records, total) = soql::run(&env, &parsed);
+        if total > soql::MAX_AGGREGATE_ROWS {
+            return Err(soql::too_many_groups());
+        }
+        return Ok(Reply::json(200, json!({"totalSize": total, "done": true, "records": records})));
+    }
     let rows = soql::select(&env, &parsed);
     let total = rows.len();
     if parsed.is_count() {
@@ -687,6 +695,7 @@ fn describe(sh: &Shared, o: &ObjDef, r: &Req<'_>) -> Value {
                 "externalId": f.external_id, "unique": f.unique, "custom": f.custom,
                 "referenceTo": refs, "relationshipName": f.rel,
                 "restrictedPicklist": matches!(f.ty, FType::Pick(_)), "picklistValues": picks,
+                "groupable": soql::groupable(&f.ty),
             })
         })
         .collect();

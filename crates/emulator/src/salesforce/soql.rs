@@ -203,6 +203,113 @@ impl FRef {
 pub(crate) struct Path {
     parts: Vec<String>,
     r: Option<FRef>,
+    /// The alias of a grouped field in an aggregate query (`LeadSource src`).
+    alias: Option<String>,
+}
+
+impl Path {
+    /// The resolved field as a comparable key (`owner.name`), to match a selected field against
+    /// the `GROUP BY` list.
+    fn key(&self) -> Option<String> {
+        match &self.r {
+            Some(FRef::Own { name, .. }) => Some(name.to_lowercase()),
+            Some(FRef::Parent { hops, name, .. }) => Some(
+                hops.iter().map(|h| h.rel.as_str()).chain([name.as_str()]).collect::<Vec<_>>().join(".").to_lowercase(),
+            ),
+            None => None,
+        }
+    }
+
+    /// The field name an aggregate result uses for this grouped field: its alias, else the
+    /// last field of the path (`Owner.Name` → `Name`).
+    fn result_name(&self) -> String {
+        if let Some(a) = &self.alias {
+            return a.clone();
+        }
+        match &self.r {
+            Some(FRef::Own { name, .. } | FRef::Parent { name, .. }) => name.clone(),
+            None => self.parts.last().cloned().unwrap_or_default(),
+        }
+    }
+}
+
+/// An aggregate function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AggFn {
+    Count,
+    CountDistinct,
+    Min,
+    Max,
+    Sum,
+    Avg,
+}
+
+impl AggFn {
+    fn from_name(s: &str) -> Option<AggFn> {
+        Some(match s.to_ascii_uppercase().as_str() {
+            "COUNT" => AggFn::Count,
+            "COUNT_DISTINCT" => AggFn::CountDistinct,
+            "MIN" => AggFn::Min,
+            "MAX" => AggFn::Max,
+            "SUM" => AggFn::Sum,
+            "AVG" => AggFn::Avg,
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            AggFn::Count => "COUNT",
+            AggFn::CountDistinct => "COUNT_DISTINCT",
+            AggFn::Min => "MIN",
+            AggFn::Max => "MAX",
+            AggFn::Sum => "SUM",
+            AggFn::Avg => "AVG",
+        }
+    }
+}
+
+/// An aggregate expression (`COUNT(Email)`, `MAX(CreatedDate)`).
+#[derive(Debug, Clone)]
+struct Agg {
+    func: AggFn,
+    arg: Path,
+}
+
+impl Agg {
+    /// The type of the aggregate's value, for `HAVING` literals and ordering.
+    fn ty(&self) -> FType {
+        match self.func {
+            AggFn::Count | AggFn::CountDistinct => FType::Int,
+            AggFn::Avg => FType::Num,
+            AggFn::Sum => match self.arg.r.as_ref().map(FRef::ty) {
+                Some(FType::Int) => FType::Int,
+                _ => FType::Num,
+            },
+            AggFn::Min | AggFn::Max => self.arg.r.as_ref().map_or(FType::Any, |r| r.ty().clone()),
+        }
+    }
+
+    fn text(&self) -> String {
+        format!("{}({})", self.func.name(), self.arg.parts.join("."))
+    }
+}
+
+/// An operand of a `HAVING` condition: an aggregate or a grouped field.
+#[derive(Debug, Clone)]
+enum HExpr {
+    Agg(Agg),
+    Field(Path),
+}
+
+/// A `HAVING` condition, evaluated per group.
+#[derive(Debug, Clone)]
+enum HCond {
+    And(Box<HCond>, Box<HCond>),
+    Or(Box<HCond>, Box<HCond>),
+    Not(Box<HCond>),
+    Cmp(HExpr, Op, Lit),
+    In(HExpr, bool, Vec<Lit>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -244,12 +351,16 @@ enum Cond {
 enum Item {
     Field(Path),
     Count,
+    /// An aggregate function with its alias.
+    Agg(Agg, Option<String>),
     Sub(Box<Query>, Option<ChildRel>),
 }
 
 #[derive(Debug, Clone)]
 struct OrderKey {
     path: Path,
+    /// Set when the key is an aggregate (`ORDER BY COUNT(Id) DESC`); `path` is then its argument.
+    agg: Option<Agg>,
     desc: bool,
     nulls_last: bool,
 }
@@ -260,6 +371,8 @@ pub(crate) struct Query {
     select: Vec<Item>,
     from: String,
     cond: Option<Cond>,
+    group: Vec<Path>,
+    having: Option<HCond>,
     order: Vec<OrderKey>,
     limit: Option<usize>,
     offset: Option<usize>,
@@ -269,6 +382,12 @@ impl Query {
     /// True for `SELECT COUNT() …`.
     pub(crate) fn is_count(&self) -> bool {
         self.select.iter().any(|i| matches!(i, Item::Count))
+    }
+
+    /// True for a query answered with `AggregateResult` rows: one with `GROUP BY` or an
+    /// aggregate function in its `SELECT` list (`COUNT()` alone is not one).
+    pub(crate) fn is_aggregate(&self) -> bool {
+        !self.is_count() && (!self.group.is_empty() || self.select.iter().any(|i| matches!(i, Item::Agg(..))))
     }
 }
 
@@ -346,17 +465,22 @@ impl Parser<'_> {
         while self.eat_sym(".") {
             parts.push(self.ident()?);
         }
-        Ok(Path { parts, r: None })
+        Ok(Path { parts, r: None, alias: None })
     }
 
     fn query(&mut self, sub: bool) -> Result<Query, E> {
         self.expect_kw("SELECT")?;
         let mut select = Vec::new();
         loop {
-            if self.kw("COUNT") && matches!(self.t.get(self.i + 1), Some(Tok::Sym("("))) {
-                self.i += 2;
-                self.expect_sym(")")?;
+            if self.kw("COUNT")
+                && matches!(self.t.get(self.i + 1), Some(Tok::Sym("(")))
+                && matches!(self.t.get(self.i + 2), Some(Tok::Sym(")")))
+            {
+                self.i += 3;
                 select.push(Item::Count);
+            } else if let Some(agg) = self.agg()? {
+                let alias = self.alias()?;
+                select.push(Item::Agg(agg, alias));
             } else if self.sym("(") {
                 if sub {
                     return Err(self.unexpected());
@@ -366,7 +490,9 @@ impl Parser<'_> {
                 self.expect_sym(")")?;
                 select.push(Item::Sub(Box::new(q), None));
             } else {
-                select.push(Item::Field(self.path()?));
+                let mut p = self.path()?;
+                p.alias = self.alias()?;
+                select.push(Item::Field(p));
             }
             if !self.eat_sym(",") {
                 break;
@@ -378,11 +504,29 @@ impl Parser<'_> {
         self.expect_kw("FROM")?;
         let from = self.ident()?;
         let cond = if self.eat_kw("WHERE") { Some(self.or()?) } else { None };
+        let mut group = Vec::new();
+        if self.eat_kw("GROUP") {
+            self.expect_kw("BY")?;
+            if self.kw("ROLLUP") || self.kw("CUBE") {
+                return Err(malformed("GROUP BY ROLLUP and GROUP BY CUBE are not supported by this emulator"));
+            }
+            loop {
+                group.push(self.path()?);
+                if !self.eat_sym(",") {
+                    break;
+                }
+            }
+        }
+        let having = if self.eat_kw("HAVING") { Some(self.h_or()?) } else { None };
         let mut order = Vec::new();
         if self.eat_kw("ORDER") {
             self.expect_kw("BY")?;
             loop {
-                let path = self.path()?;
+                let agg = self.agg()?;
+                let path = match &agg {
+                    Some(a) => a.arg.clone(),
+                    None => self.path()?,
+                };
                 let desc = if self.eat_kw("DESC") {
                     true
                 } else {
@@ -399,7 +543,7 @@ impl Parser<'_> {
                 } else {
                     desc
                 };
-                order.push(OrderKey { path, desc, nulls_last });
+                order.push(OrderKey { path, agg, desc, nulls_last });
                 if !self.eat_sym(",") {
                     break;
                 }
@@ -423,7 +567,81 @@ impl Parser<'_> {
         if !sub && self.i < self.t.len() {
             return Err(self.unexpected());
         }
-        Ok(Query { select, from, cond, order, limit, offset })
+        Ok(Query { select, from, cond, group, having, order, limit, offset })
+    }
+
+    /// An aggregate function call (`MAX(CreatedDate)`) if one starts here; `COUNT()` is not one.
+    fn agg(&mut self) -> Result<Option<Agg>, E> {
+        let func = match self.peek() {
+            Some(Tok::Ident(s)) if matches!(self.t.get(self.i + 1), Some(Tok::Sym("("))) => AggFn::from_name(s),
+            _ => None,
+        };
+        let Some(func) = func else { return Ok(None) };
+        self.i += 2;
+        let arg = self.path()?;
+        self.expect_sym(")")?;
+        Ok(Some(Agg { func, arg }))
+    }
+
+    /// An alias after a select item: an identifier that is not a keyword.
+    fn alias(&mut self) -> Result<Option<String>, E> {
+        match self.peek() {
+            Some(Tok::Ident(s)) if !KEYWORDS.iter().any(|k| k.eq_ignore_ascii_case(s)) => self.ident().map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    fn h_or(&mut self) -> Result<HCond, E> {
+        let mut l = self.h_and()?;
+        while self.eat_kw("OR") {
+            l = HCond::Or(Box::new(l), Box::new(self.h_and()?));
+        }
+        Ok(l)
+    }
+
+    fn h_and(&mut self) -> Result<HCond, E> {
+        let mut l = self.h_not()?;
+        while self.eat_kw("AND") {
+            l = HCond::And(Box::new(l), Box::new(self.h_not()?));
+        }
+        Ok(l)
+    }
+
+    fn h_not(&mut self) -> Result<HCond, E> {
+        if self.eat_kw("NOT") {
+            return Ok(HCond::Not(Box::new(self.h_not()?)));
+        }
+        if self.eat_sym("(") {
+            let c = self.h_or()?;
+            self.expect_sym(")")?;
+            return Ok(c);
+        }
+        let expr = match self.agg()? {
+            Some(a) => HExpr::Agg(a),
+            None => HExpr::Field(self.path()?),
+        };
+        let neg = self.eat_kw("NOT");
+        if neg || self.kw("IN") {
+            self.expect_kw("IN")?;
+            self.expect_sym("(")?;
+            let mut vals = vec![self.lit()?];
+            while self.eat_sym(",") {
+                vals.push(self.lit()?);
+            }
+            self.expect_sym(")")?;
+            return Ok(HCond::In(expr, neg, vals));
+        }
+        let op = match self.peek() {
+            Some(Tok::Sym("=")) => Op::Eq,
+            Some(Tok::Sym("!=")) => Op::Ne,
+            Some(Tok::Sym("<")) => Op::Lt,
+            Some(Tok::Sym(">")) => Op::Gt,
+            Some(Tok::Sym("<=")) => Op::Le,
+            Some(Tok::Sym(">=")) => Op::Ge,
+            _ => return Err(self.unexpected()),
+        };
+        self.i += 1;
+        Ok(HCond::Cmp(expr, op, self.lit()?))
     }
 
     fn count_arg(&mut self) -> Result<usize, E> {
@@ -602,7 +820,10 @@ fn type_word(ty: &FType) -> &'static str {
 
 fn check_lit(p: &Path, lit: &mut Lit) -> Result<(), E> {
     let Some(r) = &p.r else { return Ok(()) };
-    let ty = r.ty();
+    check_lit_ty(&p.parts.join("."), r.ty(), lit)
+}
+
+fn check_lit_ty(name: &str, ty: &FType, lit: &mut Lit) -> Result<(), E> {
     let ok = match (ty, &*lit) {
         (_, Lit::Null) | (FType::Any, _) => true,
         (t, Lit::Str(_)) if t.is_text() => true,
@@ -616,7 +837,7 @@ fn check_lit(p: &Path, lit: &mut Lit) -> Result<(), E> {
         let quoted = ty.is_text();
         return Err(E::invalid_field(format!(
             "value of filter criterion for field '{}' must be of type {} and should {}be enclosed in quotes",
-            p.parts.join("."),
+            name,
             type_word(ty),
             if quoted { "" } else { "not " }
         )));
@@ -694,7 +915,7 @@ fn bind(schema: &Schema, q: &mut Query) -> Result<(), E> {
     for item in &mut q.select {
         match item {
             Item::Field(p) => bind_path(schema, obj, p)?,
-            Item::Count => {}
+            Item::Count | Item::Agg(..) => {}
             Item::Sub(sub, rel) => {
                 let cr = obj.child(&sub.from).ok_or_else(|| {
                     E::invalid_field(format!(
@@ -718,6 +939,138 @@ fn bind(schema: &Schema, q: &mut Query) -> Result<(), E> {
     }
     for k in &mut q.order {
         bind_path(schema, obj, &mut k.path)?;
+        if let Some(a) = &mut k.agg {
+            a.arg = k.path.clone();
+            check_agg(a)?;
+        }
+    }
+    bind_aggregates(schema, obj, q)
+}
+
+/// Whether a field type can be grouped (describe `groupable`): not long text areas, datetimes or
+/// doubles.
+pub(crate) fn groupable(ty: &FType) -> bool {
+    !matches!(ty, FType::DateTime | FType::Num) && !matches!(ty, FType::Str(n) if *n > 255)
+}
+
+/// Rejects an aggregate function over a field type it does not support, as Salesforce does.
+fn check_agg(a: &Agg) -> Result<(), E> {
+    let Some(r) = &a.arg.r else { return Ok(()) };
+    let ty = r.ty();
+    let long_text = matches!(ty, FType::Str(n) if *n > 255);
+    let ok = match a.func {
+        AggFn::Sum | AggFn::Avg => matches!(ty, FType::Int | FType::Num | FType::Any),
+        AggFn::Count | AggFn::CountDistinct | AggFn::Min | AggFn::Max => *ty != FType::Bool && !long_text,
+    };
+    if ok {
+        Ok(())
+    } else {
+        let name = match r {
+            FRef::Own { name, .. } | FRef::Parent { name, .. } => name,
+        };
+        Err(malformed(format!("field {name} does not support aggregate operator {}", a.func.name())))
+    }
+}
+
+fn bind_hcond(schema: &Schema, obj: &ObjDef, group: &[Path], c: &mut HCond) -> Result<(), E> {
+    let bind_expr = |e: &mut HExpr| -> Result<(String, FType), E> {
+        match e {
+            HExpr::Agg(a) => {
+                bind_path(schema, obj, &mut a.arg)?;
+                check_agg(a)?;
+                Ok((a.text(), a.ty()))
+            }
+            HExpr::Field(p) => {
+                bind_path(schema, obj, p)?;
+                if !group.iter().any(|g| g.key() == p.key()) {
+                    return Err(malformed(format!("Field must be grouped or aggregated: {}", p.parts.join("."))));
+                }
+                Ok((p.parts.join("."), p.r.as_ref().map_or(FType::Any, |r| r.ty().clone())))
+            }
+        }
+    };
+    match c {
+        HCond::And(a, b) | HCond::Or(a, b) => {
+            bind_hcond(schema, obj, group, a)?;
+            bind_hcond(schema, obj, group, b)
+        }
+        HCond::Not(a) => bind_hcond(schema, obj, group, a),
+        HCond::Cmp(e, _, l) => {
+            let (name, ty) = bind_expr(e)?;
+            check_lit_ty(&name, &ty, l)
+        }
+        HCond::In(e, _, ls) => {
+            let (name, ty) = bind_expr(e)?;
+            ls.iter_mut().try_for_each(|l| check_lit_ty(&name, &ty, l))
+        }
+    }
+}
+
+/// Binds and checks the aggregate parts of a query: the `GROUP BY` fields, the aggregate
+/// functions, `HAVING`, and that every plain field of the `SELECT` and `ORDER BY` lists is grouped.
+fn bind_aggregates(schema: &Schema, obj: &ObjDef, q: &mut Query) -> Result<(), E> {
+    for g in &mut q.group {
+        bind_path(schema, obj, g)?;
+        if let Some(r) = &g.r
+            && !groupable(r.ty())
+        {
+            let name = match r {
+                FRef::Own { name, .. } | FRef::Parent { name, .. } => name,
+            };
+            return Err(malformed(format!("field '{name}' can not be grouped in a query call")));
+        }
+    }
+    for item in &mut q.select {
+        if let Item::Agg(a, _) = item {
+            bind_path(schema, obj, &mut a.arg)?;
+            check_agg(a)?;
+        }
+    }
+    let aggregate = q.is_aggregate();
+    if let Some(h) = &mut q.having {
+        if q.group.is_empty() {
+            return Err(malformed("HAVING can only be used with GROUP BY"));
+        }
+        bind_hcond(schema, obj, &q.group, h)?;
+    }
+    if !aggregate {
+        if q.order.iter().any(|k| k.agg.is_some()) && !q.is_count() {
+            return Err(malformed("Aggregate functions in ORDER BY need an aggregate query (GROUP BY)"));
+        }
+        if let Some(a) = q.select.iter().find_map(|i| match i {
+            Item::Field(p) => p.alias.clone(),
+            _ => None,
+        }) {
+            return Err(malformed(format!("\nunexpected token: '{a}'")));
+        }
+        return Ok(());
+    }
+    let mut aliases: Vec<String> = Vec::new();
+    for item in &q.select {
+        match item {
+            Item::Field(p) => {
+                if !q.group.iter().any(|g| g.key() == p.key()) {
+                    return Err(malformed(format!("Field must be grouped or aggregated: {}", p.parts.join("."))));
+                }
+                if let Some(a) = &p.alias {
+                    aliases.push(a.to_lowercase());
+                }
+            }
+            Item::Agg(_, Some(a)) => aliases.push(a.to_lowercase()),
+            Item::Sub(..) => {
+                return Err(malformed("Aggregate queries do not support parent-to-child relationship subqueries"));
+            }
+            _ => {}
+        }
+    }
+    aliases.sort();
+    if let Some(w) = aliases.windows(2).find(|w| w[0] == w[1]) {
+        return Err(malformed(format!("duplicate alias: {}", w[0])));
+    }
+    for k in &q.order {
+        if k.agg.is_none() && !q.group.iter().any(|g| g.key() == k.path.key()) {
+            return Err(malformed(format!("Ordered field must be grouped or aggregated: {}", k.path.parts.join("."))));
+        }
     }
     Ok(())
 }
@@ -930,6 +1283,31 @@ fn cmp_json(a: &Value, b: &Value) -> Ordering {
     }
 }
 
+/// How two values of an `ORDER BY` key compare, nulls placed as the key says.
+fn order_cmp(va: &Value, vb: &Value, k: &OrderKey) -> Ordering {
+    match (va.is_null(), vb.is_null()) {
+        (true, true) => Ordering::Equal,
+        (true, false) => {
+            if k.nulls_last {
+                Ordering::Greater
+            } else {
+                Ordering::Less
+            }
+        }
+        (false, true) => {
+            if k.nulls_last {
+                Ordering::Less
+            } else {
+                Ordering::Greater
+            }
+        }
+        (false, false) => {
+            let o = cmp_json(va, vb);
+            if k.desc { o.reverse() } else { o }
+        }
+    }
+}
+
 /// Evaluation context.
 pub(crate) struct Env<'a> {
     pub(crate) org: &'a Org,
@@ -955,27 +1333,7 @@ fn select_rows<'a>(env: &Env<'a>, q: &Query, candidates: Vec<&'a Rec>) -> Vec<&'
             for k in &q.order {
                 let Some(r) = &k.path.r else { continue };
                 let (va, vb) = (value(env.org, env.schema, a, r), value(env.org, env.schema, b, r));
-                let o = match (va.is_null(), vb.is_null()) {
-                    (true, true) => Ordering::Equal,
-                    (true, false) => {
-                        if k.nulls_last {
-                            Ordering::Greater
-                        } else {
-                            Ordering::Less
-                        }
-                    }
-                    (false, true) => {
-                        if k.nulls_last {
-                            Ordering::Less
-                        } else {
-                            Ordering::Greater
-                        }
-                    }
-                    (false, false) => {
-                        let o = cmp_json(&va, &vb);
-                        if k.desc { o.reverse() } else { o }
-                    }
-                };
+                let o = order_cmp(&va, &vb, k);
                 if o != Ordering::Equal {
                     return o;
                 }
@@ -1020,7 +1378,7 @@ fn render(env: &Env<'_>, q: &Query, rec: &Rec) -> Value {
     m.insert("attributes".into(), attributes(env.version, &q.from, id));
     for item in &q.select {
         match item {
-            Item::Count => {}
+            Item::Count | Item::Agg(..) => {}
             Item::Field(p) => match &p.r {
                 Some(FRef::Own { name, .. }) => {
                     m.insert(name.clone(), rec.fields.get(name).cloned().unwrap_or(Value::Null));
@@ -1181,8 +1539,10 @@ pub(crate) fn from(q: &Query) -> &str {
 
 /// Why a query cannot run as a Bulk API 2.0 query job (`None`: it can).
 pub(crate) fn bulk_unsupported(q: &Query) -> Option<&'static str> {
-    if q.is_count() {
+    if q.is_count() || q.is_aggregate() {
         Some("Aggregate queries are not supported by Bulk API 2.0 query")
+    } else if !q.group.is_empty() {
+        Some("GROUP BY is not supported by Bulk API 2.0 query")
     } else if q.select.iter().any(|i| matches!(i, Item::Sub(..))) {
         Some("Parent-to-child relationship queries are not supported by Bulk API 2.0 query")
     } else if q.offset.is_some() {
@@ -1217,8 +1577,17 @@ pub(crate) fn row_values(env: &Env<'_>, q: &Query, rec: &Rec) -> Vec<Value> {
         .collect()
 }
 
-/// Runs a bound query; returns the rendered records (empty for COUNT()) and the total size.
+/// Runs a bound query; returns the rendered records (empty for COUNT()) and the total size
+/// (for an aggregate query, or `COUNT()` with `GROUP BY`, the number of groups).
 pub(crate) fn run(env: &Env<'_>, q: &Query) -> (Vec<Value>, usize) {
+    if q.is_aggregate() {
+        let records = aggregate(env, q);
+        let n = records.len();
+        return (records, n);
+    }
+    if q.is_count() && !q.group.is_empty() {
+        return (Vec::new(), aggregate(env, q).len());
+    }
     let rows = select(env, q);
     if q.is_count() {
         return (Vec::new(), rows.len());
@@ -1226,6 +1595,183 @@ pub(crate) fn run(env: &Env<'_>, q: &Query) -> (Vec<Value>, usize) {
     let records = render_rows(env, q, &rows);
     let n = records.len();
     (records, n)
+}
+
+/// The most `AggregateResult` rows one query may return: aggregate queries have no
+/// `nextRecordsUrl`, so more groups are an error.
+pub(crate) const MAX_AGGREGATE_ROWS: usize = 2000;
+
+/// The answer to an aggregate query with more than [`MAX_AGGREGATE_ROWS`] groups.
+pub(crate) fn too_many_groups() -> E {
+    malformed("Aggregate query does not support queryMore(), use LIMIT to restrict the results to a single batch")
+}
+
+/// True for queries that have a `GROUP BY` clause or aggregate functions, including `COUNT()`
+/// with `GROUP BY`: their answer is computed per group, never paged.
+pub(crate) fn is_grouped(q: &Query) -> bool {
+    q.is_aggregate() || !q.group.is_empty()
+}
+
+/// One group of an aggregate query: its grouped values (in `GROUP BY` order) and its rows.
+struct Group<'a> {
+    keys: Vec<Value>,
+    rows: Vec<&'a Rec>,
+}
+
+/// The grouping key of a value: text groups case-insensitively, as Salesforce compares text.
+fn group_key(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("s:{}", s.to_lowercase()),
+        other => other.to_string(),
+    }
+}
+
+fn as_number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+/// The value of an aggregate function over a group's rows (nulls ignored, as in SQL): counts
+/// are integers, `AVG` a float, `SUM` an integer over integer fields, `MIN`/`MAX` a value of the
+/// field's type; `null` when no row has a value.
+fn agg_value(env: &Env<'_>, a: &Agg, rows: &[&Rec]) -> Value {
+    let Some(r) = &a.arg.r else { return Value::Null };
+    let vals: Vec<Value> = rows.iter().map(|rec| value(env.org, env.schema, rec, r)).filter(|v| !v.is_null()).collect();
+    match a.func {
+        AggFn::Count => json!(vals.len()),
+        AggFn::CountDistinct => json!(vals.iter().map(group_key).collect::<BTreeSet<_>>().len()),
+        AggFn::Min => vals.iter().min_by(|x, y| cmp_json(x, y)).cloned().unwrap_or(Value::Null),
+        AggFn::Max => vals.iter().max_by(|x, y| cmp_json(x, y)).cloned().unwrap_or(Value::Null),
+        AggFn::Sum | AggFn::Avg => {
+            let nums: Vec<f64> = vals.iter().filter_map(as_number).collect();
+            if nums.is_empty() {
+                return Value::Null;
+            }
+            let sum: f64 = nums.iter().sum();
+            match (a.func, a.ty()) {
+                (AggFn::Sum, FType::Int) => json!(sum.round() as i64),
+                (AggFn::Sum, _) => json!(sum),
+                _ => json!(sum / nums.len() as f64),
+            }
+        }
+    }
+}
+
+/// The value of a grouped field in a group (the field must be in the `GROUP BY` list).
+fn group_value(q: &Query, g: &Group<'_>, p: &Path) -> Value {
+    let key = p.key();
+    q.group.iter().position(|x| x.key() == key).and_then(|i| g.keys.get(i)).cloned().unwrap_or(Value::Null)
+}
+
+fn eval_having(env: &Env<'_>, q: &Query, g: &Group<'_>, c: &HCond) -> bool {
+    let operand = |e: &HExpr| -> (FType, Value) {
+        match e {
+            HExpr::Agg(a) => (a.ty(), agg_value(env, a, &g.rows)),
+            HExpr::Field(p) => (p.r.as_ref().map_or(FType::Any, |r| r.ty().clone()), group_value(q, g, p)),
+        }
+    };
+    match c {
+        HCond::And(a, b) => eval_having(env, q, g, a) && eval_having(env, q, g, b),
+        HCond::Or(a, b) => eval_having(env, q, g, a) || eval_having(env, q, g, b),
+        HCond::Not(a) => !eval_having(env, q, g, a),
+        HCond::Cmp(e, op, l) => {
+            let (ty, v) = operand(e);
+            compare(&ty, &v, *op, l)
+        }
+        HCond::In(e, neg, ls) => {
+            let (ty, v) = operand(e);
+            ls.iter().any(|l| compare(&ty, &v, Op::Eq, l)) != *neg
+        }
+    }
+}
+
+/// Runs an aggregate query: filters the rows, groups them (one group over all rows without
+/// `GROUP BY`), applies `HAVING`, `ORDER BY` (grouped values ascending by default), `OFFSET` and
+/// `LIMIT`, and renders one `AggregateResult` record per group. Unaliased aggregates are named
+/// `expr0`, `expr1`, … in `SELECT` order; grouped fields by their alias or last field name.
+fn aggregate(env: &Env<'_>, q: &Query) -> Vec<Value> {
+    let base = Query { order: Vec::new(), limit: None, offset: None, ..q.clone() };
+    let rows = select(env, &base);
+    let mut groups: Vec<Group<'_>> = Vec::new();
+    if q.group.is_empty() {
+        groups.push(Group { keys: Vec::new(), rows });
+    } else {
+        let mut index: std::collections::HashMap<Vec<String>, usize> = std::collections::HashMap::new();
+        for rec in rows {
+            let keys: Vec<Value> = q
+                .group
+                .iter()
+                .map(|g| g.r.as_ref().map_or(Value::Null, |r| value(env.org, env.schema, rec, r)))
+                .collect();
+            let k: Vec<String> = keys.iter().map(group_key).collect();
+            match index.get(&k) {
+                Some(&i) => groups[i].rows.push(rec),
+                None => {
+                    index.insert(k, groups.len());
+                    groups.push(Group { keys, rows: vec![rec] });
+                }
+            }
+        }
+        let asc = OrderKey {
+            path: Path { parts: Vec::new(), r: None, alias: None },
+            agg: None,
+            desc: false,
+            nulls_last: false,
+        };
+        groups.sort_by(|a, b| {
+            a.keys
+                .iter()
+                .zip(&b.keys)
+                .map(|(x, y)| order_cmp(x, y, &asc))
+                .find(|o| o.is_ne())
+                .unwrap_or(Ordering::Equal)
+        });
+    }
+    if let Some(h) = &q.having {
+        groups.retain(|g| eval_having(env, q, g, h));
+    }
+    if !q.order.is_empty() {
+        let key_value = |g: &Group<'_>, k: &OrderKey| match &k.agg {
+            Some(a) => agg_value(env, a, &g.rows),
+            None => group_value(q, g, &k.path),
+        };
+        groups.sort_by(|a, b| {
+            q.order
+                .iter()
+                .map(|k| order_cmp(&key_value(a, k), &key_value(b, k), k))
+                .find(|o| o.is_ne())
+                .unwrap_or(Ordering::Equal)
+        });
+    }
+    groups
+        .iter()
+        .skip(q.offset.unwrap_or(0))
+        .take(q.limit.unwrap_or(usize::MAX))
+        .map(|g| {
+            let mut m = Map::new();
+            m.insert("attributes".into(), json!({"type": "AggregateResult"}));
+            let mut expr = 0;
+            for item in &q.select {
+                match item {
+                    Item::Field(p) => {
+                        m.insert(p.result_name(), group_value(q, g, p));
+                    }
+                    Item::Agg(a, alias) => {
+                        let name = alias.clone().unwrap_or_else(|| {
+                            expr += 1;
+                            format!("expr{}", expr - 1)
+                        });
+                        m.insert(name, agg_value(env, a, &g.rows));
+                    }
+                    Item::Count | Item::Sub(..) => {}
+                }
+            }
+            Value::Object(m)
+        })
+        .collect()
 }
 
 #[cfg(test)]
