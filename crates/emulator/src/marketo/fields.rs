@@ -6,17 +6,30 @@ use serde_json::{Value, json};
 #[derive(Debug, Clone)]
 pub(crate) struct FieldDef {
     pub(crate) id: i64,
-    pub(crate) name: &'static str,
-    pub(crate) display: &'static str,
-    pub(crate) data_type: &'static str,
+    pub(crate) name: String,
+    pub(crate) display: String,
+    pub(crate) data_type: String,
     pub(crate) length: Option<u32>,
     pub(crate) updateable: bool,
     pub(crate) crm_managed: bool,
     pub(crate) searchable: bool,
+    /// What `leads/schema/fields` reports beyond describe (and what field create/update set).
+    pub(crate) meta: FieldMeta,
+}
+
+/// The schema-only attributes of a lead field.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FieldMeta {
+    pub(crate) description: String,
+    pub(crate) hidden: bool,
+    pub(crate) html_encoding: bool,
+    pub(crate) sensitive: bool,
+    pub(crate) custom: bool,
+    pub(crate) api_created: bool,
 }
 
 #[allow(clippy::too_many_arguments)]
-const fn f(
+fn f(
     id: i64,
     name: &'static str,
     display: &'static str,
@@ -26,7 +39,17 @@ const fn f(
     crm_managed: bool,
     searchable: bool,
 ) -> FieldDef {
-    FieldDef { id, name, display, data_type, length, updateable, crm_managed, searchable }
+    FieldDef {
+        id,
+        name: name.to_string(),
+        display: display.to_string(),
+        data_type: data_type.to_string(),
+        length,
+        updateable,
+        crm_managed,
+        searchable,
+        meta: FieldMeta { html_encoding: true, ..FieldMeta::default() },
+    }
 }
 
 /// Builds the catalogue for a configuration.
@@ -94,7 +117,7 @@ pub(crate) fn describe_v1(f: &FieldDef) -> Value {
         "displayName": f.display,
         "dataType": f.data_type,
         "rest": {"name": f.name, "readOnly": !f.updateable},
-        "soap": {"name": soap_name(f.name), "readOnly": !f.updateable},
+        "soap": {"name": soap_name(&f.name), "readOnly": !f.updateable},
     });
     if let (Some(len), Some(o)) = (f.length, v.as_object_mut()) {
         o.insert("length".into(), json!(len));

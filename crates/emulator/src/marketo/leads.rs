@@ -26,7 +26,7 @@ pub(crate) fn requested_fields(cat: &[FieldDef], raw: Option<&str>) -> Result<Ve
         Some(r) => r.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
     };
     for f in &list {
-        if !cat.iter().any(|d| d.name == f) {
+        if !cat.iter().any(|d| d.name == *f) {
             return Err(Reply::err("1006", format!("Field '{f}' not found")));
         }
     }
@@ -142,7 +142,8 @@ pub(crate) fn describe2(ctx: &Ctx<'_>) -> Reply {
     })])
 }
 
-fn skipped(code: &str, message: impl Into<String>) -> Value {
+/// A skipped record with its reason (`reasons`, as Sync Leads answers).
+pub(crate) fn skipped(code: &str, message: impl Into<String>) -> Value {
     json!({"status": "skipped", "reasons": [{"code": code, "message": message.into()}]})
 }
 
@@ -183,49 +184,63 @@ pub(crate) fn sync(ctx: &Ctx<'_>) -> Reply {
             out.push(skipped("1003", "Invalid lead record"));
             continue;
         };
-        if let Some(bad) = rec.keys().find(|k| db.field(k).is_none()) {
-            out.push(skipped("1006", format!("Field '{bad}' not found")));
-            continue;
-        }
-        if action != "updateOnly" && (rec.contains_key("id") || lookup == "id") {
-            out.push(skipped("1003", format!("Field 'id' is only allowed with updateOnly, not {action}")));
-            continue;
-        }
-        let mut fields = rec.clone();
-        fields.remove("id");
-        if action == "createDuplicate" {
-            let id = db.insert_lead(None, fields, ctx.now, ctx.now, "Web service API");
-            out.push(json!({"id": id, "status": "created"}));
-            continue;
-        }
-        let Some(key) = rec.get(lookup).filter(|v| !v.is_null()) else {
-            out.push(skipped("1003", format!("Value for lookup field '{lookup}' not specified")));
-            continue;
-        };
-        let found = if lookup == "id" {
-            key.as_i64().filter(|id| db.leads.contains_key(id)).into_iter().collect()
-        } else {
-            find(&db, lookup, key)
-        };
-        match (found.as_slice(), action) {
-            ([_, _, ..], _) => out.push(skipped("1007", "Multiple lead match lookup criteria")),
-            ([id], "createOnly") => {
-                let _ = id;
-                out.push(skipped("1005", "Lead already exists"));
-            }
-            ([id], _) => {
-                let id = *id;
-                db.update_lead(id, fields, ctx.now, "Web service API");
-                out.push(json!({"id": id, "status": "updated"}));
-            }
-            ([], "updateOnly") => out.push(skipped("1004", "Lead not found")),
-            ([], _) => {
-                let id = db.insert_lead(None, fields, ctx.now, ctx.now, "Web service API");
-                out.push(json!({"id": id, "status": "created"}));
-            }
-        }
+        out.push(outcome(upsert(&mut db, rec, action, lookup, ctx.now, "Web service API")));
     }
     Reply::ok(out)
+}
+
+/// One record's upsert: `(id, "created" | "updated")`, or the skip reason `(code, message)`.
+pub(crate) type Upserted = Result<(i64, &'static str), (&'static str, String)>;
+
+/// The per-record result entry for an [`Upserted`].
+pub(crate) fn outcome(u: Upserted) -> Value {
+    match u {
+        Ok((id, status)) => json!({"id": id, "status": status}),
+        Err((code, msg)) => skipped(code, msg),
+    }
+}
+
+/// Creates or updates one lead as Sync Leads does (`action`, `lookupField`), emitting the same
+/// New Lead / Change Data Value activities (with `source` as their source), whichever endpoint
+/// (sync, push, form fill, bulk import) wrote it.
+pub(crate) fn upsert(
+    db: &mut Db,
+    rec: &Map<String, Value>,
+    action: &str,
+    lookup: &str,
+    now: chrono::DateTime<chrono::Utc>,
+    source: &str,
+) -> Upserted {
+    if let Some(bad) = rec.keys().find(|k| db.field(k).is_none()) {
+        return Err(("1006", format!("Field '{bad}' not found")));
+    }
+    if action != "updateOnly" && (rec.contains_key("id") || lookup == "id") {
+        return Err(("1003", format!("Field 'id' is only allowed with updateOnly, not {action}")));
+    }
+    let mut fields = rec.clone();
+    fields.remove("id");
+    if action == "createDuplicate" {
+        return Ok((db.insert_lead(None, fields, now, now, source), "created"));
+    }
+    let Some(key) = rec.get(lookup).filter(|v| !v.is_null()) else {
+        return Err(("1003", format!("Value for lookup field '{lookup}' not specified")));
+    };
+    let found = if lookup == "id" {
+        key.as_i64().filter(|id| db.leads.contains_key(id)).into_iter().collect()
+    } else {
+        find(db, lookup, key)
+    };
+    match (found.as_slice(), action) {
+        ([_, _, ..], _) => Err(("1007", "Multiple lead match lookup criteria".into())),
+        ([_], "createOnly") => Err(("1005", "Lead already exists".into())),
+        ([id], _) => {
+            let id = *id;
+            db.update_lead(id, fields, now, source);
+            Ok((id, "updated"))
+        }
+        ([], "updateOnly") => Err(("1004", "Lead not found".into())),
+        ([], _) => Ok((db.insert_lead(None, fields, now, now, source), "created")),
+    }
 }
 
 pub(crate) fn delete(ctx: &Ctx<'_>) -> Reply {
@@ -289,23 +304,18 @@ pub(crate) fn merge(ctx: &Ctx<'_>, winner: &str) -> Reply {
     Reply::ok_void()
 }
 
-/// `GET /rest/v1/leads/partitions.json`: the emulator's instance has the one default partition.
-pub(crate) fn partitions(_ctx: &Ctx<'_>) -> Reply {
-    Reply::ok(vec![json!({"id": 1, "name": "Default", "description": "Initial system lead partition"})])
-}
-
 /// A lead field as `leads/schema/fields` describes it.
 fn schema_field(f: &fields::FieldDef) -> Value {
     let mut v = json!({
         "name": f.name,
         "displayName": f.display,
-        "description": "",
+        "description": f.meta.description,
         "dataType": f.data_type,
-        "isHidden": false,
-        "isHtmlEncodingInEmail": true,
-        "isSensitive": false,
-        "isCustom": false,
-        "isApiCreated": false,
+        "isHidden": f.meta.hidden,
+        "isHtmlEncodingInEmail": f.meta.html_encoding,
+        "isSensitive": f.meta.sensitive,
+        "isCustom": f.meta.custom,
+        "isApiCreated": f.meta.api_created,
     });
     if let (Some(len), Some(o)) = (f.length, v.as_object_mut()) {
         o.insert("length".into(), json!(len));
@@ -351,13 +361,17 @@ fn existing_lead(ctx: &Ctx<'_>, id: &str) -> Result<i64, Reply> {
 }
 
 /// `GET /rest/v1/leads/{leadId}/listMembership.json`, `programMembership.json`,
-/// `smartCampaignMembership.json`: the emulator keeps no lists, programs or campaigns, so every
-/// lead is a member of none (`batchSize` still validated).
-pub(crate) fn memberships(ctx: &Ctx<'_>, id: &str) -> Reply {
+/// `smartCampaignMembership.json`: the emulator keeps no lists or campaigns, so every lead is a
+/// member of none; its program memberships come from the program model (`batchSize` validated).
+pub(crate) fn memberships(ctx: &Ctx<'_>, id: &str, kind: &str) -> Reply {
     if let Err(e) = ctx.batch_size() {
         return e;
     }
     match existing_lead(ctx, id) {
+        Ok(id) if kind == "programMembership.json" => {
+            let db = ctx.shared.db();
+            Reply::ok(db.programs.iter().filter_map(|p| p.membership_of(id)).collect())
+        }
         Ok(_) => Reply::ok(Vec::new()),
         Err(e) => e,
     }
@@ -373,4 +387,144 @@ pub(crate) fn associate(ctx: &Ctx<'_>, id: &str) -> Reply {
         Ok(_) => Reply::ok(Vec::new()),
         Err(e) => e,
     }
+}
+
+/// Data types `leads/schema/fields.json` creates (the Swagger's `CreateLeadField.dataType`).
+const CREATABLE_TYPES: &[&str] = &[
+    "boolean", "currency", "date", "datetime", "email", "float", "integer", "percent", "phone", "score", "string",
+    "url",
+];
+
+/// Whether `name` is a valid field API name: starts with a letter, then letters, digits or `_`.
+fn valid_field_name(name: &str) -> bool {
+    let mut c = name.chars();
+    c.next().is_some_and(|f| f.is_ascii_alphabetic()) && c.all(|x| x.is_ascii_alphanumeric() || x == '_')
+}
+
+/// The `input` array of a schema-field request (1003 when absent or empty).
+fn schema_input(body: &Value) -> Result<&Vec<Value>, Reply> {
+    match body.get("input").and_then(Value::as_array) {
+        Some(a) if !a.is_empty() => Ok(a),
+        _ => Err(Reply::err("1003", "input cannot be blank")),
+    }
+}
+
+fn bool_of(rec: &Value, key: &str) -> Option<bool> {
+    rec.get(key).and_then(Value::as_bool)
+}
+
+/// `POST /rest/v1/leads/schema/fields.json`: creates custom lead fields (per record `created` or
+/// `skipped`); they then show in describe, describe2 and schema/fields and are readable and
+/// writable like standard fields (string, email and integer ones are also searchable).
+pub(crate) fn create_fields(ctx: &Ctx<'_>) -> Reply {
+    let body = match ctx.json() {
+        Ok(b) => b,
+        Err(e) => return e,
+    };
+    let input = match schema_input(&body) {
+        Ok(i) => i,
+        Err(e) => return e,
+    };
+    if input.len() > ctx.max_batch() {
+        return Reply::err("1003", format!("Batch size exceeded, max {}", ctx.max_batch()));
+    }
+    let mut db = ctx.shared.db();
+    let mut out = Vec::with_capacity(input.len());
+    for rec in input {
+        let text = |k: &str| rec.get(k).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty());
+        let (Some(name), Some(display), Some(data_type)) = (text("name"), text("displayName"), text("dataType")) else {
+            out.push(skipped("1003", "name, displayName and dataType are required"));
+            continue;
+        };
+        let named = |v: Value| {
+            let mut v = v;
+            if let Some(o) = v.as_object_mut() {
+                o.insert("name".into(), json!(name));
+            }
+            v
+        };
+        if !valid_field_name(name) {
+            out.push(named(skipped("1003", format!("Invalid field name '{name}'"))));
+            continue;
+        }
+        if !CREATABLE_TYPES.contains(&data_type) {
+            out.push(named(skipped("1003", format!("Invalid dataType '{data_type}'"))));
+            continue;
+        }
+        if db.fields.iter().any(|f| f.name.eq_ignore_ascii_case(name)) {
+            out.push(named(skipped("1003", format!("Field '{name}' already exists"))));
+            continue;
+        }
+        if db.fields.iter().any(|f| f.display.eq_ignore_ascii_case(display)) {
+            out.push(named(skipped("1003", format!("Display name '{display}' already exists"))));
+            continue;
+        }
+        let id = db.fields.iter().map(|f| f.id).max().unwrap_or(0).max(999) + 1;
+        db.fields.push(FieldDef {
+            id,
+            name: name.to_string(),
+            display: display.to_string(),
+            data_type: data_type.to_string(),
+            length: (data_type == "string").then_some(255),
+            updateable: true,
+            crm_managed: false,
+            searchable: matches!(data_type, "string" | "email" | "integer"),
+            meta: fields::FieldMeta {
+                description: text("description").unwrap_or("").to_string(),
+                hidden: bool_of(rec, "isHidden").unwrap_or(false),
+                html_encoding: bool_of(rec, "isHtmlEncodingInEmail").unwrap_or(true),
+                sensitive: bool_of(rec, "isSensitive").unwrap_or(false),
+                custom: true,
+                api_created: true,
+            },
+        });
+        out.push(json!({"name": name, "status": "created"}));
+    }
+    Reply::ok(out)
+}
+
+/// `POST /rest/v1/leads/schema/fields/{fieldApiName}.json`: updates one field's display name,
+/// description and flags (`input` holds exactly one item).
+pub(crate) fn update_field(ctx: &Ctx<'_>, name: &str) -> Reply {
+    let body = match ctx.json() {
+        Ok(b) => b,
+        Err(e) => return e,
+    };
+    let input = match schema_input(&body) {
+        Ok(i) => i,
+        Err(e) => return e,
+    };
+    let [rec] = input.as_slice() else {
+        return Reply::err("1003", "input must hold exactly one field");
+    };
+    let mut db = ctx.shared.db();
+    let Some(pos) = db.fields.iter().position(|f| f.name.eq_ignore_ascii_case(name)) else {
+        return Reply::err("1006", format!("Field '{name}' not found"));
+    };
+    let display = rec.get("displayName").and_then(Value::as_str).map(str::trim);
+    if display.is_some_and(str::is_empty) {
+        return Reply::err("1003", "displayName cannot be blank");
+    }
+    if let Some(d) = display
+        && db.fields.iter().enumerate().any(|(i, f)| i != pos && f.display.eq_ignore_ascii_case(d))
+    {
+        return Reply::err("1003", format!("Display name '{d}' already exists"));
+    }
+    let f = &mut db.fields[pos];
+    if let Some(d) = display {
+        f.display = d.to_string();
+    }
+    if let Some(d) = rec.get("description").and_then(Value::as_str) {
+        f.meta.description = d.to_string();
+    }
+    if let Some(b) = bool_of(rec, "isHidden") {
+        f.meta.hidden = b;
+    }
+    if let Some(b) = bool_of(rec, "isHtmlEncodingInEmail") {
+        f.meta.html_encoding = b;
+    }
+    if let Some(b) = bool_of(rec, "isSensitive") {
+        f.meta.sensitive = b;
+    }
+    Reply::ok(vec![json!({"name": f.name, "status": "updated"})])
 }

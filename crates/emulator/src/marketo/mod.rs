@@ -92,11 +92,13 @@
 mod activities;
 mod auth;
 mod bulk;
+mod bulk_import;
 mod custom_activities;
 mod envelope;
 mod fields;
 mod leads;
 mod limits;
+mod programs;
 mod server;
 mod state;
 

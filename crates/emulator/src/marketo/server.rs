@@ -23,7 +23,10 @@ use super::envelope::{Reply, is_uncounted};
 use super::limits::BusyModel;
 use super::limits::{Admit, InFlight, LimitState};
 use super::state::Db;
-use super::{MarketoCall, MarketoConfig, MarketoFault, Refusal, activities, bulk, custom_activities, fields, leads};
+use super::{
+    MarketoCall, MarketoConfig, MarketoFault, Refusal, activities, bulk, bulk_import, custom_activities, fields, leads,
+    programs,
+};
 use crate::faults::{FaultAction, FaultPlan};
 
 /// Locks a mutex, ignoring poisoning (state stays usable after a panicking test thread).
@@ -282,8 +285,14 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     if target_len > limits.max_uri_bytes {
         return finish(&shared, call, Reply::text(414, "Request-URI Too Long"), Transport::Normal);
     }
-    let body = match axum::body::to_bytes(body, limits.max_body_bytes.saturating_add(1)).await {
-        Ok(b) if b.len() <= limits.max_body_bytes => b,
+    // Bulk lead import takes files up to 10 MB: ten times the REST body limit (1 MB by default).
+    let max_body = if path == "/bulk/v1/leads.json" && method == "POST" {
+        limits.max_body_bytes.saturating_mul(10)
+    } else {
+        limits.max_body_bytes
+    };
+    let body = match axum::body::to_bytes(body, max_body.saturating_add(1)).await {
+        Ok(b) if b.len() <= max_body => b,
         _ => return finish(&shared, call, Reply::text(413, "Request Entity Too Large"), Transport::Normal),
     };
     let mut query = parts.uri.query().map(parse_form).unwrap_or_default();
@@ -581,18 +590,30 @@ fn dispatch(ctx: &Ctx<'_>) -> Reply {
         // (marketorestpython's `delete_lead` uses it).
         ["rest", "v1", "leads.json"] if m == "DELETE" => leads::delete(ctx),
         ["rest", "v1", "leads", id, "merge.json"] if post => leads::merge(ctx, id),
-        ["rest", "v1", "leads", "partitions.json"] if get => leads::partitions(ctx),
+        ["rest", "v1", "leads", "partitions.json"] if get => programs::partitions(ctx),
+        ["rest", "v1", "leads", "partitions.json"] if post => programs::update_partitions(ctx),
+        ["rest", "v1", "leads", "push.json"] if post => programs::push(ctx),
+        ["rest", "v1", "leads", "submitForm.json"] if post => programs::submit_form(ctx),
+        ["rest", "v1", "leads", "programs", id] if get && id.ends_with(".json") => {
+            programs::leads_by_program(ctx, id.trim_end_matches(".json"))
+        }
+        ["rest", "v1", "leads", "programs", id, "status.json"] if post => programs::change_status(ctx, id),
+        ["rest", "v1", "program" | "programs", "members", "describe.json"] if get => programs::describe_members(ctx),
         ["rest", "v1", "leads", "schema", "fields.json"] if get => leads::schema_fields(ctx),
+        ["rest", "v1", "leads", "schema", "fields.json"] if post => leads::create_fields(ctx),
         ["rest", "v1", "leads", "schema", "fields", name] if get && name.ends_with(".json") => {
             leads::schema_field_by_name(ctx, name.trim_end_matches(".json"))
+        }
+        ["rest", "v1", "leads", "schema", "fields", name] if post && name.ends_with(".json") => {
+            leads::update_field(ctx, name.trim_end_matches(".json"))
         }
         [
             "rest",
             "v1",
             "leads",
             id,
-            "listMembership.json" | "programMembership.json" | "smartCampaignMembership.json",
-        ] if get => leads::memberships(ctx, id),
+            kind @ ("listMembership.json" | "programMembership.json" | "smartCampaignMembership.json"),
+        ] if get => leads::memberships(ctx, id, kind),
         ["rest", "v1", "leads", id, "associate.json"] if post => leads::associate(ctx, id),
         ["rest", "v1", "activities", "pagingtoken.json"] if get => activities::paging_token(ctx),
         ["rest", "v1", "activities.json"] if get => activities::get_activities(ctx),
@@ -616,6 +637,13 @@ fn dispatch(ctx: &Ctx<'_>) -> Reply {
         ["rest", "v1", "stats", "usage", "last7days.json"] if get => stats(ctx, false, 7),
         ["rest", "v1", "stats", "errors.json"] if get => stats(ctx, true, 1),
         ["rest", "v1", "stats", "errors", "last7days.json"] if get => stats(ctx, true, 7),
+        ["bulk", "v1", "leads.json"] if post => bulk_import::create(ctx),
+        ["bulk", "v1", "leads", "batch", id] if get && id.ends_with(".json") => {
+            bulk_import::status(ctx, id.trim_end_matches(".json"))
+        }
+        ["bulk", "v1", "leads", "batch", id, kind @ ("failures.json" | "warnings.json")] if get => {
+            bulk_import::file(ctx, id, *kind == "warnings.json")
+        }
         ["bulk", "v1", kind @ ("leads" | "activities"), "export.json"] if get => bulk::list(ctx, kind),
         ["bulk", "v1", kind @ ("leads" | "activities"), "export", "create.json"] if post => bulk::create(ctx, kind),
         ["bulk", "v1", kind @ ("leads" | "activities"), "export", id, op @ ("enqueue.json" | "cancel.json")]
@@ -642,7 +670,21 @@ fn known_path(segs: &[&str]) -> bool {
         segs,
         ["rest", "v1", "leads.json" | "activities.json"]
             | ["rest", "v1", "lead", _]
-            | ["rest", "v1", "leads", "describe.json" | "describe2.json" | "delete.json" | "partitions.json"]
+            | [
+                "rest",
+                "v1",
+                "leads",
+                "describe.json"
+                    | "describe2.json"
+                    | "delete.json"
+                    | "partitions.json"
+                    | "push.json"
+                    | "submitForm.json"
+            ]
+            | ["rest", "v1", "leads", "programs", ..]
+            | ["rest", "v1", "program" | "programs", "members", "describe.json"]
+            | ["bulk", "v1", "leads.json"]
+            | ["bulk", "v1", "leads", "batch", ..]
             | ["rest", "v1", "leads", "schema", ..]
             | [
                 "rest",

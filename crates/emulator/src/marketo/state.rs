@@ -6,8 +6,10 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 
 use super::bulk::ExportJob;
+use super::bulk_import::ImportJob;
 use super::custom_activities::CustomType;
 use super::fields::FieldDef;
+use super::programs::{Form, Partition, Program};
 
 /// A lead record: REST field name → value (absent = null).
 pub(crate) type Lead = Map<String, Value>;
@@ -96,6 +98,15 @@ pub(crate) struct Db {
     /// (US-Central day, bytes exported that day).
     pub(crate) export_bytes: (chrono::NaiveDate, u64),
     pub(crate) fields: Vec<FieldDef>,
+    /// Programs with their status lists and members.
+    pub(crate) programs: Vec<Program>,
+    /// Forms `submitForm.json` accepts.
+    pub(crate) forms: Vec<Form>,
+    /// Lead partitions.
+    pub(crate) partitions: Vec<Partition>,
+    /// Bulk lead import batches.
+    pub(crate) imports: Vec<ImportJob>,
+    pub(crate) next_import_id: i64,
 }
 
 impl Db {
@@ -111,6 +122,11 @@ impl Db {
             jobs: Vec::new(),
             export_bytes: (chrono::NaiveDate::MIN, 0),
             fields,
+            programs: super::programs::seed_programs(),
+            forms: super::programs::seed_forms(),
+            partitions: super::programs::seed_partitions(),
+            imports: Vec::new(),
+            next_import_id: 1001,
         }
     }
 
@@ -127,7 +143,8 @@ impl Db {
         id
     }
 
-    fn activity(lead_id: i64, date: DateTime<Utc>, type_id: i64) -> Activity {
+    /// A new activity record (id assigned by [`Db::push_activity`]).
+    pub(crate) fn activity(lead_id: i64, date: DateTime<Utc>, type_id: i64) -> Activity {
         Activity {
             id: 0,
             lead_id,
@@ -141,7 +158,8 @@ impl Db {
         }
     }
 
-    fn display_name(lead: &Lead) -> String {
+    /// A lead's name as activities show it (first and last name, else email).
+    pub(crate) fn display_name(lead: &Lead) -> String {
         let part = |k: &str| lead.get(k).and_then(Value::as_str).unwrap_or("").to_string();
         let name = format!("{} {}", part("firstName"), part("lastName")).trim().to_string();
         if name.is_empty() { part("email") } else { name }
