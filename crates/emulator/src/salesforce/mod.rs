@@ -86,8 +86,11 @@
 //! - SOQL subset: field lists with one-level parent paths (`Who.Email`, `Owner.Name`), parent-child
 //!   subqueries (`(SELECT Id FROM Tasks)`), `COUNT()`, `WHERE` with `= != <> < > <= >= IN NOT IN
 //!   LIKE AND OR NOT ()`, `null`/`true`/`false`, string escapes (`\' \" \\ \n \r \t \b \f \% \_
-//!   \uXXXX`), date and datetime literals, `TODAY`, `YESTERDAY`, `TOMORROW`, `LAST_N_DAYS:n`,
-//!   `NEXT_N_DAYS:n`, `ORDER BY` (several keys, ASC/DESC, NULLS FIRST/LAST), `LIMIT`, `OFFSET`
+//!   \uXXXX`), date and datetime literals, relative date literals (`TODAY`, `YESTERDAY`,
+//!   `TOMORROW`, `THIS_`/`LAST_`/`NEXT_` + `WEEK`/`MONTH`/`QUARTER`/`YEAR`, `LAST_90_DAYS`,
+//!   `NEXT_90_DAYS`, `LAST_N_`/`NEXT_N_` + `DAYS`/`WEEKS`/`MONTHS`/`QUARTERS`/`YEARS` `:n`,
+//!   `N_DAYS_AGO:n` … `N_YEARS_AGO:n`, and the `…_FISCAL_…` forms; the org time zone is UTC,
+//!   weeks start on Sunday and the fiscal year is the calendar year), `ORDER BY` (several keys, ASC/DESC, NULLS FIRST/LAST), `LIMIT`, `OFFSET`
 //!   (≤2000). Text comparisons are case-insensitive. Errors: MALFORMED_QUERY, INVALID_FIELD,
 //!   INVALID_TYPE.
 //! - SOQL aggregates: `COUNT(f)`, `COUNT_DISTINCT(f)`, `MIN`, `MAX`, `SUM`, `AVG` (with optional

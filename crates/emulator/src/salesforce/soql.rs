@@ -733,22 +733,24 @@ impl Parser<'_> {
                 "NULL" => Lit::Null,
                 "TRUE" => Lit::Bool(true),
                 "FALSE" => Lit::Bool(false),
-                "TODAY" => Lit::Range(today, today + Duration::days(1)),
-                "YESTERDAY" => Lit::Range(today - Duration::days(1), today),
-                "TOMORROW" => Lit::Range(today + Duration::days(1), today + Duration::days(2)),
-                "LAST_N_DAYS" | "NEXT_N_DAYS" => {
-                    self.expect_sym(":")?;
-                    let n = self.count_arg()? as i64;
-                    if s.eq_ignore_ascii_case("LAST_N_DAYS") {
-                        Lit::Range(today - Duration::days(n), today + Duration::days(1))
-                    } else {
-                        Lit::Range(today + Duration::days(1), today + Duration::days(n + 1))
+                upper => match DateLit::parse(upper) {
+                    Some(dl) => {
+                        let n = if dl.takes_n() {
+                            self.expect_sym(":")?;
+                            i64::try_from(self.count_arg()?).unwrap_or(i64::MAX)
+                        } else {
+                            dl.fixed.unwrap_or(0)
+                        };
+                        let (s, e) = dl
+                            .range(today.date_naive(), n)
+                            .ok_or_else(|| malformed(format!("\n{}\nInvalid date literal: {upper}:{n}", self.src)))?;
+                        Lit::Range(midnight(s), midnight(e))
                     }
-                }
-                _ => {
-                    self.i -= 1;
-                    return Err(self.unexpected());
-                }
+                    None => {
+                        self.i -= 1;
+                        return Err(self.unexpected());
+                    }
+                },
             },
             Tok::Sym(_) => {
                 self.i -= 1;
@@ -756,6 +758,137 @@ impl Parser<'_> {
             }
         })
     }
+}
+
+/// The calendar unit of a date literal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unit {
+    Day,
+    Week,
+    Month,
+    Quarter,
+    Year,
+}
+
+/// Which period of a unit a date literal names, relative to the current one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rel {
+    This,
+    Last,
+    Next,
+    /// `LAST_N_…:n`: the n whole units before the current one (days: the n days before today,
+    /// and today).
+    LastN,
+    /// `NEXT_N_…:n`: the n whole units after the current one.
+    NextN,
+    /// `N_…_AGO:n`: the single unit n units before the current one.
+    Ago,
+}
+
+/// A relative date literal (`THIS_WEEK`, `LAST_N_MONTHS:3`, `N_DAYS_AGO:2`).
+///
+/// The emulated org's time zone is UTC and its locale starts weeks on Sunday (the default US
+/// locale); its fiscal year is the calendar year (the default), so the `…_FISCAL_…` literals equal
+/// their calendar twins.
+#[derive(Debug, Clone, Copy)]
+struct DateLit {
+    rel: Rel,
+    unit: Unit,
+    /// The `n` built into the name (`LAST_90_DAYS`).
+    fixed: Option<i64>,
+}
+
+impl DateLit {
+    fn parse(name: &str) -> Option<DateLit> {
+        let (rel, unit) = match name {
+            "TODAY" => (Rel::This, Unit::Day),
+            "YESTERDAY" => (Rel::Last, Unit::Day),
+            "TOMORROW" => (Rel::Next, Unit::Day),
+            "LAST_90_DAYS" => return Some(DateLit { rel: Rel::LastN, unit: Unit::Day, fixed: Some(90) }),
+            "NEXT_90_DAYS" => return Some(DateLit { rel: Rel::NextN, unit: Unit::Day, fixed: Some(90) }),
+            _ => {
+                let unit_of = |u: &str| match u.trim_start_matches("FISCAL_") {
+                    "DAY" | "DAYS" => Some(Unit::Day),
+                    "WEEK" | "WEEKS" => Some(Unit::Week),
+                    "MONTH" | "MONTHS" => Some(Unit::Month),
+                    "QUARTER" | "QUARTERS" => Some(Unit::Quarter),
+                    "YEAR" | "YEARS" => Some(Unit::Year),
+                    _ => None,
+                };
+                let plural = |u: &str| u.ends_with('S');
+                if let Some(u) = name.strip_prefix("LAST_N_").filter(|u| plural(u)) {
+                    (Rel::LastN, unit_of(u)?)
+                } else if let Some(u) = name.strip_prefix("NEXT_N_").filter(|u| plural(u)) {
+                    (Rel::NextN, unit_of(u)?)
+                } else if let Some(u) = name.strip_prefix("N_").and_then(|u| u.strip_suffix("_AGO")) {
+                    (Rel::Ago, unit_of(u).filter(|_| plural(u))?)
+                } else if let Some(u) = name.strip_prefix("THIS_").filter(|u| !plural(u)) {
+                    (Rel::This, unit_of(u).filter(|x| *x != Unit::Day)?)
+                } else if let Some(u) = name.strip_prefix("LAST_").filter(|u| !plural(u)) {
+                    (Rel::Last, unit_of(u).filter(|x| *x != Unit::Day)?)
+                } else if let Some(u) = name.strip_prefix("NEXT_").filter(|u| !plural(u)) {
+                    (Rel::Next, unit_of(u).filter(|x| *x != Unit::Day)?)
+                } else {
+                    return None;
+                }
+            }
+        };
+        Some(DateLit { rel, unit, fixed: None })
+    }
+
+    /// Whether the literal takes `:n`.
+    fn takes_n(self) -> bool {
+        self.fixed.is_none() && matches!(self.rel, Rel::LastN | Rel::NextN | Rel::Ago)
+    }
+
+    /// The literal's dates as [start, end), for `today` in the org's time zone.
+    fn range(self, today: NaiveDate, n: i64) -> Option<(NaiveDate, NaiveDate)> {
+        let start = unit_start(today, self.unit);
+        let at = |k: i64| shift(start, self.unit, k);
+        Some(match (self.rel, self.unit) {
+            (Rel::This, _) => (start, at(1)?),
+            (Rel::Last, _) => (at(-1)?, start),
+            (Rel::Next, _) => (at(1)?, at(2)?),
+            // LAST_N_DAYS:n includes today; the other units stop before the current one.
+            (Rel::LastN, Unit::Day) => (at(-n)?, at(1)?),
+            (Rel::LastN, _) => (at(-n)?, start),
+            (Rel::NextN, _) => (at(1)?, at(n + 1)?),
+            (Rel::Ago, _) => (at(-n)?, at(1 - n)?),
+        })
+    }
+}
+
+/// The first day of the unit that holds `d` (weeks start on Sunday; quarters in January, April,
+/// July and October).
+fn unit_start(d: NaiveDate, unit: Unit) -> NaiveDate {
+    use chrono::Datelike;
+    match unit {
+        Unit::Day => d,
+        Unit::Week => d - Duration::days(i64::from(d.weekday().num_days_from_sunday())),
+        Unit::Month => d.with_day(1).unwrap_or(d),
+        Unit::Quarter => NaiveDate::from_ymd_opt(d.year(), (d.month() - 1) / 3 * 3 + 1, 1).unwrap_or(d),
+        Unit::Year => NaiveDate::from_ymd_opt(d.year(), 1, 1).unwrap_or(d),
+    }
+}
+
+/// `d` moved by `k` units (`d` is the first day of a unit).
+fn shift(d: NaiveDate, unit: Unit, k: i64) -> Option<NaiveDate> {
+    let months = |m: i64| {
+        let abs = chrono::Months::new(u32::try_from(m.unsigned_abs()).ok()?);
+        if m >= 0 { d.checked_add_months(abs) } else { d.checked_sub_months(abs) }
+    };
+    match unit {
+        Unit::Day => d.checked_add_signed(Duration::try_days(k)?),
+        Unit::Week => d.checked_add_signed(Duration::try_days(k.checked_mul(7)?)?),
+        Unit::Month => months(k),
+        Unit::Quarter => months(k.checked_mul(3)?),
+        Unit::Year => months(k.checked_mul(12)?),
+    }
+}
+
+/// Midnight UTC of a date (the emulated org's time zone is UTC).
+fn midnight(d: NaiveDate) -> DateTime<Utc> {
+    d.and_time(chrono::NaiveTime::MIN).and_utc()
 }
 
 fn no_column(field: &str, obj: &str) -> E {
