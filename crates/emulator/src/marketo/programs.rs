@@ -564,6 +564,8 @@ pub(crate) fn describe_members(_ctx: &Ctx<'_>) -> Reply {
     Reply::ok(vec![json!({
         "name": "API Program Member",
         "description": "Map for API program member fields",
+        "createdAt": "2024-01-01T00:00:00Z",
+        "updatedAt": "2024-01-01T00:00:00Z",
         "dedupeFields": ["leadId", "programId"],
         "searchableFields": [["leadId"], ["programId"], ["progressionStatus"], ["registrationCode"]],
         "fields": fields,
