@@ -324,4 +324,131 @@ def _():
     check(isinstance(r, list), "usage {}".format(r))
 
 
+@F.flow("push_lead")
+def _():
+    e = "ci-{}-push@clients.example.com".format(RUN)
+    r = ex("push_lead", leads=[{"email": e, "firstName": "Pushed"}, {"id": 1004, "email": None}],
+           programName="Salesync Newsletter", lookupField="email", source="tests/clients", reason="CI push")
+    check(r[0]["status"] == "created" and isinstance(r[0]["id"], int), "push {}".format(r))
+    check(r[1]["status"] == "skipped", "a record with id and no email is not pushed: {}".format(r))
+    S["pushed"] = r[0]["id"]
+    r = ex("push_lead", leads=[{"email": e, "title": "Pushed " + RUN}], programName="Salesync Newsletter",
+           programStatus="Engaged")
+    check(r == [{"id": S["pushed"], "status": "updated"}], "second push {}".format(r))
+    got = ex("get_lead_by_id", id=S["pushed"], fields=["email", "title"])
+    check(got and got[0]["title"] == "Pushed " + RUN, "read back {}".format(got))
+    try:
+        ex("push_lead", leads=[{"email": e}], programName="No Such Program " + RUN)
+    except Exception as err:  # the client raises MarketoException with the error object
+        check("1013" in str(err), "unknown program: {}".format(err))
+    else:
+        check(False, "an unknown program was accepted")
+
+
+@F.flow("get_leads_by_program_id")
+def _():
+    r = ex("get_multiple_leads_by_program_id", programId=1002, fields=["email", "title"], batchSize=50)
+    mine = [x for x in r if x["id"] == S["pushed"]]
+    check(mine, "the pushed lead is not a member of program 1002: {}".format(r))
+    check(mine[0]["membership"]["progressionStatus"] == "Engaged", "membership {}".format(mine[0]))
+    check(mine[0]["membership"]["acquiredBy"] is True, "acquiredBy {}".format(mine[0]))
+
+
+@F.flow("change_lead_program_status")
+def _():
+    r = ex("change_lead_program_status", id=1001, leadIds=[1005, 1006], status="Registered")
+    check([x["status"] for x in r] == ["updated", "updated"], "change {}".format(r))
+    r = ex("change_lead_program_status", id=1001, leadIds=[1005], status="Attended")
+    check(r[0]["status"] == "updated", "attended {}".format(r))
+    members = {x["id"]: x["membership"] for x in ex("get_multiple_leads_by_program_id", programId=1001)}
+    check(members.get(1005, {}).get("progressionStatus") == "Attended" and members[1005]["reachedSuccess"],
+          "1005 membership {}".format(members.get(1005)))
+    check(members.get(1006, {}).get("progressionStatus") == "Registered", "1006 membership {}".format(members.get(1006)))
+    try:
+        ex("change_lead_program_status", id=1001, leadIds=[1005], status="Not A Status")
+    except Exception as err:
+        check("1003" in str(err), "invalid status: {}".format(err))
+    else:
+        check(False, "an invalid status was accepted")
+
+
+@F.flow("describe_program_member")
+def _():
+    r = ex("describe_program_member")
+    names = {f["name"] for f in r[0]["fields"]}
+    check({"leadId", "programId", "progressionStatus", "membershipDate"} <= names, "fields {}".format(sorted(names)))
+
+
+@F.flow("submit_form")
+def _():
+    e = "ci-{}-form@clients.example.com".format(RUN)
+    r = ex("submit_form", formId=1001, input={
+        "leadFormFields": {"email": e, "firstName": "Form", "company": "CI " + RUN},
+        "visitorData": {"pageURL": "https://clients.example.com/webinar", "leadClientIpAddress": "192.0.2.1",
+                        "userAgentString": "marketorestpython"}})
+    check(r[0]["status"] == "created", "submit {}".format(r))
+    lead_id = r[0]["id"]
+    acts = ex("get_lead_activities", activityTypeIds=["2"], sinceDatetime="2024-01-01T00:00:00Z",
+              leadIds=str(lead_id))
+    check(len(acts) == 1 and acts[0]["primaryAttributeValueId"] == 1001, "Fill Out Form activities {}".format(acts))
+    changes = []
+    for page in mc.get_lead_changes_yield(fields=["email"], leadIds=str(lead_id), batchSize=100,
+                                          sinceDatetime="2024-01-01T00:00:00Z", max_empty_more_results=3):
+        changes += page
+    check([a["activityTypeId"] for a in changes] == [12], "New Lead activity {}".format(changes))
+    try:
+        ex("submit_form", formId=424242, input={"leadFormFields": {"email": e}})
+    except Exception as err:
+        check("1013" in str(err), "unknown form: {}".format(err))
+    else:
+        check(False, "an unknown form was accepted")
+
+
+@F.flow("lead_partitions")
+def _():
+    parts = [p["name"] for p in ex("get_lead_partitions")]
+    check("Default" in parts and "EMEA" in parts, "partitions {}".format(parts))
+    r = ex("update_leads_partition", input=[{"id": 1007, "partitionName": "EMEA"}])
+    check(r == [{"id": 1007, "status": "updated"}], "move {}".format(r))
+    got = ex("get_lead_by_id", id=1007, fields=["leadPartitionId"])
+    check(got[0]["leadPartitionId"] == 2, "partition {}".format(got))
+
+
+@F.flow("bulk_lead_import")
+def _():
+    import os
+    import tempfile
+    good = "ci-{}-import@clients.example.com".format(RUN)
+    rows = "email,firstName,leadScore,title\n{},Imported,5,CI\nci-{}-bad@clients.example.com,Bad,lots,\n{},Long,,{}\n".format(
+        good, RUN, "ci-{}-long@clients.example.com".format(RUN), "T" * 300)
+    fd, path = tempfile.mkstemp(suffix=".csv")
+    with os.fdopen(fd, "w") as f:
+        f.write(rows)
+    try:
+        r = ex("import_lead", format="csv", file=path, lookupField="email")
+    finally:
+        os.unlink(path)
+    check(r and r[0]["status"] in ("Queued", "Importing", "Complete"), "import {}".format(r))
+    batch = r[0]["batchId"]
+    deadline = time.monotonic() + 60
+    while True:
+        st = ex("get_import_lead_status", id=batch)[0]
+        if st["status"] in ("Complete", "Failed"):
+            break
+        check(st["status"] in ("Queued", "Importing"), "status {}".format(st))
+        check(time.monotonic() < deadline, "import not finished in 60 s: {}".format(st))
+        time.sleep(1)
+    check(st["status"] == "Complete", "status {}".format(st))
+    check((st["numOfLeadsProcessed"], st["numOfRowsFailed"], st["numOfRowsWithWarning"]) == (2, 1, 1),
+          "counts {}".format(st))
+    failures = list(csv.DictReader(io.StringIO(ex("get_import_failure_file", id=batch))))
+    check(len(failures) == 1 and failures[0]["firstName"] == "Bad" and failures[0]["Import Failure Reason"],
+          "failures {}".format(failures))
+    warnings = list(csv.DictReader(io.StringIO(ex("get_import_warning_file", id=batch))))
+    check(len(warnings) == 1 and warnings[0]["firstName"] == "Long" and warnings[0]["Import Warning Reason"],
+          "warnings {}".format(warnings))
+    got = by_filter_long("email", [good], ["email", "firstName", "leadScore"])
+    check(got and got[0]["firstName"] == "Imported" and got[0]["leadScore"] == 5, "imported lead {}".format(got))
+
+
 F.run()
