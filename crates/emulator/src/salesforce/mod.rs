@@ -56,6 +56,26 @@
 //!   `composite/sobjects` (POST create, PATCH update, DELETE `?ids=`, ≤200, `allOrNone` with
 //!   ALL_OR_NONE_OPERATION_ROLLED_BACK), `composite/sobjects/{T}/{ExtField}` (PATCH upsert with
 //!   `created`), `sobjects/{T}/updated/` and `/deleted/`, `limits`.
+//! - Composite: `POST composite` (`allOrNone`, `collateSubrequests` accepted, ≤25
+//!   `compositeRequest` entries of `method`/`url`/`referenceId`/`body`/`httpHeaders`, each run
+//!   through the ordinary dispatch; `@{ref.path}` references such as `@{NewAccount.id}` or
+//!   `@{Q.records[0].Id}` resolved in URLs and bodies from earlier successful results, else 400
+//!   PROCESSING_HALTED `Invalid reference specified…`; results
+//!   `{"compositeResponse":[{"body","httpHeaders","httpStatusCode","referenceId"}]}` with a
+//!   `Location` header for creates). With `allOrNone` the first failure (a collection subrequest
+//!   with a failed record included) rolls every write back and every other entry answers 400
+//!   PROCESSING_HALTED `The transaction was rolled back since another operation in the same
+//!   transaction failed.`; collections inside run all-or-none. More than 25 subrequests answer
+//!   one entry with a null `referenceId` and LIMIT_EXCEEDED (`The request can’t contain more than
+//!   25 operations.`, as observed from the real API); a missing, duplicate (case-insensitive) or
+//!   malformed `referenceId` the same way with INVALID_INPUT. The series counts one API call.
+//!   `POST composite/batch` (≤25 `batchRequests` of `method`/`url` (`vNN.N/…`)/`richInput`,
+//!   `haltOnError` → 412 BATCH_PROCESSING_HALTED for the rest; `{"hasErrors","results":
+//!   [{"statusCode","result"}]}`) counts one call per subrequest. `POST composite/tree/{T}`
+//!   (records with `attributes.referenceId` and child relationship lists, ≤200 records) creates
+//!   all in one transaction: 201 `{"hasErrors":false,"results":[{"referenceId","id"}]}` or 400
+//!   with the failing record's errors and nothing kept. Subrequests may not be composite
+//!   requests or Bulk API jobs (INVALID_INPUT).
 //! - Bulk API 2.0 query jobs under `/services/data/vNN.N/jobs/query`: `POST` (JSON
 //!   `{"operation":"query"|"queryAll","query":…}`, optional `contentType` CSV, `columnDelimiter`
 //!   COMMA/TAB/PIPE/SEMICOLON/CARET/BACKQUOTE, `lineEnding` LF/CRLF) answers the job info (id
@@ -120,7 +140,7 @@
 //! - Session lifetime is absolute from issue, not an inactivity timeout.
 //! - Polymorphic parents (`Who`, `What`, `Owner`) render with the concrete type in `attributes`
 //!   (real orgs say `Name`); any field of any possible target may be selected.
-//! - No Bulk API 1.0, no `/composite` graph/batch, no Events, no sharing/permissions, no cascade
+//! - No Bulk API 1.0, no `/composite/graph`, no Events, no sharing/permissions, no cascade
 //!   deletes, no undelete, no per-app usage in `Sforce-Limit-Info`.
 //! - SOQL has no `GROUP BY ROLLUP`/`CUBE`, date functions (`CALENDAR_YEAR()`), `TYPEOF`,
 //!   `FIELDS()`, `WITH`/`FOR` clauses, and parent paths of at most five hops (`Account.Owner.Email`) (→ MALFORMED_QUERY or
@@ -142,6 +162,7 @@
 
 mod auth;
 mod bulk;
+mod composite;
 mod errors;
 mod ingest;
 mod rest;

@@ -18,7 +18,8 @@ fn method_not_allowed(method: &str, allowed: &str) -> Reply {
     Reply::err(E::new(405, "METHOD_NOT_ALLOWED", format!("HTTP Method '{method}' not allowed. Allowed are {allowed}")))
 }
 
-fn body_json(r: &Req<'_>) -> Result<Value, E> {
+/// The request body as JSON (JSON_PARSER_ERROR when empty or malformed).
+pub(crate) fn body_json(r: &Req<'_>) -> Result<Value, E> {
     if r.body.is_empty() {
         return Err(E::json_parser("No content to map due to end-of-input at [line:1, column:0]"));
     }
@@ -91,6 +92,19 @@ pub(crate) fn dispatch(sh: &Shared, st: &mut State, r: &Req<'_>) -> Reply {
             "PATCH" => upsert_one(sh, st, r, t, field, value),
             _ => return method_not_allowed(m, "GET,HEAD,PATCH"),
         },
+        ["composite"] => match m {
+            "GET" => Ok(composite_resources(r)),
+            "POST" => super::composite::composite(sh, st, r),
+            _ => return method_not_allowed(m, "GET,HEAD,POST"),
+        },
+        ["composite", "batch"] => match m {
+            "POST" => super::composite::batch(sh, st, r),
+            _ => return method_not_allowed(m, "POST"),
+        },
+        ["composite", "tree", t] => match m {
+            "POST" => super::composite::tree(sh, st, r, t),
+            _ => return method_not_allowed(m, "POST"),
+        },
         ["composite", "sobjects"] => match m {
             "POST" => collection_write(sh, st, r, false),
             "PATCH" => collection_write(sh, st, r, true),
@@ -127,6 +141,15 @@ fn resources(r: &Req<'_>) -> Reply {
     let mut m = Map::new();
     for k in ["sobjects", "query", "queryAll", "limits", "composite"] {
         m.insert(k.into(), Value::String(format!("/services/data/{v}/{k}")));
+    }
+    Reply::json(200, Value::Object(m))
+}
+
+fn composite_resources(r: &Req<'_>) -> Reply {
+    let v = &r.version;
+    let mut m = Map::new();
+    for k in ["batch", "tree", "sobjects"] {
+        m.insert(k.into(), Value::String(format!("/services/data/{v}/composite/{k}")));
     }
     Reply::json(200, Value::Object(m))
 }
@@ -388,7 +411,9 @@ fn rolled_back() -> Value {
     }]})
 }
 
-/// Runs per-record writes under an optional all-or-none journal.
+/// Runs per-record writes under an optional all-or-none journal. Inside an all-or-none composite
+/// request (a journal already open) the collection is all-or-none too, as Salesforce documents,
+/// and its writes join the composite's journal.
 fn run_collection(
     sh: &Shared,
     st: &mut State,
@@ -399,6 +424,8 @@ fn run_collection(
     fail: impl Fn(&E) -> Value,
 ) -> Reply {
     let cx = WriteCtx { schema: &sh.schema, now: r.now, user: &sh.user_id };
+    let outer = st.org.journal.take();
+    let all_or_none = all_or_none || outer.is_some();
     if all_or_none {
         st.org.journal = Some(Vec::new());
     }
@@ -412,8 +439,16 @@ fn run_collection(
         if let Some(j) = journal {
             st.org.rollback(j);
         }
+        st.org.journal = outer;
         results.into_iter().map(|x| x.err().unwrap_or_else(rolled_back)).collect()
     } else {
+        st.org.journal = match (outer, journal) {
+            (Some(mut o), Some(j)) => {
+                o.extend(j);
+                Some(o)
+            }
+            (o, _) => o,
+        };
         results.into_iter().map(|x| x.unwrap_or_else(|e| e)).collect()
     };
     Reply::json(200, Value::Array(out))

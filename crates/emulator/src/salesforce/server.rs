@@ -72,6 +72,13 @@ impl State {
         }
     }
 
+    /// Counts `n` more API calls at `now` (a composite batch counts each subrequest).
+    pub(crate) fn count_calls(&mut self, now: DateTime<Utc>, n: usize) {
+        for _ in 0..n {
+            self.usage.push_back(now);
+        }
+    }
+
     /// Calls in the rolling window.
     pub(crate) fn used(&mut self, now: DateTime<Utc>) -> u64 {
         self.prune_usage(now);
