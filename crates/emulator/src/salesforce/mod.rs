@@ -132,6 +132,12 @@
 //!   [`SalesforceConfig::long_running_threshold`] (only possible with latency or delay faults), new
 //!   ones get 403 REQUEST_LIMIT_EXCEEDED (`ConcurrentPerOrgLongTxn Limit exceeded.`). Every `/services/data` response carries
 //!   `Sforce-Limit-Info: api-usage=N/M`; `/limits` reports `DailyApiRequests` consistently.
+//! - Bad input: a request URI (path and query) longer than 16,384 bytes — the limit the REST API
+//!   error-code page gives for 414 — answers 414 `URI_TOO_LONG` before authentication and is not
+//!   counted (past ~64 KB the HTTP layer answers the 414 itself, with no body); a `POST`/`PATCH`/
+//!   `PUT` body whose `Content-Type` is not JSON (`application/json`, `…+json`; a missing one is
+//!   read as JSON; Bulk API 2.0 CSV uploads excepted) answers 415 `UNSUPPORTED_MEDIA_TYPE`;
+//!   malformed JSON answers 400 JSON_PARSER_ERROR on every resource.
 //! - Faults ([`SalesforceFault`] in a [`FaultPlan`]), consulted for every request (token endpoint
 //!   included) after authentication and the limit check: protocol errors, dropped connections
 //!   (headers, then a body stream that errors), delays, malformed bodies, apply-then-drop.
@@ -145,6 +151,9 @@
 //! - SOQL has no `GROUP BY ROLLUP`/`CUBE`, date functions (`CALENDAR_YEAR()`), `TYPEOF`,
 //!   `FIELDS()`, `WITH`/`FOR` clauses, and parent paths of at most five hops (`Account.Owner.Email`) (→ MALFORMED_QUERY or
 //!   INVALID_FIELD). Date literals against datetime fields are accepted (midnight UTC).
+//! - XML request bodies are refused with 415 (the real API accepts XML). The 414/415 error codes
+//!   (`URI_TOO_LONG`, `UNSUPPORTED_MEDIA_TYPE`) and the composite INVALID_INPUT refusals are
+//!   the emulator's choice where no source gives the real body.
 //! - Restricted picklists: Task Status, Priority, TaskSubtype, CallType and Type are validated
 //!   exactly (case-sensitive); Lead Status and Opportunity StageName are free text.
 //! - Collection-level request errors: more than 200 records → 400 EXCEEDED_ID_LIMIT; a record

@@ -38,10 +38,34 @@ fn obj<'s>(sh: &'s Shared, name: &str) -> Result<&'s ObjDef, E> {
     sh.schema.obj(name).ok_or_else(E::not_found)
 }
 
+/// The 415 answer for a request body that is not JSON. Only Bulk API 2.0 ingest uploads (CSV)
+/// take another type; a body without a `Content-Type` is read as JSON.
+fn unsupported_media_type(r: &Req<'_>, segs: &[&str]) -> Option<Reply> {
+    if r.body.is_empty() || !matches!(r.method, "POST" | "PATCH" | "PUT") {
+        return None;
+    }
+    if matches!(segs, ["jobs", "ingest", _, "batches"]) {
+        return None;
+    }
+    let ct = r.headers.get("content-type").map(|v| v.to_str().unwrap_or("?"))?;
+    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json")) {
+        return None;
+    }
+    Some(Reply::err(E::new(
+        415,
+        "UNSUPPORTED_MEDIA_TYPE",
+        format!("Content type '{ct}' is not supported for this resource; send application/json"),
+    )))
+}
+
 /// Routes one authenticated, counted data request.
 pub(crate) fn dispatch(sh: &Shared, st: &mut State, r: &Req<'_>) -> Reply {
     let segs: Vec<&str> = r.segs.iter().map(String::as_str).collect();
     let m = r.method;
+    if let Some(reply) = unsupported_media_type(r, &segs) {
+        return reply;
+    }
     let res = match segs.as_slice() {
         [] => match m {
             "GET" => Ok(resources(r)),

@@ -321,8 +321,28 @@ enum Transport {
     Malformed,
 }
 
+/// The longest request URI (path and query) Salesforce accepts, in bytes: longer ones get 414.
+pub(crate) const MAX_URI_BYTES: usize = 16_384;
+
 async fn handle(AxState(shared): AxState<Arc<Shared>>, req: Request) -> Response {
     let is_data = req.uri().path().starts_with("/services/data/");
+    let uri_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if uri_len > MAX_URI_BYTES {
+        let call = SalesforceCall {
+            at: shared.now(),
+            method: req.method().as_str().to_ascii_uppercase(),
+            path: req.uri().path().chars().take(200).collect(),
+            status: 0,
+            error_code: None,
+            fault: None,
+        };
+        let e = E::new(
+            414,
+            "URI_TOO_LONG",
+            format!("The length of the URI exceeds the {MAX_URI_BYTES} byte limit ({uri_len} bytes)"),
+        );
+        return finish(&shared, call, Reply::err(e), Transport::Normal, false);
+    }
     let (_running, long_running) = shared.start_request(is_data);
     if let Some(l) = shared.config.latency {
         tokio::time::sleep(l).await;
