@@ -8,9 +8,9 @@ only plumbing is the base URL: the client is handed a requests.Session (its docu
 argument) that sends https://<domain>.salesforce.com to the emulator and https://<emulator host>
 as http://. Every call below is the client's own public API.
 
-Not a flow here: the composite *request* API (POST /composite with subrequests): simple-salesforce
-has no method for it. sObject Collections (/composite/sobjects) go through the client's generic
-`restful` call.
+simple-salesforce has no dedicated method for the composite resources: sObject Collections
+(/composite/sobjects), the composite request (/composite) and composite batch (/composite/batch)
+go through the client's generic `restful` call, as its users do.
 """
 
 import csv
@@ -202,6 +202,112 @@ def _():
     check([x["Id"] for x in got] == ids, "retrieve collection {}".format(got))
     r = sf.restful("composite/sobjects", method="DELETE", params={"ids": ",".join(ids), "allOrNone": "false"})
     check(all(x["success"] for x in r), "delete collection {}".format(r))
+
+
+@F.flow("aggregate_group_by_query")
+def _():
+    total = sf.query("SELECT COUNT() FROM Contact")["totalSize"]
+    r = sf.query("SELECT LeadSource, COUNT(Id) n, COUNT(Email), MAX(LastModifiedDate) FROM Contact GROUP BY LeadSource")
+    recs = r["records"]
+    check(r["done"] is True and "nextRecordsUrl" not in r and r["totalSize"] == len(recs) > 0, "answer {}".format(r))
+    check(all(x["attributes"] == {"type": "AggregateResult"} for x in recs), "attributes {}".format(recs[:1]))
+    check(all({"LeadSource", "n", "expr0", "expr1"} <= set(x) for x in recs), "columns {}".format(recs[:1]))
+    check(sum(x["n"] for x in recs) == total, "groups add up to {} of {} contacts".format(sum(x["n"] for x in recs), total))
+    check(all(isinstance(x["n"], int) and x["expr0"] <= x["n"] for x in recs), "counts {}".format(recs[:3]))
+    g = max(recs, key=lambda x: x["n"])
+    where = "LeadSource = null" if g["LeadSource"] is None else "LeadSource = '{}'".format(g["LeadSource"].replace("'", "\\'"))
+    one = sf.query("SELECT COUNT() FROM Contact WHERE " + where)["totalSize"]
+    check(one == g["n"], "group {!r}: {} in the group, {} by COUNT()".format(g["LeadSource"], g["n"], one))
+    big = sf.query("SELECT LeadSource, COUNT(Id) FROM Contact GROUP BY LeadSource HAVING COUNT(Id) > 1 ORDER BY COUNT(Id) DESC")
+    counts = [x["expr0"] for x in big["records"]]
+    check(counts == sorted(counts, reverse=True) and all(c > 1 for c in counts), "HAVING / ORDER BY {}".format(counts))
+    try:
+        sf.query("SELECT LeadSource, Email, COUNT(Id) FROM Contact GROUP BY LeadSource")
+    except SalesforceMalformedRequest as e:
+        check(e.content[0]["errorCode"] == "MALFORMED_QUERY", "error {}".format(e.content))
+    else:
+        raise AssertionError("a field neither grouped nor aggregated was accepted")
+
+
+@F.flow("date_literal_query")
+def _():
+    name = "CI dates " + RUN
+    cid = sf.Contact.create({"LastName": name})["id"]
+    q = "SELECT Id FROM Contact WHERE LastName = '{}' AND CreatedDate = {}"
+    for lit in ["TODAY", "THIS_WEEK", "THIS_MONTH", "THIS_QUARTER", "THIS_YEAR", "LAST_N_DAYS:1", "LAST_90_DAYS"]:
+        r = sf.query(q.format(name, lit))
+        check([x["Id"] for x in r["records"]] == [cid], "{}: {}".format(lit, r["records"]))
+    for lit in ["LAST_WEEK", "NEXT_WEEK", "LAST_MONTH", "LAST_YEAR", "N_DAYS_AGO:2", "LAST_N_WEEKS:4", "NEXT_N_MONTHS:2"]:
+        r = sf.query(q.format(name, lit))
+        check(r["totalSize"] == 0, "{} matched the contact created now".format(lit))
+    # A date field splits into before / in / after any literal's range.
+    parts = [sf.query("SELECT COUNT() FROM Opportunity WHERE CloseDate {} THIS_YEAR".format(op))["totalSize"]
+             for op in ("<", "=", ">")]
+    every = sf.query("SELECT COUNT() FROM Opportunity")["totalSize"]
+    check(sum(parts) == every > 0, "CloseDate before/in/after THIS_YEAR {} of {}".format(parts, every))
+    try:
+        sf.query("SELECT Id FROM Contact WHERE CreatedDate = THIS_DECADE")
+    except SalesforceMalformedRequest:
+        pass
+    else:
+        raise AssertionError("an unknown date literal was accepted")
+    sf.Contact.delete(cid)
+
+
+@F.flow("composite_request_via_restful")
+def _():
+    v = "/services/data/v{}".format(sf.sf_version)
+    body = {"allOrNone": True, "compositeRequest": [
+        {"method": "POST", "url": v + "/sobjects/Account", "referenceId": "NewAccount",
+         "body": {"Name": "CI composite " + RUN}},
+        {"method": "POST", "url": v + "/sobjects/Contact", "referenceId": "NewContact",
+         "body": {"LastName": "CI composite " + RUN, "AccountId": "@{NewAccount.id}"}},
+        {"method": "GET", "referenceId": "ByAccount",
+         # the reference stays literal in the URL (Salesforce resolves @{...} before decoding it)
+         "url": v + "/query?q=" + urllib.parse.quote("SELECT Id, AccountId FROM Contact WHERE AccountId = '@{NewAccount.id}'",
+                                                     safe="@{}.'")},
+        {"method": "PATCH", "url": v + "/sobjects/Contact/@{ByAccount.records[0].Id}", "referenceId": "Title",
+         "body": {"Title": "Composite"}},
+    ]}
+    r = sf.restful("composite", method="POST", json=body)["compositeResponse"]
+    check([x["httpStatusCode"] for x in r] == [201, 201, 200, 204], "statuses {}".format(r))
+    check([x["referenceId"] for x in r] == ["NewAccount", "NewContact", "ByAccount", "Title"], "referenceIds {}".format(r))
+    acct, contact = r[0]["body"]["id"], r[1]["body"]["id"]
+    check(r[2]["body"]["records"][0]["Id"] == contact, "query by reference {}".format(r[2]["body"]))
+    got = sf.Contact.get(contact)
+    check(got["AccountId"] == acct and got["Title"] == "Composite", "contact {}".format(got))
+    # allOrNone: one failure rolls the series back and halts the others.
+    body = {"allOrNone": True, "compositeRequest": [
+        {"method": "POST", "url": v + "/sobjects/Account", "referenceId": "A", "body": {"Name": "CI rolled back " + RUN}},
+        {"method": "POST", "url": v + "/sobjects/Contact", "referenceId": "C", "body": {"AccountId": "@{A.id}"}},
+    ]}
+    r = sf.restful("composite", method="POST", json=body)["compositeResponse"]
+    check(r[0]["httpStatusCode"] == 400 and r[0]["body"][0]["errorCode"] == "PROCESSING_HALTED", "halted {}".format(r[0]))
+    check(r[1]["body"][0]["errorCode"] == "REQUIRED_FIELD_MISSING", "failure {}".format(r[1]))
+    left = sf.query("SELECT COUNT() FROM Account WHERE Name = 'CI rolled back {}'".format(RUN))["totalSize"]
+    check(left == 0, "{} rolled-back accounts remain".format(left))
+
+
+@F.flow("composite_batch_via_restful")
+def _():
+    v = "v{}".format(sf.sf_version)
+    acct = sf.Account.create({"Name": "CI batch " + RUN})["id"]
+    body = {"haltOnError": False, "batchRequests": [
+        {"method": "PATCH", "url": v + "/sobjects/Account/" + acct, "richInput": {"Name": "CI batch renamed " + RUN}},
+        {"method": "GET", "url": v + "/sobjects/Account/" + acct + "?fields=Name"},
+        {"method": "GET", "url": v + "/query?q=" + urllib.parse.quote("SELECT COUNT() FROM Account WHERE Id = '{}'".format(acct))},
+        {"method": "GET", "url": v + "/sobjects/Account/001000000000000AAA"},
+    ]}
+    before = sf.limits()["DailyApiRequests"]["Remaining"]
+    r = sf.restful("composite/batch", method="POST", json=body)
+    check(r["hasErrors"] is True, "hasErrors {}".format(r))
+    check([x["statusCode"] for x in r["results"]] == [204, 200, 200, 404], "statuses {}".format(r["results"]))
+    check(r["results"][1]["result"]["Name"] == "CI batch renamed " + RUN, "read back {}".format(r["results"][1]))
+    check(r["results"][2]["result"]["totalSize"] == 1, "query {}".format(r["results"][2]))
+    after = sf.limits()["DailyApiRequests"]["Remaining"]
+    # the batch's four subrequests and the second limits call
+    check(before - after == 5, "the batch used {} calls".format(before - after - 1))
+    sf.Account.delete(acct)
 
 
 @F.flow("limits")
