@@ -487,7 +487,7 @@ impl MarketoClient {
                     }
                     tracing::info!(op = req.op, code = %code, "Marketo access token rejected; re-authenticating");
                     reauths += 1;
-                    self.inner.tokens.invalidate(token.generation).await;
+                    self.inner.tokens.invalidate(&token).await;
                     attempt -= 1;
                 }
                 Action::Retry(kind) => {

@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
@@ -75,10 +75,15 @@ impl TokenCache {
         Ok(token)
     }
 
-    /// Forgets the token of this generation (a newer one, fetched meanwhile, stays).
-    pub(crate) async fn invalidate(&self, generation: u64) {
+    /// Forgets the rejected token: the cached one if it is that generation or the same value.
+    ///
+    /// A newer token fetched meanwhile stays, unless Marketo handed the rejected value back
+    /// (it re-issues a token until it expires): retrying with it would only be rejected again.
+    pub(crate) async fn invalidate(&self, rejected: &Token) {
         let mut st = self.state.lock().await;
-        if st.as_ref().is_some_and(|c| c.token.generation == generation) {
+        if st.as_ref().is_some_and(|c| {
+            c.token.generation == rejected.generation || c.token.value.expose_secret() == rejected.value.expose_secret()
+        }) {
             *st = None;
         }
     }
@@ -88,8 +93,6 @@ impl TokenCache {
 mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use secrecy::ExposeSecret;
 
     use super::*;
 
@@ -132,14 +135,33 @@ mod tests {
         let cache = TokenCache::new(Duration::from_secs(60));
         let f = fetcher(calls.clone(), 3600);
         let a = cache.get(&f).await.unwrap();
-        cache.invalidate(a.generation).await;
+        cache.invalidate(&a).await;
         let b = cache.get(&f).await.unwrap();
         assert_ne!(a.generation, b.generation);
         // A late invalidation of the old generation keeps the new token.
-        cache.invalidate(a.generation).await;
+        cache.invalidate(&a).await;
         let c = cache.get(&f).await.unwrap();
         assert_eq!(b.generation, c.generation);
         assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    /// Regression (chaos, short tokens): a token re-fetched in its last second came back as the
+    /// same value under a new generation; a request rejected with it (601) invalidated only its
+    /// own generation, retried with the very same value and failed as "reconnect required".
+    #[tokio::test(start_paused = true)]
+    async fn invalidate_the_same_value_under_a_newer_generation() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let cache = TokenCache::new(Duration::from_secs(60));
+        let same = || std::future::ready(Ok((SecretString::from("tok-same".to_string()), Duration::from_secs(1))));
+        let a = cache.get(same).await.unwrap();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let b = cache.get(same).await.unwrap();
+        assert_ne!(a.generation, b.generation);
+        cache.invalidate(&a).await;
+        let f = fetcher(calls.clone(), 3600);
+        let c = cache.get(&f).await.unwrap();
+        assert_eq!(c.value.expose_secret(), "tok-0", "the rejected value is not handed out again");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
     #[test]
