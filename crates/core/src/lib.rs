@@ -13,6 +13,8 @@
 //! - [`delivery`]: pure outbound rules (custom activity types, Task plans, subject templates,
 //!   reminder conflict resolution).
 //! - [`ports`]: `MarketoApi`, `SalesforceApi`, `Store` (mockable with the `mock` feature).
+//! - [`salesforce_codes`]: the one table of Salesforce error codes (diagnostics category and
+//!   remedy) that the Salesforce connector and delivery both decide by.
 //! - [`bulk_csv`]: the one bulk export CSV record reader (incremental, fed byte chunks), which
 //!   the Marketo connector and the engine both read export files with.
 #![warn(missing_docs)]
@@ -28,6 +30,7 @@ pub mod mapping;
 pub mod mirror;
 pub mod person;
 pub mod ports;
+pub mod salesforce_codes;
 pub mod sfid;
 
 pub use clock::{Clock, ManualClock, SystemClock};

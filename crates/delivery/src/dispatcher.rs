@@ -12,6 +12,7 @@ use salesync_core::ports::salesforce::SalesforceApi;
 use salesync_core::ports::store::{
     NewOutboxItem, OutboxCounts, OutboxItem, OutboxPayload, OutboxState, Recording, Store, Target,
 };
+use salesync_core::salesforce_codes::{Category, lookup};
 use salesync_core::{Error, Result, Service};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, OnceCell, broadcast};
@@ -713,9 +714,7 @@ impl Inner {
                 self.pause(target, resets_at.unwrap_or_else(|| self.now() + chrono::Duration::hours(1)))
             }
             Error::Rejected { code, message, .. }
-                if target == Target::Salesforce
-                    && crate::events::classify_salesforce(code, message)
-                        == crate::events::FailureCategory::Authentication =>
+                if target == Target::Salesforce && lookup(code, message).category == Category::Authentication =>
             {
                 self.stop_for_reconnect(target, &format!("{code}: {message}"))
             }
@@ -770,9 +769,8 @@ impl Inner {
                 }
             }
             Error::Rejected { code, message, .. } if target == Target::Salesforce => {
-                let category = crate::events::classify_salesforce(code, message);
                 for i in items {
-                    self.salesforce_record_failure(fin, i, category, code, message);
+                    self.salesforce_record_failure(fin, i, code, message);
                 }
             }
             _ => {
@@ -783,24 +781,25 @@ impl Inner {
         }
     }
 
-    /// Applies one Salesforce per-record (or whole-call) failure by its diagnostics category.
+    /// Applies one Salesforce per-record (or whole-call) failure by its code's entry in the
+    /// Salesforce code table: Authentication stops delivery for a reconnect, what may pass later
+    /// is retried with a backoff, the rest is parked under its diagnostics category.
     pub(crate) fn salesforce_record_failure(
         &self,
         fin: &mut Finisher<'_>,
         item: &OutboxItem,
-        category: crate::events::FailureCategory,
         code: &str,
         message: &str,
     ) {
-        use crate::events::FailureCategory as C;
+        let info = lookup(code, message);
         let raw = format!("{code}: {message}");
-        match category {
-            C::Authentication => {
-                self.stop_for_reconnect(Target::Salesforce, &raw);
-                fin.release(item, &raw, fin.now, false);
-            }
-            C::Intermittent => fin.backoff(item, &raw, false),
-            C::AccessValidation | C::Other => fin.park(item, format!("[{}] {raw}", category.label())),
+        if info.category == Category::Authentication {
+            self.stop_for_reconnect(Target::Salesforce, &raw);
+            fin.release(item, &raw, fin.now, false);
+        } else if info.retried() {
+            fin.backoff(item, &raw, false);
+        } else {
+            fin.park(item, format!("[{}] {raw}", info.category.label()));
         }
     }
 

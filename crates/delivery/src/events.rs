@@ -1,5 +1,4 @@
-//! What the dispatcher reports: events, round reports, target states and the Salesforce
-//! failure categories.
+//! What the dispatcher reports: events, round reports and target states.
 
 use chrono::{DateTime, Utc};
 use salesync_core::ports::store::Target;
@@ -132,102 +131,5 @@ impl DeliveryReport {
     pub fn more_due(&self, marketo_batch: u32, salesforce_batch: u32) -> bool {
         (self.marketo.claimed > 0 && self.marketo.claimed >= marketo_batch)
             || (self.salesforce.claimed > 0 && self.salesforce.claimed >= salesforce_batch)
-    }
-}
-
-/// How a Salesforce write failure is handled, following the product's diagnostics categories.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FailureCategory {
-    /// Credentials: stop Salesforce delivery and ask for a reconnect.
-    Authentication,
-    /// Temporary: retried automatically with backoff.
-    Intermittent,
-    /// The org refuses (permissions, validation rules, required fields): parked for an admin,
-    /// who retries after fixing the org.
-    AccessValidation,
-    /// Anything else: parked with the raw error.
-    Other,
-}
-
-impl FailureCategory {
-    /// A short label used as the prefix of parked errors.
-    pub fn label(self) -> &'static str {
-        match self {
-            FailureCategory::Authentication => "authentication",
-            FailureCategory::Intermittent => "intermittent",
-            FailureCategory::AccessValidation => "access/validation",
-            FailureCategory::Other => "other",
-        }
-    }
-}
-
-/// Classifies a raw Salesforce error code (and message) like the product's diagnostics page.
-///
-/// `CANNOT_UPDATE_CONVERTED_LEAD` is treated as intermittent: the next attempt re-checks the
-/// lead's conversion and writes to the contact instead.
-pub fn classify_salesforce(code: &str, message: &str) -> FailureCategory {
-    let code = code.trim().to_ascii_uppercase();
-    match code.as_str() {
-        "AUTHENTICATION_FAILURE"
-        | "EXPIRED_ACCESS"
-        | "INACTIVE_ORGANIZATION"
-        | "INACTIVE_USER"
-        | "INVALID_GRANT"
-        | "INVALID_SESSION_ID"
-        | "INVALID_AUTH_HEADER" => FailureCategory::Authentication,
-        "FAILED_WRITE"
-        | "INSERT_UPDATE_DELETE_NOT_ALLOWED_DURING_MAINTENANCE"
-        | "QUERY_TIMEOUT"
-        | "REQUEST_LIMIT_EXCEEDED"
-        | "SERVER_UNAVAILABLE"
-        | "UNABLE_TO_LOCK_ROW"
-        | "ALL_OR_NONE_OPERATION_ROLLED_BACK"
-        | "CANNOT_UPDATE_CONVERTED_LEAD"
-        | "503"
-        | "500"
-        | "502"
-        | "504" => FailureCategory::Intermittent,
-        "INVALID_FIELD" if message.to_ascii_lowercase().contains("timeout") => FailureCategory::Intermittent,
-        "API_CURRENTLY_DISABLED"
-        | "API_DISABLED_FOR_ORG"
-        | "CANNOT_INSERT_UPDATE_ACTIVATE_ENTITY"
-        | "ENTITY_IS_LOCKED"
-        | "FIELD_CUSTOM_VALIDATION_EXCEPTION"
-        | "FIELD_FILTER_VALIDATION_EXCEPTION"
-        | "FIELD_INTEGRITY_EXCEPTION"
-        | "INSUFFICIENT_ACCESS_ON_CROSS_REFERENCE_ENTITY"
-        | "INSUFFICIENT_ACCESS_OR_READONLY"
-        | "INSUFFICIENT_ACCESS"
-        | "INVALID_FIELD_FOR_INSERT_UPDATE"
-        | "INVALID_FIELD"
-        | "INVALID_TYPE"
-        | "INVALID_CROSS_REFERENCE_KEY"
-        | "REQUIRED_FIELD_MISSING"
-        | "TXN_SECURITY_NO_ACCESS"
-        | "STRING_TOO_LONG"
-        | "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST" => FailureCategory::AccessValidation,
-        _ => FailureCategory::Other,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn diagnostics_categories() {
-        use FailureCategory as C;
-        assert_eq!(classify_salesforce("INVALID_GRANT", ""), C::Authentication);
-        assert_eq!(classify_salesforce("UNABLE_TO_LOCK_ROW", ""), C::Intermittent);
-        assert_eq!(classify_salesforce("SERVER_UNAVAILABLE", ""), C::Intermittent);
-        assert_eq!(classify_salesforce("QUERY_TIMEOUT", ""), C::Intermittent);
-        assert_eq!(classify_salesforce("INVALID_FIELD", "Net::ReadTimeout"), C::Intermittent);
-        assert_eq!(classify_salesforce("INVALID_FIELD", "No such column"), C::AccessValidation);
-        assert_eq!(classify_salesforce("REQUIRED_FIELD_MISSING", ""), C::AccessValidation);
-        assert_eq!(classify_salesforce("insufficient_access_or_readonly", ""), C::AccessValidation);
-        assert_eq!(classify_salesforce("FIELD_CUSTOM_VALIDATION_EXCEPTION", ""), C::AccessValidation);
-        assert_eq!(classify_salesforce("INVALID_FIELD_FOR_INSERT_UPDATE", ""), C::AccessValidation);
-        assert_eq!(classify_salesforce("UNKNOWN_EXCEPTION", ""), C::Other);
     }
 }

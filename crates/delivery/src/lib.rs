@@ -39,7 +39,7 @@
 //!   **parked** with its raw error. Permanent failures park at once: Marketo per-record
 //!   rejections (1004 "lead not found" included) and Salesforce access/validation errors
 //!   (REQUIRED_FIELD_MISSING, INSUFFICIENT_ACCESS…, FIELD_CUSTOM_VALIDATION_EXCEPTION, …; see
-//!   [`classify_salesforce`]). An admin retries parked items with [`Dispatcher::retry_parked`].
+//!   see [`salesforce_codes`](salesync_core::salesforce_codes)). An admin retries parked items with [`Dispatcher::retry_parked`].
 //! - **Quotas.** Marketo's daily quota (607) pauses Marketo delivery until it resets (midnight US
 //!   Central, the time the connector reports); Salesforce's (REQUEST_LIMIT_EXCEEDED) pauses
 //!   Salesforce delivery, and so does a daily allocation left (from `Sforce-Limit-Info`) below
@@ -111,9 +111,7 @@ pub use dispatcher::{
     CanEmail, Dispatcher, DispatcherBuilder, MAX_REMINDER_DETAILS_CHARS, MAX_REMINDER_SUBJECT_CHARS, NewReminder,
     Recorded, ReminderChanges,
 };
-pub use events::{
-    DeliveryEvent, DeliveryReport, FailureCategory, InboundReport, TargetReport, TargetStatus, classify_salesforce,
-};
+pub use events::{DeliveryEvent, DeliveryReport, InboundReport, TargetReport, TargetStatus};
 pub use inbound::{OPT_OUT_LEASE, REMINDER_LEASE, imported_reminder_id};
 pub use marketo::{LEAD_NOT_FOUND, salesync_activity_id};
 pub use salesforce::pick_email_match;

@@ -11,7 +11,7 @@ use salesync_core::ports::store::{OutboxItem, OutboxPayload, Target};
 use salesync_core::{Error, OpportunityRef, Person, Result, SalesforceId, SalesforceObject, SalesforceType};
 
 use crate::dispatcher::Inner;
-use crate::events::{TargetReport, classify_salesforce};
+use crate::events::TargetReport;
 use crate::finish::Finisher;
 
 /// Codes meaning the Task is already gone.
@@ -407,8 +407,7 @@ impl Inner {
                                 fin.delivered(u.item, id.clone());
                             }
                             Some(RecordOutcome::Rejected { code, message }) => {
-                                let cat = classify_salesforce(code, message);
-                                self.salesforce_record_failure(fin, u.item, cat, code, message);
+                                self.salesforce_record_failure(fin, u.item, code, message);
                             }
                             None => fin.backoff(u.item, "Salesforce returned no result for this Task", false),
                         }
@@ -431,8 +430,7 @@ impl Inner {
                                 fin.skip(u.item, "the Salesforce Task was deleted in Salesforce")
                             }
                             Some(RecordOutcome::Rejected { code, message }) => {
-                                let cat = classify_salesforce(code, message);
-                                self.salesforce_record_failure(fin, u.item, cat, code, message);
+                                self.salesforce_record_failure(fin, u.item, code, message);
                             }
                             None => fin.backoff(u.item, "Salesforce returned no result for this Task", false),
                         }
@@ -464,8 +462,7 @@ impl Inner {
                         match outcomes.get(i) {
                             Some(RecordOutcome::Written { .. }) => fin.delivered(o.item, o.who.to_string()),
                             Some(RecordOutcome::Rejected { code, message }) => {
-                                let cat = classify_salesforce(code, message);
-                                self.salesforce_record_failure(fin, o.item, cat, code, message);
+                                self.salesforce_record_failure(fin, o.item, code, message);
                             }
                             None => fin.backoff(o.item, "Salesforce returned no result for this record", false),
                         }

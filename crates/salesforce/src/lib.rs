@@ -21,9 +21,7 @@ pub use config::{
     ConfigKey, DEFAULT_API_VERSION, DEFAULT_MAX_BODY_BYTES, DEFAULT_QUERY_BATCH_SIZE, DEFAULT_TASK_EXTERNAL_ID_FIELD,
     DEFAULT_TIMEOUT, RetryConfig, SalesforceClientBuilder,
 };
-pub use error::{
-    ApiError, Disposition, ErrorCategory, categorize, classify, is_concurrency_limit, record_error_is_intermittent,
-};
+pub use error::{ApiError, Disposition, classify};
 pub use limits::{LIMIT_INFO_HEADER, LimitInfo, PerAppUsage, parse_limit_info};
 pub use ops::{CREATE_ONLY_FIELDS, MAX_BATCH, TASK_FIELDS, parse_datetime};
 pub use soql::{Condition, LikeMatch, Literal, Soql, SoqlError};

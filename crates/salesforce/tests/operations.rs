@@ -9,8 +9,9 @@ use futures::TryStreamExt;
 use salesync_core::SalesforceId;
 use salesync_core::ports::marketo::RecordOutcome;
 use salesync_core::ports::salesforce::{SalesforceApi, TaskWrite};
+use salesync_core::salesforce_codes::{Category, lookup};
 use salesync_emulator::salesforce::SalesforceConfig;
-use salesync_salesforce::{ErrorCategory, Soql, categorize};
+use salesync_salesforce::Soql;
 use serde_json::json;
 
 fn sid(s: &str) -> SalesforceId {
@@ -96,7 +97,7 @@ async fn upsert_reports_partial_failures_per_record_in_order() {
         match o {
             RecordOutcome::Rejected { code, message } => {
                 assert!(!code.is_empty() && !message.is_empty(), "{code} {message}");
-                assert_eq!(categorize(code, message), ErrorCategory::AccessValidation, "{code}");
+                assert_eq!(lookup(code, message).category, Category::AccessValidation, "{code}");
             }
             other => panic!("expected a rejection, got {other:?}"),
         }
