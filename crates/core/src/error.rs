@@ -178,7 +178,7 @@ pub enum Error {
         /// The raw message.
         message: String,
     },
-    /// A temporary failure that retries did not overcome (timeouts, 5xx, Marketo 604/608/611/713, lock contention).
+    /// A temporary failure (timeouts, 5xx, Marketo 604/608/611/713, lock contention).
     #[error("{service} temporarily unavailable ({code}): {message}")]
     Unavailable {
         /// Which service.
@@ -187,6 +187,29 @@ pub enum Error {
         code: String,
         /// The raw message.
         message: String,
+        /// True when the connector already repeated the call as often as its retry settings
+        /// allow: a caller should not repeat it at once again (see [`Error::retries_spent`]).
+        persistent: bool,
+    },
+    /// A write was sent and may or may not have been applied (the answer was lost or cut off,
+    /// or the service failed after receiving it). Look for its effect before sending it again.
+    #[error("{service} {operation}: outcome unknown, the write may have been applied: {cause}")]
+    OutcomeUnknown {
+        /// Which service.
+        service: Service,
+        /// The operation.
+        operation: String,
+        /// What happened.
+        cause: String,
+    },
+    /// A paging position (token, cursor) the service no longer accepts: too old, or unknown to
+    /// it. The stream must start again from a fresh position.
+    #[error("{service} refused a paging position as expired or unknown: {detail}")]
+    CursorExpired {
+        /// Which service.
+        service: Service,
+        /// The service's own words.
+        detail: String,
     },
     /// A record could not be mapped.
     #[error(transparent)]
@@ -218,7 +241,8 @@ pub enum Error {
         /// What was wrong with it.
         detail: String,
     },
-    /// The network failed (connection refused/reset, TLS, timeout) and retries did not help.
+    /// The network failed (connection refused/reset, TLS, timeout) and the connector's retries
+    /// did not help.
     #[error("{service} transport error: {source}")]
     Transport {
         /// Which service.
@@ -240,7 +264,20 @@ impl Error {
     /// True when repeating the same operation later may succeed (rate limits, transient outages,
     /// transport failures). Quota exhaustion is not retryable until its reset.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::RateLimited { .. } | Error::Unavailable { .. } | Error::Transport { .. })
+        matches!(
+            self,
+            Error::RateLimited { .. }
+                | Error::Unavailable { .. }
+                | Error::Transport { .. }
+                | Error::OutcomeUnknown { .. }
+        )
+    }
+
+    /// True for a retryable failure the connector already retried as often as its settings
+    /// allow (a persistent [`Error::Unavailable`], a [`Error::Transport`] failure): repeating it
+    /// at once would only multiply the requests; try again on a later pass or round.
+    pub fn retries_spent(&self) -> bool {
+        matches!(self, Error::Unavailable { persistent: true, .. } | Error::Transport { .. })
     }
 }
 
@@ -273,5 +310,17 @@ mod tests {
         assert!(
             !Error::Unauthenticated { service: Service::Salesforce, detail: "invalid_grant".into() }.is_retryable()
         );
+        let spent = |persistent| Error::Unavailable {
+            service: Service::Marketo,
+            code: "604".into(),
+            message: "timeout".into(),
+            persistent,
+        };
+        assert!(spent(true).is_retryable() && spent(true).retries_spent());
+        assert!(spent(false).is_retryable() && !spent(false).retries_spent());
+        let unknown =
+            Error::OutcomeUnknown { service: Service::Marketo, operation: "add".into(), cause: "reset".into() };
+        assert!(unknown.is_retryable() && !unknown.retries_spent());
+        assert!(!Error::CursorExpired { service: Service::Marketo, detail: "too old".into() }.is_retryable());
     }
 }

@@ -833,5 +833,8 @@ impl Inner {
 
 /// True when a failed call may still have been applied by the service (the response was lost).
 pub(crate) fn outcome_may_have_happened(err: &Error) -> bool {
-    matches!(err, Error::Unavailable { .. } | Error::Transport { .. } | Error::Protocol { .. })
+    matches!(
+        err,
+        Error::OutcomeUnknown { .. } | Error::Unavailable { .. } | Error::Transport { .. } | Error::Protocol { .. }
+    )
 }

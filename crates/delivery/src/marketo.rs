@@ -217,6 +217,7 @@ impl Inner {
                 "looked through {} pages of activities without reaching the end; will look again",
                 self.settings.lookup_max_pages
             ),
+            persistent: false,
         })
     }
 }

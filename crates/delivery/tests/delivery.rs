@@ -1122,6 +1122,7 @@ async fn a_failed_lookup_keeps_the_item_unknown_until_it_succeeds() {
                 service: Service::Marketo,
                 code: "604".into(),
                 message: "Request timed out".into(),
+                persistent: true,
             })
         } else {
             Ok(written(items.len(), "g"))

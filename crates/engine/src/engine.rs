@@ -968,6 +968,7 @@ impl<'a> Pass<'a> {
                 Ok(v) => return Ok(v),
                 Err(e)
                     if e.is_retryable()
+                        && !e.retries_spent()
                         && attempt < retry.max_attempts
                         && (wait_rate || !matches!(e, salesync_core::Error::RateLimited { .. })) =>
                 {

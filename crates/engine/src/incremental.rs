@@ -26,15 +26,7 @@ pub(crate) enum Flow {
 
 /// True when Marketo refused a paging token because it is too old or unknown.
 pub(crate) fn token_rejected(e: &Error) -> bool {
-    match e {
-        Error::Port(salesync_core::Error::Rejected { message, code, .. }) => {
-            let m = message.to_ascii_lowercase();
-            (m.contains("token") && !m.contains("access token"))
-                || m.contains("too old")
-                || code == "1003" && m.contains("expired")
-        }
-        _ => false,
-    }
+    matches!(e, Error::Port(salesync_core::Error::CursorExpired { .. }))
 }
 
 /// The Marketo ids a Merge Leads activity names as losers (attribute "Merge IDs"; a JSON array,

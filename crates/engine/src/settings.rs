@@ -158,7 +158,9 @@ pub struct EngineSettings {
     /// Deleted-lead activities older than this may be pruned by Marketo (14 days): when the
     /// deleted-leads stream has not been read for longer, a reconciling resync runs.
     pub deleted_leads_retention: Duration,
-    /// Engine-level retries of transient port errors.
+    /// Engine-level retries of transient port errors the connector has not retried already
+    /// (errors whose [`retries_spent`](salesync_core::Error::retries_spent) is true fail the
+    /// pass, and the next pass tries again).
     pub retry: RetrySettings,
     /// Capacity of the event and change broadcast channels (default 1024).
     pub channel_capacity: usize,

@@ -370,10 +370,9 @@ fn marketo(world: &W) -> Arc<MockMarketoApi> {
     m.expect_lead_changes().returning(move |token, _| {
         let mut w = w.lock().unwrap();
         if std::mem::take(&mut w.reject_token) {
-            return Err(salesync_core::Error::Rejected {
+            return Err(salesync_core::Error::CursorExpired {
                 service: Service::Marketo,
-                code: "1003".into(),
-                message: "Invalid next page token: too old".into(),
+                detail: "1003: Invalid next page token: too old".into(),
             });
         }
         Ok(w.changes.pop_front().unwrap_or_else(|| page(vec![], token, false)))

@@ -4,10 +4,6 @@ use std::time::Duration;
 
 use salesync_core::{Error, Service};
 
-/// `Error::Unavailable::code` when a write may or may not have been applied (the connection failed
-/// after the request was sent). Look for the written records before sending them again.
-pub const OUTCOME_UNKNOWN: &str = "outcome_unknown";
-
 /// `Error::Unavailable::code` when a bulk export file cannot be downloaded yet (HTTP 404 with a
 /// plain-text body: the job is not completed, or the file is not ready although the job says so).
 pub const FILE_NOT_READY: &str = "file_not_ready";
@@ -30,9 +26,13 @@ pub(crate) enum MkError {
     /// Any other error code: the request is wrong for this instance.
     #[error("rejected ({code}): {message}")]
     Rejected { code: String, message: String },
-    /// A transient failure that retries did not overcome.
+    /// A transient failure that the client's retries did not overcome (every construction is
+    /// after the last attempt: the core error is marked persistent).
     #[error("unavailable ({code}): {message}")]
     Unavailable { code: String, message: String },
+    /// A paging token Marketo no longer accepts (1003 naming the token: invalid, expired, too old).
+    #[error("paging token refused: {detail}")]
+    CursorExpired { detail: String },
     /// A non-idempotent write failed after it may have been applied.
     #[error("outcome of {operation} unknown: {cause}")]
     OutcomeUnknown { operation: &'static str, cause: String },
@@ -117,16 +117,16 @@ impl From<MkError> for Error {
             MkError::Unauthenticated { detail } => Error::Unauthenticated { service, detail },
             MkError::AccessDenied { code, message } => Error::AccessDenied { service, code, message },
             MkError::Rejected { code, message } => Error::Rejected { service, code, message },
-            MkError::Unavailable { code, message } => Error::Unavailable { service, code, message },
-            MkError::OutcomeUnknown { operation, cause } => Error::Unavailable {
-                service,
-                code: OUTCOME_UNKNOWN.to_string(),
-                message: format!("{operation} may have been applied: {cause}"),
-            },
+            MkError::Unavailable { code, message } => Error::Unavailable { service, code, message, persistent: true },
+            MkError::CursorExpired { detail } => Error::CursorExpired { service, detail },
+            MkError::OutcomeUnknown { operation, cause } => {
+                Error::OutcomeUnknown { service, operation: operation.to_string(), cause }
+            }
             MkError::FileNotReady { export_id, message } => Error::Unavailable {
                 service,
                 code: FILE_NOT_READY.to_string(),
                 message: format!("export {export_id}: {message}"),
+                persistent: false,
             },
             MkError::Protocol { detail } => Error::Protocol { service, detail },
             MkError::Transport { operation, source } => Error::Transport {

@@ -301,7 +301,8 @@ impl MarketoClient {
             let mut query = vec![("nextPageToken", token.clone())];
             query.extend(extra.iter().cloned());
             query.push(("batchSize", BATCH_SIZE.to_string()));
-            let env: Envelope<WireActivity> = self.call(Req::get(op, url.clone(), query)).await?;
+            let env: Envelope<WireActivity> =
+                self.call(Req::get(op, url.clone(), query)).await.map_err(cursor_expired)?;
             let more = env.more_result.unwrap_or(false);
             let next = env.next_page_token.clone().filter(|t| !t.is_empty());
             // An activity Marketo sent without its lead, date or type cannot be applied to
@@ -891,6 +892,22 @@ impl MarketoApi for MarketoClient {
 
     async fn usage_today(&self) -> salesync_core::Result<Option<u64>> {
         Ok(Some(self.get_usage_today().await?))
+    }
+}
+
+/// A 1003 on a call that sent a paging token and whose message names it ("Invalid
+/// nextPageToken", "… token expired", "too old") is the token refused, not the request.
+fn cursor_expired(e: MkError) -> MkError {
+    match e {
+        MkError::Rejected { code, message } if code.trim() == "1003" => {
+            let m = message.to_ascii_lowercase();
+            if (m.contains("token") && !m.contains("access token")) || m.contains("too old") || m.contains("expired") {
+                MkError::CursorExpired { detail: format!("{code}: {message}") }
+            } else {
+                MkError::Rejected { code, message }
+            }
+        }
+        other => other,
     }
 }
 

@@ -13,7 +13,7 @@ use salesync_core::ports::marketo::{CustomActivityTypeDef, MarketoApi, NewCustom
 use salesync_emulator::faults::{FaultAction, FaultPlan, FaultRule, Trigger};
 use salesync_emulator::marketo::{MarketoConfig, MarketoEmulator, MarketoFault, MarketoLimits};
 use salesync_emulator::seed;
-use salesync_marketo::{MarketoClient, OUTCOME_UNKNOWN};
+use salesync_marketo::MarketoClient;
 use serde_json::{Map, Value, json};
 
 fn obj(v: Value) -> Map<String, Value> {
@@ -270,7 +270,7 @@ async fn custom_activity_write_of_unknown_outcome_is_not_repeated() {
         FaultRule::new(Trigger::Nth(1), FaultAction::ApplyThenDrop).on_path("activities/external.json"),
     ]));
     let e = c.add_custom_activities(&[activity(lead, type_id, "ob-1")]).await.unwrap_err();
-    assert!(matches!(e, Error::Unavailable { ref code, .. } if code == OUTCOME_UNKNOWN), "{e:?}");
+    assert!(matches!(e, Error::OutcomeUnknown { .. }), "{e:?}");
     assert!(e.is_retryable());
     assert_eq!(emu.custom_activities().len(), 1, "applied once, never re-sent");
     assert_eq!(calls_to(&emu, "activities/external.json"), 1);
@@ -278,7 +278,7 @@ async fn custom_activity_write_of_unknown_outcome_is_not_repeated() {
     // A 604 (may have been applied) is not repeated either.
     emu.set_faults(plan(vec![FaultRule::new(Trigger::Nth(1), fault("604")).on_path("activities/external.json")]));
     let e = c.add_custom_activities(&[activity(lead, type_id, "ob-2")]).await.unwrap_err();
-    assert!(matches!(e, Error::Unavailable { ref code, .. } if code == OUTCOME_UNKNOWN), "{e:?}");
+    assert!(matches!(e, Error::OutcomeUnknown { .. }), "{e:?}");
     emu.shutdown().await;
 }
 
@@ -389,7 +389,7 @@ async fn timeouts_retry_reads_but_not_writes() {
     assert!(!c.activity_types().await.unwrap().is_empty());
     assert!(started.elapsed() >= Duration::from_millis(400));
     let e = c.add_custom_activities(&[activity(lead, type_id, "ob-9")]).await.unwrap_err();
-    assert!(matches!(e, Error::Unavailable { ref code, .. } if code == OUTCOME_UNKNOWN), "{e:?}");
+    assert!(matches!(e, Error::OutcomeUnknown { .. }), "{e:?}");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(calls_to(&emu, "activities/external.json") <= 1, "the write was not repeated");
     assert!(emu.custom_activities().len() <= 1);

@@ -106,7 +106,13 @@ fn from_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, serde_jso
 /// A failed data call, before conversion into the port error.
 pub(crate) enum Failure {
     /// Salesforce answered with an error body.
-    Api { status: u16, error: ApiError, disposition: Disposition },
+    Api {
+        status: u16,
+        error: ApiError,
+        disposition: Disposition,
+        /// The call was repeated as often as the retry settings allow.
+        spent: bool,
+    },
     /// Anything else, already typed.
     Other(Error),
 }
@@ -114,7 +120,7 @@ pub(crate) enum Failure {
 impl From<Failure> for Error {
     fn from(f: Failure) -> Self {
         match f {
-            Failure::Api { status, error, disposition } => to_core(status, &error, disposition),
+            Failure::Api { status, error, disposition, spent } => to_core(status, &error, disposition, spent),
             Failure::Other(e) => e,
         }
     }
@@ -422,7 +428,8 @@ impl SalesforceClient {
             if status == 401 || (status == 400 && error.error_code.is_empty()) {
                 return Err(token_error(status, "invalid_grant", &error.message));
             }
-            return Err(to_core(status, &error, disposition));
+            let spent = matches!(disposition, Disposition::Retry | Disposition::RetryRateLimited);
+            return Err(to_core(status, &error, disposition, spent));
         }
     }
 
@@ -508,7 +515,9 @@ impl SalesforceClient {
                 }
                 _ => {
                     tracing::debug!(status, code = %error.error_code, path, "salesforce: request failed");
-                    return Err(Failure::Api { status, error, disposition });
+                    // A retryable answer gets here on an idempotent call only once attempts ran out.
+                    let spent = idempotent && matches!(disposition, Disposition::Retry | Disposition::RetryRateLimited);
+                    return Err(Failure::Api { status, error, disposition, spent });
                 }
             }
         }

@@ -90,15 +90,16 @@ pub(crate) fn record_error_is_intermittent(code: &str) -> bool {
 
 /// Turns a final (not retried, or retries exhausted) data-call failure into the port error.
 ///
-/// `retries_exhausted` is true when the failure was retryable but attempts ran out.
-pub(crate) fn to_core(status: u16, err: &ApiError, disposition: Disposition) -> Error {
+/// `spent` is true when the failure was retryable and the attempts ran out (the error is then
+/// marked persistent).
+pub(crate) fn to_core(status: u16, err: &ApiError, disposition: Disposition, spent: bool) -> Error {
     let service = Service::Salesforce;
     let code = if err.error_code.is_empty() { format!("HTTP {status}") } else { err.error_code.clone() };
     let message = err.message_with_fields();
     match disposition {
         Disposition::Reauthenticate => Error::Unauthenticated { service, detail: format!("{code}: {message}") },
         Disposition::RetryRateLimited => Error::RateLimited { service, retry_after: None },
-        Disposition::Retry => Error::Unavailable { service, code, message },
+        Disposition::Retry => Error::Unavailable { service, code, message, persistent: spent },
         Disposition::Stop => {
             if err.error_code == "REQUEST_LIMIT_EXCEEDED" {
                 Error::QuotaExhausted { service, resets_at: None, detail: message }
@@ -109,7 +110,7 @@ pub(crate) fn to_core(status: u16, err: &ApiError, disposition: Disposition) -> 
             {
                 Error::AccessDenied { service, code, message }
             } else if status >= 500 {
-                Error::Unavailable { service, code, message }
+                Error::Unavailable { service, code, message, persistent: false }
             } else {
                 Error::Rejected { service, code, message }
             }
@@ -125,9 +126,12 @@ pub(crate) fn token_error(status: u16, error: &str, description: &str) -> Error 
         _ if lookup(error, "").remedy == Remedy::Reconnect => {
             Error::Unauthenticated { service, detail: format!("{error}: {description}") }
         }
-        _ if status >= 500 => {
-            Error::Unavailable { service, code: format!("HTTP {status}"), message: description.into() }
-        }
+        _ if status >= 500 => Error::Unavailable {
+            service,
+            code: format!("HTTP {status}"),
+            message: description.into(),
+            persistent: false,
+        },
         _ => Error::Rejected {
             service,
             code: if error.is_empty() { format!("HTTP {status}") } else { error.to_string() },
@@ -179,26 +183,33 @@ mod tests {
 
     #[test]
     fn final_errors_are_typed() {
-        let e =
-            to_core(403, &ApiError::new("REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded."), Disposition::Stop);
+        let e = to_core(
+            403,
+            &ApiError::new("REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded."),
+            Disposition::Stop,
+            false,
+        );
         assert!(matches!(e, Error::QuotaExhausted { .. }));
         let e = to_core(
             403,
             &ApiError::new("REQUEST_LIMIT_EXCEEDED", "ConcurrentPerOrgLongTxn Limit exceeded"),
             Disposition::RetryRateLimited,
+            true,
         );
         assert!(matches!(e, Error::RateLimited { .. }));
-        let e = to_core(400, &ApiError::new("MALFORMED_QUERY", "bad"), Disposition::Stop);
+        let e = to_core(400, &ApiError::new("MALFORMED_QUERY", "bad"), Disposition::Stop, false);
         assert!(
             matches!(e, Error::Rejected { ref code, ref message, .. } if code == "MALFORMED_QUERY" && message == "bad")
         );
-        let e = to_core(400, &ApiError::new("INSUFFICIENT_ACCESS_OR_READONLY", "no"), Disposition::Stop);
+        let e = to_core(400, &ApiError::new("INSUFFICIENT_ACCESS_OR_READONLY", "no"), Disposition::Stop, false);
         assert!(matches!(e, Error::AccessDenied { .. }));
-        let e = to_core(503, &ApiError::new("SERVER_UNAVAILABLE", "busy"), Disposition::Retry);
-        assert!(matches!(e, Error::Unavailable { .. }));
+        let e = to_core(503, &ApiError::new("SERVER_UNAVAILABLE", "busy"), Disposition::Retry, false);
+        assert!(matches!(e, Error::Unavailable { persistent: false, .. }));
+        let e = to_core(503, &ApiError::new("SERVER_UNAVAILABLE", "busy"), Disposition::Retry, true);
+        assert!(e.retries_spent(), "{e:?}");
         let mut req = ApiError::new("REQUIRED_FIELD_MISSING", "Required fields are missing: [LastName]");
         req.fields = vec!["LastName".into()];
-        let e = to_core(400, &req, Disposition::Stop);
+        let e = to_core(400, &req, Disposition::Stop, false);
         assert!(
             matches!(e, Error::Rejected { ref message, .. } if message == "Required fields are missing: [LastName] [fields: LastName]")
         );

@@ -136,6 +136,7 @@ pub(crate) mod sql {
                     service: Service::Store,
                     code: "connection".into(),
                     message: format!("{backend}: {context}: {e}"),
+                    persistent: false,
                 };
             }
             sqlx::Error::Database(db) => {
@@ -151,6 +152,7 @@ pub(crate) mod sql {
                         service: Service::Store,
                         code,
                         message: format!("{backend}: {context}: {}", db.message()),
+                        persistent: false,
                     };
                 }
                 if db.is_check_violation() {
