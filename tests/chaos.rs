@@ -158,8 +158,10 @@ fn marketo_client(w: &World) -> Arc<dyn MarketoApi> {
             .rate_limit(CALLS_PER_WINDOW as usize, WINDOW)
             .max_concurrent(MAX_CONCURRENT as usize)
             .timeout(CLIENT_TIMEOUT)
+            // The one retry layer for connector faults: the engine does not repeat what the
+            // connector gave up on (`Error::retries_spent`), the next pass does.
             .retry(salesync::marketo::RetryConfig {
-                max_attempts: 4,
+                max_attempts: 10,
                 base_delay: Duration::from_millis(5),
                 max_delay: Duration::from_millis(40),
             })
@@ -176,7 +178,7 @@ fn salesforce_client(w: &World) -> Arc<dyn SalesforceApi> {
             .client_secret(w.salesforce.client_secret())
             .timeout(CLIENT_TIMEOUT)
             .retry(salesync::salesforce::RetryConfig {
-                max_attempts: 4,
+                max_attempts: 10,
                 base_delay: Duration::from_millis(5),
                 max_delay: Duration::from_millis(40),
             })
@@ -212,7 +214,7 @@ fn engine(
         .unwrap()
 }
 
-/// Passes until one succeeds (bounded): a pass may fail when faults outlast both retry layers.
+/// Passes until one succeeds (bounded): a pass may fail when faults outlast the connector's retries.
 async fn sync_until_ok(eng: &SyncEngine, what: &str) -> u32 {
     let mut failures = 0;
     loop {
