@@ -9,12 +9,9 @@ use salesync_core::ports::store::{Finished, OutboxItem, Outcome, Target};
 use crate::events::{DeliveryEvent, TargetReport};
 use crate::settings::DeliverySettings;
 
-/// Marks an error after which the remote write may or may not have happened.
-pub(crate) const OUTCOME_UNKNOWN: &str = "outcome unknown: ";
-
-/// The stored error text: `[attempt N] [outcome unknown: ]error`.
-fn tag(attempts: u32, unknown: bool, error: &str) -> String {
-    format!("[attempt {attempts}] {}{error}", if unknown { OUTCOME_UNKNOWN } else { "" })
+/// The stored error text: `[attempt N] error`.
+fn tag(attempts: u32, error: &str) -> String {
+    format!("[attempt {attempts}] {error}")
 }
 
 /// The attempt number a stored error was written by, if salesync wrote it.
@@ -22,15 +19,15 @@ fn tagged_attempt(error: &str) -> Option<u32> {
     error.strip_prefix("[attempt ")?.split(']').next()?.parse().ok()
 }
 
-/// True when an earlier attempt of this (just claimed) item may have reached the target: it was
-/// claimed before and either never finished (a crash or a lost lease: `attempts` ran ahead of the
-/// attempt that wrote `last_error`) or finished with an outcome-unknown error.
-///
-/// The outcome-unknown mark is honoured even when a store resets `attempts` (an admin's requeue
-/// of a parked item).
+/// True when an earlier attempt of this (just claimed) item may have reached the target: it
+/// finished with its outcome unknown ([`OutboxItem::outcome_unknown`], kept even when an admin's
+/// requeue of a parked item resets `attempts`), or it was claimed before and never finished (a
+/// crash or a lost lease: `attempts` ran ahead of the attempt that wrote `last_error`).
 pub(crate) fn outcome_unknown(item: &OutboxItem) -> bool {
+    if item.outcome_unknown {
+        return true;
+    }
     match item.last_error.as_deref() {
-        Some(e) if e.contains(OUTCOME_UNKNOWN) => true,
         _ if item.attempts <= 1 => false,
         None => true,
         Some(e) => tagged_attempt(e).is_none_or(|n| item.attempts > n.saturating_add(1)),
@@ -97,8 +94,8 @@ impl<'a> Finisher<'a> {
     }
 
     fn park_tagged(&mut self, item: &OutboxItem, error: String, unknown: bool) {
-        let stored = tag(item.attempts, unknown, &error);
-        if self.push(item, Outcome::Park { error: stored }) {
+        let stored = tag(item.attempts, &error);
+        if self.push(item, Outcome::Park { error: stored, outcome_unknown: unknown }) {
             self.report.parked += 1;
             self.events.push(DeliveryEvent::Parked { item_id: item.id, target: self.target, error });
         }
@@ -122,8 +119,8 @@ impl<'a> Finisher<'a> {
 
     /// Gives the item back without counting against its attempts (target stopped or paused).
     pub(crate) fn release(&mut self, item: &OutboxItem, error: &str, at: DateTime<Utc>, unknown: bool) {
-        let stored = tag(item.attempts, unknown, error);
-        if self.push(item, Outcome::Retry { at, error: stored }) {
+        let stored = tag(item.attempts, error);
+        if self.push(item, Outcome::Retry { at, error: stored, outcome_unknown: unknown }) {
             self.report.retried += 1;
             self.events.push(DeliveryEvent::Retrying {
                 item_id: item.id,
@@ -154,7 +151,7 @@ mod tests {
     use super::*;
     use salesync_core::ports::store::{OutboxPayload, OutboxState};
 
-    fn item(attempts: u32, last_error: Option<&str>) -> OutboxItem {
+    fn item(attempts: u32, last_error: Option<&str>, unknown: bool) -> OutboxItem {
         OutboxItem {
             id: 1,
             key: "k".into(),
@@ -164,6 +161,7 @@ mod tests {
             attempts,
             next_attempt_at: Utc::now(),
             last_error: last_error.map(str::to_string),
+            outcome_unknown: unknown,
             result: None,
             lease_owner: None,
             lease_until: None,
@@ -173,19 +171,35 @@ mod tests {
 
     #[test]
     fn outcome_unknown_rules() {
-        assert!(!outcome_unknown(&item(1, None)));
+        assert!(!outcome_unknown(&item(1, None, false)));
         // Claimed before, never finished: a crash.
-        assert!(outcome_unknown(&item(2, None)));
+        assert!(outcome_unknown(&item(2, None, false)));
         // Finished with a known failure by the previous attempt.
-        assert!(!outcome_unknown(&item(3, Some("[attempt 2] Marketo rate limit reached"))));
+        assert!(!outcome_unknown(&item(3, Some("[attempt 2] Marketo rate limit reached"), false)));
         // Finished by attempt 2, then attempt 3 crashed.
-        assert!(outcome_unknown(&item(4, Some("[attempt 2] Marketo rate limit reached"))));
+        assert!(outcome_unknown(&item(4, Some("[attempt 2] Marketo rate limit reached"), false)));
         // The previous attempt timed out.
-        assert!(outcome_unknown(&item(3, Some("[attempt 2] outcome unknown: timeout"))));
+        assert!(outcome_unknown(&item(3, Some("[attempt 2] Marketo add: timeout"), true)));
         // An error salesync did not write.
-        assert!(outcome_unknown(&item(2, Some("something"))));
+        assert!(outcome_unknown(&item(2, Some("something"), false)));
         // Parked while unknown, then requeued by an admin (the store reset its attempts).
-        assert!(outcome_unknown(&item(1, Some("[attempt 8] gave up after 8 attempts: outcome unknown: timeout"))));
-        assert!(!outcome_unknown(&item(1, Some("[attempt 8] 1004: Lead not found"))));
+        assert!(outcome_unknown(&item(1, Some("[attempt 8] gave up after 8 attempts: timeout"), true)));
+        assert!(!outcome_unknown(&item(1, Some("[attempt 8] 1004: Lead not found"), false)));
+    }
+
+    #[test]
+    fn the_mark_travels_in_the_outcome_not_the_text() {
+        let settings = DeliverySettings::default();
+        let mut fin = Finisher::new(&settings, Target::Marketo, Utc::now(), 2);
+        fin.release(&item(1, None, false), "timeout", Utc::now(), true);
+        let mut other = item(1, None, false);
+        other.id = 2;
+        fin.park(&other, "1004: Lead not found");
+        let (finished, _, _) = fin.into_parts();
+        assert!(matches!(
+            &finished[0].outcome,
+            Outcome::Retry { error, outcome_unknown: true, .. } if error == "[attempt 1] timeout"
+        ));
+        assert!(matches!(&finished[1].outcome, Outcome::Park { outcome_unknown: false, .. }));
     }
 }

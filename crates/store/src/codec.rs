@@ -77,17 +77,23 @@ pub(crate) struct OutcomeCols<'a> {
     pub result: Option<&'a str>,
     pub error: Option<&'a str>,
     pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Always written.
+    pub outcome_unknown: bool,
 }
 
 /// What an outcome writes into its outbox item.
 pub(crate) fn outcome_cols(o: &Outcome) -> OutcomeCols<'_> {
-    let (state, result, error, next_attempt_at) = match o {
-        Outcome::Delivered { remote_id } => (OutboxState::Delivered, Some(remote_id.as_str()), None, None),
-        Outcome::Retry { at, error } => (OutboxState::Pending, None, Some(error.as_str()), Some(micros(*at))),
-        Outcome::Park { error } => (OutboxState::Parked, None, Some(error.as_str()), None),
-        Outcome::Skip { reason } => (OutboxState::Skipped, Some(reason.as_str()), None, None),
+    let (state, result, error, next_attempt_at, outcome_unknown) = match o {
+        Outcome::Delivered { remote_id } => (OutboxState::Delivered, Some(remote_id.as_str()), None, None, false),
+        Outcome::Retry { at, error, outcome_unknown } => {
+            (OutboxState::Pending, None, Some(error.as_str()), Some(micros(*at)), *outcome_unknown)
+        }
+        Outcome::Park { error, outcome_unknown } => {
+            (OutboxState::Parked, None, Some(error.as_str()), None, *outcome_unknown)
+        }
+        Outcome::Skip { reason } => (OutboxState::Skipped, Some(reason.as_str()), None, None, false),
     };
-    OutcomeCols { state, result, error, next_attempt_at }
+    OutcomeCols { state, result, error, next_attempt_at, outcome_unknown }
 }
 
 /// Adds `n` items in `state` to the counts.

@@ -67,6 +67,7 @@ registry! {
         outbox_claim_order_targets_and_limits,
         outbox_retry_backoff,
         outbox_park_and_requeue,
+        outbox_outcome_unknown_mark,
         outbox_skip,
         outbox_redelivery_after_lease_expiry,
         outbox_stale_finish_is_ignored,
@@ -114,6 +115,7 @@ macro_rules! conformance_tests {
             outbox_claim_order_targets_and_limits,
             outbox_retry_backoff,
             outbox_park_and_requeue,
+            outbox_outcome_unknown_mark,
             outbox_skip,
             outbox_redelivery_after_lease_expiry,
             outbox_stale_finish_is_ignored,
@@ -613,7 +615,10 @@ pub async fn outbox_claim_and_ack(store: &dyn Store) {
     // Never claimed again, however late.
     assert!(store.claim(Target::Marketo, 10, "w1", LEASE, t(1_000_000)).await.unwrap().is_empty());
     // Finishing a delivered item again changes nothing.
-    store.finish(vec![done(ids[0], "w1", Outcome::Park { error: "late".into() })], t(13)).await.unwrap();
+    store
+        .finish(vec![done(ids[0], "w1", Outcome::Park { error: "late".into(), outcome_unknown: false })], t(13))
+        .await
+        .unwrap();
     assert_eq!(store.outbox_item(ids[0]).await.unwrap().unwrap().state, OutboxState::Delivered);
     let listed = store.outbox_items(OutboxState::Delivered, 10).await.unwrap();
     assert_eq!(listed.iter().map(|i| i.id).collect::<Vec<_>>(), ids);
@@ -652,7 +657,13 @@ pub async fn outbox_claim_order_targets_and_limits(store: &dyn Store) {
 pub async fn outbox_retry_backoff(store: &dyn Store) {
     let id = enqueue(store, vec![item("k", Target::Salesforce, t(0))]).await[0];
     store.claim(Target::Salesforce, 1, "w", LEASE, t(1)).await.unwrap();
-    store.finish(vec![done(id, "w", Outcome::Retry { at: t(60), error: "503 busy".into() })], t(2)).await.unwrap();
+    store
+        .finish(
+            vec![done(id, "w", Outcome::Retry { at: t(60), error: "503 busy".into(), outcome_unknown: false })],
+            t(2),
+        )
+        .await
+        .unwrap();
     let i = store.outbox_item(id).await.unwrap().unwrap();
     assert_eq!(i.state, OutboxState::Pending);
     assert_eq!(i.next_attempt_at, t(60));
@@ -679,8 +690,8 @@ pub async fn outbox_park_and_requeue(store: &dyn Store) {
     store
         .finish(
             vec![
-                done(ids[0], "w", Outcome::Park { error: "1003 invalid".into() }),
-                done(ids[1], "w", Outcome::Park { error: "too many attempts".into() }),
+                done(ids[0], "w", Outcome::Park { error: "1003 invalid".into(), outcome_unknown: false }),
+                done(ids[1], "w", Outcome::Park { error: "too many attempts".into(), outcome_unknown: false }),
                 delivered(ids[2], "w"),
             ],
             t(2),
@@ -702,6 +713,29 @@ pub async fn outbox_park_and_requeue(store: &dyn Store) {
     let c = store.claim(Target::Marketo, 10, "w", LEASE, t(500)).await.unwrap();
     assert_eq!(c.iter().map(|i| i.id).collect::<Vec<_>>(), vec![ids[0]]);
     assert_eq!(store.requeue(&[], t(500)).await.unwrap(), 0);
+}
+
+/// The outcome-unknown mark: written by a retry or park that says so, kept while the item is
+/// claimed again and across an admin's requeue, cleared by a delivery; a later known failure
+/// clears it too.
+pub async fn outbox_outcome_unknown_mark(store: &dyn Store) {
+    let ids = enqueue(store, vec![item("u1", Target::Marketo, t(0)), item("u2", Target::Marketo, t(0))]).await;
+    let fresh = store.claim(Target::Marketo, 10, "w", LEASE, t(1)).await.unwrap();
+    assert!(fresh.iter().all(|i| !i.outcome_unknown), "new items are known");
+    let unknown = |at: i64| Outcome::Retry { at: t(at), error: "timeout".into(), outcome_unknown: true };
+    let parked = Outcome::Park { error: "gave up: timeout".into(), outcome_unknown: true };
+    store.finish(vec![done(ids[0], "w", unknown(10)), done(ids[1], "w", parked)], t(2)).await.unwrap();
+    assert!(store.outbox_item(ids[0]).await.unwrap().unwrap().outcome_unknown);
+    assert!(store.outbox_item(ids[1]).await.unwrap().unwrap().outcome_unknown, "parked keeps it");
+    assert_eq!(store.requeue(&[ids[1]], t(3)).await.unwrap(), 1);
+    assert!(store.outbox_item(ids[1]).await.unwrap().unwrap().outcome_unknown, "requeue keeps it");
+    let again = store.claim(Target::Marketo, 10, "w", LEASE, t(10)).await.unwrap();
+    assert_eq!(again.len(), 2);
+    assert!(again.iter().all(|i| i.outcome_unknown), "claimed again with the mark: {again:?}");
+    let known = Outcome::Retry { at: t(20), error: "606".into(), outcome_unknown: false };
+    store.finish(vec![delivered(ids[0], "w"), done(ids[1], "w", known)], t(11)).await.unwrap();
+    assert!(!store.outbox_item(ids[0]).await.unwrap().unwrap().outcome_unknown, "delivered clears it");
+    assert!(!store.outbox_item(ids[1]).await.unwrap().unwrap().outcome_unknown, "a known failure clears it");
 }
 
 /// Skip is final and records why.
@@ -740,7 +774,10 @@ pub async fn outbox_stale_finish_is_ignored(store: &dyn Store) {
     let i = store.outbox_item(id).await.unwrap().unwrap();
     assert_eq!((i.state, i.lease_owner.as_deref(), i.result), (OutboxState::InFlight, Some("w2"), None));
     assert_eq!(store.outbox_item(ids[1]).await.unwrap().unwrap().state, OutboxState::Pending, "never claimed: ignored");
-    store.finish(vec![done(id, "w2", Outcome::Retry { at: t(200), error: "e".into() })], t(102)).await.unwrap();
+    store
+        .finish(vec![done(id, "w2", Outcome::Retry { at: t(200), error: "e".into(), outcome_unknown: false })], t(102))
+        .await
+        .unwrap();
     // A retry by the stale worker after the item went back to pending is ignored too.
     store.finish(vec![delivered(id, "w2")], t(103)).await.unwrap();
     assert_eq!(store.outbox_item(id).await.unwrap().unwrap().state, OutboxState::Pending);

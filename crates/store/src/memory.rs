@@ -229,6 +229,7 @@ impl Store for MemoryStore {
                     attempts: 0,
                     next_attempt_at: micros(item.not_before),
                     last_error: None,
+                    outcome_unknown: false,
                     result: None,
                     lease_owner: None,
                     lease_until: None,
@@ -293,6 +294,7 @@ impl Store for MemoryStore {
             if let Some(next) = cols.next_attempt_at {
                 item.next_attempt_at = next;
             }
+            item.outcome_unknown = cols.outcome_unknown;
         }
         Ok(())
     }

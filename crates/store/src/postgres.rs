@@ -58,10 +58,10 @@ fn db(context: &str) -> impl FnOnce(sqlx::Error) -> Error + '_ {
 }
 
 const OUTBOX_COLS: &str = "id, key, target, payload::text, state, attempts, next_attempt_at, last_error, result, \
-    lease_owner, lease_until, created_at";
+    lease_owner, lease_until, created_at, outcome_unknown";
 
 const OUTBOX_COLS_O: &str = "o.id, o.key, o.target, o.payload::text, o.state, o.attempts, o.next_attempt_at, \
-    o.last_error, o.result, o.lease_owner, o.lease_until, o.created_at";
+    o.last_error, o.result, o.lease_owner, o.lease_until, o.created_at, o.outcome_unknown";
 
 const REMINDER_COLS: &str =
     "id, marketo_id, subject, status, priority, due_date, details, salesforce_task_id, deleted, updated_at";
@@ -549,8 +549,8 @@ impl Store for PostgresStore {
         }
         let n = finished.len();
         let (mut ids, mut workers, mut states) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-        let (mut results, mut errors, mut nexts) =
-            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut results, mut errors, mut nexts, mut unknowns) =
+            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
         for f in &finished {
             let cols = codec::outcome_cols(&f.outcome);
             ids.push(f.id);
@@ -559,13 +559,14 @@ impl Store for PostgresStore {
             results.push(cols.result);
             errors.push(cols.error);
             nexts.push(cols.next_attempt_at);
+            unknowns.push(cols.outcome_unknown);
         }
         sqlx::query(
             "UPDATE outbox o SET state = u.state, result = coalesce(u.result, o.result), \
              last_error = coalesce(u.error, o.last_error), next_attempt_at = coalesce(u.next, o.next_attempt_at), \
-             lease_owner = NULL, lease_until = NULL \
-             FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[]) \
-             AS u(id, worker, state, result, error, next) \
+             lease_owner = NULL, lease_until = NULL, outcome_unknown = u.unknown \
+             FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], \
+             $7::boolean[]) AS u(id, worker, state, result, error, next, unknown) \
              WHERE o.id = u.id AND o.state = 'in_flight' AND o.lease_owner = u.worker",
         )
         .bind(ids)
@@ -574,6 +575,7 @@ impl Store for PostgresStore {
         .bind(results)
         .bind(errors)
         .bind(nexts)
+        .bind(unknowns)
         .execute(&self.pool)
         .await
         .map_err(db("finishing outbox items"))?;

@@ -151,6 +151,7 @@ where
             lease_owner: r.try_get(9).map_err(get)?,
             lease_until: r.try_get::<Option<Self::Time>, _>(10).map_err(get)?.map(Self::time).transpose()?,
             created_at: Self::time(r.try_get(11).map_err(get)?)?,
+            outcome_unknown: r.try_get(12).map_err(get)?,
         })
     }
 

@@ -70,7 +70,7 @@ fn json_ids(ids: impl IntoIterator<Item = i64>) -> String {
 }
 
 const OUTBOX_COLS: &str = "id, key, target, payload, state, attempts, next_attempt_at, last_error, result, \
-    lease_owner, lease_until, created_at";
+    lease_owner, lease_until, created_at, outcome_unknown";
 
 const REMINDER_COLS: &str =
     "id, marketo_id, subject, status, priority, due_date, details, salesforce_task_id, deleted, updated_at";
@@ -471,7 +471,8 @@ impl Store for SqliteStore {
             let cols = codec::outcome_cols(&f.outcome);
             sqlx::query(
                 "UPDATE outbox SET state = ?1, result = coalesce(?2, result), last_error = coalesce(?3, last_error), \
-                 next_attempt_at = coalesce(?4, next_attempt_at), lease_owner = NULL, lease_until = NULL \
+                 next_attempt_at = coalesce(?4, next_attempt_at), lease_owner = NULL, lease_until = NULL, \
+                 outcome_unknown = ?7 \
                  WHERE id = ?5 AND state = 'in_flight' AND lease_owner = ?6",
             )
             .bind(codec::state_str(cols.state))
@@ -480,6 +481,7 @@ impl Store for SqliteStore {
             .bind(cols.next_attempt_at.map(us))
             .bind(f.id)
             .bind(&f.worker)
+            .bind(cols.outcome_unknown)
             .execute(&mut *tx)
             .await
             .map_err(db("finishing an outbox item"))?;

@@ -189,6 +189,10 @@ pub struct OutboxItem {
     pub next_attempt_at: DateTime<Utc>,
     /// Last error, raw.
     pub last_error: Option<String>,
+    /// An earlier attempt may have reached the target (its answer was lost): look for its
+    /// effect before sending again. Set by a [`Outcome::Retry`] or [`Outcome::Park`] that says
+    /// so, kept across claims and requeues, cleared when the item is delivered or skipped.
+    pub outcome_unknown: bool,
     /// Remote id once delivered (Marketo activity GUID, Salesforce Task id) or skip reason.
     pub result: Option<String>,
     /// Worker holding the lease.
@@ -213,11 +217,15 @@ pub enum Outcome {
         at: DateTime<Utc>,
         /// Raw error.
         error: String,
+        /// The attempt may have reached the target ([`OutboxItem::outcome_unknown`]).
+        outcome_unknown: bool,
     },
     /// Park for an admin.
     Park {
         /// Raw error.
         error: String,
+        /// The attempt may have reached the target ([`OutboxItem::outcome_unknown`]).
+        outcome_unknown: bool,
     },
     /// Not delivered by design.
     Skip {

@@ -187,6 +187,7 @@ impl salesync_core::ports::store::Store for FakeStore {
                 attempts: 0,
                 next_attempt_at: new.not_before,
                 last_error: None,
+                outcome_unknown: false,
                 result: None,
                 lease_owner: None,
                 lease_until: None,
@@ -236,19 +237,23 @@ impl salesync_core::ports::store::Store for FakeStore {
                 Outcome::Delivered { remote_id } => {
                     item.state = OutboxState::Delivered;
                     item.result = Some(remote_id);
+                    item.outcome_unknown = false;
                 }
-                Outcome::Retry { at, error } => {
+                Outcome::Retry { at, error, outcome_unknown } => {
                     item.state = OutboxState::Pending;
                     item.next_attempt_at = at;
                     item.last_error = Some(error);
+                    item.outcome_unknown = outcome_unknown;
                 }
-                Outcome::Park { error } => {
+                Outcome::Park { error, outcome_unknown } => {
                     item.state = OutboxState::Parked;
                     item.last_error = Some(error);
+                    item.outcome_unknown = outcome_unknown;
                 }
                 Outcome::Skip { reason } => {
                     item.state = OutboxState::Skipped;
                     item.result = Some(reason);
+                    item.outcome_unknown = false;
                 }
             }
         }
