@@ -3,7 +3,6 @@
 //!
 //! Needs a server: `SALESYNC_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`).
 //! When it is unreachable the tests fail, saying how to start it; they never skip.
-#![cfg(feature = "postgres")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::future::Future;

@@ -1,5 +1,4 @@
 //! The conformance suite and SQLite specifics (files, reopening, migrations) on temp files.
-#![cfg(feature = "sqlite")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
