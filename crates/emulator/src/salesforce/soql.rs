@@ -591,20 +591,52 @@ impl Parser<'_> {
         }
     }
 
-    fn h_or(&mut self) -> Result<HCond, E> {
-        let mut l = self.h_and()?;
-        while self.eat_kw("OR") {
-            l = HCond::Or(Box::new(l), Box::new(self.h_and()?));
+    /// Parses `next (kw next)*`, folding to the left with `join`: the shape of every `OR` and
+    /// `AND` chain, in `WHERE` and in `HAVING`.
+    fn chain<T>(
+        &mut self,
+        kw: &str,
+        next: fn(&mut Self) -> Result<T, E>,
+        join: fn(Box<T>, Box<T>) -> T,
+    ) -> Result<T, E> {
+        let mut l = next(self)?;
+        while self.eat_kw(kw) {
+            l = join(Box::new(l), Box::new(next(self)?));
         }
         Ok(l)
     }
 
-    fn h_and(&mut self) -> Result<HCond, E> {
-        let mut l = self.h_not()?;
-        while self.eat_kw("AND") {
-            l = HCond::And(Box::new(l), Box::new(self.h_not()?));
+    /// The literals of an `IN (…)` list after its `(`, through the closing `)`.
+    fn lit_list(&mut self) -> Result<Vec<Lit>, E> {
+        let mut vals = vec![self.lit()?];
+        while self.eat_sym(",") {
+            vals.push(self.lit()?);
         }
-        Ok(l)
+        self.expect_sym(")")?;
+        Ok(vals)
+    }
+
+    /// A comparison operator (`=`, `!=`, `<`, `>`, `<=`, `>=`), consumed.
+    fn cmp_op(&mut self) -> Result<Op, E> {
+        let op = match self.peek() {
+            Some(Tok::Sym("=")) => Op::Eq,
+            Some(Tok::Sym("!=")) => Op::Ne,
+            Some(Tok::Sym("<")) => Op::Lt,
+            Some(Tok::Sym(">")) => Op::Gt,
+            Some(Tok::Sym("<=")) => Op::Le,
+            Some(Tok::Sym(">=")) => Op::Ge,
+            _ => return Err(self.unexpected()),
+        };
+        self.i += 1;
+        Ok(op)
+    }
+
+    fn h_or(&mut self) -> Result<HCond, E> {
+        self.chain("OR", Self::h_and, HCond::Or)
+    }
+
+    fn h_and(&mut self) -> Result<HCond, E> {
+        self.chain("AND", Self::h_not, HCond::And)
     }
 
     fn h_not(&mut self) -> Result<HCond, E> {
@@ -624,23 +656,9 @@ impl Parser<'_> {
         if neg || self.kw("IN") {
             self.expect_kw("IN")?;
             self.expect_sym("(")?;
-            let mut vals = vec![self.lit()?];
-            while self.eat_sym(",") {
-                vals.push(self.lit()?);
-            }
-            self.expect_sym(")")?;
-            return Ok(HCond::In(expr, neg, vals));
+            return Ok(HCond::In(expr, neg, self.lit_list()?));
         }
-        let op = match self.peek() {
-            Some(Tok::Sym("=")) => Op::Eq,
-            Some(Tok::Sym("!=")) => Op::Ne,
-            Some(Tok::Sym("<")) => Op::Lt,
-            Some(Tok::Sym(">")) => Op::Gt,
-            Some(Tok::Sym("<=")) => Op::Le,
-            Some(Tok::Sym(">=")) => Op::Ge,
-            _ => return Err(self.unexpected()),
-        };
-        self.i += 1;
+        let op = self.cmp_op()?;
         Ok(HCond::Cmp(expr, op, self.lit()?))
     }
 
@@ -656,19 +674,11 @@ impl Parser<'_> {
     }
 
     fn or(&mut self) -> Result<Cond, E> {
-        let mut l = self.and()?;
-        while self.eat_kw("OR") {
-            l = Cond::Or(Box::new(l), Box::new(self.and()?));
-        }
-        Ok(l)
+        self.chain("OR", Self::and, Cond::Or)
     }
 
     fn and(&mut self) -> Result<Cond, E> {
-        let mut l = self.not()?;
-        while self.eat_kw("AND") {
-            l = Cond::And(Box::new(l), Box::new(self.not()?));
-        }
-        Ok(l)
+        self.chain("AND", Self::not, Cond::And)
     }
 
     fn not(&mut self) -> Result<Cond, E> {
@@ -700,23 +710,9 @@ impl Parser<'_> {
                 self.expect_sym(")")?;
                 return Ok(Cond::InQuery(path, neg, Box::new(sub)));
             }
-            let mut vals = vec![self.lit()?];
-            while self.eat_sym(",") {
-                vals.push(self.lit()?);
-            }
-            self.expect_sym(")")?;
-            return Ok(Cond::In(path, neg, vals));
+            return Ok(Cond::In(path, neg, self.lit_list()?));
         }
-        let op = match self.peek() {
-            Some(Tok::Sym("=")) => Op::Eq,
-            Some(Tok::Sym("!=")) => Op::Ne,
-            Some(Tok::Sym("<")) => Op::Lt,
-            Some(Tok::Sym(">")) => Op::Gt,
-            Some(Tok::Sym("<=")) => Op::Le,
-            Some(Tok::Sym(">=")) => Op::Ge,
-            _ => return Err(self.unexpected()),
-        };
-        self.i += 1;
+        let op = self.cmp_op()?;
         Ok(Cond::Cmp(path, op, self.lit()?))
     }
 
