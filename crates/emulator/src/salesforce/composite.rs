@@ -273,11 +273,8 @@ pub(crate) fn composite(sh: &Shared, st: &mut State, r: &Req<'_>) -> Result<Repl
             break;
         }
     }
-    let journal = st.org.journal.take();
+    st.org.end_journal(outer, failed_at.is_some());
     if let Some(k) = failed_at {
-        if let Some(j) = journal {
-            st.org.rollback(j);
-        }
         let e = halted();
         let mut all = Vec::with_capacity(subs.len());
         for (i, s) in subs.iter().enumerate() {
@@ -288,15 +285,6 @@ pub(crate) fn composite(sh: &Shared, st: &mut State, r: &Req<'_>) -> Result<Repl
             }
         }
         out = all;
-        st.org.journal = outer;
-    } else {
-        st.org.journal = match (outer, journal) {
-            (Some(mut o), Some(j)) => {
-                o.extend(j);
-                Some(o)
-            }
-            (o, _) => o,
-        };
     }
     Ok(Reply::json(200, json!({"compositeResponse": out})))
 }
@@ -431,21 +419,10 @@ pub(crate) fn tree(sh: &Shared, st: &mut State, r: &Req<'_>, t: &str) -> Result<
             }
         }
     }
-    let journal = st.org.journal.take();
+    st.org.end_journal(outer, !errors.is_empty());
     if !errors.is_empty() {
-        if let Some(j) = journal {
-            st.org.rollback(j);
-        }
-        st.org.journal = outer;
         return Ok(Reply::json(400, json!({"hasErrors": true, "results": errors})));
     }
-    st.org.journal = match (outer, journal) {
-        (Some(mut o), Some(j)) => {
-            o.extend(j);
-            Some(o)
-        }
-        (o, _) => o,
-    };
     let results: Vec<Value> =
         flat.iter().zip(&ids).map(|(rec, id)| json!({"referenceId": rec.reference, "id": id})).collect();
     Ok(Reply::json(201, json!({"hasErrors": false, "results": results})))

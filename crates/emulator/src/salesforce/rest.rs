@@ -457,22 +457,11 @@ fn run_collection(
     for i in 0..n {
         results.push(one(&mut st.org, &cx, i).map_err(|e| fail(&e)));
     }
-    let journal = st.org.journal.take();
-    let any_failed = results.iter().any(Result::is_err);
-    let out: Vec<Value> = if all_or_none && any_failed {
-        if let Some(j) = journal {
-            st.org.rollback(j);
-        }
-        st.org.journal = outer;
+    let undo = all_or_none && results.iter().any(Result::is_err);
+    st.org.end_journal(outer, undo);
+    let out: Vec<Value> = if undo {
         results.into_iter().map(|x| x.err().unwrap_or_else(rolled_back)).collect()
     } else {
-        st.org.journal = match (outer, journal) {
-            (Some(mut o), Some(j)) => {
-                o.extend(j);
-                Some(o)
-            }
-            (o, _) => o,
-        };
         results.into_iter().map(|x| x.unwrap_or_else(|e| e)).collect()
     };
     Reply::json(200, Value::Array(out))

@@ -520,6 +520,27 @@ impl Org {
         }
     }
 
+    /// Closes the journal opened over `outer` (the journal taken when the series of writes began):
+    /// with `undo` the series' writes are rolled back, else they are kept and appended to `outer`
+    /// (so an enclosing all-or-none series can still undo them); `outer` is the journal again.
+    pub(crate) fn end_journal(&mut self, outer: Option<Vec<Undo>>, undo: bool) {
+        let inner = self.journal.take();
+        self.journal = if undo {
+            if let Some(j) = inner {
+                self.rollback(j);
+            }
+            outer
+        } else {
+            match (outer, inner) {
+                (Some(mut o), Some(j)) => {
+                    o.extend(j);
+                    Some(o)
+                }
+                (o, _) => o,
+            }
+        };
+    }
+
     fn mint(&mut self, prefix: &str) -> String {
         loop {
             self.next += 1;
