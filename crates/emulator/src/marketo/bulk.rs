@@ -222,18 +222,23 @@ pub(crate) fn processing_time(fixed: Duration, per_1000_rows: Duration, records:
     fixed.checked_add(&variable).unwrap_or(Duration::MAX)
 }
 
+/// Whether a job of `records` rows that began processing at `started_at` has spent its processing
+/// time (the configured fixed plus per-1,000-rows parts) by `ctx.now`; never when it has not begun.
+pub(crate) fn processing_done(ctx: &Ctx<'_>, started_at: Option<DateTime<Utc>>, records: u64) -> bool {
+    let config = &ctx.shared.config;
+    let needed = processing_time(config.bulk_processing_time, config.bulk_processing_per_1000_rows, records);
+    started_at.is_some_and(|s| ctx.now - s >= needed)
+}
+
 /// Moves jobs along: Processing → Completed after the processing time (fixed plus per 1,000 rows),
 /// Queued → Processing when a slot is free (snapshotting the data).
 fn advance(db: &mut Db, ctx: &Ctx<'_>) {
     let now = ctx.now;
-    let fixed = ctx.shared.config.bulk_processing_time;
-    let per_1000 = ctx.shared.config.bulk_processing_per_1000_rows;
     loop {
         let mut changed = false;
         for i in 0..db.jobs.len() {
             let job = &db.jobs[i];
-            let needed = processing_time(fixed, per_1000, job.records);
-            if job.status == Status::Processing && job.started_at.is_some_and(|s| now - s >= needed) {
+            if job.status == Status::Processing && processing_done(ctx, job.started_at, job.records) {
                 let size = job.file.as_ref().map_or(0, |f| f.len() as u64);
                 db.jobs[i].status = Status::Completed;
                 db.jobs[i].finished_at = Some(now);

@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
-use super::bulk::processing_time;
+use super::bulk::processing_done;
 use super::envelope::Reply;
 use super::leads::upsert;
 use super::server::Ctx;
@@ -180,14 +180,11 @@ fn multipart(content_type: &str, body: &[u8]) -> Result<Vec<(String, Vec<u8>)>, 
 /// written then), Queued → Importing (FIFO) while fewer than 2 import.
 fn advance(db: &mut Db, ctx: &Ctx<'_>) {
     let now = ctx.now;
-    let fixed = ctx.shared.config.bulk_processing_time;
-    let per_1000 = ctx.shared.config.bulk_processing_per_1000_rows;
     loop {
         let mut changed = false;
         for i in 0..db.imports.len() {
             let job = &db.imports[i];
-            let needed = processing_time(fixed, per_1000, job.rows.len() as u64);
-            if job.status == Status::Importing && job.started_at.is_some_and(|s| now - s >= needed) {
+            if job.status == Status::Importing && processing_done(ctx, job.started_at, job.rows.len() as u64) {
                 let mut job = db.imports[i].clone();
                 run(db, &mut job, now);
                 db.imports[i] = job;
