@@ -57,6 +57,33 @@ fn decode_token(t: &str) -> Option<String> {
     data_encoding::BASE32.decode(t.trim().as_bytes()).ok().and_then(|b| String::from_utf8(b).ok())
 }
 
+/// What a paged lead read asks for: the fields to render, the page size, and the lead id the page
+/// starts after (0 for the first page).
+pub(crate) struct Paging {
+    pub(crate) fields: Vec<String>,
+    pub(crate) batch: usize,
+    pub(crate) after: i64,
+}
+
+/// Reads `fields`, `batchSize` and `nextPageToken` (a token of [`page_token`] with the same
+/// `prefix`; 1003 for any other).
+pub(crate) fn paging(ctx: &Ctx<'_>, cat: &[FieldDef], prefix: &str) -> Result<Paging, Reply> {
+    let fields = requested_fields(cat, ctx.param("fields"))?;
+    let batch = ctx.batch_size()?;
+    let after = match ctx.param("nextPageToken") {
+        None => 0,
+        Some(t) => decode_token(t)
+            .and_then(|s| s.strip_prefix(prefix).and_then(|n| n.parse::<i64>().ok()))
+            .ok_or_else(|| Reply::err("1003", "Invalid nextPageToken"))?,
+    };
+    Ok(Paging { fields, batch, after })
+}
+
+/// The `nextPageToken` of a page that ends at lead id `last`, read back by [`paging`].
+pub(crate) fn page_token(prefix: &str, last: i64) -> String {
+    encode_token(&format!("{prefix}{last}"))
+}
+
 /// Whether the lead's `field` equals one of `values` (lower-cased), ignoring case.
 fn matches(lead: &Lead, field: &str, values: &std::collections::HashSet<String>) -> bool {
     lead.get(field).and_then(value_string).is_some_and(|v| values.contains(&v.to_lowercase()))
@@ -77,20 +104,9 @@ pub(crate) fn get_by_filter(ctx: &Ctx<'_>) -> Reply {
     if values.len() > ctx.max_batch() {
         return Reply::err("1003", format!("Too many filterValues, max {}", ctx.max_batch()));
     }
-    let fields = match requested_fields(&db.fields, ctx.param("fields")) {
-        Ok(f) => f,
+    let Paging { fields, batch, after } = match paging(ctx, &db.fields, "lead,") {
+        Ok(p) => p,
         Err(e) => return e,
-    };
-    let batch = match ctx.batch_size() {
-        Ok(b) => b,
-        Err(e) => return e,
-    };
-    let after = match ctx.param("nextPageToken") {
-        None => 0,
-        Some(t) => match decode_token(t).and_then(|s| s.strip_prefix("lead,").and_then(|n| n.parse::<i64>().ok())) {
-            Some(n) => n,
-            None => return Reply::err("1003", "Invalid nextPageToken"),
-        },
     };
     let (page, more): (Vec<(i64, &Lead)>, bool) = if filter_type.eq_ignore_ascii_case("id") {
         // By id: look the values up (in id order, as the scan below would find them) instead of
@@ -110,8 +126,7 @@ pub(crate) fn get_by_filter(ctx: &Ctx<'_>) -> Reply {
     let result: Vec<Value> = page.iter().map(|(_, l)| render(l, &fields)).collect();
     let mut reply = Reply::ok(result);
     if more && let Some((last, _)) = page.last() {
-        reply =
-            reply.with("moreResult", json!(true)).with("nextPageToken", json!(encode_token(&format!("lead,{last}"))));
+        reply = reply.with("moreResult", json!(true)).with("nextPageToken", json!(page_token("lead,", *last)));
     }
     reply
 }
@@ -401,10 +416,11 @@ fn valid_field_name(name: &str) -> bool {
     c.next().is_some_and(|f| f.is_ascii_alphabetic()) && c.all(|x| x.is_ascii_alphanumeric() || x == '_')
 }
 
-/// The `input` array of a schema-field request (1003 when absent or empty).
-fn schema_input(body: &Value) -> Result<&Vec<Value>, Reply> {
-    match body.get("input").and_then(Value::as_array) {
-        Some(a) if !a.is_empty() => Ok(a),
+/// The `input` array of a schema-field request's JSON body (612/609 for a body that is not JSON,
+/// 1003 when the array is absent or empty).
+fn schema_input(ctx: &Ctx<'_>) -> Result<Vec<Value>, Reply> {
+    match ctx.json()?.get_mut("input").map(Value::take) {
+        Some(Value::Array(a)) if !a.is_empty() => Ok(a),
         _ => Err(Reply::err("1003", "input cannot be blank")),
     }
 }
@@ -417,11 +433,7 @@ fn bool_of(rec: &Value, key: &str) -> Option<bool> {
 /// `skipped`); they then show in describe, describe2 and schema/fields and are readable and
 /// writable like standard fields (string, email and integer ones are also searchable).
 pub(crate) fn create_fields(ctx: &Ctx<'_>) -> Reply {
-    let body = match ctx.json() {
-        Ok(b) => b,
-        Err(e) => return e,
-    };
-    let input = match schema_input(&body) {
+    let input = match schema_input(ctx) {
         Ok(i) => i,
         Err(e) => return e,
     };
@@ -430,7 +442,7 @@ pub(crate) fn create_fields(ctx: &Ctx<'_>) -> Reply {
     }
     let mut db = ctx.shared.db();
     let mut out = Vec::with_capacity(input.len());
-    for rec in input {
+    for rec in &input {
         let text = |k: &str| rec.get(k).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty());
         let (Some(name), Some(display), Some(data_type)) = (text("name"), text("displayName"), text("dataType")) else {
             out.push(skipped("1003", "name, displayName and dataType are required"));
@@ -486,11 +498,7 @@ pub(crate) fn create_fields(ctx: &Ctx<'_>) -> Reply {
 /// `POST /rest/v1/leads/schema/fields/{fieldApiName}.json`: updates one field's display name,
 /// description and flags (`input` holds exactly one item).
 pub(crate) fn update_field(ctx: &Ctx<'_>, name: &str) -> Reply {
-    let body = match ctx.json() {
-        Ok(b) => b,
-        Err(e) => return e,
-    };
-    let input = match schema_input(&body) {
+    let input = match schema_input(ctx) {
         Ok(i) => i,
         Err(e) => return e,
     };

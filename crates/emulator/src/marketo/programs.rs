@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
 use super::envelope::Reply;
-use super::leads::{self, outcome, render, requested_fields, skipped, upsert};
+use super::leads::{self, Paging, outcome, paging, render, skipped, upsert};
 use super::server::Ctx;
 use super::state::{Attr, Db, fmt_ts};
 
@@ -198,14 +198,6 @@ fn program_by_id(db: &Db, id: &str) -> Result<usize, Reply> {
     db.programs.iter().position(|p| p.id == id).ok_or_else(|| Reply::err("1013", "Program not found"))
 }
 
-fn encode_token(s: &str) -> String {
-    data_encoding::BASE32.encode(s.as_bytes())
-}
-
-fn decode_token(t: &str) -> Option<String> {
-    data_encoding::BASE32.decode(t.trim().as_bytes()).ok().and_then(|b| String::from_utf8(b).ok())
-}
-
 /// `GET /rest/v1/leads/programs/{programId}.json` (also `POST …?_method=GET` with a form body):
 /// the program's members with the requested fields and their `membership`, paged.
 pub(crate) fn leads_by_program(ctx: &Ctx<'_>, program: &str) -> Reply {
@@ -214,21 +206,10 @@ pub(crate) fn leads_by_program(ctx: &Ctx<'_>, program: &str) -> Reply {
         Ok(p) => &db.programs[p],
         Err(e) => return e,
     };
-    let fields = match requested_fields(&db.fields, ctx.param("fields")) {
-        Ok(f) => f,
-        Err(e) => return e,
-    };
-    let batch = match ctx.batch_size() {
-        Ok(b) => b,
-        Err(e) => return e,
-    };
     let prefix = format!("prog,{},", prog.id);
-    let after = match ctx.param("nextPageToken") {
-        None => 0,
-        Some(t) => match decode_token(t).and_then(|s| s.strip_prefix(&prefix).and_then(|n| n.parse::<i64>().ok())) {
-            Some(n) => n,
-            None => return Reply::err("1003", "Invalid nextPageToken"),
-        },
+    let Paging { fields, batch, after } = match paging(ctx, &db.fields, &prefix) {
+        Ok(p) => p,
+        Err(e) => return e,
     };
     let mut hits = prog.members.range(after + 1..).filter_map(|(id, m)| db.leads.get(id).map(|l| (*id, l, m)));
     let page: Vec<(i64, Value)> = hits
@@ -255,9 +236,7 @@ pub(crate) fn leads_by_program(ctx: &Ctx<'_>, program: &str) -> Reply {
     let last = page.last().map(|(id, _)| *id);
     let mut reply = Reply::ok(page.into_iter().map(|(_, v)| v).collect());
     if more && let Some(last) = last {
-        reply = reply
-            .with("moreResult", json!(true))
-            .with("nextPageToken", json!(encode_token(&format!("{prefix}{last}"))));
+        reply = reply.with("moreResult", json!(true)).with("nextPageToken", json!(leads::page_token(&prefix, last)));
     }
     reply
 }
