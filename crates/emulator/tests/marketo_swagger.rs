@@ -99,6 +99,31 @@ impl Checker {
     }
 }
 
+/// Checks one bulk export kind (`leads` or `activities`, as in `/bulk/v1/{kind}/export/…`): the
+/// create answer for `job`, then its enqueue, status and the job list, and the cancel answer for a
+/// second job created from `second`. A job still in Created can be cancelled (this one finished at
+/// once).
+async fn check_export(h: &Harness, c: &mut Checker, kind: &str, job: Value, second: Value) {
+    let base = format!("/bulk/v1/{kind}/export");
+    let created = h.post(&format!("{base}/create.json"), job).await;
+    c.check("post", &format!("{base}/create.json"), &created);
+    let export = created["result"][0]["exportId"].as_str().unwrap().to_string();
+    c.check(
+        "post",
+        &format!("{base}/{{exportId}}/enqueue.json"),
+        &h.post_empty(&format!("{base}/{export}/enqueue.json")).await,
+    );
+    c.check("get", &format!("{base}/{{exportId}}/status.json"), &h.get(&format!("{base}/{export}/status.json")).await);
+    c.check("get", &format!("{base}.json"), &h.get(&format!("{base}.json")).await);
+    let second = h.post(&format!("{base}/create.json"), second).await;
+    let second = second["result"][0]["exportId"].as_str().unwrap().to_string();
+    c.check(
+        "post",
+        &format!("{base}/{{exportId}}/cancel.json"),
+        &h.post_empty(&format!("{base}/{second}/cancel.json")).await,
+    );
+}
+
 #[tokio::test]
 async fn emulator_responses_validate_against_the_swagger() {
     let h = Harness::start(config()).await;
@@ -349,74 +374,25 @@ swagger.import@example.com,Imp
     c.check("get", "/rest/v1/stats/usage.json", &h.get("/rest/v1/stats/usage.json").await);
     c.check("get", "/rest/v1/stats/errors.json", &h.get("/rest/v1/stats/errors.json").await);
 
-    // Bulk lead export.
-    let job = h
-        .post(
-            "/bulk/v1/leads/export/create.json",
-            json!({"fields": ["id", "email"], "format": "CSV",
-                   "filter": {"createdAt": {"startAt": "2020-01-01T00:00:00Z", "endAt": "2020-01-31T00:00:00Z"}}}),
-        )
-        .await;
-    c.check("post", "/bulk/v1/leads/export/create.json", &job);
-    let export = job["result"][0]["exportId"].as_str().unwrap().to_string();
-    c.check(
-        "post",
-        "/bulk/v1/leads/export/{exportId}/enqueue.json",
-        &h.post_empty(&format!("/bulk/v1/leads/export/{export}/enqueue.json")).await,
-    );
-    c.check(
-        "get",
-        "/bulk/v1/leads/export/{exportId}/status.json",
-        &h.get(&format!("/bulk/v1/leads/export/{export}/status.json")).await,
-    );
-    c.check("get", "/bulk/v1/leads/export.json", &h.get("/bulk/v1/leads/export.json").await);
-    // A job still in Created can be cancelled (this one finished at once).
-    let second = h
-        .post(
-            "/bulk/v1/leads/export/create.json",
-            json!({"fields": ["id"], "filter": {"createdAt": {"startAt": "2020-02-01T00:00:00Z", "endAt": "2020-02-28T00:00:00Z"}}}),
-        )
-        .await;
-    let second = second["result"][0]["exportId"].as_str().unwrap().to_string();
-    c.check(
-        "post",
-        "/bulk/v1/leads/export/{exportId}/cancel.json",
-        &h.post_empty(&format!("/bulk/v1/leads/export/{second}/cancel.json")).await,
-    );
-
-    // Bulk activity export.
-    let job = h
-        .post(
-            "/bulk/v1/activities/export/create.json",
-            json!({"format": "CSV", "filter": {"createdAt": {"startAt": "2026-06-01T00:00:00Z", "endAt": "2026-06-30T00:00:00Z"},
-                                              "activityTypeIds": [12, 13]}}),
-        )
-        .await;
-    c.check("post", "/bulk/v1/activities/export/create.json", &job);
-    let export = job["result"][0]["exportId"].as_str().unwrap().to_string();
-    c.check(
-        "post",
-        "/bulk/v1/activities/export/{exportId}/enqueue.json",
-        &h.post_empty(&format!("/bulk/v1/activities/export/{export}/enqueue.json")).await,
-    );
-    c.check(
-        "get",
-        "/bulk/v1/activities/export/{exportId}/status.json",
-        &h.get(&format!("/bulk/v1/activities/export/{export}/status.json")).await,
-    );
-    c.check("get", "/bulk/v1/activities/export.json", &h.get("/bulk/v1/activities/export.json").await);
-    let second = h
-        .post(
-            "/bulk/v1/activities/export/create.json",
-            json!({"filter": {"createdAt": {"startAt": "2026-05-01T00:00:00Z", "endAt": "2026-05-31T00:00:00Z"}}}),
-        )
-        .await;
-    let second = second["result"][0]["exportId"].as_str().unwrap().to_string();
-    c.check(
-        "post",
-        "/bulk/v1/activities/export/{exportId}/cancel.json",
-        &h.post_empty(&format!("/bulk/v1/activities/export/{second}/cancel.json")).await,
-    );
+    // Bulk lead and activity exports.
+    check_export(
+        &h,
+        &mut c,
+        "leads",
+        json!({"fields": ["id", "email"], "format": "CSV",
+               "filter": {"createdAt": {"startAt": "2020-01-01T00:00:00Z", "endAt": "2020-01-31T00:00:00Z"}}}),
+        json!({"fields": ["id"], "filter": {"createdAt": {"startAt": "2020-02-01T00:00:00Z", "endAt": "2020-02-28T00:00:00Z"}}}),
+    )
+    .await;
+    check_export(
+        &h,
+        &mut c,
+        "activities",
+        json!({"format": "CSV", "filter": {"createdAt": {"startAt": "2026-06-01T00:00:00Z", "endAt": "2026-06-30T00:00:00Z"},
+                                          "activityTypeIds": [12, 13]}}),
+        json!({"filter": {"createdAt": {"startAt": "2026-05-01T00:00:00Z", "endAt": "2026-05-31T00:00:00Z"}}}),
+    )
+    .await;
 
     // The checker does catch a wrong answer: a numeric requestId and a string lead id.
     let before = c.violations.len();
