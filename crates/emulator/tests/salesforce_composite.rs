@@ -15,6 +15,14 @@ async fn composite(h: &H, body: Value) -> (u16, Value) {
     h.call(Method::POST, "/composite", Some(body)).await
 }
 
+async fn batch(h: &H, body: Value) -> (u16, Value) {
+    h.call(Method::POST, "/composite/batch", Some(body)).await
+}
+
+async fn account_tree(h: &H, body: Value) -> (u16, Value) {
+    h.call(Method::POST, "/composite/tree/Account", Some(body)).await
+}
+
 fn results(b: &Value) -> &Vec<Value> {
     b["compositeResponse"].as_array().unwrap()
 }
@@ -184,18 +192,16 @@ async fn batch_runs_independent_subrequests_and_counts_each() {
     let h = H::default().await;
     let acct = h.emu.insert("Account", obj(json!({"Name": "Acme"}))).unwrap();
     let before = h.emu.api_usage();
-    let (s, b) = h
-        .call(
-            Method::POST,
-            "/composite/batch",
-            Some(json!({"haltOnError": false, "batchRequests": [
-                {"method": "PATCH", "url": format!("v60.0/sobjects/Account/{acct}"), "richInput": {"Name": "Acme 2"}},
-                {"method": "GET", "url": format!("v60.0/sobjects/Account/{acct}?fields=Name")},
-                {"method": "GET", "url": "v60.0/sobjects/Account/001000000000000AAA"},
-                {"method": "GET", "url": "v60.0/query?q=SELECT+COUNT()+FROM+Account"}
-            ]})),
-        )
-        .await;
+    let (s, b) = batch(
+        &h,
+        json!({"haltOnError": false, "batchRequests": [
+            {"method": "PATCH", "url": format!("v60.0/sobjects/Account/{acct}"), "richInput": {"Name": "Acme 2"}},
+            {"method": "GET", "url": format!("v60.0/sobjects/Account/{acct}?fields=Name")},
+            {"method": "GET", "url": "v60.0/sobjects/Account/001000000000000AAA"},
+            {"method": "GET", "url": "v60.0/query?q=SELECT+COUNT()+FROM+Account"}
+        ]}),
+    )
+    .await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["hasErrors"], true);
     let r = b["results"].as_array().unwrap();
@@ -208,16 +214,14 @@ async fn batch_runs_independent_subrequests_and_counts_each() {
     assert_eq!(h.emu.api_usage(), before + 4, "each batch subrequest counts");
 
     // haltOnError: after the first failure the rest are not run.
-    let (s, b) = h
-        .call(
-            Method::POST,
-            "/composite/batch",
-            Some(json!({"haltOnError": true, "batchRequests": [
-                {"method": "POST", "url": "v60.0/sobjects/Account", "richInput": {"Name": null}},
-                {"method": "POST", "url": "v60.0/sobjects/Account", "richInput": {"Name": "Never"}}
-            ]})),
-        )
-        .await;
+    let (s, b) = batch(
+        &h,
+        json!({"haltOnError": true, "batchRequests": [
+            {"method": "POST", "url": "v60.0/sobjects/Account", "richInput": {"Name": null}},
+            {"method": "POST", "url": "v60.0/sobjects/Account", "richInput": {"Name": "Never"}}
+        ]}),
+    )
+    .await;
     assert_eq!(s, 200);
     let r = b["results"].as_array().unwrap();
     assert_eq!(r[0]["statusCode"], 400, "{b}");
@@ -226,7 +230,7 @@ async fn batch_runs_independent_subrequests_and_counts_each() {
     assert!(h.emu.records("Account").iter().all(|a| a["Name"] != "Never"));
 
     let many: Vec<Value> = (0..26).map(|_| json!({"method": "GET", "url": "v60.0/limits"})).collect();
-    let (s, b) = h.call(Method::POST, "/composite/batch", Some(json!({"batchRequests": many}))).await;
+    let (s, b) = batch(&h, json!({"batchRequests": many})).await;
     assert_eq!(s, 400, "{b}");
     assert_eq!(code(&b), "LIMIT_EXCEEDED");
 }
@@ -234,19 +238,17 @@ async fn batch_runs_independent_subrequests_and_counts_each() {
 #[tokio::test]
 async fn tree_creates_parents_and_children_in_one_transaction() {
     let h = H::default().await;
-    let (s, b) = h
-        .call(
-            Method::POST,
-            "/composite/tree/Account",
-            Some(json!({"records": [
-                {"attributes": {"type": "Account", "referenceId": "acme"}, "Name": "Acme",
-                 "Contacts": {"records": [
-                     {"attributes": {"type": "Contact", "referenceId": "ana"}, "LastName": "Ng"},
-                     {"attributes": {"type": "Contact", "referenceId": "bo"}, "LastName": "Li"}
-                 ]}}
-            ]})),
-        )
-        .await;
+    let (s, b) = account_tree(
+        &h,
+        json!({"records": [
+            {"attributes": {"type": "Account", "referenceId": "acme"}, "Name": "Acme",
+             "Contacts": {"records": [
+                 {"attributes": {"type": "Contact", "referenceId": "ana"}, "LastName": "Ng"},
+                 {"attributes": {"type": "Contact", "referenceId": "bo"}, "LastName": "Li"}
+             ]}}
+        ]}),
+    )
+    .await;
     assert_eq!(s, 201, "{b}");
     assert_eq!(b["hasErrors"], false);
     let r = b["results"].as_array().unwrap();
@@ -258,16 +260,14 @@ async fn tree_creates_parents_and_children_in_one_transaction() {
         assert_eq!(rec["AccountId"], json!(acct));
     }
 
-    let (s, b) = h
-        .call(
-            Method::POST,
-            "/composite/tree/Account",
-            Some(json!({"records": [
-                {"attributes": {"type": "Account", "referenceId": "globex"}, "Name": "Globex",
-                 "Contacts": {"records": [{"attributes": {"type": "Contact", "referenceId": "bad"}, "FirstName": "x"}]}}
-            ]})),
-        )
-        .await;
+    let (s, b) = account_tree(
+        &h,
+        json!({"records": [
+            {"attributes": {"type": "Account", "referenceId": "globex"}, "Name": "Globex",
+             "Contacts": {"records": [{"attributes": {"type": "Contact", "referenceId": "bad"}, "FirstName": "x"}]}}
+        ]}),
+    )
+    .await;
     assert_eq!(s, 400, "{b}");
     assert_eq!(b["hasErrors"], true);
     assert_eq!(b["results"][0]["referenceId"], "bad");
