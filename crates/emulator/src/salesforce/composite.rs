@@ -192,13 +192,19 @@ fn valid_reference_id(s: &str) -> bool {
         && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// The subrequest array under `key` of a composite or batch body (INVALID_INPUT when missing).
+fn subrequests<'a>(b: &'a Map<String, Value>, key: &str) -> Result<&'a Vec<Value>, E> {
+    match b.get(key) {
+        Some(Value::Array(subs)) => Ok(subs),
+        _ => Err(E::bad("INVALID_INPUT", format!("The request body must include a {key} array"))),
+    }
+}
+
 /// `POST /composite`.
 pub(crate) fn composite(sh: &Shared, st: &mut State, r: &Req<'_>) -> Result<Reply, E> {
     let b = body_object(r)?;
     let all_or_none = b.get("allOrNone").and_then(Value::as_bool).unwrap_or(false);
-    let Some(Value::Array(subs)) = b.get("compositeRequest") else {
-        return Err(E::bad("INVALID_INPUT", "The request body must include a compositeRequest array"));
-    };
+    let subs = subrequests(&b, "compositeRequest")?;
     if subs.len() > MAX_SUBREQUESTS {
         return Ok(refusal(&limit_exceeded()));
     }
@@ -298,9 +304,7 @@ fn version_of(url: &str) -> &str {
 pub(crate) fn batch(sh: &Shared, st: &mut State, r: &Req<'_>) -> Result<Reply, E> {
     let b = body_object(r)?;
     let halt = b.get("haltOnError").and_then(Value::as_bool).unwrap_or(false);
-    let Some(Value::Array(subs)) = b.get("batchRequests") else {
-        return Err(E::bad("INVALID_INPUT", "The request body must include a batchRequests array"));
-    };
+    let subs = subrequests(&b, "batchRequests")?;
     if subs.len() > MAX_SUBREQUESTS {
         return Err(limit_exceeded());
     }
