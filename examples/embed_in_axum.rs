@@ -183,7 +183,7 @@ async fn main() -> Result<(), BoxError> {
 
     // Background tasks, all stopped by one token.
     let cancel = CancellationToken::new();
-    let mut events = engine.subscribe_events();
+    let mut events = engine.subscribe();
     let engine_task = tokio::spawn({
         let (engine, cancel) = (engine.clone(), cancel.clone());
         async move { engine.run(cancel).await }

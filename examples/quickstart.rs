@@ -76,7 +76,7 @@ async fn main() -> Result<(), BoxError> {
         .build()?;
 
     // 3. Initial sync, with a progress line fed by the engine's events.
-    let mut events = engine.subscribe_events();
+    let mut events = engine.subscribe();
     let progress = tokio::spawn(async move {
         let mut landed = 0u64;
         while let Ok(ev) = events.recv().await {

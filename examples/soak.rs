@@ -436,7 +436,7 @@ fn build_engine(ctx: &Ctx) -> Result<SyncEngine, BoxError> {
             },
             // One node restarted in place: the new engine takes the killed one's leader lease back
             // at once instead of waiting out its TTL.
-            holder_id: "soak-node".into(),
+            worker_id: "soak-node".into(),
             ..EngineSettings::default()
         })
         .build()?)
@@ -529,9 +529,9 @@ type EngineParts = (JoinHandle<()>, tokio::sync::broadcast::Receiver<SyncEvent>,
 
 fn spawn_engine(ctx: &Arc<Ctx>, cancel: &CancellationToken) -> Result<EngineParts, BoxError> {
     let engine = build_engine(ctx)?;
-    let events = engine.subscribe_events();
+    let events = engine.subscribe();
     let mut changes = engine.subscribe_changes();
-    let mut passes = engine.subscribe_events();
+    let mut passes = engine.subscribe();
     let ctx2 = ctx.clone();
     let counter = tokio::spawn(async move {
         use tokio::sync::broadcast::error::RecvError;

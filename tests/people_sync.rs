@@ -172,7 +172,7 @@ async fn killed_initial_sync_resumes_to_the_same_mirror() {
     {
         let (store, _dir) = sqlite().await;
         let eng = engine(&world, store.clone(), mode);
-        let mut events = eng.subscribe_events();
+        let mut events = eng.subscribe();
         let cancel = CancellationToken::new();
         let run = {
             let (eng, cancel) = (eng.clone(), cancel.clone());
@@ -602,7 +602,7 @@ async fn rebuild_without_downtime(store: Arc<dyn Store>, mode: InitialMode) {
 
     // Killed after a few shadow pages, twice: the live mirror is untouched, the rebuild resumable.
     for stop_after in [1, 3] {
-        let mut events = eng.subscribe_events();
+        let mut events = eng.subscribe();
         let cancel = CancellationToken::new();
         let run = {
             let (eng, cancel) = (eng.clone(), cancel.clone());

@@ -300,7 +300,7 @@ async fn marketo_daily_quota_pauses_marketo_streams_salesforce_carries_on_then_r
     );
     assert!(e.to_string().contains("daily quota"), "{e}");
     // A host running the engine's loop sees it in the events.
-    let mut events = r.eng.subscribe_events();
+    let mut events = r.eng.subscribe();
     let cancel = tokio_util::sync::CancellationToken::new();
     let running = tokio::spawn({
         let (eng, cancel) = (r.eng.clone(), cancel.clone());

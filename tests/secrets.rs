@@ -265,7 +265,7 @@ async fn full_pass(emu: &Emulators, store: Arc<dyn Store>, seen: &mut Seen) {
     let builder = SyncEngine::builder().marketo(mk_port.clone()).salesforce(sf_port.clone()).store(store.clone());
     seen.debug("SyncEngineBuilder", &builder);
     let engine = builder.settings(settings).build().unwrap();
-    let mut engine_events = engine.subscribe_events();
+    let mut engine_events = engine.subscribe();
     let delivery = DeliverySettings {
         backoff_base: Duration::from_millis(5),
         backoff_max: Duration::from_millis(20),

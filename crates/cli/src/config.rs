@@ -59,7 +59,7 @@ pub struct Config {
     /// REST sweep: id chunks read at once (1..=10, default 4).
     pub rest_reads_in_flight: u32,
     /// This process's id in the Marketo pull's leader lease (default: random per process).
-    pub holder_id: Option<String>,
+    pub worker_id: Option<String>,
     /// How long the leader lease and outbox claims last without renewal (default 60 s).
     pub lease_ttl: Duration,
     /// Drift repair: a pass reconciles when the last full read is this old (default weekly;
@@ -76,7 +76,7 @@ impl std::fmt::Debug for Config {
             .field("salesforce_api_version", &self.salesforce_api_version)
             .field("poll_interval", &self.poll_interval)
             .field("initial_mode", &self.initial_mode)
-            .field("holder_id", &self.holder_id)
+            .field("worker_id", &self.worker_id)
             .field("lease_ttl", &self.lease_ttl)
             .field("reconcile_every", &self.reconcile_every)
             .finish_non_exhaustive()
@@ -217,7 +217,7 @@ struct FileSync {
     poll_interval_ms: Option<u64>,
     initial_mode: Option<InitialModeSetting>,
     rest_reads_in_flight: Option<u32>,
-    holder_id: Option<String>,
+    worker_id: Option<String>,
     lease_ttl_ms: Option<u64>,
     reconcile_every_secs: Option<u64>,
 }
@@ -257,7 +257,7 @@ pub mod vars {
     /// Poll interval in milliseconds (overrides the seconds when set).
     pub const POLL_INTERVAL_MS: &str = "SALESYNC_POLL_INTERVAL_MS";
     /// This process's leader lease holder id.
-    pub const HOLDER_ID: &str = "SALESYNC_HOLDER_ID";
+    pub const WORKER_ID: &str = "SALESYNC_WORKER_ID";
     /// Leader lease and outbox claim TTL in milliseconds.
     pub const LEASE_TTL_MS: &str = "SALESYNC_LEASE_TTL_MS";
     /// Drift repair interval in seconds (`0`: off).
@@ -367,7 +367,7 @@ impl Config {
                 0 => None,
                 secs => Some(Duration::from_secs(secs)),
             };
-        let holder_id = get(vars::HOLDER_ID, fc.sync.holder_id).map(|h| h.trim().to_string()).filter(|h| !h.is_empty());
+        let worker_id = get(vars::WORKER_ID, fc.sync.worker_id).map(|h| h.trim().to_string()).filter(|h| !h.is_empty());
         Ok(Config {
             marketo: endpoint(
                 vars::MARKETO_URL,
@@ -398,7 +398,7 @@ impl Config {
             poll_interval,
             initial_mode,
             rest_reads_in_flight,
-            holder_id,
+            worker_id,
             lease_ttl,
             reconcile_every,
             store,
@@ -491,19 +491,19 @@ mod tests {
     #[test]
     fn lease_and_fast_poll_settings() {
         let c = Config::load(None, &env(&[])).unwrap();
-        assert_eq!((c.holder_id.as_deref(), c.lease_ttl), (None, Duration::from_secs(60)));
+        assert_eq!((c.worker_id.as_deref(), c.lease_ttl), (None, Duration::from_secs(60)));
         let c = Config::load(
             None,
             &env(&[
                 (vars::POLL_INTERVAL_SECS, "5"),
                 (vars::POLL_INTERVAL_MS, "150"),
-                (vars::HOLDER_ID, " node-a "),
+                (vars::WORKER_ID, " node-a "),
                 (vars::LEASE_TTL_MS, "2000"),
             ]),
         )
         .unwrap();
         assert_eq!(c.poll_interval, Duration::from_millis(150));
-        assert_eq!((c.holder_id.as_deref(), c.lease_ttl), (Some("node-a"), Duration::from_secs(2)));
+        assert_eq!((c.worker_id.as_deref(), c.lease_ttl), (Some("node-a"), Duration::from_secs(2)));
     }
 
     #[test]

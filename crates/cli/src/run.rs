@@ -192,8 +192,8 @@ fn engine_settings(config: &Config) -> Res<EngineSettings> {
         reconcile_every: config.reconcile_every,
         ..EngineSettings::default()
     };
-    Ok(match &config.holder_id {
-        Some(holder_id) => EngineSettings { holder_id: holder_id.clone(), ..settings },
+    Ok(match &config.worker_id {
+        Some(worker_id) => EngineSettings { worker_id: worker_id.clone(), ..settings },
         None => settings,
     })
 }
@@ -229,7 +229,7 @@ async fn rebuild(config: &Config, discard: bool) -> Res<()> {
         shutdown_signal().await;
         c2.cancel();
     });
-    let progress = tokio::spawn(show_progress(engine.subscribe_events()));
+    let progress = tokio::spawn(show_progress(engine.subscribe()));
     let result = engine.rebuild_with(&cancel).await;
     progress.abort();
     match result {
@@ -278,6 +278,8 @@ async fn sync(config: &Config, once: bool) -> Res<()> {
     let (mk, sf) = (marketo(config)?, salesforce(config)?);
     let settings = engine_settings(config)?;
     let delivery = DeliverySettings {
+        // One name for this process as a worker: the pull lease's holder and the outbox claims'.
+        worker_id: settings.worker_id.clone(),
         lease: config.lease_ttl,
         poll_interval: config.poll_interval.min(DeliverySettings::default().poll_interval),
         ..DeliverySettings::default()
@@ -297,7 +299,7 @@ async fn sync(config: &Config, once: bool) -> Res<()> {
         .instance_id(instance_id(config)?)
         .build()
         .map_err(|e| CliError::Runtime(e.to_string()))?;
-    let progress = tokio::spawn(show_progress(engine.subscribe_events()));
+    let progress = tokio::spawn(show_progress(engine.subscribe()));
     if once {
         // Another process leading the Marketo pull is not a failure: this one still delivers.
         let report = match engine.sync_once().await {

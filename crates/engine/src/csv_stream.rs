@@ -14,12 +14,6 @@ use salesync_core::RecordError;
 use salesync_core::bulk_csv::{Item, RecordReader, header_name};
 use salesync_core::ports::marketo::bytes_stream::ByteStream;
 
-/// Longest row (bytes from its first byte to its line end) read before the file is refused: a
-/// file without newlines, or with an unterminated quote, must not be buffered whole. A row with
-/// more than [`MAX_RECORD_FIELDS`](salesync_core::bulk_csv::MAX_RECORD_FIELDS) fields is refused
-/// too.
-pub const MAX_ROW_BYTES: usize = salesync_core::bulk_csv::MAX_RECORD_BYTES;
-
 /// One CSV row and the absolute byte offset just after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CsvRow {
@@ -118,7 +112,7 @@ pub trait ExportParser: Send + Sync + 'static {
     fn rows(&self, file: ByteStream, offset: u64) -> RowStream;
 }
 
-/// The default [`ExportParser`]: streaming CSV ([`CsvRows`]).
+/// The default [`ExportParser`]: streaming CSV, one row at a time.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CsvExportParser;
 

@@ -114,7 +114,7 @@ pub const MARKETO_PULL_LEASE: &str = "marketo-pull";
 ///
 /// Several processes may share one store (each with its own engine and dispatcher), but only
 /// one pulls from Marketo at a time: a pass first takes (or renews) the store's named lease
-/// [`MARKETO_PULL_LEASE`] for [`EngineSettings::holder_id`] until now +
+/// [`MARKETO_PULL_LEASE`] for [`EngineSettings::worker_id`] until now +
 /// [`EngineSettings::leader_lease_ttl`]. Another holder's valid lease makes
 /// [`sync_once`](Self::sync_once) fail fast with [`Error::NotLeader`] (nothing pulled), while
 /// [`run`](Self::run) keeps trying every [`EngineSettings::leader_poll`].
@@ -181,13 +181,13 @@ impl SyncEngine {
     /// The channel is bounded: a subscriber that lags behind by more than
     /// `channel_capacity` events gets `RecvError::Lagged` and loses the oldest events; the sync
     /// never blocks on subscribers.
-    pub fn subscribe_events(&self) -> broadcast::Receiver<SyncEvent> {
+    pub fn subscribe(&self) -> broadcast::Receiver<SyncEvent> {
         self.inner.events.subscribe()
     }
 
     /// Mirror changes, published after the store committed them.
     ///
-    /// Bounded like [`subscribe_events`](Self::subscribe_events): a lagging subscriber gets
+    /// Bounded like [`subscribe`](Self::subscribe): a lagging subscriber gets
     /// `RecvError::Lagged` (and should re-read the mirror), and never slows the sync down.
     pub fn subscribe_changes(&self) -> broadcast::Receiver<MirrorChange> {
         self.inner.changes.subscribe()
@@ -233,7 +233,7 @@ impl SyncEngine {
         let inner = &*self.inner;
         self.ensure_bound().await?;
         if !inner.try_lead().await? {
-            tracing::debug!(holder = %inner.settings.holder_id, "another process holds the Marketo pull lease");
+            tracing::debug!(holder = %inner.settings.worker_id, "another process holds the Marketo pull lease");
             return Err(inner.not_leader());
         }
         let mut pass = Pass::new(inner, cancel);
@@ -507,7 +507,7 @@ impl Inner {
     }
 
     pub fn not_leader(&self) -> Error {
-        Error::NotLeader { lease: MARKETO_PULL_LEASE, holder: self.settings.holder_id.clone() }
+        Error::NotLeader { lease: MARKETO_PULL_LEASE, holder: self.settings.worker_id.clone() }
     }
 
     fn holds_lead(&self) -> bool {
@@ -522,7 +522,7 @@ impl Inner {
     /// Takes or renews the leader lease; true while held. Announces a change of leadership.
     pub async fn try_lead(&self) -> Result<bool> {
         let now = self.now();
-        let holder = &self.settings.holder_id;
+        let holder = &self.settings.worker_id;
         let held = self.store.try_lease(MARKETO_PULL_LEASE, holder, self.settings.leader_lease_ttl, now).await?;
         let was = std::mem::replace(&mut *lock(&self.lease), held.then_some(now)).is_some();
         match (was, held) {
@@ -537,7 +537,7 @@ impl Inner {
     }
 
     fn announce_lost(&self, reason: &str) {
-        let holder = &self.settings.holder_id;
+        let holder = &self.settings.worker_id;
         tracing::warn!(%holder, reason, "leader lease lost: no longer pulling from Marketo");
         self.emit(SyncEvent::LeaderLost { holder: holder.clone(), reason: reason.to_string() });
     }
@@ -581,7 +581,7 @@ impl Inner {
         if lock(&self.lease).take().is_none() {
             return;
         }
-        let holder = &self.settings.holder_id;
+        let holder = &self.settings.worker_id;
         if let Err(e) = self.store.release_lease(MARKETO_PULL_LEASE, holder).await {
             tracing::warn!(error = %e, %holder, "releasing the leader lease failed; it expires after its TTL");
         }

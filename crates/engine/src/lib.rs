@@ -3,19 +3,19 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 
 mod checkpoint;
-pub mod csv_stream;
+mod csv_stream;
 mod engine;
 mod error;
-pub mod events;
+mod events;
 mod incremental;
 mod initial;
 mod insight;
 mod mirror_reader;
 mod opportunity;
 mod rebuild;
-pub mod report;
+mod report;
 mod resync;
-pub mod settings;
+mod settings;
 
 pub use csv_stream::{CsvExportParser, ExportParser};
 pub use engine::{MARKETO_PULL_LEASE, SyncEngine, SyncEngineBuilder};
@@ -25,7 +25,7 @@ pub use insight::InsightKind;
 pub use mirror_reader::{MirrorReader, PageRequest, PersonPage};
 pub use report::{ApiCalls, BulkQuotaAction, DriftCounts, InitialPath, RebuildReport, RemovedCounts, SyncReport};
 pub use settings::{
-    BulkQuotaPolicy, Clock, EngineSettings, InitialMode, RetrySettings, StreamSettings, SystemClock, random_holder_id,
+    BulkQuotaPolicy, Clock, EngineSettings, InitialMode, RetrySettings, StreamSettings, SystemClock, random_worker_id,
 };
 
 /// Compile-time check: the engine can be shared across tasks.

@@ -168,11 +168,12 @@ pub struct EngineSettings {
     pub clock: Arc<dyn Clock>,
     /// Reads bulk export files (default [`CsvExportParser`]).
     pub export_parser: Arc<dyn ExportParser>,
-    /// Who this engine is in the leader election for the Marketo pull (the store's
-    /// [`MARKETO_PULL_LEASE`](crate::MARKETO_PULL_LEASE) lease). Unique per process: the default
+    /// This process's name as a worker: who holds the leader lease for the Marketo pull (the
+    /// store's [`MARKETO_PULL_LEASE`](crate::MARKETO_PULL_LEASE) lease); the CLI gives
+    /// delivery's `DeliverySettings::worker_id` the same name. Unique per process: the default
     /// is random (`<pid>-<random hex>`). A host that restarts under a stable identity (a pod name)
     /// may set it so a restarted process takes its own unexpired lease back at once.
-    pub holder_id: String,
+    pub worker_id: String,
     /// How long the leader lease lasts without renewal (default 60 s). The leader renews it once
     /// `leader_lease_ttl / 3` has passed (checked between pages, before port calls and while
     /// waiting); a crashed leader is replaced by another process within this time plus its
@@ -183,8 +184,8 @@ pub struct EngineSettings {
     pub leader_poll: Duration,
 }
 
-/// A random holder id for this process: `<pid>-<16 hex digits>`.
-pub fn random_holder_id() -> String {
+/// A random worker id for this process: `<pid>-<16 hex digits>`.
+pub fn random_worker_id() -> String {
     use std::hash::{BuildHasher, Hasher};
     // RandomState is seeded from the OS's randomness once per process, then incremented.
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -221,7 +222,7 @@ impl Default for EngineSettings {
             channel_capacity: 1024,
             clock: Arc::new(SystemClock),
             export_parser: Arc::new(CsvExportParser),
-            holder_id: random_holder_id(),
+            worker_id: random_worker_id(),
             leader_lease_ttl: Duration::from_secs(60),
             leader_poll: Duration::from_secs(5),
         }
@@ -248,7 +249,7 @@ impl fmt::Debug for EngineSettings {
             .field("reconcile_max_daily_usage", &self.reconcile_max_daily_usage)
             .field("marketo_daily_quota", &self.marketo_daily_quota)
             .field("rest_reads_in_flight", &self.rest_reads_in_flight)
-            .field("holder_id", &self.holder_id)
+            .field("worker_id", &self.worker_id)
             .field("leader_lease_ttl", &self.leader_lease_ttl)
             .field("leader_poll", &self.leader_poll)
             .finish_non_exhaustive()
@@ -294,8 +295,8 @@ impl EngineSettings {
         if self.retry.max_attempts == 0 {
             return bad("retry.max_attempts", "must be at least 1");
         }
-        if self.holder_id.trim().is_empty() {
-            return bad("holder_id", "must name this process");
+        if self.worker_id.trim().is_empty() {
+            return bad("worker_id", "must name this process");
         }
         if self.leader_lease_ttl < Duration::from_millis(30) {
             return bad("leader_lease_ttl", "must be at least 30 ms");

@@ -554,7 +554,7 @@ async fn rest_initial_sync_qualifies_reports_bad_records_and_positions_streams()
     ]);
     let store = Arc::new(FakeStore::default());
     let eng = engine(&world, &store, settings(InitialMode::Rest));
-    let mut events = eng.subscribe_events();
+    let mut events = eng.subscribe();
     let mut changes = eng.subscribe_changes();
     let report = eng.sync_once().await.unwrap();
 
@@ -691,7 +691,7 @@ async fn bulk_sync_reuses_its_job_after_a_restart_and_skips_applied_rows() {
     let mut s = settings(InitialMode::Bulk);
     s.page_size = 2;
     let eng = engine(&world, &store, s);
-    let mut events = eng.subscribe_events();
+    let mut events = eng.subscribe();
     assert!(eng.sync_once().await.is_err());
     assert_eq!(ids(&store), vec![1]);
     let pos = store.position(StreamId::InitialSync).unwrap();
@@ -835,7 +835,7 @@ async fn bulk_quota_exhausted_falls_back_or_waits_as_configured() {
     let mut s = settings(InitialMode::Bulk);
     s.bulk_quota = BulkQuotaPolicy::Wait { retry_after: Duration::from_secs(3600) };
     let eng = engine(&world, &store, s);
-    let mut events = eng.subscribe_events();
+    let mut events = eng.subscribe();
     let w2 = world.clone();
     let run = tokio::spawn(async move { eng.sync_once().await });
     // Let the engine hit the quota, then restore it.
@@ -1533,7 +1533,7 @@ async fn transient_errors_are_retried_with_backoff() {
         .settings(settings(InitialMode::Rest))
         .build()
         .unwrap();
-    let mut events = eng.subscribe_events();
+    let mut events = eng.subscribe();
     let report = eng.sync_once().await.unwrap();
     assert_eq!(report.inserted, 1);
     assert!(drain(&mut events).iter().any(|e| matches!(e, SyncEvent::Backoff { .. })));
@@ -1576,7 +1576,7 @@ async fn run_polls_until_cancelled() {
     let world = world_with(vec![lead(1, Some(OWNER), "Lead")]);
     let store = Arc::new(FakeStore::default());
     let eng = engine(&world, &store, settings(InitialMode::Rest));
-    let mut events = eng.subscribe_events();
+    let mut events = eng.subscribe();
     let cancel = CancellationToken::new();
     let (e2, c2) = (eng.clone(), cancel.clone());
     let task = tokio::spawn(async move { e2.run(c2).await });
@@ -1746,9 +1746,9 @@ async fn sync_once_fails_fast_while_another_process_leads_then_takes_and_release
     let store = Arc::new(FakeStore::default());
     store.state().leases.insert(MARKETO_PULL_LEASE.into(), ("other".into(), t0() + chrono::Duration::seconds(30)));
     let clock = salesync_core::clock::ManualClock::new(t0());
-    let s = EngineSettings { holder_id: "me".into(), clock: Arc::new(clock.clone()), ..settings(InitialMode::Rest) };
+    let s = EngineSettings { worker_id: "me".into(), clock: Arc::new(clock.clone()), ..settings(InitialMode::Rest) };
     let eng = engine(&world, &store, s);
-    let mut events = eng.subscribe_events();
+    let mut events = eng.subscribe();
 
     let err = eng.sync_once().await.unwrap_err();
     assert!(matches!(&err, Error::NotLeader { lease: "marketo-pull", holder } if holder == "me"), "{err}");
@@ -1776,9 +1776,9 @@ async fn a_leader_whose_lease_is_taken_stops_before_committing_another_page() {
     world.lock().unwrap().advance_clock = Some((clock.clone(), Duration::from_secs(25)));
     let store = Arc::new(FakeStore::default());
     store.state().steal_lease_after_apply = Some(1);
-    let s = EngineSettings { holder_id: "me".into(), clock: Arc::new(clock.clone()), ..settings(InitialMode::Rest) };
+    let s = EngineSettings { worker_id: "me".into(), clock: Arc::new(clock.clone()), ..settings(InitialMode::Rest) };
     let eng = engine(&world, &store, s);
-    let mut events = eng.subscribe_events();
+    let mut events = eng.subscribe();
 
     let err = eng.sync_once().await.unwrap_err();
     assert!(matches!(err, Error::NotLeader { .. }), "{err}");
@@ -1824,13 +1824,13 @@ async fn a_lapsed_lease_stops_the_pass_even_when_nobody_took_it() {
         .salesforce(no_salesforce())
         .store(Arc::new(store))
         .settings(EngineSettings {
-            holder_id: "me".into(),
+            worker_id: "me".into(),
             clock: Arc::new(clock.clone()),
             ..settings(InitialMode::Rest)
         })
         .build()
         .unwrap();
-    let mut events = eng.subscribe_events();
+    let mut events = eng.subscribe();
     let err = eng.sync_once().await.unwrap_err();
     assert!(matches!(err, Error::NotLeader { .. }), "{err}");
     assert_eq!(
@@ -1850,14 +1850,14 @@ async fn lease_settings_are_validated() {
             .settings(s)
             .build()
     };
-    let err = build(EngineSettings { holder_id: "".into(), ..settings(InitialMode::Rest) }).unwrap_err();
-    assert!(matches!(err, Error::Config { field: "holder_id", .. }));
+    let err = build(EngineSettings { worker_id: "".into(), ..settings(InitialMode::Rest) }).unwrap_err();
+    assert!(matches!(err, Error::Config { field: "worker_id", .. }));
     let err = build(EngineSettings { leader_lease_ttl: Duration::ZERO, ..settings(InitialMode::Rest) }).unwrap_err();
     assert!(matches!(err, Error::Config { field: "leader_lease_ttl", .. }));
     let err = build(EngineSettings { leader_poll: Duration::ZERO, ..settings(InitialMode::Rest) }).unwrap_err();
     assert!(matches!(err, Error::Config { field: "leader_poll", .. }));
     // Default holder ids differ between engines (and so between processes).
-    assert_ne!(EngineSettings::default().holder_id, EngineSettings::default().holder_id);
+    assert_ne!(EngineSettings::default().worker_id, EngineSettings::default().worker_id);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1868,7 +1868,7 @@ async fn run_follows_until_the_lease_frees_then_leads_renews_and_releases_on_can
     let other_until = Utc::now() + chrono::Duration::milliseconds(250);
     store.state().leases.insert(MARKETO_PULL_LEASE.into(), ("other".into(), other_until));
     let s = EngineSettings {
-        holder_id: "me".into(),
+        worker_id: "me".into(),
         clock: Arc::new(SystemClock),
         leader_lease_ttl: ttl,
         leader_poll: Duration::from_millis(20),
@@ -1876,7 +1876,7 @@ async fn run_follows_until_the_lease_frees_then_leads_renews_and_releases_on_can
         ..settings(InitialMode::Rest)
     };
     let eng = engine(&world, &store, s);
-    let mut events = eng.subscribe_events();
+    let mut events = eng.subscribe();
     let cancel = CancellationToken::new();
     let run = tokio::spawn({
         let (eng, cancel) = (eng.clone(), cancel.clone());
@@ -1924,7 +1924,7 @@ async fn a_clock_that_goes_back_renews_the_lease_at_once() {
     let world = world_with((1..=6).map(|i| lead(i, Some(OWNER), "Lead")).collect());
     let clock = salesync_core::clock::ManualClock::new(t0());
     let store = Arc::new(FakeStore::default());
-    let s = EngineSettings { holder_id: "me".into(), clock: Arc::new(clock.clone()), ..settings(InitialMode::Rest) };
+    let s = EngineSettings { worker_id: "me".into(), clock: Arc::new(clock.clone()), ..settings(InitialMode::Rest) };
     let eng = engine(&world, &store, s);
     eng.inner.try_lead().await.unwrap();
     assert_eq!(store.state().leases[MARKETO_PULL_LEASE].1, t0() + chrono::Duration::seconds(60));
@@ -1952,7 +1952,7 @@ async fn a_clock_that_goes_back_renews_the_lease_at_once() {
 async fn concurrent_one_shot_passes_on_one_engine_all_succeed_and_leave_the_lease_released() {
     let world = world_with((1..=9).map(|i| lead(i, Some(OWNER), "Lead")).collect());
     let store = Arc::new(FakeStore::default());
-    let eng = engine(&world, &store, EngineSettings { holder_id: "me".into(), ..settings(InitialMode::Rest) });
+    let eng = engine(&world, &store, EngineSettings { worker_id: "me".into(), ..settings(InitialMode::Rest) });
     let calls: Vec<_> = (0..4)
         .map(|_| {
             let eng = eng.clone();
@@ -1986,7 +1986,7 @@ async fn run_waits_for_the_quota_reset_instead_of_polling() {
         .settings(settings(InitialMode::Rest))
         .build()
         .unwrap();
-    let mut events = eng.subscribe_events();
+    let mut events = eng.subscribe();
     let cancel = CancellationToken::new();
     let (e2, c2) = (eng.clone(), cancel.clone());
     let task = tokio::spawn(async move { e2.run(c2).await });

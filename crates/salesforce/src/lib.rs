@@ -14,7 +14,7 @@ mod error;
 pub mod fuzzing;
 mod limits;
 mod ops;
-pub mod soql;
+mod soql;
 
 pub use client::SalesforceClient;
 pub use config::{

@@ -4,7 +4,7 @@
 //! rendered with SOQL's escaping rules, so no value can close its quote or inject syntax.
 //!
 //! ```
-//! use salesync_salesforce::soql::{Condition, Literal, Soql};
+//! use salesync_salesforce::{Condition, Literal, Soql};
 //!
 //! let q = Soql::new()
 //!     .select(&["Id", "Email"])

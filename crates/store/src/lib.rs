@@ -11,13 +11,13 @@ use salesync_core::{Error, Result};
 mod codec;
 #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 mod error;
-pub mod memory;
+mod memory;
 #[cfg(feature = "postgres")]
-pub mod postgres;
+mod postgres;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
 #[cfg(feature = "sqlite")]
-pub mod sqlite;
+mod sqlite;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;

@@ -115,7 +115,7 @@ impl World {
             ("SALESYNC_SALESFORCE_CLIENT_ID", self.salesforce.client_id().to_string()),
             ("SALESYNC_SALESFORCE_CLIENT_SECRET", self.salesforce.client_secret().to_string()),
             ("SALESYNC_POLL_INTERVAL_MS", "150".into()),
-            ("SALESYNC_HOLDER_ID", holder.to_string()),
+            ("SALESYNC_WORKER_ID", holder.to_string()),
             ("SALESYNC_LOG", "warn,salesync_engine=info".into()),
         ]
         .into_iter()
