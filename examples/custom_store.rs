@@ -1,10 +1,10 @@
-//! Plugging your own database in: implement the `Store` trait.
+//! Plugging your own database in: implement the store traits (`Store` is their union).
 //!
-//! `CountingStore` wraps `salesync::store::MemoryStore` and forwards every method to it, except
-//! `apply_page`, which it also logs and counts. A real host store implements the same ~30
-//! methods against its own tables (each is one atomic unit: a page of decisions with its
-//! checkpoint, an outbox recording, a claim…); the `salesync-store` crate's `conformance` module
-//! (feature `testing`) checks such an implementation.
+//! `CountingStore` wraps `salesync::store::MemoryStore`: it implements `MirrorStore` itself, to
+//! log and count `apply_page`, and forwards the other traits to it. A real host store implements
+//! the same traits against its own tables (each write is one atomic unit: a page of decisions
+//! with its checkpoint, an outbox recording, a claim…); the `salesync-store` crate's
+//! `conformance` module (feature `testing`) checks such an implementation.
 //!
 //! The example runs one `sync_once` against both emulators (1,000 people) through the wrapper
 //! and prints how many pages went through it.
@@ -20,8 +20,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use salesync::core::activity::{AdminSettings, ReminderTask, UnsubscribeState};
 use salesync::core::ports::store::{
-    ApplyCounts, Checkpoint, Finished, InboundBatch, MirrorPage, OutboxCounts, OutboxItem, OutboxState, Recording,
-    Store, StreamId, Target, Tombstone,
+    ApplyCounts, Checkpoint, CheckpointStore, Finished, InboundBatch, InboundStore, InstanceBinding, LeaseStore,
+    MirrorPage, MirrorStore, OutboxCounts, OutboxItem, OutboxState, OutboxStore, Recording, ReminderStore,
+    SettingsStore, StreamId, Target, Tombstone,
 };
 use salesync::core::{Person, Result, SalesforceId};
 use salesync::engine::{EngineSettings, InitialMode, SyncEngine};
@@ -41,69 +42,106 @@ struct CountingStore {
     inserted: AtomicU64,
 }
 
-/// Writes `impl Store for $ty`: the methods given in the first block as they are, and every
-/// method listed after `forward:` as a call to the same method of `self.inner`.
-macro_rules! store_impl {
-    ($ty:ty { $($own:tt)* } forward: $( fn $name:ident(&self $(, $arg:ident: $argty:ty)*) -> $ret:ty; )*) => {
-        #[async_trait]
-        impl Store for $ty {
-            $($own)*
-            $(
-                async fn $name(&self $(, $arg: $argty)*) -> Result<$ret> {
-                    self.inner.$name($($arg),*).await
-                }
-            )*
-        }
+/// Writes, for each store trait listed, an impl for `$ty` whose methods call the same method of
+/// `self.$field`.
+macro_rules! forward {
+    ($ty:ty => $field:ident { $( $tr:ident { $( fn $name:ident(&self $(, $arg:ident: $argty:ty)*) -> $ret:ty; )* } )* }) => {
+        $(
+            #[async_trait]
+            impl $tr for $ty {
+                $(
+                    async fn $name(&self $(, $arg: $argty)*) -> Result<$ret> {
+                        self.$field.$name($($arg),*).await
+                    }
+                )*
+            }
+        )*
     };
 }
 
-store_impl! {
-    CountingStore {
-        async fn apply_page(&self, page: MirrorPage) -> Result<ApplyCounts> {
-            let n = self.pages.fetch_add(1, Ordering::Relaxed) + 1;
-            let stream = page.checkpoint.as_ref().map_or("-", |c| c.stream.as_str());
-            let decisions = page.decisions.len();
-            let counts = self.inner.apply_page(page).await?;
-            let before = self.inserted.fetch_add(counts.inserted, Ordering::Relaxed);
-            if decisions > 0 && before < 600 {
-                println!(
-                    "  apply_page #{n} ({stream}): {decisions} decisions -> {} inserted, {} updated, {} removed, {} untouched",
-                    counts.inserted, counts.updated, counts.removed, counts.untouched
-                );
-            }
-            Ok(counts)
+/// The one trait this store changes: `apply_page` logs and counts; the other mirror reads pass
+/// through.
+#[async_trait]
+impl MirrorStore for CountingStore {
+    async fn apply_page(&self, page: MirrorPage) -> Result<ApplyCounts> {
+        let n = self.pages.fetch_add(1, Ordering::Relaxed) + 1;
+        let stream = page.checkpoint.as_ref().map_or("-", |c| c.stream.as_str());
+        let decisions = page.decisions.len();
+        let counts = self.inner.apply_page(page).await?;
+        let before = self.inserted.fetch_add(counts.inserted, Ordering::Relaxed);
+        if decisions > 0 && before < 600 {
+            println!(
+                "  apply_page #{n} ({stream}): {decisions} decisions -> {} inserted, {} updated, {} removed, {} untouched",
+                counts.inserted, counts.updated, counts.removed, counts.untouched
+            );
+        }
+        Ok(counts)
+    }
+    async fn person(&self, marketo_id: i64) -> Result<Option<Person>> {
+        self.inner.person(marketo_id).await
+    }
+    async fn people_by_ids(&self, ids: &[i64]) -> Result<Vec<Person>> {
+        self.inner.people_by_ids(ids).await
+    }
+    async fn people_by_email(&self, email: &str) -> Result<Vec<Person>> {
+        self.inner.people_by_email(email).await
+    }
+    async fn people_by_salesforce_id(&self, id: &SalesforceId) -> Result<Vec<Person>> {
+        self.inner.people_by_salesforce_id(id).await
+    }
+    async fn people_by_owner(&self, owner: &SalesforceId, after: Option<i64>, limit: u32) -> Result<Vec<Person>> {
+        self.inner.people_by_owner(owner, after, limit).await
+    }
+    async fn list_people(&self, after: Option<i64>, limit: u32) -> Result<Vec<Person>> {
+        self.inner.list_people(after, limit).await
+    }
+    async fn count_people(&self) -> Result<u64> {
+        self.inner.count_people().await
+    }
+    async fn tombstone(&self, marketo_id: i64) -> Result<Option<Tombstone>> {
+        self.inner.tombstone(marketo_id).await
+    }
+}
+
+// The other concerns, unchanged: each trait is small, so a wrapper forwards only what it wraps.
+forward! {
+    CountingStore => inner {
+        InstanceBinding {
+            fn bind_instance(&self, instance: &str) -> ();
+        }
+        CheckpointStore {
+            fn checkpoint(&self, stream: StreamId) -> Option<Checkpoint>;
+            fn put_checkpoint(&self, checkpoint: Checkpoint) -> ();
+        }
+        OutboxStore {
+            fn record(&self, recording: Recording) -> Vec<i64>;
+            fn claim(&self, target: Target, limit: u32, worker: &str, lease: Duration, now: DateTime<Utc>) -> Vec<OutboxItem>;
+            fn finish(&self, finished: Vec<Finished>, now: DateTime<Utc>) -> ();
+            fn outbox_item(&self, id: i64) -> Option<OutboxItem>;
+            fn outbox_items(&self, state: OutboxState, limit: u32) -> Vec<OutboxItem>;
+            fn outbox_counts(&self) -> OutboxCounts;
+            fn requeue(&self, ids: &[i64], now: DateTime<Utc>) -> u64;
+        }
+        ReminderStore {
+            fn reminder(&self, id: &str) -> Option<ReminderTask>;
+            fn reminder_by_salesforce_id(&self, task_id: &SalesforceId) -> Option<ReminderTask>;
+            fn reminders_for(&self, marketo_id: i64) -> Vec<ReminderTask>;
+            fn put_reminder(&self, task: ReminderTask) -> ();
+            fn set_reminder_task_id(&self, id: &str, task_id: &SalesforceId) -> bool;
+        }
+        InboundStore {
+            fn unsubscribe(&self, marketo_id: i64) -> Option<UnsubscribeState>;
+            fn apply_inbound(&self, batch: InboundBatch) -> ();
+        }
+        SettingsStore {
+            fn settings(&self) -> AdminSettings;
+            fn put_settings(&self, settings: AdminSettings) -> ();
+        }
+        LeaseStore {
+            fn try_lease(&self, name: &str, holder: &str, ttl: Duration, now: DateTime<Utc>) -> bool;
+            fn release_lease(&self, name: &str, holder: &str) -> ();
         }
     }
-    forward:
-    fn bind_instance(&self, instance: &str) -> ();
-    fn person(&self, marketo_id: i64) -> Option<Person>;
-    fn people_by_ids(&self, ids: &[i64]) -> Vec<Person>;
-    fn people_by_email(&self, email: &str) -> Vec<Person>;
-    fn people_by_salesforce_id(&self, id: &SalesforceId) -> Vec<Person>;
-    fn people_by_owner(&self, owner: &SalesforceId, after: Option<i64>, limit: u32) -> Vec<Person>;
-    fn list_people(&self, after: Option<i64>, limit: u32) -> Vec<Person>;
-    fn count_people(&self) -> u64;
-    fn tombstone(&self, marketo_id: i64) -> Option<Tombstone>;
-    fn checkpoint(&self, stream: StreamId) -> Option<Checkpoint>;
-    fn put_checkpoint(&self, checkpoint: Checkpoint) -> ();
-    fn record(&self, recording: Recording) -> Vec<i64>;
-    fn claim(&self, target: Target, limit: u32, worker: &str, lease: Duration, now: DateTime<Utc>) -> Vec<OutboxItem>;
-    fn finish(&self, finished: Vec<Finished>, now: DateTime<Utc>) -> ();
-    fn outbox_item(&self, id: i64) -> Option<OutboxItem>;
-    fn outbox_items(&self, state: OutboxState, limit: u32) -> Vec<OutboxItem>;
-    fn outbox_counts(&self) -> OutboxCounts;
-    fn requeue(&self, ids: &[i64], now: DateTime<Utc>) -> u64;
-    fn reminder(&self, id: &str) -> Option<ReminderTask>;
-    fn reminder_by_salesforce_id(&self, task_id: &SalesforceId) -> Option<ReminderTask>;
-    fn reminders_for(&self, marketo_id: i64) -> Vec<ReminderTask>;
-    fn put_reminder(&self, task: ReminderTask) -> ();
-    fn set_reminder_task_id(&self, id: &str, task_id: &SalesforceId) -> bool;
-    fn unsubscribe(&self, marketo_id: i64) -> Option<UnsubscribeState>;
-    fn apply_inbound(&self, batch: InboundBatch) -> ();
-    fn settings(&self) -> AdminSettings;
-    fn put_settings(&self, settings: AdminSettings) -> ();
-    fn try_lease(&self, name: &str, holder: &str, ttl: Duration, now: DateTime<Utc>) -> bool;
-    fn release_lease(&self, name: &str, holder: &str) -> ();
 }
 
 #[tokio::main]

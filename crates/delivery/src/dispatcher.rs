@@ -128,7 +128,7 @@ impl DispatcherBuilder {
     }
 
     /// The Marketo instance this dispatcher works for (the engine's `instance_id`). The store is
-    /// bound to it ([`Store::bind_instance`]) before the first recording or delivery round; a store
+    /// bound to it ([`InstanceBinding::bind_instance`](salesync_core::ports::store::InstanceBinding::bind_instance)) before the first recording or delivery round; a store
     /// bound to another instance is refused with `Error::Conflict` naming both, and nothing is
     /// recorded or delivered. Without it the store's binding is not checked.
     pub fn instance_id(mut self, instance_id: impl Into<String>) -> Self {

@@ -10,7 +10,7 @@
 //! [`Dispatcher::reopen_reminder`], [`Dispatcher::delete_reminder`]). Each validates first (the
 //! person must be in the mirror; each activity kind's required attributes; Marketo's 64 KiB
 //! attribute limit) and then writes everything, host data and outbox items, in **one**
-//! `Store::record` call: on any error nothing is stored. Each returns a [`Recorded`] with the
+//! `OutboxStore::record` call: on any error nothing is stored. Each returns a [`Recorded`] with the
 //! outbox ids, whose progress [`Dispatcher::status`] and [`Dispatcher::subscribe`] show.
 //!
 //! Outbox keys are idempotency keys: `<activity id>:marketo`, `<activity id>:salesforce`,
@@ -20,7 +20,7 @@
 //! # Delivery guarantees
 //!
 //! - **At least once, with exactly-once effect.** Items leave the outbox only through
-//!   `Store::claim`, which leases them to one worker; several dispatchers (processes) on one
+//!   `OutboxStore::claim`, which leases them to one worker; several dispatchers (processes) on one
 //!   PostgreSQL store never deliver an item twice at the same time. A worker that dies between
 //!   claim and finish loses its lease and the item is delivered again, so every write is made
 //!   safe to repeat:

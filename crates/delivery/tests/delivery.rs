@@ -14,7 +14,7 @@ use salesync_core::ports::marketo::{Activity, MockMarketoApi, NewCustomActivity,
 use salesync_core::ports::salesforce::{
     ApiUsage, DeletedRecord, DeletedSince, LeadConversion, OptOutRecord, PersonRef, TaskRecord, TaskWrite,
 };
-use salesync_core::ports::store::{OutboxPayload, OutboxState, Store, Target};
+use salesync_core::ports::store::{OutboxPayload, OutboxState, OutboxStore, Target};
 use salesync_core::{Error, SalesforceId, Service};
 use salesync_delivery::{CanEmail, DeliveryEvent, ManualClock, NewReminder, ReminderChanges, TargetStatus};
 

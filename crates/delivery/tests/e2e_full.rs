@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use common::*;
 use salesync_core::activity::{AdminSettings, ReminderPriority, SalesActivityKind as K};
-use salesync_core::ports::store::{MirrorPage, OutboxPayload, OutboxState, Store, Target};
+use salesync_core::ports::store::{
+    InstanceBinding, MirrorPage, MirrorStore, OutboxPayload, OutboxState, OutboxStore, SettingsStore, Target,
+};
 use salesync_core::{Decision, Person, SalesforceType};
 use salesync_delivery::{DeliverySettings, Dispatcher, NewReminder, SystemClock};
 use salesync_emulator::faults::{FaultAction, FaultPlan, FaultRule, Trigger};

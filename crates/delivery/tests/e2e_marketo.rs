@@ -12,7 +12,7 @@ use common::*;
 use salesync_core::Decision;
 use salesync_core::activity::AdminSettings;
 use salesync_core::activity::SalesActivityKind as K;
-use salesync_core::ports::store::{MirrorPage, OutboxState, Store};
+use salesync_core::ports::store::{InstanceBinding, MirrorPage, MirrorStore, OutboxState, OutboxStore, SettingsStore};
 use salesync_delivery::{DeliverySettings, Dispatcher, SystemClock};
 use salesync_emulator::faults::{FaultAction, FaultPlan, FaultRule, Trigger};
 use salesync_emulator::marketo::{MarketoConfig, MarketoEmulator, MarketoFault};

@@ -20,7 +20,9 @@ use salesync_core::Decision;
 use salesync_core::activity::{AdminSettings, SalesActivityKind as K};
 use salesync_core::delivery::{custom_activity_types, custom_type_api_name, marketo_activity};
 use salesync_core::ports::marketo::{MarketoApi, RecordOutcome};
-use salesync_core::ports::store::{MirrorPage, OutboxPayload, OutboxState, Store, Target};
+use salesync_core::ports::store::{
+    InstanceBinding, MirrorPage, MirrorStore, OutboxPayload, OutboxState, OutboxStore, SettingsStore, Target,
+};
 use salesync_delivery::{DeliverySettings, Dispatcher, SystemClock};
 use salesync_emulator::faults::{FaultAction, FaultPlan, FaultRule, Trigger};
 use salesync_emulator::marketo::{MarketoConfig, MarketoEmulator, MarketoFault, MarketoLimits};

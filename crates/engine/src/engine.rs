@@ -311,7 +311,7 @@ impl SyncEngine {
     /// [`discard_rebuild`](Self::discard_rebuild).
     ///
     /// Fails with [`Error::Config`] when the store keeps no shadow copy
-    /// ([`Store::shadow`](salesync_core::ports::store::Store::shadow)); takes the leader lease like
+    /// ([`MirrorStore::shadow`](salesync_core::ports::store::MirrorStore::shadow)); takes the leader lease like
     /// [`sync_once`](Self::sync_once).
     pub async fn start_rebuild(&self) -> Result<bool> {
         Ok(self.one_shot(OneShot::StartRebuild).await?.1)

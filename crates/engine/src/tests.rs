@@ -17,8 +17,9 @@ use salesync_core::ports::marketo::{
 };
 use salesync_core::ports::salesforce::{LeadConversion, MockSalesforceApi, OpportunityChanges};
 use salesync_core::ports::store::{
-    ApplyCounts, Checkpoint, Finished, InboundBatch, MirrorPage, MockStore, OutboxCounts, OutboxItem, OutboxState,
-    Recording, Store, StreamId, Target, Tombstone,
+    ApplyCounts, Checkpoint, CheckpointStore, Finished, InboundBatch, InboundStore, InstanceBinding, LeaseStore,
+    MirrorPage, MirrorStore, MockStore, OutboxCounts, OutboxItem, OutboxState, OutboxStore, Recording, ReminderStore,
+    SettingsStore, Store, StreamId, Target, Tombstone,
 };
 use salesync_core::{OpportunityRef, Person, SalesforceId, Service};
 use serde_json::{Value, json};
@@ -77,7 +78,7 @@ impl FakeStore {
 }
 
 #[async_trait]
-impl Store for FakeStore {
+impl InstanceBinding for FakeStore {
     async fn bind_instance(&self, instance: &str) -> salesync_core::Result<()> {
         let mut s = self.state();
         match &s.bound {
@@ -90,6 +91,10 @@ impl Store for FakeStore {
             }
         }
     }
+}
+
+#[async_trait]
+impl MirrorStore for FakeStore {
     async fn apply_page(&self, page: MirrorPage) -> salesync_core::Result<ApplyCounts> {
         let mut s = self.state();
         s.apply_calls += 1;
@@ -127,13 +132,16 @@ impl Store for FakeStore {
         }
         Ok(counts)
     }
+
     async fn person(&self, id: i64) -> salesync_core::Result<Option<Person>> {
         Ok(self.state().people.get(&id).cloned())
     }
+
     async fn people_by_ids(&self, ids: &[i64]) -> salesync_core::Result<Vec<Person>> {
         let s = self.state();
         Ok(ids.iter().filter_map(|i| s.people.get(i).cloned()).collect())
     }
+
     async fn people_by_email(&self, email: &str) -> salesync_core::Result<Vec<Person>> {
         let s = self.state();
         Ok(s.people
@@ -142,6 +150,7 @@ impl Store for FakeStore {
             .cloned()
             .collect())
     }
+
     async fn people_by_salesforce_id(&self, id: &SalesforceId) -> salesync_core::Result<Vec<Person>> {
         let s = self.state();
         Ok(s.people
@@ -150,6 +159,7 @@ impl Store for FakeStore {
             .cloned()
             .collect())
     }
+
     async fn people_by_owner(
         &self,
         owner: &SalesforceId,
@@ -164,26 +174,39 @@ impl Store for FakeStore {
             .cloned()
             .collect())
     }
+
     async fn list_people(&self, after: Option<i64>, limit: u32) -> salesync_core::Result<Vec<Person>> {
         let s = self.state();
         Ok(s.people.values().filter(|p| after.is_none_or(|a| p.marketo_id > a)).take(limit as usize).cloned().collect())
     }
+
     async fn count_people(&self) -> salesync_core::Result<u64> {
         Ok(self.state().people.len() as u64)
     }
+
     async fn tombstone(&self, id: i64) -> salesync_core::Result<Option<Tombstone>> {
         Ok(self.state().tombstones.get(&id).cloned())
     }
+}
+
+#[async_trait]
+impl CheckpointStore for FakeStore {
     async fn checkpoint(&self, stream: StreamId) -> salesync_core::Result<Option<Checkpoint>> {
         Ok(self.state().checkpoints.get(&stream).cloned())
     }
+
     async fn put_checkpoint(&self, cp: Checkpoint) -> salesync_core::Result<()> {
         self.state().checkpoints.insert(cp.stream, cp);
         Ok(())
     }
+}
+
+#[async_trait]
+impl OutboxStore for FakeStore {
     async fn record(&self, _: Recording) -> salesync_core::Result<Vec<i64>> {
         unimplemented!()
     }
+
     async fn claim(
         &self,
         _: Target,
@@ -194,46 +217,76 @@ impl Store for FakeStore {
     ) -> salesync_core::Result<Vec<OutboxItem>> {
         unimplemented!()
     }
+
     async fn finish(&self, _: Vec<Finished>, _: DateTime<Utc>) -> salesync_core::Result<()> {
         unimplemented!()
     }
+
     async fn outbox_item(&self, _: i64) -> salesync_core::Result<Option<OutboxItem>> {
         unimplemented!()
     }
+
     async fn outbox_items(&self, _: OutboxState, _: u32) -> salesync_core::Result<Vec<OutboxItem>> {
         unimplemented!()
     }
+
     async fn outbox_counts(&self) -> salesync_core::Result<OutboxCounts> {
         unimplemented!()
     }
+
     async fn requeue(&self, _: &[i64], _: DateTime<Utc>) -> salesync_core::Result<u64> {
         unimplemented!()
     }
+}
+
+#[async_trait]
+impl ReminderStore for FakeStore {
     async fn reminder(&self, _: &str) -> salesync_core::Result<Option<ReminderTask>> {
         unimplemented!()
     }
+
     async fn reminder_by_salesforce_id(&self, _: &SalesforceId) -> salesync_core::Result<Option<ReminderTask>> {
         unimplemented!()
     }
+
     async fn reminders_for(&self, _: i64) -> salesync_core::Result<Vec<ReminderTask>> {
         unimplemented!()
     }
+
     async fn put_reminder(&self, _: ReminderTask) -> salesync_core::Result<()> {
         unimplemented!()
     }
+
+    async fn set_reminder_task_id(&self, _: &str, _: &SalesforceId) -> salesync_core::Result<bool> {
+        unimplemented!()
+    }
+}
+
+#[async_trait]
+impl InboundStore for FakeStore {
     async fn unsubscribe(&self, id: i64) -> salesync_core::Result<Option<UnsubscribeState>> {
         Ok(self.state().unsubscribes.get(&id).cloned())
     }
+
     async fn apply_inbound(&self, _: InboundBatch) -> salesync_core::Result<()> {
         unimplemented!()
     }
+}
+
+#[async_trait]
+impl SettingsStore for FakeStore {
     async fn settings(&self) -> salesync_core::Result<AdminSettings> {
         Ok(self.state().settings.clone())
     }
+
     async fn put_settings(&self, settings: AdminSettings) -> salesync_core::Result<()> {
         self.state().settings = settings;
         Ok(())
     }
+}
+
+#[async_trait]
+impl LeaseStore for FakeStore {
     async fn try_lease(
         &self,
         name: &str,
@@ -250,6 +303,7 @@ impl Store for FakeStore {
             }
         }
     }
+
     async fn release_lease(&self, name: &str, holder: &str) -> salesync_core::Result<()> {
         let mut s = self.state();
         if s.leases.get(name).is_some_and(|(h, _)| h == holder) {

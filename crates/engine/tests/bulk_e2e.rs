@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use salesync_core::ports::marketo::MarketoApi;
 use salesync_core::ports::salesforce::MockSalesforceApi;
-use salesync_core::ports::store::Store;
+use salesync_core::ports::store::MirrorStore;
 use salesync_emulator::marketo::{MarketoConfig, MarketoEmulator};
 use salesync_engine::{EngineSettings, InitialMode, InitialPath, SyncEngine};
 use salesync_store::MemoryStore;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use salesync_core::Error;
 use salesync_core::ports::marketo::MarketoApi;
 use salesync_core::ports::salesforce::MockSalesforceApi;
-use salesync_core::ports::store::{Checkpoint, Store, StreamId};
+use salesync_core::ports::store::{Checkpoint, CheckpointStore, MirrorStore, StreamId};
 use salesync_emulator::faults::{FaultAction, FaultPlan, FaultRule, Trigger};
 use salesync_emulator::marketo::{MarketoConfig, MarketoEmulator, MarketoFault};
 use salesync_engine::{EngineSettings, InitialMode, SyncEngine};

@@ -19,7 +19,7 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group};
 use salesync_core::mirror::Decision;
 use salesync_core::person::{OpportunityRef, Person, SalesforceType};
 use salesync_core::ports::store::{
-    Finished, MirrorPage, NewOutboxItem, OutboxPayload, Outcome, Recording, Store, Target,
+    Finished, MirrorPage, MirrorStore, NewOutboxItem, OutboxPayload, Outcome, Recording, Store, Target,
 };
 use salesync_core::sfid::SalesforceId;
 use salesync_store::{PostgresStore, SqliteStore};

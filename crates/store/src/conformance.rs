@@ -917,7 +917,7 @@ pub async fn bind_instance(store: &dyn Store) {
 // ---------------------------------------------------------------- shadow copy
 
 fn shadow_of(store: &dyn Store) -> Arc<dyn ShadowStore> {
-    store.shadow().expect("the bundled backends keep a shadow copy: Store::shadow must be Some")
+    store.shadow().expect("the bundled backends keep a shadow copy: MirrorStore::shadow must be Some")
 }
 
 /// Everything a store holds about ids `1..=max` and every stream, live and shadow: two equal

@@ -1,7 +1,7 @@
 //! The in-memory backend: one mutex around plain collections. Nothing survives a drop.
 //!
 //! It has the same semantics as the SQL backends (it passes the same conformance suite), so it
-//! is the default fake for tests of the engine and of hosts. Its [`shadow`](Store::shadow) is a
+//! is the default fake for tests of the engine and of hosts. Its [`shadow`](salesync_core::ports::store::MirrorStore::shadow) is a
 //! second handle on the same collections, so a promotion swaps the copies under one lock.
 
 use std::collections::{BTreeMap, HashMap};
@@ -14,8 +14,9 @@ use salesync_core::Result;
 use salesync_core::activity::{AdminSettings, ReminderTask, UnsubscribeState};
 use salesync_core::person::Person;
 use salesync_core::ports::store::{
-    ApplyCounts, Checkpoint, Finished, InboundBatch, MirrorPage, OutboxCounts, OutboxItem, OutboxState, Promotion,
-    Recording, ShadowStore, Store, StreamId, Target, Tombstone,
+    ApplyCounts, Checkpoint, CheckpointStore, Finished, InboundBatch, InboundStore, InstanceBinding, LeaseStore,
+    MirrorPage, MirrorStore, OutboxCounts, OutboxItem, OutboxState, OutboxStore, Promotion, Recording, ReminderStore,
+    SettingsStore, ShadowStore, StreamId, Target, Tombstone,
 };
 use salesync_core::sfid::SalesforceId;
 
@@ -24,7 +25,7 @@ use crate::error::instance_conflict;
 
 /// The in-memory store (`memory:`): a mutex around plain collections.
 ///
-/// It is its own [`ShadowStore`] too: [`shadow`](Store::shadow) hands out another `MemoryStore`
+/// It is its own [`ShadowStore`] too: [`shadow`](salesync_core::ports::store::MirrorStore::shadow) hands out another `MemoryStore`
 /// on the same collections (the store itself is not `Clone`: a clone sharing its data would be
 /// a surprise).
 #[derive(Debug, Default)]
@@ -119,7 +120,7 @@ fn list(people: &BTreeMap<i64, Person>, after: Option<i64>, limit: u32) -> Vec<P
 }
 
 #[async_trait]
-impl Store for MemoryStore {
+impl InstanceBinding for MemoryStore {
     async fn bind_instance(&self, instance: &str) -> Result<()> {
         let mut g = self.lock();
         match &g.instance {
@@ -131,7 +132,10 @@ impl Store for MemoryStore {
             }
         }
     }
+}
 
+#[async_trait]
+impl MirrorStore for MemoryStore {
     async fn apply_page(&self, page: MirrorPage) -> Result<ApplyCounts> {
         let (reduced, counts) = reduce(page.decisions);
         check_page_ids(&reduced)?;
@@ -191,6 +195,13 @@ impl Store for MemoryStore {
         Ok(self.lock().tombstones.get(&marketo_id).cloned())
     }
 
+    fn shadow(&self) -> Option<Arc<dyn ShadowStore>> {
+        Some(Arc::new(MemoryStore { inner: Arc::clone(&self.inner) }))
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for MemoryStore {
     async fn checkpoint(&self, stream: StreamId) -> Result<Option<Checkpoint>> {
         Ok(self.lock().checkpoints.get(&stream).cloned())
     }
@@ -199,7 +210,10 @@ impl Store for MemoryStore {
         self.lock().checkpoints.insert(checkpoint.stream, norm_checkpoint(checkpoint));
         Ok(())
     }
+}
 
+#[async_trait]
+impl OutboxStore for MemoryStore {
     async fn record(&self, recording: Recording) -> Result<Vec<i64>> {
         let now = micros(Utc::now());
         let mut g = self.lock();
@@ -333,7 +347,10 @@ impl Store for MemoryStore {
         }
         Ok(n)
     }
+}
 
+#[async_trait]
+impl ReminderStore for MemoryStore {
     async fn reminder(&self, id: &str) -> Result<Option<ReminderTask>> {
         Ok(self.lock().reminders.get(id).cloned())
     }
@@ -362,7 +379,10 @@ impl Store for MemoryStore {
             None => false,
         })
     }
+}
 
+#[async_trait]
+impl InboundStore for MemoryStore {
     async fn unsubscribe(&self, marketo_id: i64) -> Result<Option<UnsubscribeState>> {
         Ok(self.lock().unsubscribes.get(&marketo_id).cloned())
     }
@@ -380,7 +400,10 @@ impl Store for MemoryStore {
         }
         Ok(())
     }
+}
 
+#[async_trait]
+impl SettingsStore for MemoryStore {
     async fn settings(&self) -> Result<AdminSettings> {
         Ok(self.lock().settings.clone().unwrap_or_default())
     }
@@ -389,7 +412,10 @@ impl Store for MemoryStore {
         self.lock().settings = Some(settings);
         Ok(())
     }
+}
 
+#[async_trait]
+impl LeaseStore for MemoryStore {
     async fn try_lease(&self, name: &str, holder: &str, ttl: Duration, now: DateTime<Utc>) -> Result<bool> {
         let until = lease_end(now, ttl);
         let mut g = self.lock();
@@ -408,10 +434,6 @@ impl Store for MemoryStore {
             g.leases.remove(name);
         }
         Ok(())
-    }
-
-    fn shadow(&self) -> Option<Arc<dyn ShadowStore>> {
-        Some(Arc::new(MemoryStore { inner: Arc::clone(&self.inner) }))
     }
 }
 
@@ -514,6 +536,7 @@ mod tests {
 
     #[tokio::test]
     async fn run_all_through_box_and_arc() {
+        use salesync_core::ports::store::Store;
         crate::conformance::run_all(|| async { Arc::new(MemoryStore::new()) as Arc<dyn Store> }).await;
         let boxed: Box<dyn Store> = Box::new(MemoryStore::new());
         crate::conformance::settings_round_trip(&*boxed).await;

@@ -17,8 +17,9 @@ use salesync_core::activity::{AdminSettings, ReminderTask, UnsubscribeState};
 use salesync_core::mirror::RemovalReason;
 use salesync_core::person::Person;
 use salesync_core::ports::store::{
-    ApplyCounts, Checkpoint, Finished, InboundBatch, MirrorPage, OutboxCounts, OutboxItem, OutboxState, Promotion,
-    Recording, ShadowStore, Store, StreamId, Target, Tombstone,
+    ApplyCounts, Checkpoint, CheckpointStore, Finished, InboundBatch, InboundStore, InstanceBinding, LeaseStore,
+    MirrorPage, MirrorStore, OutboxCounts, OutboxItem, OutboxState, OutboxStore, Promotion, Recording, ReminderStore,
+    SettingsStore, ShadowStore, StreamId, Target, Tombstone,
 };
 use salesync_core::sfid::SalesforceId;
 use salesync_core::{Error, Result};
@@ -426,7 +427,7 @@ impl PostgresStore {
 type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
 
 #[async_trait]
-impl Store for PostgresStore {
+impl InstanceBinding for PostgresStore {
     async fn bind_instance(&self, instance: &str) -> Result<()> {
         sqlx::query("INSERT INTO salesync_meta (key, value) VALUES ('instance', $1) ON CONFLICT (key) DO NOTHING")
             .bind(instance)
@@ -436,7 +437,10 @@ impl Store for PostgresStore {
         let bound = self.meta("instance").await?.unwrap_or_default();
         if bound == instance { Ok(()) } else { Err(instance_conflict(&bound, instance)) }
     }
+}
 
+#[async_trait]
+impl MirrorStore for PostgresStore {
     async fn apply_page(&self, page: MirrorPage) -> Result<ApplyCounts> {
         self.apply_page_to(Mirror::Live, page).await
     }
@@ -488,6 +492,13 @@ impl Store for PostgresStore {
         row.map(|r| Postgres::tombstone(marketo_id, r)).transpose()
     }
 
+    fn shadow(&self) -> Option<Arc<dyn ShadowStore>> {
+        Some(Arc::new(self.clone()))
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for PostgresStore {
     async fn checkpoint(&self, stream: StreamId) -> Result<Option<Checkpoint>> {
         self.checkpoint_in(Mirror::Live, stream).await
     }
@@ -495,7 +506,10 @@ impl Store for PostgresStore {
     async fn put_checkpoint(&self, checkpoint: Checkpoint) -> Result<()> {
         self.put_checkpoint_to(Mirror::Live, &checkpoint).await
     }
+}
 
+#[async_trait]
+impl OutboxStore for PostgresStore {
     async fn record(&self, recording: Recording) -> Result<Vec<i64>> {
         let mut tx = self.begin().await?;
         let ids = Postgres::record_in(&mut tx, &recording).await?;
@@ -622,7 +636,10 @@ impl Store for PostgresStore {
         .map_err(db("requeueing outbox items"))?;
         Ok(done.rows_affected())
     }
+}
 
+#[async_trait]
+impl ReminderStore for PostgresStore {
     async fn reminder(&self, id: &str) -> Result<Option<ReminderTask>> {
         let sql = format!("SELECT {REMINDER_COLS} FROM reminders WHERE id = $1");
         let row = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await.map_err(db("reading a reminder"))?;
@@ -659,7 +676,10 @@ impl Store for PostgresStore {
             .map_err(db("setting a reminder's Task id"))?;
         Ok(done.rows_affected() > 0)
     }
+}
 
+#[async_trait]
+impl InboundStore for PostgresStore {
     async fn unsubscribe(&self, marketo_id: i64) -> Result<Option<UnsubscribeState>> {
         let row: Option<(bool, String, DateTime<Utc>)> =
             sqlx::query_as("SELECT unsubscribed, origin, at FROM unsubscribes WHERE marketo_id = $1")
@@ -675,7 +695,10 @@ impl Store for PostgresStore {
         Postgres::apply_inbound_in(&mut tx, &batch).await?;
         tx.commit().await.map_err(db("committing an inbound batch"))
     }
+}
 
+#[async_trait]
+impl SettingsStore for PostgresStore {
     async fn settings(&self) -> Result<AdminSettings> {
         match self.meta("settings").await? {
             Some(json) => codec::from_json(BACKEND, "admin settings", &json),
@@ -695,7 +718,10 @@ impl Store for PostgresStore {
         .map_err(db("writing admin settings"))?;
         Ok(())
     }
+}
 
+#[async_trait]
+impl LeaseStore for PostgresStore {
     async fn try_lease(&self, name: &str, holder: &str, ttl: Duration, now: DateTime<Utc>) -> Result<bool> {
         let got: Option<String> = sqlx::query_scalar(
             "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3) \
@@ -720,10 +746,6 @@ impl Store for PostgresStore {
             .await
             .map_err(db("releasing a lease"))?;
         Ok(())
-    }
-
-    fn shadow(&self) -> Option<Arc<dyn ShadowStore>> {
-        Some(Arc::new(self.clone()))
     }
 }
 

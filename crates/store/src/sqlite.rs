@@ -16,8 +16,9 @@ use salesync_core::activity::{AdminSettings, ReminderTask, UnsubscribeState};
 use salesync_core::mirror::RemovalReason;
 use salesync_core::person::Person;
 use salesync_core::ports::store::{
-    ApplyCounts, Checkpoint, Finished, InboundBatch, MirrorPage, OutboxCounts, OutboxItem, OutboxState, Promotion,
-    Recording, ShadowStore, Store, StreamId, Target, Tombstone,
+    ApplyCounts, Checkpoint, CheckpointStore, Finished, InboundBatch, InboundStore, InstanceBinding, LeaseStore,
+    MirrorPage, MirrorStore, OutboxCounts, OutboxItem, OutboxState, OutboxStore, Promotion, Recording, ReminderStore,
+    SettingsStore, ShadowStore, StreamId, Target, Tombstone,
 };
 use salesync_core::sfid::SalesforceId;
 use salesync_core::{Error, Result};
@@ -347,7 +348,7 @@ async fn migrate(pool: &SqlitePool, redacted: &str) -> Result<()> {
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl InstanceBinding for SqliteStore {
     async fn bind_instance(&self, instance: &str) -> Result<()> {
         let mut tx = self.begin().await?;
         sqlx::query("INSERT INTO salesync_meta (key, value) VALUES ('instance', ?1) ON CONFLICT (key) DO NOTHING")
@@ -362,7 +363,10 @@ impl Store for SqliteStore {
         tx.commit().await.map_err(db("binding the instance"))?;
         if bound == instance { Ok(()) } else { Err(instance_conflict(&bound, instance)) }
     }
+}
 
+#[async_trait]
+impl MirrorStore for SqliteStore {
     async fn apply_page(&self, page: MirrorPage) -> Result<ApplyCounts> {
         self.apply_page_to(Mirror::Live, page).await
     }
@@ -414,6 +418,13 @@ impl Store for SqliteStore {
         row.map(|r| Sqlite::tombstone(marketo_id, r)).transpose()
     }
 
+    fn shadow(&self) -> Option<Arc<dyn ShadowStore>> {
+        Some(Arc::new(self.clone()))
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for SqliteStore {
     async fn checkpoint(&self, stream: StreamId) -> Result<Option<Checkpoint>> {
         self.checkpoint_in(Mirror::Live, stream).await
     }
@@ -421,7 +432,10 @@ impl Store for SqliteStore {
     async fn put_checkpoint(&self, checkpoint: Checkpoint) -> Result<()> {
         self.put_checkpoint_to(Mirror::Live, &checkpoint).await
     }
+}
 
+#[async_trait]
+impl OutboxStore for SqliteStore {
     async fn record(&self, recording: Recording) -> Result<Vec<i64>> {
         let mut tx = self.begin().await?;
         let ids = Sqlite::record_in(&mut tx, &recording).await?;
@@ -530,7 +544,10 @@ impl Store for SqliteStore {
         .map_err(db("requeueing outbox items"))?;
         Ok(done.rows_affected())
     }
+}
 
+#[async_trait]
+impl ReminderStore for SqliteStore {
     async fn reminder(&self, id: &str) -> Result<Option<ReminderTask>> {
         let sql = format!("SELECT {REMINDER_COLS} FROM reminders WHERE id = ?1");
         let row = sqlx::query(&sql).bind(id).fetch_optional(&self.reader).await.map_err(db("reading a reminder"))?;
@@ -568,7 +585,10 @@ impl Store for SqliteStore {
             .map_err(db("setting a reminder's Task id"))?;
         Ok(done.rows_affected() > 0)
     }
+}
 
+#[async_trait]
+impl InboundStore for SqliteStore {
     async fn unsubscribe(&self, marketo_id: i64) -> Result<Option<UnsubscribeState>> {
         let row: Option<(bool, String, i64)> =
             sqlx::query_as("SELECT unsubscribed, origin, at FROM unsubscribes WHERE marketo_id = ?1")
@@ -584,7 +604,10 @@ impl Store for SqliteStore {
         Sqlite::apply_inbound_in(&mut tx, &batch).await?;
         tx.commit().await.map_err(db("committing an inbound batch"))
     }
+}
 
+#[async_trait]
+impl SettingsStore for SqliteStore {
     async fn settings(&self) -> Result<AdminSettings> {
         match self.meta("settings").await? {
             Some(json) => codec::from_json(BACKEND, "admin settings", &json),
@@ -604,7 +627,10 @@ impl Store for SqliteStore {
         .map_err(db("writing admin settings"))?;
         Ok(())
     }
+}
 
+#[async_trait]
+impl LeaseStore for SqliteStore {
     async fn try_lease(&self, name: &str, holder: &str, ttl: Duration, now: DateTime<Utc>) -> Result<bool> {
         let got: Option<String> = sqlx::query_scalar(
             "INSERT INTO leases (name, holder, expires_at) VALUES (?1, ?2, ?3) \
@@ -629,10 +655,6 @@ impl Store for SqliteStore {
             .await
             .map_err(db("releasing a lease"))?;
         Ok(())
-    }
-
-    fn shadow(&self) -> Option<Arc<dyn ShadowStore>> {
-        Some(Arc::new(self.clone()))
     }
 }
 

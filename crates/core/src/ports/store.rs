@@ -333,14 +333,18 @@ pub trait ShadowStore: Send + Sync + 'static {
     async fn promote_shadow(&self, promotion: Promotion) -> Result<ApplyCounts>;
 }
 
-/// The salesync database. Implemented by `salesync-store` (memory, SQLite, PostgreSQL).
-#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+/// Which Marketo instance the store belongs to.
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+pub trait InstanceBinding: Send + Sync {
     /// Binds the store to one Marketo instance on first use; refuses a store bound to another
     /// (two tenants' mirrors never mix).
     async fn bind_instance(&self, instance: &str) -> Result<()>;
+}
 
+/// The people mirror: pages of decisions written atomically with their checkpoint, and the
+/// reads hosts and the engine make.
+#[async_trait]
+pub trait MirrorStore: Send + Sync {
     /// Applies a page of decisions and its checkpoint in one transaction.
     async fn apply_page(&self, page: MirrorPage) -> Result<ApplyCounts>;
 
@@ -368,12 +372,26 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// The tombstone of a removed person.
     async fn tombstone(&self, marketo_id: i64) -> Result<Option<Tombstone>>;
 
+    /// The shadow copy a rebuild fills, when this store keeps one (the bundled backends do);
+    /// `None` (the default) means the store cannot rebuild without downtime.
+    fn shadow(&self) -> Option<Arc<dyn ShadowStore>> {
+        None
+    }
+}
+
+/// Stream positions written on their own (positions of mirror streams travel with their page).
+#[async_trait]
+pub trait CheckpointStore: Send + Sync {
     /// A stream's checkpoint.
     async fn checkpoint(&self, stream: StreamId) -> Result<Option<Checkpoint>>;
 
     /// Writes a checkpoint on its own (for streams whose data lives elsewhere).
     async fn put_checkpoint(&self, checkpoint: Checkpoint) -> Result<()>;
+}
 
+/// The outbox: host writes recorded with their items, claims, outcomes and an admin's requeue.
+#[async_trait]
+pub trait OutboxStore: Send + Sync {
     /// Records host writes and their outbox items atomically; returns the item ids (existing
     /// ids for keys already recorded).
     async fn record(&self, recording: Recording) -> Result<Vec<i64>>;
@@ -403,7 +421,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Moves parked items back to pending (an admin's "retry").
     async fn requeue(&self, ids: &[i64], now: DateTime<Utc>) -> Result<u64>;
+}
 
+/// Reminder tasks.
+#[async_trait]
+pub trait ReminderStore: Send + Sync {
     /// A reminder task.
     async fn reminder(&self, id: &str) -> Result<Option<ReminderTask>>;
 
@@ -417,41 +439,134 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn put_reminder(&self, task: ReminderTask) -> Result<()>;
 
     /// Sets a reminder's Salesforce Task id and nothing else, so a change recorded meanwhile is
-    /// not overwritten; false when there is no such reminder. The default reads and writes the
-    /// whole reminder (a window for a lost update); the bundled backends update the one field.
-    async fn set_reminder_task_id(&self, id: &str, task_id: &SalesforceId) -> Result<bool> {
-        match self.reminder(id).await? {
-            Some(mut r) => {
-                r.salesforce_task_id = Some(task_id.clone());
-                self.put_reminder(r).await?;
-                Ok(true)
-            }
-            None => Ok(false),
-        }
-    }
+    /// not overwritten; false when there is no such reminder.
+    async fn set_reminder_task_id(&self, id: &str, task_id: &SalesforceId) -> Result<bool>;
+}
 
+/// What salesync pulls from Salesforce (reminder Task changes, opt-outs) and the unsubscribe
+/// state it keeps.
+#[async_trait]
+pub trait InboundStore: Send + Sync {
     /// A person's unsubscribe state.
     async fn unsubscribe(&self, marketo_id: i64) -> Result<Option<UnsubscribeState>>;
 
     /// Applies data pulled from Salesforce with its checkpoint, atomically.
     async fn apply_inbound(&self, batch: InboundBatch) -> Result<()>;
+}
 
+/// Admin settings.
+#[async_trait]
+pub trait SettingsStore: Send + Sync {
     /// Admin settings (defaults when never written).
     async fn settings(&self) -> Result<AdminSettings>;
 
     /// Writes admin settings.
     async fn put_settings(&self, settings: AdminSettings) -> Result<()>;
+}
 
+/// Named leases (the leader election of the Marketo pull, the inbound polls).
+#[async_trait]
+pub trait LeaseStore: Send + Sync {
     /// Acquires or renews the named lease for `holder` until `now + ttl`; false when another
     /// holder's lease is still valid.
     async fn try_lease(&self, name: &str, holder: &str, ttl: Duration, now: DateTime<Utc>) -> Result<bool>;
 
     /// Releases the named lease if `holder` holds it.
     async fn release_lease(&self, name: &str, holder: &str) -> Result<()>;
+}
 
-    /// The shadow copy a rebuild fills, when this store keeps one (the bundled backends do);
-    /// `None` (the default) means the store cannot rebuild without downtime.
-    fn shadow(&self) -> Option<Arc<dyn ShadowStore>> {
-        None
+/// The salesync database: the union of the store traits, split along their concerns so that a
+/// double or a decorator implements only what it needs to. Implemented by `salesync-store`
+/// (memory, SQLite, PostgreSQL); every type that implements all of them is a `Store`, and hosts
+/// keep passing one `Arc<dyn Store>` (which coerces to `Arc<dyn MirrorStore>` and the others).
+pub trait Store:
+    InstanceBinding
+    + MirrorStore
+    + CheckpointStore
+    + OutboxStore
+    + ReminderStore
+    + InboundStore
+    + SettingsStore
+    + LeaseStore
+    + std::fmt::Debug
+    + 'static
+{
+}
+
+impl<T> Store for T where
+    T: InstanceBinding
+        + MirrorStore
+        + CheckpointStore
+        + OutboxStore
+        + ReminderStore
+        + InboundStore
+        + SettingsStore
+        + LeaseStore
+        + std::fmt::Debug
+        + 'static
+{
+}
+
+#[cfg(any(test, feature = "mock"))]
+mockall::mock! {
+    /// A mock [`Store`] (mockall), for tests where the exact store calls matter.
+    pub Store {}
+    impl std::fmt::Debug for Store {
+        fn fmt<'a>(&self, f: &mut std::fmt::Formatter<'a>) -> std::fmt::Result;
+    }
+    #[async_trait]
+    impl InstanceBinding for Store {
+        async fn bind_instance(&self, instance: &str) -> Result<()>;
+    }
+    #[async_trait]
+    impl MirrorStore for Store {
+        async fn apply_page(&self, page: MirrorPage) -> Result<ApplyCounts>;
+        async fn person(&self, marketo_id: i64) -> Result<Option<Person>>;
+        async fn people_by_ids(&self, ids: &[i64]) -> Result<Vec<Person>>;
+        async fn people_by_email(&self, email: &str) -> Result<Vec<Person>>;
+        async fn people_by_salesforce_id(&self, id: &SalesforceId) -> Result<Vec<Person>>;
+        async fn people_by_owner(&self, owner: &SalesforceId, after: Option<i64>, limit: u32) -> Result<Vec<Person>>;
+        async fn list_people(&self, after: Option<i64>, limit: u32) -> Result<Vec<Person>>;
+        async fn count_people(&self) -> Result<u64>;
+        async fn tombstone(&self, marketo_id: i64) -> Result<Option<Tombstone>>;
+        fn shadow(&self) -> Option<Arc<dyn ShadowStore>>;
+    }
+    #[async_trait]
+    impl CheckpointStore for Store {
+        async fn checkpoint(&self, stream: StreamId) -> Result<Option<Checkpoint>>;
+        async fn put_checkpoint(&self, checkpoint: Checkpoint) -> Result<()>;
+    }
+    #[async_trait]
+    impl OutboxStore for Store {
+        async fn record(&self, recording: Recording) -> Result<Vec<i64>>;
+        async fn claim(&self, target: Target, limit: u32, worker: &str, lease: Duration, now: DateTime<Utc>) -> Result<Vec<OutboxItem>>;
+        async fn finish(&self, finished: Vec<Finished>, now: DateTime<Utc>) -> Result<()>;
+        async fn outbox_item(&self, id: i64) -> Result<Option<OutboxItem>>;
+        async fn outbox_items(&self, state: OutboxState, limit: u32) -> Result<Vec<OutboxItem>>;
+        async fn outbox_counts(&self) -> Result<OutboxCounts>;
+        async fn requeue(&self, ids: &[i64], now: DateTime<Utc>) -> Result<u64>;
+    }
+    #[async_trait]
+    impl ReminderStore for Store {
+        async fn reminder(&self, id: &str) -> Result<Option<ReminderTask>>;
+        async fn reminder_by_salesforce_id(&self, task_id: &SalesforceId) -> Result<Option<ReminderTask>>;
+        async fn reminders_for(&self, marketo_id: i64) -> Result<Vec<ReminderTask>>;
+        async fn put_reminder(&self, task: ReminderTask) -> Result<()>;
+        async fn set_reminder_task_id(&self, id: &str, task_id: &SalesforceId) -> Result<bool>;
+    }
+    #[async_trait]
+    impl InboundStore for Store {
+        async fn unsubscribe(&self, marketo_id: i64) -> Result<Option<UnsubscribeState>>;
+        async fn apply_inbound(&self, batch: InboundBatch) -> Result<()>;
+    }
+    #[async_trait]
+    impl SettingsStore for Store {
+        async fn settings(&self) -> Result<AdminSettings>;
+        async fn put_settings(&self, settings: AdminSettings) -> Result<()>;
+    }
+    #[async_trait]
+    impl LeaseStore for Store {
+        async fn try_lease(&self, name: &str, holder: &str, ttl: Duration, now: DateTime<Utc>) -> Result<bool>;
+        async fn release_lease(&self, name: &str, holder: &str) -> Result<()>;
     }
 }

@@ -77,10 +77,14 @@ impl FakeStore {
 }
 
 #[async_trait]
-impl salesync_core::ports::store::Store for FakeStore {
+impl salesync_core::ports::store::InstanceBinding for FakeStore {
     async fn bind_instance(&self, _instance: &str) -> Result<()> {
         Ok(())
     }
+}
+
+#[async_trait]
+impl salesync_core::ports::store::MirrorStore for FakeStore {
     async fn apply_page(&self, page: MirrorPage) -> Result<ApplyCounts> {
         let mut st = self.state();
         let mut c = ApplyCounts::default();
@@ -103,13 +107,16 @@ impl salesync_core::ports::store::Store for FakeStore {
         }
         Ok(c)
     }
+
     async fn person(&self, marketo_id: i64) -> Result<Option<Person>> {
         Ok(self.state().people.get(&marketo_id).cloned())
     }
+
     async fn people_by_ids(&self, ids: &[i64]) -> Result<Vec<Person>> {
         let st = self.state();
         Ok(ids.iter().filter_map(|i| st.people.get(i).cloned()).collect())
     }
+
     async fn people_by_email(&self, email: &str) -> Result<Vec<Person>> {
         let st = self.state();
         Ok(st
@@ -119,6 +126,7 @@ impl salesync_core::ports::store::Store for FakeStore {
             .cloned()
             .collect())
     }
+
     async fn people_by_salesforce_id(&self, id: &SalesforceId) -> Result<Vec<Person>> {
         let st = self.state();
         Ok(st
@@ -128,6 +136,7 @@ impl salesync_core::ports::store::Store for FakeStore {
             .cloned()
             .collect())
     }
+
     async fn people_by_owner(&self, owner: &SalesforceId, after: Option<i64>, limit: u32) -> Result<Vec<Person>> {
         let st = self.state();
         Ok(st
@@ -138,6 +147,7 @@ impl salesync_core::ports::store::Store for FakeStore {
             .cloned()
             .collect())
     }
+
     async fn list_people(&self, after: Option<i64>, limit: u32) -> Result<Vec<Person>> {
         let st = self.state();
         Ok(st
@@ -148,20 +158,31 @@ impl salesync_core::ports::store::Store for FakeStore {
             .cloned()
             .collect())
     }
+
     async fn count_people(&self) -> Result<u64> {
         Ok(self.state().people.len() as u64)
     }
+
     async fn tombstone(&self, marketo_id: i64) -> Result<Option<Tombstone>> {
         let _ = (marketo_id, RemovalReason::Deleted);
         Ok(None)
     }
+}
+
+#[async_trait]
+impl salesync_core::ports::store::CheckpointStore for FakeStore {
     async fn checkpoint(&self, stream: StreamId) -> Result<Option<Checkpoint>> {
         Ok(self.state().checkpoints.get(&stream).cloned())
     }
+
     async fn put_checkpoint(&self, checkpoint: Checkpoint) -> Result<()> {
         self.state().checkpoints.insert(checkpoint.stream, checkpoint);
         Ok(())
     }
+}
+
+#[async_trait]
+impl salesync_core::ports::store::OutboxStore for FakeStore {
     async fn record(&self, recording: Recording) -> Result<Vec<i64>> {
         let mut st = self.state();
         st.record_calls += 1;
@@ -197,6 +218,7 @@ impl salesync_core::ports::store::Store for FakeStore {
         }
         Ok(ids)
     }
+
     async fn claim(
         &self,
         target: Target,
@@ -224,6 +246,7 @@ impl salesync_core::ports::store::Store for FakeStore {
         }
         Ok(out)
     }
+
     async fn finish(&self, finished: Vec<Finished>, _now: DateTime<Utc>) -> Result<()> {
         let mut st = self.state();
         for f in finished {
@@ -259,12 +282,15 @@ impl salesync_core::ports::store::Store for FakeStore {
         }
         Ok(())
     }
+
     async fn outbox_item(&self, id: i64) -> Result<Option<OutboxItem>> {
         Ok(self.state().outbox.iter().find(|i| i.id == id).cloned())
     }
+
     async fn outbox_items(&self, state: OutboxState, limit: u32) -> Result<Vec<OutboxItem>> {
         Ok(self.state().outbox.iter().filter(|i| i.state == state).take(limit as usize).cloned().collect())
     }
+
     async fn outbox_counts(&self) -> Result<OutboxCounts> {
         let mut c = OutboxCounts::default();
         for i in &self.state().outbox {
@@ -278,6 +304,7 @@ impl salesync_core::ports::store::Store for FakeStore {
         }
         Ok(c)
     }
+
     async fn requeue(&self, ids: &[i64], now: DateTime<Utc>) -> Result<u64> {
         let mut n = 0;
         for i in self.state().outbox.iter_mut() {
@@ -290,22 +317,38 @@ impl salesync_core::ports::store::Store for FakeStore {
         }
         Ok(n)
     }
+}
+
+#[async_trait]
+impl salesync_core::ports::store::ReminderStore for FakeStore {
     async fn reminder(&self, id: &str) -> Result<Option<ReminderTask>> {
         Ok(self.state().reminders.get(id).cloned())
     }
+
     async fn reminder_by_salesforce_id(&self, task_id: &SalesforceId) -> Result<Option<ReminderTask>> {
         Ok(self.state().reminders.values().find(|r| r.salesforce_task_id.as_ref() == Some(task_id)).cloned())
     }
+
     async fn reminders_for(&self, marketo_id: i64) -> Result<Vec<ReminderTask>> {
         Ok(self.state().reminders.values().filter(|r| r.marketo_id == marketo_id).cloned().collect())
     }
+
     async fn put_reminder(&self, task: ReminderTask) -> Result<()> {
         self.state().reminders.insert(task.id.clone(), task);
         Ok(())
     }
+
+    async fn set_reminder_task_id(&self, id: &str, task_id: &SalesforceId) -> Result<bool> {
+        Ok(self.state().reminders.get_mut(id).map(|r| r.salesforce_task_id = Some(task_id.clone())).is_some())
+    }
+}
+
+#[async_trait]
+impl salesync_core::ports::store::InboundStore for FakeStore {
     async fn unsubscribe(&self, marketo_id: i64) -> Result<Option<UnsubscribeState>> {
         Ok(self.state().unsubscribes.get(&marketo_id).cloned())
     }
+
     async fn apply_inbound(&self, batch: InboundBatch) -> Result<()> {
         let mut st = self.state();
         for u in batch.unsubscribes {
@@ -319,13 +362,22 @@ impl salesync_core::ports::store::Store for FakeStore {
         }
         Ok(())
     }
+}
+
+#[async_trait]
+impl salesync_core::ports::store::SettingsStore for FakeStore {
     async fn settings(&self) -> Result<AdminSettings> {
         Ok(self.state().settings.clone())
     }
+
     async fn put_settings(&self, settings: AdminSettings) -> Result<()> {
         self.state().settings = settings;
         Ok(())
     }
+}
+
+#[async_trait]
+impl salesync_core::ports::store::LeaseStore for FakeStore {
     async fn try_lease(&self, name: &str, holder: &str, ttl: Duration, now: DateTime<Utc>) -> Result<bool> {
         let mut st = self.state();
         if let Some((h, until)) = st.leases.get(name)
@@ -337,6 +389,7 @@ impl salesync_core::ports::store::Store for FakeStore {
         st.leases.insert(name.to_string(), (holder.to_string(), now + chrono::Duration::from_std(ttl).unwrap()));
         Ok(true)
     }
+
     async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
         let mut st = self.state();
         if st.leases.get(name).is_some_and(|(h, _)| h == holder) {
