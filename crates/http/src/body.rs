@@ -45,6 +45,12 @@ pub fn looks_like_html(body: &[u8]) -> bool {
     ["<!doctype html", "<html", "<head", "<body"].iter().any(|p| head.starts_with(p))
 }
 
+/// The message for an HTML page received where `expected` (e.g. `JSON`, `the CSV file`) was:
+/// names the status and shows `snippet`, the start of the page.
+pub fn html_instead_of(status: u16, expected: &str, snippet: &str) -> String {
+    format!("HTTP {status} answered with an HTML page instead of {expected} (a proxy or login page?): {snippet}")
+}
+
 /// The start of a body for messages: its first `max_bytes` bytes (invalid UTF-8 replaced), at
 /// most `max_chars` characters of them, trimmed.
 pub fn snippet(body: &[u8], max_bytes: usize, max_chars: usize) -> String {
@@ -70,6 +76,14 @@ mod tests {
         for body in [&b"{\"a\":1}"[..], b"[]", b"", b"   ", b"<?xml version=\"1.0\"?>", b"html"] {
             assert!(!looks_like_html(body), "{}", String::from_utf8_lossy(body));
         }
+    }
+
+    #[test]
+    fn html_messages_name_status_expectation_and_page() {
+        assert_eq!(
+            html_instead_of(200, "JSON", "<html>Sign in"),
+            "HTTP 200 answered with an HTML page instead of JSON (a proxy or login page?): <html>Sign in"
+        );
     }
 
     #[test]

@@ -6,6 +6,6 @@ mod body;
 mod endpoint;
 mod retry;
 
-pub use body::{ReadError, looks_like_html, read_capped, snippet};
+pub use body::{ReadError, html_instead_of, looks_like_html, read_capped, snippet};
 pub use endpoint::{ALLOW_INSECURE_HTTP_VAR, BoolVarError, UrlError, allow_insecure_http_from, check_url, parse_bool};
 pub use retry::RetryConfig;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use reqwest::header::{ACCEPT_ENCODING, CONTENT_TYPE, HeaderValue, RANGE};
 use reqwest::{Method, Response};
-use salesync_http::{ReadError, read_capped};
+use salesync_http::{ReadError, html_instead_of, read_capped};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -177,10 +177,9 @@ pub(crate) fn interpret_json<T: DeserializeOwned>(status: u16, body: &[u8]) -> I
         match parse_body::<T>(status, body) {
             Parsed::Ok(env) => Interp::Done(env),
             Parsed::Failed { action, code, message } => Interp::Act { action, code, message },
-            Parsed::Malformed(_) if looks_like_html(body) => Interp::Fail(MkError::protocol(format!(
-                "HTTP {status} answered with an HTML page instead of JSON (a proxy or login page?): {}",
-                snippet(body)
-            ))),
+            Parsed::Malformed(_) if looks_like_html(body) => {
+                Interp::Fail(MkError::protocol(html_instead_of(status, "JSON", &snippet(body))))
+            }
             Parsed::Malformed(d) => Interp::Unreadable(MkError::protocol(format!("HTTP {status}: {d}"))),
         }
     } else {

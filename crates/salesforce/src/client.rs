@@ -9,7 +9,7 @@ use reqwest::Method;
 use salesync_core::ports::Page;
 use salesync_core::ports::salesforce::ApiUsage;
 use salesync_core::{Error, Service};
-use salesync_http::{ReadError, looks_like_html, read_capped};
+use salesync_http::{ReadError, html_instead_of, looks_like_html, read_capped};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::Value;
@@ -463,10 +463,7 @@ impl SalesforceClient {
             if (200..300).contains(&status) {
                 if looks_like_html(&bytes) {
                     // A proxy's error page or a login wall sent with 200: not retried, named.
-                    return Err(Failure::Other(protocol(format!(
-                        "HTTP {status} answered with an HTML page instead of JSON (a proxy or login page?): {}",
-                        snippet(&bytes)
-                    ))));
+                    return Err(Failure::Other(protocol(html_instead_of(status, "JSON", &snippet(&bytes)))));
                 }
                 return Ok(Answer { body: bytes });
             }
