@@ -6,6 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use reqwest::header::{ACCEPT_ENCODING, CONTENT_TYPE, HeaderValue, RANGE};
 use reqwest::{Method, Response};
+use salesync_http::{ReadError, html_instead_of, read_capped};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -149,45 +150,11 @@ pub(crate) enum Interp<T> {
     Unreadable(MkError),
 }
 
-enum ReadError {
-    TooLarge(usize),
-    Http(reqwest::Error),
-}
-
-async fn read_capped(mut resp: Response, cap: usize) -> Result<Vec<u8>, ReadError> {
-    if let Some(len) = resp.content_length()
-        && len > cap as u64
-    {
-        return Err(ReadError::TooLarge(cap));
-    }
-    // A declared length is a hint only: never reserve more than 1 MiB up front on its word.
-    let hint = resp.content_length().map_or(8 * 1024, |l| usize::try_from(l).unwrap_or(cap).min(1024 * 1024));
-    let mut buf = Vec::with_capacity(hint);
-    while let Some(chunk) = resp.chunk().await.map_err(ReadError::Http)? {
-        if buf.len() + chunk.len() > cap {
-            return Err(ReadError::TooLarge(cap));
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(buf)
-}
+pub(crate) use salesync_http::looks_like_html;
 
 /// At most 200 characters of a body, for error messages.
 pub(crate) fn snippet(body: &[u8]) -> String {
-    let s = String::from_utf8_lossy(&body[..body.len().min(400)]);
-    let s: String = s.chars().take(200).collect();
-    s.trim().to_string()
-}
-
-/// Whether a body is an HTML document (an error page of a proxy, a load balancer or a login wall).
-pub(crate) fn looks_like_html(body: &[u8]) -> bool {
-    let start = body.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(body.len());
-    let head = &body[start..body.len().min(start + 64)];
-    let head = String::from_utf8_lossy(head).to_ascii_lowercase();
-    head.starts_with("<!doctype html")
-        || head.starts_with("<html")
-        || head.starts_with("<head")
-        || head.starts_with("<body")
+    salesync_http::snippet(body, 400, 200)
 }
 
 /// The typed error of a final failure.
@@ -210,10 +177,9 @@ pub(crate) fn interpret_json<T: DeserializeOwned>(status: u16, body: &[u8]) -> I
         match parse_body::<T>(status, body) {
             Parsed::Ok(env) => Interp::Done(env),
             Parsed::Failed { action, code, message } => Interp::Act { action, code, message },
-            Parsed::Malformed(_) if looks_like_html(body) => Interp::Fail(MkError::protocol(format!(
-                "HTTP {status} answered with an HTML page instead of JSON (a proxy or login page?): {}",
-                snippet(body)
-            ))),
+            Parsed::Malformed(_) if looks_like_html(body) => {
+                Interp::Fail(MkError::protocol(html_instead_of(status, "JSON", &snippet(body))))
+            }
             Parsed::Malformed(d) => Interp::Unreadable(MkError::protocol(format!("HTTP {status}: {d}"))),
         }
     } else {
@@ -277,13 +243,15 @@ impl MarketoClient {
                     let status = resp.status().as_u16();
                     match read_capped(resp, MAX_SMALL_BODY).await {
                         Ok(b) => (status, b),
-                        Err(ReadError::TooLarge(_)) => return Err(MkError::protocol("identity response too large")),
-                        Err(ReadError::Http(e)) if attempt < retry.max_attempts => {
+                        Err(ReadError::TooLarge { .. }) => {
+                            return Err(MkError::protocol("identity response too large"));
+                        }
+                        Err(ReadError::Transport(e)) if attempt < retry.max_attempts => {
                             tracing::warn!(error = %e.without_url(), attempt, "identity response failed; retrying");
                             tokio::time::sleep(retry.delay(attempt)).await;
                             continue;
                         }
-                        Err(ReadError::Http(e)) => {
+                        Err(ReadError::Transport(e)) => {
                             return Err(MkError::Transport { operation: "identity", source: e.without_url() });
                         }
                     }
@@ -434,10 +402,10 @@ impl MarketoClient {
             let status = resp.status().as_u16();
             let received = match read_capped(resp, MAX_JSON_BODY).await {
                 Ok(body) => Received::Body { status, body },
-                Err(ReadError::TooLarge(cap)) => {
+                Err(ReadError::TooLarge { cap }) => {
                     return Err(MkError::protocol(format!("{} response body exceeds {cap} bytes", req.op)));
                 }
-                Err(ReadError::Http(e)) => {
+                Err(ReadError::Transport(e)) => {
                     drop(admission);
                     let e = e.without_url();
                     if req.safety == Safety::Unsafe {

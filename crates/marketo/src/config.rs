@@ -4,9 +4,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use salesync_core::endpoint::{is_loopback, redacted, redacted_text};
+use salesync_core::endpoint::redacted_text;
+use salesync_http::{allow_insecure_http_from, check_url, parse_bool};
 use secrecy::SecretString;
-use url::Url;
 
 use crate::client::{Inner, MarketoClient};
 use crate::error::MkError;
@@ -24,37 +24,12 @@ pub const DEFAULT_MAX_CONCURRENT: usize = 10;
 /// Default per-request timeout (Get Paging Token always gets at least 300 s).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The variable that allows plain http for every connector at once (`true`/`false`); the
-/// connector's own `SALESYNC_MARKETO_ALLOW_INSECURE_HTTP` wins when both are set.
-pub(crate) const ALLOW_INSECURE_HTTP_VAR: &str = "SALESYNC_ALLOW_INSECURE_HTTP";
-
-/// Retry settings for transient failures (exponential backoff with jitter).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryConfig {
-    /// Attempts per request, including the first (≥ 1). A re-authentication after 601/602 is not counted.
-    pub max_attempts: u32,
-    /// Delay before the second attempt; doubled for each further attempt.
-    pub base_delay: Duration,
-    /// Upper bound of one delay.
-    pub max_delay: Duration,
-}
-
-impl Default for RetryConfig {
-    fn default() -> Self {
-        Self { max_attempts: 5, base_delay: Duration::from_millis(500), max_delay: Duration::from_secs(30) }
-    }
-}
-
-impl RetryConfig {
-    /// The delay before attempt `attempt + 1` (after `attempt` failures, ≥ 1): `base · 2^(attempt-1)`,
-    /// capped at `max_delay`, with "equal jitter" (a random point in the upper half).
-    pub fn delay(&self, attempt: u32) -> Duration {
-        let exp = attempt.saturating_sub(1).min(20);
-        let full = self.base_delay.saturating_mul(1u32 << exp).min(self.max_delay);
-        let jitter: f64 = rand::random();
-        full.mul_f64(0.5 + 0.5 * jitter)
-    }
-}
+/// Retry settings for transient failures (exponential backoff with jitter): attempts per request
+/// (a re-authentication after 601/602 is not counted), the delay before the second attempt
+/// (doubled for each further one) and the upper bound of one delay. The default is 5 attempts,
+/// 500 ms doubling up to 30 s. The type is [`salesync_http::RetryConfig`], shared with the
+/// Salesforce connector, with Marketo's defaults.
+pub type RetryConfig = salesync_http::RetryConfig<500, 30_000>;
 
 /// A configuration key, as used by [`MarketoClient::from_env`] and [`MarketoClientBuilder::with_config`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -154,15 +129,6 @@ impl std::fmt::Debug for MarketoClientBuilder {
             .field("timeout", &self.timeout)
             .field("allow_insecure_http", &self.allow_insecure_http)
             .finish_non_exhaustive()
-    }
-}
-
-/// `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`).
-fn parse_bool(value: &str) -> Option<bool> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Some(true),
-        "0" | "false" | "no" | "off" => Some(false),
-        _ => None,
     }
 }
 
@@ -283,40 +249,8 @@ impl MarketoClientBuilder {
 
     fn build_inner(self) -> Result<MarketoClient, MkError> {
         let raw = self.base_url.ok_or_else(|| MkError::config("base_url", "missing"))?;
-        let mut base = Url::parse(raw.trim()).map_err(|e| MkError::config("base_url", format!("not a URL: {e}")))?;
-        match base.scheme() {
-            "https" => {}
-            "http" if self.allow_insecure_http || is_loopback(&base) => {}
-            "http" => {
-                return Err(MkError::config(
-                    "base_url",
-                    format!(
-                        "{} is plain http:// to a host that is not loopback; use https://, or allow it \
-                         explicitly with allow_insecure_http(true) (environment: {}=true or {}=true)",
-                        redacted(&base),
-                        ConfigKey::AllowInsecureHttp.env_var(),
-                        ALLOW_INSECURE_HTTP_VAR
-                    ),
-                ));
-            }
-            other => {
-                return Err(MkError::config(
-                    "base_url",
-                    format!("{} has unsupported scheme {other:?} (use https://)", redacted(&base)),
-                ));
-            }
-        }
-        if base.cannot_be_a_base() || base.host_str().is_none() {
-            return Err(MkError::config("base_url", "must be an absolute http(s) URL with a host"));
-        }
-        if !base.username().is_empty() || base.password().is_some() {
-            return Err(MkError::config(
-                "base_url",
-                format!("{} must not carry credentials (use client_id/client_secret)", redacted(&base)),
-            ));
-        }
-        base.set_query(None);
-        base.set_fragment(None);
+        let mut base = check_url(&raw, self.allow_insecure_http, ConfigKey::AllowInsecureHttp.env_var())
+            .map_err(|e| MkError::config("base_url", e.to_string()))?;
         let path = base.path().trim_end_matches('/').to_string();
         base.set_path(&format!("{path}/"));
 
@@ -397,17 +331,18 @@ impl MarketoClient {
     ) -> Result<MarketoClientBuilder, salesync_core::Error> {
         let mut b = MarketoClient::builder();
         for key in ConfigKey::ALL {
-            let own = lookup(key.env_var()).filter(|v| !v.trim().is_empty());
-            let global = || lookup(ALLOW_INSECURE_HTTP_VAR).filter(|v| !v.trim().is_empty());
-            match (own, key) {
-                (Some(v), _) => b = b.with_config(key, &v)?,
-                (None, ConfigKey::AllowInsecureHttp) if let Some(v) = global() => {
-                    b.allow_insecure_http = parse_bool(&v).ok_or_else(|| {
-                        MkError::config(ALLOW_INSECURE_HTTP_VAR, format!("{v:?} is not true or false"))
-                    })?;
+            if key == ConfigKey::AllowInsecureHttp {
+                let allow = allow_insecure_http_from(&lookup, key.env_var())
+                    .map_err(|e| MkError::config(e.var, e.to_string()))?;
+                if let Some(allow) = allow {
+                    b.allow_insecure_http = allow;
                 }
-                (None, _) if key.required() => return Err(MkError::config(key.env_var(), "not set").into()),
-                (None, _) => {}
+                continue;
+            }
+            match lookup(key.env_var()).filter(|v| !v.trim().is_empty()) {
+                Some(v) => b = b.with_config(key, &v)?,
+                None if key.required() => return Err(MkError::config(key.env_var(), "not set").into()),
+                None => {}
             }
         }
         Ok(b)
@@ -417,6 +352,7 @@ impl MarketoClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use url::Url;
 
     fn ok_builder() -> MarketoClientBuilder {
         MarketoClient::builder().base_url("https://123-ABC-456.mktorest.com").client_id("id").client_secret("s3cret")
@@ -539,16 +475,11 @@ mod tests {
     }
 
     #[test]
-    fn retry_delays_grow_and_cap() {
-        let r = RetryConfig {
-            max_attempts: 5,
-            base_delay: Duration::from_millis(100),
-            max_delay: Duration::from_millis(500),
-        };
-        let d1 = r.delay(1);
-        assert!(d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100));
-        let d3 = r.delay(3);
-        assert!(d3 >= Duration::from_millis(200) && d3 <= Duration::from_millis(400));
-        assert!(r.delay(30) <= Duration::from_millis(500));
+    fn retry_defaults_are_marketos() {
+        let r = RetryConfig::default();
+        assert_eq!(
+            (r.max_attempts, r.base_delay, r.max_delay),
+            (5, Duration::from_millis(500), Duration::from_secs(30))
+        );
     }
 }

@@ -720,11 +720,8 @@ impl MarketoClient {
                     Interp::Fail(MkError::FileNotReady { export_id: export.clone(), message: snippet(&body) })
                 }
                 Received::Body { status, body } if (200..300).contains(&status) && looks_like_html(&body) => {
-                    Interp::Fail(MkError::protocol(format!(
-                        "export {export} file: HTTP {status} answered with an HTML page instead of the CSV file \
-                         (a proxy or login page?): {}",
-                        snippet(&body)
-                    )))
+                    let page = salesync_http::html_instead_of(status, "the CSV file", &snippet(&body));
+                    Interp::Fail(MkError::protocol(format!("export {export} file: {page}")))
                 }
                 Received::Body { status, body } if (200..300).contains(&status) => {
                     match crate::envelope::parse_body::<serde::de::IgnoredAny>(status, &body) {

@@ -9,6 +9,7 @@ use reqwest::Method;
 use salesync_core::ports::Page;
 use salesync_core::ports::salesforce::ApiUsage;
 use salesync_core::{Error, Service};
+use salesync_http::{ReadError, html_instead_of, looks_like_html, read_capped};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::Value;
@@ -126,26 +127,6 @@ impl From<Failure> for Error {
     }
 }
 
-enum ReadError {
-    TooLarge,
-    Transport(reqwest::Error),
-}
-
-/// Reads a body, refusing more than `cap` bytes.
-async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, ReadError> {
-    if resp.content_length().is_some_and(|n| n > cap as u64) {
-        return Err(ReadError::TooLarge);
-    }
-    let mut buf = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(ReadError::Transport)? {
-        if buf.len() + chunk.len() > cap {
-            return Err(ReadError::TooLarge);
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(buf)
-}
-
 /// The first error of an error body (`[{message, errorCode, fields}]`, or one object, or anything).
 pub(crate) fn parse_error_body(body: &[u8]) -> ApiError {
     if let Ok(mut v) = serde_json::from_slice::<Vec<ApiError>>(body)
@@ -206,16 +187,9 @@ impl QueryPage {
     }
 }
 
-/// Whether a body is an HTML document (an error page of a proxy, a load balancer or a login wall).
-fn looks_like_html(body: &[u8]) -> bool {
-    let start = body.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(body.len());
-    let head = String::from_utf8_lossy(&body[start..body.len().min(start + 64)]).to_ascii_lowercase();
-    ["<!doctype html", "<html", "<head", "<body"].iter().any(|p| head.starts_with(p))
-}
-
 /// The start of a body, for messages.
 fn snippet(body: &[u8]) -> String {
-    String::from_utf8_lossy(&body[..body.len().min(120)]).trim().to_string()
+    salesync_http::snippet(body, 120, 120)
 }
 
 /// Where a query page comes from.
@@ -362,7 +336,7 @@ impl SalesforceClient {
                     let status = resp.status().as_u16();
                     match read_capped(resp, 1024 * 1024).await {
                         Ok(b) => (status, b),
-                        Err(ReadError::TooLarge) => return Err(protocol("token response too large")),
+                        Err(ReadError::TooLarge { .. }) => return Err(protocol("token response too large")),
                         Err(ReadError::Transport(e)) => {
                             if failures + 1 < s.retry.max_attempts {
                                 failures += 1;
@@ -473,7 +447,7 @@ impl SalesforceClient {
             };
             let (status, bytes) = match read {
                 Ok(x) => x,
-                Err(ReadError::TooLarge) => {
+                Err(ReadError::TooLarge { .. }) => {
                     return Err(Failure::Other(protocol(format!("response body exceeds {} bytes", s.max_body_bytes))));
                 }
                 Err(ReadError::Transport(e)) => {
@@ -489,10 +463,7 @@ impl SalesforceClient {
             if (200..300).contains(&status) {
                 if looks_like_html(&bytes) {
                     // A proxy's error page or a login wall sent with 200: not retried, named.
-                    return Err(Failure::Other(protocol(format!(
-                        "HTTP {status} answered with an HTML page instead of JSON (a proxy or login page?): {}",
-                        snippet(&bytes)
-                    ))));
+                    return Err(Failure::Other(protocol(html_instead_of(status, "JSON", &snippet(&bytes)))));
                 }
                 return Ok(Answer { body: bytes });
             }

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use salesync_core::endpoint::{is_loopback, redacted, redacted_text};
+use salesync_core::endpoint::redacted_text;
+use salesync_http::allow_insecure_http_from;
 use secrecy::SecretString;
 use url::Url;
 
@@ -21,43 +22,13 @@ pub const DEFAULT_QUERY_BATCH_SIZE: u32 = 2000;
 /// The default cap on one response body.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 
-/// Retry settings for intermittent failures (exponential backoff with jitter).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryConfig {
-    /// Attempts per request, including the first (≥ 1). The one repeat after a re-authentication
-    /// is not counted.
-    pub max_attempts: u32,
-    /// Delay before the second attempt; doubled for each further attempt.
-    pub base_delay: Duration,
-    /// Upper bound of one delay.
-    pub max_delay: Duration,
-}
-
-impl Default for RetryConfig {
-    fn default() -> Self {
-        Self { max_attempts: 5, base_delay: Duration::from_millis(250), max_delay: Duration::from_secs(20) }
-    }
-}
-
-impl RetryConfig {
-    /// No retries at all.
-    pub fn none() -> Self {
-        Self { max_attempts: 1, ..Self::default() }
-    }
-
-    /// The delay after `failures` failed attempts (≥ 1): `base · 2^(failures-1)`, capped at
-    /// `max_delay`, with "equal jitter" (a random point in the upper half).
-    pub fn delay(&self, failures: u32) -> Duration {
-        let exp = failures.saturating_sub(1).min(20);
-        let full = self.base_delay.saturating_mul(1u32 << exp).min(self.max_delay);
-        let jitter: f64 = rand::random();
-        full.mul_f64(0.5 + 0.5 * jitter)
-    }
-}
-
-/// The variable that allows plain http for every connector at once (`true`/`false`); the
-/// connector's own `SALESYNC_SALESFORCE_ALLOW_INSECURE_HTTP` wins when both are set.
-pub(crate) const ALLOW_INSECURE_HTTP_VAR: &str = "SALESYNC_ALLOW_INSECURE_HTTP";
+/// Retry settings for intermittent failures (exponential backoff with jitter): attempts per
+/// request (the one repeat after a re-authentication is not counted), the delay before the second
+/// attempt (doubled for each further one) and the upper bound of one delay. The default is 5
+/// attempts, 250 ms doubling up to 20 s; [`none`](salesync_http::RetryConfig::none) is a single
+/// attempt. The type is [`salesync_http::RetryConfig`], shared with the Marketo connector, with
+/// Salesforce's defaults.
+pub type RetryConfig = salesync_http::RetryConfig<250, 20_000>;
 
 /// A configuration key read by [`SalesforceClient::from_env`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -250,18 +221,10 @@ impl SalesforceClientBuilder {
         if let Some(v) = get(ConfigKey::TaskExternalIdField) {
             b = b.task_external_id_field(v);
         }
-        let allow = match get(ConfigKey::AllowInsecureHttp) {
-            Some(v) => Some((ConfigKey::AllowInsecureHttp.env_var(), v)),
-            None => {
-                lookup(ALLOW_INSECURE_HTTP_VAR).filter(|v| !v.trim().is_empty()).map(|v| (ALLOW_INSECURE_HTTP_VAR, v))
-            }
-        };
-        if let Some((var, v)) = allow {
-            b.allow_http = match v.trim().to_ascii_lowercase().as_str() {
-                "1" | "true" | "yes" | "on" => true,
-                "0" | "false" | "no" | "off" => false,
-                _ => return Err(config(var, format!("{v:?} is not true or false"))),
-            };
+        let allow = allow_insecure_http_from(&lookup, ConfigKey::AllowInsecureHttp.env_var())
+            .map_err(|e| config(e.var, e.to_string()))?;
+        if let Some(allow) = allow {
+            b.allow_http = allow;
         }
         Ok(b)
     }
@@ -316,38 +279,11 @@ fn normalize_version(v: &str) -> Option<String> {
     (ok(major) && ok(minor)).then(|| format!("v{digits}"))
 }
 
-/// Parses a URL and enforces https (http only for loopback unless `allow_http`). Messages name
-/// the URL without userinfo, query or fragment, and the setting that allows plain http.
+/// Parses a URL and enforces https (http only for loopback unless `allow_http`; see
+/// [`salesync_http::check_url`]). Errors are `Error::Config` under `key`.
 pub(crate) fn check_url(key: &str, raw: &str, allow_http: bool) -> salesync_core::Result<Url> {
-    let url = Url::parse(raw.trim()).map_err(|e| config(key, format!("is not a URL: {e}")))?;
-    match url.scheme() {
-        "https" => {}
-        "http" if allow_http || is_loopback(&url) => {}
-        "http" => {
-            return Err(config(
-                key,
-                format!(
-                    "{} is plain http:// to a host that is not loopback; use https://, or allow it explicitly \
-                     with allow_insecure_http(true) (environment: {}=true or {}=true)",
-                    redacted(&url),
-                    ConfigKey::AllowInsecureHttp.env_var(),
-                    ALLOW_INSECURE_HTTP_VAR
-                ),
-            ));
-        }
-        other => return Err(config(key, format!("{} has unsupported scheme {other} (use https://)", redacted(&url)))),
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(config(key, "has no host"));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(config(key, format!("{} must not carry credentials", redacted(&url))));
-    }
-    // A query or fragment has no meaning here (paths are appended) and may hold anything.
-    let mut url = url;
-    url.set_query(None);
-    url.set_fragment(None);
-    Ok(url)
+    salesync_http::check_url(raw, allow_http, ConfigKey::AllowInsecureHttp.env_var())
+        .map_err(|e| config(key, e.to_string()))
 }
 
 #[cfg(test)]
@@ -518,15 +454,12 @@ mod tests {
     }
 
     #[test]
-    fn backoff_grows_and_is_capped() {
-        let r =
-            RetryConfig { max_attempts: 5, base_delay: Duration::from_millis(100), max_delay: Duration::from_secs(1) };
-        for _ in 0..50 {
-            let d1 = r.delay(1);
-            assert!(d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100));
-            let d3 = r.delay(3);
-            assert!(d3 >= Duration::from_millis(200) && d3 <= Duration::from_millis(400));
-            assert!(r.delay(30) <= Duration::from_secs(1));
-        }
+    fn retry_defaults_are_salesforces() {
+        let r = RetryConfig::default();
+        assert_eq!(
+            (r.max_attempts, r.base_delay, r.max_delay),
+            (5, Duration::from_millis(250), Duration::from_secs(20))
+        );
+        assert_eq!(RetryConfig::none().max_attempts, 1);
     }
 }

@@ -1,0 +1,11 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+#![deny(rustdoc::broken_intra_doc_links)]
+
+mod body;
+mod endpoint;
+mod retry;
+
+pub use body::{ReadError, html_instead_of, looks_like_html, read_capped, snippet};
+pub use endpoint::{ALLOW_INSECURE_HTTP_VAR, BoolVarError, UrlError, allow_insecure_http_from, check_url, parse_bool};
+pub use retry::RetryConfig;
