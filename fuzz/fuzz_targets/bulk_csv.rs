@@ -12,7 +12,7 @@ use futures::StreamExt;
 use libfuzzer_sys::fuzz_target;
 use salesync_core::bulk_csv::{Item, RecordReader};
 use salesync_core::mapping::LeadRecord;
-use salesync_engine::csv_stream::{CsvRow, CsvRows, lead_from_row};
+use salesync_engine::{CsvRow, CsvRows, lead_from_row};
 use salesync_marketo::CsvLeadParser;
 
 fn chunks<'a>(data: &'a [u8], sizes: &[u8]) -> Vec<&'a [u8]> {

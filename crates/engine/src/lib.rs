@@ -17,7 +17,7 @@ mod report;
 mod resync;
 mod settings;
 
-pub use csv_stream::{CsvExportParser, ExportParser};
+pub use csv_stream::{CsvError, CsvExportParser, CsvRow, CsvRows, ExportParser, RowError, RowStream, lead_from_row};
 pub use engine::{MARKETO_PULL_LEASE, SyncEngine, SyncEngineBuilder};
 pub use error::{Error, Result};
 pub use events::{MirrorChange, Phase, SyncEvent};
