@@ -570,3 +570,34 @@ mockall::mock! {
         async fn release_lease(&self, name: &str, holder: &str) -> Result<()>;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every store trait is object safe, and a host's one `Arc<dyn Store>` hands each concern
+    /// out as its own trait object (trait upcasting).
+    #[tokio::test]
+    async fn one_store_upcasts_to_each_concern() {
+        let mut mock = MockStore::new();
+        mock.expect_shadow().returning(|| None);
+        mock.expect_count_people().returning(|| Ok(3));
+        mock.expect_outbox_counts().returning(|| Ok(OutboxCounts { parked: 2, ..OutboxCounts::default() }));
+        mock.expect_try_lease().returning(|name, _, _, _| Ok(name == "pull"));
+        let store: Arc<dyn Store> = Arc::new(mock);
+        let mirror: Arc<dyn MirrorStore> = store.clone();
+        let outbox: Arc<dyn OutboxStore> = store.clone();
+        let leases: Arc<dyn LeaseStore> = store.clone();
+        let _: Arc<dyn InstanceBinding> = store.clone();
+        let _: Arc<dyn CheckpointStore> = store.clone();
+        let _: Arc<dyn ReminderStore> = store.clone();
+        let _: Arc<dyn InboundStore> = store.clone();
+        let _: Arc<dyn SettingsStore> = store.clone();
+        assert!(mirror.shadow().is_none());
+        assert_eq!(mirror.count_people().await.unwrap(), 3);
+        assert_eq!(outbox.outbox_counts().await.unwrap().parked, 2);
+        assert!(leases.try_lease("pull", "w", Duration::from_secs(1), Utc::now()).await.unwrap());
+        let boxed: Box<dyn Store> = Box::new(MockStore::new());
+        let _: Box<dyn MirrorStore> = boxed;
+    }
+}
