@@ -48,9 +48,9 @@ pub enum Remedy {
     Repeat,
     /// A limit: a concurrency limit passes with a backoff, the daily allocation at its reset.
     WaitForLimit,
-    /// This record failed because of its batch or of the person's state (a lead converted
-    /// meanwhile, a sibling that rolled the batch back): the same request fails again, but the
-    /// item succeeds when built and sent anew.
+    /// Not worth repeating the same request at once (a lead converted meanwhile, a sibling that
+    /// rolled the batch back, a timeout inside Salesforce that would recur), but the item
+    /// succeeds when built and sent anew on a later attempt.
     Resend,
     /// The API user lacks a permission: an admin must grant it.
     GrantAccess,
@@ -147,7 +147,7 @@ const TABLE: &[(&str, Category, Remedy)] = &[
 pub fn lookup(code: &str, message: &str) -> CodeInfo {
     let code = code.trim();
     if code.eq_ignore_ascii_case("INVALID_FIELD") && message.to_ascii_lowercase().contains("readtimeout") {
-        return CodeInfo { category: Int, remedy: Repeat };
+        return CodeInfo { category: Int, remedy: Resend };
     }
     if code.is_empty() && is_auth_description(message) {
         return CodeInfo { category: Auth, remedy: Reconnect };
@@ -229,6 +229,7 @@ mod tests {
         assert_eq!(lookup("invalid_grant", "").remedy, Reconnect);
         assert_eq!(lookup("UNABLE_TO_LOCK_ROW", "").remedy, Repeat);
         assert_eq!(lookup("CANNOT_UPDATE_CONVERTED_LEAD", "").remedy, Resend);
+        assert_eq!(lookup("INVALID_FIELD", "Net::ReadTimeout").remedy, Resend);
         assert_eq!(lookup("INSUFFICIENT_PRIVILEGES", "").remedy, GrantAccess);
         assert_eq!(lookup("DUPLICATE_VALUE", "").remedy, Repair);
         assert_eq!(lookup("UNKNOWN_EXCEPTION", "").remedy, Remedy::Unknown);

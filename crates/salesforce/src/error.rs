@@ -74,9 +74,7 @@ pub fn classify(status: u16, error_code: &str, message: &str) -> Disposition {
     match info.remedy {
         Remedy::WaitForLimit if is_concurrency_limit(message) => Disposition::RetryRateLimited,
         Remedy::WaitForLimit => Disposition::Stop,
-        // INVALID_FIELD with a read timeout is Intermittent for the diagnostics, but the same
-        // query is not repeated: it would time out again.
-        Remedy::Repeat if !error_code.eq_ignore_ascii_case("INVALID_FIELD") => Disposition::Retry,
+        Remedy::Repeat => Disposition::Retry,
         _ if matches!(status, 502..=504) => Disposition::Retry,
         _ => Disposition::Stop,
     }
@@ -172,6 +170,7 @@ mod tests {
             (403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.", Stop),
             (400, "MALFORMED_QUERY", "unexpected token", Stop),
             (400, "INVALID_FIELD", "No such column", Stop),
+            (400, "INVALID_FIELD", "Net::ReadTimeout", Stop),
             (400, "REQUIRED_FIELD_MISSING", "", Stop),
             (403, "INSUFFICIENT_ACCESS_OR_READONLY", "", Stop),
             (404, "NOT_FOUND", "", Stop),
