@@ -4,7 +4,7 @@
 //!
 //! Needs a PostgreSQL server: `SALESYNC_STORE` (default `postgres://postgres@127.0.0.1:5432/test`).
 //!
-//! Run: `cargo run --example postgres`
+//! Run: `cargo run --features postgres --example postgres`
 #![allow(clippy::print_stdout, clippy::print_stderr, missing_docs)]
 
 use std::sync::Arc;

@@ -2,8 +2,8 @@
 //! that nothing was lost or duplicated.
 //!
 //! ```text
-//! cargo run --release --example soak -- --minutes 10 [--seed 42] [--people 3000] [--store sqlite|postgres]
-//! cargo run --release --example soak -- --smoke          # about a minute, to iterate
+//! cargo run --release --features postgres --example soak -- --minutes 10 [--seed 42] [--people 3000] [--store sqlite|postgres]
+//! cargo run --release --features postgres --example soak -- --smoke          # about a minute, to iterate
 //! ```
 //!
 //! One process runs both API emulators (Marketo with its **real** limits: 100 calls per 20 s,
