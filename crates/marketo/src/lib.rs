@@ -17,7 +17,7 @@ mod token;
 mod wire;
 
 pub use bulk_csv::{CsvLeadParser, bulk_csv_leads, bulk_csv_leads_from_reader};
-pub use classify::{Action, Backoff, Failure, classify};
+pub use classify::{Backoff, Failure, Verdict, classify};
 pub use client::MarketoClient;
 pub use config::{
     ConfigKey, DEFAULT_MAX_CONCURRENT, DEFAULT_RATE_CALLS, DEFAULT_RATE_WINDOW, DEFAULT_TIMEOUT, MarketoClientBuilder,
