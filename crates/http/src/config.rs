@@ -167,11 +167,7 @@ mod tests {
         const ALLOW_INSECURE_HTTP: Key = Key::Allow;
 
         fn env_var(self) -> &'static str {
-            match self {
-                Key::Url => "SALESYNC_TEST_URL",
-                Key::Calls => "SALESYNC_TEST_RATE_CALLS",
-                Key::Allow => "SALESYNC_TEST_ALLOW_INSECURE_HTTP",
-            }
+            ["SALESYNC_TEST_URL", "SALESYNC_TEST_RATE_CALLS", "SALESYNC_TEST_ALLOW_INSECURE_HTTP"][self as usize]
         }
 
         fn required(self) -> bool {
@@ -203,7 +199,10 @@ mod tests {
     fn lookups_fill_set_keys_and_name_missing_ones() {
         let e = read(&[]).unwrap_err();
         assert_eq!((e.key.as_str(), e.reason.as_str()), ("SALESYNC_TEST_URL", "is not set"));
-        assert_eq!(read(&[("SALESYNC_TEST_URL", "u"), ("SALESYNC_TEST_RATE_CALLS", " ")]), Ok(vec![(Key::Url, "u".into())]));
+        assert_eq!(
+            read(&[("SALESYNC_TEST_URL", "u"), ("SALESYNC_TEST_RATE_CALLS", " ")]),
+            Ok(vec![(Key::Url, "u".into())])
+        );
         let e = read(&[("SALESYNC_TEST_URL", "u"), ("SALESYNC_TEST_RATE_CALLS", "many")]).unwrap_err();
         assert_eq!(e.key, "SALESYNC_TEST_RATE_CALLS");
         let global = read(&[("SALESYNC_TEST_URL", "u"), (crate::ALLOW_INSECURE_HTTP_VAR, "yes")]).unwrap();

@@ -108,9 +108,10 @@ impl<T> TokenCache<T> {
     /// token fetched meanwhile stays otherwise.
     pub async fn invalidate(&self, rejected: &Token<T>, same: impl Fn(&T, &T) -> bool) {
         let mut st = self.state.lock().await;
-        if st.as_ref().is_some_and(|c| {
-            c.token.generation == rejected.generation || same(c.token.value(), rejected.value())
-        }) {
+        if st
+            .as_ref()
+            .is_some_and(|c| c.token.generation == rejected.generation || same(c.token.value(), rejected.value()))
+        {
             *st = None;
         }
     }
@@ -141,11 +142,15 @@ mod tests {
         false
     }
 
+    /// A cache and a fetcher counting its calls, each token due for a refresh after 3540 s.
+    fn counted() -> (Arc<AtomicUsize>, TokenCache<String>, impl Fn() -> std::future::Ready<Result<Fresh<String>>>) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        (calls.clone(), TokenCache::new(), fetcher(calls, 3540))
+    }
+
     #[tokio::test(start_paused = true)]
     async fn cached_until_the_refresh_time() {
-        let calls = Arc::new(AtomicUsize::new(0));
-        let cache = TokenCache::new();
-        let f = fetcher(calls.clone(), 3540);
+        let (calls, cache, f) = counted();
         let a = cache.get(&f).await.unwrap();
         let b = cache.get(&f).await.unwrap();
         assert_eq!((a.value(), a.generation()), (b.value(), b.generation()));
@@ -171,9 +176,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn invalidate_only_the_stale_generation() {
-        let calls = Arc::new(AtomicUsize::new(0));
-        let cache = TokenCache::new();
-        let f = fetcher(calls.clone(), 3540);
+        let (calls, cache, f) = counted();
         let a = cache.get(&f).await.unwrap();
         cache.invalidate(&a, never_same).await;
         let b = cache.get(&f).await.unwrap();
@@ -191,7 +194,12 @@ mod tests {
     async fn invalidate_the_same_value_under_a_newer_generation() {
         let calls = Arc::new(AtomicUsize::new(0));
         let cache = TokenCache::new();
-        let same = || std::future::ready(Result::Ok(Fresh { value: "tok-same".to_string(), refresh_in: Some(Duration::from_secs(1)) }));
+        let same = || {
+            std::future::ready(Result::Ok(Fresh {
+                value: "tok-same".to_string(),
+                refresh_in: Some(Duration::from_secs(1)),
+            }))
+        };
         let a = cache.get(same).await.unwrap();
         tokio::time::advance(Duration::from_secs(1)).await;
         let b = cache.get(same).await.unwrap();

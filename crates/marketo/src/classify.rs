@@ -56,9 +56,9 @@ mod tests {
 
     #[test]
     fn table() {
-        use Verdict::*;
         use Backoff::*;
         use Failure::*;
+        use Verdict::*;
         let cases: &[(u16, Option<&str>, Verdict<Failure>)] = &[
             (200, None, Proceed),
             (206, None, Proceed),

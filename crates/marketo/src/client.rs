@@ -15,7 +15,7 @@ use crate::classify::{Backoff, Failure, Verdict, classify};
 use crate::config::{ConfigKey, MarketoClientBuilder, RetryConfig, Settings};
 use crate::envelope::{Envelope, Parsed, parse_body, probe_error};
 use crate::error::MkError;
-use crate::limiter::{Admission, Answer, DailyBudget, Limits, Shared, next_central_midnight};
+use crate::limits::{Admission, Answer, DailyBudget, Limits, Shared, next_central_midnight};
 
 /// Longest URI sent as is; longer GETs go as `POST …?_method=GET` with a form body (Marketo answers
 /// 414 beyond 8 KB).
@@ -23,7 +23,7 @@ pub(crate) const MAX_URI: usize = 8 * 1024;
 /// Largest JSON response body read into memory.
 pub(crate) const MAX_JSON_BODY: usize = 64 * 1024 * 1024;
 /// 606 and 615 answers one request may get before it fails as rate limited (the waits grow with
-/// each; see the `limiter` module).
+/// each; see the `limits` module).
 const LIMIT_ANSWERS: u32 = 10;
 /// Largest error body read (identity, 404 texts).
 pub(crate) const MAX_SMALL_BODY: usize = 1024 * 1024;
@@ -176,9 +176,7 @@ fn failure_error(f: Failure, code: String, message: String) -> MkError {
         Failure::Unauthenticated => MkError::Unauthenticated { detail: format!("{code}: {message}") },
         Failure::AccessDenied => MkError::AccessDenied { code, message },
         Failure::Rejected | Failure::NotFound => MkError::Rejected { code, message },
-        Failure::BulkQueue if message.to_ascii_lowercase().contains("quota") => {
-            quota(format!("{code}: {message}"))
-        }
+        Failure::BulkQueue if message.to_ascii_lowercase().contains("quota") => quota(format!("{code}: {message}")),
         Failure::BulkQueue => MkError::RateLimited { code, retry_after: None },
     }
 }
@@ -239,8 +237,10 @@ impl MarketoClient {
     /// The client of validated settings: one token cache, limiter and budget for it and its clones.
     fn new(s: Settings) -> Self {
         let (calls, window) = s.rate;
-        let limits =
-            Limits { shared: Shared::new(calls, window, s.max_concurrent), budget: s.daily_budget.map(DailyBudget::new) };
+        let limits = Limits {
+            shared: Shared::new(calls, window, s.max_concurrent),
+            budget: s.daily_budget.map(DailyBudget::new),
+        };
         MarketoClient {
             inner: Arc::new(Inner {
                 http: s.http,

@@ -5,11 +5,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use salesync_core::endpoint::redacted_text;
-use salesync_http::config::{
-    EnvKey, http_client, parse_flag, parse_key, parse_number, positive, redacted_secret, required_secret,
-    required_text,
-};
 use salesync_http::check_url;
+use salesync_http::config::{
+    EnvKey, http_client, parse_flag, parse_key, parse_number, positive, redacted_secret, required_secret, required_text,
+};
 use secrecy::SecretString;
 use url::Url;
 
@@ -68,9 +67,14 @@ impl ConfigKey {
         ConfigKey::DailyBudget,
         ConfigKey::AllowInsecureHttp,
     ];
+}
 
-    /// The environment variable of this key.
-    pub fn env_var(self) -> &'static str {
+impl EnvKey for ConfigKey {
+    const ALL: &'static [ConfigKey] = &ConfigKey::ALL;
+    const PREFIX: &'static str = "SALESYNC_MARKETO_";
+    const ALLOW_INSECURE_HTTP: ConfigKey = ConfigKey::AllowInsecureHttp;
+
+    fn env_var(self) -> &'static str {
         match self {
             ConfigKey::Url => "SALESYNC_MARKETO_URL",
             ConfigKey::ClientId => "SALESYNC_MARKETO_CLIENT_ID",
@@ -81,17 +85,6 @@ impl ConfigKey {
             ConfigKey::DailyBudget => "SALESYNC_MARKETO_DAILY_BUDGET",
             ConfigKey::AllowInsecureHttp => "SALESYNC_MARKETO_ALLOW_INSECURE_HTTP",
         }
-    }
-
-}
-
-impl EnvKey for ConfigKey {
-    const ALL: &'static [ConfigKey] = &ConfigKey::ALL;
-    const PREFIX: &'static str = "SALESYNC_MARKETO_";
-    const ALLOW_INSECURE_HTTP: ConfigKey = ConfigKey::AllowInsecureHttp;
-
-    fn env_var(self) -> &'static str {
-        ConfigKey::env_var(self)
     }
 
     fn required(self) -> bool {

@@ -91,7 +91,9 @@ impl From<MkError> for Error {
         let service = Service::Marketo;
         match e {
             MkError::RateLimited { retry_after, .. } => Error::RateLimited { service, retry_after },
-            MkError::Quota { detail, resets_at } => Error::QuotaExhausted { service, resets_at: Some(resets_at), detail },
+            MkError::Quota { detail, resets_at } => {
+                Error::QuotaExhausted { service, resets_at: Some(resets_at), detail }
+            }
             MkError::Unauthenticated { detail } => Error::Unauthenticated { service, detail },
             MkError::AccessDenied { code, message } => Error::AccessDenied { service, code, message },
             MkError::Rejected { code, message } => Error::Rejected { service, code, message },
@@ -107,10 +109,9 @@ impl From<MkError> for Error {
                 persistent: false,
             },
             MkError::Protocol { detail } => Error::Protocol { service, detail },
-            MkError::Transport { operation, source } => Error::Transport {
-                service,
-                source: Box::new(salesync_http::TransportError::new(operation, source)),
-            },
+            MkError::Transport { operation, source } => {
+                Error::Transport { service, source: Box::new(salesync_http::TransportError::new(operation, source)) }
+            }
             MkError::Stream { operation, detail } => {
                 Error::Transport { service, source: Box::new(StreamFailure(format!("{operation}: {detail}"))) }
             }

@@ -11,7 +11,7 @@ mod error;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
-mod limiter;
+mod limits;
 mod ops;
 mod token;
 mod wire;
@@ -28,3 +28,5 @@ pub use ops::{
     BATCH_SIZE, MAX_ACTIVITY_LEAD_IDS, MAX_ACTIVITY_TYPE_IDS, MAX_CUSTOM_ACTIVITIES, MAX_CUSTOM_ATTRIBUTES,
     MAX_CUSTOM_TYPES, MAX_EMPTY_PAGES_FOLLOWED, MAX_EXPORT_WINDOW_DAYS, MAX_FILTER_VALUES,
 };
+/// The trait of [`ConfigKey`] (its environment variable: `ConfigKey::Url.env_var()`).
+pub use salesync_http::EnvKey;

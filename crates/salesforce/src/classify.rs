@@ -100,5 +100,4 @@ mod tests {
             assert_eq!(classify(*status, code, msg), *want, "{status} {code} {msg}");
         }
     }
-
 }

@@ -14,8 +14,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::config::{ConfigKey, SalesforceClientBuilder, Settings};
 use crate::classify::{Failure, Verdict, classify};
+use crate::config::{ConfigKey, SalesforceClientBuilder, Settings};
 use crate::error::{ApiError, protocol, to_core};
 use crate::limits::{LIMIT_INFO_HEADER, LimitInfo, parse_limit_info};
 use crate::soql::Soql;
@@ -314,7 +314,10 @@ impl SalesforceClient {
             let (status, bytes) = match read {
                 Ok(x) => x,
                 Err(ReadError::TooLarge { .. }) => {
-                    return Err(CallError::Other(protocol(format!("response body exceeds {} bytes", s.max_body_bytes))));
+                    return Err(CallError::Other(protocol(format!(
+                        "response body exceeds {} bytes",
+                        s.max_body_bytes
+                    ))));
                 }
                 Err(ReadError::Transport(e)) => {
                     let e = TransportError::new("salesforce request", e);
@@ -343,9 +346,7 @@ impl SalesforceClient {
                     self.forget_session(&session).await;
                     continue;
                 }
-                Verdict::Retry(_)
-                    if idempotent && failures + 1 < s.retry.max_attempts =>
-                {
+                Verdict::Retry(_) if idempotent && failures + 1 < s.retry.max_attempts => {
                     failures += 1;
                     tracing::warn!(attempt = failures, status, code = %error.error_code, path, "salesforce: intermittent error; retrying");
                     tokio::time::sleep(s.retry.delay(failures)).await;

@@ -67,9 +67,14 @@ impl ConfigKey {
         ConfigKey::TaskExternalIdField,
         ConfigKey::AllowInsecureHttp,
     ];
+}
 
-    /// The environment variable of this key.
-    pub fn env_var(self) -> &'static str {
+impl EnvKey for ConfigKey {
+    const ALL: &'static [ConfigKey] = &ConfigKey::ALL;
+    const PREFIX: &'static str = "SALESYNC_SALESFORCE_";
+    const ALLOW_INSECURE_HTTP: ConfigKey = ConfigKey::AllowInsecureHttp;
+
+    fn env_var(self) -> &'static str {
         match self {
             ConfigKey::Url => "SALESYNC_SALESFORCE_URL",
             ConfigKey::ClientId => "SALESYNC_SALESFORCE_CLIENT_ID",
@@ -79,16 +84,6 @@ impl ConfigKey {
             ConfigKey::TaskExternalIdField => "SALESYNC_SALESFORCE_TASK_EXTERNAL_ID_FIELD",
             ConfigKey::AllowInsecureHttp => "SALESYNC_SALESFORCE_ALLOW_INSECURE_HTTP",
         }
-    }
-}
-
-impl EnvKey for ConfigKey {
-    const ALL: &'static [ConfigKey] = &ConfigKey::ALL;
-    const PREFIX: &'static str = "SALESYNC_SALESFORCE_";
-    const ALLOW_INSECURE_HTTP: ConfigKey = ConfigKey::AllowInsecureHttp;
-
-    fn env_var(self) -> &'static str {
-        ConfigKey::env_var(self)
     }
 
     fn required(self) -> bool {
@@ -275,9 +270,7 @@ impl SalesforceClientBuilder {
         }
         let timeout = positive("timeout", self.timeout.unwrap_or(DEFAULT_TIMEOUT))?;
         let http = http_client(self.http, || {
-            reqwest::Client::builder()
-                .timeout(timeout)
-                .connect_timeout(Duration::from_secs(30))
+            reqwest::Client::builder().timeout(timeout).connect_timeout(Duration::from_secs(30))
         })?;
         Ok(Settings {
             http,

@@ -6,8 +6,8 @@ use salesync_core::ports::Page;
 use salesync_core::ports::salesforce::TaskRecord;
 use serde_json::Value;
 
-use crate::client::{QueryPage, parse_error_body};
 use crate::classify::{Failure, Verdict, classify};
+use crate::client::{QueryPage, parse_error_body};
 use crate::error::ApiError;
 
 /// A 2xx query answer as a page of raw records.
