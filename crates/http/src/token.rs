@@ -130,8 +130,9 @@ mod tests {
     use super::*;
 
     type Result<T> = std::result::Result<T, &'static str>;
+    type Fetched = std::future::Ready<Result<Fresh<String>>>;
 
-    fn fetcher(calls: Arc<AtomicUsize>, secs: u64) -> impl Fn() -> std::future::Ready<Result<Fresh<String>>> {
+    fn fetcher(calls: Arc<AtomicUsize>, secs: u64) -> impl Fn() -> Fetched {
         move || {
             let n = calls.fetch_add(1, Ordering::SeqCst);
             std::future::ready(Ok(Fresh { value: format!("tok-{n}"), refresh_in: Some(Duration::from_secs(secs)) }))
@@ -143,7 +144,7 @@ mod tests {
     }
 
     /// A cache and a fetcher counting its calls, each token due for a refresh after 3540 s.
-    fn counted() -> (Arc<AtomicUsize>, TokenCache<String>, impl Fn() -> std::future::Ready<Result<Fresh<String>>>) {
+    fn counted() -> (Arc<AtomicUsize>, TokenCache<String>, impl Fn() -> Fetched) {
         let calls = Arc::new(AtomicUsize::new(0));
         (calls.clone(), TokenCache::new(), fetcher(calls, 3540))
     }
