@@ -5,9 +5,11 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use salesync_core::endpoint::redacted_text;
 use secrecy::{ExposeSecret, SecretString};
+use url::Url;
 
-use crate::endpoint::{allow_insecure_http_from, parse_bool};
+use crate::endpoint::{allow_insecure_http_from, check_url, parse_bool};
 
 /// A setting that is missing or has a value that cannot be used. `key` names the environment
 /// variable (for a textual value) or the builder setting (`base_url`, `retry.max_attempts`, …).
@@ -150,6 +152,86 @@ pub fn http_client(
     }
 }
 
+/// The settings every connector's builder holds the same way: where the service is, the client
+/// credentials, the timeout, the plain-http switch and an injected HTTP client. `Debug` redacts
+/// the URL and never shows the secret.
+#[derive(Clone, Default)]
+pub struct Connection {
+    /// The service URL as given (checked by [`check`](Self::check)).
+    pub url: Option<String>,
+    /// The client id.
+    pub client_id: Option<String>,
+    /// The client secret.
+    pub client_secret: Option<SecretString>,
+    /// The timeout (`None`: the connector's default).
+    pub timeout: Option<Duration>,
+    /// Plain `http://` to a host that is not loopback is allowed.
+    pub allow_insecure_http: bool,
+    /// The host's own HTTP client, used instead of one built with the timeout.
+    pub http: Option<reqwest::Client>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("url", &self.url.as_deref().map(redacted_text))
+            .field("client_id", &self.client_id)
+            .field("client_secret", &redacted_secret(&self.client_secret))
+            .field("timeout", &self.timeout)
+            .field("allow_insecure_http", &self.allow_insecure_http)
+            .field("http_client", &self.http.as_ref().map(|_| "injected"))
+            .finish()
+    }
+}
+
+/// A [`Connection`] whose every setting passed [`Connection::check`].
+#[derive(Debug)]
+pub struct Checked {
+    /// The service URL (the policy of [`check_url`] enforced; no query or fragment).
+    pub url: Url,
+    /// The client id, not blank.
+    pub client_id: String,
+    /// The client secret.
+    pub client_secret: SecretString,
+    /// The timeout, positive.
+    pub timeout: Duration,
+    /// The HTTP client: the injected one, or one built with the timeout.
+    pub http: reqwest::Client,
+}
+
+/// How a connector checks its [`Connection`].
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionRules {
+    /// The setting the URL errors name (`base_url`, `login_url`).
+    pub url_key: &'static str,
+    /// The connector's variable that allows plain http, named in the refusal.
+    pub insecure_http_var: &'static str,
+    /// The timeout when none is set.
+    pub default_timeout: Duration,
+    /// Whether a blank client secret passes.
+    pub allow_blank_secret: bool,
+}
+
+impl Connection {
+    /// Checks the settings: the URL ([`check_url`]), a client id that is not blank, a client
+    /// secret, a positive timeout; and builds the HTTP client with `make(timeout)` unless one was
+    /// injected ([`http_client`]). The error names the setting.
+    pub fn check(
+        self,
+        rules: ConnectionRules,
+        make: impl FnOnce(Duration) -> reqwest::ClientBuilder,
+    ) -> Result<Checked, SettingError> {
+        let raw = required_text(rules.url_key, self.url)?;
+        let url = check_url(&raw, self.allow_insecure_http, rules.insecure_http_var)
+            .map_err(|e| SettingError::new(rules.url_key, e.to_string()))?;
+        let client_id = required_text("client_id", self.client_id)?;
+        let client_secret = required_secret("client_secret", self.client_secret, rules.allow_blank_secret)?;
+        let timeout = positive("timeout", self.timeout.unwrap_or(rules.default_timeout))?;
+        let http = http_client(self.http, || make(timeout))?;
+        Ok(Checked { url, client_id, client_secret, timeout, http })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,6 +304,26 @@ mod tests {
         assert!(required_secret("client_secret", None, true).is_err());
         assert!(positive("timeout", Duration::ZERO).is_err());
         assert_eq!(redacted_secret(&Some(SecretString::from("s3cret".to_string()))), Some("[redacted]"));
+        let rules = ConnectionRules {
+            url_key: "base_url",
+            insecure_http_var: "SALESYNC_TEST_ALLOW_INSECURE_HTTP",
+            default_timeout: Duration::from_secs(5),
+            allow_blank_secret: false,
+        };
+        let conn = Connection {
+            url: Some("https://u:pa55@x.example.com/?k=v4lue".into()),
+            client_id: Some("id".into()),
+            client_secret: Some(SecretString::from("s3cret".to_string())),
+            ..Connection::default()
+        };
+        let shown = format!("{conn:?}");
+        assert!(!shown.contains("pa55") && !shown.contains("v4lue") && !shown.contains("s3cret"), "{shown}");
+        assert_eq!(conn.clone().check(rules, |_| reqwest::Client::builder()).unwrap_err().key, "base_url");
+        let ok = Connection { url: Some("https://x.example.com/a?q=1".into()), ..conn };
+        let checked = ok.clone().check(rules, |_| reqwest::Client::builder()).unwrap();
+        assert_eq!((checked.url.as_str(), checked.timeout), ("https://x.example.com/a", Duration::from_secs(5)));
+        let zero = Connection { timeout: Some(Duration::ZERO), ..ok };
+        assert_eq!(zero.check(rules, |_| reqwest::Client::builder()).unwrap_err().key, "timeout");
         let e: salesync_core::Error = SettingError::new("k", "r").into();
         assert!(matches!(e, salesync_core::Error::Config { ref key, ref reason } if key == "k" && reason == "r"));
     }

@@ -4,11 +4,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use salesync_core::endpoint::redacted_text;
-use salesync_http::check_url;
-use salesync_http::config::{
-    EnvKey, http_client, parse_flag, parse_key, parse_number, positive, redacted_secret, required_secret, required_text,
-};
+use salesync_http::config::{Checked, Connection, ConnectionRules, EnvKey, parse_flag, parse_key, parse_number};
 use secrecy::SecretString;
 use url::Url;
 
@@ -106,51 +102,43 @@ impl FromStr for ConfigKey {
 /// validated once, in `build`.
 #[derive(Clone, Default)]
 pub struct MarketoClientBuilder {
-    base_url: Option<String>,
-    client_id: Option<String>,
-    client_secret: Option<SecretString>,
+    connection: Connection,
     rate: Option<(usize, Duration)>,
     max_concurrent: Option<usize>,
     daily_budget: Option<u64>,
     retry: Option<RetryConfig>,
-    timeout: Option<Duration>,
     token_refresh_early: Option<Duration>,
-    allow_insecure_http: bool,
-    http: Option<reqwest::Client>,
 }
 
 impl std::fmt::Debug for MarketoClientBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MarketoClientBuilder")
-            .field("base_url", &self.base_url.as_deref().map(redacted_text))
-            .field("client_id", &self.client_id)
-            .field("client_secret", &redacted_secret(&self.client_secret))
+            .field("connection", &self.connection)
             .field("rate", &self.rate)
             .field("max_concurrent", &self.max_concurrent)
             .field("daily_budget", &self.daily_budget)
             .field("retry", &self.retry)
-            .field("timeout", &self.timeout)
-            .field("allow_insecure_http", &self.allow_insecure_http)
-            .finish_non_exhaustive()
+            .field("token_refresh_early", &self.token_refresh_early)
+            .finish()
     }
 }
 
 impl MarketoClientBuilder {
     /// The instance base URL, e.g. `https://123-ABC-456.mktorest.com` (no `/rest` suffix).
     pub fn base_url(mut self, url: impl Into<String>) -> Self {
-        self.base_url = Some(url.into());
+        self.connection.url = Some(url.into());
         self
     }
 
     /// The LaunchPoint custom service's client id.
     pub fn client_id(mut self, id: impl Into<String>) -> Self {
-        self.client_id = Some(id.into());
+        self.connection.client_id = Some(id.into());
         self
     }
 
     /// The LaunchPoint custom service's client secret.
     pub fn client_secret(mut self, secret: impl Into<String>) -> Self {
-        self.client_secret = Some(SecretString::from(secret.into()));
+        self.connection.client_secret = Some(SecretString::from(secret.into()));
         self
     }
 
@@ -186,7 +174,7 @@ impl MarketoClientBuilder {
     /// Per-request timeout (default 120 s; Get Paging Token always gets at least 300 s; bulk file
     /// downloads use it as a read timeout between chunks).
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
+        self.connection.timeout = Some(timeout);
         self
     }
 
@@ -201,14 +189,14 @@ impl MarketoClientBuilder {
     /// URL is refused by `build` with an `Error::Config` naming the URL. TLS
     /// (rustls, certificates verified) is used for every `https://` URL either way.
     pub fn allow_insecure_http(mut self, allow: bool) -> Self {
-        self.allow_insecure_http = allow;
+        self.connection.allow_insecure_http = allow;
         self
     }
 
     /// Uses this `reqwest::Client` (proxies, custom TLS roots) instead of one built with
     /// [`timeout`](Self::timeout); its timeouts are then its own.
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
-        self.http = Some(client);
+        self.connection.http = Some(client);
         self
     }
 
@@ -216,9 +204,9 @@ impl MarketoClientBuilder {
     /// key's variable.
     pub fn with_config(mut self, key: ConfigKey, value: &str) -> Result<Self, salesync_core::Error> {
         match key {
-            ConfigKey::Url => self.base_url = Some(value.trim().to_string()),
-            ConfigKey::ClientId => self.client_id = Some(value.trim().to_string()),
-            ConfigKey::ClientSecret => self.client_secret = Some(SecretString::from(value.trim().to_string())),
+            ConfigKey::Url => self = self.base_url(value.trim()),
+            ConfigKey::ClientId => self = self.client_id(value.trim()),
+            ConfigKey::ClientSecret => self = self.client_secret(value.trim()),
             ConfigKey::RateCalls => {
                 let calls = parse_number(key.env_var(), value)?;
                 self.rate = Some((calls, self.rate.map_or(DEFAULT_RATE_WINDOW, |r| r.1)));
@@ -232,21 +220,28 @@ impl MarketoClientBuilder {
             }
             ConfigKey::MaxConcurrent => self.max_concurrent = Some(parse_number(key.env_var(), value)?),
             ConfigKey::DailyBudget => self.daily_budget = Some(parse_number(key.env_var(), value)?),
-            ConfigKey::AllowInsecureHttp => self.allow_insecure_http = parse_flag(key.env_var(), value)?,
+            ConfigKey::AllowInsecureHttp => self = self.allow_insecure_http(parse_flag(key.env_var(), value)?),
         }
         Ok(self)
     }
 
     /// Validates every setting (the client is made from them by `build`).
     pub(crate) fn settings(self) -> Result<Settings, MkError> {
-        let raw = required_text("base_url", self.base_url)?;
-        let mut base = check_url(&raw, self.allow_insecure_http, ConfigKey::AllowInsecureHttp.env_var())
-            .map_err(|e| MkError::config("base_url", e.to_string()))?;
+        let rules = ConnectionRules {
+            url_key: "base_url",
+            insecure_http_var: ConfigKey::AllowInsecureHttp.env_var(),
+            default_timeout: DEFAULT_TIMEOUT,
+            allow_blank_secret: false,
+        };
+        let Checked { url: mut base, client_id, client_secret, timeout, http } =
+            self.connection.check(rules, |timeout| {
+                reqwest::Client::builder()
+                    .connect_timeout(Duration::from_secs(10).min(timeout))
+                    .read_timeout(timeout)
+                    .user_agent(concat!("salesync-marketo/", env!("CARGO_PKG_VERSION")))
+            })?;
         let path = base.path().trim_end_matches('/').to_string();
         base.set_path(&format!("{path}/"));
-
-        let client_id = required_text("client_id", self.client_id)?;
-        let client_secret = required_secret("client_secret", self.client_secret, false)?;
         let (calls, window) = self.rate.unwrap_or((DEFAULT_RATE_CALLS, DEFAULT_RATE_WINDOW));
         if calls == 0 || window.is_zero() {
             return Err(MkError::config("rate_limit", "calls and window must be positive"));
@@ -257,16 +252,9 @@ impl MarketoClientBuilder {
         }
         let retry = self.retry.unwrap_or_default();
         retry.check()?;
-        let timeout = positive("timeout", self.timeout.unwrap_or(DEFAULT_TIMEOUT))?;
         if self.daily_budget == Some(0) {
             return Err(MkError::config("daily_budget", "must be at least 1"));
         }
-        let http = http_client(self.http, || {
-            reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(10).min(timeout))
-                .read_timeout(timeout)
-                .user_agent(concat!("salesync-marketo/", env!("CARGO_PKG_VERSION")))
-        })?;
         Ok(Settings {
             http,
             base,

@@ -4,10 +4,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use salesync_core::endpoint::redacted_text;
-use salesync_http::config::{
-    EnvKey, http_client, parse_flag, parse_key, positive, redacted_secret, required_secret, required_text,
-};
+use salesync_http::config::{Checked, Connection, ConnectionRules, EnvKey, parse_flag, parse_key, redacted_secret};
 use secrecy::SecretString;
 use url::Url;
 
@@ -121,33 +118,26 @@ impl FromStr for ConfigKey {
 /// ```
 #[derive(Clone, Default)]
 pub struct SalesforceClientBuilder {
-    pub(crate) login_url: Option<String>,
-    pub(crate) client_id: Option<String>,
-    pub(crate) client_secret: Option<SecretString>,
+    connection: Connection,
     pub(crate) refresh_token: Option<SecretString>,
     pub(crate) api_version: Option<String>,
     pub(crate) task_external_id_field: Option<String>,
     pub(crate) retry: RetryConfig,
-    pub(crate) timeout: Option<Duration>,
     pub(crate) query_batch_size: Option<u32>,
     pub(crate) max_body_bytes: Option<usize>,
-    pub(crate) allow_http: bool,
-    pub(crate) http: Option<reqwest::Client>,
 }
 
 impl std::fmt::Debug for SalesforceClientBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SalesforceClientBuilder")
-            .field("login_url", &self.login_url.as_deref().map(redacted_text))
-            .field("client_id", &self.client_id)
-            .field("client_secret", &redacted_secret(&self.client_secret))
+            .field("connection", &self.connection)
             .field("refresh_token", &redacted_secret(&self.refresh_token))
             .field("api_version", &self.api_version)
             .field("task_external_id_field", &self.task_external_id_field)
             .field("retry", &self.retry)
-            .field("timeout", &self.timeout)
-            .field("allow_insecure_http", &self.allow_http)
-            .finish_non_exhaustive()
+            .field("query_batch_size", &self.query_batch_size)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish()
     }
 }
 
@@ -155,19 +145,19 @@ impl SalesforceClientBuilder {
     /// The login or My Domain URL serving `/services/oauth2/token`. Client credentials need the
     /// org's My Domain URL (`https://<domain>.my.salesforce.com`), not `login.salesforce.com`.
     pub fn login_url(mut self, url: impl Into<String>) -> Self {
-        self.login_url = Some(url.into());
+        self.connection.url = Some(url.into());
         self
     }
 
     /// The connected app's consumer key.
     pub fn client_id(mut self, id: impl Into<String>) -> Self {
-        self.client_id = Some(id.into());
+        self.connection.client_id = Some(id.into());
         self
     }
 
     /// The connected app's consumer secret.
     pub fn client_secret(mut self, secret: impl Into<String>) -> Self {
-        self.client_secret = Some(SecretString::from(secret.into()));
+        self.connection.client_secret = Some(SecretString::from(secret.into()));
         self
     }
 
@@ -197,7 +187,7 @@ impl SalesforceClientBuilder {
 
     /// Per-request timeout (default [`DEFAULT_TIMEOUT`]).
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
+        self.connection.timeout = Some(timeout);
         self
     }
 
@@ -220,7 +210,7 @@ impl SalesforceClientBuilder {
     /// to another host is refused with an `Error::Config` naming the URL. Every `https://` URL is
     /// verified with rustls either way.
     pub fn allow_insecure_http(mut self, allow: bool) -> Self {
-        self.allow_http = allow;
+        self.connection.allow_insecure_http = allow;
         self
     }
 
@@ -232,7 +222,7 @@ impl SalesforceClientBuilder {
     /// Uses this `reqwest::Client` (proxies, custom TLS roots) instead of one built with
     /// [`timeout`](Self::timeout); its timeouts are then its own.
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
-        self.http = Some(client);
+        self.connection.http = Some(client);
         self
     }
 
@@ -253,10 +243,17 @@ impl SalesforceClientBuilder {
 
     /// Validates every setting (the client is made from them by `build`; no network call).
     pub(crate) fn settings(self) -> salesync_core::Result<Settings> {
-        let url = required_text("login_url", self.login_url)?;
-        let login_url = check_url("login_url", &url, self.allow_http)?;
-        let client_id = required_text("client_id", self.client_id)?;
-        let client_secret = required_secret("client_secret", self.client_secret, true)?;
+        let allow_http = self.connection.allow_insecure_http;
+        let rules = ConnectionRules {
+            url_key: "login_url",
+            insecure_http_var: ConfigKey::AllowInsecureHttp.env_var(),
+            default_timeout: DEFAULT_TIMEOUT,
+            allow_blank_secret: true,
+        };
+        let Checked { url: login_url, client_id, client_secret, timeout: _, http } =
+            self.connection.check(rules, |timeout| {
+                reqwest::Client::builder().timeout(timeout).connect_timeout(Duration::from_secs(30))
+            })?;
         let version = self.api_version.unwrap_or_else(|| DEFAULT_API_VERSION.to_string());
         let version = normalize_version(&version).ok_or_else(|| config("api_version", "must look like v60.0"))?;
         let ext = self.task_external_id_field.unwrap_or_else(|| DEFAULT_TASK_EXTERNAL_ID_FIELD.to_string());
@@ -268,10 +265,6 @@ impl SalesforceClientBuilder {
         if !(200..=2000).contains(&batch) {
             return Err(config("query_batch_size", "must be between 200 and 2000"));
         }
-        let timeout = positive("timeout", self.timeout.unwrap_or(DEFAULT_TIMEOUT))?;
-        let http = http_client(self.http, || {
-            reqwest::Client::builder().timeout(timeout).connect_timeout(Duration::from_secs(30))
-        })?;
         Ok(Settings {
             http,
             login_url,
@@ -283,7 +276,7 @@ impl SalesforceClientBuilder {
             retry: self.retry,
             query_batch_size: batch,
             max_body_bytes: self.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
-            allow_http: self.allow_http,
+            allow_http,
         })
     }
 }
