@@ -5,10 +5,11 @@ use std::ops::Bound;
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{Value, json};
 
-use super::envelope::Reply;
-use super::leads::{requested_fields, value_string};
-use super::server::Ctx;
-use super::state::{Activity, CHANGE_DATA_VALUE, DELETE_LEAD, Db, NEW_LEAD, fmt_ts, parse_ts};
+use super::context::Ctx;
+use super::envelope::{Reply, fmt_ts, parse_ts, value_string};
+use super::fields::requested_fields;
+use super::records::as_activity_type;
+use super::state::{Activity, CHANGE_DATA_VALUE, DELETE_LEAD, Db, NEW_LEAD, activity_json, attr_json};
 
 /// Standard activity types: (id, name, primary attribute, secondary attributes).
 const STANDARD_TYPES: &[(i64, &str, Option<&str>, &[&str])] = &[
@@ -122,41 +123,6 @@ pub(crate) fn decode_token(token: &str) -> Option<(i64, i64)> {
     let s = String::from_utf8(raw).ok()?;
     let (ts, id) = s.rsplit_once(',')?;
     Some((parse_ts(ts)?.timestamp_millis(), id.parse().ok()?))
-}
-
-fn attr_json(a: &super::state::Attr) -> Value {
-    let mut v = json!({"name": a.name, "value": a.value});
-    if let (Some(api), Some(o)) = (&a.api_name, v.as_object_mut()) {
-        o.insert("apiName".into(), json!(api));
-    }
-    v
-}
-
-/// An activity as activities.json renders it.
-pub(crate) fn activity_json(a: &Activity) -> Value {
-    let mut o = serde_json::Map::new();
-    o.insert("id".into(), json!(a.id));
-    o.insert("marketoGUID".into(), json!(a.id.to_string()));
-    o.insert("leadId".into(), json!(a.lead_id));
-    o.insert("activityDate".into(), json!(fmt_ts(a.date)));
-    o.insert("activityTypeId".into(), json!(a.type_id));
-    if let Some(c) = a.campaign_id {
-        o.insert("campaignId".into(), json!(c));
-    }
-    if let Some(p) = a.primary_value_id {
-        o.insert("primaryAttributeValueId".into(), json!(p));
-    }
-    if let Some(p) = &a.primary_value {
-        o.insert("primaryAttributeValue".into(), json!(p));
-    }
-    let mut attrs: Vec<Value> = Vec::new();
-    if let Some(c) = &a.change {
-        attrs.push(json!({"name": "New Value", "value": value_string(&c.new)}));
-        attrs.push(json!({"name": "Old Value", "value": value_string(&c.old)}));
-    }
-    attrs.extend(a.attributes.iter().map(attr_json));
-    o.insert("attributes".into(), Value::Array(attrs));
-    Value::Object(o)
 }
 
 fn lead_change_json(a: &Activity) -> Value {
@@ -337,7 +303,7 @@ pub(crate) fn types(ctx: &Ctx<'_>) -> Reply {
         })
         .collect();
     let db = ctx.shared.db();
-    out.extend(db.custom_types.iter().filter_map(super::custom_activities::as_activity_type));
+    out.extend(db.custom_types.iter().filter_map(as_activity_type));
     Reply::ok(out)
 }
 

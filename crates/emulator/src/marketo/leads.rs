@@ -2,36 +2,10 @@
 
 use serde_json::{Map, Value, json};
 
-use super::envelope::Reply;
-use super::fields::{self, FieldDef};
-use super::server::Ctx;
+use super::context::Ctx;
+use super::envelope::{Reply, value_string};
+use super::fields::{self, FieldDef, requested_fields};
 use super::state::{Db, Lead};
-
-/// Fields returned when `fields` is omitted.
-pub(crate) const DEFAULT_FIELDS: [&str; 6] = ["id", "email", "updatedAt", "createdAt", "firstName", "lastName"];
-
-/// A lead value as the string Marketo compares / reports it as.
-pub(crate) fn value_string(v: &Value) -> Option<String> {
-    match v {
-        Value::Null => None,
-        Value::String(s) => Some(s.clone()),
-        other => Some(other.to_string()),
-    }
-}
-
-/// Parses and validates a `fields` list (1006 for unknown fields).
-pub(crate) fn requested_fields(cat: &[FieldDef], raw: Option<&str>) -> Result<Vec<String>, Reply> {
-    let list: Vec<String> = match raw {
-        None => DEFAULT_FIELDS.iter().map(|s| s.to_string()).collect(),
-        Some(r) => r.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
-    };
-    for f in &list {
-        if !cat.iter().any(|d| d.name == *f) {
-            return Err(Reply::err("1006", format!("Field '{f}' not found")));
-        }
-    }
-    Ok(list)
-}
 
 /// A lead restricted to `fields`; `id` always present, null fields omitted.
 pub(crate) fn render(lead: &Lead, fields: &[String]) -> Value {

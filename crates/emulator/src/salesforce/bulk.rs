@@ -4,62 +4,21 @@
 //! `query`) and keeps only their ids; each results request renders its own slice as CSV. Every
 //! request is an ordinary data call, counted against the daily API allocation.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::Duration;
 use data_encoding::BASE64_NOPAD;
 use serde_json::{Value, json};
 
+use super::context::{Req, Shared};
+use super::envelope::Reply;
 use super::errors::SalesforceApiError as E;
-use super::server::{Reply, Req, Shared, State};
-use super::soql::{self, Env, Query};
+use super::jobs::{BulkJob, JobState, csv_dialect, invalid_state, version_number};
+use super::soql::{self, Env};
+use super::state::State;
 use super::store::{Id18, Rec, fmt_dt, id_str, id18};
 use crate::sfid;
 
 /// Default and largest `maxRecords` of one results request.
 const MAX_RECORDS: usize = 50_000;
-/// How long a job is kept after creation (Salesforce deletes query jobs after 7 days).
-const RETENTION_DAYS: i64 = 7;
-
-/// A job's lifecycle state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum JobState {
-    UploadComplete,
-    InProgress,
-    JobComplete,
-    Aborted,
-}
-
-impl JobState {
-    fn name(self) -> &'static str {
-        match self {
-            JobState::UploadComplete => "UploadComplete",
-            JobState::InProgress => "InProgress",
-            JobState::JobComplete => "JobComplete",
-            JobState::Aborted => "Aborted",
-        }
-    }
-}
-
-/// One Bulk API 2.0 query job.
-pub(crate) struct BulkJob {
-    id: String,
-    operation: &'static str,
-    object: String,
-    query: Query,
-    ids: Vec<Id18>,
-    state: JobState,
-    /// Status requests answered so far (the state advances with them).
-    polls: u32,
-    created: DateTime<Utc>,
-    modstamp: DateTime<Utc>,
-    version: String,
-    delimiter: (&'static str, char),
-    line_ending: (&'static str, &'static str),
-}
-
-fn version_number(v: &str) -> Value {
-    v.trim_start_matches('v').parse::<f64>().map_or(Value::Null, Value::from)
-}
-
 fn info(sh: &Shared, j: &BulkJob) -> Value {
     let done = j.state == JobState::JobComplete;
     json!({
@@ -82,34 +41,16 @@ fn info(sh: &Shared, j: &BulkJob) -> Value {
     })
 }
 
-fn invalid_state(msg: impl Into<String>) -> E {
-    E::bad("INVALIDJOBSTATE", msg)
-}
-
-fn prune(st: &mut State, now: DateTime<Utc>) {
-    st.bulk_jobs.retain(|_, j| j.created + Duration::days(RETENTION_DAYS) > now);
-    let from = now - Duration::hours(24);
-    while st.bulk_created.front().is_some_and(|t| *t <= from) {
-        st.bulk_created.pop_front();
-    }
-}
-
-/// Query jobs created in the rolling 24 hours.
-pub(crate) fn jobs_today(st: &mut State, now: DateTime<Utc>) -> u64 {
-    prune(st, now);
-    st.bulk_created.len() as u64
-}
-
 /// Routes `jobs/query…`; `None` when the path is not a query-job resource.
 pub(crate) fn dispatch(sh: &Shared, st: &mut State, r: &Req<'_>, rest: &[&str]) -> Result<Reply, E> {
-    prune(st, r.now);
+    st.prune_query_jobs(r.now);
     match (rest, r.method) {
         ([], "POST") => create(sh, st, r),
         ([], "GET") => {
             let records: Vec<Value> = st.bulk_jobs.values().map(|j| info(sh, j)).collect();
             Ok(Reply::json(200, json!({"done": true, "records": records, "nextRecordsUrl": null})))
         }
-        ([], m) => Err(not_allowed(m, "GET,POST")),
+        ([], m) => Err(E::method_not_allowed(m, "GET,POST")),
         ([id], "GET") => status(sh, st, r, id),
         ([id], "PATCH") => abort(sh, st, r, id),
         ([id], "DELETE") => {
@@ -120,15 +61,11 @@ pub(crate) fn dispatch(sh: &Shared, st: &mut State, r: &Req<'_>, rest: &[&str]) 
             st.bulk_jobs.remove(*id);
             Ok(Reply::empty(204))
         }
-        ([_], m) => Err(not_allowed(m, "GET,PATCH,DELETE")),
+        ([_], m) => Err(E::method_not_allowed(m, "GET,PATCH,DELETE")),
         ([id, "results"], "GET") => results(sh, st, r, id),
-        ([_, "results"], m) => Err(not_allowed(m, "GET")),
+        ([_, "results"], m) => Err(E::method_not_allowed(m, "GET")),
         _ => Err(E::not_found()),
     }
-}
-
-fn not_allowed(method: &str, allowed: &str) -> E {
-    E::new(405, "METHOD_NOT_ALLOWED", format!("HTTP Method '{method}' not allowed. Allowed are {allowed}"))
 }
 
 fn create(sh: &Shared, st: &mut State, r: &Req<'_>) -> Result<Reply, E> {
@@ -148,20 +85,7 @@ fn create(sh: &Shared, st: &mut State, r: &Req<'_>) -> Result<Reply, E> {
     if text("contentType").is_some_and(|c| c != "CSV") {
         return Err(E::bad("INVALIDJOB", "InvalidJob : contentType must be CSV"));
     }
-    let delimiter = match text("columnDelimiter").unwrap_or("COMMA") {
-        "COMMA" => ("COMMA", ','),
-        "TAB" => ("TAB", '\t'),
-        "PIPE" => ("PIPE", '|'),
-        "SEMICOLON" => ("SEMICOLON", ';'),
-        "CARET" => ("CARET", '^'),
-        "BACKQUOTE" => ("BACKQUOTE", '`'),
-        other => return Err(E::bad("INVALIDJOB", format!("InvalidJob : Invalid columnDelimiter: {other}"))),
-    };
-    let line_ending = match text("lineEnding").unwrap_or("LF") {
-        "LF" => ("LF", "\n"),
-        "CRLF" => ("CRLF", "\r\n"),
-        other => return Err(E::bad("INVALIDJOB", format!("InvalidJob : Invalid lineEnding: {other}"))),
-    };
+    let (delimiter, line_ending) = csv_dialect(text("columnDelimiter"), text("lineEnding"))?;
     let query = soql::parse(&sh.schema, src, r.now)?;
     if let Some(why) = soql::bulk_unsupported(&query) {
         return Err(E::bad("FEATURENOTENABLED", why));

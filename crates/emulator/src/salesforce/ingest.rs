@@ -10,66 +10,15 @@
 //! job) are CSV. In a row an empty value leaves the field unset and `#N/A` sets it to null.
 //! `hardDelete` deletes as `delete` does (the rows stay visible to `queryAll` and `/deleted`).
 
-use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
+use super::context::{Req, Shared};
+use super::envelope::Reply;
 use super::errors::SalesforceApiError as E;
-use super::server::{Reply, Req, Shared, State};
+use super::jobs::{IngestJob, IngestState, Outcome, csv_dialect, invalid_state, version_number};
+use super::state::State;
 use super::store::{WriteCtx, fmt_dt};
 use crate::sfid;
-
-/// An ingest job's lifecycle state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum IngestState {
-    Open,
-    InProgress,
-    JobComplete,
-    Failed,
-    Aborted,
-}
-
-impl IngestState {
-    fn name(self) -> &'static str {
-        match self {
-            IngestState::Open => "Open",
-            IngestState::InProgress => "InProgress",
-            IngestState::JobComplete => "JobComplete",
-            IngestState::Failed => "Failed",
-            IngestState::Aborted => "Aborted",
-        }
-    }
-}
-
-/// One row's outcome.
-enum Outcome {
-    Ok { id: String, created: bool },
-    Failed { id: String, error: String },
-}
-
-/// One Bulk API 2.0 ingest job.
-pub(crate) struct IngestJob {
-    id: String,
-    operation: &'static str,
-    object: String,
-    external_id: Option<String>,
-    state: IngestState,
-    polls: u32,
-    created: DateTime<Utc>,
-    modstamp: DateTime<Utc>,
-    version: String,
-    delimiter: (&'static str, char),
-    line_ending: (&'static str, &'static str),
-    /// The uploaded header and rows (as strings, in upload order).
-    header: Vec<String>,
-    rows: Vec<Vec<String>>,
-    /// Per row, once processed.
-    outcomes: Vec<Outcome>,
-    error_message: Option<String>,
-}
-
-fn version_number(v: &str) -> Value {
-    v.trim_start_matches('v').parse::<f64>().map_or(Value::Null, Value::from)
-}
 
 fn info(sh: &Shared, j: &IngestJob, full: bool) -> Value {
     let mut v = json!({
@@ -108,14 +57,6 @@ fn info(sh: &Shared, j: &IngestJob, full: bool) -> Value {
     v
 }
 
-fn invalid_state(msg: impl Into<String>) -> E {
-    E::bad("INVALIDJOBSTATE", msg)
-}
-
-fn not_allowed(method: &str, allowed: &str) -> E {
-    E::new(405, "METHOD_NOT_ALLOWED", format!("HTTP Method '{method}' not allowed. Allowed are {allowed}"))
-}
-
 fn json_body(r: &Req<'_>) -> Result<Value, E> {
     serde_json::from_slice(r.body)
         .map_err(|e| E::json_parser(format!("Unexpected character: {e} at [line:{}, column:{}]", e.line(), e.column())))
@@ -129,7 +70,7 @@ pub(crate) fn dispatch(sh: &Shared, st: &mut State, r: &Req<'_>, rest: &[&str]) 
             let records: Vec<Value> = st.ingest_jobs.values().map(|j| info(sh, j, false)).collect();
             Ok(Reply::json(200, json!({"done": true, "records": records, "nextRecordsUrl": null})))
         }
-        ([], m) => Err(not_allowed(m, "GET,POST")),
+        ([], m) => Err(E::method_not_allowed(m, "GET,POST")),
         ([id], "GET") => status(sh, st, r, id),
         ([id], "PATCH") => set_state(sh, st, r, id),
         ([id], "DELETE") => {
@@ -140,13 +81,13 @@ pub(crate) fn dispatch(sh: &Shared, st: &mut State, r: &Req<'_>, rest: &[&str]) 
             st.ingest_jobs.remove(*id);
             Ok(Reply::empty(204))
         }
-        ([_], m) => Err(not_allowed(m, "GET,PATCH,DELETE")),
+        ([_], m) => Err(E::method_not_allowed(m, "GET,PATCH,DELETE")),
         ([id, "batches"], "PUT") => upload(st, r, id),
-        ([_, "batches"], m) => Err(not_allowed(m, "PUT")),
+        ([_, "batches"], m) => Err(E::method_not_allowed(m, "PUT")),
         ([id, kind @ ("successfulResults" | "failedResults" | "unprocessedrecords")], "GET") => {
             results(st, r, id, kind)
         }
-        ([_, "successfulResults" | "failedResults" | "unprocessedrecords"], m) => Err(not_allowed(m, "GET")),
+        ([_, "successfulResults" | "failedResults" | "unprocessedrecords"], m) => Err(E::method_not_allowed(m, "GET")),
         _ => Err(E::not_found()),
     }
 }
@@ -186,20 +127,7 @@ fn create(sh: &Shared, st: &mut State, r: &Req<'_>) -> Result<Reply, E> {
         },
         _ => None,
     };
-    let delimiter = match text("columnDelimiter").unwrap_or("COMMA") {
-        "COMMA" => ("COMMA", ','),
-        "TAB" => ("TAB", '\t'),
-        "PIPE" => ("PIPE", '|'),
-        "SEMICOLON" => ("SEMICOLON", ';'),
-        "CARET" => ("CARET", '^'),
-        "BACKQUOTE" => ("BACKQUOTE", '`'),
-        other => return Err(E::bad("INVALIDJOB", format!("InvalidJob : Invalid columnDelimiter: {other}"))),
-    };
-    let line_ending = match text("lineEnding").unwrap_or("LF") {
-        "LF" => ("LF", "\n"),
-        "CRLF" => ("CRLF", "\r\n"),
-        other => return Err(E::bad("INVALIDJOB", format!("InvalidJob : Invalid lineEnding: {other}"))),
-    };
+    let (delimiter, line_ending) = csv_dialect(text("columnDelimiter"), text("lineEnding"))?;
     st.bulk_seq += 1;
     let id = sfid::mint("750", st.bulk_seq);
     let job = IngestJob {

@@ -5,17 +5,19 @@ use std::collections::HashMap;
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use serde_json::{Map, Value, json};
 
+use super::context::{Req, Shared};
+use super::envelope::Reply;
 use super::errors::SalesforceApiError as E;
 use super::schema::{FType, ObjDef};
-use super::server::{Cursor, Reply, Req, Shared, State};
 use super::soql::{self, Env};
+use super::state::{Cursor, State};
 use super::store::{Id18, Rec, WriteCtx, fmt_dt, id_str, id18, parse_dt};
 use crate::sfid;
 
 const MAX_COLLECTION: usize = 200;
 
 fn method_not_allowed(method: &str, allowed: &str) -> Reply {
-    Reply::err(E::new(405, "METHOD_NOT_ALLOWED", format!("HTTP Method '{method}' not allowed. Allowed are {allowed}")))
+    Reply::err(E::method_not_allowed(method, allowed))
 }
 
 /// The request body as JSON (JSON_PARSER_ERROR when empty or malformed).
@@ -40,7 +42,7 @@ fn obj<'s>(sh: &'s Shared, name: &str) -> Result<&'s ObjDef, E> {
 
 /// The 415 answer for a request body that is not JSON. Only Bulk API 2.0 ingest uploads (CSV)
 /// take another type; a body without a `Content-Type` is read as JSON.
-fn unsupported_media_type(r: &Req<'_>, segs: &[&str]) -> Option<Reply> {
+pub(crate) fn unsupported_media_type(r: &Req<'_>, segs: &[&str]) -> Option<Reply> {
     if r.body.is_empty() || !matches!(r.method, "POST" | "PATCH" | "PUT") {
         return None;
     }
@@ -59,7 +61,8 @@ fn unsupported_media_type(r: &Req<'_>, segs: &[&str]) -> Option<Reply> {
     )))
 }
 
-/// Routes one authenticated, counted data request.
+/// Routes one authenticated, counted request for a REST resource (records, queries, describes,
+/// limits, sObject collections); composite subrequests come here too.
 pub(crate) fn dispatch(sh: &Shared, st: &mut State, r: &Req<'_>) -> Reply {
     let segs: Vec<&str> = r.segs.iter().map(String::as_str).collect();
     let m = r.method;
@@ -116,18 +119,10 @@ pub(crate) fn dispatch(sh: &Shared, st: &mut State, r: &Req<'_>) -> Reply {
             "PATCH" => upsert_one(sh, st, r, t, field, value),
             _ => return method_not_allowed(m, "GET,HEAD,PATCH"),
         },
+        // `POST composite`, `composite/batch` and `composite/tree` are routed by the server.
         ["composite"] => match m {
             "GET" => Ok(composite_resources(r)),
-            "POST" => super::composite::composite(sh, st, r),
             _ => return method_not_allowed(m, "GET,HEAD,POST"),
-        },
-        ["composite", "batch"] => match m {
-            "POST" => super::composite::batch(sh, st, r),
-            _ => return method_not_allowed(m, "POST"),
-        },
-        ["composite", "tree", t] => match m {
-            "POST" => super::composite::tree(sh, st, r, t),
-            _ => return method_not_allowed(m, "POST"),
         },
         ["composite", "sobjects"] => match m {
             "POST" => collection_write(sh, st, r, false),
@@ -143,8 +138,6 @@ pub(crate) fn dispatch(sh: &Shared, st: &mut State, r: &Req<'_>) -> Reply {
             "PATCH" => collection_upsert(sh, st, r, t, field),
             _ => return method_not_allowed(m, "PATCH"),
         },
-        ["jobs", "query", rest @ ..] => super::bulk::dispatch(sh, st, r, rest),
-        ["jobs", "ingest", rest @ ..] => super::ingest::dispatch(sh, st, r, rest),
         _ => Err(E::not_found()),
     };
     res.unwrap_or_else(Reply::err)
@@ -182,7 +175,7 @@ fn limits(sh: &Shared, st: &mut State, r: &Req<'_>) -> Reply {
     let max = sh.daily_api_limit();
     let used = st.used(r.now);
     let fixed = |max: u64| json!({"Max": max, "Remaining": max});
-    let bulk_jobs = super::bulk::jobs_today(st, r.now);
+    let bulk_jobs = st.query_jobs_today(r.now);
     Reply::json(
         200,
         json!({

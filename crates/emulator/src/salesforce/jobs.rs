@@ -1,0 +1,129 @@
+//! The Bulk API 2.0 job records the state keeps (query jobs and ingest jobs), with what both kinds
+//! share: the CSV dialect, the version number and the INVALIDJOBSTATE error.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use super::errors::SalesforceApiError as E;
+use super::soql::Query;
+use super::store::Id18;
+
+/// A job's lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JobState {
+    UploadComplete,
+    InProgress,
+    JobComplete,
+    Aborted,
+}
+
+impl JobState {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            JobState::UploadComplete => "UploadComplete",
+            JobState::InProgress => "InProgress",
+            JobState::JobComplete => "JobComplete",
+            JobState::Aborted => "Aborted",
+        }
+    }
+}
+
+/// One Bulk API 2.0 query job.
+pub(crate) struct BulkJob {
+    pub(crate) id: String,
+    pub(crate) operation: &'static str,
+    pub(crate) object: String,
+    pub(crate) query: Query,
+    pub(crate) ids: Vec<Id18>,
+    pub(crate) state: JobState,
+    /// Status requests answered so far (the state advances with them).
+    pub(crate) polls: u32,
+    pub(crate) created: DateTime<Utc>,
+    pub(crate) modstamp: DateTime<Utc>,
+    pub(crate) version: String,
+    pub(crate) delimiter: Delimiter,
+    pub(crate) line_ending: LineEnding,
+}
+
+/// An ingest job's lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IngestState {
+    Open,
+    InProgress,
+    JobComplete,
+    Failed,
+    Aborted,
+}
+
+impl IngestState {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            IngestState::Open => "Open",
+            IngestState::InProgress => "InProgress",
+            IngestState::JobComplete => "JobComplete",
+            IngestState::Failed => "Failed",
+            IngestState::Aborted => "Aborted",
+        }
+    }
+}
+
+/// One row's outcome.
+pub(crate) enum Outcome {
+    Ok { id: String, created: bool },
+    Failed { id: String, error: String },
+}
+
+/// One Bulk API 2.0 ingest job.
+pub(crate) struct IngestJob {
+    pub(crate) id: String,
+    pub(crate) operation: &'static str,
+    pub(crate) object: String,
+    pub(crate) external_id: Option<String>,
+    pub(crate) state: IngestState,
+    pub(crate) polls: u32,
+    pub(crate) created: DateTime<Utc>,
+    pub(crate) modstamp: DateTime<Utc>,
+    pub(crate) version: String,
+    pub(crate) delimiter: Delimiter,
+    pub(crate) line_ending: LineEnding,
+    /// The uploaded header and rows (as strings, in upload order).
+    pub(crate) header: Vec<String>,
+    pub(crate) rows: Vec<Vec<String>>,
+    /// Per row, once processed.
+    pub(crate) outcomes: Vec<Outcome>,
+    pub(crate) error_message: Option<String>,
+}
+
+/// `apiVersion` of a job: the number of `vNN.N`.
+pub(crate) fn version_number(v: &str) -> Value {
+    v.trim_start_matches('v').parse::<f64>().map_or(Value::Null, Value::from)
+}
+
+/// The error for an operation the job's state does not allow.
+pub(crate) fn invalid_state(msg: impl Into<String>) -> E {
+    E::bad("INVALIDJOBSTATE", msg)
+}
+
+/// A column delimiter: its name and its character.
+pub(crate) type Delimiter = (&'static str, char);
+/// A line ending: its name and its text.
+pub(crate) type LineEnding = (&'static str, &'static str);
+
+/// The CSV dialect a job is created with (`columnDelimiter` default COMMA, `lineEnding` default LF).
+pub(crate) fn csv_dialect(delimiter: Option<&str>, line_ending: Option<&str>) -> Result<(Delimiter, LineEnding), E> {
+    let delimiter = match delimiter.unwrap_or("COMMA") {
+        "COMMA" => ("COMMA", ','),
+        "TAB" => ("TAB", '\t'),
+        "PIPE" => ("PIPE", '|'),
+        "SEMICOLON" => ("SEMICOLON", ';'),
+        "CARET" => ("CARET", '^'),
+        "BACKQUOTE" => ("BACKQUOTE", '`'),
+        other => return Err(E::bad("INVALIDJOB", format!("InvalidJob : Invalid columnDelimiter: {other}"))),
+    };
+    let line_ending = match line_ending.unwrap_or("LF") {
+        "LF" => ("LF", "\n"),
+        "CRLF" => ("CRLF", "\r\n"),
+        other => return Err(E::bad("INVALIDJOB", format!("InvalidJob : Invalid lineEnding: {other}"))),
+    };
+    Ok((delimiter, line_ending))
+}
