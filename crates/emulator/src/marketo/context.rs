@@ -172,6 +172,29 @@ impl Ctx<'_> {
         serde_json::from_slice(&self.body).map_err(|_| Reply::err("609", "Invalid JSON"))
     }
 
+    /// The `input` array of a JSON write (1003 when absent, or above the batch limit).
+    pub(crate) fn input_of<'b>(&self, body: &'b Value) -> Result<&'b Vec<Value>, Reply> {
+        let Some(input) = body.get("input").and_then(Value::as_array) else {
+            return Err(Reply::err("1003", "input cannot be blank"));
+        };
+        if input.len() > self.max_batch() {
+            return Err(Reply::err("1003", format!("Batch size exceeded, max {}", self.max_batch())));
+        }
+        Ok(input)
+    }
+
+    /// The JSON body of a write and its `input` array, taken out of it (the errors of
+    /// [`Ctx::json`] and [`Ctx::input_of`]).
+    pub(crate) fn json_input(&self) -> Result<(Value, Vec<Value>), Reply> {
+        let mut body = self.json()?;
+        self.input_of(&body)?;
+        let input = match body.get_mut("input").map(Value::take) {
+            Some(Value::Array(a)) => a,
+            _ => Vec::new(),
+        };
+        Ok((body, input))
+    }
+
     /// The configured batch limit.
     pub(crate) fn max_batch(&self) -> usize {
         self.shared.config.limits.max_batch

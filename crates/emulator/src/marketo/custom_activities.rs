@@ -229,19 +229,13 @@ fn skip(code: &str, message: impl Into<String>) -> Value {
 }
 
 pub(crate) fn add(ctx: &Ctx<'_>) -> Reply {
-    let body = match ctx.json() {
+    let (_, input) = match ctx.json_input() {
         Ok(b) => b,
         Err(e) => return e,
     };
-    let Some(input) = body.get("input").and_then(Value::as_array) else {
-        return Reply::err("1003", "input cannot be blank");
-    };
-    if input.len() > ctx.max_batch() {
-        return Reply::err("1003", format!("Batch size exceeded, max {}", ctx.max_batch()));
-    }
     let mut db = ctx.shared.db();
     let mut out = Vec::with_capacity(input.len());
-    for rec in input {
+    for rec in &input {
         let lead_id = rec.get("leadId").and_then(Value::as_i64);
         let type_id = rec.get("activityTypeId").and_then(Value::as_i64);
         let ty = type_id.and_then(|id| db.custom_types.iter().find(|t| t.id == id && !t.deleted));

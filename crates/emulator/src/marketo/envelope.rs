@@ -94,6 +94,11 @@ impl Reply {
     }
 }
 
+/// The reply of a handler written with `?`: its answer, or the error reply that cut it short.
+pub(crate) fn answer(run: impl FnOnce() -> Result<Reply, Reply>) -> Reply {
+    run().unwrap_or_else(|e| e)
+}
+
 /// Default message for an error code (used by injected faults).
 pub(crate) fn default_message(code: &str) -> &'static str {
     match code {

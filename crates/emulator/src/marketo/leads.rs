@@ -148,16 +148,10 @@ fn find(db: &Db, field: &str, value: &Value) -> Vec<i64> {
 }
 
 pub(crate) fn sync(ctx: &Ctx<'_>) -> Reply {
-    let body = match ctx.json() {
+    let (body, input) = match ctx.json_input() {
         Ok(b) => b,
         Err(e) => return e,
     };
-    let Some(input) = body.get("input").and_then(Value::as_array) else {
-        return Reply::err("1003", "input cannot be blank");
-    };
-    if input.len() > ctx.max_batch() {
-        return Reply::err("1003", format!("Batch size exceeded, max {}", ctx.max_batch()));
-    }
     let action = body.get("action").and_then(Value::as_str).unwrap_or("createOrUpdate");
     if !matches!(action, "createOnly" | "updateOnly" | "createOrUpdate" | "createDuplicate") {
         return Reply::err("1003", format!("Invalid action '{action}'"));
@@ -168,7 +162,7 @@ pub(crate) fn sync(ctx: &Ctx<'_>) -> Reply {
         return Reply::err("1006", format!("Field '{lookup}' not found"));
     }
     let mut out = Vec::with_capacity(input.len());
-    for rec in input {
+    for rec in &input {
         let Some(rec) = rec.as_object() else {
             out.push(skipped("1003", "Invalid lead record"));
             continue;

@@ -125,17 +125,6 @@ pub(crate) fn leads_by_program(ctx: &Ctx<'_>, program: &str) -> Reply {
     reply
 }
 
-/// The `input` array of a JSON write (1003 when absent, or above the batch limit).
-fn input_of<'a>(ctx: &Ctx<'_>, body: &'a Value) -> Result<&'a Vec<Value>, Reply> {
-    let Some(input) = body.get("input").and_then(Value::as_array) else {
-        return Err(Reply::err("1003", "input cannot be blank"));
-    };
-    if input.len() > ctx.max_batch() {
-        return Err(Reply::err("1003", format!("Batch size exceeded, max {}", ctx.max_batch())));
-    }
-    Ok(input)
-}
-
 fn str_of<'a>(body: &'a Value, key: &str) -> Option<&'a str> {
     body.get(key).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty())
 }
@@ -155,7 +144,7 @@ pub(crate) fn change_status(ctx: &Ctx<'_>, program: &str) -> Reply {
     let Some(status_name) = str_of(&body, "status") else {
         return Reply::err("1003", "status cannot be blank");
     };
-    let input = match input_of(ctx, &body) {
+    let input = match ctx.input_of(&body) {
         Ok(i) => i,
         Err(e) => return e,
     };
@@ -204,7 +193,7 @@ pub(crate) fn push(ctx: &Ctx<'_>) -> Reply {
     let Some(program_name) = str_of(&body, "programName") else {
         return Reply::err("1003", "programName cannot be blank");
     };
-    let input = match input_of(ctx, &body) {
+    let input = match ctx.input_of(&body) {
         Ok(i) => i,
         Err(e) => return e,
     };
@@ -283,7 +272,7 @@ pub(crate) fn submit_form(ctx: &Ctx<'_>) -> Reply {
     let Some(form_id) = form_id.as_i64().or_else(|| form_id.as_str().and_then(|s| s.trim().parse().ok())) else {
         return Reply::err("1003", "Invalid formId");
     };
-    let input = match input_of(ctx, &body) {
+    let input = match ctx.input_of(&body) {
         Ok(i) => i,
         Err(e) => return e,
     };
@@ -346,7 +335,7 @@ pub(crate) fn update_partitions(ctx: &Ctx<'_>) -> Reply {
         Ok(b) => b,
         Err(e) => return e,
     };
-    let input = match input_of(ctx, &body) {
+    let input = match ctx.input_of(&body) {
         Ok(i) => i,
         Err(e) => return e,
     };

@@ -2,11 +2,11 @@
 //! share: the CSV dialect, the version number and the INVALIDJOBSTATE error.
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
+use serde_json::{Map, Value, json};
 
 use super::errors::SalesforceApiError as E;
 use super::soql::Query;
-use super::store::Id18;
+use super::store::{Id18, fmt_dt};
 
 /// A job's lifecycle state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,21 +28,86 @@ impl JobState {
     }
 }
 
-/// One Bulk API 2.0 query job.
-pub(crate) struct BulkJob {
+/// What every Bulk API 2.0 job has, whatever its kind.
+pub(crate) struct JobHead {
     pub(crate) id: String,
     pub(crate) operation: &'static str,
     pub(crate) object: String,
-    pub(crate) query: Query,
-    pub(crate) ids: Vec<Id18>,
-    pub(crate) state: JobState,
     /// Status requests answered so far (the state advances with them).
     pub(crate) polls: u32,
     pub(crate) created: DateTime<Utc>,
     pub(crate) modstamp: DateTime<Utc>,
+    /// The API version the job was created with (`vNN.N`).
     pub(crate) version: String,
     pub(crate) delimiter: Delimiter,
     pub(crate) line_ending: LineEnding,
+}
+
+impl JobHead {
+    /// A job created at `now` through API `version`, not yet polled.
+    pub(crate) fn new(
+        id: String,
+        operation: &'static str,
+        object: String,
+        now: DateTime<Utc>,
+        version: &str,
+        (delimiter, line_ending): (Delimiter, LineEnding),
+    ) -> Self {
+        JobHead {
+            id,
+            operation,
+            object,
+            polls: 0,
+            created: now,
+            modstamp: now,
+            version: version.to_string(),
+            delimiter,
+            line_ending,
+        }
+    }
+
+    /// The job info members every kind reports, with its `state` and `jobType`.
+    pub(crate) fn info(&self, created_by: &str, state: &str, job_type: &str) -> Map<String, Value> {
+        let v = json!({
+            "id": self.id,
+            "operation": self.operation,
+            "object": self.object,
+            "createdById": created_by,
+            "createdDate": fmt_dt(self.created),
+            "systemModstamp": fmt_dt(self.modstamp),
+            "state": state,
+            "concurrencyMode": "Parallel",
+            "contentType": "CSV",
+            "apiVersion": version_number(&self.version),
+            "jobType": job_type,
+            "lineEnding": self.line_ending.0,
+            "columnDelimiter": self.delimiter.0,
+        });
+        match v {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }
+    }
+
+    /// 409 INVALIDJOBSTATE unless results are asked for through the version the job was created with.
+    pub(crate) fn check_results_version(&self, version: &str) -> Result<(), E> {
+        if self.version == version {
+            return Ok(());
+        }
+        Err(E::new(
+            409,
+            "INVALIDJOBSTATE",
+            format!("Results must be retrieved with the API version the job was created with ({})", self.version),
+        ))
+    }
+}
+
+/// One Bulk API 2.0 query job.
+pub(crate) struct BulkJob {
+    pub(crate) head: JobHead,
+    pub(crate) query: Query,
+    pub(crate) ids: Vec<Id18>,
+    pub(crate) state: JobState,
 }
 
 /// An ingest job's lifecycle state.
@@ -75,17 +140,9 @@ pub(crate) enum Outcome {
 
 /// One Bulk API 2.0 ingest job.
 pub(crate) struct IngestJob {
-    pub(crate) id: String,
-    pub(crate) operation: &'static str,
-    pub(crate) object: String,
+    pub(crate) head: JobHead,
     pub(crate) external_id: Option<String>,
     pub(crate) state: IngestState,
-    pub(crate) polls: u32,
-    pub(crate) created: DateTime<Utc>,
-    pub(crate) modstamp: DateTime<Utc>,
-    pub(crate) version: String,
-    pub(crate) delimiter: Delimiter,
-    pub(crate) line_ending: LineEnding,
     /// The uploaded header and rows (as strings, in upload order).
     pub(crate) header: Vec<String>,
     pub(crate) rows: Vec<Vec<String>>,

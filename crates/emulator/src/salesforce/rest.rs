@@ -431,13 +431,13 @@ fn rolled_back() -> Value {
 /// Runs per-record writes under an optional all-or-none journal. Inside an all-or-none composite
 /// request (a journal already open) the collection is all-or-none too, as Salesforce documents,
 /// and its writes join the composite's journal.
-fn run_collection(
+fn run_collection<T>(
     sh: &Shared,
     st: &mut State,
     r: &Req<'_>,
     all_or_none: bool,
-    n: usize,
-    mut one: impl FnMut(&mut super::store::Org, &WriteCtx<'_>, usize) -> Result<Value, E>,
+    items: &[T],
+    mut one: impl FnMut(&mut super::store::Org, &WriteCtx<'_>, usize, &T) -> Result<Value, E>,
     fail: impl Fn(&E) -> Value,
 ) -> Reply {
     let cx = WriteCtx { schema: &sh.schema, now: r.now, user: &sh.user_id };
@@ -446,9 +446,9 @@ fn run_collection(
     if all_or_none {
         st.org.journal = Some(Vec::new());
     }
-    let mut results: Vec<Result<Value, Value>> = Vec::with_capacity(n);
-    for i in 0..n {
-        results.push(one(&mut st.org, &cx, i).map_err(|e| fail(&e)));
+    let mut results: Vec<Result<Value, Value>> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        results.push(one(&mut st.org, &cx, i, item).map_err(|e| fail(&e)));
     }
     let undo = all_or_none && results.iter().any(Result::is_err);
     st.org.end_journal(outer, undo);
@@ -477,9 +477,8 @@ fn collection_write(sh: &Shared, st: &mut State, r: &Req<'_>, update: bool) -> R
         st,
         r,
         all_or_none,
-        records.len(),
-        |org, cx, i| {
-            let rec = &records[i];
+        &records,
+        |org, cx, _, rec| {
             let t = record_type(rec).unwrap_or_default();
             let Some(input) = rec.as_object() else {
                 return Err(E::json_parser("record must be an object"));
@@ -532,9 +531,8 @@ fn collection_delete(sh: &Shared, st: &mut State, r: &Req<'_>) -> Result<Reply, 
         st,
         r,
         all_or_none,
-        ids.len(),
-        |org, cx, i| {
-            let id = &ids[i];
+        &ids,
+        |org, cx, _, id| {
             let ty = cx
                 .schema
                 .by_prefix(id)
@@ -577,16 +575,13 @@ fn collection_upsert(sh: &Shared, st: &mut State, r: &Req<'_>, t: &str, field: &
     for v in values.iter().flatten() {
         *counts.entry(v.to_lowercase()).or_default() += 1;
     }
-    let version = r.version.clone();
-    let _ = version;
     Ok(run_collection(
         sh,
         st,
         r,
         all_or_none,
-        records.len(),
-        |org, cx, i| {
-            let rec = &records[i];
+        &records,
+        |org, cx, i, rec| {
             let input = rec.as_object().ok_or_else(|| E::json_parser("record must be an object"))?;
             if record_type(rec).is_some_and(|rt| !rt.eq_ignore_ascii_case(o.name)) || record_type(rec).is_none() {
                 return Err(E::bad("INVALID_TYPE", format!("Each record must be of type {}", o.name)));

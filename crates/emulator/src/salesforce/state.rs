@@ -60,7 +60,7 @@ impl State {
 
     /// Drops the query jobs past their retention and the creation times older than 24 hours.
     pub(crate) fn prune_query_jobs(&mut self, now: DateTime<Utc>) {
-        self.bulk_jobs.retain(|_, j| j.created + Duration::days(QUERY_JOB_RETENTION_DAYS) > now);
+        self.bulk_jobs.retain(|_, j| j.head.created + Duration::days(QUERY_JOB_RETENTION_DAYS) > now);
         drop_older_than_a_day(&mut self.bulk_created, now);
     }
 
