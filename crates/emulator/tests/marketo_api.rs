@@ -10,11 +10,7 @@ use marketo_common::*;
 use salesync_emulator::faults::{FaultAction, FaultPlan, FaultRule, Trigger};
 use salesync_emulator::marketo::{MarketoConfig, MarketoEmulator, MarketoFault, MarketoLimits};
 use salesync_emulator::seed;
-use serde_json::{Map, Value, json};
-
-fn obj(v: Value) -> Map<String, Value> {
-    v.as_object().unwrap().clone()
-}
+use serde_json::{Value, json};
 
 #[tokio::test]
 async fn token_lifecycle_follows_the_documented_semantics() {
@@ -293,18 +289,9 @@ async fn oppty_and_linkedin_fields_follow_configuration() {
 async fn method_get_override_and_http_size_limits() {
     let h = Harness::start(config()).await;
     h.emu.seed_world(&seed::generate(5, 3));
-    let v: Value = h
-        .http
-        .post(h.url("/rest/v1/leads.json?_method=GET"))
-        .bearer_auth(&h.token)
-        .header("Content-Type", "application/x-www-form-urlencoded")
-        .body("filterType=id&filterValues=1001,1002&fields=email,company")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = h
+        .post_form("/rest/v1/leads.json?_method=GET", "filterType=id&filterValues=1001,1002&fields=email,company")
+        .await;
     assert_ok(&v);
     assert_eq!(v["result"].as_array().unwrap().len(), 2);
     assert!(v["result"][0]["company"].is_string());
@@ -327,31 +314,9 @@ async fn method_get_override_and_http_size_limits() {
 #[tokio::test]
 async fn content_type_json_path_and_method_errors() {
     let h = Harness::start(config()).await;
-    let v: Value = h
-        .http
-        .post(h.url("/rest/v1/leads.json"))
-        .bearer_auth(&h.token)
-        .header("Content-Type", "text/plain")
-        .body("{\"input\":[]}")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = h.post_raw("/rest/v1/leads.json", "text/plain", "{\"input\":[]}".into()).await.1;
     assert_eq!(error_code(&v), Some("612"));
-    let v: Value = h
-        .http
-        .post(h.url("/rest/v1/leads.json"))
-        .bearer_auth(&h.token)
-        .header("Content-Type", "application/json")
-        .body("{\"input\":[")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = h.post_raw("/rest/v1/leads.json", "application/json", "{\"input\":[".into()).await.1;
     assert_eq!(error_code(&v), Some("609"));
     assert_eq!(error_code(&h.get("/rest/v1/nothing.json").await), Some("610"));
     let v = h.post_empty("/rest/v1/leads/describe.json").await;
@@ -617,16 +582,7 @@ async fn faults_error_drop_malformed_and_apply_then_drop() {
     assert!(dropped.is_err(), "connection should be dropped");
     assert_ok(&h.get("/rest/v1/leads/describe2.json").await);
 
-    let text = h
-        .http
-        .get(h.url("/rest/v1/activities/types.json"))
-        .bearer_auth(&h.token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = h.get_text("/rest/v1/activities/types.json").await.2;
     assert!(serde_json::from_str::<Value>(&text).is_err());
 
     let applied = async {
@@ -749,18 +705,10 @@ async fn marketorestpython_wire_forms() {
         "_method=GET&filterType=email&filterValues={}&fields=id&fields=email&fields=createdAt",
         email.replace('@', "%40")
     );
-    let v: Value = h
-        .http
-        .post(h.url("/rest/v1/leads.json"))
-        .bearer_auth(&h.token)
-        .header("Content-Type", "application/x-www-form-urlencoded; charset=utf-8")
-        .body(body)
-        .send()
+    let v = h
+        .post_raw("/rest/v1/leads.json", "application/x-www-form-urlencoded; charset=utf-8", body.into_bytes())
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .1;
     assert_ok(&v);
     let found = v["result"].as_array().unwrap();
     assert!(found.iter().any(|r| r["id"] == id), "{v}");
@@ -769,18 +717,12 @@ async fn marketorestpython_wire_forms() {
         assert!(r["createdAt"].is_string(), "every repeated field is returned: {r}");
     }
     // `_method=GET` in the query string with the rest in the body still works.
-    let v: Value = h
-        .http
-        .post(h.url("/rest/v1/leads.json?_method=GET"))
-        .bearer_auth(&h.token)
-        .header("Content-Type", "application/x-www-form-urlencoded")
-        .body(format!("filterType=id&filterValues={id}&fields=email,firstName"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = h
+        .post_form(
+            "/rest/v1/leads.json?_method=GET",
+            &format!("filterType=id&filterValues={id}&fields=email,firstName"),
+        )
+        .await;
     assert_ok(&v);
     assert_eq!(v["result"][0]["id"], id);
     assert!(v["result"][0].get("firstName").is_some(), "{v}");

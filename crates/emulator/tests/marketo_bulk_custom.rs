@@ -8,12 +8,8 @@ use marketo_common::*;
 use salesync_emulator::faults::{FaultAction, FaultPlan, FaultRule, Trigger};
 use salesync_emulator::marketo::{MarketoConfig, MarketoFault, MarketoLimits};
 use salesync_emulator::seed;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-
-fn obj(v: Value) -> Map<String, Value> {
-    v.as_object().unwrap().clone()
-}
 
 fn type_body(api: &str) -> Value {
     json!({
@@ -376,16 +372,7 @@ async fn bulk_activity_export_writes_attributes_as_json() {
     let st = h.get(&format!("/bulk/v1/activities/export/{id}/status.json")).await;
     assert_eq!(st["result"][0]["status"], "Completed");
     assert_eq!(st["result"][0]["numberOfRecords"], 2);
-    let text = h
-        .http
-        .get(h.url(&format!("/bulk/v1/activities/export/{id}/file.json")))
-        .bearer_auth(&h.token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = h.get_text(&format!("/bulk/v1/activities/export/{id}/file.json")).await.2;
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(
         lines[0],

@@ -4,7 +4,7 @@
 use chrono::{TimeZone, Utc};
 use salesync_emulator::clock::Clock;
 use salesync_emulator::marketo::{MarketoConfig, MarketoEmulator};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 pub fn manual_clock() -> Clock {
     Clock::manual(Utc.with_ymd_and_hms(2026, 6, 15, 15, 0, 0).single().unwrap())
@@ -43,6 +43,10 @@ impl Harness {
     pub async fn post_empty(&self, path: &str) -> Value {
         self.http.post(self.url(path)).bearer_auth(&self.token).send().await.unwrap().json().await.unwrap()
     }
+}
+
+pub fn obj(v: Value) -> Map<String, Value> {
+    v.as_object().unwrap().clone()
 }
 
 pub async fn fetch_token(emu: &MarketoEmulator, http: &reqwest::Client, id: &str, secret: &str) -> String {
