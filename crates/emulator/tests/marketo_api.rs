@@ -39,29 +39,12 @@ async fn token_lifecycle_follows_the_documented_semantics() {
     assert_ok(&ok);
 
     // Missing / garbage tokens and the query parameter are 601.
-    let missing: Value = h.http.get(h.url("/rest/v1/leads/describe2.json")).send().await.unwrap().json().await.unwrap();
+    let missing = json_of(h.http.get(h.url("/rest/v1/leads/describe2.json"))).await;
     assert_eq!(error_code(&missing), Some("601"));
     assert!(missing.get("result").is_none());
-    let garbage: Value = h
-        .http
-        .get(h.url("/rest/v1/leads/describe2.json"))
-        .bearer_auth("nope:emu")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let garbage = json_of(h.http.get(h.url("/rest/v1/leads/describe2.json")).bearer_auth("nope:emu")).await;
     assert_eq!(error_code(&garbage), Some("601"));
-    let query: Value = h
-        .http
-        .get(h.url(&format!("/rest/v1/leads/describe2.json?access_token={}", h.token)))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let query = json_of(h.http.get(h.url(&format!("/rest/v1/leads/describe2.json?access_token={}", h.token)))).await;
     assert_eq!(error_code(&query), Some("601"));
 
     clock.advance(ChronoDuration::seconds(3500));
@@ -136,10 +119,7 @@ async fn concurrency_limit_returns_615() {
         let http = h.http.clone();
         let url = h.url("/rest/v1/leads/describe.json");
         let token = h.token.clone();
-        tasks.push(tokio::spawn(async move {
-            let v: Value = http.get(url).bearer_auth(token).send().await.unwrap().json().await.unwrap();
-            v
-        }));
+        tasks.push(tokio::spawn(async move { json_of(http.get(url).bearer_auth(token)).await }));
     }
     let mut codes = Vec::new();
     for t in tasks {
@@ -493,16 +473,10 @@ async fn deleted_leads_are_reported_then_pruned_after_14_days() {
     assert_eq!(v["result"][0]["activityTypeId"], 37);
     h.emu.clock().advance(ChronoDuration::days(15));
     let token2 = fetch_token(&h.emu, &h.http, h.emu.client_id(), h.emu.client_secret()).await;
-    let v: Value = h
-        .http
-        .get(h.url(&format!("/rest/v1/activities/deletedleads.json?nextPageToken={token}")))
-        .bearer_auth(token2)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = json_of(
+        h.http.get(h.url(&format!("/rest/v1/activities/deletedleads.json?nextPageToken={token}"))).bearer_auth(token2),
+    )
+    .await;
     assert_ok(&v);
     assert!(v["result"].as_array().is_none_or(|a| a.is_empty()), "{v}");
 }
@@ -738,24 +712,19 @@ async fn marketorestpython_wire_forms() {
     assert_eq!(error_code(&v), Some("1003"), "{v}");
 
     // delete_lead: DELETE /rest/v1/leads.json with a JSON input, like leads/delete.json.
-    let v: Value = h
-        .http
-        .delete(h.url("/rest/v1/leads.json"))
-        .bearer_auth(&h.token)
-        .json(&json!({"input": [{"id": id}, {"id": 99_999_999}]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = json_of(
+        h.http
+            .delete(h.url("/rest/v1/leads.json"))
+            .bearer_auth(&h.token)
+            .json(&json!({"input": [{"id": id}, {"id": 99_999_999}]})),
+    )
+    .await;
     assert_ok(&v);
     assert_eq!(v["result"][0], json!({"id": id, "status": "deleted"}));
     assert_eq!(v["result"][1]["status"], "skipped");
     assert_eq!(v["result"][1]["reasons"][0]["code"], "1004");
     assert!(h.emu.lead(id).is_none());
     // Other methods on leads.json are still refused with 605.
-    let v: Value =
-        h.http.put(h.url("/rest/v1/leads.json")).bearer_auth(&h.token).send().await.unwrap().json().await.unwrap();
+    let v = json_of(h.http.put(h.url("/rest/v1/leads.json")).bearer_auth(&h.token)).await;
     assert_eq!(error_code(&v), Some("605"), "{v}");
 }

@@ -206,7 +206,7 @@ async fn co_tenant_in_flight_share_gives_615() {
         let url = h.url(DESCRIBE);
         let token = h.token.clone();
         tasks.push(tokio::spawn(async move {
-            let v: Value = http.get(url).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+            let v = json_of(http.get(url).bearer_auth(token)).await;
             error_code(&v).map(str::to_string)
         }));
     }
@@ -234,10 +234,7 @@ async fn latency_is_spent_concurrently() {
         let http = h.http.clone();
         let url = h.url(DESCRIBE);
         let token = h.token.clone();
-        tasks.push(tokio::spawn(async move {
-            let v: Value = http.get(url).bearer_auth(token).send().await.unwrap().json().await.unwrap();
-            v
-        }));
+        tasks.push(tokio::spawn(async move { json_of(http.get(url).bearer_auth(token)).await }));
     }
     for t in tasks {
         assert_ok(&t.await.unwrap());
