@@ -14,6 +14,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::faults::FaultAction;
+
 /// The content type of every JSON body the emulators send.
 pub(crate) const JSON_UTF8: &str = "application/json;charset=UTF-8";
 
@@ -33,6 +35,34 @@ pub(crate) enum Transport {
     Drop,
     /// HTTP 200 with a JSON body cut short.
     Malformed,
+}
+
+/// What an injected fault leaves of one call, once its delay (if it is one) is spent.
+pub(crate) enum Injected<E> {
+    /// Do the work and send its reply (no fault, or a delay).
+    Proceed,
+    /// Answer with this protocol error instead of doing the work.
+    Error(E),
+    /// Do the work, then drop the connection.
+    ApplyThenDrop,
+    /// Do no work: the connection drops ([`Transport::Drop`]) or the body comes cut short
+    /// ([`Transport::Malformed`]).
+    Break(Transport),
+}
+
+/// Spends the delay of a `Delay` fault and tells what `action` leaves of the call.
+pub(crate) async fn inject<E>(action: Option<FaultAction<E>>) -> Injected<E> {
+    match action {
+        None => Injected::Proceed,
+        Some(FaultAction::Delay(d)) => {
+            tokio::time::sleep(d).await;
+            Injected::Proceed
+        }
+        Some(FaultAction::Error(e)) => Injected::Error(e),
+        Some(FaultAction::ApplyThenDrop) => Injected::ApplyThenDrop,
+        Some(FaultAction::DropConnection) => Injected::Break(Transport::Drop),
+        Some(FaultAction::MalformedBody) => Injected::Break(Transport::Malformed),
+    }
 }
 
 /// The running server task.

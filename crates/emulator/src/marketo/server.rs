@@ -20,8 +20,7 @@ use super::context::{Ctx, Shared};
 use super::envelope::{Reply, fmt_ts, is_uncounted};
 use super::limits::{Admit, InFlight, MarketoLimits, central_day};
 use super::{activities, bulk, bulk_import, custom_activities, leads, programs};
-use crate::faults::FaultAction;
-use crate::http::{self, JSON_UTF8, ServerTask, Transport};
+use crate::http::{self, Injected, JSON_UTF8, ServerTask, Transport};
 
 /// Binds and spawns the server.
 pub(crate) async fn serve(shared: Arc<Shared>) -> std::io::Result<(SocketAddr, ServerTask)> {
@@ -119,9 +118,9 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             plan.check(&method, &path)
         };
         let mut transport = Transport::Normal;
-        match fault {
-            None | Some(FaultAction::ApplyThenDrop) => {}
-            Some(FaultAction::Error(f)) => {
+        match http::inject(fault).await {
+            Injected::Proceed => {}
+            Injected::Error(f) => {
                 let status = if f.code == "502" { 502 } else { 401 };
                 let reply = Reply::Json {
                     status,
@@ -130,14 +129,12 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
                 };
                 return finish(&shared, call, reply, Transport::Normal);
             }
-            Some(FaultAction::Delay(d)) => tokio::time::sleep(d).await,
-            Some(FaultAction::DropConnection) => {
+            Injected::Break(Transport::Drop) => {
                 return finish(&shared, call, Reply::ok_void(), Transport::Drop);
             }
-            Some(FaultAction::MalformedBody) => transport = Transport::Malformed,
-        }
-        if let Some(FaultAction::ApplyThenDrop) = fault {
-            transport = Transport::Drop;
+            // A malformed identity answer still issues the token.
+            Injected::Break(t) => transport = t,
+            Injected::ApplyThenDrop => transport = Transport::Drop,
         }
         let reply = if method == "GET" || method == "POST" {
             let mut params = query.clone();
@@ -206,9 +203,9 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     };
     let mut transport = Transport::Normal;
     let mut skip_work = None;
-    match fault {
-        None => {}
-        Some(FaultAction::Error(f)) => {
+    match http::inject(fault).await {
+        Injected::Proceed => {}
+        Injected::Error(f) => {
             let injected = match f.code.as_str() {
                 "606" => Some(Refusal::RateInjected),
                 "615" => Some(Refusal::ConcurrencyInjected),
@@ -224,16 +221,11 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             }
             skip_work = Some(r);
         }
-        Some(FaultAction::Delay(d)) => tokio::time::sleep(d).await,
-        Some(FaultAction::DropConnection) => {
-            transport = Transport::Drop;
+        Injected::Break(t) => {
+            transport = t;
             skip_work = Some(Reply::ok_void());
         }
-        Some(FaultAction::MalformedBody) => {
-            transport = Transport::Malformed;
-            skip_work = Some(Reply::ok_void());
-        }
-        Some(FaultAction::ApplyThenDrop) => transport = Transport::Drop,
+        Injected::ApplyThenDrop => transport = Transport::Drop,
     }
     if let Some(lat) = shared.config.latency {
         tokio::time::sleep(lat).await;

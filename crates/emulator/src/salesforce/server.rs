@@ -21,7 +21,7 @@ use super::errors::SalesforceApiError as E;
 use super::state::State;
 use super::{bulk, composite, ingest, rest};
 use crate::faults::FaultAction;
-use crate::http::{self, JSON_UTF8, ServerTask, Transport, lock};
+use crate::http::{self, Injected, JSON_UTF8, ServerTask, Transport, lock};
 
 /// Binds, builds the shared state and spawns the server.
 pub(crate) async fn serve(config: SalesforceConfig) -> std::io::Result<(Arc<Shared>, ServerTask)> {
@@ -122,15 +122,10 @@ async fn handle(AxState(shared): AxState<Arc<Shared>>, req: Request) -> Response
 
     let reply = if method == "POST" && path.trim_end_matches('/') == "/services/oauth2/token" {
         match consult(&shared, &method, &path, &mut call).await {
-            Some(FaultAction::Error(f)) => Reply::err(f.to_error()),
-            Some(FaultAction::DropConnection) => {
-                return finish(&shared, call, Reply::empty(200), Transport::Drop, false);
-            }
-            Some(FaultAction::MalformedBody) => {
-                return finish(&shared, call, Reply::empty(200), Transport::Malformed, false);
-            }
-            other => {
-                if matches!(other, Some(FaultAction::ApplyThenDrop)) {
+            Injected::Error(f) => Reply::err(f.to_error()),
+            Injected::Break(t) => return finish(&shared, call, Reply::empty(200), t, false),
+            injected => {
+                if matches!(injected, Injected::ApplyThenDrop) {
                     transport = Transport::Drop;
                 }
                 let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
@@ -166,17 +161,11 @@ async fn handle(AxState(shared): AxState<Arc<Shared>>, req: Request) -> Response
                 Reply::err(E::new(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded."))
             } else {
                 lock(&shared.state).count_calls(now, 1);
-                let fault = consult(&shared, &method, &path, &mut call).await;
-                match fault {
-                    Some(FaultAction::Error(f)) => Reply::err(f.to_error()),
-                    Some(FaultAction::DropConnection) => {
-                        return finish(&shared, call, Reply::empty(200), Transport::Drop, true);
-                    }
-                    Some(FaultAction::MalformedBody) => {
-                        return finish(&shared, call, Reply::empty(200), Transport::Malformed, true);
-                    }
-                    other => {
-                        if matches!(other, Some(FaultAction::ApplyThenDrop)) {
+                match consult(&shared, &method, &path, &mut call).await {
+                    Injected::Error(f) => Reply::err(f.to_error()),
+                    Injected::Break(t) => return finish(&shared, call, Reply::empty(200), t, true),
+                    injected => {
+                        if matches!(injected, Injected::ApplyThenDrop) {
                             transport = Transport::Drop;
                         }
                         let r = Req {
@@ -200,29 +189,22 @@ async fn handle(AxState(shared): AxState<Arc<Shared>>, req: Request) -> Response
     finish(&shared, call, reply, transport, limit_header)
 }
 
-async fn consult(
-    shared: &Shared,
-    method: &str,
-    path: &str,
-    call: &mut SalesforceCall,
-) -> Option<FaultAction<SalesforceFault>> {
+/// Consults the fault plan for a call: notes the fault that fires in the call log and spends its
+/// delay.
+async fn consult(shared: &Shared, method: &str, path: &str, call: &mut SalesforceCall) -> Injected<SalesforceFault> {
     let plan = lock(&shared.faults).clone();
-    let action = plan.check(method, path)?;
-    call.fault = Some(
-        match &action {
+    let action = plan.check(method, path);
+    call.fault = action.as_ref().map(|a| {
+        match a {
             FaultAction::Error(_) => "error",
             FaultAction::DropConnection => "dropped",
             FaultAction::Delay(_) => "delay",
             FaultAction::MalformedBody => "malformed",
             FaultAction::ApplyThenDrop => "apply-then-drop",
         }
-        .to_string(),
-    );
-    if let FaultAction::Delay(d) = action {
-        tokio::time::sleep(d).await;
-        return None;
-    }
-    Some(action)
+        .to_string()
+    });
+    http::inject(action).await
 }
 
 fn finish(
