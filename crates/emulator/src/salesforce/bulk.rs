@@ -95,7 +95,7 @@ fn create(sh: &Shared, st: &mut State, r: &Req<'_>) -> Result<Reply, E> {
     let job = BulkJob { head, query, ids, state: JobState::UploadComplete };
     let out = info(sh, &job);
     st.bulk_jobs.insert(id, job);
-    st.bulk_created.push_back(r.now);
+    st.bulk_created.add(r.now, 1);
     Ok(Reply::json(200, out))
 }
 

@@ -5,13 +5,13 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::config::{SalesforceCall, SalesforceConfig, SalesforceFault};
+use super::limits::{LongRunning, Running};
 use super::schema::{FType, FieldDef, Schema};
 use super::state::State;
 use super::store::{Org, WriteCtx};
@@ -30,34 +30,15 @@ pub(crate) struct Shared {
     pub(crate) state: Mutex<State>,
     pub(crate) faults: Mutex<Arc<FaultPlan<SalesforceFault>>>,
     pub(crate) log: Mutex<Vec<SalesforceCall>>,
-    running: Mutex<HashMap<u64, Instant>>,
-    next_request: AtomicU64,
+    running: LongRunning,
     /// The daily API limit set at run time (`u64::MAX`: the configured one).
     pub(crate) limit_override: AtomicU64,
 }
 
-/// Removes a request from the running set when dropped.
-pub(crate) struct Running<'a> {
-    shared: &'a Shared,
-    id: u64,
-}
-
-impl Drop for Running<'_> {
-    fn drop(&mut self) {
-        lock(&self.shared.running).remove(&self.id);
-    }
-}
-
 impl Shared {
-    /// Registers a running data request; returns the guard and how many others are long-running.
+    /// Registers a running request; returns its guard and how many others are long-running.
     pub(crate) fn start_request(&self, data: bool) -> (Running<'_>, usize) {
-        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
-        let mut running = lock(&self.running);
-        let long = running.values().filter(|t| t.elapsed() >= self.config.long_running_threshold).count();
-        if data {
-            running.insert(id, Instant::now());
-        }
-        (Running { shared: self, id }, long)
+        self.running.start(data, self.config.long_running_threshold)
     }
 }
 
@@ -131,8 +112,7 @@ impl Shared {
             state: Mutex::new(state),
             faults: Mutex::new(Arc::new(FaultPlan::default())),
             log: Mutex::new(Vec::new()),
-            running: Mutex::new(HashMap::new()),
-            next_request: AtomicU64::new(0),
+            running: LongRunning::default(),
             limit_override: AtomicU64::new(u64::MAX),
         };
         let mut user = serde_json::Map::new();

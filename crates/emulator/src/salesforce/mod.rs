@@ -169,8 +169,8 @@
 //!   (INVALID_REPLICATION_DATE); `/deleted` reports `earliestDateAvailable` = now − 15 days
 //!   (truncated to the minute) and only lists deletions since then.
 
-// The layers, each importing only those below it: `errors`, `envelope`, `schema`, `config`,
-// `auth`, `store`, `soql` (the vocabulary and the org); `jobs`, `state`, `context` (what a
+// The layers, each importing only those below it: `errors`, `envelope`, `config`, `schema`,
+// `limits`, `auth`, `store`, `soql` (the vocabulary and the org); `jobs`, `state`, `context` (what a
 // request works on); the operation families `rest`, `composite`, `bulk` (query jobs) and
 // `ingest`; `server` (admission and routing) at the top, under this handle.
 mod auth;
@@ -182,6 +182,7 @@ mod envelope;
 mod errors;
 mod ingest;
 mod jobs;
+mod limits;
 mod rest;
 mod schema;
 mod server;

@@ -18,6 +18,7 @@ use super::config::{SalesforceCall, SalesforceConfig, SalesforceFault};
 use super::context::{Req, Shared, is_version};
 use super::envelope::Reply;
 use super::errors::SalesforceApiError as E;
+use super::limits::MAX_URI_BYTES;
 use super::state::State;
 use super::{bulk, composite, ingest, rest};
 use crate::faults::FaultAction;
@@ -74,9 +75,6 @@ fn basic(headers: &HeaderMap) -> Option<(String, String)> {
     let dec = |x: &str| url::form_urlencoded::parse(format!("a={x}").as_bytes()).next().map(|(_, v)| v.into_owned());
     Some((dec(u)?, dec(p)?))
 }
-
-/// The longest request URI (path and query) Salesforce accepts, in bytes: longer ones get 414.
-pub(crate) const MAX_URI_BYTES: usize = 16_384;
 
 async fn handle(AxState(shared): AxState<Arc<Shared>>, req: Request) -> Response {
     let is_data = req.uri().path().starts_with("/services/data/");

@@ -1,12 +1,13 @@
 //! The mutable state behind the server's one lock: the org, the sessions, the API usage, query
 //! cursors and Bulk API 2.0 jobs.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Duration, Utc};
 
 use super::auth::Tokens;
 use super::jobs::{BulkJob, IngestJob};
+use super::limits::RollingDay;
 use super::soql::Query;
 use super::store::{Id18, Org};
 
@@ -28,53 +29,38 @@ pub(crate) struct Cursor {
 pub(crate) struct State {
     pub(crate) org: Org,
     pub(crate) tokens: Tokens,
-    usage: VecDeque<DateTime<Utc>>,
+    /// API requests of the rolling 24 hours (`DailyApiRequests`).
+    usage: RollingDay,
     pub(crate) cursors: HashMap<String, Cursor>,
     pub(crate) cursor_seq: u64,
     /// Bulk API 2.0 query jobs by id.
     pub(crate) bulk_jobs: BTreeMap<String, BulkJob>,
     pub(crate) bulk_seq: u64,
     /// Creation times of the query jobs of the rolling 24 hours (`DailyBulkV2QueryJobs`).
-    pub(crate) bulk_created: VecDeque<DateTime<Utc>>,
+    pub(crate) bulk_created: RollingDay,
     /// Bulk API 2.0 ingest jobs by id (ids from the same sequence as the query jobs).
     pub(crate) ingest_jobs: BTreeMap<String, IngestJob>,
 }
 
 impl State {
-    fn prune_usage(&mut self, now: DateTime<Utc>) {
-        drop_older_than_a_day(&mut self.usage, now);
-    }
-
     /// Counts `n` more API calls at `now` (a composite batch counts each subrequest).
     pub(crate) fn count_calls(&mut self, now: DateTime<Utc>, n: usize) {
-        for _ in 0..n {
-            self.usage.push_back(now);
-        }
+        self.usage.add(now, n);
     }
 
     /// Calls in the rolling window.
     pub(crate) fn used(&mut self, now: DateTime<Utc>) -> u64 {
-        self.prune_usage(now);
-        self.usage.len() as u64
+        self.usage.count(now)
     }
 
-    /// Drops the query jobs past their retention and the creation times older than 24 hours.
+    /// Drops the query jobs past their retention.
     pub(crate) fn prune_query_jobs(&mut self, now: DateTime<Utc>) {
         self.bulk_jobs.retain(|_, j| j.head.created + Duration::days(QUERY_JOB_RETENTION_DAYS) > now);
-        drop_older_than_a_day(&mut self.bulk_created, now);
     }
 
     /// Query jobs created in the rolling 24 hours.
     pub(crate) fn query_jobs_today(&mut self, now: DateTime<Utc>) -> u64 {
         self.prune_query_jobs(now);
-        self.bulk_created.len() as u64
-    }
-}
-
-/// Drops the times of `times` (oldest first) that are 24 hours or more before `now`.
-fn drop_older_than_a_day(times: &mut VecDeque<DateTime<Utc>>, now: DateTime<Utc>) {
-    let from = now - Duration::hours(24);
-    while times.front().is_some_and(|t| *t <= from) {
-        times.pop_front();
+        self.bulk_created.count(now)
     }
 }
