@@ -26,6 +26,7 @@ pub(crate) enum ExportStatus {
 }
 
 impl ExportStatus {
+    /// The status as the API spells it (`in_list`: as job lists spell it).
     pub(crate) fn name(self, in_list: bool) -> &'static str {
         match self {
             ExportStatus::Created => "Created",
@@ -71,6 +72,7 @@ pub(crate) struct ExportJob {
 }
 
 impl ExportJob {
+    /// The job as the export endpoints report it (`in_list`: in a job list).
     pub(crate) fn render(&self, in_list: bool) -> Value {
         let mut o = Map::new();
         o.insert("exportId".into(), json!(self.id));
@@ -110,6 +112,7 @@ pub(crate) enum ImportStatus {
 }
 
 impl ImportStatus {
+    /// The status as the API spells it.
     pub(crate) fn name(self) -> &'static str {
         match self {
             ImportStatus::Queued => "Queued",
@@ -138,6 +141,7 @@ pub(crate) struct ImportJob {
 }
 
 impl ImportJob {
+    /// The batch as the import status endpoint reports it.
     pub(crate) fn render(&self) -> Value {
         let mut o = Map::new();
         o.insert("batchId".into(), json!(self.id));

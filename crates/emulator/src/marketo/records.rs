@@ -42,6 +42,7 @@ pub(crate) struct CustomType {
 }
 
 impl CustomType {
+    /// The type's status (`approved`, `approved with draft`, `draft` or `deleted`).
     pub(crate) fn status(&self) -> &'static str {
         match (self.deleted, &self.approved, &self.draft) {
             (true, _, _) => "deleted",
@@ -51,6 +52,7 @@ impl CustomType {
         }
     }
 
+    /// The type as the type endpoints report it (the draft first when `prefer_draft`).
     pub(crate) fn render(&self, prefer_draft: bool) -> Value {
         let def = if prefer_draft {
             self.draft.as_ref().or(self.approved.as_ref())
@@ -77,6 +79,7 @@ impl CustomType {
         v
     }
 
+    /// The draft version, started from the approved one when there is none.
     pub(crate) fn draft_mut(&mut self) -> Option<&mut TypeDef> {
         if self.draft.is_none() {
             self.draft = self.approved.clone();
@@ -155,6 +158,7 @@ impl Program {
         }))
     }
 
+    /// The index of the status named `name` (any case).
     pub(crate) fn status_index(&self, name: &str) -> Option<usize> {
         self.statuses.iter().position(|s| s.name.eq_ignore_ascii_case(name))
     }

@@ -18,6 +18,7 @@ pub(crate) enum JobState {
 }
 
 impl JobState {
+    /// The state as the API spells it.
     pub(crate) fn name(self) -> &'static str {
         match self {
             JobState::UploadComplete => "UploadComplete",
@@ -121,6 +122,7 @@ pub(crate) enum IngestState {
 }
 
 impl IngestState {
+    /// The state as the API spells it.
     pub(crate) fn name(self) -> &'static str {
         match self {
             IngestState::Open => "Open",
