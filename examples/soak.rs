@@ -49,13 +49,13 @@ use clap::{Parser, ValueEnum};
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use salesync::core::SalesforceId;
 use salesync::core::activity::{
     AdminSettings, CallDetails, CallStatus, CampaignRef, ReminderPriority, ReminderStatus, SalesActivity,
     SalesActivityKind as K, TemplateRef,
 };
 use salesync::core::mapping::{LEAD_FIELDS, LeadField};
 use salesync::core::ports::store::{OutboxItem, OutboxPayload, OutboxState, Store};
+use salesync::core::sfid::SalesforceId;
 use salesync::delivery::{DeliveryEvent, DeliverySettings, Dispatcher, NewReminder, ReminderChanges};
 use salesync::engine::{EngineSettings, MirrorChange, RetrySettings, SyncEngine, SyncEvent};
 use salesync::marketo::MarketoClient;
@@ -1045,7 +1045,7 @@ async fn mirror_ids(store: &dyn Store) -> Result<Vec<i64>, BoxError> {
     Ok(mirror(store).await?.into_keys().collect())
 }
 
-async fn mirror(store: &dyn Store) -> Result<BTreeMap<i64, salesync::core::Person>, BoxError> {
+async fn mirror(store: &dyn Store) -> Result<BTreeMap<i64, salesync::core::person::Person>, BoxError> {
     let mut out = BTreeMap::new();
     let mut after = None;
     loop {

@@ -10,7 +10,7 @@ use salesync::core::mapping::{LEAD_FIELDS, LeadField};
 use salesync::core::ports::marketo::MarketoApi;
 use salesync::core::ports::salesforce::SalesforceApi;
 use salesync::core::ports::store::Store;
-use salesync::core::{Person, SalesforceId};
+use salesync::core::{person::Person, sfid::SalesforceId};
 use salesync_emulator::marketo::{MarketoConfig, MarketoEmulator, MarketoLimits};
 use salesync_emulator::salesforce::{SalesforceConfig, SalesforceEmulator};
 use salesync_emulator::seed::SeedWorld;

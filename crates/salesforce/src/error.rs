@@ -4,7 +4,7 @@
 use std::fmt;
 
 use salesync_core::salesforce_codes::{Remedy, lookup};
-use salesync_core::{Error, Service};
+use salesync_core::{Error, error::Service};
 use serde::{Deserialize, Serialize};
 
 use crate::classify::{Backoff, Failure, Verdict};

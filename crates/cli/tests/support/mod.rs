@@ -15,7 +15,7 @@ use salesync::core::activity::{
 };
 use salesync::core::mapping::{LEAD_FIELDS, LeadField};
 use salesync::core::ports::store::{OutboxPayload, OutboxState, Store, Target};
-use salesync::core::{Person, SalesforceId};
+use salesync::core::{person::Person, sfid::SalesforceId};
 use salesync::delivery::{DeliverySettings, Dispatcher, NewReminder};
 use salesync::emulator::marketo::{MarketoConfig, MarketoEmulator, MarketoLimits};
 use salesync::emulator::salesforce::{SalesforceConfig, SalesforceEmulator};
