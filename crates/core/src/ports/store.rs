@@ -507,6 +507,176 @@ impl<T> Store for T where
 {
 }
 
+/// Writes, for a smart pointer `$ptr<T>` (`Arc`, `Box`), an impl of every store trait that
+/// calls the same method of the `T` it points to, so `Arc<dyn Store>`, `Arc<MemoryStore>` or
+/// `Box<dyn MirrorStore>` are stores themselves (and pass where a generic `S: Store` is asked).
+macro_rules! forward_through {
+    ($ptr:ident) => {
+        #[async_trait]
+        impl<T: ShadowStore + ?Sized> ShadowStore for $ptr<T> {
+            async fn apply_shadow_page(&self, page: MirrorPage) -> Result<ApplyCounts> {
+                (**self).apply_shadow_page(page).await
+            }
+            async fn shadow_people_by_ids(&self, ids: &[i64]) -> Result<Vec<Person>> {
+                (**self).shadow_people_by_ids(ids).await
+            }
+            async fn shadow_people_by_salesforce_id(&self, id: &SalesforceId) -> Result<Vec<Person>> {
+                (**self).shadow_people_by_salesforce_id(id).await
+            }
+            async fn list_shadow_people(&self, after: Option<i64>, limit: u32) -> Result<Vec<Person>> {
+                (**self).list_shadow_people(after, limit).await
+            }
+            async fn shadow_checkpoint(&self, stream: StreamId) -> Result<Option<Checkpoint>> {
+                (**self).shadow_checkpoint(stream).await
+            }
+            async fn put_shadow_checkpoint(&self, checkpoint: Checkpoint) -> Result<()> {
+                (**self).put_shadow_checkpoint(checkpoint).await
+            }
+            async fn clear_shadow(&self) -> Result<()> {
+                (**self).clear_shadow().await
+            }
+            async fn promote_shadow(&self, promotion: Promotion) -> Result<ApplyCounts> {
+                (**self).promote_shadow(promotion).await
+            }
+        }
+
+        #[async_trait]
+        impl<T: InstanceBinding + ?Sized> InstanceBinding for $ptr<T> {
+            async fn bind_instance(&self, instance: &str) -> Result<()> {
+                (**self).bind_instance(instance).await
+            }
+        }
+
+        #[async_trait]
+        impl<T: MirrorStore + ?Sized> MirrorStore for $ptr<T> {
+            async fn apply_page(&self, page: MirrorPage) -> Result<ApplyCounts> {
+                (**self).apply_page(page).await
+            }
+            async fn person(&self, marketo_id: i64) -> Result<Option<Person>> {
+                (**self).person(marketo_id).await
+            }
+            async fn people_by_ids(&self, ids: &[i64]) -> Result<Vec<Person>> {
+                (**self).people_by_ids(ids).await
+            }
+            async fn people_by_email(&self, email: &str) -> Result<Vec<Person>> {
+                (**self).people_by_email(email).await
+            }
+            async fn people_by_salesforce_id(&self, id: &SalesforceId) -> Result<Vec<Person>> {
+                (**self).people_by_salesforce_id(id).await
+            }
+            async fn people_by_owner(&self, owner: &SalesforceId, after: Option<i64>, limit: u32) -> Result<Vec<Person>> {
+                (**self).people_by_owner(owner, after, limit).await
+            }
+            async fn list_people(&self, after: Option<i64>, limit: u32) -> Result<Vec<Person>> {
+                (**self).list_people(after, limit).await
+            }
+            async fn count_people(&self) -> Result<u64> {
+                (**self).count_people().await
+            }
+            async fn tombstone(&self, marketo_id: i64) -> Result<Option<Tombstone>> {
+                (**self).tombstone(marketo_id).await
+            }
+            fn shadow(&self) -> Option<Arc<dyn ShadowStore>> {
+                (**self).shadow()
+            }
+        }
+
+        #[async_trait]
+        impl<T: CheckpointStore + ?Sized> CheckpointStore for $ptr<T> {
+            async fn checkpoint(&self, stream: StreamId) -> Result<Option<Checkpoint>> {
+                (**self).checkpoint(stream).await
+            }
+            async fn put_checkpoint(&self, checkpoint: Checkpoint) -> Result<()> {
+                (**self).put_checkpoint(checkpoint).await
+            }
+        }
+
+        #[async_trait]
+        impl<T: OutboxStore + ?Sized> OutboxStore for $ptr<T> {
+            async fn record(&self, recording: Recording) -> Result<Vec<i64>> {
+                (**self).record(recording).await
+            }
+            async fn claim(
+                &self,
+                target: Target,
+                limit: u32,
+                worker: &str,
+                lease: Duration,
+                now: DateTime<Utc>,
+            ) -> Result<Vec<OutboxItem>> {
+                (**self).claim(target, limit, worker, lease, now).await
+            }
+            async fn finish(&self, finished: Vec<Finished>, now: DateTime<Utc>) -> Result<()> {
+                (**self).finish(finished, now).await
+            }
+            async fn outbox_item(&self, id: i64) -> Result<Option<OutboxItem>> {
+                (**self).outbox_item(id).await
+            }
+            async fn outbox_items(&self, state: OutboxState, limit: u32) -> Result<Vec<OutboxItem>> {
+                (**self).outbox_items(state, limit).await
+            }
+            async fn outbox_counts(&self) -> Result<OutboxCounts> {
+                (**self).outbox_counts().await
+            }
+            async fn requeue(&self, ids: &[i64], now: DateTime<Utc>) -> Result<u64> {
+                (**self).requeue(ids, now).await
+            }
+        }
+
+        #[async_trait]
+        impl<T: ReminderStore + ?Sized> ReminderStore for $ptr<T> {
+            async fn reminder(&self, id: &str) -> Result<Option<ReminderTask>> {
+                (**self).reminder(id).await
+            }
+            async fn reminder_by_salesforce_id(&self, task_id: &SalesforceId) -> Result<Option<ReminderTask>> {
+                (**self).reminder_by_salesforce_id(task_id).await
+            }
+            async fn reminders_for(&self, marketo_id: i64) -> Result<Vec<ReminderTask>> {
+                (**self).reminders_for(marketo_id).await
+            }
+            async fn put_reminder(&self, task: ReminderTask) -> Result<()> {
+                (**self).put_reminder(task).await
+            }
+            async fn set_reminder_task_id(&self, id: &str, task_id: &SalesforceId) -> Result<bool> {
+                (**self).set_reminder_task_id(id, task_id).await
+            }
+        }
+
+        #[async_trait]
+        impl<T: InboundStore + ?Sized> InboundStore for $ptr<T> {
+            async fn unsubscribe(&self, marketo_id: i64) -> Result<Option<UnsubscribeState>> {
+                (**self).unsubscribe(marketo_id).await
+            }
+            async fn apply_inbound(&self, batch: InboundBatch) -> Result<()> {
+                (**self).apply_inbound(batch).await
+            }
+        }
+
+        #[async_trait]
+        impl<T: SettingsStore + ?Sized> SettingsStore for $ptr<T> {
+            async fn settings(&self) -> Result<AdminSettings> {
+                (**self).settings().await
+            }
+            async fn put_settings(&self, settings: AdminSettings) -> Result<()> {
+                (**self).put_settings(settings).await
+            }
+        }
+
+        #[async_trait]
+        impl<T: LeaseStore + ?Sized> LeaseStore for $ptr<T> {
+            async fn try_lease(&self, name: &str, holder: &str, ttl: Duration, now: DateTime<Utc>) -> Result<bool> {
+                (**self).try_lease(name, holder, ttl, now).await
+            }
+            async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+                (**self).release_lease(name, holder).await
+            }
+        }
+    };
+}
+
+forward_through!(Arc);
+forward_through!(Box);
+
 #[cfg(any(test, feature = "mock"))]
 mockall::mock! {
     /// A mock [`Store`] (mockall), for tests where the exact store calls matter.
@@ -599,5 +769,33 @@ mod tests {
         assert!(leases.try_lease("pull", "w", Duration::from_secs(1), Utc::now()).await.unwrap());
         let boxed: Box<dyn Store> = Box::new(MockStore::new());
         let _: Box<dyn MirrorStore> = boxed;
+    }
+
+    /// Asks for a generic store, as a host's code or a decorator does.
+    async fn count_through<S: Store>(store: S) -> u64 {
+        store.count_people().await.unwrap()
+    }
+
+    /// An `Arc<dyn Store>` (and a `Box<dyn Store>`, an `Arc` of a concrete store) is itself a
+    /// store: it passes where a generic `S: Store` is asked, and forwards every call, the
+    /// shadow included.
+    #[tokio::test]
+    async fn smart_pointers_to_a_store_are_stores() {
+        let mut mock = MockStore::new();
+        mock.expect_count_people().times(1).returning(|| Ok(7));
+        mock.expect_shadow().times(1).returning(|| None);
+        let store: Arc<dyn Store> = Arc::new(mock);
+        assert!(store.clone().shadow().is_none());
+        assert_eq!(count_through(store).await, 7);
+
+        let mut mock = MockStore::new();
+        mock.expect_count_people().times(1).returning(|| Ok(4));
+        assert_eq!(count_through(Arc::new(mock)).await, 4);
+
+        let mut mock = MockStore::new();
+        mock.expect_try_lease().times(1).returning(|_, holder, _, _| Ok(holder == "me"));
+        let boxed: Box<dyn Store> = Box::new(mock);
+        let leases: Box<dyn LeaseStore> = Box::new(boxed);
+        assert!(leases.try_lease("pull", "me", Duration::from_secs(1), Utc::now()).await.unwrap());
     }
 }
