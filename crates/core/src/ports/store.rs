@@ -4,6 +4,7 @@
 //! outbox entry with its side data; claim a batch; finish a batch). There is no begin/commit:
 //! each backend guarantees atomicity its own way.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -507,6 +508,107 @@ impl<T> Store for T where
 {
 }
 
+/// How many people [`MirrorStoreExt::all_people`] reads per call to the store.
+pub const PEOPLE_PAGE: u32 = 1000;
+
+/// A walk over the mirror's people (all of them, or one owner's), page by page by Marketo id
+/// ascending: made by [`MirrorStoreExt::people_pages`]. Each page starts after the last id of
+/// the page before; the walk ends at the first empty page.
+#[derive(Debug)]
+pub struct PeoplePages<'a, S: ?Sized> {
+    store: &'a S,
+    owner: Option<&'a SalesforceId>,
+    after: Option<i64>,
+    limit: u32,
+    done: bool,
+}
+
+impl<S: MirrorStore + ?Sized> PeoplePages<'_, S> {
+    /// The next page (at most `limit` people); `None` once the walk is over.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<Person>>> {
+        if self.done {
+            return Ok(None);
+        }
+        let page = match self.owner {
+            Some(owner) => self.store.people_by_owner(owner, self.after, self.limit).await?,
+            None => self.store.list_people(self.after, self.limit).await?,
+        };
+        match page.last() {
+            Some(last) => {
+                self.after = Some(last.marketo_id);
+                Ok(Some(page))
+            }
+            None => {
+                self.done = true;
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// Conveniences over [`MirrorStore`], for every mirror store (blanket impl): the paging loops
+/// callers would otherwise write around [`list_people`](MirrorStore::list_people) and
+/// [`people_by_owner`](MirrorStore::people_by_owner).
+pub trait MirrorStoreExt: MirrorStore {
+    /// Walks the mirror's people, `limit` per page: everyone, or the people `owner` owns.
+    fn people_pages<'a>(&'a self, owner: Option<&'a SalesforceId>, limit: u32) -> PeoplePages<'a, Self> {
+        PeoplePages { store: self, owner, after: None, limit, done: false }
+    }
+
+    /// Every person in the mirror, by Marketo id ascending, read [`PEOPLE_PAGE`] at a time
+    /// (for checks and small mirrors: the whole mirror is held in memory).
+    fn all_people(&self) -> impl Future<Output = Result<Vec<Person>>> + Send {
+        async move {
+            let mut pages = self.people_pages(None, PEOPLE_PAGE);
+            let mut all = Vec::new();
+            while let Some(page) = pages.next_page().await? {
+                all.extend(page);
+            }
+            Ok(all)
+        }
+    }
+}
+
+impl<T: MirrorStore + ?Sized> MirrorStoreExt for T {}
+
+/// Conveniences over [`LeaseStore`], for every lease store (blanket impl).
+pub trait LeaseStoreExt: LeaseStore {
+    /// Runs `work` while `holder` holds the named lease: takes it (for `ttl` from `now`), runs
+    /// `work`, then releases it whatever `work` answered.
+    ///
+    /// - `Ok(None)`: another holder's lease is still valid; `work` did not run.
+    /// - `Ok(Some(answer))`: `work` ran and answered `answer`. When `answer` is an error, an
+    ///   error releasing the lease is dropped (the lease then expires after `ttl`).
+    /// - `Err(e)`: taking the lease failed (`work` did not run), or `work` succeeded and
+    ///   releasing the lease failed.
+    fn with_lease<'a, T, F>(
+        &'a self,
+        name: &'a str,
+        holder: &'a str,
+        ttl: Duration,
+        now: DateTime<Utc>,
+        work: F,
+    ) -> impl Future<Output = Result<Option<Result<T>>>> + Send + 'a
+    where
+        F: Future<Output = Result<T>> + Send + 'a,
+        T: Send + 'a,
+    {
+        async move {
+            if !self.try_lease(name, holder, ttl, now).await? {
+                return Ok(None);
+            }
+            let answer = work.await;
+            let released = self.release_lease(name, holder).await;
+            match answer {
+                Ok(value) => released.map(|()| Some(Ok(value))),
+                Err(e) => Ok(Some(Err(e))),
+            }
+        }
+    }
+}
+
+impl<T: LeaseStore + ?Sized> LeaseStoreExt for T {}
+
 /// Writes, for a smart pointer `$ptr<T>` (`Arc`, `Box`), an impl of every store trait that
 /// calls the same method of the `T` it points to, so `Arc<dyn Store>`, `Arc<MemoryStore>` or
 /// `Box<dyn MirrorStore>` are stores themselves (and pass where a generic `S: Store` is asked).
@@ -797,5 +899,107 @@ mod tests {
         let boxed: Box<dyn Store> = Box::new(mock);
         let leases: Box<dyn LeaseStore> = Box::new(boxed);
         assert!(leases.try_lease("pull", "me", Duration::from_secs(1), Utc::now()).await.unwrap());
+    }
+
+    fn someone(id: i64, owner: &SalesforceId) -> Person {
+        Person {
+            marketo_id: id,
+            first_name: None,
+            last_name: None,
+            salesforce_contact_id: None,
+            salesforce_lead_id: None,
+            salesforce_account_id: None,
+            salesforce_opportunity: crate::person::OpportunityRef::Unresolved,
+            company: None,
+            title: None,
+            email: None,
+            phone: None,
+            linkedin_url: None,
+            source: None,
+            salesforce_type: crate::person::SalesforceType::Lead,
+            owner_id: owner.clone(),
+            marketo_updated_at: None,
+            mirror_updated_at: Utc::now(),
+        }
+    }
+
+    /// `all_people` pages the whole mirror through `list_people`, each page after the last id
+    /// of the one before, until an empty page; `people_pages` walks one owner's people.
+    #[tokio::test]
+    async fn all_people_pages_the_whole_mirror() {
+        let owner = SalesforceId::parse("0055g00000AbCdE").unwrap();
+        let ids: Vec<i64> = (1..=2 * i64::from(PEOPLE_PAGE) + 5).collect();
+        let mut mock = MockStore::new();
+        let (all, o) = (ids.clone(), owner.clone());
+        mock.expect_list_people().times(4).returning(move |after, limit| {
+            assert_eq!(limit, PEOPLE_PAGE);
+            let from = after.map_or(0, |a| a as usize);
+            Ok(all.iter().skip(from).take(limit as usize).map(|i| someone(*i, &o)).collect())
+        });
+        let o = owner.clone();
+        mock.expect_people_by_owner().times(3).returning(move |who, after, limit| {
+            assert_eq!(who, &o);
+            Ok(match after {
+                None => vec![someone(3, &o), someone(9, &o)],
+                Some(9) => vec![someone(12, &o)],
+                _ => vec![],
+            }
+            .into_iter()
+            .take(limit as usize)
+            .collect())
+        });
+        let people = mock.all_people().await.unwrap();
+        assert_eq!(people.iter().map(|p| p.marketo_id).collect::<Vec<_>>(), ids);
+
+        let mut pages = mock.people_pages(Some(&owner), 2);
+        let mut seen = Vec::new();
+        while let Some(page) = pages.next_page().await.unwrap() {
+            seen.push(page.iter().map(|p| p.marketo_id).collect::<Vec<_>>());
+        }
+        assert_eq!(seen, vec![vec![3, 9], vec![12]]);
+        assert!(pages.next_page().await.unwrap().is_none(), "over for good");
+    }
+
+    fn backend(what: &str) -> crate::Error {
+        crate::Error::Backend { backend: "mock", source: what.to_string().into() }
+    }
+
+    /// `with_lease` runs the work only under the lease, always releases it, and says which of
+    /// the lease or the work failed.
+    #[tokio::test]
+    async fn with_lease_runs_the_work_under_the_lease() {
+        let ttl = Duration::from_secs(60);
+        let mut mock = MockStore::new();
+        mock.expect_try_lease().times(1).returning(|_, _, _, _| Ok(false));
+        mock.expect_release_lease().never();
+        let busy = mock.with_lease("poll", "me", ttl, Utc::now(), async { panic!("ran without the lease") }).await;
+        assert!(matches!(busy, Ok(None::<Result<()>>)));
+
+        let mut mock = MockStore::new();
+        mock.expect_try_lease().times(1).returning(|name, holder, _, _| Ok(name == "poll" && holder == "me"));
+        mock.expect_release_lease().withf(|name, holder| name == "poll" && holder == "me").times(1).returning(|_, _| Ok(()));
+        let done = mock.with_lease("poll", "me", ttl, Utc::now(), async { Ok(5) }).await.unwrap();
+        assert!(matches!(done, Some(Ok(5))));
+
+        // The work failed: its error is the answer, a failed release is dropped.
+        let mut mock = MockStore::new();
+        mock.expect_try_lease().times(1).returning(|_, _, _, _| Ok(true));
+        mock.expect_release_lease().times(1).returning(|_, _| Err(backend("release")));
+        let failed = mock.with_lease("poll", "me", ttl, Utc::now(), async { Err::<(), _>(backend("work")) }).await;
+        assert!(matches!(failed, Ok(Some(Err(crate::Error::Backend { ref source, .. }))) if source.to_string() == "work"));
+
+        // The work succeeded, the release failed: the release's error.
+        let mut mock = MockStore::new();
+        mock.expect_try_lease().times(1).returning(|_, _, _, _| Ok(true));
+        mock.expect_release_lease().times(1).returning(|_, _| Err(backend("release")));
+        let unreleased = mock.with_lease("poll", "me", ttl, Utc::now(), async { Ok(()) }).await;
+        assert!(matches!(unreleased, Err(crate::Error::Backend { ref source, .. }) if source.to_string() == "release"));
+
+        // Taking the lease failed: the work never ran.
+        let mut mock = MockStore::new();
+        mock.expect_try_lease().times(1).returning(|_, _, _, _| Err(backend("take")));
+        mock.expect_release_lease().never();
+        let untaken = mock.with_lease("poll", "me", ttl, Utc::now(), async { panic!("ran without the lease") }).await;
+        assert!(matches!(untaken, Err::<Option<Result<()>>, _>(crate::Error::Backend { .. })));
     }
 }
