@@ -15,6 +15,7 @@
 //! **Unstable**, like [`conformance`](crate::conformance): for tests only.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -96,6 +97,11 @@ trait Hooks: Send + Sync {
 
     /// After the inner store released a lease.
     fn lease_released(&self, _name: &str, _holder: &str) {}
+
+    /// Whether [`MirrorStore::shadow`] answers `None` whatever the inner store keeps.
+    fn hides_shadow(&self) -> bool {
+        false
+    }
 }
 
 fn until(now: DateTime<Utc>, ttl: Duration) -> DateTime<Utc> {
@@ -157,8 +163,10 @@ macro_rules! decorate {
                 self.inner.tombstone(marketo_id).await
             }
             fn shadow(&self) -> Option<Arc<dyn ShadowStore>> {
-                // Not fallible: a fault armed on `Shadow` is ignored, the call is counted.
-                let _ = self.enter(Method::Shadow);
+                // Not fallible: a fault armed on `Shadow` answers `None` (no shadow copy).
+                if self.enter(Method::Shadow).is_err() || self.hides_shadow() {
+                    return None;
+                }
                 self.inner.shadow()
             }
         }
@@ -314,18 +322,27 @@ impl LeaseBook {
 // ------------------------------------------------------------------------------------ faults
 
 /// Fails chosen calls with `Error::Backend { backend: "faulty", .. }`, without calling the
-/// inner store (so a failed write writes nothing); every other call is forwarded.
+/// inner store (so a failed write writes nothing), and can hide the inner store's shadow copy;
+/// every other call is forwarded.
 #[derive(Debug, Default)]
 pub struct FaultyStore<S> {
     inner: S,
     /// Armed faults: calls of the method still to let through before the failing one.
     armed: Mutex<HashMap<Method, usize>>,
+    /// `shadow()` answers `None`.
+    no_shadow: AtomicBool,
 }
 
 impl<S> FaultyStore<S> {
     /// Wraps `inner` with no fault armed.
     pub fn new(inner: S) -> Self {
-        Self { inner, armed: Mutex::default() }
+        Self { inner, armed: Mutex::default(), no_shadow: AtomicBool::new(false) }
+    }
+
+    /// Makes [`MirrorStore::shadow`] answer `None` from now on (`hide` true), as a store that
+    /// keeps no shadow copy, or the inner store's shadow again (`hide` false).
+    pub fn hide_shadow(&self, hide: bool) {
+        self.no_shadow.store(hide, Ordering::SeqCst);
     }
 
     /// Makes the `nth` call of `method` from now (1 = the next one) fail, once; the calls
@@ -354,6 +371,10 @@ impl<S: Send + Sync> Hooks for FaultyStore<S> {
             }
             None => Ok(()),
         }
+    }
+
+    fn hides_shadow(&self) -> bool {
+        self.no_shadow.load(Ordering::SeqCst)
     }
 }
 
@@ -546,6 +567,13 @@ mod tests {
         faults.fail_nth(Method::Record, 1);
         faults.fail_nth(Method::Record, 0);
         store.record(Recording::default()).await.unwrap();
+        assert!(store.shadow().is_some());
+        faults.hide_shadow(true);
+        assert!(store.shadow().is_none());
+        faults.hide_shadow(false);
+        faults.fail_nth(Method::Shadow, 1);
+        assert!(store.shadow().is_none(), "a fault on shadow() is no shadow");
+        assert!(store.shadow().is_some());
     }
 
     #[tokio::test]
