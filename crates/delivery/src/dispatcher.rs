@@ -115,9 +115,12 @@ impl DispatcherBuilder {
         self
     }
 
-    /// The store holding the mirror and the outbox.
-    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
-        self.store = Some(store);
+    /// The store holding the mirror and the outbox: any [`Store`], such as a host's
+    /// `Arc<dyn Store>` or an `Arc<MemoryStore>` (the store traits forward through `Arc` and
+    /// `Box`). Delivery uses every store concern (the mirror's reads, the outbox, reminders,
+    /// unsubscribes, settings, checkpoints and leases of its polls, the instance binding).
+    pub fn store<S: Store>(mut self, store: S) -> Self {
+        self.store = Some(Arc::new(store));
         self
     }
 

@@ -12,7 +12,7 @@ use salesync_core::mapping::requested_fields;
 use salesync_core::mirror::{Decision, Incoming, decide};
 use salesync_core::ports::marketo::{ActivityType, MarketoApi, RateBudget};
 use salesync_core::ports::salesforce::SalesforceApi;
-use salesync_core::ports::store::{ApplyCounts, Checkpoint, MirrorPage, ShadowStore, Store, StreamId};
+use salesync_core::ports::store::{ApplyCounts, Checkpoint, MirrorPage, ShadowStore, StreamId};
 use salesync_core::sfid::SalesforceId;
 use salesync_core::{Person, Qualification, RecordError, Service};
 use tokio::sync::{OnceCell, broadcast};
@@ -26,6 +26,7 @@ use crate::mirror_reader::MirrorReader;
 use crate::opportunity::OpportunityFill;
 use crate::report::{InitialPath, SyncReport};
 use crate::settings::{EngineSettings, InitialMode};
+use crate::store::EngineStore;
 use crate::{Error, Result};
 
 /// Builds a [`SyncEngine`].
@@ -33,7 +34,7 @@ use crate::{Error, Result};
 pub struct SyncEngineBuilder {
     marketo: Option<Arc<dyn MarketoApi>>,
     salesforce: Option<Arc<dyn SalesforceApi>>,
-    store: Option<Arc<dyn Store>>,
+    store: Option<Arc<dyn EngineStore>>,
     settings: Option<EngineSettings>,
 }
 
@@ -61,9 +62,10 @@ impl SyncEngineBuilder {
         self
     }
 
-    /// The store holding the mirror and checkpoints (required).
-    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
-        self.store = Some(store);
+    /// The store holding the mirror and checkpoints (required): any [`EngineStore`], such as
+    /// a host's `Arc<dyn Store>` or an `Arc<MemoryStore>`.
+    pub fn store<S: EngineStore>(mut self, store: S) -> Self {
+        self.store = Some(Arc::new(store));
         self
     }
 
@@ -139,7 +141,7 @@ pub struct SyncEngine {
 pub(crate) struct Inner {
     pub marketo: Arc<dyn MarketoApi>,
     pub salesforce: Arc<dyn SalesforceApi>,
-    pub store: Arc<dyn Store>,
+    pub store: Arc<dyn EngineStore>,
     pub settings: EngineSettings,
     pub events: broadcast::Sender<SyncEvent>,
     pub changes: broadcast::Sender<MirrorChange>,

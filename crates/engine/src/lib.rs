@@ -16,6 +16,7 @@ mod rebuild;
 mod report;
 mod resync;
 mod settings;
+mod store;
 
 pub use csv_stream::{CsvError, CsvExportParser, CsvRow, CsvRows, ExportParser, RowError, RowStream, lead_from_row};
 pub use engine::{MARKETO_PULL_LEASE, SyncEngine, SyncEngineBuilder};
@@ -23,6 +24,7 @@ pub use error::{Error, Result};
 pub use events::{MirrorChange, Phase, SyncEvent};
 pub use insight::InsightKind;
 pub use mirror_reader::{MirrorReader, PageRequest, PersonPage};
+pub use store::EngineStore;
 pub use report::{ApiCalls, BulkQuotaAction, DriftCounts, InitialPath, RebuildReport, RemovedCounts, SyncReport};
 pub use settings::{
     BulkQuotaPolicy, Clock, EngineSettings, InitialMode, RetrySettings, StreamSettings, SystemClock, random_worker_id,
