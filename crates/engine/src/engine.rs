@@ -12,10 +12,10 @@ use salesync_core::mapping::requested_fields;
 use salesync_core::mirror::{Decision, Incoming, decide};
 use salesync_core::ports::marketo::{ActivityType, MarketoApi, RateBudget};
 use salesync_core::ports::salesforce::SalesforceApi;
-use salesync_core::ports::store::{ApplyCounts, Checkpoint, MirrorPage, ShadowStore, StreamId};
+use salesync_core::ports::store::{ApplyCounts, BindOnce, Checkpoint, MirrorPage, ShadowStore, StreamId};
 use salesync_core::sfid::SalesforceId;
 use salesync_core::{Person, Qualification, RecordError, Service};
-use tokio::sync::{OnceCell, broadcast};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{self, InitialState, InitialStatus};
@@ -96,7 +96,7 @@ impl SyncEngineBuilder {
                 run_lock: tokio::sync::Mutex::new(()),
                 lease: Mutex::new(None),
                 run_loops: AtomicUsize::new(0),
-                bound: OnceCell::new(),
+                bound: BindOnce::new(),
                 fields: Mutex::new(None),
                 activity_types: tokio::sync::Mutex::new(None),
             }),
@@ -150,7 +150,7 @@ pub(crate) struct Inner {
     lease: Mutex<Option<DateTime<Utc>>>,
     /// `run` loops in progress on this engine (one-shot passes leave the lease to them).
     run_loops: AtomicUsize,
-    bound: OnceCell<()>,
+    bound: BindOnce,
     fields: Mutex<Option<Vec<String>>>,
     pub activity_types: tokio::sync::Mutex<Option<Vec<ActivityType>>>,
 }
@@ -274,7 +274,7 @@ impl SyncEngine {
     /// Binds the store to the instance once per engine (it refuses a store of another instance).
     async fn ensure_bound(&self) -> Result<()> {
         let inner = &*self.inner;
-        inner.bound.get_or_try_init(|| async { inner.store.bind_instance(&inner.settings.instance_id).await }).await?;
+        inner.bound.bind(&*inner.store, &inner.settings.instance_id).await?;
         Ok(())
     }
 

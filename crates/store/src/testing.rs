@@ -92,11 +92,10 @@ trait Hooks: Send + Sync {
         Ok(())
     }
 
-    /// After the inner store answered a `try_lease`.
-    fn lease_answered(&self, _name: &str, _holder: &str, _until: DateTime<Utc>, _granted: bool) {}
-
-    /// After the inner store released a lease.
-    fn lease_released(&self, _name: &str, _holder: &str) {}
+    /// The book of the leases granted and released through this decorator, if it keeps one.
+    fn lease_book(&self) -> Option<&LeaseBook> {
+        None
+    }
 
     /// Whether [`MirrorStore::shadow`] answers `None` whatever the inner store keeps.
     fn hides_shadow(&self) -> bool {
@@ -275,13 +274,17 @@ macro_rules! decorate {
             async fn try_lease(&self, name: &str, holder: &str, ttl: Duration, now: DateTime<Utc>) -> Result<bool> {
                 self.enter(Method::TryLease)?;
                 let granted = self.inner.try_lease(name, holder, ttl, now).await?;
-                self.lease_answered(name, holder, until(now, ttl), granted);
+                if let Some(book) = self.lease_book() {
+                    book.answered(name, holder, until(now, ttl), granted);
+                }
                 Ok(granted)
             }
             async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
                 self.enter(Method::ReleaseLease)?;
                 self.inner.release_lease(name, holder).await?;
-                self.lease_released(name, holder);
+                if let Some(book) = self.lease_book() {
+                    book.released(name, holder);
+                }
                 Ok(())
             }
         }
@@ -451,12 +454,8 @@ impl<S: Store> Hooks for LeaseThief<S> {
         Ok(())
     }
 
-    fn lease_answered(&self, name: &str, holder: &str, until: DateTime<Utc>, granted: bool) {
-        self.book.answered(name, holder, until, granted);
-    }
-
-    fn lease_released(&self, name: &str, holder: &str) {
-        self.book.released(name, holder);
+    fn lease_book(&self) -> Option<&LeaseBook> {
+        Some(&self.book)
     }
 }
 
@@ -514,12 +513,8 @@ impl<S: Send + Sync> Hooks for RecordingStore<S> {
         Ok(())
     }
 
-    fn lease_answered(&self, name: &str, holder: &str, until: DateTime<Utc>, granted: bool) {
-        self.book.answered(name, holder, until, granted);
-    }
-
-    fn lease_released(&self, name: &str, holder: &str) {
-        self.book.released(name, holder);
+    fn lease_book(&self) -> Option<&LeaseBook> {
+        Some(&self.book)
     }
 }
 

@@ -508,6 +508,32 @@ impl<T> Store for T where
 {
 }
 
+/// Binds a store to its Marketo instance once ([`InstanceBinding::bind_instance`] on first
+/// use): callers that bind before their first store work keep one and call
+/// [`bind`](Self::bind) each time. Concurrent first calls wait for one bind; a failed bind is
+/// not remembered, so the next call tries again.
+#[derive(Debug, Default)]
+pub struct BindOnce {
+    bound: futures::lock::Mutex<bool>,
+}
+
+impl BindOnce {
+    /// Not bound yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Binds `store` to `instance` unless an earlier call of this `BindOnce` did.
+    pub async fn bind<S: InstanceBinding + ?Sized>(&self, store: &S, instance: &str) -> Result<()> {
+        let mut bound = self.bound.lock().await;
+        if !*bound {
+            store.bind_instance(instance).await?;
+            *bound = true;
+        }
+        Ok(())
+    }
+}
+
 /// How many people [`MirrorStoreExt::all_people`] reads per call to the store.
 pub const PEOPLE_PAGE: u32 = 1000;
 
@@ -1001,5 +1027,21 @@ mod tests {
         mock.expect_release_lease().never();
         let untaken = mock.with_lease("poll", "me", ttl, Utc::now(), async { panic!("ran without the lease") }).await;
         assert!(matches!(untaken, Err::<Option<Result<()>>, _>(crate::Error::Backend { .. })));
+    }
+
+    /// `BindOnce` binds on the first call only, and tries again after a failed bind.
+    #[tokio::test]
+    async fn bind_once_binds_on_first_use() {
+        let mut mock = MockStore::new();
+        let mut calls = 0;
+        mock.expect_bind_instance().times(2).returning(move |instance| {
+            calls += 1;
+            assert_eq!(instance, "123-ABC-456");
+            if calls == 1 { Err(backend("down")) } else { Ok(()) }
+        });
+        let once = BindOnce::new();
+        assert!(once.bind(&mock, "123-ABC-456").await.is_err());
+        once.bind(&mock, "123-ABC-456").await.unwrap();
+        once.bind(&mock, "123-ABC-456").await.unwrap();
     }
 }

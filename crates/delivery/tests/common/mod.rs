@@ -81,11 +81,15 @@ pub async fn unsubscribe(store: &TestStore, marketo_id: i64) -> UnsubscribeState
     store.unsubscribe(marketo_id).await.unwrap().unwrap_or_else(|| panic!("no unsubscribe state for {marketo_id}"))
 }
 
+async fn mirror_ids(store: &TestStore) -> Vec<i64> {
+    store.all_people().await.unwrap().into_iter().map(|p| p.marketo_id).collect()
+}
+
 /// Every unsubscribe state of the mirror's people.
 pub async fn unsubscribes(store: &TestStore) -> Vec<UnsubscribeState> {
     let mut all = Vec::new();
-    for p in store.all_people().await.unwrap() {
-        all.extend(store.unsubscribe(p.marketo_id).await.unwrap());
+    for id in mirror_ids(store).await {
+        all.extend(store.unsubscribe(id).await.unwrap());
     }
     all
 }
@@ -103,8 +107,8 @@ pub async fn reminder(store: &TestStore, id: &str) -> ReminderTask {
 /// Every reminder task of the mirror's people.
 pub async fn reminders(store: &TestStore) -> Vec<ReminderTask> {
     let mut all = Vec::new();
-    for p in store.all_people().await.unwrap() {
-        all.extend(store.reminders_for(p.marketo_id).await.unwrap());
+    for id in mirror_ids(store).await {
+        all.extend(store.reminders_for(id).await.unwrap());
     }
     all
 }
