@@ -15,12 +15,11 @@ use salesync_core::ports::salesforce::{
     ApiUsage, DeletedRecord, DeletedSince, LeadConversion, OptOutRecord, PersonRef, TaskRecord, TaskWrite,
 };
 use salesync_core::ports::store::{
-    Finished, NewOutboxItem, OutboxPayload, OutboxState, OutboxStore, Outcome, Recording, ReminderStore,
-    Target,
+    Finished, NewOutboxItem, OutboxPayload, OutboxState, OutboxStore, Outcome, Recording, ReminderStore, Target,
 };
-use salesync_store::testing::Method;
 use salesync_core::{Error, SalesforceId, Service};
 use salesync_delivery::{CanEmail, DeliveryEvent, ManualClock, NewReminder, ReminderChanges, TargetStatus};
+use salesync_store::testing::Method;
 
 fn written(n: usize, prefix: &str) -> Vec<RecordOutcome> {
     (0..n).map(|i| RecordOutcome::Written { id: format!("{prefix}{i}") }).collect()
@@ -825,16 +824,16 @@ async fn reminder_sync_imports_merges_by_latest_change_and_follows_deletions() {
     let local_task = "00T5g00000TaSk1";
     store
         .put_reminder(salesync_core::activity::ReminderTask {
-                id: "rem1".into(),
-                marketo_id: 1,
-                subject: "Call back".into(),
-                status: ReminderStatus::Open,
-                priority: ReminderPriority::High,
-                due_date: None,
-                details: None,
-                salesforce_task_id: Some(sfid(local_task)),
-                deleted: false,
-                updated_at: t0() - chrono::Duration::minutes(30),
+            id: "rem1".into(),
+            marketo_id: 1,
+            subject: "Call back".into(),
+            status: ReminderStatus::Open,
+            priority: ReminderPriority::High,
+            due_date: None,
+            details: None,
+            salesforce_task_id: Some(sfid(local_task)),
+            deleted: false,
+            updated_at: t0() - chrono::Duration::minutes(30),
         })
         .await
         .unwrap();
@@ -1015,16 +1014,16 @@ async fn a_deleted_reminders_surviving_task_is_deleted_when_the_poll_finds_it() 
     let task_id = "00T5g00000TaSk1";
     store
         .put_reminder(salesync_core::activity::ReminderTask {
-                id: "rem1".into(),
-                marketo_id: 1,
-                subject: "Call back".into(),
-                status: ReminderStatus::Open,
-                priority: ReminderPriority::High,
-                due_date: None,
-                details: None,
-                salesforce_task_id: None,
-                deleted: true,
-                updated_at: t0() - chrono::Duration::minutes(5),
+            id: "rem1".into(),
+            marketo_id: 1,
+            subject: "Call back".into(),
+            status: ReminderStatus::Open,
+            priority: ReminderPriority::High,
+            due_date: None,
+            details: None,
+            salesforce_task_id: None,
+            deleted: true,
+            updated_at: t0() - chrono::Duration::minutes(5),
         })
         .await
         .unwrap();

@@ -24,11 +24,11 @@ pub use error::{Error, Result};
 pub use events::{MirrorChange, Phase, SyncEvent};
 pub use insight::InsightKind;
 pub use mirror_reader::{MirrorReader, PageRequest, PersonPage};
-pub use store::EngineStore;
 pub use report::{ApiCalls, BulkQuotaAction, DriftCounts, InitialPath, RebuildReport, RemovedCounts, SyncReport};
 pub use settings::{
     BulkQuotaPolicy, Clock, EngineSettings, InitialMode, RetrySettings, StreamSettings, SystemClock, random_worker_id,
 };
+pub use store::EngineStore;
 
 /// Compile-time check: the engine can be shared across tasks.
 #[allow(dead_code)]

@@ -9,7 +9,12 @@ use salesync_core::ports::store::{CheckpointStore, InstanceBinding, LeaseStore, 
 /// Every type implementing the four is an `EngineStore` (blanket impl): any
 /// [`Store`](salesync_core::ports::store::Store), an `Arc<dyn Store>` or `Arc<MemoryStore>`
 /// (the store traits forward through `Arc` and `Box`), or a double implementing only these.
-pub trait EngineStore: InstanceBinding + MirrorStore + CheckpointStore + LeaseStore + std::fmt::Debug + 'static {}
+pub trait EngineStore:
+    InstanceBinding + MirrorStore + CheckpointStore + LeaseStore + std::fmt::Debug + 'static
+{
+}
 
-impl<T> EngineStore for T where T: InstanceBinding + MirrorStore + CheckpointStore + LeaseStore + std::fmt::Debug + 'static
-{}
+impl<T> EngineStore for T where
+    T: InstanceBinding + MirrorStore + CheckpointStore + LeaseStore + std::fmt::Debug + 'static
+{
+}

@@ -19,9 +19,9 @@ use salesync_core::ports::store::{
     ApplyCounts, CheckpointStore, InstanceBinding, LeaseStore, MirrorPage, MirrorStore, MirrorStoreExt, MockStore,
     Store, StreamId, Tombstone,
 };
+use salesync_core::{OpportunityRef, Person, SalesforceId, Service};
 use salesync_store::MemoryStore;
 use salesync_store::testing::{FaultyStore, LeaseThief, Method, RecordingStore};
-use salesync_core::{OpportunityRef, Person, SalesforceId, Service};
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::TryRecvError;
 use tokio_util::sync::CancellationToken;
@@ -520,13 +520,15 @@ async fn bulk_sync_reuses_its_job_after_a_restart_and_skips_applied_rows() {
     assert!(drain(&mut events).iter().any(|e| matches!(e, SyncEvent::Backoff { .. })), "status polls back off");
 
     let report = eng.sync_once().await.unwrap();
-    let w = world.lock().unwrap();
-    assert_eq!(w.jobs_started, 1, "the restarted run reused the export job");
-    assert_eq!(w.file_offsets, vec![0, offset], "second run resumed after the applied rows");
-    assert_eq!(report.initial_path, Some(InitialPath::Bulk));
-    assert_eq!(report.inserted, 2);
-    assert_eq!(report.record_errors.len(), 1);
-    assert_eq!(report.record_errors[0].record_id, Some(4));
+    {
+        let w = world.lock().unwrap();
+        assert_eq!(w.jobs_started, 1, "the restarted run reused the export job");
+        assert_eq!(w.file_offsets, vec![0, offset], "second run resumed after the applied rows");
+        assert_eq!(report.initial_path, Some(InitialPath::Bulk));
+        assert_eq!(report.inserted, 2);
+        assert_eq!(report.record_errors.len(), 1);
+        assert_eq!(report.record_errors[0].record_id, Some(4));
+    }
     assert_eq!(ids(&store).await, vec![1, 3, 5]);
     assert_eq!(person(&store, 3).await.first_name.as_deref(), Some("Cy, Jr"));
     let pos = position(&store, StreamId::InitialSync).await.unwrap();
@@ -610,8 +612,7 @@ async fn auto_mode_takes_the_path_with_fewer_calls() {
 
     // Bulk and REST modes do not probe or explain.
     let world = world_with(vec![lead(1, Some(OWNER), "Lead")]);
-    let report =
-        engine(&world, &test_store(), settings(InitialMode::Rest)).sync_once().await.unwrap();
+    let report = engine(&world, &test_store(), settings(InitialMode::Rest)).sync_once().await.unwrap();
     assert_eq!(report.initial_path_reason, None);
 }
 
@@ -826,14 +827,16 @@ async fn bulk_pipeline_stays_within_marketo_job_limits_and_applies_in_order() {
         .unwrap();
     let report = eng.sync_once().await.unwrap();
     assert_eq!(report.initial_path, Some(InitialPath::Bulk));
-    let q = queue.lock().unwrap();
-    assert_eq!(q.jobs.len(), 13, "twelve 31-day windows and the last second");
-    assert!(q.max_queued <= 10, "{} queued", q.max_queued);
-    assert!(q.max_processing <= 2, "{} processing", q.max_processing);
-    assert!(q.max_queued >= 9, "jobs were created ahead ({} queued)", q.max_queued);
-    assert!(q.queue_full_answers > 0, "the foreign jobs filled the queue once");
-    let want: Vec<String> = (1..=13).map(|n| format!("job-{n}")).collect();
-    assert_eq!(q.files, want, "windows are applied in order");
+    {
+        let q = queue.lock().unwrap();
+        assert_eq!(q.jobs.len(), 13, "twelve 31-day windows and the last second");
+        assert!(q.max_queued <= 10, "{} queued", q.max_queued);
+        assert!(q.max_processing <= 2, "{} processing", q.max_processing);
+        assert!(q.max_queued >= 9, "jobs were created ahead ({} queued)", q.max_queued);
+        assert!(q.queue_full_answers > 0, "the foreign jobs filled the queue once");
+        let want: Vec<String> = (1..=13).map(|n| format!("job-{n}")).collect();
+        assert_eq!(q.files, want, "windows are applied in order");
+    }
     assert_eq!(ids(&store).await, (1..=13).collect::<Vec<_>>());
 }
 
@@ -862,10 +865,12 @@ async fn a_restart_reuses_the_jobs_in_flight_and_applies_them_in_order() {
 
     world.lock().unwrap().file_jobs.clear();
     let report = eng.sync_once().await.unwrap();
-    let w = world.lock().unwrap();
-    assert_eq!(w.jobs_started, 3, "the restarted run created no job");
-    assert_eq!(w.file_jobs, ["job-2", "job-3"]);
-    assert_eq!(report.inserted, 2);
+    {
+        let w = world.lock().unwrap();
+        assert_eq!(w.jobs_started, 3, "the restarted run created no job");
+        assert_eq!(w.file_jobs, ["job-2", "job-3"]);
+        assert_eq!(report.inserted, 2);
+    }
     assert_eq!(ids(&store).await, vec![1, 2, 3]);
     let pos = position(&store, StreamId::InitialSync).await.unwrap();
     assert_eq!(pos["status"], json!("done"));
@@ -885,11 +890,13 @@ async fn quota_exhausted_while_creating_ahead_finishes_the_jobs_held_then_falls_
     s.oldest_created_at = t0() - chrono::Duration::days(100);
     let eng = engine(&world, &store, s);
     let report = eng.sync_once().await.unwrap();
-    let w = world.lock().unwrap();
-    assert_eq!(w.jobs_started, 2);
-    assert_eq!(w.file_jobs, ["job-1", "job-2"], "the jobs already created were used");
-    assert_eq!(report.initial_path, Some(InitialPath::Rest));
-    assert_eq!(report.bulk_quota_action, Some(BulkQuotaAction::FellBackToRest));
+    {
+        let w = world.lock().unwrap();
+        assert_eq!(w.jobs_started, 2);
+        assert_eq!(w.file_jobs, ["job-1", "job-2"], "the jobs already created were used");
+        assert_eq!(report.initial_path, Some(InitialPath::Rest));
+        assert_eq!(report.bulk_quota_action, Some(BulkQuotaAction::FellBackToRest));
+    }
     assert_eq!(ids(&store).await, vec![1, 2]);
 }
 
@@ -1055,7 +1062,10 @@ async fn rest_sweep_jumps_to_mirror_people_beyond_a_gap() {
     // Someone in the mirror far beyond the sweep's stop distance is still checked.
     let mut p = person(&store, 1).await;
     p.marketo_id = 500;
-    store.apply_page(MirrorPage { decisions: vec![Decision::Insert { person: p }], checkpoint: None, at: t0() }).await.unwrap();
+    store
+        .apply_page(MirrorPage { decisions: vec![Decision::Insert { person: p }], checkpoint: None, at: t0() })
+        .await
+        .unwrap();
     world.lock().unwrap().reject_token = true;
     let report = eng.sync_once().await.unwrap();
     assert!(report.reconciled);

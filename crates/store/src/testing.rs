@@ -145,7 +145,12 @@ macro_rules! decorate {
                 self.enter(Method::PeopleBySalesforceId)?;
                 self.inner.people_by_salesforce_id(id).await
             }
-            async fn people_by_owner(&self, owner: &SalesforceId, after: Option<i64>, limit: u32) -> Result<Vec<Person>> {
+            async fn people_by_owner(
+                &self,
+                owner: &SalesforceId,
+                after: Option<i64>,
+                limit: u32,
+            ) -> Result<Vec<Person>> {
                 self.enter(Method::PeopleByOwner)?;
                 self.inner.people_by_owner(owner, after, limit).await
             }
@@ -415,12 +420,8 @@ impl<S> LeaseThief<S> {
     /// After the `pages`-th page applied from now (1 = the next one), `thief` takes the lease
     /// `name` for `ttl`. Replaces a theft armed before.
     pub fn steal_after(&self, name: &str, pages: usize, thief: &str, ttl: Duration) {
-        *lock(&self.theft) = Some(Theft {
-            name: name.to_string(),
-            thief: thief.to_string(),
-            ttl,
-            pages_left: pages.saturating_sub(1),
-        });
+        *lock(&self.theft) =
+            Some(Theft { name: name.to_string(), thief: thief.to_string(), ttl, pages_left: pages.saturating_sub(1) });
     }
 
     /// True once an armed theft took its lease.
@@ -543,7 +544,11 @@ mod tests {
     crate::conformance_tests!(run);
 
     fn page_of(id: i64) -> MirrorPage {
-        MirrorPage { decisions: vec![Decision::Insert { person: person(id, "a@x.com", 1) }], checkpoint: None, at: t(0) }
+        MirrorPage {
+            decisions: vec![Decision::Insert { person: person(id, "a@x.com", 1) }],
+            checkpoint: None,
+            at: t(0),
+        }
     }
 
     #[tokio::test]

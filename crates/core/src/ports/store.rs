@@ -692,7 +692,12 @@ macro_rules! forward_through {
             async fn people_by_salesforce_id(&self, id: &SalesforceId) -> Result<Vec<Person>> {
                 (**self).people_by_salesforce_id(id).await
             }
-            async fn people_by_owner(&self, owner: &SalesforceId, after: Option<i64>, limit: u32) -> Result<Vec<Person>> {
+            async fn people_by_owner(
+                &self,
+                owner: &SalesforceId,
+                after: Option<i64>,
+                limit: u32,
+            ) -> Result<Vec<Person>> {
                 (**self).people_by_owner(owner, after, limit).await
             }
             async fn list_people(&self, after: Option<i64>, limit: u32) -> Result<Vec<Person>> {
@@ -1003,7 +1008,10 @@ mod tests {
 
         let mut mock = MockStore::new();
         mock.expect_try_lease().times(1).returning(|name, holder, _, _| Ok(name == "poll" && holder == "me"));
-        mock.expect_release_lease().withf(|name, holder| name == "poll" && holder == "me").times(1).returning(|_, _| Ok(()));
+        mock.expect_release_lease()
+            .withf(|name, holder| name == "poll" && holder == "me")
+            .times(1)
+            .returning(|_, _| Ok(()));
         let done = mock.with_lease("poll", "me", ttl, Utc::now(), async { Ok(5) }).await.unwrap();
         assert!(matches!(done, Some(Ok(5))));
 
@@ -1012,7 +1020,9 @@ mod tests {
         mock.expect_try_lease().times(1).returning(|_, _, _, _| Ok(true));
         mock.expect_release_lease().times(1).returning(|_, _| Err(backend("release")));
         let failed = mock.with_lease("poll", "me", ttl, Utc::now(), async { Err::<(), _>(backend("work")) }).await;
-        assert!(matches!(failed, Ok(Some(Err(crate::Error::Backend { ref source, .. }))) if source.to_string() == "work"));
+        assert!(
+            matches!(failed, Ok(Some(Err(crate::Error::Backend { ref source, .. }))) if source.to_string() == "work")
+        );
 
         // The work succeeded, the release failed: the release's error.
         let mut mock = MockStore::new();
