@@ -24,6 +24,7 @@ use salesync::core::outbound::{TaskPlan, activity_task, custom_activity_types, m
 use salesync::core::person::Person;
 use salesync::core::ports::marketo::MarketoApi;
 use salesync::core::ports::salesforce::SalesforceApi;
+use salesync::core::ports::store::MirrorStoreExt;
 use salesync::delivery::{DeliverySettings, Dispatcher};
 use salesync::engine::{EngineSettings, InitialMode, SyncEngine};
 use salesync_emulator::marketo::{MarketoConfig, MarketoEmulator, MarketoLimits};
@@ -99,14 +100,8 @@ fn bench(c: &mut Criterion) {
             .unwrap();
         engine.sync_once().await.unwrap();
         // People with a stored Salesforce id: each email makes exactly one activity and one Task.
-        let mut targets = Vec::new();
-        let mut after = None;
-        loop {
-            let page = store.list_people(after, 1_000).await.unwrap();
-            let Some(last) = page.last() else { break };
-            after = Some(last.marketo_id);
-            targets.extend(page.into_iter().filter(|p| p.salesforce_who_id().is_some()));
-        }
+        let targets: Vec<_> =
+            store.all_people().await.unwrap().into_iter().filter(|p| p.salesforce_who_id().is_some()).collect();
         assert!(targets.len() > people / 2, "the seeded world has Salesforce ids for most people");
         (mkto, sf, store, marketo, salesforce, targets)
     });
