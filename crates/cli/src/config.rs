@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use salesync_http::config::parse_flag;
+use salesync_http::parse_flag;
 use serde::Deserialize;
 
 /// A configuration problem: names the key or variable and what is wrong.
@@ -411,7 +411,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use salesync_http::config::lookup_from as env;
+    use salesync_http::lookup_from as env;
 
     #[test]
     fn defaults_without_file_or_env() {

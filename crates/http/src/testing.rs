@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-pub use axum::body::{Body, Bytes};
-pub use axum::http::{Method, Response, StatusCode, header};
+use axum::body::{Body, Bytes};
+use axum::http::{Method, Response, StatusCode, header};
 use axum::routing::MethodFilter;
 use axum::routing::on;
 use futures::StreamExt;

@@ -229,7 +229,7 @@ impl MarketoClient {
     pub fn builder_from_lookup(
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<MarketoClientBuilder, salesync_core::Error> {
-        salesync_http::config::builder_from_lookup(lookup, Self::builder(), |b, key: ConfigKey, value| {
+        salesync_http::builder_from_lookup(lookup, Self::builder(), |b, key: ConfigKey, value| {
             b.with_config(key, value)
         })
     }

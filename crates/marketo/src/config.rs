@@ -4,7 +4,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use salesync_http::config::{Checked, Connection, ConnectionRules, EnvKey, parse_flag, parse_key, parse_number};
+use salesync_http::{Checked, Connection, ConnectionRules, EnvKey, parse_flag, parse_key, parse_number};
 use secrecy::SecretString;
 use url::Url;
 

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use salesync_http::token::Fresh;
+use salesync_http::Fresh;
 use salesync_http::{ReadError, read_capped};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;

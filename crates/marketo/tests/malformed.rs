@@ -5,12 +5,12 @@
 
 use std::time::{Duration, Instant};
 
+use axum::body::{Body, Bytes};
+use axum::http::{Method, Response, StatusCode, header};
 use futures::StreamExt;
 use salesync_core::Error;
 use salesync_core::ports::marketo::MarketoApi;
-use salesync_http::testing::{
-    self, Body, Bytes, Method, Response, StatusCode, chain, header, json, streamed as body_of,
-};
+use salesync_http::testing::{self, chain, json, streamed as body_of};
 use salesync_marketo::{MarketoClient, RetryConfig};
 
 const ATTEMPTS: u32 = 3;

@@ -210,7 +210,7 @@ impl SalesforceClient {
     pub fn builder_from_lookup(
         lookup: impl Fn(&str) -> Option<String>,
     ) -> salesync_core::Result<SalesforceClientBuilder> {
-        salesync_http::config::builder_from_lookup(lookup, Self::builder(), |b, key: ConfigKey, value| {
+        salesync_http::builder_from_lookup(lookup, Self::builder(), |b, key: ConfigKey, value| {
             b.with_config(key, value)
         })
     }

@@ -4,7 +4,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use salesync_http::config::{Checked, Connection, ConnectionRules, EnvKey, parse_flag, parse_key, redacted_secret};
+use salesync_http::{Checked, Connection, ConnectionRules, EnvKey, parse_flag, parse_key, redacted_secret};
 use secrecy::SecretString;
 use url::Url;
 
@@ -316,7 +316,7 @@ pub(crate) fn check_url(key: &str, raw: &str, allow_http: bool) -> salesync_core
 mod tests {
     use super::*;
     use crate::SalesforceClient;
-    use salesync_http::config::lookup_from as env;
+    use salesync_http::lookup_from as env;
 
     #[test]
     fn missing_variables_are_named() {

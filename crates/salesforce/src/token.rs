@@ -3,7 +3,7 @@
 //! [`TokenCache`](salesync_http::TokenCache) until Salesforce refuses it.
 
 use salesync_core::Error;
-use salesync_http::token::{Fresh, Token};
+use salesync_http::{Fresh, Token};
 use salesync_http::{ReadError, TransportError, read_capped};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
