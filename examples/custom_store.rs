@@ -20,9 +20,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use salesync::core::activity::{AdminSettings, ReminderTask, UnsubscribeState};
 use salesync::core::ports::store::{
-    ApplyCounts, Checkpoint, CheckpointStore, Finished, InboundBatch, InboundStore, InstanceBinding, LeaseStore,
+    ApplyCounts, Checkpoint, CheckpointStore, Claim, Finished, InboundBatch, InboundStore, InstanceBinding, LeaseStore,
     MirrorPage, MirrorStore, OutboxCounts, OutboxItem, OutboxState, OutboxStore, Recording, ReminderStore,
-    SettingsStore, StreamId, Target, Tombstone,
+    SettingsStore, StreamId, Tombstone,
 };
 use salesync::core::{Result, person::Person, sfid::SalesforceId};
 use salesync::engine::{EngineSettings, InitialMode, SyncEngine};
@@ -115,7 +115,7 @@ forward! {
         }
         OutboxStore {
             fn record(&self, recording: Recording) -> Vec<i64>;
-            fn claim(&self, target: Target, limit: u32, worker: &str, lease: Duration, now: DateTime<Utc>) -> Vec<OutboxItem>;
+            fn claim(&self, claim: Claim) -> Vec<OutboxItem>;
             fn finish(&self, finished: Vec<Finished>, now: DateTime<Utc>) -> ();
             fn outbox_item(&self, id: i64) -> Option<OutboxItem>;
             fn outbox_items(&self, state: OutboxState, limit: u32) -> Vec<OutboxItem>;

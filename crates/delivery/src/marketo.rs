@@ -6,7 +6,7 @@ use salesync_core::Result;
 use salesync_core::activity::SalesActivity;
 use salesync_core::outbound::{custom_activity_types, custom_type_api_name, marketo_activity};
 use salesync_core::ports::marketo::{Activity, NewCustomActivity, RecordOutcome};
-use salesync_core::ports::store::{OutboxItem, OutboxPayload, Target};
+use salesync_core::ports::store::{Claim, OutboxItem, OutboxPayload, Target};
 
 use crate::dispatcher::Inner;
 use crate::events::TargetReport;
@@ -75,7 +75,16 @@ impl Inner {
         };
         let now = self.now();
         let s = &self.settings;
-        let claimed = self.store.claim(Target::Marketo, s.marketo_batch, &s.worker_id, s.lease, now).await?;
+        let claimed = self
+            .store
+            .claim(Claim {
+                target: Target::Marketo,
+                limit: s.marketo_batch,
+                worker: s.worker_id.clone(),
+                lease: s.lease,
+                now,
+            })
+            .await?;
         if claimed.is_empty() {
             return Ok(TargetReport { status: self.status_of(Target::Marketo), ..TargetReport::default() });
         }

@@ -7,7 +7,7 @@ use salesync_core::activity::{AdminSettings, ReminderTask, SalesActivity, TaskKi
 use salesync_core::outbound::{SubjectContext, TaskPlan, activity_task, reminder_task, render_subject};
 use salesync_core::ports::marketo::RecordOutcome;
 use salesync_core::ports::salesforce::{LeadConversion, PersonRef, TaskWrite};
-use salesync_core::ports::store::{OutboxItem, OutboxPayload, Target};
+use salesync_core::ports::store::{Claim, OutboxItem, OutboxPayload, Target};
 use salesync_core::{
     Error, Result,
     person::{OpportunityRef, Person, SalesforceType},
@@ -178,7 +178,16 @@ impl Inner {
             }
         };
         let admin = self.store.settings().await?;
-        let claimed = self.store.claim(Target::Salesforce, s.salesforce_batch, &s.worker_id, s.lease, now).await?;
+        let claimed = self
+            .store
+            .claim(Claim {
+                target: Target::Salesforce,
+                limit: s.salesforce_batch,
+                worker: s.worker_id.clone(),
+                lease: s.lease,
+                now,
+            })
+            .await?;
         if claimed.is_empty() {
             return Ok(idle(self));
         }

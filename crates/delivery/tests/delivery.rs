@@ -15,7 +15,7 @@ use salesync_core::ports::salesforce::{
     ApiUsage, DeletedRecord, DeletedSince, LeadConversion, OptOutRecord, PersonRef, TaskRecord, TaskWrite,
 };
 use salesync_core::ports::store::{
-    Finished, NewOutboxItem, OutboxPayload, OutboxState, OutboxStore, Outcome, Recording, ReminderStore, Target,
+    Claim, Finished, NewOutboxItem, OutboxPayload, OutboxState, OutboxStore, Outcome, Recording, ReminderStore, Target,
 };
 use salesync_core::{Error, error::Service, sfid::SalesforceId};
 use salesync_delivery::{CanEmail, DeliveryEvent, ManualClock, NewReminder, ReminderChanges, TargetStatus};
@@ -341,7 +341,16 @@ async fn an_item_left_by_a_crashed_worker_is_looked_up_before_sending() {
     let d = dispatcher(m, salesforce_basic(), &store, &clock);
     let r = d.record_activity(activity("a1", 1, K::SendSalesEmail)).await.unwrap();
     // Another worker claims it and dies.
-    let claimed = store.claim(Target::Marketo, 10, "dead", Duration::from_secs(60), t0()).await.unwrap();
+    let claimed = store
+        .claim(Claim {
+            target: Target::Marketo,
+            limit: 10,
+            worker: "dead".into(),
+            lease: Duration::from_secs(60),
+            now: t0(),
+        })
+        .await
+        .unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!(d.deliver_once().await.unwrap().marketo.claimed, 0);
     clock.advance(Duration::from_secs(61));
@@ -952,7 +961,16 @@ async fn the_echo_of_salesyncs_own_write_does_not_revert_a_pending_host_change()
         })
         .await
         .unwrap();
-    let claimed = store.claim(Target::Salesforce, 1, "w0", Duration::from_secs(60), recorded).await.unwrap();
+    let claimed = store
+        .claim(Claim {
+            target: Target::Salesforce,
+            limit: 1,
+            worker: "w0".into(),
+            lease: Duration::from_secs(60),
+            now: recorded,
+        })
+        .await
+        .unwrap();
     assert_eq!(claimed.iter().map(|i| i.id).collect::<Vec<_>>(), ids);
     let retry = Outcome::Retry {
         at: t0() + chrono::Duration::minutes(10),

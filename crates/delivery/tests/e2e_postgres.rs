@@ -21,7 +21,7 @@ use salesync_core::mirror::Decision;
 use salesync_core::outbound::{custom_activity_types, custom_type_api_name, marketo_activity};
 use salesync_core::ports::marketo::{MarketoApi, RecordOutcome};
 use salesync_core::ports::store::{
-    InstanceBinding, MirrorPage, MirrorStore, OutboxPayload, OutboxState, OutboxStore, SettingsStore, Target,
+    Claim, InstanceBinding, MirrorPage, MirrorStore, OutboxPayload, OutboxState, OutboxStore, SettingsStore, Target,
 };
 use salesync_delivery::{DeliverySettings, Dispatcher, SystemClock};
 use salesync_emulator::faults::{FaultAction, FaultPlan, FaultRule, Trigger};
@@ -150,7 +150,16 @@ async fn scenario(schema: String) {
     }
 
     // A worker claims ten items, writes five of them to Marketo, and dies before finishing.
-    let claimed = s0.claim(Target::Marketo, 10, "crashed", Duration::from_secs(2), chrono::Utc::now()).await.unwrap();
+    let claimed = s0
+        .claim(Claim {
+            target: Target::Marketo,
+            limit: 10,
+            worker: "crashed".into(),
+            lease: Duration::from_secs(2),
+            now: chrono::Utc::now(),
+        })
+        .await
+        .unwrap();
     assert_eq!(claimed.len(), 10);
     let types: HashMap<String, i64> = client
         .ensure_custom_activity_types(&custom_activity_types())

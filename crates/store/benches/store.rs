@@ -19,7 +19,7 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group};
 use salesync_core::mirror::Decision;
 use salesync_core::person::{OpportunityRef, Person, SalesforceType};
 use salesync_core::ports::store::{
-    Finished, MirrorPage, MirrorStore, NewOutboxItem, OutboxPayload, Outcome, Recording, Store, Target,
+    Claim, Finished, MirrorPage, MirrorStore, NewOutboxItem, OutboxPayload, Outcome, Recording, Store, Target,
 };
 use salesync_core::sfid::SalesforceId;
 use salesync_store::{PostgresStore, SqliteStore};
@@ -141,8 +141,16 @@ fn claims(c: &mut Criterion) {
                     }
                     let started = Instant::now();
                     for _ in 0..iters {
-                        let got =
-                            store.claim(Target::Marketo, CLAIM, "bench", Duration::from_secs(60), now).await.unwrap();
+                        let got = store
+                            .claim(Claim {
+                                target: Target::Marketo,
+                                limit: CLAIM,
+                                worker: "bench".into(),
+                                lease: Duration::from_secs(60),
+                                now,
+                            })
+                            .await
+                            .unwrap();
                         let fin = got
                             .iter()
                             .map(|i| Finished {

@@ -28,7 +28,7 @@ use salesync_core::mapping::Disqualification;
 use salesync_core::mirror::{Decision, RemovalReason};
 use salesync_core::person::{OpportunityRef, Person, SalesforceType};
 use salesync_core::ports::store::{
-    ApplyCounts, Checkpoint, Finished, InboundBatch, MirrorPage, NewOutboxItem, OutboxCounts, OutboxPayload,
+    ApplyCounts, Checkpoint, Claim, Finished, InboundBatch, MirrorPage, NewOutboxItem, OutboxCounts, OutboxPayload,
     OutboxState, Outcome, Promotion, Recording, ShadowStore, Store, StreamId, Target, Tombstone,
 };
 use salesync_core::sfid::SalesforceId;
@@ -592,7 +592,10 @@ pub async fn outbox_record_is_idempotent(store: &dyn Store) {
 /// Claim sets the lease and counts the attempt; Delivered is final.
 pub async fn outbox_claim_and_ack(store: &dyn Store) {
     let ids = enqueue(store, vec![item("k1", Target::Marketo, t(0)), item("k2", Target::Marketo, t(0))]).await;
-    let claimed = store.claim(Target::Marketo, 10, "w1", LEASE, t(10)).await.unwrap();
+    let claimed = store
+        .claim(Claim { target: Target::Marketo, limit: 10, worker: "w1".into(), lease: LEASE, now: t(10) })
+        .await
+        .unwrap();
     assert_eq!(claimed.iter().map(|i| i.id).collect::<Vec<_>>(), ids);
     for c in &claimed {
         assert_eq!(c.state, OutboxState::InFlight);
@@ -602,7 +605,11 @@ pub async fn outbox_claim_and_ack(store: &dyn Store) {
     }
     assert_eq!(store.outbox_counts().await.unwrap(), OutboxCounts { in_flight: 2, ..Default::default() });
     assert!(
-        store.claim(Target::Marketo, 10, "w2", LEASE, t(11)).await.unwrap().is_empty(),
+        store
+            .claim(Claim { target: Target::Marketo, limit: 10, worker: "w2".into(), lease: LEASE, now: t(11) })
+            .await
+            .unwrap()
+            .is_empty(),
         "leased items are not claimable"
     );
 
@@ -613,7 +620,13 @@ pub async fn outbox_claim_and_ack(store: &dyn Store) {
     assert_eq!((d.lease_owner, d.lease_until), (None, None));
     assert_eq!(store.outbox_counts().await.unwrap(), OutboxCounts { delivered: 2, ..Default::default() });
     // Never claimed again, however late.
-    assert!(store.claim(Target::Marketo, 10, "w1", LEASE, t(1_000_000)).await.unwrap().is_empty());
+    assert!(
+        store
+            .claim(Claim { target: Target::Marketo, limit: 10, worker: "w1".into(), lease: LEASE, now: t(1_000_000) })
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // Finishing a delivered item again changes nothing.
     store
         .finish(vec![done(ids[0], "w1", Outcome::Park { error: "late".into(), outcome_unknown: false })], t(13))
@@ -638,14 +651,32 @@ pub async fn outbox_claim_order_targets_and_limits(store: &dyn Store) {
         ],
     )
     .await;
-    assert!(store.claim(Target::Marketo, 0, "w", LONG, t(10)).await.unwrap().is_empty());
-    let a = store.claim(Target::Marketo, 2, "w", LONG, t(10)).await.unwrap();
+    assert!(
+        store
+            .claim(Claim { target: Target::Marketo, limit: 0, worker: "w".into(), lease: LONG, now: t(10) })
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let a = store
+        .claim(Claim { target: Target::Marketo, limit: 2, worker: "w".into(), lease: LONG, now: t(10) })
+        .await
+        .unwrap();
     assert_eq!(a.iter().map(|i| i.id).collect::<Vec<_>>(), vec![ids[0], ids[2]]);
-    let b = store.claim(Target::Marketo, 10, "w", LONG, t(10)).await.unwrap();
+    let b = store
+        .claim(Claim { target: Target::Marketo, limit: 10, worker: "w".into(), lease: LONG, now: t(10) })
+        .await
+        .unwrap();
     assert_eq!(b.iter().map(|i| i.id).collect::<Vec<_>>(), vec![ids[4]], "m3 is not due yet");
-    let s = store.claim(Target::Salesforce, 10, "w", LONG, t(10)).await.unwrap();
+    let s = store
+        .claim(Claim { target: Target::Salesforce, limit: 10, worker: "w".into(), lease: LONG, now: t(10) })
+        .await
+        .unwrap();
     assert_eq!(s.iter().map(|i| i.id).collect::<Vec<_>>(), vec![ids[1]]);
-    let later = store.claim(Target::Marketo, 10, "w", LONG, t(100)).await.unwrap();
+    let later = store
+        .claim(Claim { target: Target::Marketo, limit: 10, worker: "w".into(), lease: LONG, now: t(100) })
+        .await
+        .unwrap();
     assert_eq!(later.iter().map(|i| i.id).collect::<Vec<_>>(), vec![ids[3]], "due exactly at not_before");
     let pending = store.outbox_items(OutboxState::Pending, 10).await.unwrap();
     assert!(pending.is_empty());
@@ -656,7 +687,10 @@ pub async fn outbox_claim_order_targets_and_limits(store: &dyn Store) {
 /// Retry puts the item back with a backoff and the error; attempts keep counting.
 pub async fn outbox_retry_backoff(store: &dyn Store) {
     let id = enqueue(store, vec![item("k", Target::Salesforce, t(0))]).await[0];
-    store.claim(Target::Salesforce, 1, "w", LEASE, t(1)).await.unwrap();
+    store
+        .claim(Claim { target: Target::Salesforce, limit: 1, worker: "w".into(), lease: LEASE, now: t(1) })
+        .await
+        .unwrap();
     store
         .finish(
             vec![done(id, "w", Outcome::Retry { at: t(60), error: "503 busy".into(), outcome_unknown: false })],
@@ -669,8 +703,18 @@ pub async fn outbox_retry_backoff(store: &dyn Store) {
     assert_eq!(i.next_attempt_at, t(60));
     assert_eq!(i.last_error.as_deref(), Some("503 busy"));
     assert_eq!((i.lease_owner, i.lease_until), (None, None));
-    assert!(store.claim(Target::Salesforce, 1, "w", LEASE, t(59)).await.unwrap().is_empty(), "backing off");
-    let again = store.claim(Target::Salesforce, 1, "w", LEASE, t(60)).await.unwrap();
+    assert!(
+        store
+            .claim(Claim { target: Target::Salesforce, limit: 1, worker: "w".into(), lease: LEASE, now: t(59) })
+            .await
+            .unwrap()
+            .is_empty(),
+        "backing off"
+    );
+    let again = store
+        .claim(Claim { target: Target::Salesforce, limit: 1, worker: "w".into(), lease: LEASE, now: t(60) })
+        .await
+        .unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].attempts, 2);
     assert_eq!(again[0].last_error.as_deref(), Some("503 busy"), "the last error stays visible while in flight");
@@ -686,7 +730,10 @@ pub async fn outbox_park_and_requeue(store: &dyn Store) {
         vec![item("p1", Target::Marketo, t(0)), item("p2", Target::Marketo, t(0)), item("p3", Target::Marketo, t(0))],
     )
     .await;
-    store.claim(Target::Marketo, 10, "w", LEASE, t(1)).await.unwrap();
+    store
+        .claim(Claim { target: Target::Marketo, limit: 10, worker: "w".into(), lease: LEASE, now: t(1) })
+        .await
+        .unwrap();
     store
         .finish(
             vec![
@@ -702,7 +749,14 @@ pub async fn outbox_park_and_requeue(store: &dyn Store) {
     assert_eq!(parked.iter().map(|i| i.id).collect::<Vec<_>>(), ids[..2].to_vec());
     assert_eq!(parked[0].last_error.as_deref(), Some("1003 invalid"));
     assert_eq!(store.outbox_counts().await.unwrap(), OutboxCounts { parked: 2, delivered: 1, ..Default::default() });
-    assert!(store.claim(Target::Marketo, 10, "w", LEASE, t(1_000)).await.unwrap().is_empty(), "parked items wait");
+    assert!(
+        store
+            .claim(Claim { target: Target::Marketo, limit: 10, worker: "w".into(), lease: LEASE, now: t(1_000) })
+            .await
+            .unwrap()
+            .is_empty(),
+        "parked items wait"
+    );
 
     // Only parked items move; unknown and delivered ids are ignored.
     assert_eq!(store.requeue(&[ids[0], ids[2], 999_999], t(500)).await.unwrap(), 1);
@@ -710,7 +764,10 @@ pub async fn outbox_park_and_requeue(store: &dyn Store) {
     assert_eq!((i.state, i.next_attempt_at), (OutboxState::Pending, t(500)));
     assert_eq!(i.attempts, 0, "requeue gives a fresh attempt budget");
     assert_eq!(store.outbox_item(ids[2]).await.unwrap().unwrap().state, OutboxState::Delivered);
-    let c = store.claim(Target::Marketo, 10, "w", LEASE, t(500)).await.unwrap();
+    let c = store
+        .claim(Claim { target: Target::Marketo, limit: 10, worker: "w".into(), lease: LEASE, now: t(500) })
+        .await
+        .unwrap();
     assert_eq!(c.iter().map(|i| i.id).collect::<Vec<_>>(), vec![ids[0]]);
     assert_eq!(store.requeue(&[], t(500)).await.unwrap(), 0);
 }
@@ -720,7 +777,10 @@ pub async fn outbox_park_and_requeue(store: &dyn Store) {
 /// clears it too.
 pub async fn outbox_outcome_unknown_mark(store: &dyn Store) {
     let ids = enqueue(store, vec![item("u1", Target::Marketo, t(0)), item("u2", Target::Marketo, t(0))]).await;
-    let fresh = store.claim(Target::Marketo, 10, "w", LEASE, t(1)).await.unwrap();
+    let fresh = store
+        .claim(Claim { target: Target::Marketo, limit: 10, worker: "w".into(), lease: LEASE, now: t(1) })
+        .await
+        .unwrap();
     assert!(fresh.iter().all(|i| !i.outcome_unknown), "new items are known");
     let unknown = |at: i64| Outcome::Retry { at: t(at), error: "timeout".into(), outcome_unknown: true };
     let parked = Outcome::Park { error: "gave up: timeout".into(), outcome_unknown: true };
@@ -729,7 +789,10 @@ pub async fn outbox_outcome_unknown_mark(store: &dyn Store) {
     assert!(store.outbox_item(ids[1]).await.unwrap().unwrap().outcome_unknown, "parked keeps it");
     assert_eq!(store.requeue(&[ids[1]], t(3)).await.unwrap(), 1);
     assert!(store.outbox_item(ids[1]).await.unwrap().unwrap().outcome_unknown, "requeue keeps it");
-    let again = store.claim(Target::Marketo, 10, "w", LEASE, t(10)).await.unwrap();
+    let again = store
+        .claim(Claim { target: Target::Marketo, limit: 10, worker: "w".into(), lease: LEASE, now: t(10) })
+        .await
+        .unwrap();
     assert_eq!(again.len(), 2);
     assert!(again.iter().all(|i| i.outcome_unknown), "claimed again with the mark: {again:?}");
     let known = Outcome::Retry { at: t(20), error: "606".into(), outcome_unknown: false };
@@ -741,21 +804,47 @@ pub async fn outbox_outcome_unknown_mark(store: &dyn Store) {
 /// Skip is final and records why.
 pub async fn outbox_skip(store: &dyn Store) {
     let id = enqueue(store, vec![item("s", Target::Salesforce, t(0))]).await[0];
-    store.claim(Target::Salesforce, 1, "w", LEASE, t(1)).await.unwrap();
+    store
+        .claim(Claim { target: Target::Salesforce, limit: 1, worker: "w".into(), lease: LEASE, now: t(1) })
+        .await
+        .unwrap();
     store.finish(vec![done(id, "w", Outcome::Skip { reason: "no Salesforce id".into() })], t(2)).await.unwrap();
     let i = store.outbox_item(id).await.unwrap().unwrap();
     assert_eq!((i.state, i.result.as_deref()), (OutboxState::Skipped, Some("no Salesforce id")));
     assert_eq!(store.outbox_counts().await.unwrap(), OutboxCounts { skipped: 1, ..Default::default() });
-    assert!(store.claim(Target::Salesforce, 1, "w", LEASE, t(1_000_000)).await.unwrap().is_empty());
+    assert!(
+        store
+            .claim(Claim { target: Target::Salesforce, limit: 1, worker: "w".into(), lease: LEASE, now: t(1_000_000) })
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(store.requeue(&[id], t(3)).await.unwrap(), 0, "skipped items are not requeued");
 }
 
 /// An item whose worker died is claimed again once its lease expires.
 pub async fn outbox_redelivery_after_lease_expiry(store: &dyn Store) {
     let id = enqueue(store, vec![item("k", Target::Marketo, t(0))]).await[0];
-    assert_eq!(store.claim(Target::Marketo, 5, "w1", LEASE, t(0)).await.unwrap().len(), 1);
-    assert!(store.claim(Target::Marketo, 5, "w2", LEASE, t(29)).await.unwrap().is_empty(), "lease still valid");
-    let again = store.claim(Target::Marketo, 5, "w2", LEASE, t(30)).await.unwrap();
+    assert_eq!(
+        store
+            .claim(Claim { target: Target::Marketo, limit: 5, worker: "w1".into(), lease: LEASE, now: t(0) })
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        store
+            .claim(Claim { target: Target::Marketo, limit: 5, worker: "w2".into(), lease: LEASE, now: t(29) })
+            .await
+            .unwrap()
+            .is_empty(),
+        "lease still valid"
+    );
+    let again = store
+        .claim(Claim { target: Target::Marketo, limit: 5, worker: "w2".into(), lease: LEASE, now: t(30) })
+        .await
+        .unwrap();
     assert_eq!(again.len(), 1, "lease expired");
     assert_eq!((again[0].id, again[0].attempts, again[0].lease_owner.as_deref()), (id, 2, Some("w2")));
     assert_eq!(again[0].lease_until, Some(t(60)));
@@ -768,8 +857,14 @@ pub async fn outbox_stale_finish_is_ignored(store: &dyn Store) {
     let ids =
         enqueue(store, vec![item("k", Target::Marketo, t(0)), item("never-claimed", Target::Marketo, t(1_000))]).await;
     let id = ids[0];
-    store.claim(Target::Marketo, 1, "w1", LEASE, t(0)).await.unwrap();
-    store.claim(Target::Marketo, 1, "w2", LEASE, t(100)).await.unwrap();
+    store
+        .claim(Claim { target: Target::Marketo, limit: 1, worker: "w1".into(), lease: LEASE, now: t(0) })
+        .await
+        .unwrap();
+    store
+        .claim(Claim { target: Target::Marketo, limit: 1, worker: "w2".into(), lease: LEASE, now: t(100) })
+        .await
+        .unwrap();
     store.finish(vec![delivered(id, "w1"), delivered(ids[1], "w1")], t(101)).await.unwrap();
     let i = store.outbox_item(id).await.unwrap().unwrap();
     assert_eq!((i.state, i.lease_owner.as_deref(), i.result), (OutboxState::InFlight, Some("w2"), None));
@@ -1447,7 +1542,10 @@ pub async fn populate(store: &dyn Store) {
         .await
         .unwrap();
     let ids = enqueue(store, vec![item("o1", Target::Marketo, t(0)), item("o2", Target::Salesforce, t(0))]).await;
-    store.claim(Target::Marketo, 1, "w", LEASE, t(1)).await.unwrap();
+    store
+        .claim(Claim { target: Target::Marketo, limit: 1, worker: "w".into(), lease: LEASE, now: t(1) })
+        .await
+        .unwrap();
     store.finish(vec![delivered(ids[0], "w")], t(2)).await.unwrap();
     store.put_reminder(reminder("r", 1, Some(sfid("00T", 1)))).await.unwrap();
     store
@@ -1506,7 +1604,16 @@ pub async fn concurrent_claimers(store: Arc<dyn Store>) {
                 let worker = format!("w{w}");
                 let mut got = Vec::new();
                 loop {
-                    let batch = store.claim(Target::Marketo, 7, &worker, Duration::from_secs(600), t(1)).await.unwrap();
+                    let batch = store
+                        .claim(Claim {
+                            target: Target::Marketo,
+                            limit: 7,
+                            worker: worker.clone(),
+                            lease: Duration::from_secs(600),
+                            now: t(1),
+                        })
+                        .await
+                        .unwrap();
                     if batch.is_empty() {
                         if store.outbox_counts().await.unwrap().pending == 0 {
                             break;

@@ -14,9 +14,9 @@ use salesync_core::Result;
 use salesync_core::activity::{AdminSettings, ReminderTask, UnsubscribeState};
 use salesync_core::person::Person;
 use salesync_core::ports::store::{
-    ApplyCounts, Checkpoint, CheckpointStore, Finished, InboundBatch, InboundStore, InstanceBinding, LeaseStore,
+    ApplyCounts, Checkpoint, CheckpointStore, Claim, Finished, InboundBatch, InboundStore, InstanceBinding, LeaseStore,
     MirrorPage, MirrorStore, OutboxCounts, OutboxItem, OutboxState, OutboxStore, Promotion, Recording, ReminderStore,
-    SettingsStore, ShadowStore, StreamId, Target, Tombstone,
+    SettingsStore, ShadowStore, StreamId, Tombstone,
 };
 use salesync_core::sfid::SalesforceId;
 
@@ -255,14 +255,8 @@ impl OutboxStore for MemoryStore {
         Ok(ids)
     }
 
-    async fn claim(
-        &self,
-        target: Target,
-        limit: u32,
-        worker: &str,
-        lease: Duration,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<OutboxItem>> {
+    async fn claim(&self, claim: Claim) -> Result<Vec<OutboxItem>> {
+        let Claim { target, limit, worker, lease, now } = claim;
         let until = lease_end(now, lease);
         let mut g = self.lock();
         let mut out = Vec::new();

@@ -17,9 +17,9 @@ use salesync_core::activity::{AdminSettings, ReminderTask, UnsubscribeState};
 use salesync_core::mirror::RemovalReason;
 use salesync_core::person::Person;
 use salesync_core::ports::store::{
-    ApplyCounts, Checkpoint, CheckpointStore, Finished, InboundBatch, InboundStore, InstanceBinding, LeaseStore,
+    ApplyCounts, Checkpoint, CheckpointStore, Claim, Finished, InboundBatch, InboundStore, InstanceBinding, LeaseStore,
     MirrorPage, MirrorStore, OutboxCounts, OutboxItem, OutboxState, OutboxStore, Promotion, Recording, ReminderStore,
-    SettingsStore, ShadowStore, StreamId, Target, Tombstone,
+    SettingsStore, ShadowStore, StreamId, Tombstone,
 };
 use salesync_core::sfid::SalesforceId;
 use salesync_core::{Error, Result};
@@ -384,14 +384,8 @@ crate::sql::sql_store_impls!(PostgresStore, Postgres, reader: pool, writer: pool
 
 impl PostgresStore {
     /// Claims due items of `target` for `worker` (see `OutboxStore::claim`).
-    async fn claim_due(
-        &self,
-        target: Target,
-        limit: u32,
-        worker: &str,
-        lease: Duration,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<OutboxItem>> {
+    async fn claim_due(&self, claim: Claim) -> Result<Vec<OutboxItem>> {
+        let Claim { target, limit, worker, lease, now } = claim;
         let sql = format!(
             "WITH due AS (SELECT id FROM outbox WHERE target = $3 AND state IN ('pending', 'in_flight') AND \
              ((state = 'pending' AND next_attempt_at <= $4) OR (state = 'in_flight' AND lease_until <= $4)) \

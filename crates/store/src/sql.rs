@@ -775,18 +775,11 @@ macro_rules! sql_store_impls {
                 Ok(ids)
             }
 
-            async fn claim(
-                &self,
-                target: Target,
-                limit: u32,
-                worker: &str,
-                lease: Duration,
-                now: DateTime<Utc>,
-            ) -> Result<Vec<OutboxItem>> {
-                if limit == 0 {
+            async fn claim(&self, claim: Claim) -> Result<Vec<OutboxItem>> {
+                if claim.limit == 0 {
                     return Ok(Vec::new());
                 }
-                self.claim_due(target, limit, worker, lease, now).await
+                self.claim_due(claim).await
             }
 
             async fn finish(&self, finished: Vec<Finished>, now: DateTime<Utc>) -> Result<()> {

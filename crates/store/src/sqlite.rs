@@ -16,9 +16,9 @@ use salesync_core::activity::{AdminSettings, ReminderTask, UnsubscribeState};
 use salesync_core::mirror::RemovalReason;
 use salesync_core::person::Person;
 use salesync_core::ports::store::{
-    ApplyCounts, Checkpoint, CheckpointStore, Finished, InboundBatch, InboundStore, InstanceBinding, LeaseStore,
+    ApplyCounts, Checkpoint, CheckpointStore, Claim, Finished, InboundBatch, InboundStore, InstanceBinding, LeaseStore,
     MirrorPage, MirrorStore, OutboxCounts, OutboxItem, OutboxState, OutboxStore, Promotion, Recording, ReminderStore,
-    SettingsStore, ShadowStore, StreamId, Target, Tombstone,
+    SettingsStore, ShadowStore, StreamId, Tombstone,
 };
 use salesync_core::sfid::SalesforceId;
 use salesync_core::{Error, Result};
@@ -310,14 +310,8 @@ crate::sql::sql_store_impls!(SqliteStore, Sqlite, reader: reader, writer: writer
 
 impl SqliteStore {
     /// Claims due items of `target` for `worker` (see `OutboxStore::claim`).
-    async fn claim_due(
-        &self,
-        target: Target,
-        limit: u32,
-        worker: &str,
-        lease: Duration,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<OutboxItem>> {
+    async fn claim_due(&self, claim: Claim) -> Result<Vec<OutboxItem>> {
+        let Claim { target, limit, worker, lease, now } = claim;
         // One UPDATE statement is one write transaction: SQLite takes the write lock before the
         // subquery reads, so two claimers can never pick the same rows.
         let sql = format!(

@@ -24,9 +24,9 @@ use chrono::{DateTime, Utc};
 use salesync_core::activity::{AdminSettings, ReminderTask, UnsubscribeState};
 use salesync_core::person::Person;
 use salesync_core::ports::store::{
-    ApplyCounts, Checkpoint, CheckpointStore, Finished, InboundBatch, InboundStore, InstanceBinding, LeaseStore,
+    ApplyCounts, Checkpoint, CheckpointStore, Claim, Finished, InboundBatch, InboundStore, InstanceBinding, LeaseStore,
     MirrorPage, MirrorStore, OutboxCounts, OutboxItem, OutboxState, OutboxStore, Recording, ReminderStore,
-    SettingsStore, ShadowStore, Store, StreamId, Target, Tombstone,
+    SettingsStore, ShadowStore, Store, StreamId, Tombstone,
 };
 use salesync_core::sfid::SalesforceId;
 use salesync_core::{Error, Result};
@@ -193,16 +193,9 @@ macro_rules! decorate {
                 self.enter(Method::Record)?;
                 self.inner.record(recording).await
             }
-            async fn claim(
-                &self,
-                target: Target,
-                limit: u32,
-                worker: &str,
-                lease: Duration,
-                now: DateTime<Utc>,
-            ) -> Result<Vec<OutboxItem>> {
+            async fn claim(&self, claim: Claim) -> Result<Vec<OutboxItem>> {
                 self.enter(Method::Claim)?;
-                self.inner.claim(target, limit, worker, lease, now).await
+                self.inner.claim(claim).await
             }
             async fn finish(&self, finished: Vec<Finished>, now: DateTime<Utc>) -> Result<()> {
                 self.enter(Method::Finish)?;

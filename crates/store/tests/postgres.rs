@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use futures::FutureExt;
 use salesync_core::Error;
-use salesync_core::ports::store::{NewOutboxItem, OutboxPayload, OutboxStore, Recording, Store, Target};
+use salesync_core::ports::store::{Claim, NewOutboxItem, OutboxPayload, OutboxStore, Recording, Store, Target};
 use salesync_store::conformance::{self, Check};
 use salesync_store::{PostgresStore, open};
 
@@ -149,8 +149,8 @@ async fn two_stores_on_one_schema_share_claims_and_leases() {
         let lease = std::time::Duration::from_secs(60);
         let target = Target::Marketo;
         let (x, y) = tokio::join!(
-            a.claim(target, 25, "a", lease, conformance::t(1)),
-            b.claim(target, 25, "b", lease, conformance::t(1))
+            a.claim(Claim { target, limit: 25, worker: "a".into(), lease, now: conformance::t(1) }),
+            b.claim(Claim { target, limit: 25, worker: "b".into(), lease, now: conformance::t(1) })
         );
         let (x, y) = (x.unwrap(), y.unwrap());
         assert_eq!(x.len() + y.len(), ids.len());

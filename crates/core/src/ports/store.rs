@@ -131,6 +131,22 @@ impl From<Target> for Service {
     }
 }
 
+/// A request to claim outbox items ([`OutboxStore::claim`]): up to `limit` due items of
+/// `target`, leased to `worker` for `lease` from `now`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// Whose items.
+    pub target: Target,
+    /// At most this many (0 claims nothing).
+    pub limit: u32,
+    /// The claiming worker; only it may finish the items while its lease runs.
+    pub worker: String,
+    /// How long the items stay leased to the worker.
+    pub lease: Duration,
+    /// The claim's time: items due by then are claimed, the lease runs from it.
+    pub now: DateTime<Utc>,
+}
+
 /// What an outbox item delivers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -408,16 +424,9 @@ pub trait OutboxStore: Send + Sync {
     /// ids for keys already recorded).
     async fn record(&self, recording: Recording) -> Result<Vec<i64>>;
 
-    /// Claims up to `limit` due items for `target`: pending items whose time has come, and
-    /// in-flight items whose lease expired. Safe with several workers on one database.
-    async fn claim(
-        &self,
-        target: Target,
-        limit: u32,
-        worker: &str,
-        lease: Duration,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<OutboxItem>>;
+    /// Claims up to `claim.limit` due items for `claim.target`: pending items whose time has
+    /// come, and in-flight items whose lease expired. Safe with several workers on one database.
+    async fn claim(&self, claim: Claim) -> Result<Vec<OutboxItem>>;
 
     /// Applies outcomes of claimed items; ignores items no longer leased to their worker.
     async fn finish(&self, finished: Vec<Finished>, now: DateTime<Utc>) -> Result<()>;
@@ -740,15 +749,8 @@ macro_rules! forward_through {
             async fn record(&self, recording: Recording) -> Result<Vec<i64>> {
                 (**self).record(recording).await
             }
-            async fn claim(
-                &self,
-                target: Target,
-                limit: u32,
-                worker: &str,
-                lease: Duration,
-                now: DateTime<Utc>,
-            ) -> Result<Vec<OutboxItem>> {
-                (**self).claim(target, limit, worker, lease, now).await
+            async fn claim(&self, claim: Claim) -> Result<Vec<OutboxItem>> {
+                (**self).claim(claim).await
             }
             async fn finish(&self, finished: Vec<Finished>, now: DateTime<Utc>) -> Result<()> {
                 (**self).finish(finished, now).await
@@ -853,7 +855,7 @@ mockall::mock! {
     #[async_trait]
     impl OutboxStore for Store {
         async fn record(&self, recording: Recording) -> Result<Vec<i64>>;
-        async fn claim(&self, target: Target, limit: u32, worker: &str, lease: Duration, now: DateTime<Utc>) -> Result<Vec<OutboxItem>>;
+        async fn claim(&self, claim: Claim) -> Result<Vec<OutboxItem>>;
         async fn finish(&self, finished: Vec<Finished>, now: DateTime<Utc>) -> Result<()>;
         async fn outbox_item(&self, id: i64) -> Result<Option<OutboxItem>>;
         async fn outbox_items(&self, state: OutboxState, limit: u32) -> Result<Vec<OutboxItem>>;
