@@ -37,20 +37,16 @@ fn env_usize(key: &str, default: usize) -> usize {
 /// A sales email on `person`, unique per `seq`.
 fn email(person: &Person, seq: u64) -> SalesActivity {
     SalesActivity {
-        id: format!("bench-{seq}"),
-        marketo_id: person.marketo_id,
-        kind: SalesActivityKind::SendSalesEmail,
-        occurred_at: chrono::Utc::now() - chrono::Duration::minutes(5),
         actor_email: Some("rep@example.com".into()),
-        actor_salesforce_user: None,
         subject: Some(format!("Following up #{seq}")),
-        link: None,
-        template: None,
-        campaign: None,
-        call: None,
-        bounce_details: None,
         body: Some("Hi, following up on our call.".into()),
         sales_person_id: Some("rep-1".into()),
+        ..SalesActivity::new(
+            format!("bench-{seq}"),
+            person.marketo_id,
+            SalesActivityKind::SendSalesEmail,
+            chrono::Utc::now() - chrono::Duration::minutes(5),
+        )
     }
 }
 

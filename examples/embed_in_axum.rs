@@ -106,20 +106,9 @@ async fn record_email(
     axum::Json(body): axum::Json<NewEmail>,
 ) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
     let activity = SalesActivity {
-        id: String::new(),
-        marketo_id: body.person,
-        kind: SalesActivityKind::SendSalesEmail,
-        occurred_at: Utc::now(),
         actor_email: Some(body.sender),
-        actor_salesforce_user: None,
         subject: Some(body.subject),
-        link: None,
-        template: None,
-        campaign: None,
-        call: None,
-        bounce_details: None,
-        body: None,
-        sales_person_id: None,
+        ..SalesActivity::new("", body.person, SalesActivityKind::SendSalesEmail, Utc::now())
     };
     match app.dispatcher.record_activity(activity).await {
         Ok(r) => Ok((StatusCode::ACCEPTED, axum::Json(json!({ "id": r.id, "outbox_ids": r.outbox_ids })))),

@@ -124,20 +124,9 @@ async fn run(
         .build()?;
     let recorded = dispatcher
         .record_activity(SalesActivity {
-            id: String::new(),
-            marketo_id: first,
-            kind: SalesActivityKind::SendSalesEmail,
-            occurred_at: Utc::now(),
             actor_email: Some("rep0@sales.example.com".into()),
-            actor_salesforce_user: None,
             subject: Some("Pricing for next year".into()),
-            link: None,
-            template: None,
-            campaign: None,
-            call: None,
-            bounce_details: None,
-            body: None,
-            sales_person_id: None,
+            ..SalesActivity::new("", first, SalesActivityKind::SendSalesEmail, Utc::now())
         })
         .await?;
     let delivered = dispatcher.deliver_once().await?;

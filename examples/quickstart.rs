@@ -149,20 +149,10 @@ async fn main() -> Result<(), BoxError> {
         .map(|p| p.marketo_id)
         .ok_or("no contact in the seeded world")?;
     let email = SalesActivity {
-        id: String::new(),
-        marketo_id: person,
-        kind: SalesActivityKind::SendSalesEmail,
-        occurred_at: Utc::now(),
         actor_email: Some("rep0@sales.example.com".into()),
-        actor_salesforce_user: None,
         subject: Some("Pricing for next year".into()),
-        link: None,
-        template: None,
-        campaign: None,
-        call: None,
-        bounce_details: None,
         body: Some("Sent from the quickstart".into()),
-        sales_person_id: None,
+        ..SalesActivity::new("", person, SalesActivityKind::SendSalesEmail, Utc::now())
     };
     let call = SalesActivity {
         kind: SalesActivityKind::SalesCall,

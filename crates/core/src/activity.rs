@@ -241,6 +241,28 @@ pub struct CallDetails {
 }
 
 impl SalesActivity {
+    /// An activity of `kind` on a person with only its required fields: set the optional ones
+    /// (actor, subject, call details…) with struct update syntax,
+    /// `SalesActivity { subject: Some(…), ..SalesActivity::new(…) }`.
+    pub fn new(id: impl Into<String>, marketo_id: i64, kind: SalesActivityKind, occurred_at: DateTime<Utc>) -> Self {
+        SalesActivity {
+            id: id.into(),
+            marketo_id,
+            kind,
+            occurred_at,
+            actor_email: None,
+            actor_salesforce_user: None,
+            subject: None,
+            link: None,
+            template: None,
+            campaign: None,
+            call: None,
+            bounce_details: None,
+            body: None,
+            sales_person_id: None,
+        }
+    }
+
     /// The subject with its unique suffix, as logged in Marketo: `My Subject (SIA-<id>)`.
     pub fn marketo_subject(&self) -> String {
         let base = self.subject.as_deref().unwrap_or("").trim();
@@ -522,20 +544,9 @@ mod tests {
 
     fn email() -> SalesActivity {
         SalesActivity {
-            id: "a1".into(),
-            marketo_id: 1001,
-            kind: SalesActivityKind::SendSalesEmail,
-            occurred_at: Utc::now(),
             actor_email: Some("rep@example.com".into()),
-            actor_salesforce_user: None,
             subject: Some("Intro".into()),
-            link: None,
-            template: None,
-            campaign: None,
-            call: None,
-            bounce_details: None,
-            body: None,
-            sales_person_id: None,
+            ..SalesActivity::new("a1", 1001, SalesActivityKind::SendSalesEmail, Utc::now())
         }
     }
 

@@ -28,20 +28,9 @@ fn dispatcher(store: Arc<dyn Store>, instance: Option<&str>) -> Dispatcher {
 
 fn activity() -> SalesActivity {
     SalesActivity {
-        id: "a1".into(),
-        marketo_id: 7,
-        kind: SalesActivityKind::SendSalesEmail,
-        occurred_at: Utc::now(),
         actor_email: Some("rep@example.com".into()),
-        actor_salesforce_user: None,
         subject: Some("Hi".into()),
-        link: None,
-        template: None,
-        campaign: None,
-        call: None,
-        bounce_details: None,
-        body: None,
-        sales_person_id: None,
+        ..SalesActivity::new("a1", 7, SalesActivityKind::SendSalesEmail, Utc::now())
     }
 }
 

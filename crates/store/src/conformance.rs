@@ -278,20 +278,11 @@ fn reminder(id: &str, marketo_id: i64, task: Option<SalesforceId>) -> ReminderTa
 
 fn activity(id: &str) -> SalesActivity {
     SalesActivity {
-        id: id.into(),
-        marketo_id: 1,
-        kind: SalesActivityKind::SendSalesEmail,
-        occurred_at: t(3),
         actor_email: Some("rep@example.com".into()),
         actor_salesforce_user: Some(owner(1)),
         subject: Some("Intro".into()),
-        link: None,
-        template: None,
-        campaign: None,
-        call: None,
-        bounce_details: None,
         body: Some("Hello".into()),
-        sales_person_id: None,
+        ..SalesActivity::new(id, 1, SalesActivityKind::SendSalesEmail, t(3))
     }
 }
 
