@@ -1,13 +1,17 @@
-//! Process-level fixtures of `crash.rs` and `multi_process.rs`: the `SALESYNC_*` environment of
-//! a `salesync sync` child on a [`World`], a store shared by the test and its children, and the
-//! children themselves. The world, the oracle, the exactly-once and rate-limit checks and the
-//! recording of outbound items come from the test kit (re-exported here).
+//! Process-level fixtures of the CLI tests: `salesync emulate` children, the `SALESYNC_*`
+//! environment of a `salesync sync` child on a [`World`], a store shared by the test and its
+//! children, and the `salesync sync` children themselves. The world, the oracle, the exactly-once
+//! and rate-limit checks and the recording of outbound items come from the test kit (re-exported
+//! here).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+// Each test file uses a part.
+#[allow(unused_imports)]
 pub use salesync_testkit::{
     Outbound, Rng, TestStore, World, assert_delivered_exactly_once, assert_rate_limits_kept, enable_reminder_sync,
     outbox_drained, record_round, wait_for,
@@ -49,6 +53,55 @@ pub fn child_env(world: &World, store_url: &str, client: usize, rate_calls: u32,
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect()
+}
+
+/// A running `salesync emulate` child; killed when dropped.
+pub struct EmulateChild {
+    child: Child,
+    /// The first line it printed: where it listens and its credentials (JSON).
+    line: serde_json::Value,
+}
+
+impl EmulateChild {
+    /// Starts `salesync emulate [args]` and reads the line saying where it listens.
+    pub fn start(args: &[&str]) -> EmulateChild {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_salesync"))
+            .arg("emulate")
+            .args(args)
+            .env_remove("SALESYNC_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn salesync emulate");
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+        let line = match serde_json::from_str(first.trim()) {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = child.kill();
+                panic!("emulate printed {first:?}: {e}");
+            }
+        };
+        EmulateChild { child, line }
+    }
+
+    /// A value of its first line (`marketo_url`, `marketo_client_id`, …).
+    pub fn get(&self, key: &str) -> String {
+        self.line[key].as_str().unwrap_or_else(|| panic!("{key} missing in {}", self.line)).to_string()
+    }
+
+    /// `(variable, value)` for each `(variable, key)` of `vars`.
+    pub fn vars<'a>(&self, vars: &[(&'a str, &str)]) -> Vec<(&'a str, String)> {
+        vars.iter().map(|(var, key)| (*var, self.get(key))).collect()
+    }
+}
+
+impl Drop for EmulateChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// A SQLite store shared by the test and its children, reminder Task sync on.
