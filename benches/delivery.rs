@@ -26,8 +26,7 @@ use salesync::core::ports::marketo::MarketoApi;
 use salesync::core::ports::salesforce::SalesforceApi;
 use salesync::delivery::{DeliverySettings, Dispatcher};
 use salesync::engine::{EngineSettings, InitialMode, SyncEngine};
-use salesync_emulator::marketo::{MarketoConfig, MarketoEmulator, MarketoLimits};
-use salesync_emulator::salesforce::{SalesforceConfig, SalesforceEmulator};
+use salesync_testkit::{World, all_people};
 
 fn env_usize(key: &str, default: usize) -> usize {
     std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -36,20 +35,14 @@ fn env_usize(key: &str, default: usize) -> usize {
 /// A sales email on `person`, unique per `seq`.
 fn email(person: &Person, seq: u64) -> SalesActivity {
     SalesActivity {
-        id: format!("bench-{seq}"),
-        marketo_id: person.marketo_id,
-        kind: SalesActivityKind::SendSalesEmail,
-        occurred_at: chrono::Utc::now() - chrono::Duration::minutes(5),
-        actor_email: Some("rep@example.com".into()),
-        actor_salesforce_user: None,
         subject: Some(format!("Following up #{seq}")),
         link: None,
-        template: None,
         campaign: None,
         call: None,
         bounce_details: None,
         body: Some("Hi, following up on our call.".into()),
         sales_person_id: Some("rep-1".into()),
+        ..salesync_testkit::activity(format!("bench-{seq}"), person.marketo_id, SalesActivityKind::SendSalesEmail)
     }
 }
 
@@ -58,33 +51,12 @@ fn bench(c: &mut Criterion) {
     let items = env_usize("SALESYNC_BENCH_ACTIVITIES", 3_000);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (_mkto, _sf, store, marketo, salesforce, targets) = rt.block_on(async {
-        let world = salesync_emulator::seed::generate(people, 21);
-        let mkto =
-            MarketoEmulator::start(MarketoConfig { limits: MarketoLimits::unlimited(), ..MarketoConfig::default() })
-                .await
-                .unwrap();
-        let sf = SalesforceEmulator::start(SalesforceConfig::default()).await.unwrap();
-        mkto.seed_world(&world);
-        sf.seed_world(&world);
+    let (_world, store, marketo, salesforce, targets) = rt.block_on(async {
+        let world = World::unlimited(people, 21).await;
         let store = salesync::store::open(&format!("sqlite://{}", dir.path().join("d.db").display())).await.unwrap();
-        let marketo: Arc<dyn MarketoApi> = Arc::new(
-            salesync::marketo::MarketoClient::builder()
-                .base_url(mkto.base_url())
-                .client_id(mkto.client_id())
-                .client_secret(mkto.client_secret())
-                .rate_limit(1_000_000, Duration::from_secs(20))
-                .build()
-                .unwrap(),
-        );
-        let salesforce: Arc<dyn SalesforceApi> = Arc::new(
-            salesync::salesforce::SalesforceClient::builder()
-                .login_url(sf.base_url())
-                .client_id(sf.client_id())
-                .client_secret(sf.client_secret())
-                .build()
-                .unwrap(),
-        );
+        let marketo: Arc<dyn MarketoApi> =
+            Arc::new(world.marketo_builder().rate_limit(1_000_000, Duration::from_secs(20)).build().unwrap());
+        let salesforce: Arc<dyn SalesforceApi> = world.salesforce_client();
         // The mirror the deliveries resolve people against.
         let engine = SyncEngine::builder()
             .marketo(marketo.clone())
@@ -99,16 +71,14 @@ fn bench(c: &mut Criterion) {
             .unwrap();
         engine.sync_once().await.unwrap();
         // People with a stored Salesforce id: each email makes exactly one activity and one Task.
-        let mut targets = Vec::new();
-        let mut after = None;
-        loop {
-            let page = store.list_people(after, 1_000).await.unwrap();
-            let Some(last) = page.last() else { break };
-            after = Some(last.marketo_id);
-            targets.extend(page.into_iter().filter(|p| p.salesforce_who_id().is_some()));
-        }
+        let targets: Vec<Person> = all_people(store.as_ref())
+            .await
+            .unwrap()
+            .into_values()
+            .filter(|p| p.salesforce_who_id().is_some())
+            .collect();
         assert!(targets.len() > people / 2, "the seeded world has Salesforce ids for most people");
-        (mkto, sf, store, marketo, salesforce, targets)
+        (world, store, marketo, salesforce, targets)
     });
     let dispatcher = Dispatcher::builder()
         .marketo(marketo.clone())
