@@ -728,7 +728,9 @@ fn owner_gain(ctx: &Ctx, id: i64, lead: &Map<String, Value>, rng: &mut SmallRng,
     }
     match ctx.world.salesforce.insert("Lead", fields) {
         Ok(sf_id) => {
-            ctx.world.marketo.update_lead(id, obj(json!({"sfdcType": "Lead", "sfdcLeadId": sf_id, "sfdcLeadOwnerId": owner})));
+            ctx.world
+                .marketo
+                .update_lead(id, obj(json!({"sfdcType": "Lead", "sfdcLeadId": sf_id, "sfdcLeadOwnerId": owner})));
         }
         Err(e) => tracing::warn!(error = %e, n, "could not create the Salesforce lead"),
     }

@@ -300,11 +300,8 @@ async fn record_round(d: &Dispatcher, people: &[salesync::core::Person], round: 
             })
             .await
             .unwrap();
-            let reminder = RecordedReminder {
-                who: Some(who.clone()),
-                subject: Some("Call back".into()),
-                completed: Some(false),
-            };
+            let reminder =
+                RecordedReminder { who: Some(who.clone()), subject: Some("Call back".into()), completed: Some(false) };
             rec.reminders.insert(id, reminder);
         }
     }

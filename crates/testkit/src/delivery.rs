@@ -132,7 +132,10 @@ pub async fn check_delivered_exactly_once(world: &World, store: &dyn Store, out:
     for (id, a) in &out.activities {
         ensure!(want_m.contains(id), "activity {id} not delivered to Marketo");
         if a.kind.task_kind().is_some() {
-            ensure!(to_salesforce(id, &items) || to_salesforce(id, &skipped), "activity {id} has no Salesforce outcome");
+            ensure!(
+                to_salesforce(id, &items) || to_salesforce(id, &skipped),
+                "activity {id} has no Salesforce outcome"
+            );
         } else {
             ensure!(!to_salesforce(id, &items), "activity {id} ({:?}) must not be logged to Salesforce", a.kind);
             ensure!(!tasks.contains_key(id), "activity {id} ({:?}) must not be logged to Salesforce", a.kind);
@@ -140,7 +143,11 @@ pub async fn check_delivered_exactly_once(world: &World, store: &dyn Store, out:
         if let (Some(who), Some(_)) = (&a.who, a.kind.task_kind()) {
             let found = tasks.get(id).ok_or_else(|| format!("no Task for {id}"))?;
             ensure!(found.len() == 1, "{id} logged {} times", found.len());
-            ensure!(found[0]["WhoId"].as_str() == Some(who.as_str()), "{id}: WhoId {:?}, want {who}", found[0]["WhoId"]);
+            ensure!(
+                found[0]["WhoId"].as_str() == Some(who.as_str()),
+                "{id}: WhoId {:?}, want {who}",
+                found[0]["WhoId"]
+            );
         }
     }
     for (id, r) in &out.reminders {
@@ -153,7 +160,11 @@ pub async fn check_delivered_exactly_once(world: &World, store: &dyn Store, out:
         ensure!(found.len() == 1, "reminder {id} has {} Tasks", found.len());
         let task = &found[0];
         if let Some(who) = &r.who {
-            ensure!(task["WhoId"].as_str() == Some(who.as_str()), "reminder {id}: WhoId {:?}, want {who}", task["WhoId"]);
+            ensure!(
+                task["WhoId"].as_str() == Some(who.as_str()),
+                "reminder {id}: WhoId {:?}, want {who}",
+                task["WhoId"]
+            );
         }
         if let Some(subject) = &r.subject {
             let got = task["Subject"].as_str().unwrap_or_default();
@@ -171,7 +182,12 @@ pub async fn check_delivered_exactly_once(world: &World, store: &dyn Store, out:
         let n = tasks.get(id).map_or(0, Vec::len);
         ensure!(n == 1, "{id} in Salesforce {n} times");
     }
-    ensure!(marketo.len() == want_m.len(), "stray Marketo activities: {} for {} delivered", marketo.len(), want_m.len());
+    ensure!(
+        marketo.len() == want_m.len(),
+        "stray Marketo activities: {} for {} delivered",
+        marketo.len(),
+        want_m.len()
+    );
     ensure!(
         marketo.len() == out.activities.len(),
         "Marketo activities: {} for {} recorded",

@@ -38,9 +38,9 @@ pub use delivery::{
 };
 pub use limits::{assert_rate_limits_kept, check_rate_limits};
 pub use mirror::{Difference, MirrorDiff, Oracle, all_people, mirror, mirror_diff, oracle};
-pub use world::assert_mirror_matches;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use stores::{SchemaDropper, TestStore};
 pub use stores::{enable_reminder_sync, postgres_url};
 pub use wait::wait_for;
 pub use world::World;
+pub use world::assert_mirror_matches;

@@ -32,7 +32,8 @@ pub fn oracle(marketo: &MarketoEmulator) -> Oracle {
         if !matches!(ty.as_deref(), Some("Lead") | Some("Contact")) || owner.is_none() {
             continue;
         }
-        let id = lead.get("id").and_then(Value::as_i64).unwrap_or_else(|| panic!("a Marketo lead without an id: {lead:?}"));
+        let id =
+            lead.get("id").and_then(Value::as_i64).unwrap_or_else(|| panic!("a Marketo lead without an id: {lead:?}"));
         let mut fields = BTreeMap::new();
         for spec in LEAD_FIELDS.iter() {
             if matches!(spec.field, LeadField::UpdatedAt | LeadField::SalesforceOpportunityId) {

@@ -33,7 +33,13 @@ pub fn is_pull(path: &str) -> bool {
 /// The `SALESYNC_*` variables of a `salesync sync` child: `world`, `store_url`, the Marketo API
 /// client `client` (index into `world.clients`), `rate_calls` per one-second window, fast polls
 /// and short leases.
-pub fn child_env(world: &World, store_url: &str, client: usize, rate_calls: u32, holder: &str) -> Vec<(String, String)> {
+pub fn child_env(
+    world: &World,
+    store_url: &str,
+    client: usize,
+    rate_calls: u32,
+    holder: &str,
+) -> Vec<(String, String)> {
     let (id, secret) = &world.clients[client];
     [
         ("SALESYNC_STORE", store_url.to_string()),
