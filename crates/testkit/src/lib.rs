@@ -3,7 +3,7 @@
 //!
 //! - [`World`]: both API emulators started and seeded with one world ([`world`]);
 //! - the mirror oracle (what the mirror must hold, computed from the Marketo emulator's own
-//!   data), paging the whole mirror, and a mirror diff with a readable message ([`mirror`]);
+//!   data), paging the whole mirror, and a mirror diff with a readable message ([`mod@mirror`]);
 //! - the exactly-once delivery check and the rate-limit check ([`delivery`], [`limits`]);
 //! - fault-plan presets ([`faults`]);
 //! - builders (a sample [`SalesActivity`](salesync_core::activity::SalesActivity), a sample

@@ -71,7 +71,7 @@ impl World {
         self.marketo.call_log().len() + self.salesforce.call_log().len()
     }
 
-    /// What the mirror must hold ([`oracle`](crate::oracle)).
+    /// What the mirror must hold ([`crate::oracle`]).
     pub fn oracle(&self) -> Oracle {
         oracle(&self.marketo)
     }
