@@ -19,9 +19,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use salesync::core::Person;
 use salesync::core::activity::{AdminSettings, SalesActivity, SalesActivityKind};
-use salesync::core::delivery::{TaskPlan, activity_task, custom_activity_types, marketo_activity};
+use salesync::core::outbound::{TaskPlan, activity_task, custom_activity_types, marketo_activity};
+use salesync::core::person::Person;
 use salesync::core::ports::marketo::MarketoApi;
 use salesync::core::ports::salesforce::SalesforceApi;
 use salesync::delivery::{DeliverySettings, Dispatcher};
@@ -104,7 +104,7 @@ fn bench(c: &mut Criterion) {
     // Type ids for the baseline (the same provisioning the dispatcher does once).
     let type_id = rt.block_on(async {
         let types = marketo.ensure_custom_activity_types(&custom_activity_types()).await.unwrap();
-        let want = salesync::core::delivery::custom_type_api_name(SalesActivityKind::SendSalesEmail);
+        let want = salesync::core::outbound::custom_type_api_name(SalesActivityKind::SendSalesEmail);
         types.into_iter().find(|t| t.api_name == want).unwrap().id
     });
     let type_values = rt.block_on(salesforce.task_type_values()).unwrap();

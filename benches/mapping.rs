@@ -7,8 +7,8 @@
 
 use chrono::Utc;
 use criterion::{BenchmarkId, Criterion, Throughput, black_box, criterion_group, criterion_main};
-use salesync::core::SalesforceId;
 use salesync::core::mapping::{LeadRecord, Qualification};
+use salesync::core::sfid::SalesforceId;
 use serde::Deserialize;
 
 const PAGE: usize = 300;

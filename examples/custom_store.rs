@@ -24,7 +24,7 @@ use salesync::core::ports::store::{
     MirrorPage, MirrorStore, OutboxCounts, OutboxItem, OutboxState, OutboxStore, Recording, ReminderStore,
     SettingsStore, StreamId, Target, Tombstone,
 };
-use salesync::core::{Person, Result, SalesforceId};
+use salesync::core::{Result, person::Person, sfid::SalesforceId};
 use salesync::engine::{EngineSettings, InitialMode, SyncEngine};
 use salesync::marketo::MarketoClient;
 use salesync::salesforce::SalesforceClient;

@@ -174,7 +174,7 @@ async fn sync_until_ok(eng: &SyncEngine, what: &str) -> u32 {
 /// opportunity on a contact that had none, a lead converted with an opportunity, both picked
 /// from the end of the mirror, far from the Marketo changes): returns the opportunity each of
 /// those people must end up with.
-fn mutate(w: &World, m: &BTreeMap<i64, salesync::core::Person>, round: usize) -> Vec<(i64, String)> {
+fn mutate(w: &World, m: &BTreeMap<i64, salesync::core::person::Person>, round: usize) -> Vec<(i64, String)> {
     let ids: Vec<i64> = m.keys().copied().collect();
     let base = round * 7;
     let owner = w.seed.users[0].id.clone();
@@ -197,7 +197,7 @@ fn mutate(w: &World, m: &BTreeMap<i64, salesync::core::Person>, round: usize) ->
     let contact = m
         .values()
         .rev()
-        .filter(|p| p.salesforce_type == salesync::core::SalesforceType::Contact)
+        .filter(|p| p.salesforce_type == salesync::core::person::SalesforceType::Contact)
         .filter(|p| p.salesforce_contact_id.is_some() && p.salesforce_opportunity_id().is_none())
         .nth(round)
         .unwrap();
@@ -213,7 +213,7 @@ fn mutate(w: &World, m: &BTreeMap<i64, salesync::core::Person>, round: usize) ->
     let lead = m
         .values()
         .rev()
-        .filter(|p| p.salesforce_type == salesync::core::SalesforceType::Lead && p.salesforce_lead_id.is_some())
+        .filter(|p| p.salesforce_type == salesync::core::person::SalesforceType::Lead && p.salesforce_lead_id.is_some())
         .nth(round)
         .unwrap();
     let converted = sf.convert_lead(lead.salesforce_lead_id.as_ref().unwrap().as_str(), None, None, true).unwrap();
@@ -275,7 +275,7 @@ async fn deliver_until_done(d: &Dispatcher, store: &dyn Store, what: &str) {
 }
 
 /// Records all eight kinds for a few mirror people, unsubscribes and reminders.
-async fn record_round(d: &Dispatcher, people: &[salesync::core::Person], round: usize, rec: &mut Outbound) {
+async fn record_round(d: &Dispatcher, people: &[salesync::core::person::Person], round: usize, rec: &mut Outbound) {
     for (i, p) in people.iter().enumerate() {
         let who =
             p.salesforce_contact_id.as_ref().or(p.salesforce_lead_id.as_ref()).map(|s| s.as_str().to_string()).unwrap();

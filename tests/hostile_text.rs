@@ -11,7 +11,7 @@ use chrono::Utc;
 use salesync::core::activity::{AdminSettings, ReminderPriority, SalesActivity, SalesActivityKind};
 use salesync::core::ports::salesforce::SalesforceApi;
 use salesync::core::ports::store::{MirrorPage, OutboxPayload, OutboxState, Store};
-use salesync::core::{Decision, Person, SalesforceId};
+use salesync::core::{mirror::Decision, person::Person, sfid::SalesforceId};
 use salesync::delivery::{DeliverySettings, Dispatcher, NewReminder};
 use salesync::marketo::MarketoClient;
 use salesync::salesforce::SalesforceClient;

@@ -103,7 +103,7 @@ async fn scenario(store: Arc<dyn Store>, mode: InitialMode) {
     let m = mirror(store.as_ref()).await;
     assert_eq!(m[&renamed].first_name.as_deref(), Some("Renamed Ünïcode"));
     assert!(m.contains_key(&unqualified) && m.contains_key(&created));
-    assert_eq!(m[&converted].salesforce_type, salesync::core::SalesforceType::Contact);
+    assert_eq!(m[&converted].salesforce_type, salesync::core::person::SalesforceType::Contact);
     assert_eq!(
         store.tombstone(disqualified).await.unwrap().unwrap().reason,
         RemovalReason::Disqualified { why: Disqualification::NoOwner }
@@ -370,7 +370,7 @@ async fn salesforce_only_changes(store: Arc<dyn Store>) {
     assert_eq!(updated, expected, "one update per converted person: {report:?}");
     for (id, c) in &conversions {
         let p = &m[id];
-        assert_eq!(p.salesforce_type, salesync::core::SalesforceType::Contact);
+        assert_eq!(p.salesforce_type, salesync::core::person::SalesforceType::Contact);
         assert_eq!(p.salesforce_contact_id.as_ref().map(|i| i.as_str()), Some(c.contact_id.as_str()));
         assert_eq!(p.salesforce_lead_id, None);
         assert_eq!(
@@ -419,7 +419,7 @@ async fn resync_one_person(store: Arc<dyn Store>) {
     let mut wrong = m[&stale].clone();
     wrong.title = Some("Planted title".into());
     let mut wrong_opp = m[&with_opp.marketo_id].clone();
-    wrong_opp.salesforce_opportunity = salesync::core::OpportunityRef::Salesforce(None);
+    wrong_opp.salesforce_opportunity = salesync::core::person::OpportunityRef::Salesforce(None);
     let at = chrono::Utc::now();
     store
         .apply_page(MirrorPage {
@@ -504,7 +504,7 @@ async fn drift_repair(store: Arc<dyn Store>) {
     let mut wrong = m[&stale].clone();
     wrong.title = Some("Planted title".into());
     let mut wrong_opp = m[&with_opp.marketo_id].clone();
-    wrong_opp.salesforce_opportunity = salesync::core::OpportunityRef::Salesforce(None);
+    wrong_opp.salesforce_opportunity = salesync::core::person::OpportunityRef::Salesforce(None);
     let mut extra = m[&stale].clone();
     extra.marketo_id = 9_000_000;
     let plant = |decisions: Vec<Decision>| {

@@ -13,7 +13,7 @@ use salesync::core::activity::SalesActivityKind as K;
 use salesync::core::ports::marketo::MarketoApi;
 use salesync::core::ports::salesforce::SalesforceApi;
 use salesync::core::ports::store::Store;
-use salesync::core::{Error as CoreError, Person, Service};
+use salesync::core::{Error as CoreError, error::Service, person::Person};
 use salesync::delivery::{DeliveryEvent, DeliverySettings, Dispatcher, ManualClock, OutboxState, Target, TargetStatus};
 use salesync::engine::{EngineSettings, InitialMode, RetrySettings, SyncEngine, SyncEvent};
 use salesync_emulator::clock::Clock;

@@ -2,8 +2,8 @@
 
 use std::io::Write;
 
-use salesync::core::Person;
 use salesync::core::mapping::{LEAD_FIELDS, LeadField};
+use salesync::core::person::Person;
 
 /// The exported columns: the 13 synced fields in snake_case, then `salesforce_type`, `owner_id`.
 pub fn columns() -> Vec<(LeadField, &'static str)> {

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use salesync::core::Person;
 use salesync::core::activity::{
     CallDetails, CallStatus, CampaignRef, ReminderPriority, SalesActivity, SalesActivityKind,
 };
+use salesync::core::person::Person;
 use salesync::core::ports::marketo::MarketoApi;
 use salesync::core::ports::salesforce::SalesforceApi;
 use salesync::core::ports::store::{OutboxState, Store, StreamId};
@@ -685,7 +685,7 @@ async fn doctor(config: &Config) -> Res<()> {
             }
             match m.activity_types().await {
                 Ok(types) => {
-                    let wanted = salesync::core::delivery::custom_activity_types();
+                    let wanted = salesync::core::outbound::custom_activity_types();
                     let have = wanted
                         .iter()
                         .filter(|w| types.iter().any(|t| t.api_name.as_deref() == Some(w.api_name.as_str())))

@@ -3,14 +3,14 @@
 //!
 //! No I/O, no HTTP, no SQL lives here.
 //!
-//! - [`mapping`]: the one table from Marketo REST lead fields to [`Person`] (13 synced fields;
+//! - [`mapping`]: the one table from Marketo REST lead fields to [`person::Person`] (13 synced fields;
 //!   the original document's heading says 11 but lists 13), the lenient per-record parser, and
 //!   owner qualification.
 //! - [`mirror`]: pure decisions (insert, update with changed fields, unchanged, remove with a
 //!   reason). Duplicates by email are two people; nothing dedups.
 //! - [`activity`]: the eight sales activity kinds, Salesforce task kinds, reminder tasks,
 //!   unsubscribes, admin settings.
-//! - [`delivery`]: pure outbound rules (custom activity types, Task plans, subject templates,
+//! - [`outbound`]: pure outbound rules (custom activity types, Task plans, subject templates,
 //!   reminder conflict resolution).
 //! - [`ports`]: `MarketoApi`, `SalesforceApi`, `Store` (mockable with the `mock` feature).
 //! - [`salesforce_codes`]: the one table of Salesforce error codes (diagnostics category and
@@ -23,19 +23,14 @@
 pub mod activity;
 pub mod bulk_csv;
 pub mod clock;
-pub mod delivery;
 pub mod endpoint;
 pub mod error;
 pub mod mapping;
 pub mod mirror;
+pub mod outbound;
 pub mod person;
 pub mod ports;
 pub mod salesforce_codes;
 pub mod sfid;
 
-pub use clock::{Clock, ManualClock, SystemClock};
-pub use error::{Error, RecordError, Result, Service};
-pub use mapping::{LEAD_FIELDS, LeadField, LeadRecord, MarketoLead, Qualification};
-pub use mirror::{Decision, Incoming, RemovalReason, decide};
-pub use person::{OpportunityRef, Person, SalesforceType};
-pub use sfid::{SalesforceId, SalesforceObject};
+pub use error::{Error, Result};

@@ -13,7 +13,7 @@ use salesync_core::ports::store::{
     NewOutboxItem, OutboxCounts, OutboxItem, OutboxPayload, OutboxState, Recording, Store, Target,
 };
 use salesync_core::salesforce_codes::{Category, lookup};
-use salesync_core::{Error, Result, Service};
+use salesync_core::{Error, Result, error::Service};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, OnceCell, broadcast};
 use tokio_util::sync::CancellationToken;

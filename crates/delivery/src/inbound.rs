@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use salesync_core::Result;
 use salesync_core::activity::{ReminderTask, UnsubscribeOrigin, UnsubscribeState};
-use salesync_core::delivery::{ReminderMerge, import_reminder, merge_reminder};
+use salesync_core::outbound::{ReminderMerge, import_reminder, merge_reminder};
 use salesync_core::ports::salesforce::TaskRecord;
 use salesync_core::ports::store::{
     Checkpoint, InboundBatch, NewOutboxItem, OutboxPayload, OutboxState, Recording, StreamId, Target,

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use salesync_core::Result;
 use salesync_core::activity::SalesActivity;
-use salesync_core::delivery::{custom_activity_types, custom_type_api_name, marketo_activity};
+use salesync_core::outbound::{custom_activity_types, custom_type_api_name, marketo_activity};
 use salesync_core::ports::marketo::{Activity, NewCustomActivity, RecordOutcome};
 use salesync_core::ports::store::{OutboxItem, OutboxPayload, Target};
 
@@ -211,7 +211,7 @@ impl Inner {
             }
         }
         Err(salesync_core::Error::Unavailable {
-            service: salesync_core::Service::Marketo,
+            service: salesync_core::error::Service::Marketo,
             code: "lookup".into(),
             message: format!(
                 "looked through {} pages of activities without reaching the end; will look again",

@@ -4,11 +4,15 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use salesync_core::activity::{AdminSettings, ReminderTask, SalesActivity, TaskKind};
-use salesync_core::delivery::{SubjectContext, TaskPlan, activity_task, reminder_task, render_subject};
+use salesync_core::outbound::{SubjectContext, TaskPlan, activity_task, reminder_task, render_subject};
 use salesync_core::ports::marketo::RecordOutcome;
 use salesync_core::ports::salesforce::{LeadConversion, PersonRef, TaskWrite};
 use salesync_core::ports::store::{OutboxItem, OutboxPayload, Target};
-use salesync_core::{Error, OpportunityRef, Person, Result, SalesforceId, SalesforceObject, SalesforceType};
+use salesync_core::{
+    Error, Result,
+    person::{OpportunityRef, Person, SalesforceType},
+    sfid::{SalesforceId, SalesforceObject},
+};
 
 use crate::dispatcher::Inner;
 use crate::events::TargetReport;

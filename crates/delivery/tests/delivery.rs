@@ -15,7 +15,7 @@ use salesync_core::ports::salesforce::{
     ApiUsage, DeletedRecord, DeletedSince, LeadConversion, OptOutRecord, PersonRef, TaskRecord, TaskWrite,
 };
 use salesync_core::ports::store::{OutboxPayload, OutboxState, OutboxStore, Target};
-use salesync_core::{Error, SalesforceId, Service};
+use salesync_core::{Error, error::Service, sfid::SalesforceId};
 use salesync_delivery::{CanEmail, DeliveryEvent, ManualClock, NewReminder, ReminderChanges, TargetStatus};
 
 fn written(n: usize, prefix: &str) -> Vec<RecordOutcome> {

@@ -15,7 +15,10 @@ use salesync_core::activity::{AdminSettings, ReminderPriority, SalesActivityKind
 use salesync_core::ports::store::{
     InstanceBinding, MirrorPage, MirrorStore, OutboxPayload, OutboxState, OutboxStore, SettingsStore, Target,
 };
-use salesync_core::{Decision, Person, SalesforceType};
+use salesync_core::{
+    mirror::Decision,
+    person::{Person, SalesforceType},
+};
 use salesync_delivery::{DeliverySettings, Dispatcher, NewReminder, SystemClock};
 use salesync_emulator::faults::{FaultAction, FaultPlan, FaultRule, Trigger};
 use salesync_emulator::marketo::{MarketoConfig, MarketoEmulator, MarketoFault, MarketoLimits};

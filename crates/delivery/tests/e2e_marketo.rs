@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use salesync_core::Decision;
 use salesync_core::activity::AdminSettings;
 use salesync_core::activity::SalesActivityKind as K;
+use salesync_core::mirror::Decision;
 use salesync_core::ports::store::{InstanceBinding, MirrorPage, MirrorStore, OutboxState, OutboxStore, SettingsStore};
 use salesync_delivery::{DeliverySettings, Dispatcher, SystemClock};
 use salesync_emulator::faults::{FaultAction, FaultPlan, FaultRule, Trigger};

@@ -16,9 +16,9 @@ use std::time::Duration;
 
 use common::*;
 use futures::FutureExt;
-use salesync_core::Decision;
 use salesync_core::activity::{AdminSettings, SalesActivityKind as K};
-use salesync_core::delivery::{custom_activity_types, custom_type_api_name, marketo_activity};
+use salesync_core::mirror::Decision;
+use salesync_core::outbound::{custom_activity_types, custom_type_api_name, marketo_activity};
 use salesync_core::ports::marketo::{MarketoApi, RecordOutcome};
 use salesync_core::ports::store::{
     InstanceBinding, MirrorPage, MirrorStore, OutboxPayload, OutboxState, OutboxStore, SettingsStore, Target,

@@ -9,9 +9,9 @@ use std::collections::VecDeque;
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use salesync_core::MarketoLead;
-use salesync_core::RecordError;
 use salesync_core::bulk_csv::{Item, RecordReader, header_name};
+use salesync_core::error::RecordError;
+use salesync_core::mapping::MarketoLead;
 use salesync_core::ports::marketo::bytes_stream::ByteStream;
 
 /// One CSV row and the absolute byte offset just after it.
@@ -192,7 +192,10 @@ mod tests {
         assert_eq!(rows[1].as_ref().unwrap().fields, vec!["1", "2"]);
         let failing: ByteStream = stream::iter(vec![
             Ok(b"a\n".to_vec()),
-            Err(salesync_core::Error::Protocol { service: salesync_core::Service::Marketo, detail: "cut".into() }),
+            Err(salesync_core::Error::Protocol {
+                service: salesync_core::error::Service::Marketo,
+                detail: "cut".into(),
+            }),
             Ok(b"b\n".to_vec()),
         ])
         .boxed();

@@ -14,7 +14,11 @@ use salesync_core::ports::marketo::{ActivityType, MarketoApi, RateBudget};
 use salesync_core::ports::salesforce::SalesforceApi;
 use salesync_core::ports::store::{ApplyCounts, Checkpoint, MirrorPage, ShadowStore, Store, StreamId};
 use salesync_core::sfid::SalesforceId;
-use salesync_core::{Person, Qualification, RecordError, Service};
+use salesync_core::{
+    error::{RecordError, Service},
+    mapping::Qualification,
+    person::Person,
+};
 use tokio::sync::{OnceCell, broadcast};
 use tokio_util::sync::CancellationToken;
 
@@ -666,12 +670,12 @@ impl PageBuilder {
             match d {
                 Decision::Insert { person } if person.salesforce_opportunity.needs_lookup() => {
                     if let Some(opp) = resolve(person) {
-                        person.salesforce_opportunity = salesync_core::OpportunityRef::Salesforce(opp);
+                        person.salesforce_opportunity = salesync_core::person::OpportunityRef::Salesforce(opp);
                     }
                 }
                 Decision::Update { person, changed } if person.salesforce_opportunity.needs_lookup() => {
                     let Some(opp) = resolve(person) else { continue };
-                    person.salesforce_opportunity = salesync_core::OpportunityRef::Salesforce(opp);
+                    person.salesforce_opportunity = salesync_core::person::OpportunityRef::Salesforce(opp);
                     match self.current.get(&person.marketo_id) {
                         Some(cur) => {
                             *changed = salesync_core::mirror::changed_fields(cur, person);

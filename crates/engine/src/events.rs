@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use salesync_core::RecordError;
+use salesync_core::error::RecordError;
 use salesync_core::mapping::LeadField;
 use salesync_core::mirror::RemovalReason;
 use salesync_core::ports::store::ApplyCounts;

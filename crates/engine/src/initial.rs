@@ -54,7 +54,7 @@ use salesync_core::mapping::{LeadField, LeadRecord};
 use salesync_core::mirror::{Decision, Incoming, RemovalReason};
 use salesync_core::ports::marketo::{ExportFilter, ExportState};
 use salesync_core::ports::store::StreamId;
-use salesync_core::{MarketoLead, RecordError};
+use salesync_core::{error::RecordError, mapping::MarketoLead};
 use std::collections::{HashSet, VecDeque};
 
 use crate::checkpoint::{self, BulkPos, InitialState, InitialStatus};

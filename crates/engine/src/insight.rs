@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use salesync_core::activity::SalesActivityKind;
-use salesync_core::delivery::custom_type_api_name;
+use salesync_core::outbound::custom_type_api_name;
 use salesync_core::ports::marketo::{Activity, ActivityType};
 use serde::{Deserialize, Serialize};
 

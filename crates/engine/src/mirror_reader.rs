@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use salesync_core::ports::store::{Store, Tombstone};
-use salesync_core::{Person, SalesforceId};
+use salesync_core::{person::Person, sfid::SalesforceId};
 
 use crate::Result;
 

@@ -34,7 +34,10 @@ use std::sync::{Arc, OnceLock};
 use salesync_core::mapping::LeadField;
 use salesync_core::mirror::Decision;
 use salesync_core::ports::salesforce::OpportunityLinks;
-use salesync_core::{OpportunityRef, Person, SalesforceId, SalesforceType};
+use salesync_core::{
+    person::{OpportunityRef, Person, SalesforceType},
+    sfid::SalesforceId,
+};
 use tokio::sync::mpsc;
 
 use chrono::{DateTime, Utc};

@@ -23,8 +23,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use salesync_core::Person;
 use salesync_core::mirror::{RemovalReason, changed_fields};
+use salesync_core::person::Person;
 use salesync_core::ports::store::{ApplyCounts, Promotion, ShadowStore, StreamId};
 use serde::{Deserialize, Serialize};
 

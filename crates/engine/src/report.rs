@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use salesync_core::RecordError;
+use salesync_core::error::RecordError;
 use salesync_core::mirror::RemovalReason;
 use serde::{Deserialize, Serialize};
 

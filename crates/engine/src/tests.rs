@@ -21,7 +21,11 @@ use salesync_core::ports::store::{
     MirrorPage, MirrorStore, MockStore, OutboxCounts, OutboxItem, OutboxState, OutboxStore, Recording, ReminderStore,
     SettingsStore, Store, StreamId, Target, Tombstone,
 };
-use salesync_core::{OpportunityRef, Person, SalesforceId, Service};
+use salesync_core::{
+    error::Service,
+    person::{OpportunityRef, Person},
+    sfid::SalesforceId,
+};
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::TryRecvError;
 use tokio_util::sync::CancellationToken;

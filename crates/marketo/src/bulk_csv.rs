@@ -1,4 +1,4 @@
-//! Streaming parse of bulk lead export CSV files into [`MarketoLead`](salesync_core::MarketoLead)s.
+//! Streaming parse of bulk lead export CSV files into [`MarketoLead`](salesync_core::mapping::MarketoLead)s.
 //!
 //! The header row holds REST field names; the literal `null` (and the empty string) means absent.
 //! Records are read by `salesync_core::bulk_csv::RecordReader` (the one bulk CSV reader, which
@@ -9,8 +9,8 @@ use std::collections::VecDeque;
 use std::io::Read;
 
 use futures::{Stream, StreamExt};
-use salesync_core::RecordError;
 use salesync_core::bulk_csv::{Item, RecordReader, header_name};
+use salesync_core::error::RecordError;
 use salesync_core::error::RecordProblem;
 use salesync_core::mapping::{LeadRecord, MarketoLead};
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use salesync_core::{Error, Service};
+use salesync_core::{Error, error::Service};
 
 /// `Error::Unavailable::code` when a bulk export file cannot be downloaded yet (HTTP 404 with a
 /// plain-text body: the job is not completed, or the file is not ready although the job says so).

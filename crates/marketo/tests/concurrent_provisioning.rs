@@ -9,7 +9,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use salesync_core::delivery::custom_activity_types;
+use salesync_core::outbound::custom_activity_types;
 use salesync_core::ports::marketo::MarketoApi;
 use salesync_emulator::marketo::MarketoConfig;
 

@@ -8,7 +8,7 @@ use futures::stream::BoxStream;
 use reqwest::Method;
 use salesync_core::ports::Page;
 use salesync_core::ports::salesforce::ApiUsage;
-use salesync_core::{Error, Service};
+use salesync_core::{Error, error::Service};
 use salesync_http::{ReadError, html_instead_of, looks_like_html, read_capped};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;

@@ -5,7 +5,7 @@
 use std::fmt;
 
 use salesync_core::salesforce_codes::{Category, Remedy, is_concurrency_limit, lookup};
-use salesync_core::{Error, Service};
+use salesync_core::{Error, error::Service};
 use serde::{Deserialize, Serialize};
 
 /// One error of a Salesforce REST error body (`[{message, errorCode, fields?}]`), or of a

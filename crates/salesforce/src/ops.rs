@@ -13,7 +13,10 @@ use salesync_core::ports::salesforce::{
     ApiUsage, DeletedRecord, DeletedSince, LeadConversion, OpportunityChanges, OpportunityLinks, OptOutRecord,
     PersonRef, RoleCandidate, SalesforceApi, TaskRecord, TaskWrite, User, choose_opportunity,
 };
-use salesync_core::{Error, SalesforceId, SalesforceObject};
+use salesync_core::{
+    Error,
+    sfid::{SalesforceId, SalesforceObject},
+};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 

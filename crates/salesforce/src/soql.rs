@@ -25,7 +25,7 @@
 use std::fmt::Write as _;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use salesync_core::SalesforceId;
+use salesync_core::sfid::SalesforceId;
 
 /// Why a query could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use salesync_core::ports::salesforce::SalesforceApi;
-use salesync_core::{Error, SalesforceId};
+use salesync_core::{Error, sfid::SalesforceId};
 use salesync_emulator::faults::{FaultAction, FaultPlan, FaultRule, Trigger};
 use serde_json::json;
 

@@ -10,7 +10,7 @@ use common::*;
 use futures::StreamExt;
 use salesync_core::ports::marketo::RecordOutcome;
 use salesync_core::ports::salesforce::{SalesforceApi, TaskWrite};
-use salesync_core::{Error, SalesforceId};
+use salesync_core::{Error, sfid::SalesforceId};
 use salesync_emulator::faults::{FaultAction, FaultPlan, FaultRule, Trigger};
 use salesync_emulator::salesforce::{SalesforceConfig, SalesforceFault};
 use salesync_salesforce::{RetryConfig, Soql};

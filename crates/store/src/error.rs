@@ -104,7 +104,7 @@ pub(crate) fn scrub(message: String, url: &str) -> String {
 pub(crate) mod sql {
     //! sqlx error classification shared by the SQL backends.
 
-    use salesync_core::{Error, Service};
+    use salesync_core::{Error, error::Service};
 
     /// Maps a migration failure; a database migrated by a newer salesync gets a clear message.
     pub(crate) fn migrate_error(

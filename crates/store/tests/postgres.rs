@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use futures::FutureExt;
 use salesync_core::Error;
-use salesync_core::ports::store::{NewOutboxItem, OutboxPayload, Recording, Store, Target};
+use salesync_core::ports::store::{NewOutboxItem, OutboxPayload, OutboxStore, Recording, Store, Target};
 use salesync_store::conformance::{self, Check};
 use salesync_store::{PostgresStore, open};
 
@@ -87,6 +87,44 @@ async fn reopening_the_schema_keeps_everything_and_migrations_are_idempotent() {
         .await
         .unwrap();
         assert_eq!(n, 1);
+    })
+    .await;
+}
+
+/// A store written before migration 0003 kept "outcome unknown" as a mark in `last_error`; the
+/// migration turns the mark into the `outcome_unknown` column, for those items only.
+#[tokio::test]
+async fn upgrading_to_migration_0003_turns_the_error_text_mark_into_the_flag() {
+    in_schema(|schema| async move {
+        let store = open_schema(&schema).await;
+        let item = |key: &str| NewOutboxItem {
+            key: key.into(),
+            target: Target::Marketo,
+            payload: OutboxPayload::Unsubscribe { marketo_id: 1 },
+            not_before: conformance::t(0),
+        };
+        let outbox = vec![item("marked"), item("plain")];
+        let ids = store.record(Recording { outbox, ..Default::default() }).await.unwrap();
+        // Back to the schema of migration 0002, as an older salesync left it.
+        let pool = store.pool();
+        for (id, error) in ids.iter().zip(["send: outcome unknown: read timed out", "HTTP 503 from Marketo"]) {
+            sqlx::query("UPDATE outbox SET last_error = $1 WHERE id = $2")
+                .bind(error)
+                .bind(id)
+                .execute(pool)
+                .await
+                .unwrap();
+        }
+        sqlx::query("ALTER TABLE outbox DROP COLUMN outcome_unknown").execute(pool).await.unwrap();
+        sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 3").execute(pool).await.unwrap();
+        pool.close().await;
+
+        let store = open_schema(&schema).await;
+        let marked = store.outbox_item(ids[0]).await.unwrap().unwrap();
+        let plain = store.outbox_item(ids[1]).await.unwrap().unwrap();
+        assert!(marked.outcome_unknown, "{marked:?}");
+        assert!(!plain.outcome_unknown, "{plain:?}");
+        assert_eq!(plain.last_error.as_deref(), Some("HTTP 503 from Marketo"));
     })
     .await;
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use salesync_core::Error;
-use salesync_core::ports::store::Store;
+use salesync_core::ports::store::{NewOutboxItem, OutboxPayload, Recording, Store, Target};
 use salesync_store::conformance::{self, Check};
 use salesync_store::{SqliteStore, open};
 
@@ -58,6 +58,43 @@ async fn a_newer_schema_is_refused_clearly() {
     let msg = err.to_string();
     assert!(matches!(err, Error::Config { .. }), "{err:?}");
     assert!(msg.contains("99990101000000") && msg.contains("newer"), "{msg}");
+}
+
+/// A store written before migration 0003 kept "outcome unknown" as a mark in `last_error`; the
+/// migration turns the mark into the `outcome_unknown` column, for those items only.
+#[tokio::test]
+async fn upgrading_to_migration_0003_turns_the_error_text_mark_into_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&url(&dir)).await.unwrap();
+    let item = |key: &str| NewOutboxItem {
+        key: key.into(),
+        target: Target::Marketo,
+        payload: OutboxPayload::Unsubscribe { marketo_id: 1 },
+        not_before: conformance::t(0),
+    };
+    let outbox = vec![item("marked"), item("plain")];
+    let ids = store.record(Recording { outbox, ..Default::default() }).await.unwrap();
+    drop(store);
+    // Back to the schema of migration 0002, as an older salesync left it.
+    let conn = sqlx::SqlitePool::connect(&url(&dir)).await.unwrap();
+    for (id, error) in ids.iter().zip(["send: outcome unknown: read timed out", "HTTP 503 from Marketo"]) {
+        sqlx::query("UPDATE outbox SET last_error = ?1 WHERE id = ?2")
+            .bind(error)
+            .bind(id)
+            .execute(&conn)
+            .await
+            .unwrap();
+    }
+    sqlx::query("ALTER TABLE outbox DROP COLUMN outcome_unknown").execute(&conn).await.unwrap();
+    sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 3").execute(&conn).await.unwrap();
+    conn.close().await;
+
+    let store = open(&url(&dir)).await.unwrap();
+    let marked = store.outbox_item(ids[0]).await.unwrap().unwrap();
+    let plain = store.outbox_item(ids[1]).await.unwrap().unwrap();
+    assert!(marked.outcome_unknown, "{marked:?}");
+    assert!(!plain.outcome_unknown, "{plain:?}");
+    assert_eq!(plain.last_error.as_deref(), Some("HTTP 503 from Marketo"));
 }
 
 #[tokio::test]

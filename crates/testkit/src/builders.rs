@@ -2,7 +2,8 @@
 //! seeded generator.
 
 use salesync_core::activity::{CallDetails, CallStatus, CampaignRef, SalesActivity, SalesActivityKind};
-use salesync_core::{OpportunityRef, Person, SalesforceId, SalesforceType};
+use salesync_core::person::{OpportunityRef, Person, SalesforceType};
+use salesync_core::sfid::SalesforceId;
 use serde_json::{Map, Value};
 
 /// A sales activity of `kind` with every attribute any kind needs (subject, link, campaign, call,

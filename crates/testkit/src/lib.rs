@@ -7,7 +7,7 @@
 //! - the exactly-once delivery check and the rate-limit check ([`delivery`], [`limits`]);
 //! - fault-plan presets ([`faults`]);
 //! - builders (a sample [`SalesActivity`](salesync_core::activity::SalesActivity), a sample
-//!   [`Person`](salesync_core::Person), JSON objects, a seeded generator) ([`builders`]);
+//!   [`Person`](salesync_core::person::Person), JSON objects, a seeded generator) ([`builders`]);
 //! - test stores and [`postgres_url`] ([`stores`]), and polling helpers ([`wait`]).
 //!
 //! Checks come in two forms: `check_*` returns `Err(message)` (for the soak run's report),

@@ -4,8 +4,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use salesync_core::mapping::{LEAD_FIELDS, LeadField};
+use salesync_core::person::Person;
 use salesync_core::ports::store::Store;
-use salesync_core::{Person, SalesforceId};
+use salesync_core::sfid::SalesforceId;
 use salesync_emulator::marketo::MarketoEmulator;
 use serde_json::Value;
 

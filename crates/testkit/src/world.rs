@@ -3,8 +3,8 @@
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use salesync_core::SalesforceId;
 use salesync_core::ports::store::Store;
+use salesync_core::sfid::SalesforceId;
 use salesync_emulator::marketo::{MarketoConfig, MarketoEmulator, MarketoLimits};
 use salesync_emulator::salesforce::{SalesforceConfig, SalesforceEmulator};
 use salesync_emulator::seed::SeedWorld;

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::activity::{AdminSettings, ReminderTask, SalesActivity, UnsubscribeState};
-use crate::error::Result;
+use crate::error::{Result, Service};
 use crate::mirror::{Decision, RemovalReason};
 use crate::person::Person;
 use crate::sfid::SalesforceId;
@@ -109,7 +109,9 @@ pub struct Tombstone {
     pub removed_at: DateTime<Utc>,
 }
 
-/// Where an outbox item goes.
+/// Where an outbox item goes: one of the two external [`Service`]s (never the store), so an item
+/// cannot be addressed to a system salesync does not deliver to. `Service::from(target)` names
+/// the same system in errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Target {
@@ -117,6 +119,15 @@ pub enum Target {
     Marketo,
     /// Salesforce (Tasks, opt-outs).
     Salesforce,
+}
+
+impl From<Target> for Service {
+    fn from(target: Target) -> Self {
+        match target {
+            Target::Marketo => Service::Marketo,
+            Target::Salesforce => Service::Salesforce,
+        }
+    }
 }
 
 /// What an outbox item delivers.

@@ -12,15 +12,20 @@ use chrono::{DateTime, TimeZone, Utc};
 use salesync_core::activity::{
     AdminSettings, CallDetails, CallStatus, ReminderTask, SalesActivity, SalesActivityKind, UnsubscribeState,
 };
-use salesync_core::delivery::custom_activity_types;
 use salesync_core::mirror::RemovalReason;
+use salesync_core::outbound::custom_activity_types;
 use salesync_core::ports::marketo::{MockMarketoApi, ProvisionedType};
 use salesync_core::ports::salesforce::MockSalesforceApi;
 use salesync_core::ports::store::{
     ApplyCounts, Checkpoint, Finished, InboundBatch, MirrorPage, OutboxCounts, OutboxItem, OutboxState, Outcome,
     Recording, StreamId, Target, Tombstone,
 };
-use salesync_core::{Decision, OpportunityRef, Person, Result, SalesforceId, SalesforceType};
+use salesync_core::{
+    Result,
+    mirror::Decision,
+    person::{OpportunityRef, Person, SalesforceType},
+    sfid::SalesforceId,
+};
 use salesync_delivery::{DeliverySettings, Dispatcher, ManualClock};
 
 pub fn t0() -> DateTime<Utc> {
@@ -484,7 +489,7 @@ pub fn marketo_with_types() -> MockMarketoApi {
 
 /// The type id `marketo_with_types` gives a kind.
 pub fn type_id(kind: SalesActivityKind) -> i64 {
-    let api = salesync_core::delivery::custom_type_api_name(kind);
+    let api = salesync_core::outbound::custom_type_api_name(kind);
     100_001 + custom_activity_types().iter().position(|d| d.api_name == api).unwrap() as i64
 }
 
