@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{Timelike, Utc};
-use salesync::core::activity::{AdminSettings, ReminderPriority, SalesActivityKind as K};
+use salesync::core::activity::{AdminSettings, ReminderPriority};
 use salesync::core::ports::marketo::MarketoApi;
 use salesync::core::ports::salesforce::SalesforceApi;
 use salesync::core::ports::store::Store;
@@ -31,8 +31,8 @@ use salesync_testkit::faults::{
     marketo_code, marketo_errors, marketo_transport, salesforce_errors, salesforce_transport, set_faults, surely,
 };
 use salesync_testkit::{
-    Outbound, RecordedActivity, RecordedReminder, TestStore, World, activity, assert_delivered_exactly_once,
-    assert_mirror_matches, assert_rate_limits_kept, mirror, obj,
+    Outbound, RecordedReminder, TestStore, World, assert_delivered_exactly_once, assert_mirror_matches,
+    assert_rate_limits_kept, mirror, obj, record_every_kind,
 };
 use serde_json::json;
 
@@ -277,17 +277,7 @@ async fn deliver_until_done(d: &Dispatcher, store: &dyn Store, what: &str) {
 /// Records all eight kinds for a few mirror people, unsubscribes and reminders.
 async fn record_round(d: &Dispatcher, people: &[salesync::core::person::Person], round: usize, rec: &mut Outbound) {
     for (i, p) in people.iter().enumerate() {
-        let who =
-            p.salesforce_contact_id.as_ref().or(p.salesforce_lead_id.as_ref()).map(|s| s.as_str().to_string()).unwrap();
-        for kind in K::ALL {
-            let id = format!("r{round}p{i}-{}", kind.slug());
-            d.record_activity(activity(id.clone(), p.marketo_id, kind)).await.unwrap();
-            rec.activities.insert(id, RecordedActivity { kind, who: Some(who.clone()) });
-        }
-        if i % 3 == 0 {
-            d.record_unsubscribe(p.marketo_id).await.unwrap();
-            rec.opted_out.push(who.clone());
-        }
+        let who = record_every_kind(d, p, &format!("r{round}p{i}"), i % 3 == 0, rec).await;
         if i % 2 == 0 {
             let id = format!("rem{round}p{i}");
             d.create_reminder(NewReminder {

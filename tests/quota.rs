@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Timelike, Utc};
-use salesync::core::activity::SalesActivityKind as K;
 use salesync::core::ports::marketo::MarketoApi;
 use salesync::core::ports::salesforce::SalesforceApi;
 use salesync::core::ports::store::Store;
@@ -20,8 +19,8 @@ use salesync_emulator::clock::Clock;
 use salesync_emulator::marketo::{MarketoConfig, MarketoLimits};
 use salesync_emulator::salesforce::SalesforceConfig;
 use salesync_testkit::{
-    Outbound, RecordedActivity, TestStore, World, activity, assert_delivered_exactly_once, assert_mirror_matches,
-    marketo_activity_counts, mirror, obj, tasks_by_external_id,
+    Outbound, TestStore, World, assert_delivered_exactly_once, assert_mirror_matches, marketo_activity_counts, mirror,
+    obj, record_every_kind, tasks_by_external_id,
 };
 use serde_json::json;
 use tokio::sync::broadcast;
@@ -116,17 +115,7 @@ async fn rig(seed: u64, salesforce_api_reserve: u64) -> Rig {
 async fn record(d: &Dispatcher, people: &[Person]) -> Outbound {
     let mut rec = Outbound::default();
     for (i, p) in people.iter().enumerate() {
-        let who =
-            p.salesforce_contact_id.as_ref().or(p.salesforce_lead_id.as_ref()).map(|s| s.as_str().to_string()).unwrap();
-        for kind in K::ALL {
-            let id = format!("q{i}-{}", kind.slug());
-            d.record_activity(activity(id.clone(), p.marketo_id, kind)).await.unwrap();
-            rec.activities.insert(id, RecordedActivity { kind, who: Some(who.clone()) });
-        }
-        if i % 3 == 0 {
-            d.record_unsubscribe(p.marketo_id).await.unwrap();
-            rec.opted_out.push(who);
-        }
+        record_every_kind(d, p, &format!("q{i}"), i % 3 == 0, &mut rec).await;
     }
     rec
 }

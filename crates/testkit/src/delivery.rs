@@ -283,3 +283,33 @@ pub async fn record_round(
         out.reminders.insert(r.id, RecordedReminder { who: None, subject: Some(subject), completed: Some(false) });
     }
 }
+
+/// Records one [`activity`](crate::activity) of every kind for `person` (ids
+/// `<prefix>-<kind slug>`), each expected on the person's Salesforce record (its contact, else its
+/// lead), and, when `unsubscribe`, the person's unsubscribe (that record opted out). Returns the
+/// record's id.
+#[cfg(feature = "delivery")]
+pub async fn record_every_kind(
+    d: &salesync_delivery::Dispatcher,
+    person: &salesync_core::person::Person,
+    prefix: &str,
+    unsubscribe: bool,
+    out: &mut Outbound,
+) -> String {
+    let who = person
+        .salesforce_contact_id
+        .as_ref()
+        .or(person.salesforce_lead_id.as_ref())
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|| panic!("person {} has no Salesforce record", person.marketo_id));
+    for kind in SalesActivityKind::ALL {
+        let id = format!("{prefix}-{}", kind.slug());
+        d.record_activity(crate::activity(id.clone(), person.marketo_id, kind)).await.expect("recorded");
+        out.activities.insert(id, RecordedActivity { kind, who: Some(who.clone()) });
+    }
+    if unsubscribe {
+        d.record_unsubscribe(person.marketo_id).await.expect("recorded");
+        out.opted_out.push(who.clone());
+    }
+    who
+}

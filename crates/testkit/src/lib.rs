@@ -30,12 +30,12 @@ pub mod wait;
 pub mod world;
 
 pub use builders::{Rng, activity, completed_call, obj, person};
-#[cfg(feature = "delivery")]
-pub use delivery::record_round;
 pub use delivery::{
     EXT, Outbound, RecordedActivity, RecordedReminder, assert_delivered_exactly_once, check_delivered_exactly_once,
     marketo_activity_counts, outbox_drained, tasks_by_external_id,
 };
+#[cfg(feature = "delivery")]
+pub use delivery::{record_every_kind, record_round};
 pub use limits::{assert_rate_limits_kept, check_rate_limits};
 pub use mirror::{Difference, MirrorDiff, Oracle, all_people, mirror, mirror_diff, oracle};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
