@@ -24,9 +24,10 @@ use salesync::core::outbound::{TaskPlan, activity_task, custom_activity_types, m
 use salesync::core::person::Person;
 use salesync::core::ports::marketo::MarketoApi;
 use salesync::core::ports::salesforce::SalesforceApi;
+use salesync::core::ports::store::MirrorStoreExt;
 use salesync::delivery::{DeliverySettings, Dispatcher};
 use salesync::engine::{EngineSettings, InitialMode, SyncEngine};
-use salesync_testkit::{World, all_people};
+use salesync_testkit::World;
 
 fn env_usize(key: &str, default: usize) -> usize {
     std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -71,12 +72,8 @@ fn bench(c: &mut Criterion) {
             .unwrap();
         engine.sync_once().await.unwrap();
         // People with a stored Salesforce id: each email makes exactly one activity and one Task.
-        let targets: Vec<Person> = all_people(store.as_ref())
-            .await
-            .unwrap()
-            .into_values()
-            .filter(|p| p.salesforce_who_id().is_some())
-            .collect();
+        let targets: Vec<_> =
+            store.all_people().await.unwrap().into_iter().filter(|p| p.salesforce_who_id().is_some()).collect();
         assert!(targets.len() > people / 2, "the seeded world has Salesforce ids for most people");
         (world, store, marketo, salesforce, targets)
     });

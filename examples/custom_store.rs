@@ -171,7 +171,8 @@ async fn main() -> std::result::Result<(), BoxError> {
                 .client_secret(salesforce_emu.client_secret())
                 .build()?,
         ))
-        // Any `Arc<dyn Store>` goes here: the engine sees only the trait.
+        // Any store goes here (an `Arc<dyn Store>`, an `Arc` of your own): the engine sees only
+        // the traits it uses (`EngineStore`).
         .store(store.clone())
         .settings(EngineSettings {
             instance_id: marketo_emu.base_url(),

@@ -8,10 +8,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use salesync::core::activity::{
     CallDetails, CallStatus, CampaignRef, ReminderPriority, SalesActivity, SalesActivityKind,
 };
-use salesync::core::person::Person;
 use salesync::core::ports::marketo::MarketoApi;
 use salesync::core::ports::salesforce::SalesforceApi;
-use salesync::core::ports::store::{OutboxState, Store, StreamId};
+use salesync::core::ports::store::{MirrorStoreExt, OutboxState, PEOPLE_PAGE, Store, StreamId};
 use salesync::core::sfid::SalesforceId;
 use salesync::delivery::{DeliverySettings, Dispatcher, NewReminder};
 use salesync::engine::{EngineSettings, InitialMode, SyncEngine, SyncEvent};
@@ -502,14 +501,8 @@ async fn people(config: &Config, email: Option<String>, owner: Option<String>, f
         Some(o) => Some(SalesforceId::parse(&o).map_err(|e| CliError::Config(format!("--owner: {e}")))?),
         None => None,
     };
-    let mut after = None;
-    loop {
-        let page: Vec<Person> = match &owner {
-            Some(o) => store.people_by_owner(o, after, 1000).await?,
-            None => store.list_people(after, 1000).await?,
-        };
-        let Some(last) = page.last() else { break };
-        after = Some(last.marketo_id);
+    let mut pages = store.people_pages(owner.as_ref(), PEOPLE_PAGE);
+    while let Some(page) = pages.next_page().await? {
         output::write_people(&mut out, &page, format).map_err(io)?;
     }
     Ok(())

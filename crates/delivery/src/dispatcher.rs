@@ -10,7 +10,7 @@ use salesync_core::activity::{
 use salesync_core::ports::marketo::MarketoApi;
 use salesync_core::ports::salesforce::SalesforceApi;
 use salesync_core::ports::store::{
-    NewOutboxItem, OutboxCounts, OutboxItem, OutboxPayload, OutboxState, Recording, Store, Target,
+    BindOnce, NewOutboxItem, OutboxCounts, OutboxItem, OutboxPayload, OutboxState, Recording, Store, Target,
 };
 use salesync_core::salesforce_codes::{Category, lookup};
 use salesync_core::{Error, Result, error::Service};
@@ -115,9 +115,12 @@ impl DispatcherBuilder {
         self
     }
 
-    /// The store holding the mirror and the outbox.
-    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
-        self.store = Some(store);
+    /// The store holding the mirror and the outbox: any [`Store`], such as a host's
+    /// `Arc<dyn Store>` or an `Arc<MemoryStore>` (the store traits forward through `Arc` and
+    /// `Box`). Delivery uses every store concern (the mirror's reads, the outbox, reminders,
+    /// unsubscribes, settings, checkpoints and leases of its polls, the instance binding).
+    pub fn store<S: Store>(mut self, store: S) -> Self {
+        self.store = Some(Arc::new(store));
         self
     }
 
@@ -170,7 +173,7 @@ impl DispatcherBuilder {
                 store,
                 settings: s,
                 instance_id: self.instance_id,
-                bound: OnceCell::new(),
+                bound: BindOnce::new(),
                 events,
                 wake: Notify::new(),
                 marketo_status: Mutex::new(TargetStatus::Active),
@@ -202,7 +205,7 @@ pub(crate) struct Inner {
     /// The Marketo instance the store must be bound to, when set.
     instance_id: Option<String>,
     /// Set once the store is bound to `instance_id`.
-    bound: OnceCell<()>,
+    bound: BindOnce,
     events: broadcast::Sender<DeliveryEvent>,
     wake: Notify,
     marketo_status: Mutex<TargetStatus>,
@@ -240,7 +243,7 @@ impl Dispatcher {
     async fn ensure_bound(&self) -> Result<()> {
         let inner = &self.inner;
         let Some(instance) = inner.instance_id.as_deref() else { return Ok(()) };
-        inner.bound.get_or_try_init(|| inner.store.bind_instance(instance)).await.map(|_| ())
+        inner.bound.bind(&*inner.store, instance).await
     }
 
     /// Subscribes to delivery events (a lagging receiver loses the oldest events).

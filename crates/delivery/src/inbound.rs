@@ -9,7 +9,7 @@ use salesync_core::activity::{ReminderTask, UnsubscribeOrigin, UnsubscribeState}
 use salesync_core::outbound::{ReminderMerge, import_reminder, merge_reminder};
 use salesync_core::ports::salesforce::TaskRecord;
 use salesync_core::ports::store::{
-    Checkpoint, InboundBatch, NewOutboxItem, OutboxPayload, OutboxState, Recording, StreamId, Target,
+    Checkpoint, InboundBatch, LeaseStoreExt, NewOutboxItem, OutboxPayload, OutboxState, Recording, StreamId, Target,
 };
 use serde::{Deserialize, Serialize};
 
@@ -58,19 +58,18 @@ impl Inner {
     pub(crate) async fn poll_reminders(&self, errors: &mut Vec<String>) -> Result<Option<InboundReport>> {
         let now = self.now();
         let ttl = self.settings.lease.max(self.settings.reminder_poll_interval);
-        if !self.store.try_lease(REMINDER_LEASE, &self.settings.worker_id, ttl, now).await? {
-            return Ok(None);
-        }
-        if let Ok(mut g) = self.last_reminder_poll.lock() {
-            *g = Some(now);
-        }
-        let result = self.poll_reminders_leased(now).await;
-        let released = self.store.release_lease(REMINDER_LEASE, &self.settings.worker_id).await;
-        match result {
-            Ok(r) => {
-                released?;
-                Ok(Some(r))
+        let work = async {
+            if let Ok(mut g) = self.last_reminder_poll.lock() {
+                *g = Some(now);
             }
+            self.poll_reminders_leased(now).await
+        };
+        let Some(result) = self.store.with_lease(REMINDER_LEASE, &self.settings.worker_id, ttl, now, work).await?
+        else {
+            return Ok(None);
+        };
+        match result {
+            Ok(r) => Ok(Some(r)),
             Err(e) if matches!(e, salesync_core::Error::Backend { .. }) => Err(e),
             Err(e) => {
                 self.target_error(Target::Salesforce, &e, errors);
@@ -289,16 +288,12 @@ impl Inner {
             return Ok(None);
         }
         let ttl = self.settings.lease.max(Duration::from_secs(600));
-        if !self.store.try_lease(OPT_OUT_LEASE, &self.settings.worker_id, ttl, now).await? {
+        let work = self.reconcile_leased(field, position, now);
+        let Some(result) = self.store.with_lease(OPT_OUT_LEASE, &self.settings.worker_id, ttl, now, work).await? else {
             return Ok(None);
-        }
-        let result = self.reconcile_leased(field, position, now).await;
-        let released = self.store.release_lease(OPT_OUT_LEASE, &self.settings.worker_id).await;
+        };
         match result {
-            Ok(r) => {
-                released?;
-                Ok(Some(r))
-            }
+            Ok(r) => Ok(Some(r)),
             Err(e) if matches!(e, salesync_core::Error::Backend { .. }) => Err(e),
             Err(e) => {
                 self.target_error(Target::Salesforce, &e, errors);

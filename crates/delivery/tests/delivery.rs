@@ -1,4 +1,4 @@
-//! Dispatcher behaviour against mocked connectors and an in-memory outbox.
+//! Dispatcher behaviour against mocked connectors and a memory store whose calls are counted.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -14,9 +14,12 @@ use salesync_core::ports::marketo::{Activity, MockMarketoApi, NewCustomActivity,
 use salesync_core::ports::salesforce::{
     ApiUsage, DeletedRecord, DeletedSince, LeadConversion, OptOutRecord, PersonRef, TaskRecord, TaskWrite,
 };
-use salesync_core::ports::store::{OutboxPayload, OutboxState, OutboxStore, Target};
+use salesync_core::ports::store::{
+    Finished, NewOutboxItem, OutboxPayload, OutboxState, OutboxStore, Outcome, Recording, ReminderStore, Target,
+};
 use salesync_core::{Error, error::Service, sfid::SalesforceId};
 use salesync_delivery::{CanEmail, DeliveryEvent, ManualClock, NewReminder, ReminderChanges, TargetStatus};
+use salesync_store::testing::Method;
 
 fn written(n: usize, prefix: &str) -> Vec<RecordOutcome> {
     (0..n).map(|i| RecordOutcome::Written { id: format!("{prefix}{i}") }).collect()
@@ -42,7 +45,7 @@ fn drain(rx: &mut tokio::sync::broadcast::Receiver<DeliveryEvent>) -> Vec<Delive
 #[tokio::test]
 async fn unknown_person_is_rejected_and_nothing_is_stored() {
     let clock = ManualClock::new(t0());
-    let store = FakeStore::with_people(vec![contact(1)]);
+    let store = store_with(vec![contact(1)]).await;
     let d = dispatcher(MockMarketoApi::new(), salesforce_basic(), &store, &clock);
     let err = d.record_activity(activity("a1", 999, K::SendSalesEmail)).await.unwrap_err();
     assert!(matches!(err, Error::NotFound { ref id, .. } if id == "999"), "{err}");
@@ -57,15 +60,15 @@ async fn unknown_person_is_rejected_and_nothing_is_stored() {
         details: None,
     };
     assert!(matches!(d.create_reminder(r).await, Err(Error::NotFound { .. })));
-    assert!(store.items().is_empty());
-    assert_eq!(store.state().record_calls, 0);
-    assert!(store.state().unsubscribes.is_empty());
+    assert!(items(&store).await.is_empty());
+    assert_eq!(store.calls(Method::Record), 0);
+    assert!(unsubscribes(&store).await.is_empty());
 }
 
 #[tokio::test]
 async fn missing_or_oversize_attributes_are_rejected_and_nothing_is_stored() {
     let clock = ManualClock::new(t0());
-    let store = FakeStore::with_people(vec![contact(1)]);
+    let store = store_with(vec![contact(1)]).await;
     let d = dispatcher(MockMarketoApi::new(), salesforce_basic(), &store, &clock);
     let mut a = activity("a1", 1, K::SendSalesEmail);
     a.subject = None;
@@ -78,18 +81,18 @@ async fn missing_or_oversize_attributes_are_rejected_and_nothing_is_stored() {
     assert!(
         matches!(d.record_activity(big).await, Err(Error::InvalidInput { ref field, .. }) if field == "attributes")
     );
-    assert!(store.items().is_empty());
+    assert!(items(&store).await.is_empty());
 }
 
 #[tokio::test]
 async fn recording_enqueues_per_switch_in_one_store_call_and_is_idempotent() {
     let clock = ManualClock::new(t0());
-    let store = FakeStore::with_people(vec![contact(1)]);
+    let store = store_with(vec![contact(1)]).await;
     let d = dispatcher(MockMarketoApi::new(), salesforce_basic(), &store, &clock);
 
     let r = d.record_activity(activity("e1", 1, K::SendSalesEmail)).await.unwrap();
     assert_eq!(r.outbox_ids.len(), 2);
-    assert_eq!(store.state().record_calls, 1);
+    assert_eq!(store.calls(Method::Record), 1);
     let keys: Vec<String> = d.status(&r).await.unwrap().into_iter().map(|i| i.key).collect();
     assert_eq!(keys, vec!["e1:marketo", "e1:salesforce"]);
 
@@ -98,10 +101,11 @@ async fn recording_enqueues_per_switch_in_one_store_call_and_is_idempotent() {
     // Calls are (when switched on).
     assert_eq!(d.record_activity(activity("c1", 1, K::SalesCall)).await.unwrap().outbox_ids.len(), 2);
     // Switched off: Marketo only.
-    store.set_settings(|s| {
+    set_settings(&store, |s| {
         s.log_emails_to_salesforce = false;
         s.log_calls_to_salesforce = false;
-    });
+    })
+    .await;
     assert_eq!(d.record_activity(activity("e2", 1, K::SendSalesEmail)).await.unwrap().outbox_ids.len(), 1);
     assert_eq!(d.record_activity(activity("c2", 1, K::SalesCall)).await.unwrap().outbox_ids.len(), 1);
     assert_eq!(d.record_activity(activity("r2", 1, K::RepliedSalesEmail)).await.unwrap().outbox_ids.len(), 2);
@@ -112,13 +116,13 @@ async fn recording_enqueues_per_switch_in_one_store_call_and_is_idempotent() {
     // An empty id gets a generated one.
     let generated = d.record_activity(activity("", 1, K::OpenSalesEmail)).await.unwrap();
     assert_eq!(generated.id.len(), 32);
-    assert!(store.items().iter().any(|i| i.key == format!("{}:marketo", generated.id)));
+    assert!(items(&store).await.iter().any(|i| i.key == format!("{}:marketo", generated.id)));
 }
 
 #[tokio::test]
 async fn a_batch_is_recorded_in_one_store_call_all_or_nothing() {
     let clock = ManualClock::new(t0());
-    let store = FakeStore::with_people(vec![contact(1), contact(2)]);
+    let store = store_with(vec![contact(1), contact(2)]).await;
     let d = dispatcher(MockMarketoApi::new(), salesforce_basic(), &store, &clock);
 
     // One unknown person refuses the whole batch: nothing stored.
@@ -129,8 +133,8 @@ async fn a_batch_is_recorded_in_one_store_call_all_or_nothing() {
     no_subject.subject = None;
     let e = d.record_activities(vec![activity("b4", 1, K::SalesCall), no_subject]).await.unwrap_err();
     assert!(e.to_string().contains("b3"), "{e}");
-    assert!(store.items().is_empty());
-    assert_eq!(store.state().record_calls, 0);
+    assert!(items(&store).await.is_empty());
+    assert_eq!(store.calls(Method::Record), 0);
 
     let batch = vec![
         activity("e1", 1, K::SendSalesEmail),
@@ -139,7 +143,7 @@ async fn a_batch_is_recorded_in_one_store_call_all_or_nothing() {
         activity("", 1, K::ClickSalesEmail),
     ];
     let recorded = d.record_activities(batch).await.unwrap();
-    assert_eq!(store.state().record_calls, 1, "one transaction for the batch");
+    assert_eq!(store.calls(Method::Record), 1, "one transaction for the batch");
     let sizes: Vec<usize> = recorded.iter().map(|r| r.outbox_ids.len()).collect();
     assert_eq!(sizes, vec![2, 1, 2, 1], "emails and calls also go to Salesforce, opens and clicks do not");
     for r in &recorded[..3] {
@@ -147,7 +151,7 @@ async fn a_batch_is_recorded_in_one_store_call_all_or_nothing() {
         assert!(keys.iter().all(|k| k.starts_with(&format!("{}:", r.id))), "{keys:?} belong to {}", r.id);
     }
     assert_eq!(recorded[3].id.len(), 32, "an empty id gets a generated one");
-    assert_eq!(store.items().len(), 6);
+    assert_eq!(items(&store).await.len(), 6);
     // Recording the batch again returns the same items.
     let again = d.record_activities(vec![activity("e1", 1, K::SendSalesEmail)]).await.unwrap();
     assert_eq!(again[0].outbox_ids, recorded[0].outbox_ids);
@@ -158,8 +162,8 @@ async fn a_batch_is_recorded_in_one_store_call_all_or_nothing() {
 #[tokio::test]
 async fn three_hundred_activities_go_in_one_call_with_the_products_attributes() {
     let clock = ManualClock::new(t0());
-    let store = FakeStore::with_people((1..=300).map(contact).collect());
-    store.set_settings(|s| s.log_emails_to_salesforce = false);
+    let store = store_with((1..=300).map(contact).collect()).await;
+    set_settings(&store, |s| s.log_emails_to_salesforce = false).await;
     let mut m = marketo_with_types();
     let seen: Arc<Mutex<Vec<NewCustomActivity>>> = Arc::default();
     let seen2 = seen.clone();
@@ -181,15 +185,15 @@ async fn three_hundred_activities_go_in_one_call_with_the_products_attributes() 
     assert_eq!(first.primary_attribute_value, "Intro (SIA-a1)");
     assert!(first.attributes.contains(&("source".into(), "Sales App".into())));
     assert!(first.attributes.contains(&("salesyncActivityId".into(), "a1".into())));
-    assert!(store.items().iter().all(|i| i.state == OutboxState::Delivered));
-    assert_eq!(store.items()[0].result.as_deref(), Some("guid-0"));
+    assert!(items(&store).await.iter().all(|i| i.state == OutboxState::Delivered));
+    assert_eq!(items(&store).await[0].result.as_deref(), Some("guid-0"));
 }
 
 #[tokio::test]
 async fn unknown_lead_1004_is_parked_not_retried() {
     let clock = ManualClock::new(t0());
-    let store = FakeStore::with_people(vec![contact(1), contact(2)]);
-    store.set_settings(|s| s.log_emails_to_salesforce = false);
+    let store = store_with(vec![contact(1), contact(2)]).await;
+    set_settings(&store, |s| s.log_emails_to_salesforce = false).await;
     let mut m = marketo_with_types();
     m.expect_add_custom_activities().times(1).returning(|_| {
         Ok(vec![
@@ -217,8 +221,8 @@ async fn unknown_lead_1004_is_parked_not_retried() {
 #[tokio::test]
 async fn rate_limits_back_off_and_park_after_max_attempts() {
     let clock = ManualClock::new(t0());
-    let store = FakeStore::with_people(vec![contact(1)]);
-    store.set_settings(|s| s.log_emails_to_salesforce = false);
+    let store = store_with(vec![contact(1)]).await;
+    set_settings(&store, |s| s.log_emails_to_salesforce = false).await;
     let mut m = marketo_with_types();
     let calls = Arc::new(AtomicU32::new(0));
     let c2 = calls.clone();
@@ -275,8 +279,8 @@ fn marketo_activity_found(guid: &str, lead: i64, id: &str, kind: K) -> Activity 
 #[tokio::test]
 async fn a_lost_response_is_looked_up_and_not_sent_twice() {
     let clock = ManualClock::new(t0());
-    let store = FakeStore::with_people(vec![contact(1), contact(2)]);
-    store.set_settings(|s| s.log_emails_to_salesforce = false);
+    let store = store_with(vec![contact(1), contact(2)]).await;
+    set_settings(&store, |s| s.log_emails_to_salesforce = false).await;
     let mut m = marketo_with_types();
     let sends: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
     let s2 = sends.clone();
@@ -320,8 +324,8 @@ async fn a_lost_response_is_looked_up_and_not_sent_twice() {
 #[tokio::test]
 async fn an_item_left_by_a_crashed_worker_is_looked_up_before_sending() {
     let clock = ManualClock::new(t0());
-    let store = FakeStore::with_people(vec![contact(1)]);
-    store.set_settings(|s| s.log_emails_to_salesforce = false);
+    let store = store_with(vec![contact(1)]).await;
+    set_settings(&store, |s| s.log_emails_to_salesforce = false).await;
     let mut m = marketo_with_types();
     m.expect_add_custom_activities().times(0);
     m.expect_paging_token().returning(|_| Ok("t".into()));
@@ -349,8 +353,8 @@ async fn an_item_left_by_a_crashed_worker_is_looked_up_before_sending() {
 #[tokio::test]
 async fn marketo_quota_pauses_and_auth_failure_stops_until_reconnected() {
     let clock = ManualClock::new(t0());
-    let store = FakeStore::with_people(vec![contact(1)]);
-    store.set_settings(|s| s.log_emails_to_salesforce = false);
+    let store = store_with(vec![contact(1)]).await;
+    set_settings(&store, |s| s.log_emails_to_salesforce = false).await;
     let reset = t0() + chrono::Duration::hours(6);
     let mut m = marketo_with_types();
     let n = Arc::new(AtomicU32::new(0));
@@ -403,7 +407,7 @@ fn capture_upserts(s: &mut salesync_core::ports::salesforce::MockSalesforceApi) 
 #[tokio::test]
 async fn salesforce_tasks_go_to_the_stored_contact() {
     let clock = ManualClock::new(t0());
-    let store = FakeStore::with_people(vec![contact(1)]);
+    let store = store_with(vec![contact(1)]).await;
     let mut s = salesforce_basic();
     let seen = capture_upserts(&mut s);
     let d = dispatcher(marketo_accepting(), s, &store, &clock);
@@ -421,7 +425,7 @@ async fn salesforce_tasks_go_to_the_stored_contact() {
 #[tokio::test]
 async fn emails_without_a_stored_id_are_matched_by_email_and_calls_are_skipped() {
     let clock = ManualClock::new(t0());
-    let store = FakeStore::with_people(vec![no_sf(1), no_sf(2)]);
+    let store = store_with(vec![no_sf(1), no_sf(2)]).await;
     let mut s = salesforce_basic();
     s.expect_find_by_email().returning(|email| {
         if email == "p1@example.com" {
@@ -461,7 +465,7 @@ async fn a_converted_lead_is_never_written_its_contact_is() {
     let other_lead = "00Q5g00000QwErU";
     let mut unconverted = lead(2);
     unconverted.salesforce_lead_id = Some(sfid(other_lead));
-    let store = FakeStore::with_people(vec![lead(1), unconverted]);
+    let store = store_with(vec![lead(1), unconverted]).await;
     let mut s = salesforce_basic();
     s.expect_lead_conversions().times(1).returning(move |ids| {
         assert_eq!(ids.len(), 2);
@@ -500,7 +504,7 @@ async fn a_converted_lead_is_never_written_its_contact_is() {
 #[tokio::test]
 async fn salesforce_failures_are_retried_parked_or_stop_for_reconnect() {
     let clock = ManualClock::new(t0());
-    let store = FakeStore::with_people(vec![contact(1)]);
+    let store = store_with(vec![contact(1)]).await;
     let mut s = salesforce_basic();
     let n = Arc::new(AtomicU32::new(0));
     s.expect_upsert_tasks().returning(move |tasks| match n.fetch_add(1, Ordering::SeqCst) {
@@ -559,7 +563,7 @@ async fn salesforce_failures_are_retried_parked_or_stop_for_reconnect() {
 #[tokio::test]
 async fn salesforce_pauses_before_the_daily_limit() {
     let clock = ManualClock::new(t0());
-    let store = FakeStore::with_people(vec![contact(1)]);
+    let store = store_with(vec![contact(1)]).await;
     let mut s = salesync_core::ports::salesforce::MockSalesforceApi::new();
     s.expect_api_usage().returning(|| Some(ApiUsage { used: 14_800, max: 15_000 }));
     s.expect_upsert_tasks().times(0);
@@ -580,11 +584,12 @@ async fn salesforce_pauses_before_the_daily_limit() {
 #[tokio::test]
 async fn unsubscribes_are_pushed_to_salesforce_only() {
     let clock = ManualClock::new(t0());
-    let store = FakeStore::with_people(vec![contact(1), no_sf(2)]);
-    store.set_settings(|s| {
+    let store = store_with(vec![contact(1), no_sf(2)]).await;
+    set_settings(&store, |s| {
         s.salesforce_opt_out_field = "MSE_Opt_Out__c".into();
         s.log_emails_to_salesforce = false;
-    });
+    })
+    .await;
     let mut s = salesforce_basic();
     s.expect_set_opted_out().times(1).returning(|ids, field| {
         assert_eq!(ids, &[sfid(CONTACT)]);
@@ -597,8 +602,8 @@ async fn unsubscribes_are_pushed_to_salesforce_only() {
     let r1 = d.record_unsubscribe(1).await.unwrap();
     let r2 = d.record_unsubscribe(2).await.unwrap();
     assert!(r1.id.starts_with("unsub:1:"));
-    assert_eq!(store.state().unsubscribes[&1].origin, UnsubscribeOrigin::Salesync);
-    assert!(store.items().iter().all(|i| i.target == Target::Salesforce));
+    assert_eq!(unsubscribe(&store, 1).await.origin, UnsubscribeOrigin::Salesync);
+    assert!(items(&store).await.iter().all(|i| i.target == Target::Salesforce));
     let rep = d.deliver_once().await.unwrap();
     assert_eq!((rep.salesforce.delivered, rep.salesforce.skipped), (1, 1));
     assert_eq!(d.status(&r2).await.unwrap()[0].result.as_deref(), Some("the person has no Salesforce id"));
@@ -613,7 +618,7 @@ async fn opt_out_reconcile_only_unsubscribes_and_runs_daily() {
     let clock = ManualClock::new(t0());
     let mut other = lead(2);
     other.salesforce_lead_id = Some(sfid("00Q5g00000QwErU"));
-    let store = FakeStore::with_people(vec![contact(1), other, contact(3)]);
+    let store = store_with(vec![contact(1), other, contact(3)]).await;
     // Person 3 shares the contact id of person 1 (a Marketo duplicate); person 2 is subscribed.
     let mut s = salesforce_basic();
     let calls = Arc::new(AtomicU32::new(0));
@@ -656,29 +661,27 @@ async fn opt_out_reconcile_only_unsubscribes_and_runs_daily() {
     let d = salesync_delivery::Dispatcher::builder()
         .marketo(Arc::new(marketo_with_types()))
         .salesforce(Arc::new(s))
-        .store(Arc::new(store.clone()))
+        .store(store.clone())
         .settings(salesync_delivery::DeliverySettings { opt_out_reconcile: true, ..settings(&clock) })
         .build()
         .unwrap();
     // Person 2 had unsubscribed in salesync: the cleared box in Salesforce does not undo it.
-    store.state().unsubscribes.insert(
-        2,
+    put_unsubscribe(
+        &store,
         salesync_core::activity::UnsubscribeState {
             marketo_id: 2,
             unsubscribed: true,
             origin: UnsubscribeOrigin::Salesync,
             at: t0(),
         },
-    );
+    )
+    .await;
     let rep = d.deliver_once().await.unwrap();
     assert_eq!(rep.opt_outs.as_ref().unwrap().applied, 2);
-    {
-        let st = store.state();
-        assert_eq!(st.unsubscribes[&1].origin, UnsubscribeOrigin::Salesforce);
-        assert!(st.unsubscribes[&3].unsubscribed);
-        assert!(st.unsubscribes[&2].unsubscribed);
-        assert_eq!(st.unsubscribes[&2].origin, UnsubscribeOrigin::Salesync);
-    }
+    assert_eq!(unsubscribe(&store, 1).await.origin, UnsubscribeOrigin::Salesforce);
+    assert!(unsubscribe(&store, 3).await.unsubscribed);
+    assert!(unsubscribe(&store, 2).await.unsubscribed);
+    assert_eq!(unsubscribe(&store, 2).await.origin, UnsubscribeOrigin::Salesync);
     // Not due again within the day.
     clock.advance(Duration::from_secs(3600));
     assert!(d.deliver_once().await.unwrap().opt_outs.is_none());
@@ -686,19 +689,19 @@ async fn opt_out_reconcile_only_unsubscribes_and_runs_daily() {
     assert_eq!(d.deliver_once().await.unwrap().opt_outs.unwrap().read, 0);
     assert_eq!(calls.load(Ordering::SeqCst), 3);
     // Nothing went to Marketo or the outbox.
-    assert!(store.items().is_empty());
+    assert!(items(&store).await.is_empty());
 }
 
 #[tokio::test]
 async fn can_email_honours_salesync_and_optionally_marketo() {
     let clock = ManualClock::new(t0());
-    let store = FakeStore::with_people(vec![contact(1), contact(2)]);
+    let store = store_with(vec![contact(1), contact(2)]).await;
     let mut m = MockMarketoApi::new();
     m.expect_lead_unsubscribed().times(2).returning(|id| Ok(Some(id == 2)));
     let d = dispatcher(m, salesforce_basic(), &store, &clock);
     // Check off: Marketo is not asked.
     assert!(d.check_can_email(2).await.unwrap().is_allowed());
-    store.set_settings(|s| s.marketo_unsubscribe_check = true);
+    set_settings(&store, |s| s.marketo_unsubscribe_check = true).await;
     assert_eq!(d.check_can_email(1).await.unwrap(), CanEmail::Allowed);
     assert_eq!(d.check_can_email(2).await.unwrap(), CanEmail::UnsubscribedInMarketo);
     assert!(matches!(d.check_can_email(42).await, Err(Error::NotFound { .. })));
@@ -720,7 +723,7 @@ fn new_reminder(marketo_id: i64) -> NewReminder {
 #[tokio::test]
 async fn reminders_are_stored_but_not_pushed_while_sync_is_off() {
     let clock = ManualClock::new(t0());
-    let store = FakeStore::with_people(vec![contact(1)]);
+    let store = store_with(vec![contact(1)]).await;
     let d = dispatcher(MockMarketoApi::new(), salesforce_basic(), &store, &clock);
     let r = d.create_reminder(new_reminder(1)).await.unwrap();
     assert!(r.outbox_ids.is_empty());
@@ -735,8 +738,8 @@ async fn reminders_are_stored_but_not_pushed_while_sync_is_off() {
 #[tokio::test]
 async fn reminder_changes_propagate_create_edit_complete_delete() {
     let clock = ManualClock::new(t0());
-    let store = FakeStore::with_people(vec![contact(1)]);
-    store.set_settings(|s| s.reminder_task_sync = true);
+    let store = store_with(vec![contact(1)]).await;
+    set_settings(&store, |s| s.reminder_task_sync = true).await;
     let task_id = "00T5g00000TaSk1";
     let mut s = salesforce_basic();
     let seen = Arc::new(Mutex::new(Vec::<TaskWrite>::new()));
@@ -815,13 +818,12 @@ fn sf_task(id: &str, who: &str, status: &str, modified: chrono::DateTime<chrono:
 #[tokio::test]
 async fn reminder_sync_imports_merges_by_latest_change_and_follows_deletions() {
     let clock = ManualClock::new(t0());
-    let store = FakeStore::with_people(vec![contact(1)]);
-    store.set_settings(|s| s.reminder_task_sync = true);
+    let store = store_with(vec![contact(1)]).await;
+    set_settings(&store, |s| s.reminder_task_sync = true).await;
     // A salesync reminder already synced, last changed locally at t0 - 30 min.
     let local_task = "00T5g00000TaSk1";
-    store.state().reminders.insert(
-        "rem1".into(),
-        salesync_core::activity::ReminderTask {
+    store
+        .put_reminder(salesync_core::activity::ReminderTask {
             id: "rem1".into(),
             marketo_id: 1,
             subject: "Call back".into(),
@@ -832,8 +834,9 @@ async fn reminder_sync_imports_merges_by_latest_change_and_follows_deletions() {
             salesforce_task_id: Some(sfid(local_task)),
             deleted: false,
             updated_at: t0() - chrono::Duration::minutes(30),
-        },
-    );
+        })
+        .await
+        .unwrap();
     let polls = Arc::new(AtomicU32::new(0));
     let p2 = polls.clone();
     let mut s = salesforce_basic();
@@ -884,18 +887,20 @@ async fn reminder_sync_imports_merges_by_latest_change_and_follows_deletions() {
     let r = rep.reminders.unwrap();
     assert_eq!((r.read, r.applied), (5, 2));
     {
-        let st = store.state();
         // Salesforce was newer: completed, details from Salesforce, subject kept.
-        let rem1 = &st.reminders["rem1"];
+        let rem1 = &reminder(&store, "rem1").await;
         assert_eq!(rem1.status, ReminderStatus::Complete);
         assert_eq!(rem1.details.as_deref(), Some("sf details"));
         assert_eq!(rem1.subject, "Call back");
         assert_eq!(rem1.priority, ReminderPriority::Normal);
         // Imported: the Not Started Task on a mirror person; not In Progress, not the unknown
         // person's, not salesync's own email Task.
-        let imported = &st.reminders[&format!("sf-{}", sfid("00T5g00000TaSk2"))];
+        let imported = &reminder(&store, &format!("sf-{}", sfid("00T5g00000TaSk2"))).await;
         assert_eq!(imported.status, ReminderStatus::Open);
-        assert_eq!(st.reminders.len(), 2);
+        // Nothing else: the mirror's one person has the two reminders, and the unknown person's
+        // Task is stored for nobody.
+        assert_eq!(reminders(&store).await.len(), 2);
+        assert!(store.reminder_by_salesforce_id(&sfid("00T5g00000TaSk5")).await.unwrap().is_none());
     }
     // Within the poll interval, no poll.
     clock.advance(Duration::from_secs(10));
@@ -903,11 +908,10 @@ async fn reminder_sync_imports_merges_by_latest_change_and_follows_deletions() {
     clock.advance(Duration::from_secs(60));
     let rep = d.deliver_once().await.unwrap();
     assert_eq!(rep.reminders.unwrap().applied, 1);
-    let st = store.state();
-    assert_eq!(st.reminders["rem1"].status, ReminderStatus::Complete);
-    assert!(st.reminders[&format!("sf-{}", sfid("00T5g00000TaSk2"))].deleted);
+    assert_eq!(reminder(&store, "rem1").await.status, ReminderStatus::Complete);
+    assert!(reminder(&store, &format!("sf-{}", sfid("00T5g00000TaSk2"))).await.deleted);
     // Nothing was pushed back.
-    assert!(st.outbox.is_empty());
+    assert!(items(&store).await.is_empty());
 }
 
 /// Found by the soak run: the host completes a reminder while salesync's write of its earlier
@@ -918,8 +922,8 @@ async fn reminder_sync_imports_merges_by_latest_change_and_follows_deletions() {
 #[tokio::test]
 async fn the_echo_of_salesyncs_own_write_does_not_revert_a_pending_host_change() {
     let clock = ManualClock::new(t0());
-    let store = FakeStore::with_people(vec![contact(1)]);
-    store.set_settings(|s| s.reminder_task_sync = true);
+    let store = store_with(vec![contact(1)]).await;
+    set_settings(&store, |s| s.reminder_task_sync = true).await;
     let task_id = "00T5g00000TaSk1";
     let completed = salesync_core::activity::ReminderTask {
         id: "rem1".into(),
@@ -933,26 +937,31 @@ async fn the_echo_of_salesyncs_own_write_does_not_revert_a_pending_host_change()
         deleted: false,
         updated_at: t0() - chrono::Duration::minutes(5),
     };
-    {
-        let mut st = store.state();
-        st.reminders.insert("rem1".into(), completed.clone());
-        // The completion waits in the outbox (its first attempt failed; next try in 10 min).
-        st.outbox.push(salesync_core::ports::store::OutboxItem {
-            id: 1,
-            key: "rem1:2".into(),
-            target: Target::Salesforce,
-            payload: OutboxPayload::Reminder { task: completed },
-            state: OutboxState::Pending,
-            attempts: 1,
-            next_attempt_at: t0() + chrono::Duration::minutes(10),
-            last_error: Some("UNABLE_TO_LOCK_ROW".into()),
-            outcome_unknown: false,
-            result: None,
-            lease_owner: None,
-            lease_until: None,
-            created_at: t0() - chrono::Duration::minutes(5),
-        });
-    }
+    store.put_reminder(completed.clone()).await.unwrap();
+    // The completion waits in the outbox (its first attempt failed; next try in 10 min).
+    let recorded = t0() - chrono::Duration::minutes(5);
+    let ids = store
+        .record(Recording {
+            outbox: vec![NewOutboxItem {
+                key: "rem1:2".into(),
+                target: Target::Salesforce,
+                payload: OutboxPayload::Reminder { task: completed },
+                not_before: recorded,
+            }],
+            ..Recording::default()
+        })
+        .await
+        .unwrap();
+    let claimed = store.claim(Target::Salesforce, 1, "w0", Duration::from_secs(60), recorded).await.unwrap();
+    assert_eq!(claimed.iter().map(|i| i.id).collect::<Vec<_>>(), ids);
+    let retry = Outcome::Retry {
+        at: t0() + chrono::Duration::minutes(10),
+        error: "UNABLE_TO_LOCK_ROW".into(),
+        outcome_unknown: false,
+    };
+    store.finish(vec![Finished { id: ids[0], worker: "w0".into(), outcome: retry }], recorded).await.unwrap();
+    let seeded = store.outbox_item(ids[0]).await.unwrap().unwrap();
+    assert_eq!((seeded.state, seeded.attempts), (OutboxState::Pending, 1));
     let polls = Arc::new(AtomicU32::new(0));
     let p2 = polls.clone();
     let mut s = salesforce_basic();
@@ -1000,12 +1009,11 @@ async fn the_echo_of_salesyncs_own_write_does_not_revert_a_pending_host_change()
 #[tokio::test]
 async fn a_deleted_reminders_surviving_task_is_deleted_when_the_poll_finds_it() {
     let clock = ManualClock::new(t0());
-    let store = FakeStore::with_people(vec![contact(1)]);
-    store.set_settings(|s| s.reminder_task_sync = true);
+    let store = store_with(vec![contact(1)]).await;
+    set_settings(&store, |s| s.reminder_task_sync = true).await;
     let task_id = "00T5g00000TaSk1";
-    store.state().reminders.insert(
-        "rem1".into(),
-        salesync_core::activity::ReminderTask {
+    store
+        .put_reminder(salesync_core::activity::ReminderTask {
             id: "rem1".into(),
             marketo_id: 1,
             subject: "Call back".into(),
@@ -1016,8 +1024,9 @@ async fn a_deleted_reminders_surviving_task_is_deleted_when_the_poll_finds_it() 
             salesforce_task_id: None,
             deleted: true,
             updated_at: t0() - chrono::Duration::minutes(5),
-        },
-    );
+        })
+        .await
+        .unwrap();
     let mut s = salesforce_basic();
     s.expect_tasks_modified_since().returning(move |_, _| {
         let mut task = sf_task(task_id, CONTACT, "Not Started", t0() - chrono::Duration::minutes(10));
@@ -1052,8 +1061,8 @@ async fn a_deleted_reminders_surviving_task_is_deleted_when_the_poll_finds_it() 
 #[tokio::test]
 async fn run_delivers_soon_after_recording_and_stops_on_cancel() {
     let clock = ManualClock::new(t0());
-    let store = FakeStore::with_people(vec![contact(1)]);
-    store.set_settings(|s| s.log_emails_to_salesforce = false);
+    let store = store_with(vec![contact(1)]).await;
+    set_settings(&store, |s| s.log_emails_to_salesforce = false).await;
     let d = dispatcher(marketo_accepting(), salesforce_basic(), &store, &clock);
     let mut rx = d.subscribe();
     let cancel = tokio_util::sync::CancellationToken::new();
@@ -1076,7 +1085,7 @@ fn builder_requires_ports_and_sane_batches() {
     let err = salesync_delivery::Dispatcher::builder()
         .marketo(Arc::new(MockMarketoApi::new()))
         .salesforce(Arc::new(salesforce_basic()))
-        .store(Arc::new(FakeStore::default()))
+        .store(empty_store())
         .settings(salesync_delivery::DeliverySettings { marketo_batch: 301, ..Default::default() })
         .build()
         .unwrap_err();
@@ -1095,8 +1104,8 @@ fn dispatcher_is_send_and_sync() {
 #[tokio::test]
 async fn other_marketo_rejections_park_with_the_raw_code() {
     let clock = ManualClock::new(t0());
-    let store = FakeStore::with_people(vec![contact(1)]);
-    store.set_settings(|s| s.log_emails_to_salesforce = false);
+    let store = store_with(vec![contact(1)]).await;
+    set_settings(&store, |s| s.log_emails_to_salesforce = false).await;
     let mut m = marketo_with_types();
     m.expect_add_custom_activities().times(1).returning(|_| {
         Ok(vec![RecordOutcome::Rejected { code: "1049".into(), message: "Attribute array too large".into() }])
@@ -1112,8 +1121,8 @@ async fn other_marketo_rejections_park_with_the_raw_code() {
 #[tokio::test]
 async fn a_failed_lookup_keeps_the_item_unknown_until_it_succeeds() {
     let clock = ManualClock::new(t0());
-    let store = FakeStore::with_people(vec![contact(1)]);
-    store.set_settings(|s| s.log_emails_to_salesforce = false);
+    let store = store_with(vec![contact(1)]).await;
+    set_settings(&store, |s| s.log_emails_to_salesforce = false).await;
     let mut m = marketo_with_types();
     let sends = Arc::new(AtomicU32::new(0));
     let s2 = sends.clone();
@@ -1160,8 +1169,8 @@ async fn a_failed_lookup_keeps_the_item_unknown_until_it_succeeds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn several_dispatchers_on_one_store_deliver_each_item_once() {
     let clock = ManualClock::new(t0());
-    let store = FakeStore::with_people((1..=50).map(contact).collect());
-    store.set_settings(|s| s.log_emails_to_salesforce = false);
+    let store = store_with((1..=50).map(contact).collect()).await;
+    set_settings(&store, |s| s.log_emails_to_salesforce = false).await;
     let sent: Arc<Mutex<Vec<String>>> = Arc::default();
     let mut dispatchers = Vec::new();
     for w in 0..4 {
@@ -1174,7 +1183,7 @@ async fn several_dispatchers_on_one_store_deliver_each_item_once() {
         let d = salesync_delivery::Dispatcher::builder()
             .marketo(Arc::new(m))
             .salesforce(Arc::new(salesforce_basic()))
-            .store(Arc::new(store.clone()))
+            .store(store.clone())
             .settings(salesync_delivery::DeliverySettings {
                 worker_id: format!("w{w}"),
                 marketo_batch: 7,
@@ -1210,8 +1219,8 @@ async fn several_dispatchers_on_one_store_deliver_each_item_once() {
 #[tokio::test]
 async fn a_failing_provisioning_is_reported_and_not_retried_every_round() {
     let clock = ManualClock::new(t0());
-    let store = FakeStore::with_people(vec![contact(1)]);
-    store.set_settings(|s| s.log_emails_to_salesforce = false);
+    let store = store_with(vec![contact(1)]).await;
+    set_settings(&store, |s| s.log_emails_to_salesforce = false).await;
     let mut m = MockMarketoApi::new();
     let n = Arc::new(AtomicU32::new(0));
     let n2 = n.clone();

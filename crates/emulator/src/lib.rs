@@ -12,6 +12,8 @@
 
 pub mod clock;
 pub mod faults;
+#[cfg(any(feature = "marketo", feature = "salesforce"))]
+pub(crate) mod http;
 pub mod seed;
 pub mod sfid;
 

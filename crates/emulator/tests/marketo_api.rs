@@ -10,11 +10,7 @@ use marketo_common::*;
 use salesync_emulator::faults::{FaultAction, FaultPlan, FaultRule, Trigger};
 use salesync_emulator::marketo::{MarketoConfig, MarketoEmulator, MarketoFault, MarketoLimits};
 use salesync_emulator::seed;
-use serde_json::{Map, Value, json};
-
-fn obj(v: Value) -> Map<String, Value> {
-    v.as_object().unwrap().clone()
-}
+use serde_json::{Value, json};
 
 #[tokio::test]
 async fn token_lifecycle_follows_the_documented_semantics() {
@@ -43,29 +39,12 @@ async fn token_lifecycle_follows_the_documented_semantics() {
     assert_ok(&ok);
 
     // Missing / garbage tokens and the query parameter are 601.
-    let missing: Value = h.http.get(h.url("/rest/v1/leads/describe2.json")).send().await.unwrap().json().await.unwrap();
+    let missing = json_of(h.http.get(h.url("/rest/v1/leads/describe2.json"))).await;
     assert_eq!(error_code(&missing), Some("601"));
     assert!(missing.get("result").is_none());
-    let garbage: Value = h
-        .http
-        .get(h.url("/rest/v1/leads/describe2.json"))
-        .bearer_auth("nope:emu")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let garbage = json_of(h.http.get(h.url("/rest/v1/leads/describe2.json")).bearer_auth("nope:emu")).await;
     assert_eq!(error_code(&garbage), Some("601"));
-    let query: Value = h
-        .http
-        .get(h.url(&format!("/rest/v1/leads/describe2.json?access_token={}", h.token)))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let query = json_of(h.http.get(h.url(&format!("/rest/v1/leads/describe2.json?access_token={}", h.token)))).await;
     assert_eq!(error_code(&query), Some("601"));
 
     clock.advance(ChronoDuration::seconds(3500));
@@ -140,10 +119,7 @@ async fn concurrency_limit_returns_615() {
         let http = h.http.clone();
         let url = h.url("/rest/v1/leads/describe.json");
         let token = h.token.clone();
-        tasks.push(tokio::spawn(async move {
-            let v: Value = http.get(url).bearer_auth(token).send().await.unwrap().json().await.unwrap();
-            v
-        }));
+        tasks.push(tokio::spawn(async move { json_of(http.get(url).bearer_auth(token)).await }));
     }
     let mut codes = Vec::new();
     for t in tasks {
@@ -293,18 +269,9 @@ async fn oppty_and_linkedin_fields_follow_configuration() {
 async fn method_get_override_and_http_size_limits() {
     let h = Harness::start(config()).await;
     h.emu.seed_world(&seed::generate(5, 3));
-    let v: Value = h
-        .http
-        .post(h.url("/rest/v1/leads.json?_method=GET"))
-        .bearer_auth(&h.token)
-        .header("Content-Type", "application/x-www-form-urlencoded")
-        .body("filterType=id&filterValues=1001,1002&fields=email,company")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = h
+        .post_form("/rest/v1/leads.json?_method=GET", "filterType=id&filterValues=1001,1002&fields=email,company")
+        .await;
     assert_ok(&v);
     assert_eq!(v["result"].as_array().unwrap().len(), 2);
     assert!(v["result"][0]["company"].is_string());
@@ -327,31 +294,9 @@ async fn method_get_override_and_http_size_limits() {
 #[tokio::test]
 async fn content_type_json_path_and_method_errors() {
     let h = Harness::start(config()).await;
-    let v: Value = h
-        .http
-        .post(h.url("/rest/v1/leads.json"))
-        .bearer_auth(&h.token)
-        .header("Content-Type", "text/plain")
-        .body("{\"input\":[]}")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = h.post_raw("/rest/v1/leads.json", "text/plain", "{\"input\":[]}".into()).await.1;
     assert_eq!(error_code(&v), Some("612"));
-    let v: Value = h
-        .http
-        .post(h.url("/rest/v1/leads.json"))
-        .bearer_auth(&h.token)
-        .header("Content-Type", "application/json")
-        .body("{\"input\":[")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = h.post_raw("/rest/v1/leads.json", "application/json", "{\"input\":[".into()).await.1;
     assert_eq!(error_code(&v), Some("609"));
     assert_eq!(error_code(&h.get("/rest/v1/nothing.json").await), Some("610"));
     let v = h.post_empty("/rest/v1/leads/describe.json").await;
@@ -528,16 +473,10 @@ async fn deleted_leads_are_reported_then_pruned_after_14_days() {
     assert_eq!(v["result"][0]["activityTypeId"], 37);
     h.emu.clock().advance(ChronoDuration::days(15));
     let token2 = fetch_token(&h.emu, &h.http, h.emu.client_id(), h.emu.client_secret()).await;
-    let v: Value = h
-        .http
-        .get(h.url(&format!("/rest/v1/activities/deletedleads.json?nextPageToken={token}")))
-        .bearer_auth(token2)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = json_of(
+        h.http.get(h.url(&format!("/rest/v1/activities/deletedleads.json?nextPageToken={token}"))).bearer_auth(token2),
+    )
+    .await;
     assert_ok(&v);
     assert!(v["result"].as_array().is_none_or(|a| a.is_empty()), "{v}");
 }
@@ -617,16 +556,7 @@ async fn faults_error_drop_malformed_and_apply_then_drop() {
     assert!(dropped.is_err(), "connection should be dropped");
     assert_ok(&h.get("/rest/v1/leads/describe2.json").await);
 
-    let text = h
-        .http
-        .get(h.url("/rest/v1/activities/types.json"))
-        .bearer_auth(&h.token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = h.get_text("/rest/v1/activities/types.json").await.2;
     assert!(serde_json::from_str::<Value>(&text).is_err());
 
     let applied = async {
@@ -749,18 +679,10 @@ async fn marketorestpython_wire_forms() {
         "_method=GET&filterType=email&filterValues={}&fields=id&fields=email&fields=createdAt",
         email.replace('@', "%40")
     );
-    let v: Value = h
-        .http
-        .post(h.url("/rest/v1/leads.json"))
-        .bearer_auth(&h.token)
-        .header("Content-Type", "application/x-www-form-urlencoded; charset=utf-8")
-        .body(body)
-        .send()
+    let v = h
+        .post_raw("/rest/v1/leads.json", "application/x-www-form-urlencoded; charset=utf-8", body.into_bytes())
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .1;
     assert_ok(&v);
     let found = v["result"].as_array().unwrap();
     assert!(found.iter().any(|r| r["id"] == id), "{v}");
@@ -769,18 +691,12 @@ async fn marketorestpython_wire_forms() {
         assert!(r["createdAt"].is_string(), "every repeated field is returned: {r}");
     }
     // `_method=GET` in the query string with the rest in the body still works.
-    let v: Value = h
-        .http
-        .post(h.url("/rest/v1/leads.json?_method=GET"))
-        .bearer_auth(&h.token)
-        .header("Content-Type", "application/x-www-form-urlencoded")
-        .body(format!("filterType=id&filterValues={id}&fields=email,firstName"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = h
+        .post_form(
+            "/rest/v1/leads.json?_method=GET",
+            &format!("filterType=id&filterValues={id}&fields=email,firstName"),
+        )
+        .await;
     assert_ok(&v);
     assert_eq!(v["result"][0]["id"], id);
     assert!(v["result"][0].get("firstName").is_some(), "{v}");
@@ -796,24 +712,19 @@ async fn marketorestpython_wire_forms() {
     assert_eq!(error_code(&v), Some("1003"), "{v}");
 
     // delete_lead: DELETE /rest/v1/leads.json with a JSON input, like leads/delete.json.
-    let v: Value = h
-        .http
-        .delete(h.url("/rest/v1/leads.json"))
-        .bearer_auth(&h.token)
-        .json(&json!({"input": [{"id": id}, {"id": 99_999_999}]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = json_of(
+        h.http
+            .delete(h.url("/rest/v1/leads.json"))
+            .bearer_auth(&h.token)
+            .json(&json!({"input": [{"id": id}, {"id": 99_999_999}]})),
+    )
+    .await;
     assert_ok(&v);
     assert_eq!(v["result"][0], json!({"id": id, "status": "deleted"}));
     assert_eq!(v["result"][1]["status"], "skipped");
     assert_eq!(v["result"][1]["reasons"][0]["code"], "1004");
     assert!(h.emu.lead(id).is_none());
     // Other methods on leads.json are still refused with 605.
-    let v: Value =
-        h.http.put(h.url("/rest/v1/leads.json")).bearer_auth(&h.token).send().await.unwrap().json().await.unwrap();
+    let v = json_of(h.http.put(h.url("/rest/v1/leads.json")).bearer_auth(&h.token)).await;
     assert_eq!(error_code(&v), Some("605"), "{v}");
 }

@@ -8,12 +8,8 @@ use marketo_common::*;
 use salesync_emulator::faults::{FaultAction, FaultPlan, FaultRule, Trigger};
 use salesync_emulator::marketo::{MarketoConfig, MarketoFault, MarketoLimits};
 use salesync_emulator::seed;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-
-fn obj(v: Value) -> Map<String, Value> {
-    v.as_object().unwrap().clone()
-}
 
 fn type_body(api: &str) -> Value {
     json!({
@@ -186,19 +182,9 @@ async fn bulk_lead_export_full_flow() {
 
     // Another client cannot see the job.
     let other = fetch_token(&h.emu, &h.http, "other", "other-secret").await;
-    let v: Value = h
-        .http
-        .get(h.url(&format!("/bulk/v1/leads/export/{id}/status.json")))
-        .bearer_auth(&other)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = json_of(h.http.get(h.url(&format!("/bulk/v1/leads/export/{id}/status.json"))).bearer_auth(&other)).await;
     assert_eq!(v["success"], false);
-    let v: Value =
-        h.http.get(h.url("/bulk/v1/leads/export.json")).bearer_auth(&other).send().await.unwrap().json().await.unwrap();
+    let v = json_of(h.http.get(h.url("/bulk/v1/leads/export.json")).bearer_auth(&other)).await;
     assert_eq!(v["result"], json!([]));
 
     h.emu.clock().advance(ChronoDuration::minutes(2));
@@ -343,16 +329,8 @@ async fn bulk_queue_and_daily_quota_limits() {
     assert_eq!(list["result"][0]["status"], "Canceled");
     h.emu.clock().advance(ChronoDuration::minutes(61));
     let token = fetch_token(&h.emu, &h.http, h.emu.client_id(), h.emu.client_secret()).await;
-    let v: Value = h
-        .http
-        .post(h.url(&format!("/bulk/v1/leads/export/{}/enqueue.json", ids[10])))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = json_of(h.http.post(h.url(&format!("/bulk/v1/leads/export/{}/enqueue.json", ids[10]))).bearer_auth(token))
+        .await;
     assert_eq!(error_code(&v), Some("1029"));
     assert_eq!(v["errors"][0]["message"], "Export daily quota exceeded");
 }
@@ -376,16 +354,7 @@ async fn bulk_activity_export_writes_attributes_as_json() {
     let st = h.get(&format!("/bulk/v1/activities/export/{id}/status.json")).await;
     assert_eq!(st["result"][0]["status"], "Completed");
     assert_eq!(st["result"][0]["numberOfRecords"], 2);
-    let text = h
-        .http
-        .get(h.url(&format!("/bulk/v1/activities/export/{id}/file.json")))
-        .bearer_auth(&h.token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = h.get_text(&format!("/bulk/v1/activities/export/{id}/file.json")).await.2;
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(
         lines[0],

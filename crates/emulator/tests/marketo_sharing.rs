@@ -14,13 +14,9 @@ use salesync_emulator::marketo::{
     BusyModel, CoTenant, MarketoConfig, MarketoFault, MarketoLimits, REALISTIC_BULK_PROCESSING_PER_1000_ROWS_MS,
     Refusal,
 };
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 const DESCRIBE: &str = "/rest/v1/leads/describe.json";
-
-fn obj(v: Value) -> Map<String, Value> {
-    v.as_object().unwrap().clone()
-}
 
 /// Fires `n` sequential calls; returns how many succeeded and the error codes of the others.
 async fn fire(h: &Harness, n: usize) -> (usize, Vec<String>) {
@@ -210,7 +206,7 @@ async fn co_tenant_in_flight_share_gives_615() {
         let url = h.url(DESCRIBE);
         let token = h.token.clone();
         tasks.push(tokio::spawn(async move {
-            let v: Value = http.get(url).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+            let v = json_of(http.get(url).bearer_auth(token)).await;
             error_code(&v).map(str::to_string)
         }));
     }
@@ -238,10 +234,7 @@ async fn latency_is_spent_concurrently() {
         let http = h.http.clone();
         let url = h.url(DESCRIBE);
         let token = h.token.clone();
-        tasks.push(tokio::spawn(async move {
-            let v: Value = http.get(url).bearer_auth(token).send().await.unwrap().json().await.unwrap();
-            v
-        }));
+        tasks.push(tokio::spawn(async move { json_of(http.get(url).bearer_auth(token)).await }));
     }
     for t in tasks {
         assert_ok(&t.await.unwrap());
@@ -289,16 +282,7 @@ async fn bulk_processing_time_grows_with_rows() {
     h.emu.clock().advance(ChronoDuration::seconds(61));
     let s = status(&h, &small).await;
     assert_eq!((s["status"].as_str(), s["numberOfRecords"].as_u64()), (Some("Completed"), Some(1)));
-    let text = h
-        .http
-        .get(h.url(&format!("/bulk/v1/leads/export/{small}/file.json")))
-        .bearer_auth(&h.token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = h.get_text(&format!("/bulk/v1/leads/export/{small}/file.json")).await.2;
     assert_eq!(text, format!("id\n{tiny}\n"));
     assert_eq!(status(&h, &big).await["status"], "Processing");
 

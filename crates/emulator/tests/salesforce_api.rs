@@ -2,98 +2,16 @@
 //! upsert, lead conversion, replication and limits.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod salesforce_common;
+
 use chrono::{Duration, TimeZone, Utc};
 use data_encoding::{BASE64, BASE64URL_NOPAD};
 use reqwest::Method;
-use salesync_emulator::clock::Clock;
+use salesforce_common::{H, clock, code, obj, token, urlencode};
 use salesync_emulator::salesforce::{SalesforceConfig, SalesforceEmulator};
 use salesync_emulator::seed;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
-
-fn clock() -> Clock {
-    Clock::manual(Utc.with_ymd_and_hms(2026, 6, 15, 15, 0, 0).single().unwrap())
-}
-
-struct H {
-    emu: SalesforceEmulator,
-    http: reqwest::Client,
-    token: String,
-}
-
-async fn token(emu: &SalesforceEmulator, http: &reqwest::Client) -> String {
-    let r = http
-        .post(format!("{}/services/oauth2/token", emu.base_url()))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", emu.client_id()),
-            ("client_secret", emu.client_secret()),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_string()
-}
-
-impl H {
-    async fn start(cfg: SalesforceConfig) -> H {
-        let emu = SalesforceEmulator::start(cfg).await.unwrap();
-        let http = reqwest::Client::new();
-        let token = token(&emu, &http).await;
-        H { emu, http, token }
-    }
-
-    async fn default() -> H {
-        H::start(SalesforceConfig { clock: clock(), ..Default::default() }).await
-    }
-
-    fn api(&self, p: &str) -> String {
-        if p.starts_with("/services") {
-            format!("{}{p}", self.emu.base_url())
-        } else {
-            format!("{}/services/data/v60.0{p}", self.emu.base_url())
-        }
-    }
-
-    async fn call(&self, method: Method, p: &str, body: Option<Value>) -> (u16, Value) {
-        let mut rb = self.http.request(method, self.api(p)).bearer_auth(&self.token);
-        if let Some(b) = body {
-            rb = rb.json(&b);
-        }
-        let r = rb.send().await.unwrap();
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap();
-        (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() })
-    }
-
-    async fn get(&self, p: &str) -> (u16, Value) {
-        self.call(Method::GET, p, None).await
-    }
-
-    async fn query(&self, q: &str) -> (u16, Value) {
-        let url = format!("/query?q={}", urlencode(q));
-        self.get(&url).await
-    }
-
-    async fn query_ok(&self, q: &str) -> Value {
-        let (s, b) = self.query(q).await;
-        assert_eq!(s, 200, "{q}: {b}");
-        b
-    }
-}
-
-fn urlencode(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
-fn obj(v: Value) -> Map<String, Value> {
-    v.as_object().unwrap().clone()
-}
-
-fn code(b: &Value) -> &str {
-    b[0]["errorCode"].as_str().unwrap_or("")
-}
 
 fn hmac(key: &[u8], msg: &[u8]) -> Vec<u8> {
     let mut k = [0u8; 64];

@@ -7,36 +7,9 @@
 mod salesforce_common;
 
 use reqwest::Method;
-use salesforce_common::{H, code};
+use salesforce_common::{H, code, parse_csv};
 use salesync_emulator::seed;
 use serde_json::{Value, json};
-
-/// Parses the emulator's CSV (every field double-quoted, LF).
-fn parse_csv(text: &str) -> Vec<Vec<String>> {
-    let mut rows = Vec::new();
-    let mut row = Vec::new();
-    let mut field = String::new();
-    let mut quoted = false;
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (quoted, c) {
-            (true, '"') if chars.peek() == Some(&'"') => {
-                chars.next();
-                field.push('"');
-            }
-            (true, '"') => quoted = false,
-            (true, c) => field.push(c),
-            (false, '"') => quoted = true,
-            (false, ',') => row.push(std::mem::take(&mut field)),
-            (false, '\n') => {
-                row.push(std::mem::take(&mut field));
-                rows.push(std::mem::take(&mut row));
-            }
-            (false, c) => field.push(c),
-        }
-    }
-    rows
-}
 
 /// The body and headers simple-salesforce 1.12 sends for `create_job` of an ingest operation.
 async fn create(h: &H, object: &str, operation: &str, ext: Option<&str>) -> Value {
@@ -87,7 +60,7 @@ async fn results(h: &H, id: &str, kind: &str) -> Vec<Vec<String>> {
     let r = h.raw(Method::GET, &format!("/jobs/ingest/{id}/{kind}/"), None, &[("Accept", "text/csv")]).await;
     assert_eq!(r.status, 200, "{kind}: {}", r.text);
     assert!(r.header("content-type").unwrap().starts_with("text/csv"));
-    parse_csv(&r.text)
+    parse_csv(&r.text, ',')
 }
 
 /// One whole job: create, upload, close, wait.
@@ -135,10 +108,7 @@ async fn ingest_insert_in_simple_salesforce_wire_form() {
     let (s, list) = h.get("/jobs/ingest").await;
     assert_eq!(s, 200);
     assert!(list["records"].as_array().unwrap().iter().any(|j| j["id"] == id.as_str()), "{list}");
-    let (s, _) = h.call(Method::DELETE, &format!("/jobs/ingest/{id}"), None).await;
-    assert_eq!(s, 204);
-    let (s, v) = h.get(&format!("/jobs/ingest/{id}")).await;
-    assert_eq!((s, code(&v)), (404, "NOT_FOUND"));
+    h.delete_gone(&format!("/jobs/ingest/{id}")).await;
 }
 
 #[tokio::test]

@@ -5,45 +5,10 @@
 mod salesforce_common;
 
 use reqwest::Method;
-use salesforce_common::{H, clock, code, obj};
+use salesforce_common::{H, clock, code, obj, parse_csv};
 use salesync_emulator::salesforce::SalesforceConfig;
 use salesync_emulator::seed;
 use serde_json::{Value, json};
-
-/// Parses CSV with double-quoted fields (doubled quotes inside), `delim` and LF or CRLF.
-fn parse_csv(text: &str, delim: char) -> Vec<Vec<String>> {
-    let mut rows = Vec::new();
-    let mut row = Vec::new();
-    let mut field = String::new();
-    let mut quoted = false;
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if quoted {
-            if c == '"' {
-                if chars.peek() == Some(&'"') {
-                    chars.next();
-                    field.push('"');
-                } else {
-                    quoted = false;
-                }
-            } else {
-                field.push(c);
-            }
-        } else if c == '"' {
-            quoted = true;
-        } else if c == delim {
-            row.push(std::mem::take(&mut field));
-        } else if c == '\r' {
-        } else if c == '\n' {
-            row.push(std::mem::take(&mut field));
-            rows.push(std::mem::take(&mut row));
-        } else {
-            field.push(c);
-        }
-    }
-    assert!(field.is_empty() && row.is_empty(), "CSV must end with a line ending");
-    rows
-}
 
 async fn create_job(h: &H, body: Value) -> Value {
     let (s, v) = h.call(Method::POST, "/jobs/query", Some(body)).await;
@@ -173,10 +138,7 @@ async fn contact_roles_and_converted_leads_end_to_end() {
     assert_eq!(h.emu.api_usage() - usage0, calls as u64);
 
     // Delete: gone afterwards.
-    let (s, _) = h.call(Method::DELETE, &format!("/jobs/query/{id}"), None).await;
-    assert_eq!(s, 204);
-    let (s, v) = h.get(&format!("/jobs/query/{id}")).await;
-    assert_eq!((s, code(&v)), (404, "NOT_FOUND"));
+    h.delete_gone(&format!("/jobs/query/{id}")).await;
 }
 
 #[tokio::test]

@@ -1,30 +1,18 @@
 //! Salesforce emulator fault injection over real HTTP.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod salesforce_common;
+
 use std::time::{Duration, Instant};
 
+use salesforce_common::H;
 use salesync_emulator::faults::{FaultAction, FaultPlan, FaultRule, Trigger};
 use salesync_emulator::salesforce::{SalesforceConfig, SalesforceEmulator, SalesforceFault};
 use serde_json::{Value, json};
 
 async fn start() -> (SalesforceEmulator, reqwest::Client, String) {
-    let emu = SalesforceEmulator::start(SalesforceConfig::default()).await.unwrap();
-    let http = reqwest::Client::new();
-    let r: Value = http
-        .post(format!("{}/services/oauth2/token", emu.base_url()))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", emu.client_id()),
-            ("client_secret", emu.client_secret()),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = r["access_token"].as_str().unwrap().to_string();
-    (emu, http, token)
+    let h = H::start(SalesforceConfig::default()).await;
+    (h.emu, h.http, h.token)
 }
 
 async fn create_task(
@@ -164,22 +152,7 @@ async fn long_running_requests_hit_the_concurrency_limit() {
         long_running_threshold: Duration::from_millis(100),
         ..SalesforceConfig::default()
     };
-    let emu = SalesforceEmulator::start(cfg).await.unwrap();
-    let http = reqwest::Client::new();
-    let r: Value = http
-        .post(format!("{}/services/oauth2/token", emu.base_url()))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", emu.client_id()),
-            ("client_secret", emu.client_secret()),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = r["access_token"].as_str().unwrap().to_string();
+    let H { emu, http, token } = H::start(cfg).await;
     emu.set_faults(FaultPlan::new(
         vec![FaultRule::new(Trigger::Nth(1), FaultAction::Delay(Duration::from_millis(600))).on_path("/limits")],
         0,

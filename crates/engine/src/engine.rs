@@ -12,14 +12,14 @@ use salesync_core::mapping::requested_fields;
 use salesync_core::mirror::{Decision, Incoming, decide};
 use salesync_core::ports::marketo::{ActivityType, MarketoApi, RateBudget};
 use salesync_core::ports::salesforce::SalesforceApi;
-use salesync_core::ports::store::{ApplyCounts, Checkpoint, MirrorPage, ShadowStore, Store, StreamId};
+use salesync_core::ports::store::{ApplyCounts, BindOnce, Checkpoint, MirrorPage, ShadowStore, StreamId};
 use salesync_core::sfid::SalesforceId;
 use salesync_core::{
     error::{RecordError, Service},
     mapping::Qualification,
     person::Person,
 };
-use tokio::sync::{OnceCell, broadcast};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{self, InitialState, InitialStatus};
@@ -30,6 +30,7 @@ use crate::mirror_reader::MirrorReader;
 use crate::opportunity::OpportunityFill;
 use crate::report::{InitialPath, SyncReport};
 use crate::settings::{EngineSettings, InitialMode};
+use crate::store::EngineStore;
 use crate::{Error, Result};
 
 /// Builds a [`SyncEngine`].
@@ -37,7 +38,7 @@ use crate::{Error, Result};
 pub struct SyncEngineBuilder {
     marketo: Option<Arc<dyn MarketoApi>>,
     salesforce: Option<Arc<dyn SalesforceApi>>,
-    store: Option<Arc<dyn Store>>,
+    store: Option<Arc<dyn EngineStore>>,
     settings: Option<EngineSettings>,
 }
 
@@ -65,9 +66,10 @@ impl SyncEngineBuilder {
         self
     }
 
-    /// The store holding the mirror and checkpoints (required).
-    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
-        self.store = Some(store);
+    /// The store holding the mirror and checkpoints (required): any [`EngineStore`], such as
+    /// a host's `Arc<dyn Store>` or an `Arc<MemoryStore>`.
+    pub fn store<S: EngineStore>(mut self, store: S) -> Self {
+        self.store = Some(Arc::new(store));
         self
     }
 
@@ -98,7 +100,7 @@ impl SyncEngineBuilder {
                 run_lock: tokio::sync::Mutex::new(()),
                 lease: Mutex::new(None),
                 run_loops: AtomicUsize::new(0),
-                bound: OnceCell::new(),
+                bound: BindOnce::new(),
                 fields: Mutex::new(None),
                 activity_types: tokio::sync::Mutex::new(None),
             }),
@@ -143,7 +145,7 @@ pub struct SyncEngine {
 pub(crate) struct Inner {
     pub marketo: Arc<dyn MarketoApi>,
     pub salesforce: Arc<dyn SalesforceApi>,
-    pub store: Arc<dyn Store>,
+    pub store: Arc<dyn EngineStore>,
     pub settings: EngineSettings,
     pub events: broadcast::Sender<SyncEvent>,
     pub changes: broadcast::Sender<MirrorChange>,
@@ -152,7 +154,7 @@ pub(crate) struct Inner {
     lease: Mutex<Option<DateTime<Utc>>>,
     /// `run` loops in progress on this engine (one-shot passes leave the lease to them).
     run_loops: AtomicUsize,
-    bound: OnceCell<()>,
+    bound: BindOnce,
     fields: Mutex<Option<Vec<String>>>,
     pub activity_types: tokio::sync::Mutex<Option<Vec<ActivityType>>>,
 }
@@ -276,7 +278,7 @@ impl SyncEngine {
     /// Binds the store to the instance once per engine (it refuses a store of another instance).
     async fn ensure_bound(&self) -> Result<()> {
         let inner = &*self.inner;
-        inner.bound.get_or_try_init(|| async { inner.store.bind_instance(&inner.settings.instance_id).await }).await?;
+        inner.bound.bind(&*inner.store, &inner.settings.instance_id).await?;
         Ok(())
     }
 

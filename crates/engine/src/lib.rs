@@ -16,6 +16,7 @@ mod rebuild;
 mod report;
 mod resync;
 mod settings;
+mod store;
 
 pub use csv_stream::{CsvError, CsvExportParser, CsvRow, CsvRows, ExportParser, RowError, RowStream, lead_from_row};
 pub use engine::{MARKETO_PULL_LEASE, SyncEngine, SyncEngineBuilder};
@@ -27,6 +28,7 @@ pub use report::{ApiCalls, BulkQuotaAction, DriftCounts, InitialPath, RebuildRep
 pub use settings::{
     BulkQuotaPolicy, Clock, EngineSettings, InitialMode, RetrySettings, StreamSettings, SystemClock, random_worker_id,
 };
+pub use store::EngineStore;
 
 /// Compile-time check: the engine can be shared across tasks.
 #[allow(dead_code)]

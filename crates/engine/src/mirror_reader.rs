@@ -2,10 +2,11 @@
 
 use std::sync::Arc;
 
-use salesync_core::ports::store::{Store, Tombstone};
+use salesync_core::ports::store::Tombstone;
 use salesync_core::{person::Person, sfid::SalesforceId};
 
 use crate::Result;
+use crate::store::EngineStore;
 
 /// Where a page of people starts and how long it is (people are ordered by Marketo id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,11 +49,11 @@ impl PersonPage {
 /// people; only the sync does.
 #[derive(Debug, Clone)]
 pub struct MirrorReader {
-    store: Arc<dyn Store>,
+    store: Arc<dyn EngineStore>,
 }
 
 impl MirrorReader {
-    pub(crate) fn new(store: Arc<dyn Store>) -> Self {
+    pub(crate) fn new(store: Arc<dyn EngineStore>) -> Self {
         Self { store }
     }
 

@@ -49,7 +49,7 @@ pub(crate) struct RebuildPos {
 }
 
 /// The store's shadow copy, or a configuration error naming why a rebuild is impossible.
-pub(crate) fn shadow_of(pass_store: &dyn salesync_core::ports::store::Store) -> Result<Arc<dyn ShadowStore>> {
+pub(crate) fn shadow_of(pass_store: &dyn salesync_core::ports::store::MirrorStore) -> Result<Arc<dyn ShadowStore>> {
     pass_store.shadow().ok_or_else(|| Error::Config {
         field: "store",
         reason: "this store keeps no shadow copy, so it cannot rebuild the mirror without downtime".into(),

@@ -1,14 +1,13 @@
 //! Engine tests: mockall mocks of the Marketo and Salesforce ports over a small in-test world,
-//! an in-test fake store (and `MockStore` where the exact store calls matter).
+//! a `MemoryStore` under the `salesync-store` test decorators (and `MockStore` where the exact
+//! store calls matter).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use futures::StreamExt;
-use salesync_core::activity::{AdminSettings, ReminderTask, UnsubscribeState};
 use salesync_core::mapping::{LeadField, LeadRecord, all_field_names};
 use salesync_core::mirror::{Decision, RemovalReason};
 use salesync_core::ports::Page;
@@ -17,15 +16,16 @@ use salesync_core::ports::marketo::{
 };
 use salesync_core::ports::salesforce::{LeadConversion, MockSalesforceApi, OpportunityChanges};
 use salesync_core::ports::store::{
-    ApplyCounts, Checkpoint, CheckpointStore, Finished, InboundBatch, InboundStore, InstanceBinding, LeaseStore,
-    MirrorPage, MirrorStore, MockStore, OutboxCounts, OutboxItem, OutboxState, OutboxStore, Recording, ReminderStore,
-    SettingsStore, Store, StreamId, Target, Tombstone,
+    ApplyCounts, CheckpointStore, InstanceBinding, LeaseStore, MirrorPage, MirrorStore, MirrorStoreExt, MockStore,
+    Store, StreamId, Tombstone,
 };
 use salesync_core::{
     error::Service,
     person::{OpportunityRef, Person},
     sfid::SalesforceId,
 };
+use salesync_store::MemoryStore;
+use salesync_store::testing::{FaultyStore, LeaseThief, Method, RecordingStore};
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::TryRecvError;
 use tokio_util::sync::CancellationToken;
@@ -49,272 +49,35 @@ fn sfid(s: &str) -> SalesforceId {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The fake store.
+// The store: a memory store under the test decorators (outermost first: a lease thief, a
+// recorder of calls, pages and leases, a fault injector).
 
-#[derive(Debug, Default)]
-struct StoreState {
-    bound: Option<String>,
-    people: BTreeMap<i64, Person>,
-    tombstones: HashMap<i64, Tombstone>,
-    checkpoints: HashMap<StreamId, Checkpoint>,
-    pages: Vec<MirrorPage>,
-    apply_calls: usize,
-    /// Fail the apply call with this 1-based number.
-    fail_apply: Option<usize>,
-    unsubscribes: HashMap<i64, UnsubscribeState>,
-    settings: AdminSettings,
-    /// Named leases: holder and expiry.
-    leases: HashMap<String, (String, DateTime<Utc>)>,
-    /// After this many applied pages, another process ("thief") takes the leader lease for good.
-    steal_lease_after_apply: Option<usize>,
+type Faults = FaultyStore<MemoryStore>;
+type Recorder = RecordingStore<Faults>;
+type TestStore = LeaseThief<Recorder>;
+
+fn test_store() -> Arc<TestStore> {
+    Arc::new(LeaseThief::new(RecordingStore::new(FaultyStore::new(MemoryStore::new()))))
 }
 
-#[derive(Debug, Default)]
-struct FakeStore(Mutex<StoreState>);
-
-impl FakeStore {
-    fn state(&self) -> std::sync::MutexGuard<'_, StoreState> {
-        self.0.lock().unwrap()
-    }
-    fn position(&self, stream: StreamId) -> Option<Value> {
-        self.state().checkpoints.get(&stream).map(|c| c.position.clone())
-    }
+fn recorder(store: &TestStore) -> &Recorder {
+    store.inner()
 }
 
-#[async_trait]
-impl InstanceBinding for FakeStore {
-    async fn bind_instance(&self, instance: &str) -> salesync_core::Result<()> {
-        let mut s = self.state();
-        match &s.bound {
-            Some(b) if b != instance => {
-                Err(salesync_core::Error::Conflict { what: "instance", detail: format!("bound to {b}") })
-            }
-            _ => {
-                s.bound = Some(instance.to_string());
-                Ok(())
-            }
-        }
-    }
+fn faults(store: &TestStore) -> &Faults {
+    store.inner().inner()
 }
 
-#[async_trait]
-impl MirrorStore for FakeStore {
-    async fn apply_page(&self, page: MirrorPage) -> salesync_core::Result<ApplyCounts> {
-        let mut s = self.state();
-        s.apply_calls += 1;
-        if s.fail_apply == Some(s.apply_calls) {
-            return Err(salesync_core::Error::Backend { backend: "fake", source: "disk full".into() });
-        }
-        let mut counts = ApplyCounts::default();
-        for d in &page.decisions {
-            match d {
-                Decision::Insert { person } => {
-                    counts.inserted += 1;
-                    s.people.insert(person.marketo_id, person.clone());
-                }
-                Decision::Update { person, .. } => {
-                    counts.updated += 1;
-                    s.people.insert(person.marketo_id, person.clone());
-                }
-                Decision::Remove { marketo_id, reason } => {
-                    counts.removed += 1;
-                    s.people.remove(marketo_id);
-                    s.tombstones.insert(
-                        *marketo_id,
-                        Tombstone { marketo_id: *marketo_id, reason: *reason, removed_at: page.at },
-                    );
-                }
-                Decision::Unchanged { .. } | Decision::Skip { .. } => counts.untouched += 1,
-            }
-        }
-        if let Some(cp) = &page.checkpoint {
-            s.checkpoints.insert(cp.stream, cp.clone());
-        }
-        s.pages.push(page);
-        if s.steal_lease_after_apply == Some(s.pages.len()) {
-            s.leases.insert(MARKETO_PULL_LEASE.into(), ("thief".into(), t0() + chrono::Duration::days(1)));
-        }
-        Ok(counts)
-    }
-
-    async fn person(&self, id: i64) -> salesync_core::Result<Option<Person>> {
-        Ok(self.state().people.get(&id).cloned())
-    }
-
-    async fn people_by_ids(&self, ids: &[i64]) -> salesync_core::Result<Vec<Person>> {
-        let s = self.state();
-        Ok(ids.iter().filter_map(|i| s.people.get(i).cloned()).collect())
-    }
-
-    async fn people_by_email(&self, email: &str) -> salesync_core::Result<Vec<Person>> {
-        let s = self.state();
-        Ok(s.people
-            .values()
-            .filter(|p| p.email.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(email)))
-            .cloned()
-            .collect())
-    }
-
-    async fn people_by_salesforce_id(&self, id: &SalesforceId) -> salesync_core::Result<Vec<Person>> {
-        let s = self.state();
-        Ok(s.people
-            .values()
-            .filter(|p| p.salesforce_lead_id.as_ref() == Some(id) || p.salesforce_contact_id.as_ref() == Some(id))
-            .cloned()
-            .collect())
-    }
-
-    async fn people_by_owner(
-        &self,
-        owner: &SalesforceId,
-        after: Option<i64>,
-        limit: u32,
-    ) -> salesync_core::Result<Vec<Person>> {
-        let s = self.state();
-        Ok(s.people
-            .values()
-            .filter(|p| &p.owner_id == owner && after.is_none_or(|a| p.marketo_id > a))
-            .take(limit as usize)
-            .cloned()
-            .collect())
-    }
-
-    async fn list_people(&self, after: Option<i64>, limit: u32) -> salesync_core::Result<Vec<Person>> {
-        let s = self.state();
-        Ok(s.people.values().filter(|p| after.is_none_or(|a| p.marketo_id > a)).take(limit as usize).cloned().collect())
-    }
-
-    async fn count_people(&self) -> salesync_core::Result<u64> {
-        Ok(self.state().people.len() as u64)
-    }
-
-    async fn tombstone(&self, id: i64) -> salesync_core::Result<Option<Tombstone>> {
-        Ok(self.state().tombstones.get(&id).cloned())
-    }
+async fn position(store: &TestStore, stream: StreamId) -> Option<Value> {
+    store.checkpoint(stream).await.unwrap().map(|c| c.position)
 }
 
-#[async_trait]
-impl CheckpointStore for FakeStore {
-    async fn checkpoint(&self, stream: StreamId) -> salesync_core::Result<Option<Checkpoint>> {
-        Ok(self.state().checkpoints.get(&stream).cloned())
-    }
-
-    async fn put_checkpoint(&self, cp: Checkpoint) -> salesync_core::Result<()> {
-        self.state().checkpoints.insert(cp.stream, cp);
-        Ok(())
-    }
+async fn person(store: &TestStore, id: i64) -> Person {
+    store.person(id).await.unwrap().unwrap_or_else(|| panic!("{id} is not in the mirror"))
 }
 
-#[async_trait]
-impl OutboxStore for FakeStore {
-    async fn record(&self, _: Recording) -> salesync_core::Result<Vec<i64>> {
-        unimplemented!()
-    }
-
-    async fn claim(
-        &self,
-        _: Target,
-        _: u32,
-        _: &str,
-        _: Duration,
-        _: DateTime<Utc>,
-    ) -> salesync_core::Result<Vec<OutboxItem>> {
-        unimplemented!()
-    }
-
-    async fn finish(&self, _: Vec<Finished>, _: DateTime<Utc>) -> salesync_core::Result<()> {
-        unimplemented!()
-    }
-
-    async fn outbox_item(&self, _: i64) -> salesync_core::Result<Option<OutboxItem>> {
-        unimplemented!()
-    }
-
-    async fn outbox_items(&self, _: OutboxState, _: u32) -> salesync_core::Result<Vec<OutboxItem>> {
-        unimplemented!()
-    }
-
-    async fn outbox_counts(&self) -> salesync_core::Result<OutboxCounts> {
-        unimplemented!()
-    }
-
-    async fn requeue(&self, _: &[i64], _: DateTime<Utc>) -> salesync_core::Result<u64> {
-        unimplemented!()
-    }
-}
-
-#[async_trait]
-impl ReminderStore for FakeStore {
-    async fn reminder(&self, _: &str) -> salesync_core::Result<Option<ReminderTask>> {
-        unimplemented!()
-    }
-
-    async fn reminder_by_salesforce_id(&self, _: &SalesforceId) -> salesync_core::Result<Option<ReminderTask>> {
-        unimplemented!()
-    }
-
-    async fn reminders_for(&self, _: i64) -> salesync_core::Result<Vec<ReminderTask>> {
-        unimplemented!()
-    }
-
-    async fn put_reminder(&self, _: ReminderTask) -> salesync_core::Result<()> {
-        unimplemented!()
-    }
-
-    async fn set_reminder_task_id(&self, _: &str, _: &SalesforceId) -> salesync_core::Result<bool> {
-        unimplemented!()
-    }
-}
-
-#[async_trait]
-impl InboundStore for FakeStore {
-    async fn unsubscribe(&self, id: i64) -> salesync_core::Result<Option<UnsubscribeState>> {
-        Ok(self.state().unsubscribes.get(&id).cloned())
-    }
-
-    async fn apply_inbound(&self, _: InboundBatch) -> salesync_core::Result<()> {
-        unimplemented!()
-    }
-}
-
-#[async_trait]
-impl SettingsStore for FakeStore {
-    async fn settings(&self) -> salesync_core::Result<AdminSettings> {
-        Ok(self.state().settings.clone())
-    }
-
-    async fn put_settings(&self, settings: AdminSettings) -> salesync_core::Result<()> {
-        self.state().settings = settings;
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl LeaseStore for FakeStore {
-    async fn try_lease(
-        &self,
-        name: &str,
-        holder: &str,
-        ttl: Duration,
-        now: DateTime<Utc>,
-    ) -> salesync_core::Result<bool> {
-        let mut s = self.state();
-        match s.leases.get(name) {
-            Some((h, until)) if h != holder && *until > now => Ok(false),
-            _ => {
-                s.leases.insert(name.into(), (holder.into(), now + chrono::Duration::from_std(ttl).unwrap()));
-                Ok(true)
-            }
-        }
-    }
-
-    async fn release_lease(&self, name: &str, holder: &str) -> salesync_core::Result<()> {
-        let mut s = self.state();
-        if s.leases.get(name).is_some_and(|(h, _)| h == holder) {
-            s.leases.remove(name);
-        }
-        Ok(())
-    }
+async fn tombstone(store: &TestStore, id: i64) -> Tombstone {
+    store.tombstone(id).await.unwrap().unwrap_or_else(|| panic!("{id} has no tombstone"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -539,7 +302,7 @@ fn settings(mode: InitialMode) -> EngineSettings {
     }
 }
 
-fn engine(world: &W, store: &Arc<FakeStore>, settings: EngineSettings) -> SyncEngine {
+fn engine(world: &W, store: &Arc<TestStore>, settings: EngineSettings) -> SyncEngine {
     SyncEngine::builder()
         .marketo(marketo(world))
         .salesforce(no_salesforce())
@@ -568,8 +331,8 @@ fn drain<T: Clone>(rx: &mut tokio::sync::broadcast::Receiver<T>) -> Vec<T> {
     }
 }
 
-fn ids(store: &FakeStore) -> Vec<i64> {
-    store.state().people.keys().copied().collect()
+async fn ids(store: &TestStore) -> Vec<i64> {
+    store.all_people().await.unwrap().into_iter().map(|p| p.marketo_id).collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -583,7 +346,7 @@ fn builder_validates() {
     let err = SyncEngine::builder()
         .marketo(marketo(&world))
         .salesforce(no_salesforce())
-        .store(Arc::new(FakeStore::default()))
+        .store(test_store())
         .settings(EngineSettings { page_size: 301, ..settings(InitialMode::Rest) })
         .build()
         .unwrap_err();
@@ -591,7 +354,7 @@ fn builder_validates() {
     let err = SyncEngine::builder()
         .marketo(marketo(&world))
         .salesforce(no_salesforce())
-        .store(Arc::new(FakeStore::default()))
+        .store(test_store())
         .settings(EngineSettings { instance_id: " ".into(), ..settings(InitialMode::Rest) })
         .build()
         .unwrap_err();
@@ -610,7 +373,7 @@ async fn rest_initial_sync_qualifies_reports_bad_records_and_positions_streams()
         bad,
         lead(7, Some(OWNER), "Lead"),
     ]);
-    let store = Arc::new(FakeStore::default());
+    let store = test_store();
     let eng = engine(&world, &store, settings(InitialMode::Rest));
     let mut events = eng.subscribe();
     let mut changes = eng.subscribe_changes();
@@ -623,19 +386,21 @@ async fn rest_initial_sync_qualifies_reports_bad_records_and_positions_streams()
     assert_eq!(report.record_errors[0].record_id, Some(5));
     assert_eq!(report.record_errors[0].field, "sfdcLeadOwnerId");
     assert!(!report.reconciled);
-    assert_eq!(ids(&store), vec![1, 2, 7]);
+    assert_eq!(ids(&store).await, vec![1, 2, 7]);
     // chunks 1-3, 4-6, 7-9, then two empty ones
     assert_eq!(world.lock().unwrap().filter_starts, vec!["1", "4", "7", "10", "13"]);
     // unqualified people never touch the store
-    assert!(store.state().pages.iter().all(|p| p.decisions.iter().all(|d| d.marketo_id() != 3)));
-    assert_eq!(store.state().bound.as_deref(), Some("123-ABC-456"));
+    assert!(recorder(&store).pages().iter().all(|p| p.decisions.iter().all(|d| d.marketo_id() != 3)));
+    // Bound to the engine's instance: another is refused, the same one accepted.
+    assert!(matches!(store.bind_instance("other").await, Err(salesync_core::Error::Conflict { .. })));
+    store.bind_instance("123-ABC-456").await.unwrap();
     // streams positioned at the initial sync's start
     // (a margin earlier, for a host clock ahead of Marketo's)
     let from = t0() - chrono::Duration::minutes(crate::incremental::CLOCK_SKEW_MARGIN_MINUTES);
     assert_eq!(world.lock().unwrap().paging_token_since, vec![t0() - chrono::Duration::days(7), from]);
-    let lc = store.position(StreamId::LeadChanges).unwrap();
+    let lc = position(&store, StreamId::LeadChanges).await.unwrap();
     assert_eq!(lc["token"], json!(format!("tok@{}", from.timestamp())));
-    assert_eq!(store.position(StreamId::InitialSync).unwrap()["status"], json!("done"));
+    assert_eq!(position(&store, StreamId::InitialSync).await.unwrap()["status"], json!("done"));
     assert!(report.api_calls.marketo >= 9, "{:?}", report.api_calls);
     assert_eq!(report.api_calls.salesforce, 0);
 
@@ -707,18 +472,18 @@ async fn checkpoint_travels_with_its_page_and_does_not_advance_when_apply_fails(
 #[tokio::test]
 async fn rest_sync_resumes_from_its_checkpoint() {
     let world = world_with((1..=8).map(|i| lead(i, Some(OWNER), "Lead")).collect());
-    let store = Arc::new(FakeStore::default());
-    store.state().fail_apply = Some(2);
+    let store = test_store();
+    faults(&store).fail_nth(Method::ApplyPage, 2);
     let eng = engine(&world, &store, settings(InitialMode::Rest));
     assert!(eng.sync_once().await.is_err());
-    assert_eq!(ids(&store), vec![1, 2, 3]);
-    assert_eq!(store.position(StreamId::InitialSync).unwrap()["rest"]["next_id"], json!(4));
+    assert_eq!(ids(&store).await, vec![1, 2, 3]);
+    assert_eq!(position(&store, StreamId::InitialSync).await.unwrap()["rest"]["next_id"], json!(4));
 
     world.lock().unwrap().filter_starts.clear();
     let report = eng.sync_once().await.unwrap();
     assert_eq!(world.lock().unwrap().filter_starts[0], "4", "resumed after the applied page");
     assert_eq!(report.inserted, 5);
-    assert_eq!(ids(&store), (1..=8).collect::<Vec<_>>());
+    assert_eq!(ids(&store).await, (1..=8).collect::<Vec<_>>());
 }
 
 fn csv_file(rows: &[&str]) -> Vec<u8> {
@@ -744,31 +509,33 @@ async fn bulk_sync_reuses_its_job_after_a_restart_and_skips_applied_rows() {
             &format!("5,Ed,e@x.com,Lead,{OWNER},null"),
         ]);
     }
-    let store = Arc::new(FakeStore::default());
-    store.state().fail_apply = Some(2);
+    let store = test_store();
+    faults(&store).fail_nth(Method::ApplyPage, 2);
     let mut s = settings(InitialMode::Bulk);
     s.page_size = 2;
     let eng = engine(&world, &store, s);
     let mut events = eng.subscribe();
     assert!(eng.sync_once().await.is_err());
-    assert_eq!(ids(&store), vec![1]);
-    let pos = store.position(StreamId::InitialSync).unwrap();
+    assert_eq!(ids(&store).await, vec![1]);
+    let pos = position(&store, StreamId::InitialSync).await.unwrap();
     assert_eq!(pos["bulk"]["export_id"], json!("job-1"));
     assert_eq!(pos["bulk"]["rows_applied"], json!(2));
     let offset = pos["bulk"]["offset"].as_u64().unwrap();
     assert!(drain(&mut events).iter().any(|e| matches!(e, SyncEvent::Backoff { .. })), "status polls back off");
 
     let report = eng.sync_once().await.unwrap();
-    let w = world.lock().unwrap();
-    assert_eq!(w.jobs_started, 1, "the restarted run reused the export job");
-    assert_eq!(w.file_offsets, vec![0, offset], "second run resumed after the applied rows");
-    assert_eq!(report.initial_path, Some(InitialPath::Bulk));
-    assert_eq!(report.inserted, 2);
-    assert_eq!(report.record_errors.len(), 1);
-    assert_eq!(report.record_errors[0].record_id, Some(4));
-    assert_eq!(ids(&store), vec![1, 3, 5]);
-    assert_eq!(store.state().people[&3].first_name.as_deref(), Some("Cy, Jr"));
-    let pos = store.position(StreamId::InitialSync).unwrap();
+    {
+        let w = world.lock().unwrap();
+        assert_eq!(w.jobs_started, 1, "the restarted run reused the export job");
+        assert_eq!(w.file_offsets, vec![0, offset], "second run resumed after the applied rows");
+        assert_eq!(report.initial_path, Some(InitialPath::Bulk));
+        assert_eq!(report.inserted, 2);
+        assert_eq!(report.record_errors.len(), 1);
+        assert_eq!(report.record_errors[0].record_id, Some(4));
+    }
+    assert_eq!(ids(&store).await, vec![1, 3, 5]);
+    assert_eq!(person(&store, 3).await.first_name.as_deref(), Some("Cy, Jr"));
+    let pos = position(&store, StreamId::InitialSync).await.unwrap();
     assert_eq!(pos["status"], json!("done"));
     assert_eq!(pos["bulk"]["window"], json!(1));
 }
@@ -781,7 +548,7 @@ async fn a_failed_export_job_is_replaced_and_repeated_failures_stop_the_pass() {
         w.failed_jobs.push("job-1".into());
         w.export_file = csv_file(&[&format!("1,Ann,a@x.com,Lead,{OWNER},null")]);
     }
-    let store = Arc::new(FakeStore::default());
+    let store = test_store();
     let eng = engine(&world, &store, settings(InitialMode::Bulk));
     let report = eng.sync_once().await.unwrap();
     assert_eq!(world.lock().unwrap().jobs_started, 2);
@@ -789,7 +556,7 @@ async fn a_failed_export_job_is_replaced_and_repeated_failures_stop_the_pass() {
 
     let world = world_with(vec![]);
     world.lock().unwrap().failed_jobs = vec!["job-1".into(), "job-2".into(), "job-3".into()];
-    let eng = engine(&world, &Arc::new(FakeStore::default()), settings(InitialMode::Bulk));
+    let eng = engine(&world, &test_store(), settings(InitialMode::Bulk));
     let err = eng.sync_once().await.unwrap_err();
     assert!(matches!(err, Error::Export { ref export_id, .. } if export_id == "job-3"), "{err}");
 }
@@ -798,7 +565,7 @@ async fn a_failed_export_job_is_replaced_and_repeated_failures_stop_the_pass() {
 async fn bulk_windows_cover_oldest_created_at_to_start() {
     let world = world_with(vec![]);
     world.lock().unwrap().export_file = csv_file(&[]);
-    let store = Arc::new(FakeStore::default());
+    let store = test_store();
     let mut s = settings(InitialMode::Bulk);
     s.oldest_created_at = t0() - chrono::Duration::days(70);
     let eng = engine(&world, &store, s);
@@ -812,7 +579,7 @@ async fn auto_mode_takes_the_path_with_fewer_calls() {
     // Five people, ids 1-5: two chunks of 3 ids (+2 empty ones to stop) against ten 31-day
     // windows of four calls each: REST.
     let world = world_with((1..=5).map(|i| lead(i, Some(OWNER), "Lead")).collect());
-    let store = Arc::new(FakeStore::default());
+    let store = test_store();
     let mut s = settings(InitialMode::Auto);
     s.oldest_created_at = t0() - chrono::Duration::days(300);
     let report = engine(&world, &store, s).sync_once().await.unwrap();
@@ -820,12 +587,12 @@ async fn auto_mode_takes_the_path_with_fewer_calls() {
     let reason = report.initial_path_reason.unwrap_or_default();
     assert!(reason.starts_with("Rest: REST ≈ 4 calls"), "{reason}");
     assert!(reason.contains("bulk ≈ 40 calls (10 windows"), "{reason}");
-    assert_eq!(ids(&store), vec![1, 2, 3, 4, 5]);
+    assert_eq!(ids(&store).await, vec![1, 2, 3, 4, 5]);
 
     // Ninety people (30 chunks) against one window: bulk.
     let world = world_with((1..=90).map(|i| lead(i, Some(OWNER), "Lead")).collect());
     world.lock().unwrap().export_file = csv_file(&[]);
-    let store = Arc::new(FakeStore::default());
+    let store = test_store();
     let report = engine(&world, &store, settings(InitialMode::Auto)).sync_once().await.unwrap();
     assert_eq!(report.initial_path, Some(InitialPath::Bulk));
     let reason = report.initial_path_reason.unwrap_or_default();
@@ -838,19 +605,18 @@ async fn auto_mode_takes_the_path_with_fewer_calls() {
     // Ids that do not start at 1 (the first leads deleted) are still found: eleven people at
     // ids 20-30 are ten chunks and two empty ones for the sweep, not an empty instance.
     let world = world_with((20..=30).map(|i| lead(i, Some(OWNER), "Lead")).collect());
-    let store = Arc::new(FakeStore::default());
+    let store = test_store();
     let mut s = settings(InitialMode::Auto);
     s.oldest_created_at = t0() - chrono::Duration::days(300);
     let report = engine(&world, &store, s).sync_once().await.unwrap();
     assert_eq!(report.initial_path, Some(InitialPath::Rest));
     let reason = report.initial_path_reason.unwrap_or_default();
     assert!(reason.starts_with("Rest: REST ≈ 12 calls (ids up to about 30,"), "{reason}");
-    assert_eq!(ids(&store), (20..=30).collect::<Vec<_>>());
+    assert_eq!(ids(&store).await, (20..=30).collect::<Vec<_>>());
 
     // Bulk and REST modes do not probe or explain.
     let world = world_with(vec![lead(1, Some(OWNER), "Lead")]);
-    let report =
-        engine(&world, &Arc::new(FakeStore::default()), settings(InitialMode::Rest)).sync_once().await.unwrap();
+    let report = engine(&world, &test_store(), settings(InitialMode::Rest)).sync_once().await.unwrap();
     assert_eq!(report.initial_path_reason, None);
 }
 
@@ -858,16 +624,16 @@ async fn auto_mode_takes_the_path_with_fewer_calls() {
 async fn auto_mode_uses_rest_when_bulk_is_refused() {
     let world = world_with(vec![lead(2, Some(OWNER), "Lead")]);
     world.lock().unwrap().export_mode = ExportMode::Rejected;
-    let store = Arc::new(FakeStore::default());
+    let store = test_store();
     let eng = engine(&world, &store, settings(InitialMode::Auto));
     let report = eng.sync_once().await.unwrap();
     assert_eq!(report.initial_path, Some(InitialPath::Rest));
-    assert_eq!(ids(&store), vec![2]);
+    assert_eq!(ids(&store).await, vec![2]);
 
     // Bulk mode does not fall back.
     let world = world_with(vec![]);
     world.lock().unwrap().export_mode = ExportMode::Rejected;
-    let eng = engine(&world, &Arc::new(FakeStore::default()), settings(InitialMode::Bulk));
+    let eng = engine(&world, &test_store(), settings(InitialMode::Bulk));
     assert!(matches!(eng.sync_once().await, Err(Error::Port(salesync_core::Error::Rejected { .. }))));
 }
 
@@ -875,12 +641,12 @@ async fn auto_mode_uses_rest_when_bulk_is_refused() {
 async fn bulk_quota_exhausted_falls_back_or_waits_as_configured() {
     let world = world_with(vec![lead(1, Some(OWNER), "Lead")]);
     world.lock().unwrap().export_mode = ExportMode::Quota;
-    let store = Arc::new(FakeStore::default());
+    let store = test_store();
     let eng = engine(&world, &store, settings(InitialMode::Bulk));
     let report = eng.sync_once().await.unwrap();
     assert_eq!(report.initial_path, Some(InitialPath::Rest));
     assert_eq!(report.bulk_quota_action, Some(BulkQuotaAction::FellBackToRest));
-    assert_eq!(ids(&store), vec![1]);
+    assert_eq!(ids(&store).await, vec![1]);
 
     // Wait: the engine backs off, then the quota is back.
     let world = world_with(vec![]);
@@ -889,7 +655,7 @@ async fn bulk_quota_exhausted_falls_back_or_waits_as_configured() {
         w.export_mode = ExportMode::Quota;
         w.export_file = csv_file(&[&format!("9,Zed,z@x.com,Lead,{OWNER},null")]);
     }
-    let store = Arc::new(FakeStore::default());
+    let store = test_store();
     let mut s = settings(InitialMode::Bulk);
     s.bulk_quota = BulkQuotaPolicy::Wait { retry_after: Duration::from_secs(3600) };
     let eng = engine(&world, &store, s);
@@ -907,7 +673,7 @@ async fn bulk_quota_exhausted_falls_back_or_waits_as_configured() {
     let report = run.await.unwrap().unwrap();
     assert_eq!(report.initial_path, Some(InitialPath::Bulk));
     assert_eq!(report.bulk_quota_action, Some(BulkQuotaAction::Waited));
-    assert_eq!(ids(&store), vec![9]);
+    assert_eq!(ids(&store).await, vec![9]);
 }
 
 fn created(id: i64, at: DateTime<Utc>) -> Value {
@@ -934,7 +700,7 @@ async fn bulk_windows_start_at_the_probed_oldest_lead() {
         created(20, day(1)),
     ]);
     world.lock().unwrap().export_file = csv_file(&[]);
-    let store = Arc::new(FakeStore::default());
+    let store = test_store();
     let mut s = settings(InitialMode::Bulk);
     s.oldest_created_at = t0() - chrono::Duration::days(3650);
     s.probe_slack = Duration::from_secs(24 * 3600);
@@ -948,7 +714,7 @@ async fn bulk_windows_start_at_the_probed_oldest_lead() {
     // 2026-10-20 15:00 truncated to the day, minus the day of slack.
     let origin = Utc.with_ymd_and_hms(2026, 10, 19, 0, 0, 0).unwrap();
     assert_eq!(starts, vec![origin, origin + chrono::Duration::days(31)], "two windows instead of 118");
-    let pos = store.position(StreamId::InitialSync).unwrap();
+    let pos = position(&store, StreamId::InitialSync).await.unwrap();
     assert_eq!(pos["bulk"]["origin"], json!(origin));
 
     // No lead within the probe's reach, or leads without createdAt: oldest_created_at.
@@ -957,7 +723,7 @@ async fn bulk_windows_start_at_the_probed_oldest_lead() {
         world.lock().unwrap().export_file = csv_file(&[]);
         let mut s = settings(InitialMode::Bulk);
         s.oldest_created_at = t0() - chrono::Duration::days(70);
-        engine(&world, &Arc::new(FakeStore::default()), s).sync_once().await.unwrap();
+        engine(&world, &test_store(), s).sync_once().await.unwrap();
         let w = world.lock().unwrap();
         assert_eq!(filter_start(&w.export_filters[0]), t0() - chrono::Duration::days(70));
         assert_eq!(w.jobs_started, 3);
@@ -1051,7 +817,7 @@ fn queue_marketo(queue: &Arc<Mutex<BulkQueue>>) -> Arc<MockMarketoApi> {
 #[tokio::test(start_paused = true)]
 async fn bulk_pipeline_stays_within_marketo_job_limits_and_applies_in_order() {
     let queue = Arc::new(Mutex::new(BulkQueue { foreign: 7, ..Default::default() }));
-    let store = Arc::new(FakeStore::default());
+    let store = test_store();
     let mut s = settings(InitialMode::Bulk);
     s.probe_oldest = false;
     s.bulk_jobs_ahead = 10;
@@ -1065,15 +831,17 @@ async fn bulk_pipeline_stays_within_marketo_job_limits_and_applies_in_order() {
         .unwrap();
     let report = eng.sync_once().await.unwrap();
     assert_eq!(report.initial_path, Some(InitialPath::Bulk));
-    let q = queue.lock().unwrap();
-    assert_eq!(q.jobs.len(), 13, "twelve 31-day windows and the last second");
-    assert!(q.max_queued <= 10, "{} queued", q.max_queued);
-    assert!(q.max_processing <= 2, "{} processing", q.max_processing);
-    assert!(q.max_queued >= 9, "jobs were created ahead ({} queued)", q.max_queued);
-    assert!(q.queue_full_answers > 0, "the foreign jobs filled the queue once");
-    let want: Vec<String> = (1..=13).map(|n| format!("job-{n}")).collect();
-    assert_eq!(q.files, want, "windows are applied in order");
-    assert_eq!(ids(&store), (1..=13).collect::<Vec<_>>());
+    {
+        let q = queue.lock().unwrap();
+        assert_eq!(q.jobs.len(), 13, "twelve 31-day windows and the last second");
+        assert!(q.max_queued <= 10, "{} queued", q.max_queued);
+        assert!(q.max_processing <= 2, "{} processing", q.max_processing);
+        assert!(q.max_queued >= 9, "jobs were created ahead ({} queued)", q.max_queued);
+        assert!(q.queue_full_answers > 0, "the foreign jobs filled the queue once");
+        let want: Vec<String> = (1..=13).map(|n| format!("job-{n}")).collect();
+        assert_eq!(q.files, want, "windows are applied in order");
+    }
+    assert_eq!(ids(&store).await, (1..=13).collect::<Vec<_>>());
 }
 
 #[tokio::test(start_paused = true)]
@@ -1086,14 +854,14 @@ async fn a_restart_reuses_the_jobs_in_flight_and_applies_them_in_order() {
             w.job_files.insert(format!("job-{n}"), csv_file(&[&format!("{n},P{n},p{n}@x.com,Lead,{OWNER},null")]));
         }
     }
-    let store = Arc::new(FakeStore::default());
-    store.state().fail_apply = Some(2);
+    let store = test_store();
+    faults(&store).fail_nth(Method::ApplyPage, 2);
     let mut s = settings(InitialMode::Bulk);
     s.oldest_created_at = t0() - chrono::Duration::days(70);
     let eng = engine(&world, &store, s);
     assert!(eng.sync_once().await.is_err(), "the second window's page fails");
-    assert_eq!(ids(&store), vec![1]);
-    let pos = store.position(StreamId::InitialSync).unwrap();
+    assert_eq!(ids(&store).await, vec![1]);
+    let pos = position(&store, StreamId::InitialSync).await.unwrap();
     assert_eq!(pos["bulk"]["window"], json!(1));
     assert_eq!(pos["bulk"]["export_id"], json!("job-2"));
     assert_eq!(pos["bulk"]["ahead"], json!(["job-3"]));
@@ -1101,12 +869,14 @@ async fn a_restart_reuses_the_jobs_in_flight_and_applies_them_in_order() {
 
     world.lock().unwrap().file_jobs.clear();
     let report = eng.sync_once().await.unwrap();
-    let w = world.lock().unwrap();
-    assert_eq!(w.jobs_started, 3, "the restarted run created no job");
-    assert_eq!(w.file_jobs, ["job-2", "job-3"]);
-    assert_eq!(report.inserted, 2);
-    assert_eq!(ids(&store), vec![1, 2, 3]);
-    let pos = store.position(StreamId::InitialSync).unwrap();
+    {
+        let w = world.lock().unwrap();
+        assert_eq!(w.jobs_started, 3, "the restarted run created no job");
+        assert_eq!(w.file_jobs, ["job-2", "job-3"]);
+        assert_eq!(report.inserted, 2);
+    }
+    assert_eq!(ids(&store).await, vec![1, 2, 3]);
+    let pos = position(&store, StreamId::InitialSync).await.unwrap();
     assert_eq!(pos["status"], json!("done"));
     assert_eq!(pos["bulk"]["window"], json!(3));
 }
@@ -1119,21 +889,23 @@ async fn quota_exhausted_while_creating_ahead_finishes_the_jobs_held_then_falls_
         w.quota_after = Some(2);
         w.export_file = csv_file(&[&format!("1,P1,p1@x.com,Lead,{OWNER},null")]);
     }
-    let store = Arc::new(FakeStore::default());
+    let store = test_store();
     let mut s = settings(InitialMode::Bulk);
     s.oldest_created_at = t0() - chrono::Duration::days(100);
     let eng = engine(&world, &store, s);
     let report = eng.sync_once().await.unwrap();
-    let w = world.lock().unwrap();
-    assert_eq!(w.jobs_started, 2);
-    assert_eq!(w.file_jobs, ["job-1", "job-2"], "the jobs already created were used");
-    assert_eq!(report.initial_path, Some(InitialPath::Rest));
-    assert_eq!(report.bulk_quota_action, Some(BulkQuotaAction::FellBackToRest));
-    assert_eq!(ids(&store), vec![1, 2]);
+    {
+        let w = world.lock().unwrap();
+        assert_eq!(w.jobs_started, 2);
+        assert_eq!(w.file_jobs, ["job-1", "job-2"], "the jobs already created were used");
+        assert_eq!(report.initial_path, Some(InitialPath::Rest));
+        assert_eq!(report.bulk_quota_action, Some(BulkQuotaAction::FellBackToRest));
+    }
+    assert_eq!(ids(&store).await, vec![1, 2]);
 }
 
 /// A store and engine whose initial sync is done with people 1..=4 (1, 2 Leads; 3, 4 Contacts).
-async fn synced(extra: Vec<Value>) -> (W, Arc<FakeStore>, SyncEngine) {
+async fn synced(extra: Vec<Value>) -> (W, Arc<TestStore>, SyncEngine) {
     let mut leads: Vec<Value> = vec![
         lead(1, Some(OWNER), "Lead"),
         lead(2, Some(OWNER), "Lead"),
@@ -1142,7 +914,7 @@ async fn synced(extra: Vec<Value>) -> (W, Arc<FakeStore>, SyncEngine) {
     ];
     leads.extend(extra);
     let world = world_with(leads);
-    let store = Arc::new(FakeStore::default());
+    let store = test_store();
     let eng = engine(&world, &store, settings(InitialMode::Rest));
     eng.sync_once().await.unwrap();
     (world, store, eng)
@@ -1151,7 +923,7 @@ async fn synced(extra: Vec<Value>) -> (W, Arc<FakeStore>, SyncEngine) {
 #[tokio::test]
 async fn incremental_updates_disqualifies_and_requalifies() {
     let (world, store, eng) = synced(vec![lead(6, None, "Lead")]).await;
-    assert_eq!(ids(&store), vec![1, 2, 3, 4]);
+    assert_eq!(ids(&store).await, vec![1, 2, 3, 4]);
     {
         let mut w = world.lock().unwrap();
         w.leads.insert(1, lead(1, None, "Lead")); // lost its owner
@@ -1168,9 +940,9 @@ async fn incremental_updates_disqualifies_and_requalifies() {
     assert_eq!(report.removed.disqualified, 1);
     assert_eq!(report.updated, 1);
     assert_eq!(report.inserted, 1);
-    assert_eq!(ids(&store), vec![2, 3, 4, 6]);
-    assert_eq!(store.state().people[&2].title.as_deref(), Some("CTO"));
-    assert_eq!(store.state().tombstones[&1].reason, RemovalReason::Disqualified { why: dq::NoOwner });
+    assert_eq!(ids(&store).await, vec![2, 3, 4, 6]);
+    assert_eq!(person(&store, 2).await.title.as_deref(), Some("CTO"));
+    assert_eq!(tombstone(&store, 1).await.reason, RemovalReason::Disqualified { why: dq::NoOwner });
     assert_eq!(
         drain(&mut changes),
         vec![
@@ -1185,11 +957,11 @@ async fn incremental_updates_disqualifies_and_requalifies() {
     let report = eng.sync_once().await.unwrap();
     assert_eq!(report.inserted, 1);
     assert_eq!(drain(&mut changes), vec![MirrorChange::Inserted { id: 1 }]);
-    let lc = store.position(StreamId::LeadChanges).unwrap();
+    let lc = position(&store, StreamId::LeadChanges).await.unwrap();
     assert_eq!(lc["token"], json!("lc-3"));
     assert_eq!(lc["as_of"], json!(t0()));
     // each page's token went into the page's own apply
-    let pages = &store.state().pages;
+    let pages = recorder(&store).pages();
     let tokens: Vec<Value> = pages
         .iter()
         .filter_map(|p| p.checkpoint.as_ref())
@@ -1203,11 +975,10 @@ async fn incremental_updates_disqualifies_and_requalifies() {
 async fn lead_changes_token_is_not_advanced_when_the_page_fails() {
     let (world, store, eng) = synced(vec![]).await;
     world.lock().unwrap().changes.push_back(page(vec![act(2, 13, vec![])], "lc-1", false));
-    let before = store.position(StreamId::LeadChanges).unwrap();
-    let next_apply = store.state().apply_calls + 1;
-    store.state().fail_apply = Some(next_apply);
+    let before = position(&store, StreamId::LeadChanges).await.unwrap();
+    faults(&store).fail_nth(Method::ApplyPage, 1);
     assert!(eng.sync_once().await.is_err());
-    assert_eq!(store.position(StreamId::LeadChanges).unwrap(), before);
+    assert_eq!(position(&store, StreamId::LeadChanges).await.unwrap(), before);
 }
 
 #[tokio::test]
@@ -1229,14 +1000,14 @@ async fn deletes_and_merges_remove_with_reasons_and_refetch_the_winner() {
     assert_eq!(report.removed.merged, 1);
     assert_eq!(report.skipped_not_in_mirror, 1, "deletion of someone the mirror never had");
     assert_eq!(report.updated, 1);
-    assert_eq!(ids(&store), vec![1, 3]);
-    assert_eq!(store.state().tombstones[&4].reason, RemovalReason::Merged { winner: 3 });
-    assert_eq!(store.state().people[&3].phone.as_deref(), Some("+1 555"));
+    assert_eq!(ids(&store).await, vec![1, 3]);
+    assert_eq!(tombstone(&store, 4).await.reason, RemovalReason::Merged { winner: 3 });
+    assert_eq!(person(&store, 3).await.phone.as_deref(), Some("+1 555"));
     let got = drain(&mut changes);
     assert!(got.contains(&MirrorChange::Removed { id: 2, reason: RemovalReason::Deleted }));
     assert!(got.contains(&MirrorChange::Removed { id: 4, reason: RemovalReason::Merged { winner: 3 } }));
-    assert_eq!(store.position(StreamId::DeletedLeads).unwrap()["token"], json!("del-1"));
-    let lc = store.position(StreamId::LeadChanges).unwrap();
+    assert_eq!(position(&store, StreamId::DeletedLeads).await.unwrap()["token"], json!("del-1"));
+    let lc = position(&store, StreamId::LeadChanges).await.unwrap();
     assert_eq!(lc["merges_token"], json!("mrg-1"));
     assert!(world.lock().unwrap().activity_calls.iter().any(|(t, _)| t == &[32]));
 }
@@ -1262,10 +1033,10 @@ async fn stale_deleted_leads_position_triggers_a_reconciling_resync() {
     let report = eng.sync_once().await.unwrap();
     assert!(report.reconciled);
     assert_eq!(report.removed.vanished, 1);
-    assert_eq!(store.state().tombstones[&3].reason, RemovalReason::Vanished);
-    assert_eq!(ids(&store), vec![1, 2, 4]);
+    assert_eq!(tombstone(&store, 3).await.reason, RemovalReason::Vanished);
+    assert_eq!(ids(&store).await, vec![1, 2, 4]);
     assert_eq!(
-        store.position(StreamId::DeletedLeads).unwrap()["as_of"],
+        position(&store, StreamId::DeletedLeads).await.unwrap()["as_of"],
         json!(t0() + chrono::Duration::days(15)),
         "streams restarted at the resync"
     );
@@ -1286,23 +1057,23 @@ async fn rejected_token_triggers_a_reconciling_resync() {
     let report = eng.sync_once().await.unwrap();
     assert!(report.reconciled);
     assert_eq!(report.removed.vanished, 1);
-    assert_eq!(ids(&store), vec![2, 3, 4, 1000]);
+    assert_eq!(ids(&store).await, vec![2, 3, 4, 1000]);
 }
 
 #[tokio::test]
 async fn rest_sweep_jumps_to_mirror_people_beyond_a_gap() {
     let (world, store, eng) = synced(vec![]).await;
     // Someone in the mirror far beyond the sweep's stop distance is still checked.
-    {
-        let mut s = store.state();
-        let mut p = s.people[&1].clone();
-        p.marketo_id = 500;
-        s.people.insert(500, p);
-    }
+    let mut p = person(&store, 1).await;
+    p.marketo_id = 500;
+    store
+        .apply_page(MirrorPage { decisions: vec![Decision::Insert { person: p }], checkpoint: None, at: t0() })
+        .await
+        .unwrap();
     world.lock().unwrap().reject_token = true;
     let report = eng.sync_once().await.unwrap();
     assert!(report.reconciled);
-    assert_eq!(store.state().tombstones[&500].reason, RemovalReason::Vanished);
+    assert_eq!(tombstone(&store, 500).await.reason, RemovalReason::Vanished);
     assert!(world.lock().unwrap().filter_starts.contains(&"500".to_string()));
 }
 
@@ -1333,7 +1104,7 @@ async fn opportunities_are_filled_from_salesforce() {
     // The Salesforce stream runs after the Marketo streams: nothing changed there.
     sf.expect_opportunity_changes().times(1).returning(|_, _| Ok(OpportunityChanges::default()));
     sf.expect_api_usage().returning(|| None);
-    let store = Arc::new(FakeStore::default());
+    let store = test_store();
     let eng = SyncEngine::builder()
         .marketo(marketo(&world))
         .salesforce(Arc::new(sf))
@@ -1345,12 +1116,14 @@ async fn opportunities_are_filled_from_salesforce() {
     let report = eng.sync_once().await.unwrap();
     assert_eq!(report.opportunities_resolved, 2);
     assert_eq!(report.api_calls.salesforce, 3);
-    let s = store.state();
-    assert_eq!(s.people[&1].salesforce_opportunity, OpportunityRef::Salesforce(Some(sfid(OPP))));
-    assert_eq!(s.people[&2].salesforce_opportunity, OpportunityRef::Salesforce(Some(sfid(OPP2))));
-    assert_eq!(s.people[&3].salesforce_opportunity, OpportunityRef::Marketo(sfid(OPP2)));
-    assert_eq!(s.people[&4].salesforce_opportunity, OpportunityRef::Unresolved, "contact without contact id");
-    drop(s);
+    assert_eq!(person(&store, 1).await.salesforce_opportunity, OpportunityRef::Salesforce(Some(sfid(OPP))));
+    assert_eq!(person(&store, 2).await.salesforce_opportunity, OpportunityRef::Salesforce(Some(sfid(OPP2))));
+    assert_eq!(person(&store, 3).await.salesforce_opportunity, OpportunityRef::Marketo(sfid(OPP2)));
+    assert_eq!(
+        person(&store, 4).await.salesforce_opportunity,
+        OpportunityRef::Unresolved,
+        "contact without contact id"
+    );
     assert!(
         drain(&mut changes)
             .contains(&MirrorChange::Updated { id: 1, changed: vec![LeadField::SalesforceOpportunityId] })
@@ -1372,7 +1145,7 @@ async fn opportunity_lookup_failure_is_a_warning() {
     });
     sf.expect_opportunity_changes().returning(|_, _| Ok(OpportunityChanges::default()));
     sf.expect_api_usage().returning(|| None);
-    let store = Arc::new(FakeStore::default());
+    let store = test_store();
     let eng = SyncEngine::builder()
         .marketo(marketo(&world))
         .salesforce(Arc::new(sf))
@@ -1383,7 +1156,7 @@ async fn opportunity_lookup_failure_is_a_warning() {
     let report = eng.sync_once().await.unwrap();
     assert_eq!(report.inserted, 1);
     assert_eq!(report.warnings.len(), 1);
-    assert!(store.state().people[&1].salesforce_opportunity.needs_lookup());
+    assert!(person(&store, 1).await.salesforce_opportunity.needs_lookup());
 
     // Later, Salesforce answers: the sweep fills what is still unresolved.
     let mut sf = MockSalesforceApi::new();
@@ -1397,7 +1170,7 @@ async fn opportunity_lookup_failure_is_a_warning() {
         .unwrap();
     let report = eng.resolve_opportunities().await.unwrap();
     assert_eq!(report.opportunities_resolved, 1);
-    assert_eq!(store.state().people[&1].salesforce_opportunity, OpportunityRef::Salesforce(None));
+    assert_eq!(person(&store, 1).await.salesforce_opportunity, OpportunityRef::Salesforce(None));
 }
 
 /// Salesforce changes reach the mirror with no Marketo change: the people the stream names are
@@ -1440,7 +1213,7 @@ async fn salesforce_opportunity_changes_reach_the_mirror_without_marketo() {
         let used = if p.load(std::sync::atomic::Ordering::SeqCst) >= 3 { 95_000 } else { 10 };
         Some(salesync_core::ports::salesforce::ApiUsage { used, max: 100_000 })
     });
-    let store = Arc::new(FakeStore::default());
+    let store = test_store();
     let eng = SyncEngine::builder()
         .marketo(marketo(&world))
         .salesforce(Arc::new(sf))
@@ -1449,20 +1222,20 @@ async fn salesforce_opportunity_changes_reach_the_mirror_without_marketo() {
         .build()
         .unwrap();
     eng.sync_once().await.unwrap();
-    assert_eq!(store.state().people[&1].salesforce_opportunity, OpportunityRef::Salesforce(None));
+    assert_eq!(person(&store, 1).await.salesforce_opportunity, OpportunityRef::Salesforce(None));
 
     pass.store(1, std::sync::atomic::Ordering::SeqCst);
     let mut changes = eng.subscribe_changes();
     let report = eng.sync_once().await.unwrap();
     assert_eq!(report.updated, 1, "{report:?}");
-    assert_eq!(store.state().people[&1].salesforce_opportunity, OpportunityRef::Salesforce(Some(sfid(OPP))));
-    assert_eq!(store.state().people[&3].salesforce_opportunity, OpportunityRef::Marketo(sfid(OPP2)));
+    assert_eq!(person(&store, 1).await.salesforce_opportunity, OpportunityRef::Salesforce(Some(sfid(OPP))));
+    assert_eq!(person(&store, 3).await.salesforce_opportunity, OpportunityRef::Marketo(sfid(OPP2)));
     assert_eq!(
         drain(&mut changes),
         vec![MirrorChange::Updated { id: 1, changed: vec![LeadField::SalesforceOpportunityId] }]
     );
     assert_eq!(
-        store.position(StreamId::SalesforceOpportunities).unwrap()["since"],
+        position(&store, StreamId::SalesforceOpportunities).await.unwrap()["since"],
         json!(stamp.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
     );
 
@@ -1506,7 +1279,7 @@ async fn a_mass_salesforce_change_is_compared_with_an_org_wide_read() {
             converted_leads: Default::default(),
         })
     });
-    let store = Arc::new(FakeStore::default());
+    let store = test_store();
     let eng = SyncEngine::builder()
         .marketo(marketo(&world))
         .salesforce(Arc::new(sf))
@@ -1518,19 +1291,19 @@ async fn a_mass_salesforce_change_is_compared_with_an_org_wide_read() {
     initial_done.store(true, std::sync::atomic::Ordering::SeqCst);
     let report = eng.sync_once().await.unwrap();
     assert_eq!(report.updated, 1, "{report:?}");
-    assert_eq!(store.state().people[&1].salesforce_opportunity, OpportunityRef::Salesforce(Some(sfid(OPP))));
-    assert!(store.position(StreamId::SalesforceOpportunities).is_some());
+    assert_eq!(person(&store, 1).await.salesforce_opportunity, OpportunityRef::Salesforce(Some(sfid(OPP))));
+    assert!(position(&store, StreamId::SalesforceOpportunities).await.is_some());
 }
 
 #[tokio::test]
 async fn rest_sweep_reaches_recent_new_leads_beyond_a_gap() {
     let world = world_with(vec![lead(1, Some(OWNER), "Lead"), lead(2000, Some(OWNER), "Lead")]);
     world.lock().unwrap().insight.push(act(2000, 12, vec![]));
-    let store = Arc::new(FakeStore::default());
+    let store = test_store();
     let eng = engine(&world, &store, settings(InitialMode::Rest));
     eng.sync_once().await.unwrap();
-    assert_eq!(ids(&store), vec![1, 2000]);
-    let pos = store.position(StreamId::InitialSync).unwrap();
+    assert_eq!(ids(&store).await, vec![1, 2000]);
+    let pos = position(&store, StreamId::InitialSync).await.unwrap();
     assert_eq!(pos["rest"]["probed_max"], json!(2000));
     assert!(world.lock().unwrap().activity_calls.iter().any(|(t, _)| t == &[12]));
 }
@@ -1547,7 +1320,7 @@ async fn run_stops_when_credentials_need_an_operator() {
     let eng = SyncEngine::builder()
         .marketo(Arc::new(m))
         .salesforce(no_salesforce())
-        .store(Arc::new(FakeStore::default()))
+        .store(test_store())
         .settings(settings(InitialMode::Rest))
         .build()
         .unwrap();
@@ -1583,7 +1356,7 @@ async fn transient_errors_are_retried_with_backoff() {
     m.expect_deleted_leads().returning(|t| Ok(page(vec![], t, false)));
     m.expect_activities().returning(|t, _, _| Ok(page(vec![], t, false)));
     drop(inner);
-    let store = Arc::new(FakeStore::default());
+    let store = test_store();
     let eng = SyncEngine::builder()
         .marketo(Arc::new(m))
         .salesforce(no_salesforce())
@@ -1600,18 +1373,18 @@ async fn transient_errors_are_retried_with_backoff() {
 #[tokio::test]
 async fn cancellation_stops_between_pages_and_run_returns() {
     let world = world_with(vec![lead(1, Some(OWNER), "Lead")]);
-    let store = Arc::new(FakeStore::default());
+    let store = test_store();
     let eng = engine(&world, &store, settings(InitialMode::Rest));
     let cancel = CancellationToken::new();
     cancel.cancel();
     assert!(matches!(eng.sync_once_with(&cancel).await, Err(Error::Cancelled)));
-    assert_eq!(store.state().apply_calls, 0);
+    assert_eq!(recorder(&store).calls(Method::ApplyPage), 0);
     eng.run(cancel).await.unwrap();
 
     // Cancelled after the first page: the checkpoint matches what was applied, and the next
     // pass resumes from it.
     let world = world_with((1..=6).map(|i| lead(i, Some(OWNER), "Lead")).collect());
-    let store = Arc::new(FakeStore::default());
+    let store = test_store();
     let eng = engine(&world, &store, settings(InitialMode::Rest));
     let cancel = CancellationToken::new();
     let mut changes = eng.subscribe_changes();
@@ -1621,18 +1394,18 @@ async fn cancellation_stops_between_pages_and_run_returns() {
     cancel.cancel();
     let result = task.await.unwrap();
     if result.is_err() {
-        let pos = store.position(StreamId::InitialSync).unwrap();
+        let pos = position(&store, StreamId::InitialSync).await.unwrap();
         let next = pos["rest"]["next_id"].as_i64().unwrap();
-        assert!(ids(&store).iter().all(|i| *i < next), "nothing applied beyond the checkpoint");
+        assert!(ids(&store).await.iter().all(|i| *i < next), "nothing applied beyond the checkpoint");
     }
     eng.sync_once().await.unwrap();
-    assert_eq!(ids(&store), (1..=6).collect::<Vec<_>>());
+    assert_eq!(ids(&store).await, (1..=6).collect::<Vec<_>>());
 }
 
 #[tokio::test(start_paused = true)]
 async fn run_polls_until_cancelled() {
     let world = world_with(vec![lead(1, Some(OWNER), "Lead")]);
-    let store = Arc::new(FakeStore::default());
+    let store = test_store();
     let eng = engine(&world, &store, settings(InitialMode::Rest));
     let mut events = eng.subscribe();
     let cancel = CancellationToken::new();
@@ -1646,13 +1419,13 @@ async fn run_polls_until_cancelled() {
     }
     cancel.cancel();
     task.await.unwrap().unwrap();
-    assert_eq!(ids(&store), vec![1]);
+    assert_eq!(ids(&store).await, vec![1]);
 }
 
 #[tokio::test]
 async fn lagging_subscribers_see_lagged_and_never_block() {
     let world = world_with((1..=9).map(|i| lead(i, Some(OWNER), "Lead")).collect());
-    let store = Arc::new(FakeStore::default());
+    let store = test_store();
     let eng = engine(&world, &store, EngineSettings { channel_capacity: 2, ..settings(InitialMode::Rest) });
     let mut changes = eng.subscribe_changes();
     eng.sync_once().await.unwrap();
@@ -1663,8 +1436,8 @@ async fn lagging_subscribers_see_lagged_and_never_block() {
 #[tokio::test]
 async fn store_bound_to_another_instance_is_refused() {
     let world = world_with(vec![]);
-    let store = Arc::new(FakeStore::default());
-    store.state().bound = Some("other".into());
+    let store = test_store();
+    store.bind_instance("other").await.unwrap();
     let eng = engine(&world, &store, settings(InitialMode::Rest));
     assert!(matches!(eng.sync_once().await, Err(Error::Port(salesync_core::Error::Conflict { .. }))));
 }
@@ -1676,7 +1449,7 @@ async fn mirror_reader_pages_and_finds_duplicates() {
     let mut b = lead(2, Some(OWNER), "Lead");
     b["email"] = json!("SAME@x.com");
     let world = world_with(vec![a, b, lead(3, Some(OWNER), "Lead")]);
-    let store = Arc::new(FakeStore::default());
+    let store = test_store();
     let eng = engine(&world, &store, settings(InitialMode::Rest));
     eng.sync_once().await.unwrap();
     let mirror = eng.mirror();
@@ -1706,7 +1479,7 @@ async fn insight_activities_resolve_types_by_name_newest_first() {
         call.activity_date = t0() - chrono::Duration::hours(1);
         w.insight = vec![old, new, call, act(8, 6, vec![])];
     }
-    let store = Arc::new(FakeStore::default());
+    let store = test_store();
     let eng = engine(&world, &store, settings(InitialMode::Rest));
     let got = eng.insight_activities(7, t0() - chrono::Duration::days(30), &InsightKind::ALL).await.unwrap();
     assert_eq!(got.iter().map(|a| a.activity_type_id).collect::<Vec<_>>(), vec![46, 100_007, 1]);
@@ -1721,8 +1494,6 @@ async fn insight_activities_resolve_types_by_name_newest_first() {
 /// deletes, merges, a reconciling resync, restart with a new engine on the same store.
 #[tokio::test]
 async fn full_lifecycle_on_the_memory_store() {
-    use salesync_store::MemoryStore;
-
     let mut dup = lead(3, Some(OWNER), "Contact");
     dup["email"] = json!("p1@example.com"); // same email as 1: two people
     let world =
@@ -1801,8 +1572,8 @@ fn leader_events(events: &[SyncEvent]) -> Vec<String> {
 #[tokio::test]
 async fn sync_once_fails_fast_while_another_process_leads_then_takes_and_releases_the_lease() {
     let world = world_with((1..=4).map(|i| lead(i, Some(OWNER), "Lead")).collect());
-    let store = Arc::new(FakeStore::default());
-    store.state().leases.insert(MARKETO_PULL_LEASE.into(), ("other".into(), t0() + chrono::Duration::seconds(30)));
+    let store = test_store();
+    assert!(store.try_lease(MARKETO_PULL_LEASE, "other", Duration::from_secs(30), t0()).await.unwrap());
     let clock = salesync_core::clock::ManualClock::new(t0());
     let s = EngineSettings { worker_id: "me".into(), clock: Arc::new(clock.clone()), ..settings(InitialMode::Rest) };
     let eng = engine(&world, &store, s);
@@ -1814,15 +1585,15 @@ async fn sync_once_fails_fast_while_another_process_leads_then_takes_and_release
     // Nothing pulled, nothing written, the leader's lease untouched.
     assert!(world.lock().unwrap().filter_starts.is_empty());
     assert!(world.lock().unwrap().paging_token_since.is_empty());
-    assert_eq!(store.state().apply_calls, 0);
-    assert_eq!(store.state().leases[MARKETO_PULL_LEASE].0, "other");
+    assert_eq!(recorder(&store).calls(Method::ApplyPage), 0);
+    assert_eq!(recorder(&store).lease(MARKETO_PULL_LEASE).unwrap().0, "other");
     assert!(leader_events(&drain(&mut events)).is_empty());
 
     // The other process's lease runs out: this one pulls, then releases the lease.
     clock.advance(Duration::from_secs(30));
     eng.sync_once().await.unwrap();
-    assert_eq!(ids(&store), vec![1, 2, 3, 4]);
-    assert!(!store.state().leases.contains_key(MARKETO_PULL_LEASE), "released after the pass");
+    assert_eq!(ids(&store).await, vec![1, 2, 3, 4]);
+    assert!(recorder(&store).lease(MARKETO_PULL_LEASE).is_none(), "released after the pass");
     assert_eq!(leader_events(&drain(&mut events)), vec!["acquired me", "lost me: released"]);
 }
 
@@ -1832,8 +1603,8 @@ async fn a_leader_whose_lease_is_taken_stops_before_committing_another_page() {
     let clock = salesync_core::clock::ManualClock::new(t0());
     // Each chunk read takes 25 s of a 60 s lease: the lease is renewed before each page.
     world.lock().unwrap().advance_clock = Some((clock.clone(), Duration::from_secs(25)));
-    let store = Arc::new(FakeStore::default());
-    store.state().steal_lease_after_apply = Some(1);
+    let store = test_store();
+    store.steal_after(MARKETO_PULL_LEASE, 1, "thief", Duration::from_secs(24 * 3600));
     let s = EngineSettings { worker_id: "me".into(), clock: Arc::new(clock.clone()), ..settings(InitialMode::Rest) };
     let eng = engine(&world, &store, s);
     let mut events = eng.subscribe();
@@ -1841,12 +1612,12 @@ async fn a_leader_whose_lease_is_taken_stops_before_committing_another_page() {
     let err = eng.sync_once().await.unwrap_err();
     assert!(matches!(err, Error::NotLeader { .. }), "{err}");
     // Page 1 and its checkpoint were committed; page 2 (read, but the renewal failed) was not.
-    assert_eq!(store.state().apply_calls, 1);
-    assert_eq!(ids(&store), vec![1, 2, 3]);
-    assert_eq!(store.position(StreamId::InitialSync).unwrap()["rest"]["next_id"], json!(4));
+    assert_eq!(recorder(&store).calls(Method::ApplyPage), 1);
+    assert_eq!(ids(&store).await, vec![1, 2, 3]);
+    assert_eq!(position(&store, StreamId::InitialSync).await.unwrap()["rest"]["next_id"], json!(4));
     assert_eq!(world.lock().unwrap().filter_starts, vec!["1", "4"]);
     // The thief's lease is not released by the loser.
-    assert_eq!(store.state().leases[MARKETO_PULL_LEASE].0, "thief");
+    assert_eq!(recorder(&store).lease(MARKETO_PULL_LEASE).unwrap().0, "thief");
     assert_eq!(
         leader_events(&drain(&mut events)),
         vec!["acquired me".to_string(), "lost me: another process took the lease".into()]
@@ -1904,7 +1675,7 @@ async fn lease_settings_are_validated() {
         SyncEngine::builder()
             .marketo(marketo(&world))
             .salesforce(no_salesforce())
-            .store(Arc::new(FakeStore::default()))
+            .store(test_store())
             .settings(s)
             .build()
     };
@@ -1921,10 +1692,11 @@ async fn lease_settings_are_validated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_follows_until_the_lease_frees_then_leads_renews_and_releases_on_cancel() {
     let world = world_with((1..=4).map(|i| lead(i, Some(OWNER), "Lead")).collect());
-    let store = Arc::new(FakeStore::default());
+    let store = test_store();
     let ttl = Duration::from_millis(300);
-    let other_until = Utc::now() + chrono::Duration::milliseconds(250);
-    store.state().leases.insert(MARKETO_PULL_LEASE.into(), ("other".into(), other_until));
+    let other_since = Utc::now();
+    assert!(store.try_lease(MARKETO_PULL_LEASE, "other", Duration::from_millis(250), other_since).await.unwrap());
+    let other_until = other_since + chrono::Duration::milliseconds(250);
     let s = EngineSettings {
         worker_id: "me".into(),
         clock: Arc::new(SystemClock),
@@ -1962,7 +1734,7 @@ async fn run_follows_until_the_lease_frees_then_leads_renews_and_releases_on_can
         assert!(!store.try_lease(MARKETO_PULL_LEASE, "competitor", ttl, Utc::now()).await.unwrap(), "lease lapsed");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(ids(&store), vec![1, 2, 3, 4]);
+    assert_eq!(ids(&store).await, vec![1, 2, 3, 4]);
     assert!(!run.is_finished(), "run returned while leading");
 
     // Cancelled: released at once, so a competitor takes over without waiting out the TTL.
@@ -1981,27 +1753,27 @@ async fn a_clock_that_goes_back_renews_the_lease_at_once() {
     // unnoticed while this engine goes on pulling).
     let world = world_with((1..=6).map(|i| lead(i, Some(OWNER), "Lead")).collect());
     let clock = salesync_core::clock::ManualClock::new(t0());
-    let store = Arc::new(FakeStore::default());
+    let store = test_store();
     let s = EngineSettings { worker_id: "me".into(), clock: Arc::new(clock.clone()), ..settings(InitialMode::Rest) };
     let eng = engine(&world, &store, s);
     eng.inner.try_lead().await.unwrap();
-    assert_eq!(store.state().leases[MARKETO_PULL_LEASE].1, t0() + chrono::Duration::seconds(60));
+    assert_eq!(recorder(&store).lease(MARKETO_PULL_LEASE).unwrap().1, t0() + chrono::Duration::seconds(60));
     // Within the first third: no renewal.
     clock.advance(Duration::from_secs(5));
     eng.inner.keep_lead(false).await.unwrap();
-    assert_eq!(store.state().leases[MARKETO_PULL_LEASE].1, t0() + chrono::Duration::seconds(60));
+    assert_eq!(recorder(&store).lease(MARKETO_PULL_LEASE).unwrap().1, t0() + chrono::Duration::seconds(60));
     // Set back an hour: renewed at once, in the new terms.
     clock.set(t0() - chrono::Duration::hours(1));
     eng.inner.keep_lead(false).await.unwrap();
     assert_eq!(
-        store.state().leases[MARKETO_PULL_LEASE].1,
+        recorder(&store).lease(MARKETO_PULL_LEASE).unwrap().1,
         t0() - chrono::Duration::hours(1) + chrono::Duration::seconds(60)
     );
     // A third of the TTL later: renewed again.
     clock.advance(Duration::from_secs(20));
     eng.inner.keep_lead(false).await.unwrap();
     assert_eq!(
-        store.state().leases[MARKETO_PULL_LEASE].1,
+        recorder(&store).lease(MARKETO_PULL_LEASE).unwrap().1,
         t0() - chrono::Duration::hours(1) + chrono::Duration::seconds(80)
     );
 }
@@ -2009,7 +1781,7 @@ async fn a_clock_that_goes_back_renews_the_lease_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_one_shot_passes_on_one_engine_all_succeed_and_leave_the_lease_released() {
     let world = world_with((1..=9).map(|i| lead(i, Some(OWNER), "Lead")).collect());
-    let store = Arc::new(FakeStore::default());
+    let store = test_store();
     let eng = engine(&world, &store, EngineSettings { worker_id: "me".into(), ..settings(InitialMode::Rest) });
     let calls: Vec<_> = (0..4)
         .map(|_| {
@@ -2020,8 +1792,8 @@ async fn concurrent_one_shot_passes_on_one_engine_all_succeed_and_leave_the_leas
     for c in calls {
         c.await.unwrap().unwrap();
     }
-    assert_eq!(ids(&store), (1..=9).collect::<Vec<_>>());
-    assert!(!store.state().leases.contains_key(MARKETO_PULL_LEASE), "released after the last pass");
+    assert_eq!(ids(&store).await, (1..=9).collect::<Vec<_>>());
+    assert!(recorder(&store).lease(MARKETO_PULL_LEASE).is_none(), "released after the last pass");
 }
 
 #[tokio::test(start_paused = true)]
@@ -2040,7 +1812,7 @@ async fn run_waits_for_the_quota_reset_instead_of_polling() {
     let eng = SyncEngine::builder()
         .marketo(Arc::new(m))
         .salesforce(no_salesforce())
-        .store(Arc::new(FakeStore::default()))
+        .store(test_store())
         .settings(settings(InitialMode::Rest))
         .build()
         .unwrap();
@@ -2062,7 +1834,8 @@ async fn run_waits_for_the_quota_reset_instead_of_polling() {
 
 #[tokio::test]
 async fn a_store_without_a_shadow_copy_cannot_rebuild() {
-    let (_world, _store, eng) = synced(vec![]).await;
+    let (_world, store, eng) = synced(vec![]).await;
+    faults(&store).hide_shadow(true);
     match eng.start_rebuild().await {
         Err(Error::Config { field: "store", reason }) => assert!(reason.contains("shadow"), "{reason}"),
         other => panic!("{other:?}"),

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use salesync_core::ports::marketo::MarketoApi;
 use salesync_core::ports::salesforce::MockSalesforceApi;
-use salesync_core::ports::store::MirrorStore;
+use salesync_core::ports::store::MirrorStoreExt;
 use salesync_emulator::marketo::{MarketoConfig, MarketoEmulator};
 use salesync_engine::{EngineSettings, InitialMode, InitialPath, SyncEngine};
 use salesync_store::MemoryStore;
@@ -49,14 +49,7 @@ async fn bulk_initial_sync(people: usize, settings: EngineSettings) -> Run {
     let calls = marketo.call_log().iter().filter(|c| c.counted).count();
 
     let want: BTreeSet<i64> = seed.people.iter().filter(|p| p.has_owner()).map(|p| p.marketo_id).collect();
-    let mut got = BTreeSet::new();
-    let mut after = None;
-    loop {
-        let page = store.list_people(after, 1000).await.unwrap();
-        let Some(last) = page.last() else { break };
-        after = Some(last.marketo_id);
-        got.extend(page.iter().map(|p| p.marketo_id));
-    }
+    let got: BTreeSet<i64> = store.all_people().await.unwrap().iter().map(|p| p.marketo_id).collect();
     let missing: Vec<_> = want.difference(&got).collect();
     let extra: Vec<_> = got.difference(&want).collect();
     if !missing.is_empty() {

@@ -119,7 +119,8 @@ pub(crate) fn outbox_counts(backend: &'static str, rows: Vec<(String, i64)>) -> 
 
 /// The lease expiry `d` after `now`, in whole microseconds.
 pub(crate) fn lease_end(now: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
-    micros(now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX))
+    let d = chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+    micros(now.checked_add_signed(d).unwrap_or(DateTime::<Utc>::MAX_UTC))
 }
 
 pub(crate) fn sf_type_str(t: SalesforceType) -> &'static str {

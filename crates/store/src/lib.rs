@@ -21,6 +21,8 @@ mod sqlite;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]

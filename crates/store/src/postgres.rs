@@ -28,7 +28,7 @@ use sqlx::{Executor, PgConnection, PgPool, Postgres, Transaction};
 
 use crate::codec::{self, lease_end, micros, reduce};
 use crate::error::{self, instance_conflict, redact_url, scrub};
-use crate::sql::{Dialect, Mirror, PEOPLE_COLS, PEOPLE_DATA_COLS, PEOPLE_ON_CONFLICT, Writes};
+use crate::sql::{Dialect, Mirror, PEOPLE_COLS, PEOPLE_DATA_COLS, PEOPLE_ON_CONFLICT, Statements};
 
 const BACKEND: &str = "postgres";
 const POOL_SIZE: u32 = 8;
@@ -64,9 +64,6 @@ const OUTBOX_COLS: &str = "id, key, target, payload::text, state, attempts, next
 const OUTBOX_COLS_O: &str = "o.id, o.key, o.target, o.payload::text, o.state, o.attempts, o.next_attempt_at, \
     o.last_error, o.result, o.lease_owner, o.lease_until, o.created_at, o.outcome_unknown";
 
-const REMINDER_COLS: &str =
-    "id, marketo_id, subject, status, priority, due_date, details, salesforce_task_id, deleted, updated_at";
-
 impl Dialect for Postgres {
     const BACKEND: &'static str = BACKEND;
     type Time = DateTime<Utc>;
@@ -84,9 +81,13 @@ impl Dialect for Postgres {
     fn count(v: i32) -> u32 {
         u32::try_from(v).unwrap_or(0)
     }
+
+    fn rows_affected(done: &sqlx::postgres::PgQueryResult) -> u64 {
+        done.rows_affected()
+    }
 }
 
-impl Writes for Postgres {
+impl Statements for Postgres {
     const PUT_CHECKPOINT: &'static str = "INSERT INTO checkpoints (stream, position, updated_at) VALUES ($1, $2::jsonb, $3) \
          ON CONFLICT (stream) DO UPDATE SET position = EXCLUDED.position, updated_at = EXCLUDED.updated_at";
     const PUT_SHADOW_CHECKPOINT: &'static str = "INSERT INTO shadow_checkpoints (stream, position, updated_at) \
@@ -107,6 +108,17 @@ impl Writes for Postgres {
     const OUTBOX_ID_BY_KEY: &'static str = "SELECT id FROM outbox WHERE key = $1";
     type TimeArg = DateTime<Utc>;
     type DayArg = Option<NaiveDate>;
+    type IdsArg = Vec<i64>;
+    const JSON_TEXT: &'static str = "::text";
+    const OUTBOX_COLS: &'static str = OUTBOX_COLS;
+
+    fn ids_arg(ids: &[i64]) -> Vec<i64> {
+        ids.to_vec()
+    }
+
+    fn in_ids(column: &str, param: &str) -> String {
+        format!("{column} = ANY({param})")
+    }
 
     fn time_arg(t: DateTime<Utc>) -> DateTime<Utc> {
         micros(t)
@@ -233,14 +245,6 @@ async fn remove_people(conn: &mut PgConnection, removes: &[(i64, RemovalReason)]
     Ok(removed)
 }
 
-/// Deletes every shadow row and shadow checkpoint (inside the caller's transaction).
-async fn clear_shadow_in(conn: &mut PgConnection) -> Result<()> {
-    for table in [Mirror::Shadow.people(), Mirror::Shadow.checkpoints()] {
-        sqlx::query(&format!("DELETE FROM {table}")).execute(&mut *conn).await.map_err(db("clearing the shadow"))?;
-    }
-    Ok(())
-}
-
 /// True for a plain SQL identifier (letters, digits, underscores; not starting with a digit).
 fn valid_schema_name(s: &str) -> bool {
     let mut chars = s.chars();
@@ -334,47 +338,6 @@ impl PostgresStore {
         self.pool.begin().await.map_err(db("starting a transaction"))
     }
 
-    async fn people_query(
-        &self,
-        mirror: Mirror,
-        sql: &str,
-        bind: impl FnOnce(PgQuery<'_>) -> PgQuery<'_>,
-    ) -> Result<Vec<Person>> {
-        let sql = format!("SELECT {PEOPLE_COLS} FROM {} WHERE {sql}", mirror.people());
-        let rows = bind(sqlx::query(&sql)).fetch_all(&self.pool).await.map_err(db("reading people"))?;
-        rows.iter().map(Postgres::person).collect()
-    }
-
-    async fn people_by_ids_in(&self, mirror: Mirror, ids: &[i64]) -> Result<Vec<Person>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ids = ids.to_vec();
-        self.people_query(mirror, "marketo_id = ANY($1) ORDER BY marketo_id", |q| q.bind(ids)).await
-    }
-
-    async fn people_by_salesforce_id_in(&self, mirror: Mirror, id: &SalesforceId) -> Result<Vec<Person>> {
-        let id = id.as_str().to_string();
-        self.people_query(mirror, &crate::sql::by_salesforce_id(mirror, "$1"), |q| q.bind(id)).await
-    }
-
-    async fn list_people_in(&self, mirror: Mirror, after: Option<i64>, limit: u32) -> Result<Vec<Person>> {
-        self.people_query(mirror, "marketo_id > $1 ORDER BY marketo_id LIMIT $2", |q| {
-            q.bind(after.unwrap_or(i64::MIN)).bind(i64::from(limit))
-        })
-        .await
-    }
-
-    async fn checkpoint_in(&self, mirror: Mirror, stream: StreamId) -> Result<Option<Checkpoint>> {
-        let sql = format!("SELECT position::text, updated_at FROM {} WHERE stream = $1", mirror.checkpoints());
-        let row: Option<(String, DateTime<Utc>)> = sqlx::query_as(&sql)
-            .bind(stream.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db("reading a checkpoint"))?;
-        row.map(|r| Postgres::checkpoint(stream, r)).transpose()
-    }
-
     async fn put_checkpoint_to(&self, mirror: Mirror, checkpoint: &Checkpoint) -> Result<()> {
         let mut conn = self.pool.acquire().await.map_err(db("acquiring a connection"))?;
         Postgres::put_checkpoint_in(&mut conn, mirror, checkpoint).await
@@ -414,110 +377,14 @@ impl PostgresStore {
         tx.commit().await.map_err(db("committing a mirror page"))?;
         Ok(counts)
     }
-
-    async fn meta(&self, key: &str) -> Result<Option<String>> {
-        sqlx::query_scalar("SELECT value FROM salesync_meta WHERE key = $1")
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db("reading salesync_meta"))
-    }
 }
 
-type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
+// The store traits, written once for both SQL backends (see `sql_store_impls!`).
+crate::sql::sql_store_impls!(PostgresStore, Postgres, reader: pool, writer: pool);
 
-#[async_trait]
-impl InstanceBinding for PostgresStore {
-    async fn bind_instance(&self, instance: &str) -> Result<()> {
-        sqlx::query("INSERT INTO salesync_meta (key, value) VALUES ('instance', $1) ON CONFLICT (key) DO NOTHING")
-            .bind(instance)
-            .execute(&self.pool)
-            .await
-            .map_err(db("binding the instance"))?;
-        let bound = self.meta("instance").await?.unwrap_or_default();
-        if bound == instance { Ok(()) } else { Err(instance_conflict(&bound, instance)) }
-    }
-}
-
-#[async_trait]
-impl MirrorStore for PostgresStore {
-    async fn apply_page(&self, page: MirrorPage) -> Result<ApplyCounts> {
-        self.apply_page_to(Mirror::Live, page).await
-    }
-
-    async fn person(&self, marketo_id: i64) -> Result<Option<Person>> {
-        Ok(self.people_query(Mirror::Live, "marketo_id = $1", |q| q.bind(marketo_id)).await?.pop())
-    }
-
-    async fn people_by_ids(&self, ids: &[i64]) -> Result<Vec<Person>> {
-        self.people_by_ids_in(Mirror::Live, ids).await
-    }
-
-    async fn people_by_email(&self, email: &str) -> Result<Vec<Person>> {
-        let email = email.to_string();
-        self.people_query(Mirror::Live, "lower(email) = lower($1) ORDER BY marketo_id", |q| q.bind(email)).await
-    }
-
-    async fn people_by_salesforce_id(&self, id: &SalesforceId) -> Result<Vec<Person>> {
-        self.people_by_salesforce_id_in(Mirror::Live, id).await
-    }
-
-    async fn people_by_owner(&self, owner: &SalesforceId, after: Option<i64>, limit: u32) -> Result<Vec<Person>> {
-        let owner = owner.as_str().to_string();
-        self.people_query(Mirror::Live, "owner_id = $1 AND marketo_id > $2 ORDER BY marketo_id LIMIT $3", |q| {
-            q.bind(owner).bind(after.unwrap_or(i64::MIN)).bind(i64::from(limit))
-        })
-        .await
-    }
-
-    async fn list_people(&self, after: Option<i64>, limit: u32) -> Result<Vec<Person>> {
-        self.list_people_in(Mirror::Live, after, limit).await
-    }
-
-    async fn count_people(&self) -> Result<u64> {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM people")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db("counting people"))?;
-        Ok(u64::try_from(n).unwrap_or(0))
-    }
-
-    async fn tombstone(&self, marketo_id: i64) -> Result<Option<Tombstone>> {
-        let row: Option<(String, DateTime<Utc>)> =
-            sqlx::query_as("SELECT reason::text, removed_at FROM tombstones WHERE marketo_id = $1")
-                .bind(marketo_id)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db("reading a tombstone"))?;
-        row.map(|r| Postgres::tombstone(marketo_id, r)).transpose()
-    }
-
-    fn shadow(&self) -> Option<Arc<dyn ShadowStore>> {
-        Some(Arc::new(self.clone()))
-    }
-}
-
-#[async_trait]
-impl CheckpointStore for PostgresStore {
-    async fn checkpoint(&self, stream: StreamId) -> Result<Option<Checkpoint>> {
-        self.checkpoint_in(Mirror::Live, stream).await
-    }
-
-    async fn put_checkpoint(&self, checkpoint: Checkpoint) -> Result<()> {
-        self.put_checkpoint_to(Mirror::Live, &checkpoint).await
-    }
-}
-
-#[async_trait]
-impl OutboxStore for PostgresStore {
-    async fn record(&self, recording: Recording) -> Result<Vec<i64>> {
-        let mut tx = self.begin().await?;
-        let ids = Postgres::record_in(&mut tx, &recording).await?;
-        tx.commit().await.map_err(db("committing a recording"))?;
-        Ok(ids)
-    }
-
-    async fn claim(
+impl PostgresStore {
+    /// Claims due items of `target` for `worker` (see `OutboxStore::claim`).
+    async fn claim_due(
         &self,
         target: Target,
         limit: u32,
@@ -525,9 +392,6 @@ impl OutboxStore for PostgresStore {
         lease: Duration,
         now: DateTime<Utc>,
     ) -> Result<Vec<OutboxItem>> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
         let sql = format!(
             "WITH due AS (SELECT id FROM outbox WHERE target = $3 AND state IN ('pending', 'in_flight') AND \
              ((state = 'pending' AND next_attempt_at <= $4) OR (state = 'in_flight' AND lease_until <= $4)) \
@@ -557,10 +421,8 @@ impl OutboxStore for PostgresStore {
         Ok(items)
     }
 
-    async fn finish(&self, finished: Vec<Finished>, _now: DateTime<Utc>) -> Result<()> {
-        if finished.is_empty() {
-            return Ok(());
-        }
+    /// Applies delivery outcomes (see `OutboxStore::finish`).
+    async fn finish_claimed(&self, finished: Vec<Finished>, _now: DateTime<Utc>) -> Result<()> {
         let n = finished.len();
         let (mut ids, mut workers, mut states) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
         let (mut results, mut errors, mut nexts, mut unknowns) =
@@ -596,192 +458,8 @@ impl OutboxStore for PostgresStore {
         Ok(())
     }
 
-    async fn outbox_item(&self, id: i64) -> Result<Option<OutboxItem>> {
-        let sql = format!("SELECT {OUTBOX_COLS} FROM outbox WHERE id = $1");
-        let row = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await.map_err(db("reading an outbox item"))?;
-        row.as_ref().map(Postgres::outbox_item).transpose()
-    }
-
-    async fn outbox_items(&self, state: OutboxState, limit: u32) -> Result<Vec<OutboxItem>> {
-        let sql = format!("SELECT {OUTBOX_COLS} FROM outbox WHERE state = $1 ORDER BY id LIMIT $2");
-        let rows = sqlx::query(&sql)
-            .bind(codec::state_str(state))
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db("listing outbox items"))?;
-        rows.iter().map(Postgres::outbox_item).collect()
-    }
-
-    async fn outbox_counts(&self) -> Result<OutboxCounts> {
-        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT state, count(*) FROM outbox GROUP BY state")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db("counting outbox items"))?;
-        codec::outbox_counts(BACKEND, rows)
-    }
-
-    async fn requeue(&self, ids: &[i64], now: DateTime<Utc>) -> Result<u64> {
-        if ids.is_empty() {
-            return Ok(0);
-        }
-        let done = sqlx::query(
-            "UPDATE outbox SET state = 'pending', next_attempt_at = $1, attempts = 0 \
-             WHERE state = 'parked' AND id = ANY($2)",
-        )
-        .bind(micros(now))
-        .bind(ids.to_vec())
-        .execute(&self.pool)
-        .await
-        .map_err(db("requeueing outbox items"))?;
-        Ok(done.rows_affected())
-    }
-}
-
-#[async_trait]
-impl ReminderStore for PostgresStore {
-    async fn reminder(&self, id: &str) -> Result<Option<ReminderTask>> {
-        let sql = format!("SELECT {REMINDER_COLS} FROM reminders WHERE id = $1");
-        let row = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await.map_err(db("reading a reminder"))?;
-        row.as_ref().map(Postgres::reminder).transpose()
-    }
-
-    async fn reminder_by_salesforce_id(&self, task_id: &SalesforceId) -> Result<Option<ReminderTask>> {
-        let sql = format!("SELECT {REMINDER_COLS} FROM reminders WHERE salesforce_task_id = $1 ORDER BY id LIMIT 1");
-        let row = sqlx::query(&sql)
-            .bind(task_id.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db("reading a reminder"))?;
-        row.as_ref().map(Postgres::reminder).transpose()
-    }
-
-    async fn reminders_for(&self, marketo_id: i64) -> Result<Vec<ReminderTask>> {
-        let sql = format!("SELECT {REMINDER_COLS} FROM reminders WHERE marketo_id = $1 ORDER BY id");
-        let rows = sqlx::query(&sql).bind(marketo_id).fetch_all(&self.pool).await.map_err(db("reading reminders"))?;
-        rows.iter().map(Postgres::reminder).collect()
-    }
-
-    async fn put_reminder(&self, task: ReminderTask) -> Result<()> {
-        let mut conn = self.pool.acquire().await.map_err(db("acquiring a connection"))?;
-        Postgres::put_reminder_in(&mut conn, &task).await
-    }
-
-    async fn set_reminder_task_id(&self, id: &str, task_id: &SalesforceId) -> Result<bool> {
-        let done = sqlx::query("UPDATE reminders SET salesforce_task_id = $1 WHERE id = $2")
-            .bind(task_id.as_str())
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(db("setting a reminder's Task id"))?;
-        Ok(done.rows_affected() > 0)
-    }
-}
-
-#[async_trait]
-impl InboundStore for PostgresStore {
-    async fn unsubscribe(&self, marketo_id: i64) -> Result<Option<UnsubscribeState>> {
-        let row: Option<(bool, String, DateTime<Utc>)> =
-            sqlx::query_as("SELECT unsubscribed, origin, at FROM unsubscribes WHERE marketo_id = $1")
-                .bind(marketo_id)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db("reading an unsubscribe state"))?;
-        row.map(|r| Postgres::unsubscribe(marketo_id, r)).transpose()
-    }
-
-    async fn apply_inbound(&self, batch: InboundBatch) -> Result<()> {
-        let mut tx = self.begin().await?;
-        Postgres::apply_inbound_in(&mut tx, &batch).await?;
-        tx.commit().await.map_err(db("committing an inbound batch"))
-    }
-}
-
-#[async_trait]
-impl SettingsStore for PostgresStore {
-    async fn settings(&self) -> Result<AdminSettings> {
-        match self.meta("settings").await? {
-            Some(json) => codec::from_json(BACKEND, "admin settings", &json),
-            None => Ok(AdminSettings::default()),
-        }
-    }
-
-    async fn put_settings(&self, settings: AdminSettings) -> Result<()> {
-        let json = codec::to_json(BACKEND, "admin settings", &settings)?;
-        sqlx::query(
-            "INSERT INTO salesync_meta (key, value) VALUES ('settings', $1) \
-             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-        )
-        .bind(json)
-        .execute(&self.pool)
-        .await
-        .map_err(db("writing admin settings"))?;
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl LeaseStore for PostgresStore {
-    async fn try_lease(&self, name: &str, holder: &str, ttl: Duration, now: DateTime<Utc>) -> Result<bool> {
-        let got: Option<String> = sqlx::query_scalar(
-            "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at \
-             WHERE leases.holder = EXCLUDED.holder OR leases.expires_at <= $4 RETURNING holder",
-        )
-        .bind(name)
-        .bind(holder)
-        .bind(lease_end(now, ttl))
-        .bind(micros(now))
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db("taking a lease"))?;
-        Ok(got.is_some())
-    }
-
-    async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
-        sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
-            .bind(name)
-            .bind(holder)
-            .execute(&self.pool)
-            .await
-            .map_err(db("releasing a lease"))?;
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl ShadowStore for PostgresStore {
-    async fn apply_shadow_page(&self, page: MirrorPage) -> Result<ApplyCounts> {
-        self.apply_page_to(Mirror::Shadow, page).await
-    }
-
-    async fn shadow_people_by_ids(&self, ids: &[i64]) -> Result<Vec<Person>> {
-        self.people_by_ids_in(Mirror::Shadow, ids).await
-    }
-
-    async fn shadow_people_by_salesforce_id(&self, id: &SalesforceId) -> Result<Vec<Person>> {
-        self.people_by_salesforce_id_in(Mirror::Shadow, id).await
-    }
-
-    async fn list_shadow_people(&self, after: Option<i64>, limit: u32) -> Result<Vec<Person>> {
-        self.list_people_in(Mirror::Shadow, after, limit).await
-    }
-
-    async fn shadow_checkpoint(&self, stream: StreamId) -> Result<Option<Checkpoint>> {
-        self.checkpoint_in(Mirror::Shadow, stream).await
-    }
-
-    async fn put_shadow_checkpoint(&self, checkpoint: Checkpoint) -> Result<()> {
-        self.put_checkpoint_to(Mirror::Shadow, &checkpoint).await
-    }
-
-    async fn clear_shadow(&self) -> Result<()> {
-        let mut tx = self.begin().await?;
-        clear_shadow_in(&mut tx).await?;
-        tx.commit().await.map_err(db("clearing the shadow"))
-    }
-
-    async fn promote_shadow(&self, promotion: Promotion) -> Result<ApplyCounts> {
+    /// Promotes the shadow (see `ShadowStore::promote_shadow`).
+    async fn promote(&self, promotion: Promotion) -> Result<ApplyCounts> {
         let plan = codec::plan_promotion(&promotion)?;
         let mut counts = ApplyCounts::default();
         let mut tx = self.begin().await?;
@@ -831,7 +509,7 @@ impl ShadowStore for PostgresStore {
         for c in &promotion.checkpoints {
             Postgres::put_checkpoint_in(&mut tx, Mirror::Live, c).await?;
         }
-        clear_shadow_in(&mut tx).await?;
+        Postgres::clear_shadow_in(&mut tx).await?;
         tx.commit().await.map_err(db("committing a shadow promotion"))?;
         Ok(counts)
     }

@@ -5,7 +5,7 @@ use std::fmt;
 
 use salesync_core::mapping::{LEAD_FIELDS, LeadField};
 use salesync_core::person::Person;
-use salesync_core::ports::store::Store;
+use salesync_core::ports::store::{MirrorStoreExt, Store};
 use salesync_core::sfid::SalesforceId;
 use salesync_emulator::marketo::MarketoEmulator;
 use serde_json::Value;
@@ -51,20 +51,9 @@ pub fn oracle(marketo: &MarketoEmulator) -> Oracle {
     out
 }
 
-/// Every person of a store, by Marketo id (pages of 1,000 through `list_people`).
-// The one place that pages the whole mirror: to become `StoreExt::all_people` once core has it.
+/// Every person of a store, by Marketo id ([`MirrorStoreExt::all_people`]).
 pub async fn all_people(store: &dyn Store) -> salesync_core::Result<BTreeMap<i64, Person>> {
-    let mut out = BTreeMap::new();
-    let mut after = None;
-    loop {
-        let page = store.list_people(after, 1000).await?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.marketo_id);
-        for p in page {
-            out.insert(p.marketo_id, p);
-        }
-    }
-    Ok(out)
+    Ok(store.all_people().await?.into_iter().map(|p| (p.marketo_id, p)).collect())
 }
 
 /// [`all_people`], panicking when the store fails.

@@ -4,6 +4,7 @@
 //! outbox entry with its side data; claim a batch; finish a batch). There is no begin/commit:
 //! each backend guarantees atomicity its own way.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -518,6 +519,308 @@ impl<T> Store for T where
 {
 }
 
+/// Binds a store to its Marketo instance once ([`InstanceBinding::bind_instance`] on first
+/// use): callers that bind before their first store work keep one and call
+/// [`bind`](Self::bind) each time. Concurrent first calls wait for one bind; a failed bind is
+/// not remembered, so the next call tries again.
+#[derive(Debug, Default)]
+pub struct BindOnce {
+    bound: futures::lock::Mutex<bool>,
+}
+
+impl BindOnce {
+    /// Not bound yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Binds `store` to `instance` unless an earlier call of this `BindOnce` did.
+    pub async fn bind<S: InstanceBinding + ?Sized>(&self, store: &S, instance: &str) -> Result<()> {
+        let mut bound = self.bound.lock().await;
+        if !*bound {
+            store.bind_instance(instance).await?;
+            *bound = true;
+        }
+        Ok(())
+    }
+}
+
+/// How many people [`MirrorStoreExt::all_people`] reads per call to the store.
+pub const PEOPLE_PAGE: u32 = 1000;
+
+/// A walk over the mirror's people (all of them, or one owner's), page by page by Marketo id
+/// ascending: made by [`MirrorStoreExt::people_pages`]. Each page starts after the last id of
+/// the page before; the walk ends at the first empty page.
+#[derive(Debug)]
+pub struct PeoplePages<'a, S: ?Sized> {
+    store: &'a S,
+    owner: Option<&'a SalesforceId>,
+    after: Option<i64>,
+    limit: u32,
+    done: bool,
+}
+
+impl<S: MirrorStore + ?Sized> PeoplePages<'_, S> {
+    /// The next page (at most `limit` people); `None` once the walk is over.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<Person>>> {
+        if self.done {
+            return Ok(None);
+        }
+        let page = match self.owner {
+            Some(owner) => self.store.people_by_owner(owner, self.after, self.limit).await?,
+            None => self.store.list_people(self.after, self.limit).await?,
+        };
+        match page.last() {
+            Some(last) => {
+                self.after = Some(last.marketo_id);
+                Ok(Some(page))
+            }
+            None => {
+                self.done = true;
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// Conveniences over [`MirrorStore`], for every mirror store (blanket impl): the paging loops
+/// callers would otherwise write around [`list_people`](MirrorStore::list_people) and
+/// [`people_by_owner`](MirrorStore::people_by_owner).
+pub trait MirrorStoreExt: MirrorStore {
+    /// Walks the mirror's people, `limit` per page: everyone, or the people `owner` owns.
+    fn people_pages<'a>(&'a self, owner: Option<&'a SalesforceId>, limit: u32) -> PeoplePages<'a, Self> {
+        PeoplePages { store: self, owner, after: None, limit, done: false }
+    }
+
+    /// Every person in the mirror, by Marketo id ascending, read [`PEOPLE_PAGE`] at a time
+    /// (for checks and small mirrors: the whole mirror is held in memory).
+    fn all_people(&self) -> impl Future<Output = Result<Vec<Person>>> + Send {
+        async move {
+            let mut pages = self.people_pages(None, PEOPLE_PAGE);
+            let mut all = Vec::new();
+            while let Some(page) = pages.next_page().await? {
+                all.extend(page);
+            }
+            Ok(all)
+        }
+    }
+}
+
+impl<T: MirrorStore + ?Sized> MirrorStoreExt for T {}
+
+/// Conveniences over [`LeaseStore`], for every lease store (blanket impl).
+pub trait LeaseStoreExt: LeaseStore {
+    /// Runs `work` while `holder` holds the named lease: takes it (for `ttl` from `now`), runs
+    /// `work`, then releases it whatever `work` answered.
+    ///
+    /// - `Ok(None)`: another holder's lease is still valid; `work` did not run.
+    /// - `Ok(Some(answer))`: `work` ran and answered `answer`. When `answer` is an error, an
+    ///   error releasing the lease is dropped (the lease then expires after `ttl`).
+    /// - `Err(e)`: taking the lease failed (`work` did not run), or `work` succeeded and
+    ///   releasing the lease failed.
+    fn with_lease<'a, T, F>(
+        &'a self,
+        name: &'a str,
+        holder: &'a str,
+        ttl: Duration,
+        now: DateTime<Utc>,
+        work: F,
+    ) -> impl Future<Output = Result<Option<Result<T>>>> + Send + 'a
+    where
+        F: Future<Output = Result<T>> + Send + 'a,
+        T: Send + 'a,
+    {
+        async move {
+            if !self.try_lease(name, holder, ttl, now).await? {
+                return Ok(None);
+            }
+            let answer = work.await;
+            let released = self.release_lease(name, holder).await;
+            match answer {
+                Ok(value) => released.map(|()| Some(Ok(value))),
+                Err(e) => Ok(Some(Err(e))),
+            }
+        }
+    }
+}
+
+impl<T: LeaseStore + ?Sized> LeaseStoreExt for T {}
+
+/// Writes, for a smart pointer `$ptr<T>` (`Arc`, `Box`), an impl of every store trait that
+/// calls the same method of the `T` it points to, so `Arc<dyn Store>`, `Arc<MemoryStore>` or
+/// `Box<dyn MirrorStore>` are stores themselves (and pass where a generic `S: Store` is asked).
+macro_rules! forward_through {
+    ($ptr:ident) => {
+        #[async_trait]
+        impl<T: ShadowStore + ?Sized> ShadowStore for $ptr<T> {
+            async fn apply_shadow_page(&self, page: MirrorPage) -> Result<ApplyCounts> {
+                (**self).apply_shadow_page(page).await
+            }
+            async fn shadow_people_by_ids(&self, ids: &[i64]) -> Result<Vec<Person>> {
+                (**self).shadow_people_by_ids(ids).await
+            }
+            async fn shadow_people_by_salesforce_id(&self, id: &SalesforceId) -> Result<Vec<Person>> {
+                (**self).shadow_people_by_salesforce_id(id).await
+            }
+            async fn list_shadow_people(&self, after: Option<i64>, limit: u32) -> Result<Vec<Person>> {
+                (**self).list_shadow_people(after, limit).await
+            }
+            async fn shadow_checkpoint(&self, stream: StreamId) -> Result<Option<Checkpoint>> {
+                (**self).shadow_checkpoint(stream).await
+            }
+            async fn put_shadow_checkpoint(&self, checkpoint: Checkpoint) -> Result<()> {
+                (**self).put_shadow_checkpoint(checkpoint).await
+            }
+            async fn clear_shadow(&self) -> Result<()> {
+                (**self).clear_shadow().await
+            }
+            async fn promote_shadow(&self, promotion: Promotion) -> Result<ApplyCounts> {
+                (**self).promote_shadow(promotion).await
+            }
+        }
+
+        #[async_trait]
+        impl<T: InstanceBinding + ?Sized> InstanceBinding for $ptr<T> {
+            async fn bind_instance(&self, instance: &str) -> Result<()> {
+                (**self).bind_instance(instance).await
+            }
+        }
+
+        #[async_trait]
+        impl<T: MirrorStore + ?Sized> MirrorStore for $ptr<T> {
+            async fn apply_page(&self, page: MirrorPage) -> Result<ApplyCounts> {
+                (**self).apply_page(page).await
+            }
+            async fn person(&self, marketo_id: i64) -> Result<Option<Person>> {
+                (**self).person(marketo_id).await
+            }
+            async fn people_by_ids(&self, ids: &[i64]) -> Result<Vec<Person>> {
+                (**self).people_by_ids(ids).await
+            }
+            async fn people_by_email(&self, email: &str) -> Result<Vec<Person>> {
+                (**self).people_by_email(email).await
+            }
+            async fn people_by_salesforce_id(&self, id: &SalesforceId) -> Result<Vec<Person>> {
+                (**self).people_by_salesforce_id(id).await
+            }
+            async fn people_by_owner(
+                &self,
+                owner: &SalesforceId,
+                after: Option<i64>,
+                limit: u32,
+            ) -> Result<Vec<Person>> {
+                (**self).people_by_owner(owner, after, limit).await
+            }
+            async fn list_people(&self, after: Option<i64>, limit: u32) -> Result<Vec<Person>> {
+                (**self).list_people(after, limit).await
+            }
+            async fn count_people(&self) -> Result<u64> {
+                (**self).count_people().await
+            }
+            async fn tombstone(&self, marketo_id: i64) -> Result<Option<Tombstone>> {
+                (**self).tombstone(marketo_id).await
+            }
+            fn shadow(&self) -> Option<Arc<dyn ShadowStore>> {
+                (**self).shadow()
+            }
+        }
+
+        #[async_trait]
+        impl<T: CheckpointStore + ?Sized> CheckpointStore for $ptr<T> {
+            async fn checkpoint(&self, stream: StreamId) -> Result<Option<Checkpoint>> {
+                (**self).checkpoint(stream).await
+            }
+            async fn put_checkpoint(&self, checkpoint: Checkpoint) -> Result<()> {
+                (**self).put_checkpoint(checkpoint).await
+            }
+        }
+
+        #[async_trait]
+        impl<T: OutboxStore + ?Sized> OutboxStore for $ptr<T> {
+            async fn record(&self, recording: Recording) -> Result<Vec<i64>> {
+                (**self).record(recording).await
+            }
+            async fn claim(
+                &self,
+                target: Target,
+                limit: u32,
+                worker: &str,
+                lease: Duration,
+                now: DateTime<Utc>,
+            ) -> Result<Vec<OutboxItem>> {
+                (**self).claim(target, limit, worker, lease, now).await
+            }
+            async fn finish(&self, finished: Vec<Finished>, now: DateTime<Utc>) -> Result<()> {
+                (**self).finish(finished, now).await
+            }
+            async fn outbox_item(&self, id: i64) -> Result<Option<OutboxItem>> {
+                (**self).outbox_item(id).await
+            }
+            async fn outbox_items(&self, state: OutboxState, limit: u32) -> Result<Vec<OutboxItem>> {
+                (**self).outbox_items(state, limit).await
+            }
+            async fn outbox_counts(&self) -> Result<OutboxCounts> {
+                (**self).outbox_counts().await
+            }
+            async fn requeue(&self, ids: &[i64], now: DateTime<Utc>) -> Result<u64> {
+                (**self).requeue(ids, now).await
+            }
+        }
+
+        #[async_trait]
+        impl<T: ReminderStore + ?Sized> ReminderStore for $ptr<T> {
+            async fn reminder(&self, id: &str) -> Result<Option<ReminderTask>> {
+                (**self).reminder(id).await
+            }
+            async fn reminder_by_salesforce_id(&self, task_id: &SalesforceId) -> Result<Option<ReminderTask>> {
+                (**self).reminder_by_salesforce_id(task_id).await
+            }
+            async fn reminders_for(&self, marketo_id: i64) -> Result<Vec<ReminderTask>> {
+                (**self).reminders_for(marketo_id).await
+            }
+            async fn put_reminder(&self, task: ReminderTask) -> Result<()> {
+                (**self).put_reminder(task).await
+            }
+            async fn set_reminder_task_id(&self, id: &str, task_id: &SalesforceId) -> Result<bool> {
+                (**self).set_reminder_task_id(id, task_id).await
+            }
+        }
+
+        #[async_trait]
+        impl<T: InboundStore + ?Sized> InboundStore for $ptr<T> {
+            async fn unsubscribe(&self, marketo_id: i64) -> Result<Option<UnsubscribeState>> {
+                (**self).unsubscribe(marketo_id).await
+            }
+            async fn apply_inbound(&self, batch: InboundBatch) -> Result<()> {
+                (**self).apply_inbound(batch).await
+            }
+        }
+
+        #[async_trait]
+        impl<T: SettingsStore + ?Sized> SettingsStore for $ptr<T> {
+            async fn settings(&self) -> Result<AdminSettings> {
+                (**self).settings().await
+            }
+            async fn put_settings(&self, settings: AdminSettings) -> Result<()> {
+                (**self).put_settings(settings).await
+            }
+        }
+
+        #[async_trait]
+        impl<T: LeaseStore + ?Sized> LeaseStore for $ptr<T> {
+            async fn try_lease(&self, name: &str, holder: &str, ttl: Duration, now: DateTime<Utc>) -> Result<bool> {
+                (**self).try_lease(name, holder, ttl, now).await
+            }
+            async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+                (**self).release_lease(name, holder).await
+            }
+        }
+    };
+}
+
+forward_through!(Arc);
+forward_through!(Box);
+
 #[cfg(any(test, feature = "mock"))]
 mockall::mock! {
     /// A mock [`Store`] (mockall), for tests where the exact store calls matter.
@@ -610,5 +913,156 @@ mod tests {
         assert!(leases.try_lease("pull", "w", Duration::from_secs(1), Utc::now()).await.unwrap());
         let boxed: Box<dyn Store> = Box::new(MockStore::new());
         let _: Box<dyn MirrorStore> = boxed;
+    }
+
+    /// Asks for a generic store, as a host's code or a decorator does.
+    async fn count_through<S: Store>(store: S) -> u64 {
+        store.count_people().await.unwrap()
+    }
+
+    /// An `Arc<dyn Store>` (and a `Box<dyn Store>`, an `Arc` of a concrete store) is itself a
+    /// store: it passes where a generic `S: Store` is asked, and forwards every call, the
+    /// shadow included.
+    #[tokio::test]
+    async fn smart_pointers_to_a_store_are_stores() {
+        let mut mock = MockStore::new();
+        mock.expect_count_people().times(1).returning(|| Ok(7));
+        mock.expect_shadow().times(1).returning(|| None);
+        let store: Arc<dyn Store> = Arc::new(mock);
+        assert!(store.clone().shadow().is_none());
+        assert_eq!(count_through(store).await, 7);
+
+        let mut mock = MockStore::new();
+        mock.expect_count_people().times(1).returning(|| Ok(4));
+        assert_eq!(count_through(Arc::new(mock)).await, 4);
+
+        let mut mock = MockStore::new();
+        mock.expect_try_lease().times(1).returning(|_, holder, _, _| Ok(holder == "me"));
+        let boxed: Box<dyn Store> = Box::new(mock);
+        let leases: Box<dyn LeaseStore> = Box::new(boxed);
+        assert!(leases.try_lease("pull", "me", Duration::from_secs(1), Utc::now()).await.unwrap());
+    }
+
+    fn someone(id: i64, owner: &SalesforceId) -> Person {
+        Person {
+            marketo_id: id,
+            first_name: None,
+            last_name: None,
+            salesforce_contact_id: None,
+            salesforce_lead_id: None,
+            salesforce_account_id: None,
+            salesforce_opportunity: crate::person::OpportunityRef::Unresolved,
+            company: None,
+            title: None,
+            email: None,
+            phone: None,
+            linkedin_url: None,
+            source: None,
+            salesforce_type: crate::person::SalesforceType::Lead,
+            owner_id: owner.clone(),
+            marketo_updated_at: None,
+            mirror_updated_at: Utc::now(),
+        }
+    }
+
+    /// `all_people` pages the whole mirror through `list_people`, each page after the last id
+    /// of the one before, until an empty page; `people_pages` walks one owner's people.
+    #[tokio::test]
+    async fn all_people_pages_the_whole_mirror() {
+        let owner = SalesforceId::parse("0055g00000AbCdE").unwrap();
+        let ids: Vec<i64> = (1..=2 * i64::from(PEOPLE_PAGE) + 5).collect();
+        let mut mock = MockStore::new();
+        let (all, o) = (ids.clone(), owner.clone());
+        mock.expect_list_people().times(4).returning(move |after, limit| {
+            assert_eq!(limit, PEOPLE_PAGE);
+            let from = after.map_or(0, |a| a as usize);
+            Ok(all.iter().skip(from).take(limit as usize).map(|i| someone(*i, &o)).collect())
+        });
+        let o = owner.clone();
+        mock.expect_people_by_owner().times(3).returning(move |who, after, limit| {
+            assert_eq!(who, &o);
+            Ok(match after {
+                None => vec![someone(3, &o), someone(9, &o)],
+                Some(9) => vec![someone(12, &o)],
+                _ => vec![],
+            }
+            .into_iter()
+            .take(limit as usize)
+            .collect())
+        });
+        let people = mock.all_people().await.unwrap();
+        assert_eq!(people.iter().map(|p| p.marketo_id).collect::<Vec<_>>(), ids);
+
+        let mut pages = mock.people_pages(Some(&owner), 2);
+        let mut seen = Vec::new();
+        while let Some(page) = pages.next_page().await.unwrap() {
+            seen.push(page.iter().map(|p| p.marketo_id).collect::<Vec<_>>());
+        }
+        assert_eq!(seen, vec![vec![3, 9], vec![12]]);
+        assert!(pages.next_page().await.unwrap().is_none(), "over for good");
+    }
+
+    fn backend(what: &str) -> crate::Error {
+        crate::Error::Backend { backend: "mock", source: what.to_string().into() }
+    }
+
+    /// `with_lease` runs the work only under the lease, always releases it, and says which of
+    /// the lease or the work failed.
+    #[tokio::test]
+    async fn with_lease_runs_the_work_under_the_lease() {
+        let ttl = Duration::from_secs(60);
+        let mut mock = MockStore::new();
+        mock.expect_try_lease().times(1).returning(|_, _, _, _| Ok(false));
+        mock.expect_release_lease().never();
+        let busy = mock.with_lease("poll", "me", ttl, Utc::now(), async { panic!("ran without the lease") }).await;
+        assert!(matches!(busy, Ok(None::<Result<()>>)));
+
+        let mut mock = MockStore::new();
+        mock.expect_try_lease().times(1).returning(|name, holder, _, _| Ok(name == "poll" && holder == "me"));
+        mock.expect_release_lease()
+            .withf(|name, holder| name == "poll" && holder == "me")
+            .times(1)
+            .returning(|_, _| Ok(()));
+        let done = mock.with_lease("poll", "me", ttl, Utc::now(), async { Ok(5) }).await.unwrap();
+        assert!(matches!(done, Some(Ok(5))));
+
+        // The work failed: its error is the answer, a failed release is dropped.
+        let mut mock = MockStore::new();
+        mock.expect_try_lease().times(1).returning(|_, _, _, _| Ok(true));
+        mock.expect_release_lease().times(1).returning(|_, _| Err(backend("release")));
+        let failed = mock.with_lease("poll", "me", ttl, Utc::now(), async { Err::<(), _>(backend("work")) }).await;
+        assert!(
+            matches!(failed, Ok(Some(Err(crate::Error::Backend { ref source, .. }))) if source.to_string() == "work")
+        );
+
+        // The work succeeded, the release failed: the release's error.
+        let mut mock = MockStore::new();
+        mock.expect_try_lease().times(1).returning(|_, _, _, _| Ok(true));
+        mock.expect_release_lease().times(1).returning(|_, _| Err(backend("release")));
+        let unreleased = mock.with_lease("poll", "me", ttl, Utc::now(), async { Ok(()) }).await;
+        assert!(matches!(unreleased, Err(crate::Error::Backend { ref source, .. }) if source.to_string() == "release"));
+
+        // Taking the lease failed: the work never ran.
+        let mut mock = MockStore::new();
+        mock.expect_try_lease().times(1).returning(|_, _, _, _| Err(backend("take")));
+        mock.expect_release_lease().never();
+        let untaken = mock.with_lease("poll", "me", ttl, Utc::now(), async { panic!("ran without the lease") }).await;
+        assert!(matches!(untaken, Err::<Option<Result<()>>, _>(crate::Error::Backend { .. })));
+    }
+
+    /// `BindOnce` binds on the first call only, and tries again after a failed bind.
+    #[tokio::test]
+    async fn bind_once_binds_on_first_use() {
+        let mut mock = MockStore::new();
+        let mut calls = 0;
+        mock.expect_bind_instance().times(2).returning(move |instance| {
+            calls += 1;
+            assert_eq!(instance, "123-ABC-456");
+            if calls == 1 { Err(backend("down")) } else { Ok(()) }
+        });
+        let once = BindOnce::new();
+        assert!(once.bind(&mock, "123-ABC-456").await.is_err());
+        once.bind(&mock, "123-ABC-456").await.unwrap();
+        once.bind(&mock, "123-ABC-456").await.unwrap();
     }
 }

@@ -5,10 +5,11 @@ use std::ops::Bound;
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{Value, json};
 
-use super::envelope::Reply;
-use super::leads::{requested_fields, value_string};
-use super::server::Ctx;
-use super::state::{Activity, CHANGE_DATA_VALUE, DELETE_LEAD, Db, NEW_LEAD, fmt_ts, parse_ts};
+use super::context::Ctx;
+use super::envelope::{Reply, answer, fmt_ts, parse_ts, value_string};
+use super::fields::requested_fields;
+use super::records::as_activity_type;
+use super::state::{Activity, CHANGE_DATA_VALUE, DELETE_LEAD, Db, NEW_LEAD, activity_json, attr_json};
 
 /// Standard activity types: (id, name, primary attribute, secondary attributes).
 const STANDARD_TYPES: &[(i64, &str, Option<&str>, &[&str])] = &[
@@ -124,41 +125,6 @@ pub(crate) fn decode_token(token: &str) -> Option<(i64, i64)> {
     Some((parse_ts(ts)?.timestamp_millis(), id.parse().ok()?))
 }
 
-fn attr_json(a: &super::state::Attr) -> Value {
-    let mut v = json!({"name": a.name, "value": a.value});
-    if let (Some(api), Some(o)) = (&a.api_name, v.as_object_mut()) {
-        o.insert("apiName".into(), json!(api));
-    }
-    v
-}
-
-/// An activity as activities.json renders it.
-pub(crate) fn activity_json(a: &Activity) -> Value {
-    let mut o = serde_json::Map::new();
-    o.insert("id".into(), json!(a.id));
-    o.insert("marketoGUID".into(), json!(a.id.to_string()));
-    o.insert("leadId".into(), json!(a.lead_id));
-    o.insert("activityDate".into(), json!(fmt_ts(a.date)));
-    o.insert("activityTypeId".into(), json!(a.type_id));
-    if let Some(c) = a.campaign_id {
-        o.insert("campaignId".into(), json!(c));
-    }
-    if let Some(p) = a.primary_value_id {
-        o.insert("primaryAttributeValueId".into(), json!(p));
-    }
-    if let Some(p) = &a.primary_value {
-        o.insert("primaryAttributeValue".into(), json!(p));
-    }
-    let mut attrs: Vec<Value> = Vec::new();
-    if let Some(c) = &a.change {
-        attrs.push(json!({"name": "New Value", "value": value_string(&c.new)}));
-        attrs.push(json!({"name": "Old Value", "value": value_string(&c.old)}));
-    }
-    attrs.extend(a.attributes.iter().map(attr_json));
-    o.insert("attributes".into(), Value::Array(attrs));
-    Value::Object(o)
-}
-
 fn lead_change_json(a: &Activity) -> Value {
     let fields: Vec<Value> = a
         .change
@@ -246,78 +212,54 @@ pub(crate) fn paging_token(ctx: &Ctx<'_>) -> Reply {
 }
 
 pub(crate) fn get_activities(ctx: &Ctx<'_>) -> Reply {
-    let start = match token_param(ctx) {
-        Ok(s) => s,
-        Err(e) => return e,
-    };
-    let types = match id_list(ctx, "activityTypeIds", 10) {
-        Ok(Some(t)) if !t.is_empty() => t,
-        Ok(_) => return Reply::err("1003", "activityTypeIds cannot be blank"),
-        Err(e) => return e,
-    };
-    let leads = match id_list(ctx, "leadIds", 30) {
-        Ok(l) => l,
-        Err(e) => return e,
-    };
-    let batch = match ctx.batch_size() {
-        Ok(b) => b,
-        Err(e) => return e,
-    };
-    let db = ctx.shared.db();
-    let page = scan(&db, start, batch, ctx.shared.config.scan_block, |a| {
-        let ok = types.contains(&a.type_id) && leads.as_ref().is_none_or(|l| l.contains(&a.lead_id));
-        ok.then(|| activity_json(a))
-    });
-    page_reply(page)
+    answer(|| {
+        let start = token_param(ctx)?;
+        let types = match id_list(ctx, "activityTypeIds", 10)? {
+            Some(t) if !t.is_empty() => t,
+            _ => return Err(Reply::err("1003", "activityTypeIds cannot be blank")),
+        };
+        let leads = id_list(ctx, "leadIds", 30)?;
+        let batch = ctx.batch_size()?;
+        let db = ctx.shared.db();
+        let page = scan(&db, start, batch, ctx.shared.config.scan_block, |a| {
+            let ok = types.contains(&a.type_id) && leads.as_ref().is_none_or(|l| l.contains(&a.lead_id));
+            ok.then(|| activity_json(a))
+        });
+        Ok(page_reply(page))
+    })
 }
 
 pub(crate) fn lead_changes(ctx: &Ctx<'_>) -> Reply {
-    let start = match token_param(ctx) {
-        Ok(s) => s,
-        Err(e) => return e,
-    };
-    let Some(raw_fields) = ctx.param("fields") else {
-        return Reply::err("1003", "fields cannot be blank");
-    };
-    let leads = match id_list(ctx, "leadIds", 30) {
-        Ok(l) => l,
-        Err(e) => return e,
-    };
-    let batch = match ctx.batch_size() {
-        Ok(b) => b,
-        Err(e) => return e,
-    };
-    let db = ctx.shared.db();
-    let fields = match requested_fields(&db.fields, Some(raw_fields)) {
-        Ok(f) => f,
-        Err(e) => return e,
-    };
-    let page = scan(&db, start, batch, ctx.shared.config.scan_block, |a| {
-        if leads.as_ref().is_some_and(|l| !l.contains(&a.lead_id)) {
-            return None;
-        }
-        let ok = a.type_id == NEW_LEAD
-            || (a.type_id == CHANGE_DATA_VALUE && a.change.as_ref().is_some_and(|c| fields.contains(&c.name)));
-        ok.then(|| lead_change_json(a))
-    });
-    page_reply(page)
+    answer(|| {
+        let start = token_param(ctx)?;
+        let raw_fields = ctx.param("fields").ok_or_else(|| Reply::err("1003", "fields cannot be blank"))?;
+        let leads = id_list(ctx, "leadIds", 30)?;
+        let batch = ctx.batch_size()?;
+        let db = ctx.shared.db();
+        let fields = requested_fields(&db.fields, Some(raw_fields))?;
+        let page = scan(&db, start, batch, ctx.shared.config.scan_block, |a| {
+            if leads.as_ref().is_some_and(|l| !l.contains(&a.lead_id)) {
+                return None;
+            }
+            let ok = a.type_id == NEW_LEAD
+                || (a.type_id == CHANGE_DATA_VALUE && a.change.as_ref().is_some_and(|c| fields.contains(&c.name)));
+            ok.then(|| lead_change_json(a))
+        });
+        Ok(page_reply(page))
+    })
 }
 
 pub(crate) fn deleted_leads(ctx: &Ctx<'_>) -> Reply {
-    let start = match token_param(ctx) {
-        Ok(s) => s,
-        Err(e) => return e,
-    };
-    let batch = match ctx.batch_size() {
-        Ok(b) => b,
-        Err(e) => return e,
-    };
-    let cutoff: DateTime<Utc> = ctx.now - ctx.shared.config.deleted_lead_retention;
-    let db = ctx.shared.db();
-    let page = scan(&db, start, batch, ctx.shared.config.scan_block, |a| {
-        (a.type_id == DELETE_LEAD && a.date >= cutoff).then(|| activity_json(a))
-    });
-    page_reply(page)
+    answer(|| {
+        let start = token_param(ctx)?;
+        let batch = ctx.batch_size()?;
+        let cutoff: DateTime<Utc> = ctx.now - ctx.shared.config.deleted_lead_retention;
+        let db = ctx.shared.db();
+        let page = scan(&db, start, batch, ctx.shared.config.scan_block, |a| {
+            (a.type_id == DELETE_LEAD && a.date >= cutoff).then(|| activity_json(a))
+        });
+        Ok(page_reply(page))
+    })
 }
 
 pub(crate) fn types(ctx: &Ctx<'_>) -> Reply {
@@ -337,7 +279,7 @@ pub(crate) fn types(ctx: &Ctx<'_>) -> Reply {
         })
         .collect();
     let db = ctx.shared.db();
-    out.extend(db.custom_types.iter().filter_map(super::custom_activities::as_activity_type));
+    out.extend(db.custom_types.iter().filter_map(as_activity_type));
     Reply::ok(out)
 }
 

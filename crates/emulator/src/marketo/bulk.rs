@@ -2,14 +2,12 @@
 
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
 
-use super::activities::activity_json;
-use super::envelope::Reply;
-use super::leads::value_string;
+use super::context::Ctx;
+use super::envelope::{Reply, parse_ts, value_string};
+use super::jobs::{ExportFilter as Filter, ExportJob, ExportKind as Kind, ExportStatus as Status};
 use super::limits::central_day;
-use super::server::Ctx;
-use super::state::{DELETE_LEAD, Db, fmt_ts, parse_ts};
+use super::state::{DELETE_LEAD, Db, activity_json};
 
 const MAX_PROCESSING: usize = 2;
 const MAX_QUEUED: usize = 10;
@@ -25,96 +23,6 @@ const ACTIVITY_FIELDS: &[&str] = &[
     "actionResult",
 ];
 const ACTIVITY_DEFAULT: usize = 8;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Leads,
-    Activities,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Status {
-    Created,
-    Queued,
-    Processing,
-    Completed,
-    Cancelled,
-    Failed,
-}
-
-impl Status {
-    fn name(self, in_list: bool) -> &'static str {
-        match self {
-            Status::Created => "Created",
-            Status::Queued => "Queued",
-            Status::Processing => "Processing",
-            Status::Completed => "Completed",
-            // The docs spell it "Canceled" in job lists and "Cancelled" elsewhere.
-            Status::Cancelled if in_list => "Canceled",
-            Status::Cancelled => "Cancelled",
-            Status::Failed => "Failed",
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Filter {
-    field: &'static str,
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
-    type_ids: Option<Vec<i64>>,
-    primary_ids: Option<Vec<i64>>,
-    primary_values: Option<Vec<String>>,
-}
-
-/// One export job.
-#[derive(Debug, Clone)]
-pub(crate) struct ExportJob {
-    id: String,
-    kind: Kind,
-    client_id: String,
-    format: String,
-    fields: Vec<String>,
-    headers: Vec<String>,
-    filter: Filter,
-    status: Status,
-    created_at: DateTime<Utc>,
-    queued_at: Option<DateTime<Utc>>,
-    started_at: Option<DateTime<Utc>>,
-    finished_at: Option<DateTime<Utc>>,
-    file: Option<Vec<u8>>,
-    records: u64,
-}
-
-impl ExportJob {
-    fn render(&self, in_list: bool) -> Value {
-        let mut o = Map::new();
-        o.insert("exportId".into(), json!(self.id));
-        o.insert("format".into(), json!(self.format));
-        o.insert("status".into(), json!(self.status.name(in_list)));
-        o.insert("createdAt".into(), json!(fmt_ts(self.created_at)));
-        if let Some(t) = self.queued_at {
-            o.insert("queuedAt".into(), json!(fmt_ts(t)));
-        }
-        if let Some(t) = self.started_at {
-            o.insert("startedAt".into(), json!(fmt_ts(t)));
-        }
-        if let Some(t) = self.finished_at {
-            o.insert("finishedAt".into(), json!(fmt_ts(t)));
-        }
-        if self.status == Status::Completed
-            && let Some(f) = &self.file
-        {
-            o.insert("numberOfRecords".into(), json!(self.records));
-            o.insert("fileSize".into(), json!(f.len()));
-            o.insert("fileChecksum".into(), json!(format!("sha256:{}", hex::encode(Sha256::digest(f)))));
-        }
-        if self.status == Status::Failed {
-            o.insert("errorMsg".into(), json!("Export failed"));
-        }
-        Value::Object(o)
-    }
-}
 
 fn kind_of(k: &str) -> Kind {
     if k == "activities" { Kind::Activities } else { Kind::Leads }
@@ -212,24 +120,6 @@ fn generate(db: &Db, job: &ExportJob) -> (Vec<u8>, u64) {
     (out.into_bytes(), n)
 }
 
-/// How long a job with `records` rows spends in Processing: the fixed part plus the per-1,000-rows
-/// part (microsecond precision, saturating).
-pub(crate) fn processing_time(fixed: Duration, per_1000_rows: Duration, records: u64) -> Duration {
-    let per_us = per_1000_rows.num_microseconds().unwrap_or(i64::MAX).max(0);
-    let rows = i128::from(records);
-    let us = (i128::from(per_us) * rows / 1000).min(i128::from(i64::MAX / 2));
-    let variable = Duration::microseconds(i64::try_from(us).unwrap_or(i64::MAX / 2));
-    fixed.checked_add(&variable).unwrap_or(Duration::MAX)
-}
-
-/// Whether a job of `records` rows that began processing at `started_at` has spent its processing
-/// time (the configured fixed plus per-1,000-rows parts) by `ctx.now`; never when it has not begun.
-pub(crate) fn processing_done(ctx: &Ctx<'_>, started_at: Option<DateTime<Utc>>, records: u64) -> bool {
-    let config = &ctx.shared.config;
-    let needed = processing_time(config.bulk_processing_time, config.bulk_processing_per_1000_rows, records);
-    started_at.is_some_and(|s| ctx.now - s >= needed)
-}
-
 /// Moves jobs along: Processing → Completed after the processing time (fixed plus per 1,000 rows),
 /// Queued → Processing when a slot is free (snapshotting the data).
 fn advance(db: &mut Db, ctx: &Ctx<'_>) {
@@ -238,7 +128,7 @@ fn advance(db: &mut Db, ctx: &Ctx<'_>) {
         let mut changed = false;
         for i in 0..db.jobs.len() {
             let job = &db.jobs[i];
-            if job.status == Status::Processing && processing_done(ctx, job.started_at, job.records) {
+            if job.status == Status::Processing && ctx.processing_done(job.started_at, job.records) {
                 let size = job.file.as_ref().map_or(0, |f| f.len() as u64);
                 db.jobs[i].status = Status::Completed;
                 db.jobs[i].finished_at = Some(now);
@@ -570,20 +460,4 @@ pub(crate) fn list(ctx: &Ctx<'_>, kind: &str) -> Reply {
         r = r.with("nextPageToken", json!(token));
     }
     r
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn processing_time_is_fixed_plus_per_row() {
-        let fixed = Duration::seconds(30);
-        let per = Duration::milliseconds(200);
-        assert_eq!(processing_time(fixed, per, 0), fixed);
-        assert_eq!(processing_time(fixed, per, 1_000_000), Duration::seconds(230));
-        assert_eq!(processing_time(Duration::zero(), per, 5), Duration::milliseconds(1));
-        assert_eq!(processing_time(fixed, Duration::zero(), 1_000_000), fixed);
-        assert!(processing_time(fixed, Duration::MAX, u64::MAX) > Duration::days(365));
-    }
 }

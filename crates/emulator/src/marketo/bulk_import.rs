@@ -6,73 +6,14 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
-use super::bulk::processing_done;
+use super::context::Ctx;
 use super::envelope::Reply;
+use super::jobs::{ImportJob, ImportStatus as Status};
 use super::leads::upsert;
-use super::server::Ctx;
 use super::state::Db;
 
 const MAX_IMPORTING: usize = 2;
 const MAX_QUEUED: usize = 10;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Status {
-    Queued,
-    Importing,
-    Complete,
-    Failed,
-}
-
-impl Status {
-    fn name(self) -> &'static str {
-        match self {
-            Status::Queued => "Queued",
-            Status::Importing => "Importing",
-            Status::Complete => "Complete",
-            Status::Failed => "Failed",
-        }
-    }
-}
-
-/// One import batch.
-#[derive(Debug, Clone)]
-pub(crate) struct ImportJob {
-    id: i64,
-    status: Status,
-    delim: char,
-    header: Vec<String>,
-    rows: Vec<Vec<String>>,
-    lookup: String,
-    partition: Option<i64>,
-    queued_at: DateTime<Utc>,
-    started_at: Option<DateTime<Utc>>,
-    imported: u64,
-    failures: Vec<(Vec<String>, String)>,
-    warnings: Vec<(Vec<String>, String)>,
-}
-
-impl ImportJob {
-    fn render(&self) -> Value {
-        let mut o = Map::new();
-        o.insert("batchId".into(), json!(self.id));
-        o.insert("importId".into(), json!(self.id.to_string()));
-        o.insert("status".into(), json!(self.status.name()));
-        let done = matches!(self.status, Status::Complete | Status::Failed);
-        o.insert("numOfLeadsProcessed".into(), json!(if done { self.imported } else { 0 }));
-        o.insert("numOfRowsFailed".into(), json!(if done { self.failures.len() } else { 0 }));
-        o.insert("numOfRowsWithWarning".into(), json!(if done { self.warnings.len() } else { 0 }));
-        if done {
-            let n = self.imported;
-            let msg = match (self.status, self.failures.len()) {
-                (Status::Failed, f) => format!("Import failed, {n} records imported, {f} rows failed"),
-                (_, 0) => format!("Import succeeded, {n} records imported ({n} members)"),
-                (_, f) => format!("Import completed with errors, {n} records imported ({n} members), {f} rows failed"),
-            };
-            o.insert("message".into(), json!(msg));
-        }
-        Value::Object(o)
-    }
-}
 
 /// Splits delimited text into rows (RFC 4180 quoting: `"…"`, `""` for a quote, newlines inside
 /// quotes); blank lines are dropped.
@@ -184,7 +125,7 @@ fn advance(db: &mut Db, ctx: &Ctx<'_>) {
         let mut changed = false;
         for i in 0..db.imports.len() {
             let job = &db.imports[i];
-            if job.status == Status::Importing && processing_done(ctx, job.started_at, job.rows.len() as u64) {
+            if job.status == Status::Importing && ctx.processing_done(job.started_at, job.rows.len() as u64) {
                 let mut job = db.imports[i].clone();
                 run(db, &mut job, now);
                 db.imports[i] = job;

@@ -1,119 +1,16 @@
 //! Custom activity types (metadata with a draft/approve lifecycle) and Add Custom Activities.
 
-use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use super::envelope::Reply;
-use super::server::Ctx;
-use super::state::{Activity, Attr, fmt_ts, parse_ts};
+use super::context::Ctx;
+use super::envelope::{Reply, fmt_ts, parse_ts};
+use super::records::{AttrDef, CustomType, TypeDef};
+use super::state::{Activity, Attr};
 
 /// Max secondary attributes per type (1028 beyond).
 const MAX_ATTRIBUTES: usize = 20;
 /// Max serialized size of one record's `attributes` (1049 beyond).
 const MAX_ATTRIBUTES_BYTES: usize = 65_536;
-
-/// An attribute definition.
-#[derive(Debug, Clone)]
-pub(crate) struct AttrDef {
-    api_name: String,
-    name: String,
-    description: Option<String>,
-    data_type: String,
-}
-
-/// One version (approved or draft) of a type.
-#[derive(Debug, Clone)]
-pub(crate) struct TypeDef {
-    name: String,
-    description: Option<String>,
-    trigger_name: String,
-    filter_name: String,
-    primary: AttrDef,
-    attributes: Vec<AttrDef>,
-}
-
-/// A custom activity type.
-#[derive(Debug, Clone)]
-pub(crate) struct CustomType {
-    id: i64,
-    api_name: String,
-    approved: Option<TypeDef>,
-    draft: Option<TypeDef>,
-    deleted: bool,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-}
-
-impl CustomType {
-    fn status(&self) -> &'static str {
-        match (self.deleted, &self.approved, &self.draft) {
-            (true, _, _) => "deleted",
-            (false, Some(_), None) => "approved",
-            (false, Some(_), Some(_)) => "approved with draft",
-            (false, None, _) => "draft",
-        }
-    }
-
-    fn render(&self, prefer_draft: bool) -> Value {
-        let def = if prefer_draft {
-            self.draft.as_ref().or(self.approved.as_ref())
-        } else {
-            self.approved.as_ref().or(self.draft.as_ref())
-        };
-        let mut v = json!({
-            "id": self.id,
-            "apiName": self.api_name,
-            "status": self.status(),
-            "createdAt": fmt_ts(self.created_at),
-            "updatedAt": fmt_ts(self.updated_at),
-        });
-        if let (Some(d), Some(o)) = (def, v.as_object_mut()) {
-            o.insert("name".into(), json!(d.name));
-            if let Some(desc) = &d.description {
-                o.insert("description".into(), json!(desc));
-            }
-            o.insert("triggerName".into(), json!(d.trigger_name));
-            o.insert("filterName".into(), json!(d.filter_name));
-            o.insert("primaryAttribute".into(), attr_def_json(&d.primary));
-            o.insert("attributes".into(), Value::Array(d.attributes.iter().map(attr_def_json).collect()));
-        }
-        v
-    }
-
-    fn draft_mut(&mut self) -> Option<&mut TypeDef> {
-        if self.draft.is_none() {
-            self.draft = self.approved.clone();
-        }
-        self.draft.as_mut()
-    }
-}
-
-fn attr_def_json(a: &AttrDef) -> Value {
-    let mut v = json!({"apiName": a.api_name, "name": a.name, "dataType": a.data_type});
-    if let (Some(d), Some(o)) = (&a.description, v.as_object_mut()) {
-        o.insert("description".into(), json!(d));
-    }
-    v
-}
-
-/// The approved version as a `types.json` entry.
-pub(crate) fn as_activity_type(t: &CustomType) -> Option<Value> {
-    if t.deleted {
-        return None;
-    }
-    let d = t.approved.as_ref()?;
-    let mut v = json!({
-        "id": t.id,
-        "apiName": t.api_name,
-        "name": d.name,
-        "primaryAttribute": {"apiName": d.primary.api_name, "name": d.primary.name, "dataType": d.primary.data_type},
-        "attributes": d.attributes.iter().map(|a| json!({"apiName": a.api_name, "name": a.name, "dataType": a.data_type})).collect::<Vec<_>>(),
-    });
-    if let (Some(desc), Some(o)) = (&d.description, v.as_object_mut()) {
-        o.insert("description".into(), json!(desc));
-    }
-    Some(v)
-}
 
 fn str_field<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
     v.get(k).and_then(Value::as_str).filter(|s| !s.trim().is_empty())
@@ -332,19 +229,13 @@ fn skip(code: &str, message: impl Into<String>) -> Value {
 }
 
 pub(crate) fn add(ctx: &Ctx<'_>) -> Reply {
-    let body = match ctx.json() {
+    let (_, input) = match ctx.json_input() {
         Ok(b) => b,
         Err(e) => return e,
     };
-    let Some(input) = body.get("input").and_then(Value::as_array) else {
-        return Reply::err("1003", "input cannot be blank");
-    };
-    if input.len() > ctx.max_batch() {
-        return Reply::err("1003", format!("Batch size exceeded, max {}", ctx.max_batch()));
-    }
     let mut db = ctx.shared.db();
     let mut out = Vec::with_capacity(input.len());
-    for rec in input {
+    for rec in &input {
         let lead_id = rec.get("leadId").and_then(Value::as_i64);
         let type_id = rec.get("activityTypeId").and_then(Value::as_i64);
         let ty = type_id.and_then(|id| db.custom_types.iter().find(|t| t.id == id && !t.deleted));

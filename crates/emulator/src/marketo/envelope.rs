@@ -1,5 +1,7 @@
-//! The Marketo response envelope and the small reply type every handler returns.
+//! The Marketo response envelope and the small reply type every handler returns, and how values
+//! and datetimes are written on the wire.
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 
 /// What a handler produced; the server turns it into an HTTP response.
@@ -92,6 +94,11 @@ impl Reply {
     }
 }
 
+/// The reply of a handler written with `?`: its answer, or the error reply that cut it short.
+pub(crate) fn answer(run: impl FnOnce() -> Result<Reply, Reply>) -> Reply {
+    run().unwrap_or_else(|e| e)
+}
+
 /// Default message for an error code (used by injected faults).
 pub(crate) fn default_message(code: &str) -> &'static str {
     match code {
@@ -120,4 +127,35 @@ pub(crate) fn default_message(code: &str) -> &'static str {
 /// Codes that count neither against the rate limit nor the daily quota (the docs' ★ footnote).
 pub(crate) fn is_uncounted(code: &str) -> bool {
     matches!(code, "601" | "602" | "604" | "605" | "608" | "611")
+}
+
+/// Formats a datetime the way lead records do (`2026-01-16T23:32:19Z`).
+pub(crate) fn fmt_ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// Parses a Marketo datetime leniently (`Z`, `+00:00`, `+0000`, or a bare date).
+pub(crate) fn parse_ts(s: &str) -> Option<DateTime<Utc>> {
+    let s = s.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    for fmt in ["%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%dT%H:%M:%S%z"] {
+        if let Ok(t) = DateTime::parse_from_str(s, fmt) {
+            return Some(t.with_timezone(&Utc));
+        }
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return d.and_hms_opt(0, 0, 0).map(|n| n.and_utc());
+    }
+    None
+}
+
+/// A lead value as the string Marketo compares / reports it as.
+pub(crate) fn value_string(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
 }

@@ -2,6 +2,8 @@
 
 use serde_json::{Value, json};
 
+use super::envelope::Reply;
+
 /// One lead field.
 #[derive(Debug, Clone)]
 pub(crate) struct FieldDef {
@@ -146,4 +148,21 @@ fn soap_name(rest: &str) -> String {
         Some(first) => first.to_uppercase().chain(c).collect(),
         None => String::new(),
     }
+}
+
+/// Fields returned when `fields` is omitted.
+pub(crate) const DEFAULT_FIELDS: [&str; 6] = ["id", "email", "updatedAt", "createdAt", "firstName", "lastName"];
+
+/// Parses and validates a `fields` list (1006 for unknown fields).
+pub(crate) fn requested_fields(cat: &[FieldDef], raw: Option<&str>) -> Result<Vec<String>, Reply> {
+    let list: Vec<String> = match raw {
+        None => DEFAULT_FIELDS.iter().map(|s| s.to_string()).collect(),
+        Some(r) => r.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+    };
+    for f in &list {
+        if !cat.iter().any(|d| d.name == *f) {
+            return Err(Reply::err("1006", format!("Field '{f}' not found")));
+        }
+    }
+    Ok(list)
 }

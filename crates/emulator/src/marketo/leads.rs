@@ -2,36 +2,10 @@
 
 use serde_json::{Map, Value, json};
 
-use super::envelope::Reply;
-use super::fields::{self, FieldDef};
-use super::server::Ctx;
+use super::context::Ctx;
+use super::envelope::{Reply, value_string};
+use super::fields::{self, FieldDef, requested_fields};
 use super::state::{Db, Lead};
-
-/// Fields returned when `fields` is omitted.
-pub(crate) const DEFAULT_FIELDS: [&str; 6] = ["id", "email", "updatedAt", "createdAt", "firstName", "lastName"];
-
-/// A lead value as the string Marketo compares / reports it as.
-pub(crate) fn value_string(v: &Value) -> Option<String> {
-    match v {
-        Value::Null => None,
-        Value::String(s) => Some(s.clone()),
-        other => Some(other.to_string()),
-    }
-}
-
-/// Parses and validates a `fields` list (1006 for unknown fields).
-pub(crate) fn requested_fields(cat: &[FieldDef], raw: Option<&str>) -> Result<Vec<String>, Reply> {
-    let list: Vec<String> = match raw {
-        None => DEFAULT_FIELDS.iter().map(|s| s.to_string()).collect(),
-        Some(r) => r.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
-    };
-    for f in &list {
-        if !cat.iter().any(|d| d.name == *f) {
-            return Err(Reply::err("1006", format!("Field '{f}' not found")));
-        }
-    }
-    Ok(list)
-}
 
 /// A lead restricted to `fields`; `id` always present, null fields omitted.
 pub(crate) fn render(lead: &Lead, fields: &[String]) -> Value {
@@ -174,16 +148,10 @@ fn find(db: &Db, field: &str, value: &Value) -> Vec<i64> {
 }
 
 pub(crate) fn sync(ctx: &Ctx<'_>) -> Reply {
-    let body = match ctx.json() {
+    let (body, input) = match ctx.json_input() {
         Ok(b) => b,
         Err(e) => return e,
     };
-    let Some(input) = body.get("input").and_then(Value::as_array) else {
-        return Reply::err("1003", "input cannot be blank");
-    };
-    if input.len() > ctx.max_batch() {
-        return Reply::err("1003", format!("Batch size exceeded, max {}", ctx.max_batch()));
-    }
     let action = body.get("action").and_then(Value::as_str).unwrap_or("createOrUpdate");
     if !matches!(action, "createOnly" | "updateOnly" | "createOrUpdate" | "createDuplicate") {
         return Reply::err("1003", format!("Invalid action '{action}'"));
@@ -194,7 +162,7 @@ pub(crate) fn sync(ctx: &Ctx<'_>) -> Reply {
         return Reply::err("1006", format!("Field '{lookup}' not found"));
     }
     let mut out = Vec::with_capacity(input.len());
-    for rec in input {
+    for rec in &input {
         let Some(rec) = rec.as_object() else {
             out.push(skipped("1003", "Invalid lead record"));
             continue;

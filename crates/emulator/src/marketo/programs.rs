@@ -2,15 +2,14 @@
 //! forms, lead partitions, and the lead endpoints that use them: leads by program, change program
 //! status, push leads, submit form, move leads between partitions, describe program members.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
-use super::envelope::Reply;
+use super::context::Ctx;
+use super::envelope::{Reply, fmt_ts, value_string};
 use super::leads::{self, Paging, outcome, paging, render, skipped, upsert};
-use super::server::Ctx;
-use super::state::{Attr, Db, fmt_ts};
+use super::records::{Member, Partition};
+use super::state::{Attr, Db};
 
 /// Fill Out Form.
 const FILL_OUT_FORM: i64 = 2;
@@ -20,121 +19,6 @@ const CHANGE_LEAD_PARTITION: i64 = 100;
 const CHANGE_PROGRAM_STATUS: i64 = 104;
 /// Push Lead to Marketo.
 const PUSH_LEAD: i64 = 145;
-
-/// One status of a program's channel.
-#[derive(Debug, Clone)]
-pub(crate) struct ProgramStatus {
-    id: i64,
-    name: &'static str,
-    step: u32,
-    success: bool,
-}
-
-/// A lead's membership in a program.
-#[derive(Debug, Clone)]
-pub(crate) struct Member {
-    status: usize,
-    acquired_by: bool,
-    reached_success: bool,
-    membership_date: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-}
-
-/// A program: its channel's statuses (in step order) and its members by lead id.
-#[derive(Debug, Clone)]
-pub(crate) struct Program {
-    id: i64,
-    name: &'static str,
-    statuses: Vec<ProgramStatus>,
-    members: BTreeMap<i64, Member>,
-}
-
-impl Program {
-    /// The lead's membership as `leads/{id}/programMembership.json` reports it.
-    pub(crate) fn membership_of(&self, lead: i64) -> Option<Value> {
-        let m = self.members.get(&lead)?;
-        Some(json!({
-            "id": self.id,
-            "progressionStatus": self.statuses[m.status].name,
-            "isExhausted": false,
-            "acquiredBy": m.acquired_by,
-            "reachedSuccess": m.reached_success,
-            "membershipDate": fmt_ts(m.membership_date),
-            "updatedAt": fmt_ts(m.updated_at),
-        }))
-    }
-
-    fn status_index(&self, name: &str) -> Option<usize> {
-        self.statuses.iter().position(|s| s.name.eq_ignore_ascii_case(name))
-    }
-}
-
-/// A form `submitForm.json` accepts, optionally tied to a program.
-#[derive(Debug, Clone)]
-pub(crate) struct Form {
-    id: i64,
-    name: &'static str,
-    program_id: Option<i64>,
-}
-
-/// A lead partition.
-#[derive(Debug, Clone)]
-pub(crate) struct Partition {
-    pub(crate) id: i64,
-    pub(crate) name: &'static str,
-    pub(crate) description: &'static str,
-}
-
-fn statuses(list: &[(i64, &'static str, u32, bool)]) -> Vec<ProgramStatus> {
-    list.iter().map(|&(id, name, step, success)| ProgramStatus { id, name, step, success }).collect()
-}
-
-/// The seeded programs: a webinar, an email send and a content program, with their channels'
-/// usual statuses.
-pub(crate) fn seed_programs() -> Vec<Program> {
-    vec![
-        Program {
-            id: 1001,
-            name: "Salesync Webinar 2026",
-            statuses: statuses(&[
-                (101, "Invited", 10, false),
-                (102, "Registered", 20, false),
-                (103, "No Show", 30, false),
-                (104, "Attended", 40, true),
-                (105, "Attended On-demand", 50, true),
-            ]),
-            members: BTreeMap::new(),
-        },
-        Program {
-            id: 1002,
-            name: "Salesync Newsletter",
-            statuses: statuses(&[(201, "Member", 10, false), (202, "Engaged", 20, true)]),
-            members: BTreeMap::new(),
-        },
-        Program {
-            id: 1003,
-            name: "Salesync Whitepaper",
-            statuses: statuses(&[(301, "Member", 10, false), (302, "Engaged", 20, true)]),
-            members: BTreeMap::new(),
-        },
-    ]
-}
-
-/// The seeded forms (1001 registers for the webinar program).
-pub(crate) fn seed_forms() -> Vec<Form> {
-    vec![
-        Form { id: 1001, name: "Salesync Webinar Registration", program_id: Some(1001) },
-        Form { id: 1002, name: "Salesync Contact Us", program_id: None },
-    ]
-}
-
-/// The seeded partitions (leads without `leadPartitionId` are in the default one).
-pub(crate) fn seed_partitions() -> Vec<Partition> {
-    vec![
-        Partition { id: 1, name: "Default", description: "Initial system lead partition" },
-        Partition { id: 2, name: "EMEA", description: "Leads managed by the EMEA team" },
-    ]
-}
 
 /// How a status change went.
 enum Change {
@@ -241,17 +125,6 @@ pub(crate) fn leads_by_program(ctx: &Ctx<'_>, program: &str) -> Reply {
     reply
 }
 
-/// The `input` array of a JSON write (1003 when absent, or above the batch limit).
-fn input_of<'a>(ctx: &Ctx<'_>, body: &'a Value) -> Result<&'a Vec<Value>, Reply> {
-    let Some(input) = body.get("input").and_then(Value::as_array) else {
-        return Err(Reply::err("1003", "input cannot be blank"));
-    };
-    if input.len() > ctx.max_batch() {
-        return Err(Reply::err("1003", format!("Batch size exceeded, max {}", ctx.max_batch())));
-    }
-    Ok(input)
-}
-
 fn str_of<'a>(body: &'a Value, key: &str) -> Option<&'a str> {
     body.get(key).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty())
 }
@@ -271,7 +144,7 @@ pub(crate) fn change_status(ctx: &Ctx<'_>, program: &str) -> Reply {
     let Some(status_name) = str_of(&body, "status") else {
         return Reply::err("1003", "status cannot be blank");
     };
-    let input = match input_of(ctx, &body) {
+    let input = match ctx.input_of(&body) {
         Ok(i) => i,
         Err(e) => return e,
     };
@@ -320,7 +193,7 @@ pub(crate) fn push(ctx: &Ctx<'_>) -> Reply {
     let Some(program_name) = str_of(&body, "programName") else {
         return Reply::err("1003", "programName cannot be blank");
     };
-    let input = match input_of(ctx, &body) {
+    let input = match ctx.input_of(&body) {
         Ok(i) => i,
         Err(e) => return e,
     };
@@ -399,7 +272,7 @@ pub(crate) fn submit_form(ctx: &Ctx<'_>) -> Reply {
     let Some(form_id) = form_id.as_i64().or_else(|| form_id.as_str().and_then(|s| s.trim().parse().ok())) else {
         return Reply::err("1003", "Invalid formId");
     };
-    let input = match input_of(ctx, &body) {
+    let input = match ctx.input_of(&body) {
         Ok(i) => i,
         Err(e) => return e,
     };
@@ -412,7 +285,7 @@ pub(crate) fn submit_form(ctx: &Ctx<'_>) -> Reply {
     };
     let program = match body.get("programId").filter(|v| !v.is_null()) {
         None => form.program_id.and_then(|id| db.programs.iter().position(|p| p.id == id)),
-        Some(v) => match program_by_id(&db, &leads::value_string(v).unwrap_or_default()) {
+        Some(v) => match program_by_id(&db, &value_string(v).unwrap_or_default()) {
             Ok(p) => Some(p),
             Err(e) => return e,
         },
@@ -462,7 +335,7 @@ pub(crate) fn update_partitions(ctx: &Ctx<'_>) -> Reply {
         Ok(b) => b,
         Err(e) => return e,
     };
-    let input = match input_of(ctx, &body) {
+    let input = match ctx.input_of(&body) {
         Ok(i) => i,
         Err(e) => return e,
     };

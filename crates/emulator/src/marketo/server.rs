@@ -1,237 +1,32 @@
-//! The axum server: admission (size limits, auth, concurrency, rate, quota, faults) and routing.
+//! The axum server at the top of the emulator: admission (size limits, auth, concurrency, rate,
+//! quota, faults), the call log, and the router that hands each request to its operation family.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::header;
 use axum::response::Response;
-use chrono::{DateTime, Utc};
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
 use serde_json::Value;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
-use super::auth::{self, TokenCheck, Tokens};
-use super::envelope::{Reply, is_uncounted};
-use super::limits::BusyModel;
-use super::limits::{Admit, InFlight, LimitState};
-use super::state::Db;
-use super::{
-    MarketoCall, MarketoConfig, MarketoFault, Refusal, activities, bulk, bulk_import, custom_activities, fields, leads,
-    programs,
-};
-use crate::faults::{FaultAction, FaultPlan};
-
-/// Locks a mutex, ignoring poisoning (state stays usable after a panicking test thread).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
-}
-
-/// State shared by the handle and the server.
-pub(crate) struct Shared {
-    pub(crate) config: MarketoConfig,
-    pub(crate) clients: Vec<(String, String)>,
-    db: Mutex<Db>,
-    tokens: Mutex<Tokens>,
-    limits: Mutex<LimitState>,
-    faults: Mutex<Arc<FaultPlan<MarketoFault>>>,
-    identity_faults: Mutex<Arc<FaultPlan<MarketoFault>>>,
-    log: Mutex<Vec<MarketoCall>>,
-    rng: Mutex<SmallRng>,
-    pub(crate) in_flight: Arc<AtomicU32>,
-    pub(crate) peak: AtomicU32,
-    /// Refused calls per [`Refusal`] (indexed by [`Refusal::index`]).
-    pub(crate) refused: [AtomicU64; Refusal::COUNT],
-    /// The co-tenant's calls per window ([`super::CoTenant::calls_per_window`]), changeable at run time.
-    pub(crate) co_tenant_calls: AtomicU32,
-    /// The co-tenant's in-flight share ([`super::CoTenant::in_flight`]), changeable at run time.
-    pub(crate) co_tenant_in_flight: AtomicU32,
-    /// The busy model and its random source.
-    busy: Mutex<(BusyModel, SmallRng)>,
-    /// The daily quota set at run time (`u64::MAX`: the configured one).
-    pub(crate) quota_override: AtomicU64,
-}
-
-impl Shared {
-    pub(crate) fn new(config: MarketoConfig) -> Self {
-        let mut clients = vec![(config.client_id.clone(), config.client_secret.clone())];
-        clients.extend(config.additional_clients.iter().cloned());
-        let cat = fields::catalogue(config.linkedin_field, config.expose_oppty_id);
-        Shared {
-            rng: Mutex::new(SmallRng::seed_from_u64(config.fault_seed)),
-            clients,
-            db: Mutex::new(Db::new(cat)),
-            tokens: Mutex::new(Tokens::default()),
-            limits: Mutex::new(LimitState::default()),
-            faults: Mutex::new(Arc::new(FaultPlan::default())),
-            identity_faults: Mutex::new(Arc::new(FaultPlan::default())),
-            log: Mutex::new(Vec::new()),
-            in_flight: Arc::new(AtomicU32::new(0)),
-            peak: AtomicU32::new(0),
-            refused: Default::default(),
-            co_tenant_calls: AtomicU32::new(config.co_tenant.calls_per_window),
-            co_tenant_in_flight: AtomicU32::new(config.co_tenant.in_flight),
-            busy: Mutex::new((config.busy, SmallRng::seed_from_u64(config.busy.seed))),
-            quota_override: AtomicU64::new(u64::MAX),
-            config,
-        }
-    }
-
-    pub(crate) fn set_busy(&self, busy: BusyModel) {
-        *lock(&self.busy) = (busy, SmallRng::seed_from_u64(busy.seed));
-    }
-
-    pub(crate) fn busy_model(&self) -> BusyModel {
-        lock(&self.busy).0
-    }
-
-    /// Draws the busy answer for one call: 615 first, then 606 (both draws are always made while
-    /// a fraction is set, so a seeded sequence of calls gets the same answers).
-    fn busy_draw(&self) -> Option<Refusal> {
-        let mut g = lock(&self.busy);
-        let (model, rng) = &mut *g;
-        if model.is_off() {
-            return None;
-        }
-        let a: f64 = rng.gen_range(0.0..1.0);
-        let b: f64 = rng.gen_range(0.0..1.0);
-        if a < model.rate_615_fraction {
-            Some(Refusal::ConcurrencyInjected)
-        } else if b < model.rate_606_fraction {
-            Some(Refusal::RateInjected)
-        } else {
-            None
-        }
-    }
-
-    fn count_refusal(&self, r: Refusal) {
-        self.refused[r.index()].fetch_add(1, Ordering::SeqCst);
-    }
-
-    pub(crate) fn now(&self) -> DateTime<Utc> {
-        self.config.clock.now()
-    }
-
-    pub(crate) fn issued_tokens(&self) -> Vec<String> {
-        lock(&self.tokens).issued()
-    }
-
-    pub(crate) fn db(&self) -> MutexGuard<'_, Db> {
-        lock(&self.db)
-    }
-
-    pub(crate) fn log(&self) -> MutexGuard<'_, Vec<MarketoCall>> {
-        lock(&self.log)
-    }
-
-    pub(crate) fn limits(&self) -> MutexGuard<'_, LimitState> {
-        lock(&self.limits)
-    }
-
-    pub(crate) fn faults_slot(&self) -> MutexGuard<'_, Arc<FaultPlan<MarketoFault>>> {
-        lock(&self.faults)
-    }
-
-    pub(crate) fn identity_faults_slot(&self) -> MutexGuard<'_, Arc<FaultPlan<MarketoFault>>> {
-        lock(&self.identity_faults)
-    }
-
-    fn request_id(&self) -> String {
-        let mut rng = lock(&self.rng);
-        let a: u32 = rng.gen_range(0x1000..0x10_0000);
-        let b: u64 = rng.gen_range(0x100_0000_0000..0x1000_0000_0000);
-        format!("{a:x}#{b:011x}")
-    }
-}
-
-/// The running server task.
-pub(crate) struct ServerTask {
-    stop: oneshot::Sender<()>,
-    handle: JoinHandle<()>,
-}
-
-impl ServerTask {
-    pub(crate) async fn stop(self) {
-        let _ = self.stop.send(());
-        let mut handle = self.handle;
-        if tokio::time::timeout(std::time::Duration::from_secs(2), &mut handle).await.is_err() {
-            handle.abort();
-        }
-    }
-}
+use super::auth::{self, TokenCheck};
+use super::config::{MarketoCall, Refusal};
+use super::context::{Ctx, Shared};
+use super::envelope::{Reply, fmt_ts, is_uncounted};
+use super::limits::{Admit, InFlight, MarketoLimits, central_day};
+use super::{activities, bulk, bulk_import, custom_activities, leads, programs};
+use crate::http::{self, Injected, JSON_UTF8, ServerTask, Transport};
 
 /// Binds and spawns the server.
 pub(crate) async fn serve(shared: Arc<Shared>) -> std::io::Result<(SocketAddr, ServerTask)> {
-    let listener = tokio::net::TcpListener::bind(shared.config.bind).await?;
-    let addr = listener.local_addr()?;
+    let (listener, addr) = http::bind(shared.config.bind).await?;
     let app = Router::new().fallback(handle).with_state(shared);
-    let (tx, rx) = oneshot::channel::<()>();
-    let handle = tokio::spawn(async move {
-        let res = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = rx.await;
-            })
-            .await;
-        if let Err(e) = res {
-            tracing::warn!(error = %e, "marketo emulator server stopped with an error");
-        }
-    });
-    Ok((addr, ServerTask { stop: tx, handle }))
-}
-
-/// One request, decoded.
-pub(crate) struct Ctx<'a> {
-    pub(crate) shared: &'a Shared,
-    pub(crate) method: String,
-    pub(crate) path: String,
-    pub(crate) query: HashMap<String, String>,
-    pub(crate) headers: HeaderMap,
-    pub(crate) body: Bytes,
-    pub(crate) client_id: String,
-    pub(crate) now: DateTime<Utc>,
-}
-
-impl Ctx<'_> {
-    /// A query (or `_method=GET` form) parameter, empty values treated as absent.
-    pub(crate) fn param(&self, k: &str) -> Option<&str> {
-        self.query.get(k).map(String::as_str).filter(|v| !v.trim().is_empty())
-    }
-
-    /// The JSON body (612 without an `application/json` content type, 609 when malformed).
-    pub(crate) fn json(&self) -> Result<Value, Reply> {
-        let ct = self.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-        if !ct.to_ascii_lowercase().starts_with("application/json") {
-            return Err(Reply::err("612", "Invalid Content Type"));
-        }
-        serde_json::from_slice(&self.body).map_err(|_| Reply::err("609", "Invalid JSON"))
-    }
-
-    /// The configured batch limit.
-    pub(crate) fn max_batch(&self) -> usize {
-        self.shared.config.limits.max_batch
-    }
-
-    /// `batchSize` validated against the batch limit (default = the limit).
-    pub(crate) fn batch_size(&self) -> Result<usize, Reply> {
-        let max = self.max_batch();
-        match self.param("batchSize") {
-            None => Ok(max),
-            Some(s) => match s.trim().parse::<usize>() {
-                Ok(n) if n >= 1 && n <= max => Ok(n),
-                _ => Err(Reply::err("1003", format!("Invalid batchSize '{s}', must be between 1 and {max}"))),
-            },
-        }
-    }
+    Ok((addr, http::spawn(listener, app, "marketo")))
 }
 
 /// Query or form parameters. A key given more than once (`fields=id&fields=email`, the
@@ -251,12 +46,6 @@ fn parse_form(s: &str) -> HashMap<String, String> {
         }
     }
     out
-}
-
-enum Transport {
-    Normal,
-    Drop,
-    Malformed,
 }
 
 async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
@@ -329,9 +118,9 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             plan.check(&method, &path)
         };
         let mut transport = Transport::Normal;
-        match fault {
-            None | Some(FaultAction::ApplyThenDrop) => {}
-            Some(FaultAction::Error(f)) => {
+        match http::inject(fault).await {
+            Injected::Proceed => {}
+            Injected::Error(f) => {
                 let status = if f.code == "502" { 502 } else { 401 };
                 let reply = Reply::Json {
                     status,
@@ -340,19 +129,17 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
                 };
                 return finish(&shared, call, reply, Transport::Normal);
             }
-            Some(FaultAction::Delay(d)) => tokio::time::sleep(d).await,
-            Some(FaultAction::DropConnection) => {
+            Injected::Break(Transport::Drop) => {
                 return finish(&shared, call, Reply::ok_void(), Transport::Drop);
             }
-            Some(FaultAction::MalformedBody) => transport = Transport::Malformed,
-        }
-        if let Some(FaultAction::ApplyThenDrop) = fault {
-            transport = Transport::Drop;
+            // A malformed identity answer still issues the token.
+            Injected::Break(t) => transport = t,
+            Injected::ApplyThenDrop => transport = Transport::Drop,
         }
         let reply = if method == "GET" || method == "POST" {
             let mut params = query.clone();
             params.extend(form);
-            let mut tokens = lock(&shared.tokens);
+            let mut tokens = shared.tokens();
             auth::identity(&mut tokens, &params, &shared.clients, &shared.config.api_user, now, shared.config.token_ttl)
         } else {
             Reply::text(405, "Method Not Allowed")
@@ -373,7 +160,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(|s| s.trim().to_string());
-    let client_id = match lock(&shared.tokens).check(bearer.as_deref(), now) {
+    let client_id = match shared.tokens().check(bearer.as_deref(), now) {
         TokenCheck::Valid(c) => c,
         TokenCheck::Invalid(code, msg) => return finish(&shared, call, Reply::err(code, msg), Transport::Normal),
     };
@@ -400,7 +187,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     }
     // Rate window (with the co-tenant's calls) and daily quota.
     let co_tenant = shared.co_tenant_calls.load(Ordering::SeqCst);
-    let slot = match lock(&shared.limits).admit(&limits, co_tenant, now, at) {
+    let slot = match shared.limits().admit(&limits, co_tenant, now, at) {
         Admit::Ok(id) => id,
         Admit::Rate { own } => {
             let r = if own { Refusal::RateOwn } else { Refusal::RateShared };
@@ -416,9 +203,9 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     };
     let mut transport = Transport::Normal;
     let mut skip_work = None;
-    match fault {
-        None => {}
-        Some(FaultAction::Error(f)) => {
+    match http::inject(fault).await {
+        Injected::Proceed => {}
+        Injected::Error(f) => {
             let injected = match f.code.as_str() {
                 "606" => Some(Refusal::RateInjected),
                 "615" => Some(Refusal::ConcurrencyInjected),
@@ -434,16 +221,11 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             }
             skip_work = Some(r);
         }
-        Some(FaultAction::Delay(d)) => tokio::time::sleep(d).await,
-        Some(FaultAction::DropConnection) => {
-            transport = Transport::Drop;
+        Injected::Break(t) => {
+            transport = t;
             skip_work = Some(Reply::ok_void());
         }
-        Some(FaultAction::MalformedBody) => {
-            transport = Transport::Malformed;
-            skip_work = Some(Reply::ok_void());
-        }
-        Some(FaultAction::ApplyThenDrop) => transport = Transport::Drop,
+        Injected::ApplyThenDrop => transport = Transport::Drop,
     }
     if let Some(lat) = shared.config.latency {
         tokio::time::sleep(lat).await;
@@ -465,14 +247,14 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         }
     };
     if reply.outcome().is_some_and(is_uncounted) {
-        lock(&shared.limits).release(slot);
+        shared.limits().release(slot);
         call.counted = false;
     }
     finish(&shared, call, reply, transport)
 }
 
 /// Answers a refused call (606/615/607 with the documented literal messages) and counts its cause.
-fn refuse(shared: &Shared, mut call: MarketoCall, r: Refusal, limits: &super::MarketoLimits) -> Response {
+fn refuse(shared: &Shared, mut call: MarketoCall, r: Refusal, limits: &MarketoLimits) -> Response {
     shared.count_refusal(r);
     call.refusal = Some(r);
     let msg = match r.code() {
@@ -500,24 +282,12 @@ fn finish(shared: &Shared, mut call: MarketoCall, reply: Reply, transport: Trans
                 Reply::Raw { status, content_type, headers, body, .. } if body.len() > 1 && status < 300 => {
                     (Some(Bytes::from(body[..body.len() / 2].to_vec())), status, content_type, headers)
                 }
-                _ => (None, 200, "application/json;charset=UTF-8", Vec::new()),
+                _ => (None, 200, JSON_UTF8, Vec::new()),
             };
             if partial.is_some() {
                 call.outcome = Some("dropped-partial".into());
             }
-            let head = futures::stream::iter(partial.map(Ok::<Bytes, std::io::Error>));
-            let tail = futures::stream::once(async {
-                tokio::task::yield_now().await;
-                Err::<Bytes, std::io::Error>(std::io::Error::other("connection dropped by fault injection"))
-            });
-            let mut r = Response::new(Body::from_stream(futures::StreamExt::chain(head, tail)));
-            *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-            for (k, v) in headers {
-                if let Ok(v) = HeaderValue::from_str(&v) {
-                    r.headers_mut().insert(k, v);
-                }
-            }
+            let r = http::response(status, Some(content_type), &headers, http::dropped_body(partial));
             shared.log().push(call);
             return r;
         }
@@ -535,10 +305,7 @@ fn finish(shared: &Shared, mut call: MarketoCall, reply: Reply, transport: Trans
 }
 
 fn json_response(status: u16, body: Vec<u8>) -> Response {
-    let mut r = Response::new(Body::from(body));
-    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json;charset=UTF-8"));
-    r
+    http::response(status, Some(JSON_UTF8), &[], body)
 }
 
 fn render(shared: &Shared, reply: Reply) -> Response {
@@ -551,15 +318,7 @@ fn render(shared: &Shared, reply: Reply) -> Response {
         }
         Reply::Json { status, body, .. } => json_response(status, serde_json::to_vec(&body).unwrap_or_default()),
         Reply::Raw { status, content_type, headers, body, .. } => {
-            let mut r = Response::new(Body::from(body));
-            *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-            for (k, v) in headers {
-                if let Ok(v) = HeaderValue::from_str(&v) {
-                    r.headers_mut().insert(k, v);
-                }
-            }
-            r
+            http::response(status, Some(content_type), &headers, body)
         }
     }
 }
@@ -706,7 +465,6 @@ fn known_path(segs: &[&str]) -> bool {
 /// `stats/usage.json`, `stats/usage/last7days.json`, `stats/errors.json`, `stats/errors/last7days.json`:
 /// counted calls (usage) or error outcomes (errors) per US-Central day, the current call included.
 fn stats(ctx: &Ctx<'_>, errors: bool, days: i64) -> Reply {
-    use super::limits::central_day;
     let today = central_day(ctx.now);
     let log = ctx.shared.log();
     let mut out = Vec::new();
@@ -714,7 +472,7 @@ fn stats(ctx: &Ctx<'_>, errors: bool, days: i64) -> Reply {
         let Some(day) = today.checked_sub_days(chrono::Days::new(back as u64)) else {
             break;
         };
-        let date = day.and_hms_opt(0, 0, 0).map(|d| super::state::fmt_ts(d.and_utc())).unwrap_or_default();
+        let date = day.and_hms_opt(0, 0, 0).map(|d| fmt_ts(d.and_utc())).unwrap_or_default();
         let calls = log.iter().filter(|c| central_day(c.clock_at) == day && !c.path.starts_with("/identity"));
         if errors {
             let mut by_code: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();

@@ -1,15 +1,15 @@
-//! The in-memory lead database and activity log, and the mutations that emit activities.
+//! The in-memory lead database and activity log, the mutations that emit activities, and how an
+//! activity is rendered.
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
-use super::bulk::ExportJob;
-use super::bulk_import::ImportJob;
-use super::custom_activities::CustomType;
+use super::envelope::{fmt_ts, value_string};
 use super::fields::FieldDef;
-use super::programs::{Form, Partition, Program};
+use super::jobs::{ExportJob, ImportJob};
+use super::records::{CustomType, Form, Partition, Program, seed_forms, seed_partitions, seed_programs};
 
 /// A lead record: REST field name → value (absent = null).
 pub(crate) type Lead = Map<String, Value>;
@@ -61,28 +61,6 @@ pub(crate) const MERGE_LEADS: i64 = 32;
 /// Delete Lead.
 pub(crate) const DELETE_LEAD: i64 = 37;
 
-/// Formats a datetime the way lead records do (`2026-01-16T23:32:19Z`).
-pub(crate) fn fmt_ts(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Secs, true)
-}
-
-/// Parses a Marketo datetime leniently (`Z`, `+00:00`, `+0000`, or a bare date).
-pub(crate) fn parse_ts(s: &str) -> Option<DateTime<Utc>> {
-    let s = s.trim();
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Some(t.with_timezone(&Utc));
-    }
-    for fmt in ["%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%dT%H:%M:%S%z"] {
-        if let Ok(t) = DateTime::parse_from_str(s, fmt) {
-            return Some(t.with_timezone(&Utc));
-        }
-    }
-    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        return d.and_hms_opt(0, 0, 0).map(|n| n.and_utc());
-    }
-    None
-}
-
 /// The whole mutable database.
 #[derive(Debug)]
 pub(crate) struct Db {
@@ -122,9 +100,9 @@ impl Db {
             jobs: Vec::new(),
             export_bytes: (chrono::NaiveDate::MIN, 0),
             fields,
-            programs: super::programs::seed_programs(),
-            forms: super::programs::seed_forms(),
-            partitions: super::programs::seed_partitions(),
+            programs: seed_programs(),
+            forms: seed_forms(),
+            partitions: seed_partitions(),
             imports: Vec::new(),
             next_import_id: 1001,
         }
@@ -311,4 +289,40 @@ impl Db {
         self.push_activity(a);
         true
     }
+}
+
+/// An activity attribute as activities.json renders it.
+pub(crate) fn attr_json(a: &Attr) -> Value {
+    let mut v = json!({"name": a.name, "value": a.value});
+    if let (Some(api), Some(o)) = (&a.api_name, v.as_object_mut()) {
+        o.insert("apiName".into(), json!(api));
+    }
+    v
+}
+
+/// An activity as activities.json renders it.
+pub(crate) fn activity_json(a: &Activity) -> Value {
+    let mut o = serde_json::Map::new();
+    o.insert("id".into(), json!(a.id));
+    o.insert("marketoGUID".into(), json!(a.id.to_string()));
+    o.insert("leadId".into(), json!(a.lead_id));
+    o.insert("activityDate".into(), json!(fmt_ts(a.date)));
+    o.insert("activityTypeId".into(), json!(a.type_id));
+    if let Some(c) = a.campaign_id {
+        o.insert("campaignId".into(), json!(c));
+    }
+    if let Some(p) = a.primary_value_id {
+        o.insert("primaryAttributeValueId".into(), json!(p));
+    }
+    if let Some(p) = &a.primary_value {
+        o.insert("primaryAttributeValue".into(), json!(p));
+    }
+    let mut attrs: Vec<Value> = Vec::new();
+    if let Some(c) = &a.change {
+        attrs.push(json!({"name": "New Value", "value": value_string(&c.new)}));
+        attrs.push(json!({"name": "Old Value", "value": value_string(&c.old)}));
+    }
+    attrs.extend(a.attributes.iter().map(attr_json));
+    o.insert("attributes".into(), Value::Array(attrs));
+    Value::Object(o)
 }

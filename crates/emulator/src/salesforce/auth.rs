@@ -7,7 +7,7 @@ use data_encoding::{BASE64, BASE64URL_NOPAD};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::SalesforceConfig;
+use super::config::SalesforceConfig;
 
 /// Issued access tokens.
 #[derive(Debug, Default)]

@@ -4,112 +4,40 @@
 //! `query`) and keeps only their ids; each results request renders its own slice as CSV. Every
 //! request is an ordinary data call, counted against the daily API allocation.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::Duration;
 use data_encoding::BASE64_NOPAD;
 use serde_json::{Value, json};
 
+use super::context::{Req, Shared};
+use super::envelope::Reply;
 use super::errors::SalesforceApiError as E;
-use super::server::{Reply, Req, Shared, State};
-use super::soql::{self, Env, Query};
-use super::store::{Id18, Rec, fmt_dt, id_str, id18};
+use super::jobs::{BulkJob, JobHead, JobState, csv_dialect, invalid_state};
+use super::soql::{self, Env};
+use super::state::State;
+use super::store::{Id18, Rec, id_str, id18};
 use crate::sfid;
 
 /// Default and largest `maxRecords` of one results request.
 const MAX_RECORDS: usize = 50_000;
-/// How long a job is kept after creation (Salesforce deletes query jobs after 7 days).
-const RETENTION_DAYS: i64 = 7;
-
-/// A job's lifecycle state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum JobState {
-    UploadComplete,
-    InProgress,
-    JobComplete,
-    Aborted,
-}
-
-impl JobState {
-    fn name(self) -> &'static str {
-        match self {
-            JobState::UploadComplete => "UploadComplete",
-            JobState::InProgress => "InProgress",
-            JobState::JobComplete => "JobComplete",
-            JobState::Aborted => "Aborted",
-        }
-    }
-}
-
-/// One Bulk API 2.0 query job.
-pub(crate) struct BulkJob {
-    id: String,
-    operation: &'static str,
-    object: String,
-    query: Query,
-    ids: Vec<Id18>,
-    state: JobState,
-    /// Status requests answered so far (the state advances with them).
-    polls: u32,
-    created: DateTime<Utc>,
-    modstamp: DateTime<Utc>,
-    version: String,
-    delimiter: (&'static str, char),
-    line_ending: (&'static str, &'static str),
-}
-
-fn version_number(v: &str) -> Value {
-    v.trim_start_matches('v').parse::<f64>().map_or(Value::Null, Value::from)
-}
-
 fn info(sh: &Shared, j: &BulkJob) -> Value {
+    let mut o = j.head.info(&sh.user_id, j.state.name(), "V2Query");
     let done = j.state == JobState::JobComplete;
-    json!({
-        "id": j.id,
-        "operation": j.operation,
-        "object": j.object,
-        "createdById": sh.user_id,
-        "createdDate": fmt_dt(j.created),
-        "systemModstamp": fmt_dt(j.modstamp),
-        "state": j.state.name(),
-        "concurrencyMode": "Parallel",
-        "contentType": "CSV",
-        "apiVersion": version_number(&j.version),
-        "jobType": "V2Query",
-        "lineEnding": j.line_ending.0,
-        "columnDelimiter": j.delimiter.0,
-        "numberRecordsProcessed": if done { j.ids.len() } else { 0 },
-        "retries": 0,
-        "totalProcessingTime": 0,
-    })
-}
-
-fn invalid_state(msg: impl Into<String>) -> E {
-    E::bad("INVALIDJOBSTATE", msg)
-}
-
-fn prune(st: &mut State, now: DateTime<Utc>) {
-    st.bulk_jobs.retain(|_, j| j.created + Duration::days(RETENTION_DAYS) > now);
-    let from = now - Duration::hours(24);
-    while st.bulk_created.front().is_some_and(|t| *t <= from) {
-        st.bulk_created.pop_front();
-    }
-}
-
-/// Query jobs created in the rolling 24 hours.
-pub(crate) fn jobs_today(st: &mut State, now: DateTime<Utc>) -> u64 {
-    prune(st, now);
-    st.bulk_created.len() as u64
+    o.insert("numberRecordsProcessed".into(), json!(if done { j.ids.len() } else { 0 }));
+    o.insert("retries".into(), json!(0));
+    o.insert("totalProcessingTime".into(), json!(0));
+    Value::Object(o)
 }
 
 /// Routes `jobs/query…`; `None` when the path is not a query-job resource.
 pub(crate) fn dispatch(sh: &Shared, st: &mut State, r: &Req<'_>, rest: &[&str]) -> Result<Reply, E> {
-    prune(st, r.now);
+    st.prune_query_jobs(r.now);
     match (rest, r.method) {
         ([], "POST") => create(sh, st, r),
         ([], "GET") => {
             let records: Vec<Value> = st.bulk_jobs.values().map(|j| info(sh, j)).collect();
             Ok(Reply::json(200, json!({"done": true, "records": records, "nextRecordsUrl": null})))
         }
-        ([], m) => Err(not_allowed(m, "GET,POST")),
+        ([], m) => Err(E::method_not_allowed(m, "GET,POST")),
         ([id], "GET") => status(sh, st, r, id),
         ([id], "PATCH") => abort(sh, st, r, id),
         ([id], "DELETE") => {
@@ -120,15 +48,11 @@ pub(crate) fn dispatch(sh: &Shared, st: &mut State, r: &Req<'_>, rest: &[&str]) 
             st.bulk_jobs.remove(*id);
             Ok(Reply::empty(204))
         }
-        ([_], m) => Err(not_allowed(m, "GET,PATCH,DELETE")),
+        ([_], m) => Err(E::method_not_allowed(m, "GET,PATCH,DELETE")),
         ([id, "results"], "GET") => results(sh, st, r, id),
-        ([_, "results"], m) => Err(not_allowed(m, "GET")),
+        ([_, "results"], m) => Err(E::method_not_allowed(m, "GET")),
         _ => Err(E::not_found()),
     }
-}
-
-fn not_allowed(method: &str, allowed: &str) -> E {
-    E::new(405, "METHOD_NOT_ALLOWED", format!("HTTP Method '{method}' not allowed. Allowed are {allowed}"))
 }
 
 fn create(sh: &Shared, st: &mut State, r: &Req<'_>) -> Result<Reply, E> {
@@ -148,20 +72,7 @@ fn create(sh: &Shared, st: &mut State, r: &Req<'_>) -> Result<Reply, E> {
     if text("contentType").is_some_and(|c| c != "CSV") {
         return Err(E::bad("INVALIDJOB", "InvalidJob : contentType must be CSV"));
     }
-    let delimiter = match text("columnDelimiter").unwrap_or("COMMA") {
-        "COMMA" => ("COMMA", ','),
-        "TAB" => ("TAB", '\t'),
-        "PIPE" => ("PIPE", '|'),
-        "SEMICOLON" => ("SEMICOLON", ';'),
-        "CARET" => ("CARET", '^'),
-        "BACKQUOTE" => ("BACKQUOTE", '`'),
-        other => return Err(E::bad("INVALIDJOB", format!("InvalidJob : Invalid columnDelimiter: {other}"))),
-    };
-    let line_ending = match text("lineEnding").unwrap_or("LF") {
-        "LF" => ("LF", "\n"),
-        "CRLF" => ("CRLF", "\r\n"),
-        other => return Err(E::bad("INVALIDJOB", format!("InvalidJob : Invalid lineEnding: {other}"))),
-    };
+    let dialect = csv_dialect(text("columnDelimiter"), text("lineEnding"))?;
     let query = soql::parse(&sh.schema, src, r.now)?;
     if let Some(why) = soql::bulk_unsupported(&query) {
         return Err(E::bad("FEATURENOTENABLED", why));
@@ -179,23 +90,12 @@ fn create(sh: &Shared, st: &mut State, r: &Req<'_>) -> Result<Reply, E> {
         .collect();
     st.bulk_seq += 1;
     let id = sfid::mint("750", st.bulk_seq);
-    let job = BulkJob {
-        id: id.clone(),
-        operation,
-        object: soql::from(&query).to_string(),
-        query,
-        ids,
-        state: JobState::UploadComplete,
-        polls: 0,
-        created: r.now,
-        modstamp: r.now,
-        version: r.version.clone(),
-        delimiter,
-        line_ending,
-    };
+    let object = soql::from(&query).to_string();
+    let head = JobHead::new(id.clone(), operation, object, r.now, &r.version, dialect);
+    let job = BulkJob { head, query, ids, state: JobState::UploadComplete };
     let out = info(sh, &job);
     st.bulk_jobs.insert(id, job);
-    st.bulk_created.push_back(r.now);
+    st.bulk_created.add(r.now, 1);
     Ok(Reply::json(200, out))
 }
 
@@ -203,11 +103,11 @@ fn status(sh: &Shared, st: &mut State, r: &Req<'_>, id: &str) -> Result<Reply, E
     let polls_in_progress = sh.config.bulk_query_polls;
     let j = st.bulk_jobs.get_mut(id).ok_or_else(E::not_found)?;
     if matches!(j.state, JobState::UploadComplete | JobState::InProgress) {
-        j.polls += 1;
-        let next = if j.polls > polls_in_progress { JobState::JobComplete } else { JobState::InProgress };
+        j.head.polls += 1;
+        let next = if j.head.polls > polls_in_progress { JobState::JobComplete } else { JobState::InProgress };
         if next != j.state {
             j.state = next;
-            j.modstamp = r.now;
+            j.head.modstamp = r.now;
         }
     }
     Ok(Reply::json(200, info(sh, j)))
@@ -225,7 +125,7 @@ fn abort(sh: &Shared, st: &mut State, r: &Req<'_>, id: &str) -> Result<Reply, E>
         _ => {}
     }
     j.state = JobState::Aborted;
-    j.modstamp = r.now;
+    j.head.modstamp = r.now;
     Ok(Reply::json(200, info(sh, j)))
 }
 
@@ -250,13 +150,7 @@ fn results(sh: &Shared, st: &mut State, r: &Req<'_>, id: &str) -> Result<Reply, 
     if j.state != JobState::JobComplete {
         return Err(invalid_state(format!("Job {id} is not complete; its state is {}", j.state.name())));
     }
-    if j.version != r.version {
-        return Err(E::new(
-            409,
-            "INVALIDJOBSTATE",
-            format!("Results must be retrieved with the API version the job was created with ({})", j.version),
-        ));
-    }
+    j.head.check_results_version(&r.version)?;
     let bad_locator = || E::bad("INVALID_LOCATOR", "Invalid locator");
     let offset = match r.query.get("locator").map(String::as_str).filter(|l| !l.is_empty() && *l != "null") {
         None => 0,
@@ -281,13 +175,13 @@ fn results(sh: &Shared, st: &mut State, r: &Req<'_>, id: &str) -> Result<Reply, 
         org: &st.org,
         schema: &sh.schema,
         version: &r.version,
-        all_rows: j.operation == "queryAll",
+        all_rows: j.head.operation == "queryAll",
         purge_before: r.now - Duration::days(15),
     };
-    let recs = st.org.by_id(&j.object);
+    let recs = st.org.by_id(&j.head.object);
     let rows: Vec<&Rec> =
         j.ids.get(offset..end).unwrap_or_default().iter().filter_map(|i| recs.and_then(|m| m.get(id_str(i)))).collect();
-    let (delim, eol) = (j.delimiter.1, j.line_ending.1);
+    let (delim, eol) = (j.head.delimiter.1, j.head.line_ending.1);
     let mut out = String::new();
     for (k, c) in soql::columns(&j.query).iter().enumerate() {
         if k > 0 {

@@ -8,9 +8,11 @@ use std::collections::HashMap;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value, json};
 
+use super::context::{Req, Shared, is_version};
+use super::envelope::Reply;
 use super::errors::SalesforceApiError as E;
 use super::rest;
-use super::server::{Reply, Req, Shared, State};
+use super::state::State;
 use super::store::WriteCtx;
 
 /// Most subrequests of one `composite` or `composite/batch` request.
@@ -76,12 +78,6 @@ fn sub_request(
     let bytes = body.filter(|b| !b.is_null()).map(|b| serde_json::to_vec(b).unwrap_or_default()).unwrap_or_default();
     let sub = Req { method, version, segs: rest_segs, query, headers, body: &bytes, now: r.now };
     rest::dispatch(sh, st, &sub)
-}
-
-fn is_version(s: &str) -> bool {
-    s.strip_prefix('v').and_then(|v| v.split_once('.')).is_some_and(|(a, b)| {
-        !a.is_empty() && !b.is_empty() && a.bytes().all(|c| c.is_ascii_digit()) && b.bytes().all(|c| c.is_ascii_digit())
-    })
 }
 
 /// The request headers of a subrequest: its `httpHeaders`, with JSON as the content type.

@@ -75,6 +75,10 @@ impl SalesforceApiError {
         Self::new(404, "ENTITY_IS_DELETED", "entity is deleted")
     }
 
+    pub(crate) fn method_not_allowed(method: &str, allowed: &str) -> Self {
+        Self::new(405, "METHOD_NOT_ALLOWED", format!("HTTP Method '{method}' not allowed. Allowed are {allowed}"))
+    }
+
     pub(crate) fn json_parser(message: impl Into<String>) -> Self {
         Self::bad("JSON_PARSER_ERROR", message)
     }

@@ -10,85 +10,19 @@
 //! job) are CSV. In a row an empty value leaves the field unset and `#N/A` sets it to null.
 //! `hardDelete` deletes as `delete` does (the rows stay visible to `queryAll` and `/deleted`).
 
-use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
+use super::context::{Req, Shared};
+use super::envelope::Reply;
 use super::errors::SalesforceApiError as E;
-use super::server::{Reply, Req, Shared, State};
-use super::store::{WriteCtx, fmt_dt};
+use super::jobs::{IngestJob, IngestState, JobHead, Outcome, csv_dialect, invalid_state};
+use super::state::State;
+use super::store::WriteCtx;
 use crate::sfid;
 
-/// An ingest job's lifecycle state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum IngestState {
-    Open,
-    InProgress,
-    JobComplete,
-    Failed,
-    Aborted,
-}
-
-impl IngestState {
-    fn name(self) -> &'static str {
-        match self {
-            IngestState::Open => "Open",
-            IngestState::InProgress => "InProgress",
-            IngestState::JobComplete => "JobComplete",
-            IngestState::Failed => "Failed",
-            IngestState::Aborted => "Aborted",
-        }
-    }
-}
-
-/// One row's outcome.
-enum Outcome {
-    Ok { id: String, created: bool },
-    Failed { id: String, error: String },
-}
-
-/// One Bulk API 2.0 ingest job.
-pub(crate) struct IngestJob {
-    id: String,
-    operation: &'static str,
-    object: String,
-    external_id: Option<String>,
-    state: IngestState,
-    polls: u32,
-    created: DateTime<Utc>,
-    modstamp: DateTime<Utc>,
-    version: String,
-    delimiter: (&'static str, char),
-    line_ending: (&'static str, &'static str),
-    /// The uploaded header and rows (as strings, in upload order).
-    header: Vec<String>,
-    rows: Vec<Vec<String>>,
-    /// Per row, once processed.
-    outcomes: Vec<Outcome>,
-    error_message: Option<String>,
-}
-
-fn version_number(v: &str) -> Value {
-    v.trim_start_matches('v').parse::<f64>().map_or(Value::Null, Value::from)
-}
-
 fn info(sh: &Shared, j: &IngestJob, full: bool) -> Value {
-    let mut v = json!({
-        "id": j.id,
-        "operation": j.operation,
-        "object": j.object,
-        "createdById": sh.user_id,
-        "createdDate": fmt_dt(j.created),
-        "systemModstamp": fmt_dt(j.modstamp),
-        "state": j.state.name(),
-        "concurrencyMode": "Parallel",
-        "contentType": "CSV",
-        "apiVersion": version_number(&j.version),
-        "jobType": "V2Ingest",
-        "contentUrl": format!("services/data/{}/jobs/ingest/{}/batches", j.version, j.id),
-        "lineEnding": j.line_ending.0,
-        "columnDelimiter": j.delimiter.0,
-    });
-    let Some(o) = v.as_object_mut() else { return v };
+    let mut o = j.head.info(&sh.user_id, j.state.name(), "V2Ingest");
+    o.insert("contentUrl".into(), json!(format!("services/data/{}/jobs/ingest/{}/batches", j.head.version, j.head.id)));
     if let Some(ext) = &j.external_id {
         o.insert("externalIdFieldName".into(), json!(ext));
     }
@@ -105,15 +39,7 @@ fn info(sh: &Shared, j: &IngestJob, full: bool) -> Value {
             o.insert("errorMessage".into(), json!(m));
         }
     }
-    v
-}
-
-fn invalid_state(msg: impl Into<String>) -> E {
-    E::bad("INVALIDJOBSTATE", msg)
-}
-
-fn not_allowed(method: &str, allowed: &str) -> E {
-    E::new(405, "METHOD_NOT_ALLOWED", format!("HTTP Method '{method}' not allowed. Allowed are {allowed}"))
+    Value::Object(o)
 }
 
 fn json_body(r: &Req<'_>) -> Result<Value, E> {
@@ -129,7 +55,7 @@ pub(crate) fn dispatch(sh: &Shared, st: &mut State, r: &Req<'_>, rest: &[&str]) 
             let records: Vec<Value> = st.ingest_jobs.values().map(|j| info(sh, j, false)).collect();
             Ok(Reply::json(200, json!({"done": true, "records": records, "nextRecordsUrl": null})))
         }
-        ([], m) => Err(not_allowed(m, "GET,POST")),
+        ([], m) => Err(E::method_not_allowed(m, "GET,POST")),
         ([id], "GET") => status(sh, st, r, id),
         ([id], "PATCH") => set_state(sh, st, r, id),
         ([id], "DELETE") => {
@@ -140,13 +66,13 @@ pub(crate) fn dispatch(sh: &Shared, st: &mut State, r: &Req<'_>, rest: &[&str]) 
             st.ingest_jobs.remove(*id);
             Ok(Reply::empty(204))
         }
-        ([_], m) => Err(not_allowed(m, "GET,PATCH,DELETE")),
+        ([_], m) => Err(E::method_not_allowed(m, "GET,PATCH,DELETE")),
         ([id, "batches"], "PUT") => upload(st, r, id),
-        ([_, "batches"], m) => Err(not_allowed(m, "PUT")),
+        ([_, "batches"], m) => Err(E::method_not_allowed(m, "PUT")),
         ([id, kind @ ("successfulResults" | "failedResults" | "unprocessedrecords")], "GET") => {
             results(st, r, id, kind)
         }
-        ([_, "successfulResults" | "failedResults" | "unprocessedrecords"], m) => Err(not_allowed(m, "GET")),
+        ([_, "successfulResults" | "failedResults" | "unprocessedrecords"], m) => Err(E::method_not_allowed(m, "GET")),
         _ => Err(E::not_found()),
     }
 }
@@ -186,34 +112,14 @@ fn create(sh: &Shared, st: &mut State, r: &Req<'_>) -> Result<Reply, E> {
         },
         _ => None,
     };
-    let delimiter = match text("columnDelimiter").unwrap_or("COMMA") {
-        "COMMA" => ("COMMA", ','),
-        "TAB" => ("TAB", '\t'),
-        "PIPE" => ("PIPE", '|'),
-        "SEMICOLON" => ("SEMICOLON", ';'),
-        "CARET" => ("CARET", '^'),
-        "BACKQUOTE" => ("BACKQUOTE", '`'),
-        other => return Err(E::bad("INVALIDJOB", format!("InvalidJob : Invalid columnDelimiter: {other}"))),
-    };
-    let line_ending = match text("lineEnding").unwrap_or("LF") {
-        "LF" => ("LF", "\n"),
-        "CRLF" => ("CRLF", "\r\n"),
-        other => return Err(E::bad("INVALIDJOB", format!("InvalidJob : Invalid lineEnding: {other}"))),
-    };
+    let dialect = csv_dialect(text("columnDelimiter"), text("lineEnding"))?;
     st.bulk_seq += 1;
     let id = sfid::mint("750", st.bulk_seq);
+    let head = JobHead::new(id.clone(), operation, o.name.to_string(), r.now, &r.version, dialect);
     let job = IngestJob {
-        id: id.clone(),
-        operation,
-        object: o.name.to_string(),
+        head,
         external_id,
         state: IngestState::Open,
-        polls: 0,
-        created: r.now,
-        modstamp: r.now,
-        version: r.version.clone(),
-        delimiter,
-        line_ending,
         header: Vec::new(),
         rows: Vec::new(),
         outcomes: Vec::new(),
@@ -228,10 +134,10 @@ fn status(sh: &Shared, st: &mut State, r: &Req<'_>, id: &str) -> Result<Reply, E
     let polls_in_progress = sh.config.bulk_query_polls;
     let j = st.ingest_jobs.get_mut(id).ok_or_else(E::not_found)?;
     if j.state == IngestState::InProgress {
-        j.polls += 1;
-        if j.polls > polls_in_progress {
+        j.head.polls += 1;
+        if j.head.polls > polls_in_progress {
             j.state = IngestState::JobComplete;
-            j.modstamp = r.now;
+            j.head.modstamp = r.now;
         }
     }
     Ok(Reply::json(200, info(sh, j, true)))
@@ -301,7 +207,8 @@ fn upload(st: &mut State, r: &Req<'_>, id: &str) -> Result<Reply, E> {
         return Err(E::bad("INVALIDCONTENTTYPE", format!("Content-Type must be text/csv, not '{ct}'")));
     }
     let text = std::str::from_utf8(r.body).map_err(|_| E::bad("INVALIDBATCH", "InvalidBatch : data is not UTF-8"))?;
-    let mut rows = parse_csv(text, j.delimiter.1).map_err(|e| E::bad("INVALIDBATCH", format!("InvalidBatch : {e}")))?;
+    let mut rows =
+        parse_csv(text, j.head.delimiter.1).map_err(|e| E::bad("INVALIDBATCH", format!("InvalidBatch : {e}")))?;
     if rows.is_empty() {
         return Err(E::bad("INVALIDBATCH", "InvalidBatch : no header row"));
     }
@@ -329,7 +236,7 @@ fn set_state(sh: &Shared, st: &mut State, r: &Req<'_>, id: &str) -> Result<Reply
         ("Aborted", IngestState::Open | IngestState::InProgress) => {
             let j = st.ingest_jobs.get_mut(id).ok_or_else(E::not_found)?;
             j.state = IngestState::Aborted;
-            j.modstamp = r.now;
+            j.head.modstamp = r.now;
             return Ok(Reply::json(200, info(sh, j, false)));
         }
         ("UploadComplete" | "Aborted", s) => {
@@ -346,7 +253,7 @@ fn set_state(sh: &Shared, st: &mut State, r: &Req<'_>, id: &str) -> Result<Reply
     };
     let (operation, object, external_id) = {
         let j = &st.ingest_jobs[id];
-        (j.operation, j.object.clone(), j.external_id.clone())
+        (j.head.operation, j.head.object.clone(), j.external_id.clone())
     };
     let mut outcomes = Vec::with_capacity(rows.len());
     let mut error_message = None;
@@ -361,7 +268,7 @@ fn set_state(sh: &Shared, st: &mut State, r: &Req<'_>, id: &str) -> Result<Reply
     let j = st.ingest_jobs.get_mut(id).ok_or_else(E::not_found)?;
     j.rows = rows;
     j.outcomes = outcomes;
-    j.modstamp = r.now;
+    j.head.modstamp = r.now;
     j.state = if error_message.is_some() { IngestState::Failed } else { IngestState::InProgress };
     j.error_message = error_message;
     let mut out = info(sh, j, false);
@@ -503,14 +410,8 @@ fn results(st: &mut State, r: &Req<'_>, id: &str, kind: &str) -> Result<Reply, E
     if !matches!(j.state, IngestState::JobComplete | IngestState::Failed | IngestState::Aborted) {
         return Err(invalid_state(format!("Job {id} is not complete; its state is {}", j.state.name())));
     }
-    if j.version != r.version {
-        return Err(E::new(
-            409,
-            "INVALIDJOBSTATE",
-            format!("Results must be retrieved with the API version the job was created with ({})", j.version),
-        ));
-    }
-    let (delim, eol) = (j.delimiter.1, j.line_ending.1);
+    j.head.check_results_version(&r.version)?;
+    let (delim, eol) = (j.head.delimiter.1, j.head.line_ending.1);
     let mut out = String::new();
     let line = |out: &mut String, cells: &mut dyn Iterator<Item = &str>| {
         for (k, c) in cells.enumerate() {

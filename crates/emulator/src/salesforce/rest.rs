@@ -5,17 +5,19 @@ use std::collections::HashMap;
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use serde_json::{Map, Value, json};
 
+use super::context::{Req, Shared};
+use super::envelope::Reply;
 use super::errors::SalesforceApiError as E;
 use super::schema::{FType, ObjDef};
-use super::server::{Cursor, Reply, Req, Shared, State};
 use super::soql::{self, Env};
+use super::state::{Cursor, State};
 use super::store::{Id18, Rec, WriteCtx, fmt_dt, id_str, id18, parse_dt};
 use crate::sfid;
 
 const MAX_COLLECTION: usize = 200;
 
 fn method_not_allowed(method: &str, allowed: &str) -> Reply {
-    Reply::err(E::new(405, "METHOD_NOT_ALLOWED", format!("HTTP Method '{method}' not allowed. Allowed are {allowed}")))
+    Reply::err(E::method_not_allowed(method, allowed))
 }
 
 /// The request body as JSON (JSON_PARSER_ERROR when empty or malformed).
@@ -40,7 +42,7 @@ fn obj<'s>(sh: &'s Shared, name: &str) -> Result<&'s ObjDef, E> {
 
 /// The 415 answer for a request body that is not JSON. Only Bulk API 2.0 ingest uploads (CSV)
 /// take another type; a body without a `Content-Type` is read as JSON.
-fn unsupported_media_type(r: &Req<'_>, segs: &[&str]) -> Option<Reply> {
+pub(crate) fn unsupported_media_type(r: &Req<'_>, segs: &[&str]) -> Option<Reply> {
     if r.body.is_empty() || !matches!(r.method, "POST" | "PATCH" | "PUT") {
         return None;
     }
@@ -59,7 +61,8 @@ fn unsupported_media_type(r: &Req<'_>, segs: &[&str]) -> Option<Reply> {
     )))
 }
 
-/// Routes one authenticated, counted data request.
+/// Routes one authenticated, counted request for a REST resource (records, queries, describes,
+/// limits, sObject collections); composite subrequests come here too.
 pub(crate) fn dispatch(sh: &Shared, st: &mut State, r: &Req<'_>) -> Reply {
     let segs: Vec<&str> = r.segs.iter().map(String::as_str).collect();
     let m = r.method;
@@ -116,18 +119,10 @@ pub(crate) fn dispatch(sh: &Shared, st: &mut State, r: &Req<'_>) -> Reply {
             "PATCH" => upsert_one(sh, st, r, t, field, value),
             _ => return method_not_allowed(m, "GET,HEAD,PATCH"),
         },
+        // `POST composite`, `composite/batch` and `composite/tree` are routed by the server.
         ["composite"] => match m {
             "GET" => Ok(composite_resources(r)),
-            "POST" => super::composite::composite(sh, st, r),
             _ => return method_not_allowed(m, "GET,HEAD,POST"),
-        },
-        ["composite", "batch"] => match m {
-            "POST" => super::composite::batch(sh, st, r),
-            _ => return method_not_allowed(m, "POST"),
-        },
-        ["composite", "tree", t] => match m {
-            "POST" => super::composite::tree(sh, st, r, t),
-            _ => return method_not_allowed(m, "POST"),
         },
         ["composite", "sobjects"] => match m {
             "POST" => collection_write(sh, st, r, false),
@@ -143,8 +138,6 @@ pub(crate) fn dispatch(sh: &Shared, st: &mut State, r: &Req<'_>) -> Reply {
             "PATCH" => collection_upsert(sh, st, r, t, field),
             _ => return method_not_allowed(m, "PATCH"),
         },
-        ["jobs", "query", rest @ ..] => super::bulk::dispatch(sh, st, r, rest),
-        ["jobs", "ingest", rest @ ..] => super::ingest::dispatch(sh, st, r, rest),
         _ => Err(E::not_found()),
     };
     res.unwrap_or_else(Reply::err)
@@ -182,7 +175,7 @@ fn limits(sh: &Shared, st: &mut State, r: &Req<'_>) -> Reply {
     let max = sh.daily_api_limit();
     let used = st.used(r.now);
     let fixed = |max: u64| json!({"Max": max, "Remaining": max});
-    let bulk_jobs = super::bulk::jobs_today(st, r.now);
+    let bulk_jobs = st.query_jobs_today(r.now);
     Reply::json(
         200,
         json!({
@@ -438,13 +431,13 @@ fn rolled_back() -> Value {
 /// Runs per-record writes under an optional all-or-none journal. Inside an all-or-none composite
 /// request (a journal already open) the collection is all-or-none too, as Salesforce documents,
 /// and its writes join the composite's journal.
-fn run_collection(
+fn run_collection<T>(
     sh: &Shared,
     st: &mut State,
     r: &Req<'_>,
     all_or_none: bool,
-    n: usize,
-    mut one: impl FnMut(&mut super::store::Org, &WriteCtx<'_>, usize) -> Result<Value, E>,
+    items: &[T],
+    mut one: impl FnMut(&mut super::store::Org, &WriteCtx<'_>, usize, &T) -> Result<Value, E>,
     fail: impl Fn(&E) -> Value,
 ) -> Reply {
     let cx = WriteCtx { schema: &sh.schema, now: r.now, user: &sh.user_id };
@@ -453,9 +446,9 @@ fn run_collection(
     if all_or_none {
         st.org.journal = Some(Vec::new());
     }
-    let mut results: Vec<Result<Value, Value>> = Vec::with_capacity(n);
-    for i in 0..n {
-        results.push(one(&mut st.org, &cx, i).map_err(|e| fail(&e)));
+    let mut results: Vec<Result<Value, Value>> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        results.push(one(&mut st.org, &cx, i, item).map_err(|e| fail(&e)));
     }
     let undo = all_or_none && results.iter().any(Result::is_err);
     st.org.end_journal(outer, undo);
@@ -484,9 +477,8 @@ fn collection_write(sh: &Shared, st: &mut State, r: &Req<'_>, update: bool) -> R
         st,
         r,
         all_or_none,
-        records.len(),
-        |org, cx, i| {
-            let rec = &records[i];
+        &records,
+        |org, cx, _, rec| {
             let t = record_type(rec).unwrap_or_default();
             let Some(input) = rec.as_object() else {
                 return Err(E::json_parser("record must be an object"));
@@ -539,9 +531,8 @@ fn collection_delete(sh: &Shared, st: &mut State, r: &Req<'_>) -> Result<Reply, 
         st,
         r,
         all_or_none,
-        ids.len(),
-        |org, cx, i| {
-            let id = &ids[i];
+        &ids,
+        |org, cx, _, id| {
             let ty = cx
                 .schema
                 .by_prefix(id)
@@ -584,16 +575,13 @@ fn collection_upsert(sh: &Shared, st: &mut State, r: &Req<'_>, t: &str, field: &
     for v in values.iter().flatten() {
         *counts.entry(v.to_lowercase()).or_default() += 1;
     }
-    let version = r.version.clone();
-    let _ = version;
     Ok(run_collection(
         sh,
         st,
         r,
         all_or_none,
-        records.len(),
-        |org, cx, i| {
-            let rec = &records[i];
+        &records,
+        |org, cx, i, rec| {
             let input = rec.as_object().ok_or_else(|| E::json_parser("record must be an object"))?;
             if record_type(rec).is_some_and(|rt| !rt.eq_ignore_ascii_case(o.name)) || record_type(rec).is_none() {
                 return Err(E::bad("INVALID_TYPE", format!("Each record must be of type {}", o.name)));

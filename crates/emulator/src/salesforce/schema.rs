@@ -1,6 +1,6 @@
 //! The emulated objects and their fields.
 
-use super::SalesforceConfig;
+use super::config::SalesforceConfig;
 
 /// Field data type.
 #[derive(Debug, Clone, PartialEq)]

@@ -4,7 +4,7 @@
 use chrono::{TimeZone, Utc};
 use salesync_emulator::clock::Clock;
 use salesync_emulator::marketo::{MarketoConfig, MarketoEmulator};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 pub fn manual_clock() -> Clock {
     Clock::manual(Utc.with_ymd_and_hms(2026, 6, 15, 15, 0, 0).single().unwrap())
@@ -33,28 +33,31 @@ impl Harness {
     }
 
     pub async fn get(&self, path_and_query: &str) -> Value {
-        self.http.get(self.url(path_and_query)).bearer_auth(&self.token).send().await.unwrap().json().await.unwrap()
+        json_of(self.http.get(self.url(path_and_query)).bearer_auth(&self.token)).await
     }
 
     pub async fn post(&self, path: &str, body: Value) -> Value {
-        self.http.post(self.url(path)).bearer_auth(&self.token).json(&body).send().await.unwrap().json().await.unwrap()
+        json_of(self.http.post(self.url(path)).bearer_auth(&self.token).json(&body)).await
     }
 
     pub async fn post_empty(&self, path: &str) -> Value {
-        self.http.post(self.url(path)).bearer_auth(&self.token).send().await.unwrap().json().await.unwrap()
+        json_of(self.http.post(self.url(path)).bearer_auth(&self.token)).await
     }
 }
 
+pub fn obj(v: Value) -> Map<String, Value> {
+    v.as_object().unwrap().clone()
+}
+
+/// Sends a request and reads its answer as JSON.
+pub async fn json_of(rb: reqwest::RequestBuilder) -> Value {
+    rb.send().await.unwrap().json().await.unwrap()
+}
+
 pub async fn fetch_token(emu: &MarketoEmulator, http: &reqwest::Client, id: &str, secret: &str) -> String {
-    let v: Value = http
-        .get(format!("{}/identity/oauth/token", emu.base_url()))
-        .query(&[("grant_type", "client_credentials"), ("client_id", id), ("client_secret", secret)])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let url = format!("{}/identity/oauth/token", emu.base_url());
+    let query = [("grant_type", "client_credentials"), ("client_id", id), ("client_secret", secret)];
+    let v = json_of(http.get(url).query(&query)).await;
     v["access_token"].as_str().unwrap().to_string()
 }
 

@@ -38,18 +38,7 @@ impl H {
     pub async fn start(cfg: SalesforceConfig) -> H {
         let emu = SalesforceEmulator::start(cfg).await.unwrap();
         let http = reqwest::Client::new();
-        let r = http
-            .post(format!("{}/services/oauth2/token", emu.base_url()))
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", emu.client_id()),
-                ("client_secret", emu.client_secret()),
-            ])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let token = r.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_string();
+        let token = token(&emu, &http).await;
         H { emu, http, token }
     }
 
@@ -89,6 +78,26 @@ impl H {
         self.call(Method::GET, p, None).await
     }
 
+    /// `query`, first page only.
+    pub async fn query(&self, q: &str) -> (u16, Value) {
+        self.get(&format!("/query?q={}", urlencode(q))).await
+    }
+
+    /// `query` that must succeed, first page only.
+    pub async fn query_ok(&self, q: &str) -> Value {
+        let (s, b) = self.query(q).await;
+        assert_eq!(s, 200, "{q}: {b}");
+        b
+    }
+
+    /// `DELETE` answered 204, after which `GET` answers 404 NOT_FOUND.
+    pub async fn delete_gone(&self, p: &str) {
+        let (s, _) = self.call(Method::DELETE, p, None).await;
+        assert_eq!(s, 204);
+        let (s, v) = self.get(p).await;
+        assert_eq!((s, code(&v)), (404, "NOT_FOUND"));
+    }
+
     /// `query` (or `queryAll`), first page only.
     pub async fn query_page(&self, q: &str, all: bool, batch: Option<usize>) -> (u16, Value) {
         let path = format!("/{}?q={}", if all { "queryAll" } else { "query" }, urlencode(q));
@@ -119,6 +128,57 @@ impl H {
         }
         (first, records, pages)
     }
+}
+
+/// A client-credentials access token (the grant must succeed).
+pub async fn token(emu: &SalesforceEmulator, http: &reqwest::Client) -> String {
+    let r = http
+        .post(format!("{}/services/oauth2/token", emu.base_url()))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", emu.client_id()),
+            ("client_secret", emu.client_secret()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_string()
+}
+
+/// Parses CSV with double-quoted fields (doubled quotes inside), `delim` and LF or CRLF.
+pub fn parse_csv(text: &str, delim: char) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    let mut row = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if quoted {
+            if c == '"' {
+                if chars.peek() == Some(&'"') {
+                    chars.next();
+                    field.push('"');
+                } else {
+                    quoted = false;
+                }
+            } else {
+                field.push(c);
+            }
+        } else if c == '"' {
+            quoted = true;
+        } else if c == delim {
+            row.push(std::mem::take(&mut field));
+        } else if c == '\r' {
+        } else if c == '\n' {
+            row.push(std::mem::take(&mut field));
+            rows.push(std::mem::take(&mut row));
+        } else {
+            field.push(c);
+        }
+    }
+    assert!(field.is_empty() && row.is_empty(), "CSV must end with a line ending");
+    rows
 }
 
 pub fn urlencode(s: &str) -> String {
