@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use salesync_http::parse_flag;
 use serde::Deserialize;
 
 /// A configuration problem: names the key or variable and what is wrong.
@@ -174,15 +175,6 @@ fn is_secret_param(key: &str) -> bool {
     ["password", "passwd", "pwd", "secret", "token"].iter().any(|s| k.contains(s))
 }
 
-/// `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`).
-fn parse_bool(value: &str) -> Option<bool> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Some(true),
-        "0" | "false" | "no" | "off" => Some(false),
-        _ => None,
-    }
-}
-
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
@@ -308,7 +300,7 @@ impl Config {
         };
         let flag = |var: &str| -> Result<Option<bool>, ConfigError> {
             match env(var).filter(|v| !v.trim().is_empty()) {
-                Some(v) => parse_bool(&v).map(Some).ok_or_else(|| err(var, format!("{v:?} is not true or false"))),
+                Some(v) => parse_flag(var, &v).map(Some).map_err(|e| err(var, e.reason)),
                 None => Ok(None),
             }
         };
@@ -419,12 +411,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        move |k| m.get(k).cloned()
-    }
+    use salesync_http::lookup_from as env;
 
     #[test]
     fn defaults_without_file_or_env() {

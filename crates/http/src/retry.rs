@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::config::SettingError;
+
 /// Retry settings for transient failures (exponential backoff with jitter).
 ///
 /// `BASE_DELAY_MS` and `MAX_DELAY_MS` are only the [`Default`] delays, in milliseconds: each
@@ -41,6 +43,18 @@ impl<const B: u64, const M: u64> RetryConfig<B, M> {
         let jitter: f64 = rand::random();
         full.mul_f64(0.5 + 0.5 * jitter)
     }
+
+    /// Checks the settings a builder was given: at least one attempt, and a first delay no longer
+    /// than the upper bound. The error names `retry.max_attempts` or `retry.base_delay`.
+    pub fn check(&self) -> Result<(), SettingError> {
+        if self.max_attempts == 0 {
+            return Err(SettingError::new("retry.max_attempts", "must be at least 1"));
+        }
+        if self.base_delay > self.max_delay {
+            return Err(SettingError::new("retry.base_delay", "must not exceed retry.max_delay"));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -76,5 +90,13 @@ mod tests {
         let d = Retry::default();
         assert_eq!((d.base_delay, d.max_delay), (Duration::from_millis(500), Duration::from_secs(30)));
         assert_eq!(Retry::none(), Retry { max_attempts: 1, ..Retry::default() });
+    }
+
+    #[test]
+    fn settings_are_checked() {
+        assert!(Retry::default().check().is_ok() && Retry::none().check().is_ok());
+        assert_eq!(Retry { max_attempts: 0, ..Retry::default() }.check().unwrap_err().key, "retry.max_attempts");
+        let slow_start = Retry { base_delay: Duration::from_secs(60), ..Retry::default() };
+        assert_eq!(slow_start.check().unwrap_err().key, "retry.base_delay");
     }
 }

@@ -1,15 +1,7 @@
-//! Retry classification: a pure function of the HTTP status and the body's error code.
+//! Retry classification: a pure function of the HTTP status and the body's error code, as the
+//! [`Verdict`] shared with the Salesforce connector.
 
-/// How long to wait before repeating a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backoff {
-    /// Exponential backoff with jitter (transient server trouble: 502, 604, 608, 611, 614, 713, 5xx).
-    Exponential,
-    /// Wait out the rate window (606, HTTP 429); the whole client pauses.
-    RateWindow,
-    /// A short backoff: too many calls in flight (615).
-    Concurrency,
-}
+pub use salesync_http::{Backoff, Verdict};
 
 /// Why a request failed for good.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,53 +20,34 @@ pub enum Failure {
     BulkQueue,
 }
 
-/// What to do with a response.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    /// Success: use the response.
-    Proceed,
-    /// The access token is invalid or expired (601/602): refresh it once and repeat the request once.
-    Reauth,
-    /// Transient: repeat after a backoff of this kind (subject to the request's idempotency).
-    Retry(Backoff),
-    /// Permanent for this request.
-    Fail(Failure),
-}
-
 /// Classifies a response by HTTP status and the first body error code (`None` when the body is a
 /// successful envelope or not an envelope at all).
 ///
 /// Marketo answers most errors with HTTP 200 and `success:false`, so the body code wins whenever
 /// there is one.
-pub fn classify(http_status: u16, body_code: Option<&str>) -> Action {
+pub fn classify(http_status: u16, body_code: Option<&str>) -> Verdict<Failure> {
     if let Some(code) = body_code {
         return match code.trim() {
-            "601" | "602" => Action::Reauth,
-            "606" => Action::Retry(Backoff::RateWindow),
-            "615" => Action::Retry(Backoff::Concurrency),
-            "502" | "604" | "608" | "611" | "614" | "713" | "719" => Action::Retry(Backoff::Exponential),
-            "607" => Action::Fail(Failure::QuotaExhausted),
-            "603" => Action::Fail(Failure::AccessDenied),
-            "1029" => Action::Fail(Failure::BulkQueue),
-            _ => Action::Fail(Failure::Rejected),
+            "601" | "602" => Verdict::Reauthenticate,
+            "606" => Verdict::Retry(Backoff::RateWindow),
+            "615" => Verdict::Retry(Backoff::Concurrency),
+            "502" | "604" | "608" | "611" | "614" | "713" | "719" => Verdict::Retry(Backoff::Exponential),
+            "607" => Verdict::Fail(Failure::QuotaExhausted),
+            "603" => Verdict::Fail(Failure::AccessDenied),
+            "1029" => Verdict::Fail(Failure::BulkQueue),
+            _ => Verdict::Fail(Failure::Rejected),
         };
     }
     match http_status {
-        200..=299 => Action::Proceed,
-        401 => Action::Fail(Failure::Unauthenticated),
-        403 => Action::Fail(Failure::AccessDenied),
-        404 => Action::Fail(Failure::NotFound),
-        408 => Action::Retry(Backoff::Exponential),
-        429 => Action::Retry(Backoff::RateWindow),
-        500..=599 => Action::Retry(Backoff::Exponential),
-        _ => Action::Fail(Failure::Rejected),
+        200..=299 => Verdict::Proceed,
+        401 => Verdict::Fail(Failure::Unauthenticated),
+        403 => Verdict::Fail(Failure::AccessDenied),
+        404 => Verdict::Fail(Failure::NotFound),
+        408 => Verdict::Retry(Backoff::Exponential),
+        429 => Verdict::Retry(Backoff::RateWindow),
+        500..=599 => Verdict::Retry(Backoff::Exponential),
+        _ => Verdict::Fail(Failure::Rejected),
     }
-}
-
-/// True when a failure with this action proves the request was not applied, so even a
-/// non-idempotent write may be repeated (re-auth and rate answers are given before any work).
-pub(crate) fn proves_not_applied(action: Action) -> bool {
-    matches!(action, Action::Reauth | Action::Retry(Backoff::RateWindow | Backoff::Concurrency))
 }
 
 #[cfg(test)]
@@ -83,14 +56,14 @@ mod tests {
 
     #[test]
     fn table() {
-        use Action::*;
         use Backoff::*;
         use Failure::*;
-        let cases: &[(u16, Option<&str>, Action)] = &[
+        use Verdict::*;
+        let cases: &[(u16, Option<&str>, Verdict<Failure>)] = &[
             (200, None, Proceed),
             (206, None, Proceed),
-            (200, Some("601"), Reauth),
-            (200, Some("602"), Reauth),
+            (200, Some("601"), Reauthenticate),
+            (200, Some("602"), Reauthenticate),
             (200, Some("606"), Retry(RateWindow)),
             (200, Some("615"), Retry(Concurrency)),
             (200, Some("502"), Retry(Exponential)),
@@ -134,11 +107,11 @@ mod tests {
 
     #[test]
     fn only_auth_and_rate_answers_prove_nothing_was_applied() {
-        assert!(proves_not_applied(classify(200, Some("601"))));
-        assert!(proves_not_applied(classify(200, Some("606"))));
-        assert!(proves_not_applied(classify(200, Some("615"))));
-        assert!(!proves_not_applied(classify(200, Some("604"))));
-        assert!(!proves_not_applied(classify(200, Some("713"))));
-        assert!(!proves_not_applied(classify(502, None)));
+        assert!(classify(200, Some("601")).proves_not_applied());
+        assert!(classify(200, Some("606")).proves_not_applied());
+        assert!(classify(200, Some("615")).proves_not_applied());
+        assert!(!classify(200, Some("604")).proves_not_applied());
+        assert!(!classify(200, Some("713")).proves_not_applied());
+        assert!(!classify(502, None).proves_not_applied());
     }
 }

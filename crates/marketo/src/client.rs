@@ -8,16 +8,14 @@ use reqwest::header::{ACCEPT_ENCODING, CONTENT_TYPE, HeaderValue, RANGE};
 use reqwest::{Method, Response};
 use salesync_http::{ReadError, html_instead_of, read_capped};
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use url::Url;
 
-use crate::classify::{Action, Backoff, Failure, classify, proves_not_applied};
-use crate::config::RetryConfig;
+use crate::classify::{Backoff, Failure, Verdict, classify};
+use crate::config::{ConfigKey, MarketoClientBuilder, RetryConfig, Settings};
 use crate::envelope::{Envelope, Parsed, parse_body, probe_error};
 use crate::error::MkError;
-use crate::limiter::{Admission, Answer, Limits};
-use crate::token::{Token, TokenCache};
+use crate::limits::{Admission, Answer, DailyBudget, Limits, Shared, next_central_midnight};
 
 /// Longest URI sent as is; longer GETs go as `POST …?_method=GET` with a form body (Marketo answers
 /// 414 beyond 8 KB).
@@ -25,10 +23,10 @@ pub(crate) const MAX_URI: usize = 8 * 1024;
 /// Largest JSON response body read into memory.
 pub(crate) const MAX_JSON_BODY: usize = 64 * 1024 * 1024;
 /// 606 and 615 answers one request may get before it fails as rate limited (the waits grow with
-/// each; see the `limiter` module).
+/// each; see the `limits` module).
 const LIMIT_ANSWERS: u32 = 10;
 /// Largest error body read (identity, 404 texts).
-const MAX_SMALL_BODY: usize = 1024 * 1024;
+pub(crate) const MAX_SMALL_BODY: usize = 1024 * 1024;
 
 /// A Marketo Engage client for one instance: `Send + Sync`, cheap to clone; clones share the
 /// token cache, the rate and concurrency limiters and the daily budget.
@@ -65,10 +63,12 @@ pub(crate) struct Inner {
     pub base: Url,
     pub client_id: String,
     pub client_secret: SecretString,
-    pub tokens: TokenCache,
+    pub tokens: salesync_http::TokenCache<SecretString>,
     pub limits: Limits,
     pub retry: RetryConfig,
     pub timeout: Duration,
+    /// How long before expiry the access token is refreshed.
+    pub token_refresh_early: Duration,
 }
 
 impl std::fmt::Debug for MarketoClient {
@@ -83,6 +83,13 @@ impl std::fmt::Debug for MarketoClient {
             .field("retry", &i.retry)
             .field("timeout", &i.timeout)
             .finish_non_exhaustive()
+    }
+}
+
+impl MarketoClientBuilder {
+    /// Validates the settings and builds the client (no network call is made).
+    pub fn build(self) -> Result<MarketoClient, salesync_core::Error> {
+        Ok(MarketoClient::new(self.settings()?))
     }
 }
 
@@ -140,7 +147,7 @@ pub(crate) enum Received {
 pub(crate) enum Interp<T> {
     Done(T),
     Act {
-        action: Action,
+        action: Verdict<Failure>,
         code: String,
         message: String,
     },
@@ -157,16 +164,19 @@ pub(crate) fn snippet(body: &[u8]) -> String {
     salesync_http::snippet(body, 400, 200)
 }
 
+/// Marketo's daily quota (607, the bulk export quota) is used up: it resets at midnight US Central.
+fn quota(detail: String) -> MkError {
+    MkError::Quota { detail, resets_at: next_central_midnight(chrono::Utc::now()) }
+}
+
 /// The typed error of a final failure.
 fn failure_error(f: Failure, code: String, message: String) -> MkError {
     match f {
-        Failure::QuotaExhausted => MkError::Quota { detail: format!("{code}: {message}") },
+        Failure::QuotaExhausted => quota(format!("{code}: {message}")),
         Failure::Unauthenticated => MkError::Unauthenticated { detail: format!("{code}: {message}") },
         Failure::AccessDenied => MkError::AccessDenied { code, message },
         Failure::Rejected | Failure::NotFound => MkError::Rejected { code, message },
-        Failure::BulkQueue if message.to_ascii_lowercase().contains("quota") => {
-            MkError::Quota { detail: format!("{code}: {message}") }
-        }
+        Failure::BulkQueue if message.to_ascii_lowercase().contains("quota") => quota(format!("{code}: {message}")),
         Failure::BulkQueue => MkError::RateLimited { code, retry_after: None },
     }
 }
@@ -197,19 +207,55 @@ pub(crate) fn interpret_error_status<T>(status: u16, body: &[u8]) -> Interp<T> {
     Interp::Act { action, code: code.unwrap_or_else(|| status.to_string()), message }
 }
 
-#[derive(Deserialize)]
-struct IdentityBody {
-    #[serde(default)]
-    access_token: Option<String>,
-    #[serde(default)]
-    expires_in: Option<serde_json::Value>,
-    #[serde(default)]
-    error: Option<String>,
-    #[serde(default)]
-    error_description: Option<String>,
-}
-
 impl MarketoClient {
+    /// A builder with the defaults (100 calls per 20 s, 10 in flight, 5 attempts).
+    pub fn builder() -> MarketoClientBuilder {
+        MarketoClientBuilder::default()
+    }
+
+    /// A client from `SALESYNC_MARKETO_URL`, `SALESYNC_MARKETO_CLIENT_ID`,
+    /// `SALESYNC_MARKETO_CLIENT_SECRET` and optionally `SALESYNC_MARKETO_RATE_CALLS`,
+    /// `SALESYNC_MARKETO_RATE_WINDOW_SECS`, `SALESYNC_MARKETO_MAX_CONCURRENT` and
+    /// `SALESYNC_MARKETO_DAILY_BUDGET` and `SALESYNC_MARKETO_ALLOW_INSECURE_HTTP` (or
+    /// `SALESYNC_ALLOW_INSECURE_HTTP`); see [`ConfigKey`]. A missing required variable is an
+    /// `Error::Config` naming it.
+    pub fn from_env() -> Result<MarketoClient, salesync_core::Error> {
+        Self::builder_from_lookup(|name| std::env::var(name).ok())?.build()
+    }
+
+    /// A builder filled from a variable lookup (the environment in [`from_env`](Self::from_env)),
+    /// one [`MarketoClientBuilder::with_config`] per variable set; further settings (an injected
+    /// [`http_client`](MarketoClientBuilder::http_client), …) can follow before `build`.
+    pub fn builder_from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<MarketoClientBuilder, salesync_core::Error> {
+        salesync_http::builder_from_lookup(lookup, Self::builder(), |b, key: ConfigKey, value| {
+            b.with_config(key, value)
+        })
+    }
+
+    /// The client of validated settings: one token cache, limiter and budget for it and its clones.
+    fn new(s: Settings) -> Self {
+        let (calls, window) = s.rate;
+        let limits = Limits {
+            shared: Shared::new(calls, window, s.max_concurrent),
+            budget: s.daily_budget.map(DailyBudget::new),
+        };
+        MarketoClient {
+            inner: Arc::new(Inner {
+                http: s.http,
+                base: s.base,
+                client_id: s.client_id,
+                client_secret: s.client_secret,
+                tokens: salesync_http::TokenCache::new(),
+                token_refresh_early: s.token_refresh_early,
+                limits,
+                retry: s.retry,
+                timeout: s.timeout,
+            }),
+        }
+    }
+
     pub(crate) fn url(&self, segments: &[&str]) -> Result<Url, MkError> {
         let mut url = self.inner.base.clone();
         {
@@ -220,98 +266,7 @@ impl MarketoClient {
         Ok(url)
     }
 
-    async fn token(&self) -> Result<Token, MkError> {
-        self.inner.tokens.get(|| self.fetch_token()).await
-    }
-
-    /// `GET /identity/oauth/token` with retries on transient failures. Not rate limited (identity
-    /// calls do not count against Marketo's limits). The URL carries the secret: never logged.
-    async fn fetch_token(&self) -> Result<(SecretString, Duration), MkError> {
-        let mut url = self.url(&["identity", "oauth", "token"])?;
-        url.query_pairs_mut()
-            .append_pair("grant_type", "client_credentials")
-            .append_pair("client_id", &self.inner.client_id)
-            .append_pair("client_secret", self.inner.client_secret.expose_secret());
-        let retry = self.inner.retry;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            tracing::debug!(attempt, "fetching Marketo access token");
-            let sent = self.inner.http.get(url.clone()).timeout(self.inner.timeout).send().await;
-            let (status, body) = match sent {
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    match read_capped(resp, MAX_SMALL_BODY).await {
-                        Ok(b) => (status, b),
-                        Err(ReadError::TooLarge { .. }) => {
-                            return Err(MkError::protocol("identity response too large"));
-                        }
-                        Err(ReadError::Transport(e)) if attempt < retry.max_attempts => {
-                            tracing::warn!(error = %e.without_url(), attempt, "identity response failed; retrying");
-                            tokio::time::sleep(retry.delay(attempt)).await;
-                            continue;
-                        }
-                        Err(ReadError::Transport(e)) => {
-                            return Err(MkError::Transport { operation: "identity", source: e.without_url() });
-                        }
-                    }
-                }
-                Err(e) if attempt < retry.max_attempts => {
-                    tracing::warn!(error = %e.without_url(), attempt, "identity call failed; retrying");
-                    tokio::time::sleep(retry.delay(attempt)).await;
-                    continue;
-                }
-                Err(e) => return Err(MkError::Transport { operation: "identity", source: e.without_url() }),
-            };
-            match status {
-                200..=299 => {
-                    let parsed: IdentityBody = serde_json::from_slice(&body)
-                        .map_err(|e| MkError::protocol(format!("identity response is not JSON: {e}")))?;
-                    let Some(token) = parsed.access_token.filter(|t| !t.is_empty()) else {
-                        if let Some(e) = probe_error(&body) {
-                            return Err(MkError::Unauthenticated {
-                                detail: format!("identity {}: {}", e.code, e.message),
-                            });
-                        }
-                        return Err(MkError::protocol("identity response has no access_token"));
-                    };
-                    let expires_in = match parsed.expires_in {
-                        Some(serde_json::Value::Number(n)) => n.as_f64(),
-                        Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
-                        _ => None,
-                    }
-                    .filter(|s| s.is_finite() && *s >= 0.0)
-                    .ok_or_else(|| MkError::protocol("identity response has no usable expires_in"))?;
-                    return Ok((SecretString::from(token), Duration::from_secs_f64(expires_in)));
-                }
-                400 | 401 | 403 => {
-                    let detail = serde_json::from_slice::<IdentityBody>(&body)
-                        .ok()
-                        .map(|b| format!("{} {}", b.error.unwrap_or_default(), b.error_description.unwrap_or_default()))
-                        .map(|s| s.trim().to_string())
-                        .filter(|s| !s.is_empty())
-                        .unwrap_or_else(|| format!("HTTP {status}"));
-                    return Err(MkError::Unauthenticated {
-                        detail: format!("identity rejected the credentials: {detail}"),
-                    });
-                }
-                s if (s >= 500 || s == 429 || s == 408) && attempt < retry.max_attempts => {
-                    tracing::warn!(status = s, attempt, "identity unavailable; retrying");
-                    tokio::time::sleep(retry.delay(attempt)).await;
-                }
-                s if s >= 500 || s == 429 || s == 408 => {
-                    return Err(MkError::Unavailable { code: s.to_string(), message: snippet(&body) });
-                }
-                s => {
-                    return Err(MkError::Unauthenticated {
-                        detail: format!("identity answered HTTP {s}: {}", snippet(&body)),
-                    });
-                }
-            }
-        }
-    }
-
-    async fn send(&self, req: &Req, token: &Token) -> reqwest::Result<Response> {
+    async fn send(&self, req: &Req, token: &salesync_http::Token<SecretString>) -> reqwest::Result<Response> {
         let qs = if req.query.is_empty() {
             String::new()
         } else {
@@ -333,7 +288,7 @@ impl MarketoClient {
             }
             rb
         };
-        rb = rb.bearer_auth(token.value.expose_secret());
+        rb = rb.bearer_auth(token.value().expose_secret());
         match req.file_from {
             Some(offset) => {
                 rb = rb.header(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
@@ -422,8 +377,8 @@ impl MarketoClient {
             };
             let interpreted = interp(received);
             admission.answered(match &interpreted {
-                Interp::Act { action: Action::Retry(Backoff::RateWindow), .. } => Answer::RateFull,
-                Interp::Act { action: Action::Retry(Backoff::Concurrency), .. } => Answer::ConcurrencyFull,
+                Interp::Act { action: Verdict::Retry(Backoff::RateWindow), .. } => Answer::RateFull,
+                Interp::Act { action: Verdict::Retry(Backoff::Concurrency), .. } => Answer::ConcurrencyFull,
                 _ => Answer::Through,
             });
             drop(admission);
@@ -440,8 +395,8 @@ impl MarketoClient {
                 Interp::Act { action, code, message } => (action, code, message),
             };
             match action {
-                Action::Proceed => return Err(MkError::protocol(format!("{}: response without a value", req.op))),
-                Action::Reauth => {
+                Verdict::Proceed => return Err(MkError::protocol(format!("{}: response without a value", req.op))),
+                Verdict::Reauthenticate => {
                     // 602 again with a fresh token is the same token handed back with a second
                     // left (Marketo reuses it until expiry): transient, not a reconnect.
                     let expired = code.trim() == "602";
@@ -455,11 +410,11 @@ impl MarketoClient {
                     }
                     tracing::info!(op = req.op, code = %code, "Marketo access token rejected; re-authenticating");
                     reauths += 1;
-                    self.inner.tokens.invalidate(&token).await;
+                    self.forget_token(&token).await;
                     attempt -= 1;
                 }
-                Action::Retry(kind) => {
-                    if req.safety == Safety::Unsafe && !proves_not_applied(action) {
+                Verdict::Retry(kind) => {
+                    if req.safety == Safety::Unsafe && !action.proves_not_applied() {
                         return Err(MkError::OutcomeUnknown { operation: req.op, cause: format!("{code}: {message}") });
                     }
                     let exhausted = match kind {
@@ -489,7 +444,7 @@ impl MarketoClient {
                     tracing::debug!(op = req.op, code = %code, attempt, delay_ms = delay.as_millis() as u64, "Marketo asked to retry");
                     tokio::time::sleep(delay).await;
                 }
-                Action::Fail(f) => return Err(failure_error(f, code, message)),
+                Verdict::Fail(f) => return Err(failure_error(f, code, message)),
             }
         }
     }
@@ -545,10 +500,10 @@ mod tests {
         let Interp::Act { action, code, .. } = interpret_error_status::<()>(413, b"Request Entity Too Large") else {
             panic!()
         };
-        assert_eq!(action, Action::Fail(Failure::Rejected));
+        assert_eq!(action, Verdict::Fail(Failure::Rejected));
         assert_eq!(code, "413");
         let Interp::Act { action, code, .. } = interpret_error_status::<()>(503, b"") else { panic!() };
-        assert_eq!(action, Action::Retry(Backoff::Exponential));
+        assert_eq!(action, Verdict::Retry(Backoff::Exponential));
         assert_eq!(code, "503");
     }
 }

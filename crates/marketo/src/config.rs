@@ -1,17 +1,14 @@
-//! Builder, environment configuration and retry settings.
+//! Configuration: the keys read from the environment, the builder and its validated settings,
+//! retry settings. The client is made from the settings in `client` (`MarketoClientBuilder::build`).
 
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use salesync_core::endpoint::redacted_text;
-use salesync_http::{allow_insecure_http_from, check_url, parse_bool};
+use salesync_http::{Checked, Connection, ConnectionRules, EnvKey, parse_flag, parse_key, parse_number};
 use secrecy::SecretString;
+use url::Url;
 
-use crate::client::{Inner, MarketoClient};
 use crate::error::MkError;
-use crate::limiter::{DailyBudget, Limits, Shared};
-use crate::token::TokenCache;
 
 /// Default calls per rate window. Marketo allows 100 per 20 s per instance, *shared by every
 /// integration*; Adobe recommends at most 50 per integration, so hosts that share an instance
@@ -31,7 +28,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 /// Salesforce connector, with Marketo's defaults.
 pub type RetryConfig = salesync_http::RetryConfig<500, 30_000>;
 
-/// A configuration key, as used by [`MarketoClient::from_env`] and [`MarketoClientBuilder::with_config`].
+/// A configuration key, as used by `MarketoClient::from_env` and [`MarketoClientBuilder::with_config`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ConfigKey {
@@ -66,9 +63,14 @@ impl ConfigKey {
         ConfigKey::DailyBudget,
         ConfigKey::AllowInsecureHttp,
     ];
+}
 
-    /// The environment variable of this key.
-    pub fn env_var(self) -> &'static str {
+impl EnvKey for ConfigKey {
+    const ALL: &'static [ConfigKey] = &ConfigKey::ALL;
+    const PREFIX: &'static str = "SALESYNC_MARKETO_";
+    const ALLOW_INSECURE_HTTP: ConfigKey = ConfigKey::AllowInsecureHttp;
+
+    fn env_var(self) -> &'static str {
         match self {
             ConfigKey::Url => "SALESYNC_MARKETO_URL",
             ConfigKey::ClientId => "SALESYNC_MARKETO_CLIENT_ID",
@@ -91,70 +93,52 @@ impl FromStr for ConfigKey {
 
     /// Accepts the environment variable name or its lower-case suffix (`url`, `client_id`, …).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let norm = s.trim().to_ascii_uppercase();
-        let norm = norm.strip_prefix("SALESYNC_MARKETO_").unwrap_or(&norm);
-        ConfigKey::ALL
-            .into_iter()
-            .find(|k| k.env_var().strip_prefix("SALESYNC_MARKETO_") == Some(norm))
-            .ok_or_else(|| MkError::config(s, "unknown Marketo configuration key").into())
+        Ok(parse_key(s, "Marketo")?)
     }
 }
 
-/// Builds a [`MarketoClient`]; every setting is validated once, in [`build`](Self::build).
+/// Builds a `MarketoClient` (from [`MarketoClient::builder`](crate::MarketoClient::builder),
+/// or filled from the environment by `MarketoClient::builder_from_lookup`); every setting is
+/// validated once, in `build`.
 #[derive(Clone, Default)]
 pub struct MarketoClientBuilder {
-    base_url: Option<String>,
-    client_id: Option<String>,
-    client_secret: Option<SecretString>,
+    connection: Connection,
     rate: Option<(usize, Duration)>,
     max_concurrent: Option<usize>,
     daily_budget: Option<u64>,
     retry: Option<RetryConfig>,
-    timeout: Option<Duration>,
     token_refresh_early: Option<Duration>,
-    allow_insecure_http: bool,
-    http: Option<reqwest::Client>,
 }
 
 impl std::fmt::Debug for MarketoClientBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MarketoClientBuilder")
-            .field("base_url", &self.base_url.as_deref().map(redacted_text))
-            .field("client_id", &self.client_id)
-            .field("client_secret", &self.client_secret.as_ref().map(|_| "[redacted]"))
+            .field("connection", &self.connection)
             .field("rate", &self.rate)
             .field("max_concurrent", &self.max_concurrent)
             .field("daily_budget", &self.daily_budget)
             .field("retry", &self.retry)
-            .field("timeout", &self.timeout)
-            .field("allow_insecure_http", &self.allow_insecure_http)
-            .finish_non_exhaustive()
+            .field("token_refresh_early", &self.token_refresh_early)
+            .finish()
     }
-}
-
-fn parse_num<T: FromStr>(key: ConfigKey, value: &str) -> Result<T, salesync_core::Error> {
-    value
-        .trim()
-        .parse()
-        .map_err(|_| MkError::config(key.env_var(), format!("{value:?} is not a positive number")).into())
 }
 
 impl MarketoClientBuilder {
     /// The instance base URL, e.g. `https://123-ABC-456.mktorest.com` (no `/rest` suffix).
     pub fn base_url(mut self, url: impl Into<String>) -> Self {
-        self.base_url = Some(url.into());
+        self.connection.url = Some(url.into());
         self
     }
 
     /// The LaunchPoint custom service's client id.
     pub fn client_id(mut self, id: impl Into<String>) -> Self {
-        self.client_id = Some(id.into());
+        self.connection.client_id = Some(id.into());
         self
     }
 
     /// The LaunchPoint custom service's client secret.
     pub fn client_secret(mut self, secret: impl Into<String>) -> Self {
-        self.client_secret = Some(SecretString::from(secret.into()));
+        self.connection.client_secret = Some(SecretString::from(secret.into()));
         self
     }
 
@@ -190,7 +174,7 @@ impl MarketoClientBuilder {
     /// Per-request timeout (default 120 s; Get Paging Token always gets at least 300 s; bulk file
     /// downloads use it as a read timeout between chunks).
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
+        self.connection.timeout = Some(timeout);
         self
     }
 
@@ -202,64 +186,62 @@ impl MarketoClientBuilder {
 
     /// Allows plain `http://` base URLs to hosts that are not loopback (default false; loopback
     /// — `127.0.0.0/8`, `::1`, `localhost` — is always allowed, for emulators). Without it such a
-    /// URL is refused by [`build`](Self::build) with an `Error::Config` naming the URL. TLS
+    /// URL is refused by `build` with an `Error::Config` naming the URL. TLS
     /// (rustls, certificates verified) is used for every `https://` URL either way.
     pub fn allow_insecure_http(mut self, allow: bool) -> Self {
-        self.allow_insecure_http = allow;
+        self.connection.allow_insecure_http = allow;
         self
     }
 
-    /// Uses this `reqwest::Client` (proxies, custom TLS roots); its timeouts are then its own.
+    /// Uses this `reqwest::Client` (proxies, custom TLS roots) instead of one built with
+    /// [`timeout`](Self::timeout); its timeouts are then its own.
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
-        self.http = Some(client);
+        self.connection.http = Some(client);
         self
     }
 
-    /// Sets one setting from its textual form (as in the environment).
+    /// Sets one setting from its textual form (as in the environment); the error names the
+    /// key's variable.
     pub fn with_config(mut self, key: ConfigKey, value: &str) -> Result<Self, salesync_core::Error> {
         match key {
-            ConfigKey::Url => self.base_url = Some(value.trim().to_string()),
-            ConfigKey::ClientId => self.client_id = Some(value.trim().to_string()),
-            ConfigKey::ClientSecret => self.client_secret = Some(SecretString::from(value.trim().to_string())),
+            ConfigKey::Url => self = self.base_url(value.trim()),
+            ConfigKey::ClientId => self = self.client_id(value.trim()),
+            ConfigKey::ClientSecret => self = self.client_secret(value.trim()),
             ConfigKey::RateCalls => {
-                let calls = parse_num(key, value)?;
+                let calls = parse_number(key.env_var(), value)?;
                 self.rate = Some((calls, self.rate.map_or(DEFAULT_RATE_WINDOW, |r| r.1)));
             }
             ConfigKey::RateWindowSecs => {
-                let secs: f64 = parse_num(key, value)?;
+                let secs: f64 = parse_number(key.env_var(), value)?;
                 if !(secs.is_finite() && secs > 0.0) {
                     return Err(MkError::config(key.env_var(), "must be a positive number of seconds").into());
                 }
                 self.rate = Some((self.rate.map_or(DEFAULT_RATE_CALLS, |r| r.0), Duration::from_secs_f64(secs)));
             }
-            ConfigKey::MaxConcurrent => self.max_concurrent = Some(parse_num(key, value)?),
-            ConfigKey::DailyBudget => self.daily_budget = Some(parse_num(key, value)?),
-            ConfigKey::AllowInsecureHttp => {
-                self.allow_insecure_http = parse_bool(value)
-                    .ok_or_else(|| MkError::config(key.env_var(), format!("{value:?} is not true or false")))?;
-            }
+            ConfigKey::MaxConcurrent => self.max_concurrent = Some(parse_number(key.env_var(), value)?),
+            ConfigKey::DailyBudget => self.daily_budget = Some(parse_number(key.env_var(), value)?),
+            ConfigKey::AllowInsecureHttp => self = self.allow_insecure_http(parse_flag(key.env_var(), value)?),
         }
         Ok(self)
     }
 
-    /// Validates the settings and builds the client.
-    pub fn build(self) -> Result<MarketoClient, salesync_core::Error> {
-        Ok(self.build_inner()?)
-    }
-
-    fn build_inner(self) -> Result<MarketoClient, MkError> {
-        let raw = self.base_url.ok_or_else(|| MkError::config("base_url", "missing"))?;
-        let mut base = check_url(&raw, self.allow_insecure_http, ConfigKey::AllowInsecureHttp.env_var())
-            .map_err(|e| MkError::config("base_url", e.to_string()))?;
+    /// Validates every setting (the client is made from them by `build`).
+    pub(crate) fn settings(self) -> Result<Settings, MkError> {
+        let rules = ConnectionRules {
+            url_key: "base_url",
+            insecure_http_var: ConfigKey::AllowInsecureHttp.env_var(),
+            default_timeout: DEFAULT_TIMEOUT,
+            allow_blank_secret: false,
+        };
+        let Checked { url: mut base, client_id, client_secret, timeout, http } =
+            self.connection.check(rules, |timeout| {
+                reqwest::Client::builder()
+                    .connect_timeout(Duration::from_secs(10).min(timeout))
+                    .read_timeout(timeout)
+                    .user_agent(concat!("salesync-marketo/", env!("CARGO_PKG_VERSION")))
+            })?;
         let path = base.path().trim_end_matches('/').to_string();
         base.set_path(&format!("{path}/"));
-
-        let client_id =
-            self.client_id.filter(|s| !s.trim().is_empty()).ok_or_else(|| MkError::config("client_id", "missing"))?;
-        let client_secret = self.client_secret.ok_or_else(|| MkError::config("client_secret", "missing"))?;
-        if secrecy::ExposeSecret::expose_secret(&client_secret).trim().is_empty() {
-            return Err(MkError::config("client_secret", "empty"));
-        }
         let (calls, window) = self.rate.unwrap_or((DEFAULT_RATE_CALLS, DEFAULT_RATE_WINDOW));
         if calls == 0 || window.is_zero() {
             return Err(MkError::config("rate_limit", "calls and window must be positive"));
@@ -269,90 +251,44 @@ impl MarketoClientBuilder {
             return Err(MkError::config("max_concurrent", "must be at least 1"));
         }
         let retry = self.retry.unwrap_or_default();
-        if retry.max_attempts == 0 {
-            return Err(MkError::config("retry.max_attempts", "must be at least 1"));
-        }
-        if retry.base_delay > retry.max_delay {
-            return Err(MkError::config("retry.base_delay", "must not exceed retry.max_delay"));
-        }
-        let timeout = self.timeout.unwrap_or(DEFAULT_TIMEOUT);
-        if timeout.is_zero() {
-            return Err(MkError::config("timeout", "must be positive"));
-        }
+        retry.check()?;
         if self.daily_budget == Some(0) {
             return Err(MkError::config("daily_budget", "must be at least 1"));
         }
-        let http = match self.http {
-            Some(h) => h,
-            None => reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(10).min(timeout))
-                .read_timeout(timeout)
-                .user_agent(concat!("salesync-marketo/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .map_err(|e| MkError::config("http_client", e.without_url().to_string()))?,
-        };
-        let limits = Limits {
-            shared: Shared::new(calls, window, max_concurrent),
-            budget: self.daily_budget.map(DailyBudget::new),
-        };
-        Ok(MarketoClient {
-            inner: Arc::new(Inner {
-                http,
-                base,
-                client_id,
-                client_secret,
-                tokens: TokenCache::new(self.token_refresh_early.unwrap_or(Duration::from_secs(60))),
-                limits,
-                retry,
-                timeout,
-            }),
+        Ok(Settings {
+            http,
+            base,
+            client_id,
+            client_secret,
+            rate: (calls, window),
+            max_concurrent,
+            daily_budget: self.daily_budget,
+            retry,
+            timeout,
+            token_refresh_early: self.token_refresh_early.unwrap_or(Duration::from_secs(60)),
         })
     }
 }
 
-impl MarketoClient {
-    /// A builder with the defaults (100 calls per 20 s, 10 in flight, 5 attempts).
-    pub fn builder() -> MarketoClientBuilder {
-        MarketoClientBuilder::default()
-    }
-
-    /// A client from `SALESYNC_MARKETO_URL`, `SALESYNC_MARKETO_CLIENT_ID`,
-    /// `SALESYNC_MARKETO_CLIENT_SECRET` and optionally `SALESYNC_MARKETO_RATE_CALLS`,
-    /// `SALESYNC_MARKETO_RATE_WINDOW_SECS`, `SALESYNC_MARKETO_MAX_CONCURRENT` and
-    /// `SALESYNC_MARKETO_DAILY_BUDGET` and `SALESYNC_MARKETO_ALLOW_INSECURE_HTTP` (or
-    /// `SALESYNC_ALLOW_INSECURE_HTTP`). A missing required variable is an `Error::Config` naming it.
-    pub fn from_env() -> Result<MarketoClient, salesync_core::Error> {
-        Self::builder_from_lookup(|name| std::env::var(name).ok())?.build()
-    }
-
-    /// A builder filled from a variable lookup (the environment in [`from_env`](Self::from_env)).
-    pub fn builder_from_lookup(
-        lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<MarketoClientBuilder, salesync_core::Error> {
-        let mut b = MarketoClient::builder();
-        for key in ConfigKey::ALL {
-            if key == ConfigKey::AllowInsecureHttp {
-                let allow = allow_insecure_http_from(&lookup, key.env_var())
-                    .map_err(|e| MkError::config(e.var, e.to_string()))?;
-                if let Some(allow) = allow {
-                    b.allow_insecure_http = allow;
-                }
-                continue;
-            }
-            match lookup(key.env_var()).filter(|v| !v.trim().is_empty()) {
-                Some(v) => b = b.with_config(key, &v)?,
-                None if key.required() => return Err(MkError::config(key.env_var(), "not set").into()),
-                None => {}
-            }
-        }
-        Ok(b)
-    }
+/// The validated settings of one client, made by [`MarketoClientBuilder::settings`].
+pub(crate) struct Settings {
+    pub(crate) http: reqwest::Client,
+    /// The base URL, ending in `/`.
+    pub(crate) base: Url,
+    pub(crate) client_id: String,
+    pub(crate) client_secret: SecretString,
+    pub(crate) rate: (usize, Duration),
+    pub(crate) max_concurrent: usize,
+    pub(crate) daily_budget: Option<u64>,
+    pub(crate) retry: RetryConfig,
+    pub(crate) timeout: Duration,
+    pub(crate) token_refresh_early: Duration,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use url::Url;
+    use crate::MarketoClient;
 
     fn ok_builder() -> MarketoClientBuilder {
         MarketoClient::builder().base_url("https://123-ABC-456.mktorest.com").client_id("id").client_secret("s3cret")

@@ -3,7 +3,7 @@
 use serde::Deserialize;
 use serde::de::{self, DeserializeOwned, Deserializer};
 
-use crate::classify::{Action, classify};
+use crate::classify::{Failure, Verdict, classify};
 
 /// One `errors[]` (or per-record `reasons[]`) item. Codes are quoted integers on the wire; numbers
 /// are accepted too.
@@ -62,7 +62,7 @@ pub(crate) enum Parsed<T> {
     /// A successful envelope.
     Ok(Envelope<T>),
     /// An error envelope: its action, code and message.
-    Failed { action: Action, code: String, message: String },
+    Failed { action: Verdict<Failure>, code: String, message: String },
     /// Not a readable envelope.
     Malformed(String),
 }
@@ -194,7 +194,7 @@ mod tests {
         let body = br#"{"requestId":"a3f1#18c2e4b9d07","success":false,"errors":[{"code":"602","message":"Access token expired"}]}"#;
         match parse_body::<serde_json::Value>(200, body) {
             Parsed::Failed { action, code, message } => {
-                assert_eq!(action, Action::Reauth);
+                assert_eq!(action, Verdict::Reauthenticate);
                 assert_eq!(code, "602");
                 assert_eq!(message, "Access token expired");
             }
@@ -204,7 +204,7 @@ mod tests {
         let body = br#"{"success":false,"result":null,"warnings":["x"],"errors":[{"code":606,"message":"Max rate limit '100' exceeded with in '20' secs"}]}"#;
         match parse_body::<serde_json::Value>(200, body) {
             Parsed::Failed { action, code, .. } => {
-                assert_eq!(action, Action::Retry(Backoff::RateWindow));
+                assert_eq!(action, Verdict::Retry(Backoff::RateWindow));
                 assert_eq!(code, "606");
             }
             other => panic!("{other:?}"),

@@ -14,9 +14,10 @@ pub(crate) enum MkError {
     /// 606/615 (or HTTP 429) that retries did not overcome.
     #[error("rate limited ({code})")]
     RateLimited { code: String, retry_after: Option<Duration> },
-    /// 607, or bulk 1029 "Export daily quota exceeded", or the client-side daily budget.
+    /// 607, or bulk 1029 "Export daily quota exceeded", or the client-side daily budget; all
+    /// reset at `resets_at`, midnight US Central.
     #[error("daily quota exhausted: {detail}")]
-    Quota { detail: String },
+    Quota { detail: String, resets_at: chrono::DateTime<chrono::Utc> },
     /// Identity 401, or a 601 again after a fresh token.
     #[error("authentication failed: {detail}")]
     Unauthenticated { detail: String },
@@ -74,46 +75,25 @@ impl MkError {
     }
 }
 
+impl From<salesync_http::SettingError> for MkError {
+    fn from(e: salesync_http::SettingError) -> Self {
+        MkError::Config { key: e.key, reason: e.reason }
+    }
+}
+
 /// A failure without an underlying error value (a broken file stream, an I/O error text).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 struct StreamFailure(String);
-
-/// A network failure of one operation; the reqwest error (URL stripped) stays reachable as `source()`.
-///
-/// Its Display carries the whole cause chain ("identity: error sending request: client error
-/// (Connect): tcp connect error: Connection refused"), because reqwest's own Display stops at the
-/// first line and hosts often log only the top-level message.
-#[derive(Debug, thiserror::Error)]
-struct TransportFailure {
-    operation: &'static str,
-    #[source]
-    source: reqwest::Error,
-}
-
-impl std::fmt::Display for TransportFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.operation, self.source)?;
-        let mut cause = std::error::Error::source(&self.source);
-        while let Some(c) = cause {
-            write!(f, ": {c}")?;
-            cause = c.source();
-        }
-        Ok(())
-    }
-}
 
 impl From<MkError> for Error {
     fn from(e: MkError) -> Self {
         let service = Service::Marketo;
         match e {
             MkError::RateLimited { retry_after, .. } => Error::RateLimited { service, retry_after },
-            // 607, the client-side budget and the bulk export quota all reset at midnight US Central.
-            MkError::Quota { detail } => Error::QuotaExhausted {
-                service,
-                resets_at: Some(crate::limiter::next_central_midnight(chrono::Utc::now())),
-                detail,
-            },
+            MkError::Quota { detail, resets_at } => {
+                Error::QuotaExhausted { service, resets_at: Some(resets_at), detail }
+            }
             MkError::Unauthenticated { detail } => Error::Unauthenticated { service, detail },
             MkError::AccessDenied { code, message } => Error::AccessDenied { service, code, message },
             MkError::Rejected { code, message } => Error::Rejected { service, code, message },
@@ -129,10 +109,9 @@ impl From<MkError> for Error {
                 persistent: false,
             },
             MkError::Protocol { detail } => Error::Protocol { service, detail },
-            MkError::Transport { operation, source } => Error::Transport {
-                service,
-                source: Box::new(TransportFailure { operation, source: source.without_url() }),
-            },
+            MkError::Transport { operation, source } => {
+                Error::Transport { service, source: Box::new(salesync_http::TransportError::new(operation, source)) }
+            }
             MkError::Stream { operation, detail } => {
                 Error::Transport { service, source: Box::new(StreamFailure(format!("{operation}: {detail}"))) }
             }

@@ -88,20 +88,7 @@ where
     F: FnMut(Option<String>) -> Fut + Send + 'static,
     Fut: Future<Output = Result<Page<T>, MkError>> + Send + 'static,
 {
-    stream::try_unfold((fetch, Some(first)), |(mut fetch, next)| async move {
-        let Some(token) = next else { return Ok(None) };
-        let page = fetch(token).await.map_err(salesync_core::Error::from)?;
-        let next = match (&page.next_token, page.more) {
-            (Some(t), true) => Some(Some(t.clone())),
-            (None, true) => {
-                tracing::warn!("Marketo said more pages follow but sent no nextPageToken; stopping");
-                None
-            }
-            (_, false) => None,
-        };
-        Ok(Some((page, (fetch, next))))
-    })
-    .boxed()
+    salesync_http::page_stream("marketo", first, Some, fetch)
 }
 
 #[derive(Deserialize)]

@@ -3,57 +3,31 @@
 //! unbounded body into memory.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::convert::Infallible;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::http::{Response, StatusCode, header};
-use axum::routing::get;
+use axum::http::{Method, Response, StatusCode, header};
 use futures::StreamExt;
 use salesync_core::Error;
 use salesync_core::ports::marketo::MarketoApi;
+use salesync_http::testing::{self, chain, json, streamed as body_of};
 use salesync_marketo::{MarketoClient, RetryConfig};
 
 const ATTEMPTS: u32 = 3;
 
 /// A server answering every data call with `respond()`; the token endpoint works.
-struct Hostile {
-    base: String,
-    hits: Arc<AtomicUsize>,
-}
+struct Hostile(testing::Hostile);
 
 impl Hostile {
     async fn start(respond: impl Fn() -> Response<Body> + Send + Sync + 'static) -> Hostile {
-        let hits = Arc::new(AtomicUsize::new(0));
-        let counter = Arc::clone(&hits);
-        let respond = Arc::new(respond);
-        let app = Router::new()
-            .route(
-                "/identity/oauth/token",
-                get(|| async {
-                    json(
-                        StatusCode::OK,
-                        r#"{"access_token":"tok","token_type":"bearer","expires_in":3599,"scope":"api@x"}"#,
-                    )
-                }),
-            )
-            .fallback(move || {
-                let respond = Arc::clone(&respond);
-                counter.fetch_add(1, Ordering::SeqCst);
-                async move { respond() }
-            });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Hostile { base: format!("http://{addr}"), hits }
+        let token =
+            |_: &str| r#"{"access_token":"tok","token_type":"bearer","expires_in":3599,"scope":"api@x"}"#.into();
+        Hostile(testing::Hostile::start(Method::GET, "/identity/oauth/token", token, respond).await.unwrap())
     }
 
     fn client(&self, timeout: Duration) -> MarketoClient {
         MarketoClient::builder()
-            .base_url(&self.base)
+            .base_url(self.0.base())
             .client_id("id")
             .client_secret("secret")
             .retry(RetryConfig {
@@ -67,31 +41,22 @@ impl Hostile {
     }
 
     fn hits(&self) -> usize {
-        self.hits.load(Ordering::SeqCst)
+        self.0.hits()
     }
 }
 
-fn json(status: StatusCode, body: &'static str) -> Response<Body> {
-    Response::builder().status(status).header(header::CONTENT_TYPE, "application/json").body(Body::from(body)).unwrap()
-}
-
 fn html(status: StatusCode) -> Response<Body> {
-    let page = format!(
-        "<html><head><title>{status}</title></head><body><center><h1>{status}</h1></center><hr><center>nginx</center></body></html>"
-    );
-    Response::builder().status(status).header(header::CONTENT_TYPE, "text/html").body(Body::from(page)).unwrap()
-}
-
-fn body_of(stream: impl futures::Stream<Item = Result<Bytes, Infallible>> + Send + 'static) -> Body {
-    Body::from_stream(stream)
+    testing::html(
+        status,
+        format!(
+            "<html><head><title>{status}</title></head><body><center><h1>{status}</h1></center><hr><center>nginx</center></body></html>"
+        ),
+    )
 }
 
 /// One byte every 100 ms, forever.
 fn drip() -> Body {
-    body_of(futures::stream::unfold((), |()| async {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        Some((Ok(Bytes::from_static(b" ")), ()))
-    }))
+    testing::drip(Duration::from_millis(100))
 }
 
 async fn leads(
@@ -105,18 +70,6 @@ fn protocol_detail(e: &Error) -> &str {
         Error::Protocol { detail, .. } => detail,
         other => panic!("expected a protocol error, got {other:?}"),
     }
-}
-
-/// The whole source chain of an error, for assertions on transport causes.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(x) = src {
-        s.push_str(" / ");
-        s.push_str(&x.to_string());
-        src = x.source();
-    }
-    s
 }
 
 #[tokio::test]

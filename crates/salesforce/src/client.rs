@@ -9,47 +9,30 @@ use reqwest::Method;
 use salesync_core::ports::Page;
 use salesync_core::ports::salesforce::ApiUsage;
 use salesync_core::{Error, error::Service};
-use salesync_http::{ReadError, html_instead_of, looks_like_html, read_capped};
+use salesync_http::{ReadError, TokenCache, TransportError, html_instead_of, looks_like_html, read_capped};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::Value;
-use tokio::sync::RwLock;
-use url::Url;
 
-use crate::config::{RetryConfig, SalesforceClientBuilder, check_url};
-use crate::error::{ApiError, Disposition, classify, protocol, to_core, token_error};
+use crate::classify::{Failure, Verdict, classify};
+use crate::config::{ConfigKey, SalesforceClientBuilder, Settings};
+use crate::error::{ApiError, protocol, to_core};
 use crate::limits::{LIMIT_INFO_HEADER, LimitInfo, parse_limit_info};
 use crate::soql::Soql;
 
-/// Validated settings, built by [`SalesforceClientBuilder::build`].
-pub(crate) struct Settings {
-    pub(crate) http: reqwest::Client,
-    pub(crate) login_url: Url,
-    pub(crate) client_id: String,
-    pub(crate) client_secret: SecretString,
-    pub(crate) refresh_token: Option<SecretString>,
-    pub(crate) api_version: String,
-    pub(crate) task_external_id_field: String,
-    pub(crate) retry: RetryConfig,
-    pub(crate) query_batch_size: u32,
-    pub(crate) max_body_bytes: usize,
-    pub(crate) allow_http: bool,
-}
-
-/// One OAuth session: the access token and the instance it is valid for.
-struct Session {
-    token: SecretString,
+/// One OAuth session: the access token and the instance it is valid for (made in `token`).
+pub(crate) struct Session {
+    pub(crate) token: SecretString,
     /// `instance_url` without a trailing slash.
-    base: String,
-    generation: u64,
+    pub(crate) base: String,
 }
 
 pub(crate) struct Inner {
     pub(crate) s: Settings,
-    session: RwLock<Option<Arc<Session>>>,
+    /// The session, shared by the clones; replaced when Salesforce refuses it.
+    pub(crate) session: TokenCache<Session>,
     /// A rotated refresh token, when the org returned one.
-    rotated_refresh: std::sync::Mutex<Option<SecretString>>,
-    generation: AtomicU64,
+    pub(crate) rotated_refresh: std::sync::Mutex<Option<SecretString>>,
     limits: std::sync::Mutex<Option<LimitInfo>>,
     calls: AtomicU64,
 }
@@ -75,6 +58,13 @@ impl std::fmt::Debug for SalesforceClient {
             .field("task_external_id_field", &s.task_external_id_field)
             .field("retry", &s.retry)
             .finish_non_exhaustive()
+    }
+}
+
+impl SalesforceClientBuilder {
+    /// Validates the settings and builds the client (no network call is made).
+    pub fn build(self) -> salesync_core::Result<SalesforceClient> {
+        Ok(SalesforceClient::new(self.settings()?))
     }
 }
 
@@ -105,12 +95,12 @@ fn from_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, serde_jso
 }
 
 /// A failed data call, before conversion into the port error.
-pub(crate) enum Failure {
+pub(crate) enum CallError {
     /// Salesforce answered with an error body.
     Api {
         status: u16,
         error: ApiError,
-        disposition: Disposition,
+        verdict: Verdict<Failure>,
         /// The call was repeated as often as the retry settings allow.
         spent: bool,
     },
@@ -118,11 +108,11 @@ pub(crate) enum Failure {
     Other(Error),
 }
 
-impl From<Failure> for Error {
-    fn from(f: Failure) -> Self {
+impl From<CallError> for Error {
+    fn from(f: CallError) -> Self {
         match f {
-            Failure::Api { status, error, disposition, spent } => to_core(status, &error, disposition, spent),
-            Failure::Other(e) => e,
+            CallError::Api { status, error, verdict, spent } => to_core(status, &error, verdict, spent),
+            CallError::Other(e) => e,
         }
     }
 }
@@ -141,22 +131,6 @@ pub(crate) fn parse_error_body(body: &[u8]) -> ApiError {
     }
     let text: String = String::from_utf8_lossy(body).chars().take(300).collect();
     ApiError::new("", text)
-}
-
-#[derive(Deserialize)]
-struct TokenResponse {
-    access_token: String,
-    instance_url: String,
-    #[serde(default)]
-    refresh_token: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-struct TokenError {
-    #[serde(default)]
-    error: String,
-    #[serde(default)]
-    error_description: String,
 }
 
 /// One page of a SOQL query, as Salesforce sends it. `done` and `records` are required: an answer
@@ -221,19 +195,33 @@ impl SalesforceClient {
         SalesforceClientBuilder::default()
     }
 
-    /// A client configured from `SALESYNC_SALESFORCE_*` environment variables (see
-    /// [`ConfigKey`](crate::ConfigKey)); a missing required variable is an `Error::Config` naming it.
+    /// A client from `SALESYNC_SALESFORCE_URL`, `SALESYNC_SALESFORCE_CLIENT_ID`,
+    /// `SALESYNC_SALESFORCE_CLIENT_SECRET` and optionally `SALESYNC_SALESFORCE_REFRESH_TOKEN`,
+    /// `SALESYNC_SALESFORCE_API_VERSION`, `SALESYNC_SALESFORCE_TASK_EXTERNAL_ID_FIELD` and
+    /// `SALESYNC_SALESFORCE_ALLOW_INSECURE_HTTP` (or `SALESYNC_ALLOW_INSECURE_HTTP`); see
+    /// [`ConfigKey`]. A missing required variable is an `Error::Config` naming it.
     pub fn from_env() -> salesync_core::Result<Self> {
-        SalesforceClientBuilder::from_lookup(|k| std::env::var(k).ok())?.build()
+        Self::builder_from_lookup(|k| std::env::var(k).ok())?.build()
     }
 
-    pub(crate) fn new(s: Settings) -> Self {
+    /// A builder filled from a variable lookup (the environment in [`from_env`](Self::from_env)),
+    /// one [`SalesforceClientBuilder::with_config`] per variable set; further settings (an
+    /// injected [`http_client`](SalesforceClientBuilder::http_client), …) can follow before `build`.
+    pub fn builder_from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> salesync_core::Result<SalesforceClientBuilder> {
+        salesync_http::builder_from_lookup(lookup, Self::builder(), |b, key: ConfigKey, value| {
+            b.with_config(key, value)
+        })
+    }
+
+    /// The client of validated settings: one session, usage record and pool for it and its clones.
+    fn new(s: Settings) -> Self {
         Self {
             inner: Arc::new(Inner {
                 s,
-                session: RwLock::new(None),
+                session: TokenCache::new(),
                 rotated_refresh: std::sync::Mutex::new(None),
-                generation: AtomicU64::new(0),
                 limits: std::sync::Mutex::new(None),
                 calls: AtomicU64::new(0),
             }),
@@ -268,7 +256,7 @@ impl SalesforceClient {
 
     /// Forgets the cached session, so the next call obtains a new token.
     pub async fn clear_session(&self) {
-        *self.inner.session.write().await = None;
+        self.inner.session.clear().await;
     }
 
     /// `/services/data/vNN.N/{rest}`.
@@ -285,128 +273,6 @@ impl SalesforceClient {
         }
     }
 
-    // ---------------------------------------------------------------- session
-
-    async fn session(&self) -> Result<Arc<Session>, Error> {
-        if let Some(s) = self.inner.session.read().await.as_ref() {
-            return Ok(s.clone());
-        }
-        let mut slot = self.inner.session.write().await;
-        if let Some(s) = slot.as_ref() {
-            return Ok(s.clone());
-        }
-        let s = Arc::new(self.fetch_token().await?);
-        *slot = Some(s.clone());
-        Ok(s)
-    }
-
-    /// Replaces the session `stale` unless another task already did.
-    async fn reauthenticate(&self, stale: u64) -> Result<(), Error> {
-        let mut slot = self.inner.session.write().await;
-        if slot.as_ref().is_some_and(|s| s.generation != stale) {
-            return Ok(());
-        }
-        *slot = None;
-        let s = self.fetch_token().await?;
-        *slot = Some(Arc::new(s));
-        Ok(())
-    }
-
-    async fn fetch_token(&self) -> Result<Session, Error> {
-        let s = &self.inner.s;
-        let url = format!("{}/services/oauth2/token", s.login_url.as_str().trim_end_matches('/'));
-        let rotated = self.inner.rotated_refresh.lock().map(|g| g.clone()).unwrap_or_else(|p| p.into_inner().clone());
-        let refresh = rotated.or_else(|| s.refresh_token.clone());
-        let grant = if refresh.is_some() { "refresh_token" } else { "client_credentials" };
-        let mut failures = 0u32;
-        loop {
-            let mut form: Vec<(&str, &str)> = vec![
-                ("grant_type", grant),
-                ("client_id", &s.client_id),
-                ("client_secret", s.client_secret.expose_secret()),
-                ("format", "json"),
-            ];
-            if let Some(r) = &refresh {
-                form.push(("refresh_token", r.expose_secret()));
-            }
-            tracing::debug!(grant, "salesforce: requesting an access token");
-            let sent = s.http.post(&url).header("Accept", "application/json").form(&form).send().await;
-            let (status, body) = match sent {
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    match read_capped(resp, 1024 * 1024).await {
-                        Ok(b) => (status, b),
-                        Err(ReadError::TooLarge { .. }) => return Err(protocol("token response too large")),
-                        Err(ReadError::Transport(e)) => {
-                            if failures + 1 < s.retry.max_attempts {
-                                failures += 1;
-                                tokio::time::sleep(s.retry.delay(failures)).await;
-                                continue;
-                            }
-                            return Err(transport(e));
-                        }
-                    }
-                }
-                Err(e) => {
-                    if failures + 1 < s.retry.max_attempts {
-                        failures += 1;
-                        tracing::warn!(attempt = failures, error = %redact(&e), "salesforce: token request failed; retrying");
-                        tokio::time::sleep(s.retry.delay(failures)).await;
-                        continue;
-                    }
-                    return Err(transport(e));
-                }
-            };
-            if (200..300).contains(&status) {
-                let t: TokenResponse = serde_json::from_slice(&body)
-                    .map_err(|e| protocol(format!("token response is not the expected JSON: {e}")))?;
-                let instance = check_url("instance_url", &t.instance_url, s.allow_http)?;
-                if let Some(r) = t.refresh_token
-                    && grant == "refresh_token"
-                {
-                    match self.inner.rotated_refresh.lock() {
-                        Ok(mut g) => *g = Some(SecretString::from(r)),
-                        Err(p) => *p.into_inner() = Some(SecretString::from(r)),
-                    }
-                }
-                let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed) + 1;
-                tracing::debug!(generation, "salesforce: new session");
-                return Ok(Session {
-                    token: SecretString::from(t.access_token),
-                    base: instance.as_str().trim_end_matches('/').to_string(),
-                    generation,
-                });
-            }
-            // OAuth errors are `{"error","error_description"}`; a gateway or the platform may also
-            // answer with a REST error array (`SERVER_UNAVAILABLE`, `REQUEST_LIMIT_EXCEEDED`, …).
-            let oauth: TokenError = serde_json::from_slice(&body).unwrap_or_default();
-            if !oauth.error.is_empty() {
-                tracing::warn!(status, error = %oauth.error, "salesforce: token request refused");
-                return Err(token_error(status, &oauth.error, &oauth.error_description));
-            }
-            let error = parse_error_body(&body);
-            let disposition = match classify(status, &error.error_code, &error.message) {
-                // A 401 from the token endpoint itself cannot be cured by another token.
-                Disposition::Reauthenticate => Disposition::Stop,
-                d => d,
-            };
-            if matches!(disposition, Disposition::Retry | Disposition::RetryRateLimited)
-                && failures + 1 < s.retry.max_attempts
-            {
-                failures += 1;
-                tracing::warn!(attempt = failures, status, code = %error.error_code, "salesforce: token request failed; retrying");
-                tokio::time::sleep(s.retry.delay(failures)).await;
-                continue;
-            }
-            tracing::warn!(status, code = %error.error_code, "salesforce: token request failed");
-            if status == 401 || (status == 400 && error.error_code.is_empty()) {
-                return Err(token_error(status, "invalid_grant", &error.message));
-            }
-            let spent = matches!(disposition, Disposition::Retry | Disposition::RetryRateLimited);
-            return Err(to_core(status, &error, disposition, spent));
-        }
-    }
-
     // ---------------------------------------------------------------- requests
 
     /// Sends one data request (path starting with `/services/data/`), re-authenticating once on
@@ -418,14 +284,14 @@ impl SalesforceClient {
         query: &[(&str, &str)],
         body: Option<&Value>,
         idempotent: bool,
-    ) -> Result<Answer, Failure> {
+    ) -> Result<Answer, CallError> {
         let s = &self.inner.s;
         let mut failures = 0u32;
         let mut reauthed = false;
         loop {
-            let session = self.session().await.map_err(Failure::Other)?;
-            let url = format!("{}{}", session.base, path);
-            let mut rb = s.http.request(method.clone(), &url).bearer_auth(session.token.expose_secret());
+            let session = self.session().await.map_err(CallError::Other)?;
+            let url = format!("{}{}", session.value().base, path);
+            let mut rb = s.http.request(method.clone(), &url).bearer_auth(session.value().token.expose_secret());
             if !query.is_empty() {
                 rb = rb.query(query);
             }
@@ -448,37 +314,39 @@ impl SalesforceClient {
             let (status, bytes) = match read {
                 Ok(x) => x,
                 Err(ReadError::TooLarge { .. }) => {
-                    return Err(Failure::Other(protocol(format!("response body exceeds {} bytes", s.max_body_bytes))));
+                    return Err(CallError::Other(protocol(format!(
+                        "response body exceeds {} bytes",
+                        s.max_body_bytes
+                    ))));
                 }
                 Err(ReadError::Transport(e)) => {
+                    let e = TransportError::new("salesforce request", e);
                     if idempotent && failures + 1 < s.retry.max_attempts {
                         failures += 1;
-                        tracing::warn!(attempt = failures, path, error = %redact(&e), "salesforce: transport error; retrying");
+                        tracing::warn!(attempt = failures, path, error = %e, "salesforce: transport error; retrying");
                         tokio::time::sleep(s.retry.delay(failures)).await;
                         continue;
                     }
-                    return Err(Failure::Other(transport(e)));
+                    return Err(CallError::Other(transport(e)));
                 }
             };
             if (200..300).contains(&status) {
                 if looks_like_html(&bytes) {
                     // A proxy's error page or a login wall sent with 200: not retried, named.
-                    return Err(Failure::Other(protocol(html_instead_of(status, "JSON", &snippet(&bytes)))));
+                    return Err(CallError::Other(protocol(html_instead_of(status, "JSON", &snippet(&bytes)))));
                 }
                 return Ok(Answer { body: bytes });
             }
             let error = parse_error_body(&bytes);
-            let disposition = classify(status, &error.error_code, &error.message);
-            match disposition {
-                Disposition::Reauthenticate if !reauthed => {
+            let verdict = classify(status, &error.error_code, &error.message);
+            match verdict {
+                Verdict::Reauthenticate if !reauthed => {
                     reauthed = true;
                     tracing::info!(path, "salesforce: session expired; obtaining a new token");
-                    self.reauthenticate(session.generation).await.map_err(Failure::Other)?;
+                    self.forget_session(&session).await;
                     continue;
                 }
-                Disposition::Retry | Disposition::RetryRateLimited
-                    if idempotent && failures + 1 < s.retry.max_attempts =>
-                {
+                Verdict::Retry(_) if idempotent && failures + 1 < s.retry.max_attempts => {
                     failures += 1;
                     tracing::warn!(attempt = failures, status, code = %error.error_code, path, "salesforce: intermittent error; retrying");
                     tokio::time::sleep(s.retry.delay(failures)).await;
@@ -487,8 +355,8 @@ impl SalesforceClient {
                 _ => {
                     tracing::debug!(status, code = %error.error_code, path, "salesforce: request failed");
                     // A retryable answer gets here on an idempotent call only once attempts ran out.
-                    let spent = idempotent && matches!(disposition, Disposition::Retry | Disposition::RetryRateLimited);
-                    return Err(Failure::Api { status, error, disposition, spent });
+                    let spent = idempotent && verdict.is_retry();
+                    return Err(CallError::Api { status, error, verdict, spent });
                 }
             }
         }
@@ -570,56 +438,17 @@ impl SalesforceClient {
         map: impl Fn(&Value) -> Result<T, Error> + Send + Sync + Clone + 'static,
     ) -> BoxStream<'static, salesync_core::Result<Page<T>>> {
         let client = self.clone();
-        futures::stream::try_unfold(Some(cursor), move |state| {
+        salesync_http::page_stream("salesforce", cursor, Cursor::Next, move |cursor| {
             let client = client.clone();
             let map = map.clone();
-            async move {
-                let Some(cursor) = state else { return Ok(None) };
-                let page = client.page_of(&cursor, map).await?;
-                let next = page.next_token.clone().filter(|_| page.more).map(Cursor::Next);
-                Ok(Some((page, next)))
-            }
+            async move { client.page_of(&cursor, map).await }
         })
-        .boxed()
     }
 }
 
-fn transport(e: reqwest::Error) -> Error {
-    Error::Transport { service: Service::Salesforce, source: Box::new(redact(&e)) }
-}
-
-/// A transport error without its URL (which may carry a SOQL query with personal data).
-#[derive(Debug)]
-struct Redacted(String);
-
-impl std::fmt::Display for Redacted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Redacted {}
-
-fn redact(e: &reqwest::Error) -> Redacted {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else if e.is_body() || e.is_decode() {
-        "connection broke while reading the response"
-    } else if e.is_request() {
-        "request failed"
-    } else {
-        "HTTP error"
-    };
-    let mut msg = kind.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    Redacted(msg)
+/// A network failure as the port error (no URL in it).
+pub(crate) fn transport(e: TransportError) -> Error {
+    Error::Transport { service: Service::Salesforce, source: Box::new(e) }
 }
 
 #[cfg(test)]

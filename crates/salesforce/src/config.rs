@@ -1,13 +1,13 @@
-//! Builder, environment configuration and retry settings.
+//! Configuration: the keys read from the environment, the builder and its validated settings,
+//! retry settings. The client is made from the settings in `client` (`SalesforceClientBuilder::build`).
 
+use std::str::FromStr;
 use std::time::Duration;
 
-use salesync_core::endpoint::redacted_text;
-use salesync_http::allow_insecure_http_from;
+use salesync_http::{Checked, Connection, ConnectionRules, EnvKey, parse_flag, parse_key, redacted_secret};
 use secrecy::SecretString;
 use url::Url;
 
-use crate::client::SalesforceClient;
 use crate::error::config;
 use crate::soql::is_identifier;
 
@@ -30,7 +30,8 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 /// Salesforce's defaults.
 pub type RetryConfig = salesync_http::RetryConfig<250, 20_000>;
 
-/// A configuration key read by [`SalesforceClient::from_env`].
+/// A configuration key, as used by `SalesforceClient::from_env` and
+/// [`SalesforceClientBuilder::with_config`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ConfigKey {
@@ -63,9 +64,14 @@ impl ConfigKey {
         ConfigKey::TaskExternalIdField,
         ConfigKey::AllowInsecureHttp,
     ];
+}
 
-    /// The environment variable of this key.
-    pub fn env_var(self) -> &'static str {
+impl EnvKey for ConfigKey {
+    const ALL: &'static [ConfigKey] = &ConfigKey::ALL;
+    const PREFIX: &'static str = "SALESYNC_SALESFORCE_";
+    const ALLOW_INSECURE_HTTP: ConfigKey = ConfigKey::AllowInsecureHttp;
+
+    fn env_var(self) -> &'static str {
         match self {
             ConfigKey::Url => "SALESYNC_SALESFORCE_URL",
             ConfigKey::ClientId => "SALESYNC_SALESFORCE_CLIENT_ID",
@@ -76,9 +82,24 @@ impl ConfigKey {
             ConfigKey::AllowInsecureHttp => "SALESYNC_SALESFORCE_ALLOW_INSECURE_HTTP",
         }
     }
+
+    fn required(self) -> bool {
+        matches!(self, ConfigKey::Url | ConfigKey::ClientId | ConfigKey::ClientSecret)
+    }
 }
 
-/// Builds a [`SalesforceClient`]; every setting is validated once, in [`build`](Self::build).
+impl FromStr for ConfigKey {
+    type Err = salesync_core::Error;
+
+    /// Accepts the environment variable name or its lower-case suffix (`url`, `client_id`, …).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(parse_key(s, "Salesforce")?)
+    }
+}
+
+/// Builds a `SalesforceClient` (from [`SalesforceClient::builder`](crate::SalesforceClient::builder),
+/// or filled from the environment by `SalesforceClient::builder_from_lookup`); every setting is
+/// validated once, in `build`.
 ///
 /// ```no_run
 /// # async fn demo() -> salesync_core::Result<()> {
@@ -97,32 +118,26 @@ impl ConfigKey {
 /// ```
 #[derive(Clone, Default)]
 pub struct SalesforceClientBuilder {
-    pub(crate) login_url: Option<String>,
-    pub(crate) client_id: Option<String>,
-    pub(crate) client_secret: Option<SecretString>,
+    connection: Connection,
     pub(crate) refresh_token: Option<SecretString>,
     pub(crate) api_version: Option<String>,
     pub(crate) task_external_id_field: Option<String>,
     pub(crate) retry: RetryConfig,
-    pub(crate) timeout: Option<Duration>,
     pub(crate) query_batch_size: Option<u32>,
     pub(crate) max_body_bytes: Option<usize>,
-    pub(crate) allow_http: bool,
 }
 
 impl std::fmt::Debug for SalesforceClientBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SalesforceClientBuilder")
-            .field("login_url", &self.login_url.as_deref().map(redacted_text))
-            .field("client_id", &self.client_id)
-            .field("client_secret", &self.client_secret.as_ref().map(|_| "[redacted]"))
-            .field("refresh_token", &self.refresh_token.as_ref().map(|_| "[redacted]"))
+            .field("connection", &self.connection)
+            .field("refresh_token", &redacted_secret(&self.refresh_token))
             .field("api_version", &self.api_version)
             .field("task_external_id_field", &self.task_external_id_field)
             .field("retry", &self.retry)
-            .field("timeout", &self.timeout)
-            .field("allow_insecure_http", &self.allow_http)
-            .finish_non_exhaustive()
+            .field("query_batch_size", &self.query_batch_size)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish()
     }
 }
 
@@ -130,19 +145,19 @@ impl SalesforceClientBuilder {
     /// The login or My Domain URL serving `/services/oauth2/token`. Client credentials need the
     /// org's My Domain URL (`https://<domain>.my.salesforce.com`), not `login.salesforce.com`.
     pub fn login_url(mut self, url: impl Into<String>) -> Self {
-        self.login_url = Some(url.into());
+        self.connection.url = Some(url.into());
         self
     }
 
     /// The connected app's consumer key.
     pub fn client_id(mut self, id: impl Into<String>) -> Self {
-        self.client_id = Some(id.into());
+        self.connection.client_id = Some(id.into());
         self
     }
 
     /// The connected app's consumer secret.
     pub fn client_secret(mut self, secret: impl Into<String>) -> Self {
-        self.client_secret = Some(SecretString::from(secret.into()));
+        self.connection.client_secret = Some(SecretString::from(secret.into()));
         self
     }
 
@@ -172,7 +187,7 @@ impl SalesforceClientBuilder {
 
     /// Per-request timeout (default [`DEFAULT_TIMEOUT`]).
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
+        self.connection.timeout = Some(timeout);
         self
     }
 
@@ -195,7 +210,7 @@ impl SalesforceClientBuilder {
     /// to another host is refused with an `Error::Config` naming the URL. Every `https://` URL is
     /// verified with rustls either way.
     pub fn allow_insecure_http(mut self, allow: bool) -> Self {
-        self.allow_http = allow;
+        self.connection.allow_insecure_http = allow;
         self
     }
 
@@ -204,57 +219,53 @@ impl SalesforceClientBuilder {
         self.allow_insecure_http(allow)
     }
 
-    /// Fills the builder from a variable lookup (the environment in [`SalesforceClient::from_env`]).
-    pub(crate) fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> salesync_core::Result<Self> {
-        let get = |k: ConfigKey| lookup(k.env_var()).filter(|v| !v.trim().is_empty());
-        let need = |k: ConfigKey| get(k).ok_or_else(|| config(k.env_var(), "is not set"));
-        let mut b = Self::default()
-            .login_url(need(ConfigKey::Url)?)
-            .client_id(need(ConfigKey::ClientId)?)
-            .client_secret(need(ConfigKey::ClientSecret)?);
-        if let Some(t) = get(ConfigKey::RefreshToken) {
-            b = b.refresh_token(t);
-        }
-        if let Some(v) = get(ConfigKey::ApiVersion) {
-            b = b.api_version(v);
-        }
-        if let Some(v) = get(ConfigKey::TaskExternalIdField) {
-            b = b.task_external_id_field(v);
-        }
-        let allow = allow_insecure_http_from(&lookup, ConfigKey::AllowInsecureHttp.env_var())
-            .map_err(|e| config(e.var, e.to_string()))?;
-        if let Some(allow) = allow {
-            b.allow_http = allow;
-        }
-        Ok(b)
+    /// Uses this `reqwest::Client` (proxies, custom TLS roots) instead of one built with
+    /// [`timeout`](Self::timeout); its timeouts are then its own.
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.connection.http = Some(client);
+        self
     }
 
-    /// Validates the settings and builds the client (no network call is made).
-    pub fn build(self) -> salesync_core::Result<SalesforceClient> {
-        let url = self.login_url.as_deref().ok_or_else(|| config("login_url", "is required"))?;
-        let login_url = check_url("login_url", url, self.allow_http)?;
-        let client_id = self.client_id.clone().filter(|c| !c.trim().is_empty());
-        let client_id = client_id.ok_or_else(|| config("client_id", "is required"))?;
-        let client_secret = self.client_secret.clone().ok_or_else(|| config("client_secret", "is required"))?;
-        let version = self.api_version.clone().unwrap_or_else(|| DEFAULT_API_VERSION.to_string());
+    /// Sets one setting from its textual form (as in the environment); the error names the
+    /// key's variable.
+    pub fn with_config(self, key: ConfigKey, value: &str) -> salesync_core::Result<Self> {
+        let value = value.trim();
+        Ok(match key {
+            ConfigKey::Url => self.login_url(value),
+            ConfigKey::ClientId => self.client_id(value),
+            ConfigKey::ClientSecret => self.client_secret(value),
+            ConfigKey::RefreshToken => self.refresh_token(value),
+            ConfigKey::ApiVersion => self.api_version(value),
+            ConfigKey::TaskExternalIdField => self.task_external_id_field(value),
+            ConfigKey::AllowInsecureHttp => self.allow_insecure_http(parse_flag(key.env_var(), value)?),
+        })
+    }
+
+    /// Validates every setting (the client is made from them by `build`; no network call).
+    pub(crate) fn settings(self) -> salesync_core::Result<Settings> {
+        let allow_http = self.connection.allow_insecure_http;
+        let rules = ConnectionRules {
+            url_key: "login_url",
+            insecure_http_var: ConfigKey::AllowInsecureHttp.env_var(),
+            default_timeout: DEFAULT_TIMEOUT,
+            allow_blank_secret: true,
+        };
+        let Checked { url: login_url, client_id, client_secret, timeout: _, http } =
+            self.connection.check(rules, |timeout| {
+                reqwest::Client::builder().timeout(timeout).connect_timeout(Duration::from_secs(30))
+            })?;
+        let version = self.api_version.unwrap_or_else(|| DEFAULT_API_VERSION.to_string());
         let version = normalize_version(&version).ok_or_else(|| config("api_version", "must look like v60.0"))?;
-        let ext = self.task_external_id_field.clone().unwrap_or_else(|| DEFAULT_TASK_EXTERNAL_ID_FIELD.to_string());
+        let ext = self.task_external_id_field.unwrap_or_else(|| DEFAULT_TASK_EXTERNAL_ID_FIELD.to_string());
         if !is_identifier(&ext) || ext.contains('.') {
             return Err(config("task_external_id_field", "must be a field API name"));
         }
-        if self.retry.max_attempts == 0 {
-            return Err(config("retry.max_attempts", "must be at least 1"));
-        }
+        self.retry.check()?;
         let batch = self.query_batch_size.unwrap_or(DEFAULT_QUERY_BATCH_SIZE);
         if !(200..=2000).contains(&batch) {
             return Err(config("query_batch_size", "must be between 200 and 2000"));
         }
-        let http = reqwest::Client::builder()
-            .timeout(self.timeout.unwrap_or(DEFAULT_TIMEOUT))
-            .connect_timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| config("http_client", e.to_string()))?;
-        Ok(SalesforceClient::new(crate::client::Settings {
+        Ok(Settings {
             http,
             login_url,
             client_id,
@@ -265,9 +276,24 @@ impl SalesforceClientBuilder {
             retry: self.retry,
             query_batch_size: batch,
             max_body_bytes: self.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
-            allow_http: self.allow_http,
-        }))
+            allow_http,
+        })
     }
+}
+
+/// The validated settings of one client, made by [`SalesforceClientBuilder::settings`].
+pub(crate) struct Settings {
+    pub(crate) http: reqwest::Client,
+    pub(crate) login_url: Url,
+    pub(crate) client_id: String,
+    pub(crate) client_secret: SecretString,
+    pub(crate) refresh_token: Option<SecretString>,
+    pub(crate) api_version: String,
+    pub(crate) task_external_id_field: String,
+    pub(crate) retry: RetryConfig,
+    pub(crate) query_batch_size: u32,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) allow_http: bool,
 }
 
 /// `60.0` or `v60.0` → `v60.0`.
@@ -289,18 +315,14 @@ pub(crate) fn check_url(key: &str, raw: &str, allow_http: bool) -> salesync_core
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        move |k| m.get(k).cloned()
-    }
+    use crate::SalesforceClient;
+    use salesync_http::lookup_from as env;
 
     #[test]
     fn missing_variables_are_named() {
-        let e = SalesforceClientBuilder::from_lookup(env(&[])).unwrap_err();
+        let e = SalesforceClient::builder_from_lookup(env(&[])).unwrap_err();
         assert!(matches!(e, salesync_core::Error::Config { ref key, .. } if key == "SALESYNC_SALESFORCE_URL"));
-        let e = SalesforceClientBuilder::from_lookup(env(&[
+        let e = SalesforceClient::builder_from_lookup(env(&[
             ("SALESYNC_SALESFORCE_URL", "https://acme.my.salesforce.com"),
             ("SALESYNC_SALESFORCE_CLIENT_ID", "id"),
         ]))
@@ -312,7 +334,7 @@ mod tests {
 
     #[test]
     fn from_lookup_reads_optional_keys_and_hides_secrets() {
-        let b = SalesforceClientBuilder::from_lookup(env(&[
+        let b = SalesforceClient::builder_from_lookup(env(&[
             ("SALESYNC_SALESFORCE_URL", "https://acme.my.salesforce.com"),
             ("SALESYNC_SALESFORCE_CLIENT_ID", "the-id"),
             ("SALESYNC_SALESFORCE_CLIENT_SECRET", "s3cr3t-value"),
@@ -381,7 +403,7 @@ mod tests {
                 ("SALESYNC_SALESFORCE_CLIENT_SECRET", "s"),
             ];
             v.extend_from_slice(extra);
-            SalesforceClientBuilder::from_lookup(env(&v))
+            SalesforceClient::builder_from_lookup(env(&v))
         }
         assert!(from(&[]).unwrap().build().is_err());
         assert!(from(&[("SALESYNC_SALESFORCE_ALLOW_INSECURE_HTTP", "true")]).unwrap().build().is_ok());

@@ -6,8 +6,9 @@ use salesync_core::ports::Page;
 use salesync_core::ports::salesforce::TaskRecord;
 use serde_json::Value;
 
+use crate::classify::{Failure, Verdict, classify};
 use crate::client::{QueryPage, parse_error_body};
-use crate::error::{ApiError, Disposition, classify};
+use crate::error::ApiError;
 
 /// A 2xx query answer as a page of raw records.
 pub fn decode_query_page(body: &[u8]) -> Result<Page<Value>, Error> {
@@ -20,7 +21,7 @@ pub fn decode_task_page(body: &[u8], external_id_field: &str) -> Result<Page<Tas
 }
 
 /// A non-2xx body: its first error and how the request loop would treat it.
-pub fn decode_error(status: u16, body: &[u8]) -> (ApiError, Disposition) {
+pub fn decode_error(status: u16, body: &[u8]) -> (ApiError, Verdict<Failure>) {
     let e = parse_error_body(body);
     let d = classify(status, &e.error_code, &e.message);
     (e, d)

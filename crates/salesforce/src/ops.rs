@@ -20,8 +20,9 @@ use salesync_core::{
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::client::{Cursor, Failure, SalesforceClient};
-use crate::error::{ApiError, protocol, record_error_is_intermittent};
+use crate::classify::record_error_is_intermittent;
+use crate::client::{CallError, Cursor, SalesforceClient};
+use crate::error::{ApiError, protocol};
 use crate::soql::{Condition, Soql, is_identifier};
 
 /// At most this many records per sObject Collections call, and ids per `IN` list.
@@ -398,8 +399,8 @@ impl SalesforceApi for SalesforceClient {
                 answer.body.len()
             ))),
             // A repeated delete (e.g. after a lost response) finds the Task already deleted.
-            Err(Failure::Api { error, .. }) if error.error_code == "ENTITY_IS_DELETED" => Ok(()),
-            Err(Failure::Api { status: 404, error, .. })
+            Err(CallError::Api { error, .. }) if error.error_code == "ENTITY_IS_DELETED" => Ok(()),
+            Err(CallError::Api { status: 404, error, .. })
                 if error.error_code == "NOT_FOUND" || error.error_code.is_empty() =>
             {
                 Err(Error::NotFound { what: "Task", id: id.to_string() })

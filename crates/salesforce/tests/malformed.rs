@@ -3,60 +3,36 @@
 //! unbounded body into memory.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::convert::Infallible;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::http::{Response, StatusCode, header};
-use axum::routing::post;
+use axum::http::{Method, Response, StatusCode, header};
 use chrono::{TimeZone, Utc};
 use salesync_core::Error;
 use salesync_core::ports::salesforce::{SalesforceApi, TaskWrite};
+use salesync_http::testing::{self, chain, json, streamed as body_of};
 use salesync_salesforce::{RetryConfig, SalesforceClient};
 
 const ATTEMPTS: u32 = 3;
 
 /// A server answering every data call with `respond()`; the token endpoint works.
-struct Hostile {
-    base: String,
-    hits: Arc<AtomicUsize>,
-}
+struct Hostile(testing::Hostile);
 
 impl Hostile {
     async fn start(respond: impl Fn() -> Response<Body> + Send + Sync + 'static) -> Hostile {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let token = serde_json::json!({
-            "access_token": "00Dxx!tok", "instance_url": base, "id": "https://login/id/00D/005",
-            "token_type": "Bearer", "issued_at": "1700000000000", "signature": "x"
-        })
-        .to_string();
-        let hits = Arc::new(AtomicUsize::new(0));
-        let counter = Arc::clone(&hits);
-        let respond = Arc::new(respond);
-        let app = Router::new()
-            .route(
-                "/services/oauth2/token",
-                post(move || {
-                    let token = token.clone();
-                    async move { json(StatusCode::OK, token) }
-                }),
-            )
-            .fallback(move || {
-                let respond = Arc::clone(&respond);
-                counter.fetch_add(1, Ordering::SeqCst);
-                async move { respond() }
-            });
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Hostile { base, hits }
+        let token = |base: &str| {
+            serde_json::json!({
+                "access_token": "00Dxx!tok", "instance_url": base, "id": "https://login/id/00D/005",
+                "token_type": "Bearer", "issued_at": "1700000000000", "signature": "x"
+            })
+            .to_string()
+        };
+        Hostile(testing::Hostile::start(Method::POST, "/services/oauth2/token", token, respond).await.unwrap())
     }
 
     fn client(&self, timeout: Duration) -> SalesforceClient {
         SalesforceClient::builder()
-            .login_url(&self.base)
+            .login_url(self.0.base())
             .client_id("id")
             .client_secret("secret")
             .retry(RetryConfig {
@@ -71,23 +47,17 @@ impl Hostile {
     }
 
     fn hits(&self) -> usize {
-        self.hits.load(Ordering::SeqCst)
+        self.0.hits()
     }
 }
 
-fn json(status: StatusCode, body: impl Into<Body>) -> Response<Body> {
-    Response::builder().status(status).header(header::CONTENT_TYPE, "application/json").body(body.into()).unwrap()
-}
-
 fn html(status: StatusCode) -> Response<Body> {
-    let page = format!(
-        "<!DOCTYPE html><html><head><title>{status}</title></head><body><h1>{status}</h1><p>upstream connect error</p></body></html>"
-    );
-    Response::builder().status(status).header(header::CONTENT_TYPE, "text/html").body(Body::from(page)).unwrap()
-}
-
-fn body_of(stream: impl futures::Stream<Item = Result<Bytes, Infallible>> + Send + 'static) -> Body {
-    Body::from_stream(stream)
+    testing::html(
+        status,
+        format!(
+            "<!DOCTYPE html><html><head><title>{status}</title></head><body><h1>{status}</h1><p>upstream connect error</p></body></html>"
+        ),
+    )
 }
 
 async fn tasks(c: &SalesforceClient) -> salesync_core::Result<usize> {
@@ -119,17 +89,6 @@ fn protocol_detail(e: &Error) -> &str {
         Error::Protocol { detail, .. } => detail,
         other => panic!("expected a protocol error, got {other:?}"),
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(x) = src {
-        s.push_str(" / ");
-        s.push_str(&x.to_string());
-        src = x.source();
-    }
-    s
 }
 
 #[tokio::test]
@@ -223,11 +182,8 @@ async fn endless_body_is_cut_at_the_cap() {
 #[tokio::test]
 async fn slow_drip_is_cut_by_the_timeout() {
     let h = Hostile::start(|| {
-        let drip = futures::stream::unfold((), |()| async {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            Some((Ok(Bytes::from_static(b" ")), ()))
-        });
-        Response::builder().header(header::CONTENT_TYPE, "application/json").body(body_of(drip)).unwrap()
+        let drip = testing::drip(Duration::from_millis(100));
+        Response::builder().header(header::CONTENT_TYPE, "application/json").body(drip).unwrap()
     })
     .await;
     let started = Instant::now();

@@ -520,6 +520,7 @@ impl DailyBudget {
                     "client-side daily budget of {} calls used (resets at midnight US Central)",
                     self.limit
                 ),
+                resets_at: next_central_midnight(now),
             });
         }
         st.1 += 1;
