@@ -27,8 +27,7 @@ use salesync::core::ports::salesforce::SalesforceApi;
 use salesync::core::ports::store::MirrorStoreExt;
 use salesync::delivery::{DeliverySettings, Dispatcher};
 use salesync::engine::{EngineSettings, InitialMode, SyncEngine};
-use salesync_emulator::marketo::{MarketoConfig, MarketoEmulator, MarketoLimits};
-use salesync_emulator::salesforce::{SalesforceConfig, SalesforceEmulator};
+use salesync_testkit::World;
 
 fn env_usize(key: &str, default: usize) -> usize {
     std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -55,33 +54,12 @@ fn bench(c: &mut Criterion) {
     let items = env_usize("SALESYNC_BENCH_ACTIVITIES", 3_000);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (_mkto, _sf, store, marketo, salesforce, targets) = rt.block_on(async {
-        let world = salesync_emulator::seed::generate(people, 21);
-        let mkto =
-            MarketoEmulator::start(MarketoConfig { limits: MarketoLimits::unlimited(), ..MarketoConfig::default() })
-                .await
-                .unwrap();
-        let sf = SalesforceEmulator::start(SalesforceConfig::default()).await.unwrap();
-        mkto.seed_world(&world);
-        sf.seed_world(&world);
+    let (_world, store, marketo, salesforce, targets) = rt.block_on(async {
+        let world = World::unlimited(people, 21).await;
         let store = salesync::store::open(&format!("sqlite://{}", dir.path().join("d.db").display())).await.unwrap();
-        let marketo: Arc<dyn MarketoApi> = Arc::new(
-            salesync::marketo::MarketoClient::builder()
-                .base_url(mkto.base_url())
-                .client_id(mkto.client_id())
-                .client_secret(mkto.client_secret())
-                .rate_limit(1_000_000, Duration::from_secs(20))
-                .build()
-                .unwrap(),
-        );
-        let salesforce: Arc<dyn SalesforceApi> = Arc::new(
-            salesync::salesforce::SalesforceClient::builder()
-                .login_url(sf.base_url())
-                .client_id(sf.client_id())
-                .client_secret(sf.client_secret())
-                .build()
-                .unwrap(),
-        );
+        let marketo: Arc<dyn MarketoApi> =
+            Arc::new(world.marketo_builder().rate_limit(1_000_000, Duration::from_secs(20)).build().unwrap());
+        let salesforce: Arc<dyn SalesforceApi> = world.salesforce_client();
         // The mirror the deliveries resolve people against.
         let engine = SyncEngine::builder()
             .marketo(marketo.clone())
@@ -99,7 +77,7 @@ fn bench(c: &mut Criterion) {
         let targets: Vec<_> =
             store.all_people().await.unwrap().into_iter().filter(|p| p.salesforce_who_id().is_some()).collect();
         assert!(targets.len() > people / 2, "the seeded world has Salesforce ids for most people");
-        (mkto, sf, store, marketo, salesforce, targets)
+        (world, store, marketo, salesforce, targets)
     });
     let dispatcher = Dispatcher::builder()
         .marketo(marketo.clone())

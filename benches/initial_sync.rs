@@ -5,28 +5,17 @@
 //! `SALESYNC_BENCH_PEOPLE` sets the population (default 10,000).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use salesync::engine::{EngineSettings, InitialMode, SyncEngine};
-use salesync_emulator::marketo::{MarketoConfig, MarketoEmulator, MarketoLimits};
-use salesync_emulator::salesforce::{SalesforceConfig, SalesforceEmulator};
+use salesync_testkit::World;
 
 fn bench(c: &mut Criterion) {
     let people: usize = std::env::var("SALESYNC_BENCH_PEOPLE").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let (mkto, sf, qualified) = rt.block_on(async {
-        let world = salesync_emulator::seed::generate(people, 9);
-        let mkto =
-            MarketoEmulator::start(MarketoConfig { limits: MarketoLimits::unlimited(), ..MarketoConfig::default() })
-                .await
-                .unwrap();
-        let sf = SalesforceEmulator::start(SalesforceConfig::default()).await.unwrap();
-        mkto.seed_world(&world);
-        sf.seed_world(&world);
-        (mkto, sf, world.people.iter().filter(|p| p.has_owner()).count())
-    });
+    let world = rt.block_on(World::unlimited(people, 9));
+    let qualified = world.seed.people.iter().filter(|p| p.has_owner()).count();
     let mut g = c.benchmark_group("initial_sync");
     g.sample_size(10).measurement_time(Duration::from_secs(30));
     g.throughput(Throughput::Elements(qualified as u64));
@@ -40,21 +29,9 @@ fn bench(c: &mut Criterion) {
                         let store = salesync::store::open(&format!("sqlite://{}", dir.path().join("m.db").display()))
                             .await
                             .unwrap();
-                        let marketo = salesync::marketo::MarketoClient::builder()
-                            .base_url(mkto.base_url())
-                            .client_id(mkto.client_id())
-                            .client_secret(mkto.client_secret())
-                            .build()
-                            .unwrap();
-                        let salesforce = salesync::salesforce::SalesforceClient::builder()
-                            .login_url(sf.base_url())
-                            .client_id(sf.client_id())
-                            .client_secret(sf.client_secret())
-                            .build()
-                            .unwrap();
                         let engine = SyncEngine::builder()
-                            .marketo(Arc::new(marketo))
-                            .salesforce(Arc::new(salesforce))
+                            .marketo(world.marketo_client())
+                            .salesforce(world.salesforce_client())
                             .store(store.clone())
                             .settings(EngineSettings {
                                 instance_id: "bench".into(),

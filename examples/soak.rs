@@ -53,23 +53,24 @@ use salesync::core::activity::{
     AdminSettings, CallDetails, CallStatus, CampaignRef, ReminderPriority, ReminderStatus, SalesActivity,
     SalesActivityKind as K, TemplateRef,
 };
-use salesync::core::mapping::{LEAD_FIELDS, LeadField};
 use salesync::core::ports::store::{OutboxItem, OutboxPayload, OutboxState, Store};
-use salesync::core::sfid::SalesforceId;
 use salesync::delivery::{DeliveryEvent, DeliverySettings, Dispatcher, NewReminder, ReminderChanges};
 use salesync::engine::{EngineSettings, MirrorChange, RetrySettings, SyncEngine, SyncEvent};
 use salesync::marketo::MarketoClient;
 use salesync::salesforce::SalesforceClient;
-use salesync_emulator::faults::{FaultAction, FaultPlan, FaultRule, Trigger};
-use salesync_emulator::marketo::{MarketoConfig, MarketoEmulator, MarketoFault, MarketoLimits};
-use salesync_emulator::salesforce::{SalesforceConfig, SalesforceEmulator, SalesforceFault};
+use salesync_emulator::faults::{FaultAction, FaultRule, Trigger};
+use salesync_emulator::marketo::{MarketoConfig, MarketoFault, MarketoLimits};
+use salesync_emulator::salesforce::{SalesforceConfig, SalesforceFault};
+use salesync_testkit::faults::{SALESFORCE_DATA, clear_faults, marketo_code, salesforce_error, set_faults};
+use salesync_testkit::{
+    TestStore, World, all_people, check_rate_limits, marketo_activity_counts, obj, tasks_by_external_id,
+};
 use serde_json::{Map, Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-const EXT: &str = "Salesync_Activity_Id__c";
 const INSTANCE: &str = "soak-emulated-marketo";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -183,8 +184,7 @@ struct Recorded {
 }
 
 struct Ctx {
-    mkto: MarketoEmulator,
-    sf: SalesforceEmulator,
+    world: World,
     store: Arc<dyn Store>,
     marketo: Arc<MarketoClient>,
     salesforce: Arc<SalesforceClient>,
@@ -195,13 +195,6 @@ struct Ctx {
     mirror_updated: AtomicU64,
     mirror_removed: AtomicU64,
     smoke: bool,
-}
-
-fn obj(v: Value) -> Map<String, Value> {
-    match v {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    }
 }
 
 fn secs(rng: &mut SmallRng, (lo, hi): (u64, u64)) -> Duration {
@@ -223,17 +216,19 @@ async fn main() -> Result<ExitCode, BoxError> {
     let schedule = Schedule::new(args.smoke);
 
     // The world, in both emulators.
-    let world = salesync_emulator::seed::generate(people, args.seed);
-    let mkto =
-        MarketoEmulator::start(MarketoConfig { limits: MarketoLimits::default(), ..MarketoConfig::default() }).await?;
-    let sf = SalesforceEmulator::start(SalesforceConfig::default()).await?;
-    mkto.seed_world(&world);
-    sf.seed_world(&world);
-    let limits = MarketoLimits::default();
+    let world = World::start(
+        people,
+        args.seed,
+        MarketoConfig { limits: MarketoLimits::default(), ..MarketoConfig::default() },
+        SalesforceConfig::default(),
+    )
+    .await;
+    let limits = world.limits.clone();
+    let (mkto, sf) = (&world.marketo, &world.salesforce);
     println!(
         "salesync soak: {minutes} min, seed {}, {people} people ({} qualified), store {:?}",
         args.seed,
-        world.people.iter().filter(|p| p.has_owner()).count(),
+        world.seed.people.iter().filter(|p| p.has_owner()).count(),
         args.store
     );
     println!(
@@ -247,31 +242,27 @@ async fn main() -> Result<ExitCode, BoxError> {
     );
 
     // The store.
-    let tmp = tempfile::tempdir()?;
-    let mut pg_cleanup = None;
-    let store: Arc<dyn Store> = match args.store {
+    let test_store = match args.store {
         StoreKind::Sqlite => {
-            let url = format!("sqlite://{}", tmp.path().join("soak.db").display());
-            println!("  mirror {url}");
-            salesync::store::open(&url).await?
+            let t = TestStore::sqlite().await;
+            println!("  mirror {}", t.url);
+            t
         }
         StoreKind::Postgres => {
-            let schema = format!("salesync_soak_{}", std::process::id());
-            let pg = salesync_store::PostgresStore::open_in_schema(&args.postgres_url, &schema).await?;
+            let t = TestStore::postgres_at(&args.postgres_url, "salesync_soak").await;
+            let schema = t.schema().unwrap_or_default();
             println!("  mirror PostgreSQL {} schema {schema} (dropped at the end)", args.postgres_url);
-            pg_cleanup = Some((pg.pool().clone(), schema));
-            Arc::new(pg)
+            t
         }
     };
+    let store = test_store.store.clone();
     store.bind_instance(INSTANCE).await?;
     store.put_settings(AdminSettings { reminder_task_sync: true, ..AdminSettings::default() }).await?;
 
     // One connector per service, shared by every engine and dispatcher (so one rate limiter).
     let marketo = Arc::new(
-        MarketoClient::builder()
-            .base_url(mkto.base_url())
-            .client_id(mkto.client_id())
-            .client_secret(mkto.client_secret())
+        world
+            .marketo_builder()
             .timeout(Duration::from_secs(10))
             .retry(salesync::marketo::RetryConfig {
                 max_attempts: 4,
@@ -281,10 +272,8 @@ async fn main() -> Result<ExitCode, BoxError> {
             .build()?,
     );
     let salesforce = Arc::new(
-        SalesforceClient::builder()
-            .login_url(sf.base_url())
-            .client_id(sf.client_id())
-            .client_secret(sf.client_secret())
+        world
+            .salesforce_builder()
             .timeout(Duration::from_secs(10))
             .retry(salesync::salesforce::RetryConfig {
                 max_attempts: 4,
@@ -293,13 +282,13 @@ async fn main() -> Result<ExitCode, BoxError> {
             })
             .build()?,
     );
+    let users = world.seed.users.iter().map(|u| u.id.clone()).collect();
     let ctx = Arc::new(Ctx {
-        mkto: mkto.clone(),
-        sf: sf.clone(),
+        world,
         store: store.clone(),
         marketo,
         salesforce,
-        users: world.users.iter().map(|u| u.id.clone()).collect(),
+        users,
         counters: Counters::default(),
         recorded: Mutex::new(Recorded::default()),
         mirror_inserted: AtomicU64::new(0),
@@ -308,14 +297,10 @@ async fn main() -> Result<ExitCode, BoxError> {
         smoke: args.smoke,
     });
 
-    let outcome = soak(ctx.clone(), &world, minutes, args.seed, schedule, args.converge_secs).await;
+    let outcome = soak(ctx.clone(), minutes, args.seed, schedule, args.converge_secs).await;
 
-    if let Some((pool, schema)) = pg_cleanup {
-        sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).execute(&pool).await?;
-        pool.close().await;
-    }
-    mkto.shutdown().await;
-    sf.shutdown().await;
+    test_store.cleanup().await;
+    ctx.world.shutdown().await;
     match outcome {
         Ok(true) => Ok(ExitCode::SUCCESS),
         Ok(false) => Ok(ExitCode::FAILURE),
@@ -329,7 +314,6 @@ async fn main() -> Result<ExitCode, BoxError> {
 /// The churn, the convergence and the checks; `Ok(true)` when every check passed.
 async fn soak(
     ctx: Arc<Ctx>,
-    world: &salesync_emulator::seed::SeedWorld,
     minutes: f64,
     seed: u64,
     schedule: Schedule,
@@ -338,7 +322,7 @@ async fn soak(
     let started = Instant::now();
     let churn = Duration::from_secs_f64(minutes * 60.0);
     let stop = CancellationToken::new();
-    let live: Vec<i64> = world.people.iter().map(|p| p.marketo_id).collect();
+    let live: Vec<i64> = ctx.world.seed.people.iter().map(|p| p.marketo_id).collect();
     let mutator = tokio::spawn(mutate(ctx.clone(), live, seed ^ 0x6d75_7461, schedule.mutation_every, stop.clone()));
     let recorder = tokio::spawn(record(ctx.clone(), seed ^ 0x7265_636f, schedule.record_every, stop.clone()));
 
@@ -355,7 +339,7 @@ async fn soak(
         let now = Instant::now();
         if now >= next_fault_toggle {
             if faults_on {
-                clear_faults(&ctx);
+                clear_faults(&ctx.world);
                 next_fault_toggle = now + secs(&mut rng, schedule.calm);
             } else {
                 arm_faults(&ctx, &mut rng);
@@ -377,7 +361,7 @@ async fn soak(
     stop.cancel();
     let _ = mutator.await;
     let _ = recorder.await;
-    clear_faults(&ctx);
+    clear_faults(&ctx.world);
     let churn_took = started.elapsed();
     println!(
         "\nChurn over after {:.0} s; no more faults; converging (at most {converge_secs} s)…",
@@ -391,7 +375,7 @@ async fn soak(
         tokio::time::sleep(Duration::from_secs(1)).await;
         workers.supervise(&ctx)?;
         let counts = ctx.store.outbox_counts().await?;
-        let mirror_ok = mirror_diff(&ctx).await?.is_empty();
+        let mirror_ok = ctx.world.mirror_diff(ctx.store.as_ref()).await.is_empty();
         if counts.pending == 0 && counts.in_flight == 0 && mirror_ok {
             // Stay quiet across a couple of reminder polls before calling it done.
             let since = *quiet_since.get_or_insert_with(Instant::now);
@@ -406,7 +390,7 @@ async fn soak(
     let converge_took = converge_started.elapsed();
     workers.stop_gracefully(&ctx).await;
 
-    report(&ctx, started, churn_took, converged, converge_took).await
+    report(&ctx, Timing { started, churn_took, converge_took }, converged).await
 }
 
 /// The running engine and dispatcher, with their side tasks.
@@ -638,7 +622,7 @@ async fn mutate(ctx: Arc<Ctx>, mut live: Vec<i64>, seed: u64, every: Duration, s
         }
         let i = rng.gen_range(0..live.len());
         let id = live[i];
-        let Some(lead) = ctx.mkto.lead(id) else {
+        let Some(lead) = ctx.world.marketo.lead(id) else {
             live.swap_remove(i);
             continue;
         };
@@ -658,12 +642,12 @@ async fn mutate(ctx: Arc<Ctx>, mut live: Vec<i64>, seed: u64, every: Duration, s
                     };
                     changes.insert(k.into(), v);
                 }
-                ctx.mkto.update_lead(id, changes);
+                ctx.world.marketo.update_lead(id, changes);
                 "field change"
             }
             50..=59 => {
                 if text(&lead, "sfdcLeadOwnerId").is_some() {
-                    ctx.mkto.update_lead(id, obj(json!({"sfdcLeadOwnerId": null})));
+                    ctx.world.marketo.update_lead(id, obj(json!({"sfdcLeadOwnerId": null})));
                     "owner lost"
                 } else {
                     owner_gain(&ctx, id, &lead, &mut rng, n);
@@ -671,7 +655,7 @@ async fn mutate(ctx: Arc<Ctx>, mut live: Vec<i64>, seed: u64, every: Duration, s
                 }
             }
             60..=64 => {
-                ctx.mkto.delete_lead(id);
+                ctx.world.marketo.delete_lead(id);
                 live.swap_remove(i);
                 "delete"
             }
@@ -681,7 +665,7 @@ async fn mutate(ctx: Arc<Ctx>, mut live: Vec<i64>, seed: u64, every: Duration, s
                     continue;
                 }
                 let loser = live[j];
-                if !ctx.mkto.merge_leads(id, &[loser]) {
+                if !ctx.world.marketo.merge_leads(id, &[loser]) {
                     continue;
                 }
                 live.swap_remove(j);
@@ -698,23 +682,23 @@ async fn mutate(ctx: Arc<Ctx>, mut live: Vec<i64>, seed: u64, every: Duration, s
                     // changes owner.
                     if text(&lead, "sfdcLeadOwnerId").is_some() {
                         let owner = ctx.users.choose(&mut rng).cloned().unwrap_or_default();
-                        ctx.mkto.update_lead(id, obj(json!({"sfdcLeadOwnerId": owner})));
+                        ctx.world.marketo.update_lead(id, obj(json!({"sfdcLeadOwnerId": owner})));
                         "owner changed"
                     } else {
                         owner_gain(&ctx, id, &lead, &mut rng, n);
                         "owner gained"
                     }
                 } else {
-                    ctx.mkto.update_lead(id, obj(json!({"email": format!("soak.{n}@churn.example.com")})));
+                    ctx.world.marketo.update_lead(id, obj(json!({"email": format!("soak.{n}@churn.example.com")})));
                     "email change"
                 }
             }
             _ => {
                 // A lead converted in Salesforce; Marketo's CRM sync follows.
                 let Some(lead_id) = text(&lead, "sfdcLeadId") else { continue };
-                match ctx.sf.convert_lead(&lead_id, None, None, rng.gen_bool(0.3)) {
+                match ctx.world.salesforce.convert_lead(&lead_id, None, None, rng.gen_bool(0.3)) {
                     Ok(c) => {
-                        ctx.mkto.update_lead(
+                        ctx.world.marketo.update_lead(
                             id,
                             obj(json!({"sfdcType": "Contact", "sfdcLeadId": null,
                                 "sfdcContactId": c.contact_id, "sfdcAccountId": c.account_id})),
@@ -733,7 +717,7 @@ async fn mutate(ctx: Arc<Ctx>, mut live: Vec<i64>, seed: u64, every: Duration, s
 fn owner_gain(ctx: &Ctx, id: i64, lead: &Map<String, Value>, rng: &mut SmallRng, n: u64) {
     let owner = ctx.users.choose(rng).cloned().unwrap_or_default();
     if text(lead, "sfdcType").is_some() {
-        ctx.mkto.update_lead(id, obj(json!({"sfdcLeadOwnerId": owner})));
+        ctx.world.marketo.update_lead(id, obj(json!({"sfdcLeadOwnerId": owner})));
         return;
     }
     let last = text(lead, "lastName").unwrap_or_else(|| "Unknown".into());
@@ -742,9 +726,11 @@ fn owner_gain(ctx: &Ctx, id: i64, lead: &Map<String, Value>, rng: &mut SmallRng,
     if let Some(e) = text(lead, "email") {
         fields.insert("Email".into(), json!(e));
     }
-    match ctx.sf.insert("Lead", fields) {
+    match ctx.world.salesforce.insert("Lead", fields) {
         Ok(sf_id) => {
-            ctx.mkto.update_lead(id, obj(json!({"sfdcType": "Lead", "sfdcLeadId": sf_id, "sfdcLeadOwnerId": owner})));
+            ctx.world
+                .marketo
+                .update_lead(id, obj(json!({"sfdcType": "Lead", "sfdcLeadId": sf_id, "sfdcLeadOwnerId": owner})));
         }
         Err(e) => tracing::warn!(error = %e, n, "could not create the Salesforce lead"),
     }
@@ -764,13 +750,13 @@ fn new_lead(ctx: &Ctx, rng: &mut SmallRng, n: u64) -> i64 {
         let owner = ctx.users.choose(rng).cloned().unwrap_or_default();
         let sf_fields =
             obj(json!({"LastName": last, "FirstName": first, "Company": company, "Email": email, "OwnerId": owner}));
-        if let Ok(sf_id) = ctx.sf.insert("Lead", sf_fields) {
+        if let Ok(sf_id) = ctx.world.salesforce.insert("Lead", sf_fields) {
             fields.insert("sfdcType".into(), json!("Lead"));
             fields.insert("sfdcLeadId".into(), json!(sf_id));
             fields.insert("sfdcLeadOwnerId".into(), json!(owner));
         }
     }
-    ctx.mkto.create_lead(fields)
+    ctx.world.marketo.create_lead(fields)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -795,8 +781,8 @@ async fn record(ctx: Arc<Ctx>, seed: u64, every: Duration, stop: CancellationTok
             _ = tokio::time::sleep(every) => {}
         }
         if refreshed.elapsed() > Duration::from_secs(5) {
-            if let Ok(ids) = mirror_ids(ctx.store.as_ref()).await {
-                people = ids;
+            if let Ok(mirror) = all_people(ctx.store.as_ref()).await {
+                people = mirror.into_keys().collect();
             }
             refreshed = Instant::now();
         }
@@ -965,11 +951,11 @@ fn arm_faults(ctx: &Ctx, rng: &mut SmallRng) {
     for _ in 0..rng.gen_range(1..=3) {
         let r: f64 = rng.gen_range(0.05..0.25);
         let (rule, label) = match rng.gen_range(0..9) {
-            0 => (FaultRule::new(Trigger::Ratio(r), FaultAction::Error(MarketoFault::code("502"))), "502"),
-            1 => (FaultRule::new(Trigger::Ratio(r), FaultAction::Error(MarketoFault::code("604"))), "604"),
-            2 => (FaultRule::new(Trigger::Ratio(r), FaultAction::Error(MarketoFault::code("606"))), "606"),
-            3 => (FaultRule::new(Trigger::Ratio(r), FaultAction::Error(MarketoFault::code("615"))), "615"),
-            4 => (FaultRule::new(Trigger::Ratio(r / 2.0), FaultAction::Error(MarketoFault::code("602"))), "602"),
+            0 => (marketo_code("502", r), "502"),
+            1 => (marketo_code("604", r), "604"),
+            2 => (marketo_code("606", r), "606"),
+            3 => (marketo_code("615", r), "615"),
+            4 => (marketo_code("602", r / 2.0), "602"),
             5 => (FaultRule::new(Trigger::Ratio(r), FaultAction::DropConnection), "drop"),
             6 => (
                 FaultRule::new(Trigger::Ratio(0.3), FaultAction::ApplyThenDrop)
@@ -989,22 +975,12 @@ fn arm_faults(ctx: &Ctx, rng: &mut SmallRng) {
     let mut sf: Vec<FaultRule<SalesforceFault>> = Vec::new();
     for _ in 0..rng.gen_range(1..=3) {
         let r: f64 = rng.gen_range(0.05..0.25);
-        let data = "/services/data";
         let (rule, label) = match rng.gen_range(0..10) {
-            0 => (FaultRule::new(Trigger::Ratio(r), FaultAction::Error(SalesforceFault::ServerUnavailable)), "503"),
-            1 => (FaultRule::new(Trigger::Ratio(r), FaultAction::Error(SalesforceFault::UnknownException)), "500"),
-            2 => (
-                FaultRule::new(Trigger::Ratio(r), FaultAction::Error(SalesforceFault::UnableToLockRow)),
-                "UNABLE_TO_LOCK_ROW",
-            ),
-            3 => (
-                FaultRule::new(Trigger::Ratio(r / 2.0), FaultAction::Error(SalesforceFault::InvalidSessionId)),
-                "INVALID_SESSION_ID",
-            ),
-            4 => (
-                FaultRule::new(Trigger::Ratio(r), FaultAction::Error(SalesforceFault::QueryTimeout)).on_path("/query"),
-                "QUERY_TIMEOUT",
-            ),
+            0 => (salesforce_error(SalesforceFault::ServerUnavailable, r), "503"),
+            1 => (salesforce_error(SalesforceFault::UnknownException, r), "500"),
+            2 => (salesforce_error(SalesforceFault::UnableToLockRow, r), "UNABLE_TO_LOCK_ROW"),
+            3 => (salesforce_error(SalesforceFault::InvalidSessionId, r / 2.0), "INVALID_SESSION_ID"),
+            4 => (salesforce_error(SalesforceFault::QueryTimeout, r).on_path("/query"), "QUERY_TIMEOUT"),
             5 => (FaultRule::new(Trigger::Ratio(r), FaultAction::DropConnection), "drop"),
             6 => (
                 FaultRule::new(Trigger::Ratio(0.3), FaultAction::ApplyThenDrop).on_path("/composite/sobjects"),
@@ -1014,13 +990,10 @@ fn arm_faults(ctx: &Ctx, rng: &mut SmallRng) {
                 let d = Duration::from_millis(rng.gen_range(2_000..14_000));
                 (FaultRule::new(Trigger::Ratio(r / 2.0), FaultAction::Delay(d)), "delay")
             }
-            8 => (
-                FaultRule::new(Trigger::Ratio(r), FaultAction::Error(SalesforceFault::RequestLimitExceeded)),
-                "REQUEST_LIMIT_EXCEEDED",
-            ),
+            8 => (salesforce_error(SalesforceFault::RequestLimitExceeded, r), "REQUEST_LIMIT_EXCEEDED"),
             _ => (FaultRule::new(Trigger::Ratio(r / 2.0), FaultAction::MalformedBody), "malformed"),
         };
-        let rule = if rule.path_contains.is_none() { rule.on_path(data) } else { rule };
+        let rule = if rule.path_contains.is_none() { rule.on_path(SALESFORCE_DATA) } else { rule };
         sf.push(rule);
         labels.push(format!("salesforce {label}"));
     }
@@ -1029,88 +1002,11 @@ fn arm_faults(ctx: &Ctx, rng: &mut SmallRng) {
     }
     ctx.counters.bump("fault windows");
     tracing::info!(?labels, "fault window opens");
-    ctx.mkto.set_faults(FaultPlan::new(mk, rng.r#gen()));
-    ctx.sf.set_faults(FaultPlan::new(sf, rng.r#gen()));
-}
-
-fn clear_faults(ctx: &Ctx) {
-    ctx.mkto.set_faults(FaultPlan::default());
-    ctx.sf.set_faults(FaultPlan::default());
+    set_faults(&ctx.world, mk, rng.r#gen(), sf, rng.r#gen());
 }
 
 // ---------------------------------------------------------------------------------------------
 // Progress and checks.
-
-async fn mirror_ids(store: &dyn Store) -> Result<Vec<i64>, BoxError> {
-    Ok(mirror(store).await?.into_keys().collect())
-}
-
-async fn mirror(store: &dyn Store) -> Result<BTreeMap<i64, salesync::core::person::Person>, BoxError> {
-    let mut out = BTreeMap::new();
-    let mut after = None;
-    loop {
-        let page = store.list_people(after, 1000).await?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.marketo_id);
-        for p in page {
-            out.insert(p.marketo_id, p);
-        }
-    }
-    Ok(out)
-}
-
-/// What the mirror must hold: every Marketo lead that is a Salesforce Lead or Contact with an
-/// owner, with its synced fields as text (as in tests/common).
-fn oracle(mkto: &MarketoEmulator) -> BTreeMap<i64, BTreeMap<&'static str, Option<String>>> {
-    let mut out = BTreeMap::new();
-    for lead in mkto.leads() {
-        let text = |k: &str| match lead.get(k) {
-            Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
-            Some(Value::Number(n)) => Some(n.to_string()),
-            _ => None,
-        };
-        if !matches!(text("sfdcType").as_deref(), Some("Lead") | Some("Contact")) || text("sfdcLeadOwnerId").is_none() {
-            continue;
-        }
-        let Some(id) = lead.get("id").and_then(Value::as_i64) else { continue };
-        let mut fields = BTreeMap::new();
-        for spec in LEAD_FIELDS.iter() {
-            if matches!(spec.field, LeadField::UpdatedAt | LeadField::SalesforceOpportunityId) {
-                continue;
-            }
-            let v = text(spec.rest_name).map(|v| match SalesforceId::parse(&v) {
-                Ok(sf) if spec.rest_name.starts_with("sfdc") && spec.rest_name != "sfdcType" => sf.as_str().to_string(),
-                _ => v,
-            });
-            fields.insert(spec.rest_name, v);
-        }
-        out.insert(id, fields);
-    }
-    out
-}
-
-/// Differences between the mirror and the oracle, described.
-async fn mirror_diff(ctx: &Ctx) -> Result<Vec<String>, BoxError> {
-    let want = oracle(&ctx.mkto);
-    let have = mirror(ctx.store.as_ref()).await?;
-    let mut diffs = Vec::new();
-    for id in want.keys().filter(|k| !have.contains_key(k)) {
-        diffs.push(format!("person {id} missing from the mirror"));
-    }
-    for id in have.keys().filter(|k| !want.contains_key(k)) {
-        diffs.push(format!("person {id} in the mirror but not qualified in Marketo"));
-    }
-    for (id, fields) in &want {
-        let Some(p) = have.get(id) else { continue };
-        for (rest, v) in fields {
-            let Some(f) = LeadField::from_rest_name(rest) else { continue };
-            if &p.field_text(f) != v {
-                diffs.push(format!("person {id} field {rest}: mirror {:?}, Marketo {v:?}", p.field_text(f)));
-            }
-        }
-    }
-    Ok(diffs)
-}
 
 async fn progress(ctx: &Ctx, started: Instant, faults_on: bool) {
     let counts = ctx.store.outbox_counts().await.ok();
@@ -1157,97 +1053,100 @@ struct Tally {
     lost: u64,
 }
 
-async fn report(
-    ctx: &Ctx,
-    started: Instant,
-    churn_took: Duration,
-    converged: bool,
-    converge_took: Duration,
-) -> Result<bool, BoxError> {
-    let mut failures: Vec<String> = Vec::new();
-    let mut notes: Vec<String> = Vec::new();
+/// What the checks read: the whole outbox, what the host recorded, and what the emulators hold.
+struct Evidence {
+    items: Vec<OutboxItem>,
+    recorded: Recorded,
+    /// Marketo custom activities by salesync activity id.
+    in_marketo: HashMap<String, usize>,
+    /// Live Salesforce Tasks by external id.
+    tasks: HashMap<String, Vec<Map<String, Value>>>,
+}
 
-    // Mirror against the oracle.
-    let diffs = mirror_diff(ctx).await?;
-    if !diffs.is_empty() {
-        failures.push(format!(
-            "mirror differs from the oracle in {} places: {:?}",
-            diffs.len(),
-            &diffs[..diffs.len().min(10)]
-        ));
+impl Evidence {
+    async fn gather(ctx: &Ctx) -> Result<Evidence, BoxError> {
+        let items = all_outbox(ctx.store.as_ref()).await?;
+        let recorded = {
+            let rec = lock(&ctx.recorded);
+            Recorded {
+                activities: rec.activities.clone(),
+                unsubscribes: rec.unsubscribes.clone(),
+                reminders: rec.reminders.clone(),
+            }
+        };
+        Ok(Evidence {
+            items,
+            recorded,
+            in_marketo: marketo_activity_counts(&ctx.world),
+            tasks: tasks_by_external_id(&ctx.world),
+        })
     }
 
-    let items = all_outbox(ctx.store.as_ref()).await?;
-    let by_key: HashMap<&str, &OutboxItem> = items.iter().map(|i| (i.key.as_str(), i)).collect();
-    let (activities, unsubscribes, reminders) = {
-        let rec = lock(&ctx.recorded);
-        (rec.activities.clone(), rec.unsubscribes.clone(), rec.reminders.clone())
-    };
+    fn by_key(&self) -> HashMap<&str, &OutboxItem> {
+        self.items.iter().map(|i| (i.key.as_str(), i)).collect()
+    }
+}
 
-    // Marketo: custom activities by salesync activity id.
-    let mut in_marketo: HashMap<String, u64> = HashMap::new();
-    for a in ctx.mkto.custom_activities() {
-        let id = a["attributes"].as_array().and_then(|attrs| {
-            attrs.iter().find(|x| x["apiName"] == "salesyncActivityId").and_then(|x| x["value"].as_str())
-        });
-        if let Some(id) = id {
-            *in_marketo.entry(id.to_string()).or_default() += 1;
+/// What the tallies found besides their counts: reasons for items not delivered by design,
+/// examples of failures, notes.
+#[derive(Default)]
+struct Findings {
+    reasons: BTreeMap<String, u64>,
+    examples: Vec<String>,
+    notes: Vec<String>,
+}
+
+impl Findings {
+    fn example(&mut self, s: String) {
+        if self.examples.len() < 15 {
+            self.examples.push(s);
         }
     }
-    // Salesforce: live Tasks by external id.
-    let mut tasks: HashMap<String, Vec<Map<String, Value>>> = HashMap::new();
-    for t in ctx.sf.records("Task") {
-        if let Some(ext) = t.get(EXT).and_then(Value::as_str) {
-            tasks.entry(ext.to_string()).or_default().push(t.clone());
-        }
-    }
 
-    let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+    fn reason(&mut self, s: String) {
+        *self.reasons.entry(s).or_default() += 1;
+    }
+}
+
+/// Every recorded activity, in Marketo (by `salesyncActivityId`) and, for the kinds logged as
+/// Tasks, in Salesforce (by external id): (Marketo tally, Salesforce Task tally).
+fn tally_activities(ctx: &Ctx, ev: &Evidence, found: &mut Findings) -> (Tally, Tally) {
+    let by_key = ev.by_key();
     let mut mk = Tally::default();
     let mut sf_tasks = Tally::default();
-    let mut examples: Vec<String> = Vec::new();
-    let mut example = |s: String| {
-        if examples.len() < 15 {
-            examples.push(s);
-        }
-    };
-    for (id, kind, person) in &activities {
+    for (id, kind, person) in &ev.recorded.activities {
         // Marketo.
         mk.recorded += 1;
-        let n = in_marketo.get(id).copied().unwrap_or(0);
+        let n = ev.in_marketo.get(id).copied().unwrap_or(0);
         if n > 1 {
             mk.duplicates += 1;
-            example(format!("activity {id} is {n} times in Marketo"));
+            found.example(format!("activity {id} is {n} times in Marketo"));
         }
         match by_key.get(format!("{id}:marketo").as_str()) {
             None => {
                 mk.lost += 1;
-                example(format!("activity {id}: no Marketo outbox item"));
+                found.example(format!("activity {id}: no Marketo outbox item"));
             }
             Some(item) => match item.state {
                 OutboxState::Delivered if n >= 1 => mk.delivered += 1,
                 OutboxState::Delivered => {
                     mk.lost += 1;
-                    example(format!("activity {id} marked delivered to Marketo but absent"));
+                    found.example(format!("activity {id} marked delivered to Marketo but absent"));
                 }
                 OutboxState::Parked
                     if item.last_error.as_deref().is_some_and(|e| e.contains("1004"))
-                        && ctx.mkto.lead(*person).is_none() =>
+                        && ctx.world.marketo.lead(*person).is_none() =>
                 {
                     mk.not_deliverable += 1;
-                    *reasons
-                        .entry("Marketo: lead deleted or merged away before delivery (1004)".into())
-                        .or_default() += 1;
+                    found.reason("Marketo: lead deleted or merged away before delivery (1004)".into());
                 }
                 OutboxState::Skipped => {
                     mk.skipped += 1;
-                    *reasons
-                        .entry(format!("Marketo skipped: {}", item.result.clone().unwrap_or_default()))
-                        .or_default() += 1;
+                    found.reason(format!("Marketo skipped: {}", item.result.clone().unwrap_or_default()));
                 }
                 state => {
                     mk.lost += 1;
-                    example(format!("activity {id} Marketo item {state:?}: {:?}", item.last_error));
+                    found.example(format!("activity {id} Marketo item {state:?}: {:?}", item.last_error));
                 }
             },
         }
@@ -1256,101 +1155,108 @@ async fn report(
             continue;
         }
         sf_tasks.recorded += 1;
-        let found = tasks.get(id).map_or(0, Vec::len) as u64;
-        if found > 1 {
+        let n = ev.tasks.get(id).map_or(0, Vec::len);
+        if n > 1 {
             sf_tasks.duplicates += 1;
-            example(format!("activity {id} has {found} Salesforce Tasks"));
+            found.example(format!("activity {id} has {n} Salesforce Tasks"));
         }
         match by_key.get(format!("{id}:salesforce").as_str()) {
             None => {
                 sf_tasks.lost += 1;
-                example(format!("activity {id}: no Salesforce outbox item"));
+                found.example(format!("activity {id}: no Salesforce outbox item"));
             }
             Some(item) => match item.state {
-                OutboxState::Delivered if found >= 1 => sf_tasks.delivered += 1,
+                OutboxState::Delivered if n >= 1 => sf_tasks.delivered += 1,
                 OutboxState::Delivered => {
                     sf_tasks.lost += 1;
-                    example(format!("activity {id} marked delivered to Salesforce but no Task"));
+                    found.example(format!("activity {id} marked delivered to Salesforce but no Task"));
                 }
                 OutboxState::Skipped => {
                     sf_tasks.skipped += 1;
                     let why = item.result.clone().unwrap_or_default();
-                    *reasons.entry(format!("Salesforce Task skipped: {}", generic(&why))).or_default() += 1;
-                    if found > 0 {
-                        notes.push(format!(
+                    found.reason(format!("Salesforce Task skipped: {}", generic(&why)));
+                    if n > 0 {
+                        found.notes.push(format!(
                             "activity {id}: skipped ({why}) yet a Task exists (an earlier attempt wrote it)"
                         ));
                     }
                 }
                 state => {
                     sf_tasks.lost += 1;
-                    example(format!("activity {id} Salesforce item {state:?}: {:?}", item.last_error));
+                    found.example(format!("activity {id} Salesforce item {state:?}: {:?}", item.last_error));
                 }
             },
         }
     }
+    (mk, sf_tasks)
+}
 
-    // Unsubscribes: the opt-out flag on the record they were delivered to.
+/// Every recorded unsubscribe: the opt-out flag on the record it was delivered to.
+fn tally_unsubscribes(ctx: &Ctx, ev: &Evidence, found: &mut Findings) -> Tally {
+    let by_key = ev.by_key();
     let mut unsub = Tally::default();
-    for (key, _person) in &unsubscribes {
+    for (key, _person) in &ev.recorded.unsubscribes {
         unsub.recorded += 1;
         match by_key.get(key.as_str()) {
             Some(item) if item.state == OutboxState::Delivered => {
                 let who = item.result.clone().unwrap_or_default();
                 let object = if who.starts_with("003") { "Contact" } else { "Lead" };
-                let flag = ctx.sf.get(object, &who).and_then(|r| r.get("HasOptedOutOfEmail").and_then(Value::as_bool));
+                let flag = ctx
+                    .world
+                    .salesforce
+                    .get(object, &who)
+                    .and_then(|r| r.get("HasOptedOutOfEmail").and_then(Value::as_bool));
                 if flag == Some(true) {
                     unsub.delivered += 1;
                 } else {
                     unsub.lost += 1;
-                    example(format!("unsubscribe {key} delivered to {who} but the flag is {flag:?}"));
+                    found.example(format!("unsubscribe {key} delivered to {who} but the flag is {flag:?}"));
                 }
             }
             Some(item) if item.state == OutboxState::Skipped => {
                 unsub.skipped += 1;
-                *reasons
-                    .entry(format!("unsubscribe skipped: {}", generic(&item.result.clone().unwrap_or_default())))
-                    .or_default() += 1;
+                found.reason(format!("unsubscribe skipped: {}", generic(&item.result.clone().unwrap_or_default())));
             }
             Some(item) => {
                 unsub.lost += 1;
-                example(format!("unsubscribe {key} {:?}: {:?}", item.state, item.last_error));
+                found.example(format!("unsubscribe {key} {:?}: {:?}", item.state, item.last_error));
             }
             None => {
                 unsub.lost += 1;
-                example(format!("unsubscribe {key}: no outbox item"));
+                found.example(format!("unsubscribe {key}: no outbox item"));
             }
         }
     }
+    unsub
+}
 
-    let sf_log = ctx.sf.call_log();
-    // Reminders: the Task matches the last change the host made.
+/// Every recorded reminder: salesync's copy and its Task match the last change the host made
+/// (a deleted one has no Task). Also the number of reminder changes in the outbox.
+async fn tally_reminders(ctx: &Ctx, ev: &Evidence, found: &mut Findings) -> Result<(Tally, u64), BoxError> {
+    let sf_log = ctx.world.salesforce.call_log();
     let mut rem = Tally::default();
-    let reminder_items: HashMap<&str, Vec<&OutboxItem>> = {
-        let mut m: HashMap<&str, Vec<&OutboxItem>> = HashMap::new();
-        for i in &items {
-            if let OutboxPayload::Reminder { task } = &i.payload {
-                m.entry(task.id.as_str()).or_default().push(i);
-            }
+    let mut reminder_items: HashMap<&str, Vec<&OutboxItem>> = HashMap::new();
+    for i in &ev.items {
+        if let OutboxPayload::Reminder { task } = &i.payload {
+            reminder_items.entry(task.id.as_str()).or_default().push(i);
         }
-        m
-    };
+    }
     let mut reminder_changes = 0u64;
-    for (id, model) in &reminders {
+    for (id, model) in &ev.recorded.reminders {
         rem.recorded += 1;
         let its = reminder_items.get(id.as_str()).cloned().unwrap_or_default();
         reminder_changes += its.len() as u64;
-        let found = tasks.get(id).cloned().unwrap_or_default();
-        if found.len() > 1 {
+        let tasks = ev.tasks.get(id).cloned().unwrap_or_default();
+        if tasks.len() > 1 {
             rem.duplicates += 1;
-            example(format!("reminder {id} has {} Tasks", found.len()));
+            found.example(format!("reminder {id} has {} Tasks", tasks.len()));
             continue;
         }
         let unfinished =
             its.iter().filter(|i| !matches!(i.state, OutboxState::Delivered | OutboxState::Skipped)).count();
         if unfinished > 0 {
             rem.lost += 1;
-            example(format!("reminder {id}: {unfinished} changes not delivered"));
+            found.example(format!("reminder {id}: {unfinished} changes not delivered"));
             continue;
         }
         let ever_delivered = its.iter().any(|i| i.state == OutboxState::Delivered);
@@ -1379,10 +1285,10 @@ async fn report(
         let want_state = (model.status, model.priority, model.due_date, model.details.clone(), model.deleted);
         if local_state.as_ref() != Some(&want_state) {
             rem.lost += 1;
-            example(format!(
+            found.example(format!(
                 "reminder {id} (person {}): salesync holds {local_state:?}, the host last set {want_state:?}; Salesforce has {:?}; its changes: {}",
                 model.marketo_id,
-                found.first().map(|t| (
+                tasks.first().map(|t| (
                     t.get("Status").cloned(),
                     t.get("Priority").cloned(),
                     t.get("ActivityDate").cloned(),
@@ -1392,19 +1298,19 @@ async fn report(
             ));
             continue;
         }
-        match found.first() {
+        match tasks.first() {
             None if model.deleted || !ever_delivered => {
                 if ever_delivered {
                     rem.delivered += 1;
                 } else {
                     rem.skipped += 1;
                     let why = its.iter().max_by_key(|i| i.id).and_then(|i| i.result.clone()).unwrap_or_default();
-                    *reasons.entry(format!("reminder not synced: {}", generic(&why))).or_default() += 1;
+                    found.reason(format!("reminder not synced: {}", generic(&why)));
                 }
             }
             None => {
                 rem.lost += 1;
-                example(format!("reminder {id}: delivered before but no Task in Salesforce"));
+                found.example(format!("reminder {id}: delivered before but no Task in Salesforce"));
             }
             Some(t) if model.deleted => {
                 rem.lost += 1;
@@ -1414,7 +1320,7 @@ async fn report(
                     .filter(|c| c.path.contains(&task_id))
                     .map(|c| format!("{} {} {}", c.method, c.status, c.fault.as_deref().unwrap_or("")))
                     .collect();
-                example(format!(
+                found.example(format!(
                     "reminder {id}: deleted in salesync, Task {task_id} still in Salesforce; its changes: {}; calls on the Task: {}",
                     history.join(" | "),
                     calls.join(", ")
@@ -1434,7 +1340,7 @@ async fn report(
                 } else {
                     rem.lost += 1;
                     let local = ctx.store.reminder(id).await.ok().flatten();
-                    example(format!(
+                    found.example(format!(
                         "reminder {id} (person {}): Salesforce has {got:?}, the host last set {want:?}; salesync holds {:?}; its changes: {}",
                         model.marketo_id,
                         local.map(|l| (l.status, l.priority, l.due_date, l.details, l.updated_at)),
@@ -1444,26 +1350,14 @@ async fn report(
             }
         }
     }
+    Ok((rem, reminder_changes))
+}
 
-    // Limits.
-    let limits = MarketoLimits::default();
-    let max_window = ctx.mkto.max_calls_in_any_window();
-    let max_concurrent = ctx.mkto.max_concurrent_seen();
-    let rejected = ctx.mkto.limit_rejections();
-    if max_window > limits.calls_per_window {
-        failures.push(format!("{max_window} Marketo calls in one {} s window", limits.window.as_secs()));
-    }
-    if rejected.rate + rejected.concurrency + rejected.quota > 0 {
-        failures.push(format!(
-            "Marketo's limits turned calls away: {} × 606 (rate), {} × 615 (concurrency), {} × 607 (quota)",
-            rejected.rate, rejected.concurrency, rejected.quota
-        ));
-    }
-
-    // Faults that fired, from the emulators' call logs.
+/// Faults that fired, from the emulators' call logs (limit rejections are not injected faults).
+fn faults_fired(ctx: &Ctx) -> BTreeMap<String, u64> {
+    let rejected = ctx.world.marketo.limit_rejections();
     let mut fired: BTreeMap<String, u64> = BTreeMap::new();
-    let mk_log = ctx.mkto.call_log();
-    for c in &mk_log {
+    for c in &ctx.world.marketo.call_log() {
         if let Some(o) = c.outcome.as_deref() {
             let label = match o {
                 "dropped" | "dropped-partial" => Some("Marketo dropped connection (incl. apply-then-drop)".to_string()),
@@ -1476,13 +1370,12 @@ async fn report(
             }
         }
     }
-    // Limit rejections are not injected faults.
     for (code, n) in [("606", rejected.rate), ("615", rejected.concurrency)] {
         if let Some(v) = fired.get_mut(&format!("Marketo error {code}")) {
             *v = v.saturating_sub(n);
         }
     }
-    for c in &sf_log {
+    for c in &ctx.world.salesforce.call_log() {
         if let Some(f) = c.fault.as_deref() {
             let label = match f {
                 "error" => format!("Salesforce error {}", c.error_code.clone().unwrap_or_default()),
@@ -1491,31 +1384,73 @@ async fn report(
             *fired.entry(label).or_default() += 1;
         }
     }
-    let faults_total: u64 = fired.values().sum();
+    fired
+}
 
-    let duplicates = mk.duplicates + sf_tasks.duplicates + unsub.duplicates + rem.duplicates;
-    let lost = mk.lost + sf_tasks.lost + unsub.lost + rem.lost;
-    if duplicates > 0 {
-        failures.push(format!("{duplicates} duplicates"));
-    }
-    if lost > 0 {
-        failures.push(format!("{lost} lost"));
-    }
-    if !converged {
-        failures.push(format!("did not converge within {} s", converge_took.as_secs()));
-    }
+/// One named check of the report: `Err` says what failed.
+type Check = Result<(), String>;
+
+/// The mirror equals the oracle computed from the Marketo emulator's data.
+async fn check_mirror(ctx: &Ctx) -> Check {
+    ctx.world.mirror_diff(ctx.store.as_ref()).await.into_result()
+}
+
+/// Marketo's and Salesforce's limits were kept (the test kit's rate-limit check).
+fn check_limits(ctx: &Ctx) -> Check {
+    check_rate_limits(&ctx.world)
+}
+
+/// Nothing was delivered twice.
+fn check_no_duplicates(tallies: &[&Tally]) -> Check {
+    let duplicates: u64 = tallies.iter().map(|t| t.duplicates).sum();
+    if duplicates > 0 { Err(format!("{duplicates} duplicates")) } else { Ok(()) }
+}
+
+/// Nothing was lost: every item was delivered, skipped or not deliverable by design.
+fn check_nothing_lost(tallies: &[&Tally]) -> Check {
+    let lost: u64 = tallies.iter().map(|t| t.lost).sum();
+    if lost > 0 { Err(format!("{lost} lost")) } else { Ok(()) }
+}
+
+/// The system converged once the churn and the faults stopped.
+fn check_converged(converged: bool, converge_took: Duration) -> Check {
+    if converged { Ok(()) } else { Err(format!("did not converge within {} s", converge_took.as_secs())) }
+}
+
+/// Every graceful stop finished within 30 s.
+fn check_graceful_stops(ctx: &Ctx) -> Check {
     if ctx.counters.get("graceful stops that timed out") > 0 {
-        failures.push("a graceful stop took longer than 30 s".into());
+        Err("a graceful stop took longer than 30 s".into())
+    } else {
+        Ok(())
     }
+}
 
-    // Figures.
+/// How long each part of the run took.
+struct Timing {
+    started: Instant,
+    churn_took: Duration,
+    converge_took: Duration,
+}
+
+/// The outbound tallies, by kind.
+struct Tallies {
+    marketo: Tally,
+    salesforce_tasks: Tally,
+    unsubscribes: Tally,
+    reminders: Tally,
+    reminder_changes: u64,
+}
+
+/// Prints the figures of the run.
+async fn print_figures(ctx: &Ctx, timing: &Timing, t: &Tallies, found: &Findings) {
     let c = ctx.counters.snapshot();
     println!("\n=== salesync soak: figures ===");
     println!(
         "duration            {:.0} s of churn + {:.0} s to converge ({:.0} s in all)",
-        churn_took.as_secs_f64(),
-        converge_took.as_secs_f64(),
-        started.elapsed().as_secs_f64()
+        timing.churn_took.as_secs_f64(),
+        timing.converge_took.as_secs_f64(),
+        timing.started.elapsed().as_secs_f64()
     );
     let mutations: u64 = c.iter().filter(|(k, _)| k.starts_with("mutation: ")).map(|(_, v)| v).sum();
     println!("mutations applied   {mutations}");
@@ -1538,23 +1473,29 @@ async fn report(
     }
     println!("  {:<34}{}", "refused at recording", ctx.counters.get("recording refused (person left the mirror, …)"));
     println!("outbound            recorded  delivered  skipped  not deliverable  duplicates  lost");
-    for (name, t) in
-        [("Marketo activities", &mk), ("Salesforce Tasks", &sf_tasks), ("unsubscribes", &unsub), ("reminders", &rem)]
-    {
+    for (name, t) in [
+        ("Marketo activities", &t.marketo),
+        ("Salesforce Tasks", &t.salesforce_tasks),
+        ("unsubscribes", &t.unsubscribes),
+        ("reminders", &t.reminders),
+    ] {
         println!(
             "  {name:<18}{:>8} {:>10} {:>8} {:>16} {:>11} {:>5}",
             t.recorded, t.delivered, t.skipped, t.not_deliverable, t.duplicates, t.lost
         );
     }
     println!(
-        "  ({reminder_changes} reminder changes; a reminder counts as delivered when its Task matches its last change)"
+        "  ({} reminder changes; a reminder counts as delivered when its Task matches its last change)",
+        t.reminder_changes
     );
-    if !reasons.is_empty() {
+    if !found.reasons.is_empty() {
         println!("not delivered, by design:");
-        for (k, v) in &reasons {
+        for (k, v) in &found.reasons {
             println!("  {v:>6}  {k}");
         }
     }
+    let fired = faults_fired(ctx);
+    let faults_total: u64 = fired.values().sum();
     println!(
         "faults injected     {faults_total} in {} fault windows (all survived if the checks pass)",
         ctx.counters.get("fault windows")
@@ -1580,6 +1521,7 @@ async fn report(
         ctx.counters.get("engine initial syncs finished"),
         ctx.counters.get("engine backoffs")
     );
+    let mk_log = ctx.world.marketo.call_log();
     let mut by_path: BTreeMap<String, u64> = BTreeMap::new();
     for call in &mk_log {
         let path = call.path.trim_start_matches("/rest/v1/").trim_start_matches("/bulk/v1/");
@@ -1596,25 +1538,55 @@ async fn report(
         "Marketo calls       {}",
         by_path.iter().take(8).map(|(p, n)| format!("{p} {n}")).collect::<Vec<_>>().join(", ")
     );
+    let limits = &ctx.world.limits;
+    let rejected = ctx.world.marketo.limit_rejections();
     println!(
-        "Marketo limits      max {max_window} calls in any {} s window (limit {}), max {max_concurrent} in flight (limit {}), {} calls in all; turned away: {} × 606, {} × 615, {} × 607",
+        "Marketo limits      max {} calls in any {} s window (limit {}), max {} in flight (limit {}), {} calls in all; turned away: {} × 606, {} × 615, {} × 607",
+        ctx.world.marketo.max_calls_in_any_window(),
         limits.window.as_secs(),
         limits.calls_per_window,
+        ctx.world.marketo.max_concurrent_seen(),
         limits.max_concurrent,
         mk_log.len(),
         rejected.rate,
         rejected.concurrency,
         rejected.quota
     );
-    println!("Salesforce          {} API calls counted ({} requests)", ctx.sf.api_usage(), sf_log.len());
-    println!("duplicates          {duplicates}");
-    println!("lost                {lost}");
-    for e in &examples {
+    println!(
+        "Salesforce          {} API calls counted ({} requests)",
+        ctx.world.salesforce.api_usage(),
+        ctx.world.salesforce.call_log().len()
+    );
+    let all = [&t.marketo, &t.salesforce_tasks, &t.unsubscribes, &t.reminders];
+    println!("duplicates          {}", all.iter().map(|t| t.duplicates).sum::<u64>());
+    println!("lost                {}", all.iter().map(|t| t.lost).sum::<u64>());
+    for e in &found.examples {
         println!("  ! {e}");
     }
-    for n in notes.iter().take(10) {
+    for n in found.notes.iter().take(10) {
         println!("  note: {n}");
     }
+}
+
+/// The figures, then the named checks; `Ok(true)` when every check passed.
+async fn report(ctx: &Ctx, timing: Timing, converged: bool) -> Result<bool, BoxError> {
+    let ev = Evidence::gather(ctx).await?;
+    let mut found = Findings::default();
+    let (marketo, salesforce_tasks) = tally_activities(ctx, &ev, &mut found);
+    let unsubscribes = tally_unsubscribes(ctx, &ev, &mut found);
+    let (reminders, reminder_changes) = tally_reminders(ctx, &ev, &mut found).await?;
+    let t = Tallies { marketo, salesforce_tasks, unsubscribes, reminders, reminder_changes };
+    let all = [&t.marketo, &t.salesforce_tasks, &t.unsubscribes, &t.reminders];
+    let checks: Vec<(&str, Check)> = vec![
+        ("mirror equals the oracle", check_mirror(ctx).await),
+        ("limits kept", check_limits(ctx)),
+        ("no duplicates", check_no_duplicates(&all)),
+        ("nothing lost", check_nothing_lost(&all)),
+        ("converged", check_converged(converged, timing.converge_took)),
+        ("graceful stops in time", check_graceful_stops(ctx)),
+    ];
+    print_figures(ctx, &timing, &t, &found).await;
+    let failures: Vec<_> = checks.iter().filter_map(|(name, c)| c.as_ref().err().map(|e| (name, e))).collect();
     if failures.is_empty() {
         println!(
             "\nPASS: mirror == oracle, every item delivered exactly once or not deliverable by design, limits kept."
@@ -1622,8 +1594,8 @@ async fn report(
         Ok(true)
     } else {
         println!("\nFAIL:");
-        for f in &failures {
-            println!("  - {f}");
+        for (name, f) in &failures {
+            println!("  - {name}: {f}");
         }
         Ok(false)
     }

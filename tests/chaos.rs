@@ -13,24 +13,28 @@
 //!   away (606/615), at most the window's calls fell in any window, at most 10 were in flight.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr, missing_docs)]
 
-mod common;
-
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{Timelike, Utc};
-use common::{World, activity, assert_mirror_matches, mirror, postgres_url};
-use salesync::core::activity::{AdminSettings, ReminderPriority, SalesActivityKind as K};
+use salesync::core::activity::{AdminSettings, ReminderPriority};
 use salesync::core::ports::marketo::MarketoApi;
 use salesync::core::ports::salesforce::SalesforceApi;
 use salesync::core::ports::store::Store;
 use salesync::delivery::{DeliverySettings, Dispatcher, NewReminder, ReminderChanges, SystemClock};
 use salesync::engine::{EngineSettings, InitialMode, RetrySettings, SyncEngine};
 use salesync_emulator::faults::{FaultAction, FaultPlan, FaultRule, Trigger};
-use salesync_emulator::marketo::{MarketoConfig, MarketoEmulator, MarketoFault, MarketoLimits};
-use salesync_emulator::salesforce::{SalesforceConfig, SalesforceEmulator, SalesforceFault};
-use serde_json::{Map, Value, json};
+use salesync_emulator::marketo::{MarketoConfig, MarketoFault, MarketoLimits};
+use salesync_emulator::salesforce::{SalesforceConfig, SalesforceFault};
+use salesync_testkit::faults::{
+    marketo_code, marketo_errors, marketo_transport, salesforce_errors, salesforce_transport, set_faults, surely,
+};
+use salesync_testkit::{
+    Outbound, RecordedReminder, TestStore, World, assert_delivered_exactly_once, assert_mirror_matches,
+    assert_rate_limits_kept, mirror, obj, record_every_kind,
+};
+use serde_json::json;
 
 /// Scaled-down Marketo limits, set identically on the emulator and the connector.
 const CALLS_PER_WINDOW: u32 = 20;
@@ -39,7 +43,6 @@ const MAX_CONCURRENT: u32 = 10;
 /// Client timeout; injected delays are longer.
 const CLIENT_TIMEOUT: Duration = Duration::from_millis(400);
 const SLOW: Duration = Duration::from_millis(700);
-const EXT: &str = "Salesync_Activity_Id__c";
 const RATIO: f64 = 0.05;
 
 /// What one scenario injects.
@@ -62,67 +65,12 @@ struct Chaos {
 }
 
 fn mk(code: &str) -> FaultRule<MarketoFault> {
-    FaultRule::new(Trigger::Ratio(RATIO), FaultAction::Error(MarketoFault::code(code)))
-}
-
-fn sf(fault: SalesforceFault) -> FaultRule<SalesforceFault> {
-    FaultRule::new(Trigger::Ratio(RATIO), FaultAction::Error(fault)).on_path("/services/data")
-}
-
-fn marketo_transport() -> Vec<FaultRule<MarketoFault>> {
-    let write = || FaultRule::new(Trigger::Nth(2), FaultAction::ApplyThenDrop).on_path("/activities/external.json");
-    vec![
-        // Writes applied with the response lost (the custom activity write is the one that
-        // matters): the second always, then 10%. First in the plan, so no other rule pre-empts them.
-        write(),
-        FaultRule { trigger: Trigger::Ratio(0.10), ..write() },
-        FaultRule::new(Trigger::Ratio(RATIO), FaultAction::DropConnection),
-        FaultRule::new(Trigger::Ratio(RATIO), FaultAction::Delay(SLOW)),
-        FaultRule::new(Trigger::Ratio(RATIO), FaultAction::ApplyThenDrop),
-        // Unreadable answers to writes (the engine's reads end the pass on one, by design).
-        FaultRule::new(Trigger::Ratio(RATIO), FaultAction::MalformedBody).on_path("/activities/external.json"),
-    ]
-}
-
-fn salesforce_transport() -> Vec<FaultRule<SalesforceFault>> {
-    let lost =
-        |path: &str, trigger| FaultRule::new(trigger, FaultAction::ApplyThenDrop).on_path(path).on_method("PATCH");
-    vec![
-        // Task upserts and opt-out updates applied with the response lost: the second always,
-        // then 10%. First in the plan, so no other rule pre-empts them.
-        lost("/composite/sobjects", Trigger::Nth(2)),
-        lost("/composite/sobjects", Trigger::Ratio(0.10)),
-        lost("/sobjects/", Trigger::Nth(2)),
-        lost("/sobjects/", Trigger::Ratio(0.10)),
-        FaultRule::new(Trigger::Ratio(RATIO), FaultAction::DropConnection).on_path("/services/data"),
-        FaultRule::new(Trigger::Ratio(RATIO), FaultAction::Delay(SLOW)).on_path("/services/data"),
-        FaultRule::new(Trigger::Ratio(RATIO), FaultAction::MalformedBody)
-            .on_path("/composite/sobjects")
-            .on_method("PATCH"),
-    ]
-}
-
-fn marketo_errors() -> Vec<FaultRule<MarketoFault>> {
-    ["502", "604", "608", "611", "713"].into_iter().map(mk).collect()
-}
-
-fn salesforce_errors() -> Vec<FaultRule<SalesforceFault>> {
-    vec![sf(SalesforceFault::ServerUnavailable), sf(SalesforceFault::UnableToLockRow)]
-}
-
-fn obj(v: Value) -> Map<String, Value> {
-    v.as_object().unwrap().clone()
-}
-
-async fn sqlite() -> (Arc<dyn Store>, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("mirror.db").display());
-    (salesync::store::open(&url).await.unwrap(), dir)
+    marketo_code(code, RATIO)
 }
 
 async fn start_world(c: &Chaos) -> World {
     let ttl = if c.short_tokens { 3 } else { 3600 };
-    let marketo = MarketoEmulator::start(MarketoConfig {
+    let marketo = MarketoConfig {
         limits: MarketoLimits {
             calls_per_window: CALLS_PER_WINDOW,
             window: WINDOW,
@@ -133,28 +81,18 @@ async fn start_world(c: &Chaos) -> World {
         scan_block: 60,
         fault_seed: c.seed,
         ..MarketoConfig::default()
-    })
-    .await
-    .unwrap();
-    let salesforce = SalesforceEmulator::start(SalesforceConfig {
+    };
+    let salesforce = SalesforceConfig {
         session_lifetime: chrono::Duration::seconds(c.session_secs.unwrap_or(ttl)),
         fault_seed: c.seed,
         ..SalesforceConfig::default()
-    })
-    .await
-    .unwrap();
-    let seed = salesync_emulator::seed::generate(c.people, c.seed);
-    marketo.seed_world(&seed);
-    salesforce.seed_world(&seed);
-    World { marketo, salesforce, seed }
+    };
+    World::start(c.people, c.seed, marketo, salesforce).await
 }
 
 fn marketo_client(w: &World) -> Arc<dyn MarketoApi> {
     Arc::new(
-        salesync::marketo::MarketoClient::builder()
-            .base_url(w.marketo.base_url())
-            .client_id(w.marketo.client_id())
-            .client_secret(w.marketo.client_secret())
+        w.marketo_builder()
             .rate_limit(CALLS_PER_WINDOW as usize, WINDOW)
             .max_concurrent(MAX_CONCURRENT as usize)
             .timeout(CLIENT_TIMEOUT)
@@ -172,10 +110,7 @@ fn marketo_client(w: &World) -> Arc<dyn MarketoApi> {
 
 fn salesforce_client(w: &World) -> Arc<dyn SalesforceApi> {
     Arc::new(
-        salesync::salesforce::SalesforceClient::builder()
-            .login_url(w.salesforce.base_url())
-            .client_id(w.salesforce.client_id())
-            .client_secret(w.salesforce.client_secret())
+        w.salesforce_builder()
             .timeout(CLIENT_TIMEOUT)
             .retry(salesync::salesforce::RetryConfig {
                 max_attempts: 10,
@@ -297,17 +232,6 @@ async fn assert_opportunities(store: &dyn Store, want: &[(i64, String)]) -> Resu
     Ok(())
 }
 
-/// What was recorded for delivery.
-#[derive(Default)]
-struct Recorded {
-    /// Activity id → kind and the Salesforce record its Task must land on.
-    activities: BTreeMap<String, (K, String)>,
-    /// Reminder id → (Salesforce record, final subject, completed).
-    reminders: BTreeMap<String, (String, String, bool)>,
-    /// Salesforce records that must be opted out.
-    opted_out: Vec<String>,
-}
-
 fn dispatcher(marketo: Arc<dyn MarketoApi>, salesforce: Arc<dyn SalesforceApi>, store: Arc<dyn Store>) -> Dispatcher {
     Dispatcher::builder()
         .marketo(marketo)
@@ -351,19 +275,9 @@ async fn deliver_until_done(d: &Dispatcher, store: &dyn Store, what: &str) {
 }
 
 /// Records all eight kinds for a few mirror people, unsubscribes and reminders.
-async fn record_round(d: &Dispatcher, people: &[salesync::core::person::Person], round: usize, rec: &mut Recorded) {
+async fn record_round(d: &Dispatcher, people: &[salesync::core::person::Person], round: usize, rec: &mut Outbound) {
     for (i, p) in people.iter().enumerate() {
-        let who =
-            p.salesforce_contact_id.as_ref().or(p.salesforce_lead_id.as_ref()).map(|s| s.as_str().to_string()).unwrap();
-        for kind in K::ALL {
-            let id = format!("r{round}p{i}-{}", kind.slug());
-            d.record_activity(activity(id.clone(), p.marketo_id, kind)).await.unwrap();
-            rec.activities.insert(id, (kind, who.clone()));
-        }
-        if i % 3 == 0 {
-            d.record_unsubscribe(p.marketo_id).await.unwrap();
-            rec.opted_out.push(who.clone());
-        }
+        let who = record_every_kind(d, p, &format!("r{round}p{i}"), i % 3 == 0, rec).await;
         if i % 2 == 0 {
             let id = format!("rem{round}p{i}");
             d.create_reminder(NewReminder {
@@ -376,77 +290,28 @@ async fn record_round(d: &Dispatcher, people: &[salesync::core::person::Person],
             })
             .await
             .unwrap();
-            rec.reminders.insert(id, (who.clone(), "Call back".into(), false));
+            let reminder =
+                RecordedReminder { who: Some(who.clone()), subject: Some("Call back".into()), completed: Some(false) };
+            rec.reminders.insert(id, reminder);
         }
     }
 }
 
 /// Edits and completes the reminders of a round.
-async fn change_reminders(d: &Dispatcher, rec: &mut Recorded) {
-    for (n, (id, (_, subject, done))) in rec.reminders.iter_mut().enumerate() {
+async fn change_reminders(d: &Dispatcher, rec: &mut Outbound) {
+    for (n, (id, r)) in rec.reminders.iter_mut().enumerate() {
         if n % 2 == 0 {
-            *subject = format!("Call back about {id}");
+            let subject = format!("Call back about {id}");
             d.edit_reminder(id, ReminderChanges { subject: Some(subject.clone()), ..ReminderChanges::default() })
                 .await
                 .unwrap();
+            r.subject = Some(subject);
         }
         if n % 3 != 2 {
             d.complete_reminder(id).await.unwrap();
-            *done = true;
+            r.completed = Some(true);
         }
     }
-}
-
-fn assert_delivered_once(w: &World, rec: &Recorded) {
-    // Marketo: exactly one custom activity per recorded activity.
-    let per_id = w.marketo.custom_activity_counts("salesyncActivityId");
-    let dups: Vec<_> = per_id.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(dups.is_empty(), "duplicates in Marketo: {dups:?}");
-    let missing: Vec<_> = rec.activities.keys().filter(|id| !per_id.contains_key(*id)).collect();
-    assert!(missing.is_empty(), "missing in Marketo: {missing:?}");
-    assert_eq!(per_id.len(), rec.activities.len());
-
-    // Salesforce: one Task per email, reply and call, one per reminder, on the right record.
-    let mut by_ext: HashMap<String, Vec<Map<String, Value>>> = HashMap::new();
-    for t in w.salesforce.records("Task") {
-        if let Some(ext) = t.get(EXT).and_then(Value::as_str) {
-            by_ext.entry(ext.to_string()).or_default().push(t);
-        }
-    }
-    let mut expected = 0;
-    for (id, (kind, who)) in &rec.activities {
-        if kind.task_kind().is_some() {
-            expected += 1;
-            let found = by_ext.get(id).unwrap_or_else(|| panic!("no Task for {id}"));
-            assert_eq!(found.len(), 1, "{id} logged {} times", found.len());
-            assert_eq!(found[0]["WhoId"].as_str(), Some(who.as_str()), "{id}");
-        } else {
-            assert!(!by_ext.contains_key(id), "{id} ({kind:?}) must not be logged to Salesforce");
-        }
-    }
-    for (id, (who, subject, done)) in &rec.reminders {
-        expected += 1;
-        let found = by_ext.get(id).unwrap_or_else(|| panic!("no Task for reminder {id}"));
-        assert_eq!(found.len(), 1, "reminder {id} has {} Tasks", found.len());
-        assert_eq!(found[0]["WhoId"].as_str(), Some(who.as_str()), "reminder {id}");
-        let got = found[0]["Subject"].as_str().unwrap_or_default();
-        assert!(got.ends_with(&format!(": {subject}")), "reminder {id}: subject {got:?}, want {subject:?}");
-        assert_eq!(found[0]["Status"], json!(if *done { "Completed" } else { "Not Started" }), "reminder {id}");
-    }
-    assert_eq!(by_ext.len(), expected, "Tasks with an external id");
-    for who in &rec.opted_out {
-        let object = if who.starts_with("003") { "Contact" } else { "Lead" };
-        assert_eq!(w.salesforce.get(object, who).unwrap()["HasOptedOutOfEmail"], json!(true), "{who}");
-    }
-}
-
-fn assert_limits_kept(w: &World) {
-    let rejected = w.marketo.limit_rejections();
-    assert_eq!((rejected.rate, rejected.concurrency), (0, 0), "Marketo's own limits had to turn calls away");
-    let max = w.marketo.max_calls_in_any_window();
-    assert!(max <= CALLS_PER_WINDOW, "{max} calls in one window");
-    let conc = w.marketo.max_concurrent_seen();
-    assert!(conc <= MAX_CONCURRENT, "{conc} calls in flight at once");
 }
 
 fn label<E: std::fmt::Debug>(side: &str, rule: &FaultRule<E>) -> String {
@@ -490,23 +355,11 @@ fn fired(w: &World) -> BTreeMap<String, u64> {
     out
 }
 
-/// The rules, each random one preceded by a copy that fires once, early (on a different call for
-/// each), so that every kind of fault surely happens at least once whatever the interleaving.
-fn surely<E: Clone>(rules: &[FaultRule<E>]) -> Vec<FaultRule<E>> {
-    let once = rules
-        .iter()
-        .filter(|r| matches!(r.trigger, Trigger::Ratio(_)))
-        .enumerate()
-        .map(|(i, r)| FaultRule { trigger: Trigger::Nth(3 + 2 * i as u64), ..r.clone() });
-    once.chain(rules.iter().cloned()).collect()
-}
-
 /// The whole scenario on one store.
 async fn run(c: Chaos, store: Arc<dyn Store>) -> BTreeMap<String, u64> {
     let started = std::time::Instant::now();
     let w = start_world(&c).await;
-    w.marketo.set_faults(FaultPlan::new(surely(&c.marketo), c.seed));
-    w.salesforce.set_faults(FaultPlan::new(surely(&c.salesforce), c.seed + 1));
+    set_faults(&w, surely(&c.marketo), c.seed, surely(&c.salesforce), c.seed + 1);
     let marketo = marketo_client(&w);
     let salesforce = salesforce_client(&w);
     let eng = engine(c.mode.unwrap_or(InitialMode::Rest), marketo.clone(), salesforce.clone(), store.clone());
@@ -515,7 +368,7 @@ async fn run(c: Chaos, store: Arc<dyn Store>) -> BTreeMap<String, u64> {
 
     store.put_settings(AdminSettings { reminder_task_sync: true, ..AdminSettings::default() }).await.unwrap();
     let d = dispatcher(marketo, salesforce, store.clone());
-    let mut rec = Recorded::default();
+    let mut rec = Outbound::default();
     let mut opportunities = Vec::new();
     for round in 0..c.rounds.max(1) {
         let m = mirror(store.as_ref()).await;
@@ -553,23 +406,22 @@ async fn run(c: Chaos, store: Arc<dyn Store>) -> BTreeMap<String, u64> {
     assert_eq!((report.inserted, report.updated, report.removed.total()), (0, 0, 0));
     assert_mirror_matches(&w, store.as_ref()).await;
     assert_opportunities(store.as_ref(), &opportunities).await.unwrap();
-    assert_delivered_once(&w, &rec);
-    assert_limits_kept(&w);
+    assert_delivered_exactly_once(&w, store.as_ref(), &rec).await;
+    assert_rate_limits_kept(&w);
     let fired = fired(&w);
     eprintln!("chaos scenario {} done in {:?}: {fired:?}", c.seed, started.elapsed());
-    w.marketo.clone().shutdown().await;
-    w.salesforce.clone().shutdown().await;
+    w.shutdown().await;
     fired
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_marketo_and_salesforce_error_codes() {
-    let (store, _dir) = sqlite().await;
+    let TestStore { store, dir: _dir, .. } = TestStore::sqlite().await;
     let c = Chaos {
         seed: 101,
         people: 500,
-        marketo: marketo_errors(),
-        salesforce: salesforce_errors(),
+        marketo: marketo_errors(RATIO),
+        salesforce: salesforce_errors(RATIO),
         rounds: 3,
         ..Chaos::default()
     };
@@ -578,19 +430,19 @@ async fn sqlite_marketo_and_salesforce_error_codes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_marketo_rate_and_concurrency_answers() {
-    let (store, _dir) = sqlite().await;
+    let TestStore { store, dir: _dir, .. } = TestStore::sqlite().await;
     let c = Chaos { seed: 202, people: 500, marketo: vec![mk("606"), mk("615")], rounds: 3, ..Chaos::default() };
     run(c, store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_drops_timeouts_and_lost_write_responses() {
-    let (store, _dir) = sqlite().await;
+    let TestStore { store, dir: _dir, .. } = TestStore::sqlite().await;
     let c = Chaos {
         seed: 303,
         people: 500,
-        marketo: marketo_transport(),
-        salesforce: salesforce_transport(),
+        marketo: marketo_transport(RATIO, SLOW),
+        salesforce: salesforce_transport(RATIO, SLOW),
         rounds: 3,
         ..Chaos::default()
     };
@@ -599,7 +451,7 @@ async fn sqlite_drops_timeouts_and_lost_write_responses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_tokens_expire_mid_stream() {
-    let (store, _dir) = sqlite().await;
+    let TestStore { store, dir: _dir, .. } = TestStore::sqlite().await;
     let c = Chaos {
         seed: 404,
         people: 500,
@@ -617,11 +469,11 @@ async fn sqlite_tokens_expire_mid_stream() {
 }
 
 fn everything() -> Chaos {
-    let mut marketo = marketo_transport();
-    marketo.extend(marketo_errors());
+    let mut marketo = marketo_transport(RATIO, SLOW);
+    marketo.extend(marketo_errors(RATIO));
     marketo.extend([mk("606"), mk("615"), mk("602")]);
-    let mut salesforce = salesforce_transport();
-    salesforce.extend(salesforce_errors());
+    let mut salesforce = salesforce_transport(RATIO, SLOW);
+    salesforce.extend(salesforce_errors(RATIO));
     Chaos {
         seed: 505,
         people: 500,
@@ -637,21 +489,19 @@ fn everything() -> Chaos {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_everything_at_once() {
-    let (store, _dir) = sqlite().await;
+    let TestStore { store, dir: _dir, .. } = TestStore::sqlite().await;
     run(everything(), store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_everything_at_once() {
-    let schema = format!("chaos_{}", uuid::Uuid::new_v4().simple());
-    let store = salesync::store::PostgresStore::open_in_schema(&postgres_url(), &schema)
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL at {} is needed: {e}", postgres_url()));
-    let pool = store.pool().clone();
-    let store: Arc<dyn Store> = Arc::new(store);
-    let outcome = tokio::spawn(run(Chaos { seed: 606, ..everything() }, store)).await;
-    sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).execute(&pool).await.unwrap();
-    outcome.unwrap();
+    let pg = TestStore::postgres("chaos").await;
+    let store = pg.store.clone();
+    pg.dropper()
+        .around(async move {
+            run(Chaos { seed: 606, ..everything() }, store).await;
+        })
+        .await;
 }
 
 /// Regression (found by the token scenario): a 602 answered again right after re-authenticating

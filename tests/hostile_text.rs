@@ -4,8 +4,6 @@
 //! reminders, outbox payloads) and through the Salesforce queries that carry user text (the
 //! email lookup that picks a Task's WhoId, the external-id lookup of an activity).
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,17 +11,14 @@ use chrono::Utc;
 use salesync::core::activity::{AdminSettings, ReminderPriority, SalesActivity, SalesActivityKind};
 use salesync::core::ports::salesforce::SalesforceApi;
 use salesync::core::ports::store::{MirrorPage, OutboxPayload, OutboxState, Store};
-use salesync::core::{
-    mirror::Decision,
-    person::{OpportunityRef, Person, SalesforceType},
-    sfid::SalesforceId,
-};
+use salesync::core::{mirror::Decision, person::Person, sfid::SalesforceId};
 use salesync::delivery::{DeliverySettings, Dispatcher, NewReminder};
 use salesync::marketo::MarketoClient;
 use salesync::salesforce::SalesforceClient;
 use salesync_emulator::marketo::{MarketoConfig, MarketoEmulator, MarketoLimits};
 use salesync_emulator::salesforce::{SalesforceConfig, SalesforceEmulator};
-use serde_json::{Map, Value, json};
+use salesync_testkit::{TestStore, obj};
+use serde_json::{Value, json};
 
 /// An email that is valid enough for Salesforce yet full of metacharacters.
 const EMAIL: &str = r#"o'brien\"_%';--/*x*/@ex-ample.com"#;
@@ -40,23 +35,13 @@ fn sfid(s: &str) -> SalesforceId {
 
 fn person(marketo_id: i64, email: &str) -> Person {
     Person {
-        marketo_id,
         first_name: Some(NAME.into()),
         last_name: Some(format!("{NAME} {marketo_id}")),
-        salesforce_contact_id: None,
-        salesforce_lead_id: None,
-        salesforce_account_id: None,
-        salesforce_opportunity: OpportunityRef::Unresolved,
         company: Some(SUBJECT.into()),
         title: Some("\\'%_".into()),
-        email: Some(email.into()),
         phone: Some("+1 (555) 'x'".into()),
-        linkedin_url: None,
         source: Some("%".into()),
-        salesforce_type: SalesforceType::Contact,
-        owner_id: sfid("0055g00000AbCdE"),
-        marketo_updated_at: None,
-        mirror_updated_at: chrono::DateTime::from_timestamp(1_760_000_000, 0).unwrap(),
+        ..salesync_testkit::person(marketo_id, email)
     }
 }
 
@@ -113,25 +98,13 @@ async fn recording_round_trip(store: Arc<dyn Store>, dispatcher: &Dispatcher, ma
 
 fn activity(marketo_id: i64) -> SalesActivity {
     SalesActivity {
-        id: ACTIVITY_ID.into(),
-        marketo_id,
-        kind: SalesActivityKind::SendSalesEmail,
-        occurred_at: Utc::now() - chrono::Duration::minutes(5),
-        actor_email: Some("rep@example.com".into()),
-        actor_salesforce_user: None,
         subject: Some(SUBJECT.into()),
         link: None,
-        template: None,
         campaign: None,
         call: None,
         bounce_details: None,
-        body: None,
-        sales_person_id: None,
+        ..salesync_testkit::activity(ACTIVITY_ID, marketo_id, SalesActivityKind::SendSalesEmail)
     }
-}
-
-fn obj(v: Value) -> Map<String, Value> {
-    v.as_object().unwrap().clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,14 +117,8 @@ async fn memory_and_sqlite_stores_keep_hostile_text_exact() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_store_keeps_hostile_text_exact() {
-    let schema = format!("hostile_{}", uuid::Uuid::new_v4().simple());
-    let pg = salesync::store::PostgresStore::open_in_schema(&common::postgres_url(), &schema)
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL is needed at {}: {e}", common::postgres_url()));
-    let pool = pg.pool().clone();
-    let outcome = tokio::spawn(store_round_trip(Arc::new(pg))).await;
-    sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).execute(&pool).await.unwrap();
-    outcome.unwrap();
+    let pg = TestStore::postgres("hostile").await;
+    pg.dropper().around(store_round_trip(pg.store.clone())).await;
 }
 
 /// Salesforce: the email lookup finds exactly the Contact with the hostile email (not the

@@ -3,17 +3,15 @@
 //! across; a killed initial sync resumes to the same mirror; a bad record is reported alone.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{World, assert_mirror_matches, mirror, postgres_url};
 use salesync::core::mapping::Disqualification;
 use salesync::core::mirror::RemovalReason;
 use salesync::core::ports::store::Store;
 use salesync::engine::{EngineSettings, InitialMode, InitialPath, SyncEngine, SyncEvent};
-use serde_json::{Map, Value, json};
+use salesync_testkit::{TestStore, World, assert_mirror_matches, mirror, obj};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 fn engine(world: &World, store: Arc<dyn Store>, mode: InitialMode) -> SyncEngine {
@@ -37,19 +35,9 @@ fn engine_with(world: &World, store: Arc<dyn Store>, settings: EngineSettings) -
         .unwrap()
 }
 
-fn obj(v: Value) -> Map<String, Value> {
-    v.as_object().unwrap().clone()
-}
-
-async fn sqlite() -> (Arc<dyn Store>, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("mirror.db").display());
-    (salesync::store::open(&url).await.unwrap(), dir)
-}
-
 /// Runs the whole scenario on one store.
 async fn scenario(store: Arc<dyn Store>, mode: InitialMode) {
-    let world = World::start(1500, 11, false).await;
+    let world = World::unlimited(1500, 11).await;
     let eng = engine(&world, store.clone(), mode);
     let report = eng.sync_once().await.unwrap();
     assert!(report.record_errors.is_empty(), "{:?}", report.record_errors);
@@ -130,13 +118,13 @@ async fn scenario(store: Arc<dyn Store>, mode: InitialMode) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_bulk_initial_then_incremental() {
-    let (store, _dir) = sqlite().await;
+    let TestStore { store, dir: _dir, .. } = TestStore::sqlite().await;
     scenario(store, InitialMode::Bulk).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_rest_initial_then_incremental() {
-    let (store, _dir) = sqlite().await;
+    let TestStore { store, dir: _dir, .. } = TestStore::sqlite().await;
     scenario(store, InitialMode::Rest).await;
 }
 
@@ -151,26 +139,17 @@ where
     F: FnOnce(Arc<dyn Store>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let schema = format!("e2e_{}", uuid::Uuid::new_v4().simple());
-    let store = salesync::store::PostgresStore::open_in_schema(&postgres_url(), &schema).await.unwrap_or_else(|e| {
-        panic!(
-            "PostgreSQL at {} is needed: {e}. Start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`",
-            postgres_url()
-        )
-    });
-    let pool = store.pool().clone();
-    let outcome = tokio::spawn(scenario(Arc::new(store))).await;
-    sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).execute(&pool).await.unwrap();
-    outcome.unwrap();
+    let pg = TestStore::postgres("e2e").await;
+    pg.dropper().around(scenario(pg.store.clone())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_initial_sync_resumes_to_the_same_mirror() {
-    let world = World::start(3000, 5, false).await;
+    let world = World::unlimited(3000, 5).await;
     for (mode, stop_after) in
         [(InitialMode::Rest, 1), (InitialMode::Rest, 4), (InitialMode::Bulk, 1), (InitialMode::Bulk, 3)]
     {
-        let (store, _dir) = sqlite().await;
+        let TestStore { store, dir: _dir, .. } = TestStore::sqlite().await;
         let eng = engine(&world, store.clone(), mode);
         let mut events = eng.subscribe();
         let cancel = CancellationToken::new();
@@ -200,13 +179,13 @@ async fn killed_initial_sync_resumes_to_the_same_mirror() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_record_is_reported_and_the_rest_applied() {
-    let world = World::start(400, 3, false).await;
+    let world = World::unlimited(400, 3).await;
     let owner = world.seed.users[0].id.clone();
     let bad = world.marketo.create_lead(obj(json!({
         "firstName": "Broken", "email": "broken@example.com", "sfdcType": "Lead",
         "sfdcLeadId": "not-a-salesforce-id", "sfdcLeadOwnerId": owner
     })));
-    let (store, _dir) = sqlite().await;
+    let TestStore { store, dir: _dir, .. } = TestStore::sqlite().await;
     let report = engine(&world, store.clone(), InitialMode::Rest).sync_once().await.unwrap();
     // Reported once per pass (the initial sweep and the incremental step both read it), naming
     // the record and the field.
@@ -223,7 +202,7 @@ async fn a_bad_record_is_reported_and_the_rest_applied() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn big_initial_sync_joins_opportunities_from_one_org_read() {
     for mode in [InitialMode::Bulk, InitialMode::Rest] {
-        let world = World::start(4000, 5, false).await;
+        let world = World::unlimited(4000, 5).await;
         let store: Arc<dyn Store> = Arc::new(salesync::store::MemoryStore::new());
         let report = engine(&world, store.clone(), mode).sync_once().await.unwrap();
         assert_mirror_matches(&world, store.as_ref()).await;
@@ -259,7 +238,7 @@ async fn rest_sweep_reads_several_chunks_at_once() {
         limits: salesync_emulator::marketo::MarketoLimits::unlimited(),
         ..Default::default()
     };
-    let world = World::start_with(3000, 17, mc).await;
+    let world = World::start(3000, 17, mc, salesync_emulator::salesforce::SalesforceConfig::default()).await;
     let store: Arc<dyn Store> = Arc::new(salesync::store::MemoryStore::new());
     let eng = engine_with(
         &world,
@@ -289,7 +268,7 @@ async fn rest_sweep_reads_several_chunks_at_once() {
 /// opportunity, a contact role deleted, the only open opportunity closed. A pass without changes
 /// costs a few Salesforce queries and writes nothing.
 async fn salesforce_only_changes(store: Arc<dyn Store>) {
-    let world = World::start(600, 23, false).await;
+    let world = World::unlimited(600, 23).await;
     let eng = engine(&world, store.clone(), InitialMode::Rest);
     eng.sync_once().await.unwrap();
     let sf = &world.salesforce;
@@ -406,7 +385,7 @@ async fn salesforce_only_changes(store: Arc<dyn Store>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_salesforce_only_changes_reach_the_mirror() {
-    let (store, _dir) = sqlite().await;
+    let TestStore { store, dir: _dir, .. } = TestStore::sqlite().await;
     salesforce_only_changes(store).await;
 }
 
@@ -421,7 +400,7 @@ async fn postgres_salesforce_only_changes_reach_the_mirror() {
 async fn resync_one_person(store: Arc<dyn Store>) {
     use salesync::core::mirror::Decision;
     use salesync::core::ports::store::{MirrorPage, StreamId};
-    let world = World::start(300, 29, false).await;
+    let world = World::unlimited(300, 29).await;
     let eng = engine(&world, store.clone(), InitialMode::Rest);
     eng.sync_once().await.unwrap();
     let checkpoints = |store: Arc<dyn Store>| async move {
@@ -494,7 +473,7 @@ async fn resync_one_person(store: Arc<dyn Store>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_resync_person_repairs_one_row() {
-    let (store, _dir) = sqlite().await;
+    let TestStore { store, dir: _dir, .. } = TestStore::sqlite().await;
     resync_one_person(store).await;
 }
 
@@ -509,7 +488,7 @@ async fn postgres_resync_person_repairs_one_row() {
 async fn drift_repair(store: Arc<dyn Store>) {
     use salesync::core::mirror::Decision;
     use salesync::core::ports::store::MirrorPage;
-    let world = World::start(500, 31, false).await;
+    let world = World::unlimited(500, 31).await;
     let settings = |every: Option<Duration>| EngineSettings {
         initial_mode: InitialMode::Rest,
         reconcile_every: every,
@@ -566,7 +545,7 @@ async fn drift_repair(store: Arc<dyn Store>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_drift_repair_finds_and_counts_each_kind() {
-    let (store, _dir) = sqlite().await;
+    let TestStore { store, dir: _dir, .. } = TestStore::sqlite().await;
     drift_repair(store).await;
 }
 
@@ -581,7 +560,7 @@ async fn rebuild_without_downtime(store: Arc<dyn Store>, mode: InitialMode) {
     use salesync::core::mirror::Decision;
     use salesync::core::ports::store::MirrorPage;
     use salesync::engine::{Error, MirrorChange, Phase};
-    let world = World::start(1200, 41, false).await;
+    let world = World::unlimited(1200, 41).await;
     let eng = engine(&world, store.clone(), mode);
     eng.sync_once().await.unwrap();
     assert_mirror_matches(&world, store.as_ref()).await;
@@ -662,13 +641,13 @@ async fn rebuild_without_downtime(store: Arc<dyn Store>, mode: InitialMode) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_rebuild_without_downtime_rest() {
-    let (store, _dir) = sqlite().await;
+    let TestStore { store, dir: _dir, .. } = TestStore::sqlite().await;
     rebuild_without_downtime(store, InitialMode::Rest).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_rebuild_without_downtime_bulk() {
-    let (store, _dir) = sqlite().await;
+    let TestStore { store, dir: _dir, .. } = TestStore::sqlite().await;
     rebuild_without_downtime(store, InitialMode::Bulk).await;
 }
 
@@ -679,8 +658,8 @@ async fn postgres_rebuild_without_downtime() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_discarded_rebuild_leaves_the_mirror_as_it_was() {
-    let (store, _dir) = sqlite().await;
-    let world = World::start(600, 43, false).await;
+    let TestStore { store, dir: _dir, .. } = TestStore::sqlite().await;
+    let world = World::unlimited(600, 43).await;
     let eng = engine_with(
         &world,
         store.clone(),

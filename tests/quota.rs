@@ -5,15 +5,10 @@
 //! quota day / the rolling 24 hours) everything resumes with nothing lost and nothing doubled.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr, missing_docs)]
 
-mod common;
-
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Timelike, Utc};
-use common::{World, activity, assert_mirror_matches, mirror};
-use salesync::core::activity::SalesActivityKind as K;
 use salesync::core::ports::marketo::MarketoApi;
 use salesync::core::ports::salesforce::SalesforceApi;
 use salesync::core::ports::store::Store;
@@ -21,12 +16,14 @@ use salesync::core::{Error as CoreError, error::Service, person::Person};
 use salesync::delivery::{DeliveryEvent, DeliverySettings, Dispatcher, ManualClock, OutboxState, Target, TargetStatus};
 use salesync::engine::{EngineSettings, InitialMode, RetrySettings, SyncEngine, SyncEvent};
 use salesync_emulator::clock::Clock;
-use salesync_emulator::marketo::{MarketoConfig, MarketoEmulator, MarketoLimits};
-use salesync_emulator::salesforce::{SalesforceConfig, SalesforceEmulator};
-use serde_json::{Map, Value, json};
+use salesync_emulator::marketo::{MarketoConfig, MarketoLimits};
+use salesync_emulator::salesforce::SalesforceConfig;
+use salesync_testkit::{
+    Outbound, TestStore, World, assert_delivered_exactly_once, assert_mirror_matches, marketo_activity_counts, mirror,
+    obj, record_every_kind, tasks_by_external_id,
+};
+use serde_json::json;
 use tokio::sync::broadcast;
-
-const EXT: &str = "Salesync_Activity_Id__c";
 
 struct Rig {
     w: World,
@@ -44,27 +41,16 @@ struct Rig {
 /// changes dated before the host's initial-sync start are still read).
 async fn rig(seed: u64, salesforce_api_reserve: u64) -> Rig {
     let start = Utc::now();
-    let marketo = MarketoEmulator::start(MarketoConfig {
+    let marketo = MarketoConfig {
         clock: Clock::manual(start),
         limits: MarketoLimits { calls_per_window: 1000, ..MarketoLimits::default() },
         ..MarketoConfig::default()
-    })
-    .await
-    .unwrap();
-    let salesforce =
-        SalesforceEmulator::start(SalesforceConfig { clock: Clock::manual(start), ..SalesforceConfig::default() })
-            .await
-            .unwrap();
-    let seed = salesync_emulator::seed::generate(300, seed);
-    marketo.seed_world(&seed);
-    salesforce.seed_world(&seed);
-    let w = World { marketo, salesforce, seed };
+    };
+    let salesforce = SalesforceConfig { clock: Clock::manual(start), ..SalesforceConfig::default() };
+    let w = World::start(300, seed, marketo, salesforce).await;
 
     let mkto: Arc<dyn MarketoApi> = Arc::new(
-        salesync::marketo::MarketoClient::builder()
-            .base_url(w.marketo.base_url())
-            .client_id(w.marketo.client_id())
-            .client_secret(w.marketo.client_secret())
+        w.marketo_builder()
             .rate_limit(1000, Duration::from_secs(20))
             .retry(salesync::marketo::RetryConfig {
                 max_attempts: 3,
@@ -75,10 +61,7 @@ async fn rig(seed: u64, salesforce_api_reserve: u64) -> Rig {
             .unwrap(),
     );
     let sf: Arc<dyn SalesforceApi> = Arc::new(
-        salesync::salesforce::SalesforceClient::builder()
-            .login_url(w.salesforce.base_url())
-            .client_id(w.salesforce.client_id())
-            .client_secret(w.salesforce.client_secret())
+        w.salesforce_builder()
             .retry(salesync::salesforce::RetryConfig {
                 max_attempts: 3,
                 base_delay: Duration::from_millis(5),
@@ -87,9 +70,7 @@ async fn rig(seed: u64, salesforce_api_reserve: u64) -> Rig {
             .build()
             .unwrap(),
     );
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("mirror.db").display());
-    let store = salesync::store::open(&url).await.unwrap();
+    let TestStore { store, dir, .. } = TestStore::sqlite().await;
     let eng = SyncEngine::builder()
         .marketo(mkto.clone())
         .salesforce(sf.clone())
@@ -130,31 +111,11 @@ async fn rig(seed: u64, salesforce_api_reserve: u64) -> Rig {
     Rig { w, store, _dir: dir, eng, d, clock, events }
 }
 
-fn obj(v: Value) -> Map<String, Value> {
-    v.as_object().unwrap().clone()
-}
-
-/// What was recorded: activity id → (kind, Salesforce record), and opted-out records.
-#[derive(Default)]
-struct Recorded {
-    activities: Vec<(String, K, String)>,
-    opted_out: Vec<String>,
-}
-
-async fn record(d: &Dispatcher, people: &[Person]) -> Recorded {
-    let mut rec = Recorded::default();
+/// Records all eight kinds for `people`, and unsubscribes every third.
+async fn record(d: &Dispatcher, people: &[Person]) -> Outbound {
+    let mut rec = Outbound::default();
     for (i, p) in people.iter().enumerate() {
-        let who =
-            p.salesforce_contact_id.as_ref().or(p.salesforce_lead_id.as_ref()).map(|s| s.as_str().to_string()).unwrap();
-        for kind in K::ALL {
-            let id = format!("q{i}-{}", kind.slug());
-            d.record_activity(activity(id.clone(), p.marketo_id, kind)).await.unwrap();
-            rec.activities.push((id, kind, who.clone()));
-        }
-        if i % 3 == 0 {
-            d.record_unsubscribe(p.marketo_id).await.unwrap();
-            rec.opted_out.push(who);
-        }
+        record_every_kind(d, p, &format!("q{i}"), i % 3 == 0, &mut rec).await;
     }
     rec
 }
@@ -204,40 +165,6 @@ fn quota_events(rx: &mut broadcast::Receiver<DeliveryEvent>, target: Target) -> 
     out
 }
 
-/// Marketo custom activities by salesync id.
-fn marketo_counts(w: &World) -> HashMap<String, usize> {
-    w.marketo.custom_activity_counts("salesyncActivityId")
-}
-
-/// Salesforce Tasks by external id.
-fn task_counts(w: &World) -> HashMap<String, Vec<Map<String, Value>>> {
-    let mut out: HashMap<String, Vec<Map<String, Value>>> = HashMap::new();
-    for t in w.salesforce.records("Task") {
-        if let Some(ext) = t.get(EXT).and_then(Value::as_str) {
-            out.entry(ext.to_string()).or_default().push(t);
-        }
-    }
-    out
-}
-
-fn assert_all_once(w: &World, rec: &Recorded) {
-    let m = marketo_counts(w);
-    assert_eq!(m.len(), rec.activities.len(), "Marketo activities");
-    assert!(m.values().all(|n| *n == 1), "duplicates in Marketo: {m:?}");
-    let tasks = task_counts(w);
-    let loggable: Vec<_> = rec.activities.iter().filter(|(_, k, _)| k.task_kind().is_some()).collect();
-    assert_eq!(tasks.len(), loggable.len(), "Salesforce Tasks");
-    for (id, _, who) in loggable {
-        let t = tasks.get(id).unwrap_or_else(|| panic!("no Task for {id}"));
-        assert_eq!(t.len(), 1, "{id} logged {} times", t.len());
-        assert_eq!(t[0]["WhoId"].as_str(), Some(who.as_str()));
-    }
-    for who in &rec.opted_out {
-        let object = if who.starts_with("003") { "Contact" } else { "Lead" };
-        assert_eq!(w.salesforce.get(object, who).unwrap()["HasOptedOutOfEmail"], json!(true), "{who}");
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn marketo_daily_quota_pauses_marketo_streams_salesforce_carries_on_then_resumes() {
     let mut r = rig(71, 0).await;
@@ -271,8 +198,8 @@ async fn marketo_daily_quota_pauses_marketo_streams_salesforce_carries_on_then_r
     assert!(waiting > 0, "some Marketo items wait for the reset");
     assert!(r.w.marketo.limit_rejections().quota > 0, "607 was answered");
     // Salesforce got everything already, exactly once.
-    let tasks = task_counts(&r.w);
-    assert_eq!(tasks.len(), rec.activities.iter().filter(|(_, k, _)| k.task_kind().is_some()).count());
+    let tasks = tasks_by_external_id(&r.w);
+    assert_eq!(tasks.len(), rec.activities.iter().filter(|(_, a)| a.kind.task_kind().is_some()).count());
     // Rounds while paused make no Marketo calls at all.
     let calls = r.w.marketo.call_log().len();
     for _ in 0..3 {
@@ -331,7 +258,7 @@ async fn marketo_daily_quota_pauses_marketo_streams_salesforce_carries_on_then_r
     })
     .await;
     assert_eq!(r.d.target_status(Target::Marketo), TargetStatus::Active);
-    assert_all_once(&r.w, &rec);
+    assert_delivered_exactly_once(&r.w, r.store.as_ref(), &rec).await;
     eprintln!("marketo quota: {used} calls before, quota {}, {first} delivered first, {waiting} waited", used + 2);
 }
 
@@ -363,7 +290,7 @@ async fn salesforce_daily_limit_pauses_salesforce_marketo_and_people_sync_carry_
         "REQUEST_LIMIT_EXCEEDED was answered"
     );
     // Marketo got every activity already, exactly once.
-    let mk = marketo_counts(&r.w);
+    let mk = marketo_activity_counts(&r.w);
     assert_eq!(mk.len(), rec.activities.len());
     assert!(mk.values().all(|n| *n == 1));
 
@@ -404,7 +331,7 @@ async fn salesforce_daily_limit_pauses_salesforce_marketo_and_people_sync_carry_
     .await;
     assert!(days >= 1);
     assert_eq!(r.d.target_status(Target::Salesforce), TargetStatus::Active);
-    assert_all_once(&r.w, &rec);
+    assert_delivered_exactly_once(&r.w, r.store.as_ref(), &rec).await;
     let filled = r.eng.resolve_opportunities().await.unwrap();
     assert!(filled.opportunities_resolved >= 1, "{filled:?}");
     let p = r.store.person(created).await.unwrap().unwrap();
@@ -448,7 +375,7 @@ async fn salesforce_reserve_pauses_before_the_limit_and_resumes_when_calls_free_
         c.pending == 0 && c.in_flight == 0
     })
     .await;
-    assert_all_once(&r.w, &rec);
+    assert_delivered_exactly_once(&r.w, r.store.as_ref(), &rec).await;
     assert!(
         !r.w.salesforce.call_log().iter().any(|c| c.error_code.as_deref() == Some("REQUEST_LIMIT_EXCEEDED")),
         "the reserve is kept: the limit itself is never hit"

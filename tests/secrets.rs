@@ -16,16 +16,12 @@
 //! file is its own process, and its tests run one at a time ([`SERIAL`]), each starting from
 //! an empty buffer.
 
-mod common;
-
 use std::io::Write;
 use std::sync::{Arc, LazyLock, Mutex, Once};
 use std::time::Duration;
 
 use chrono::Utc;
-use salesync::core::activity::{
-    AdminSettings, CallDetails, CallStatus, ReminderPriority, SalesActivity, SalesActivityKind,
-};
+use salesync::core::activity::{AdminSettings, ReminderPriority, SalesActivity, SalesActivityKind};
 use salesync::core::ports::marketo::MarketoApi;
 use salesync::core::ports::salesforce::SalesforceApi;
 use salesync::core::ports::store::{OutboxState, Store};
@@ -36,6 +32,7 @@ use salesync::salesforce::SalesforceClient;
 use salesync_emulator::clock::Clock;
 use salesync_emulator::marketo::{MarketoConfig, MarketoEmulator, MarketoLimits};
 use salesync_emulator::salesforce::{SalesforceConfig, SalesforceEmulator};
+use salesync_testkit::{completed_call, postgres_url};
 use serde_json::{Map, Value};
 
 const MKTO_SECRET: &str = "mkto-S3CRET-7f3a9c1e55d04b2a";
@@ -219,28 +216,12 @@ fn salesforce_builder(
 
 fn activity(marketo_id: i64, kind: SalesActivityKind, n: usize) -> SalesActivity {
     SalesActivity {
-        id: format!("secrets-{n}"),
-        marketo_id,
-        kind,
-        occurred_at: Utc::now() - chrono::Duration::minutes(5),
-        actor_email: Some("rep@example.com".into()),
-        actor_salesforce_user: None,
         subject: Some(format!("Follow-up {n}")),
         link: None,
-        template: None,
         campaign: None,
-        call: (kind == SalesActivityKind::SalesCall).then_some(CallDetails {
-            status: CallStatus::Completed,
-            duration_secs: Some(90),
-            phone_number: None,
-            recording_url: None,
-            answered_by: None,
-            outcome: None,
-            reason: None,
-        }),
+        call: (kind == SalesActivityKind::SalesCall).then(|| completed_call(90)),
         bounce_details: None,
-        body: None,
-        sales_person_id: None,
+        ..salesync_testkit::activity(format!("secrets-{n}"), marketo_id, kind)
     }
 }
 
@@ -449,7 +430,7 @@ async fn store_errors(emu: &Emulators, seen: &mut Seen) {
 
 /// The test's PostgreSQL URL with [`PG_PASSWORD`] in it (trust auth ignores it).
 fn postgres_url_with_password() -> String {
-    let base = common::postgres_url();
+    let base = postgres_url();
     let (scheme, rest) = base.split_once("://").unwrap();
     let (userinfo, host) = match rest.split_once('@') {
         Some((u, h)) => (u.split(':').next().unwrap_or("postgres").to_string(), h.to_string()),
@@ -500,7 +481,7 @@ async fn no_secret_leaks_with_postgres_and_a_password_in_the_url() {
     let schema = format!("secrets_{}", uuid::Uuid::new_v4().simple());
     let pg = salesync::store::PostgresStore::open_in_schema(&url, &schema)
         .await
-        .unwrap_or_else(|e| panic!("PostgreSQL is needed at {}: {e}", common::postgres_url()));
+        .unwrap_or_else(|e| panic!("PostgreSQL is needed at {}: {e}", postgres_url()));
     seen.debug("PostgresStore", &pg);
     let pool = pg.pool().clone();
     let store: Arc<dyn Store> = Arc::new(pg);

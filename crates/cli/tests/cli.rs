@@ -3,12 +3,13 @@
 //! every other command runs against it with its configuration in `SALESYNC_*` variables.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command as StdCommand, Stdio};
 
 use assert_cmd::Command;
 use serde_json::Value;
+use support::EmulateChild;
+
+mod support;
 
 /// The seed `salesync emulate` uses by default.
 const SEED: u64 = 1;
@@ -27,62 +28,28 @@ fn salesync(dir: &Path) -> Command {
     cmd
 }
 
-/// A running `salesync emulate` child; killed when dropped.
-struct Emulator {
-    child: Child,
-    line: Value,
+/// A `salesync emulate` child with the test's people and seed, limits off.
+fn emulator() -> EmulateChild {
+    EmulateChild::start(&["--people", &PEOPLE.to_string(), "--seed", &SEED.to_string(), "--no-limits"])
 }
 
-impl Emulator {
-    fn start() -> Emulator {
-        let mut child = StdCommand::new(assert_cmd::cargo::cargo_bin("salesync"))
-            .args(["emulate", "--people", &PEOPLE.to_string(), "--seed", &SEED.to_string(), "--no-limits"])
-            .env_remove("SALESYNC_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn salesync emulate");
-        let mut first = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
-        let line: Value = match serde_json::from_str(first.trim()) {
-            Ok(v) => v,
-            Err(e) => {
-                let _ = child.kill();
-                panic!("emulate printed {first:?}: {e}");
-            }
-        };
-        Emulator { child, line }
-    }
-
-    fn get(&self, key: &str) -> String {
-        self.line[key].as_str().unwrap_or_else(|| panic!("{key} missing in {}", self.line)).to_string()
-    }
-
-    /// The variables that point the command at this emulator, with a SQLite store in `dir`.
-    fn env(&self, dir: &Path) -> Vec<(String, String)> {
-        let mut v: Vec<(String, String)> = [
+/// The variables that point the command at `emu`, with a SQLite store in `dir`.
+fn command_env(emu: &EmulateChild, dir: &Path) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = emu
+        .vars(&[
             ("SALESYNC_MARKETO_URL", "marketo_url"),
             ("SALESYNC_MARKETO_CLIENT_ID", "marketo_client_id"),
             ("SALESYNC_MARKETO_CLIENT_SECRET", "marketo_client_secret"),
             ("SALESYNC_SALESFORCE_URL", "salesforce_url"),
             ("SALESYNC_SALESFORCE_CLIENT_ID", "salesforce_client_id"),
             ("SALESYNC_SALESFORCE_CLIENT_SECRET", "salesforce_client_secret"),
-        ]
+        ])
         .into_iter()
-        .map(|(var, key)| (var.to_string(), self.get(key)))
+        .map(|(var, value)| (var.to_string(), value))
         .collect();
-        v.push(("SALESYNC_STORE".into(), format!("sqlite://{}", dir.join("m.db").display())));
-        v.push(("SALESYNC_INITIAL_MODE".into(), "rest".into()));
-        v
-    }
-}
-
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    v.push(("SALESYNC_STORE".into(), format!("sqlite://{}", dir.join("m.db").display())));
+    v.push(("SALESYNC_INITIAL_MODE".into(), "rest".into()));
+    v
 }
 
 /// Runs `salesync <args>` with `env`; returns (exit code, stdout, stderr).
@@ -131,9 +98,9 @@ const COLUMNS: [&str; 15] = [
 
 #[test]
 fn sync_read_record_deliver_and_doctor_against_the_emulators() {
-    let emu = Emulator::start();
+    let emu = emulator();
     let dir = tempfile::tempdir().unwrap();
-    let env = emu.env(dir.path());
+    let env = command_env(&emu, dir.path());
 
     // Initial sync.
     let out = ok(dir.path(), &env, &["sync", "--once"]);
@@ -238,10 +205,10 @@ fn sync_read_record_deliver_and_doctor_against_the_emulators() {
 
 #[test]
 fn doctor_reports_wrong_marketo_credentials_without_printing_the_secret() {
-    let emu = Emulator::start();
+    let emu = emulator();
     let dir = tempfile::tempdir().unwrap();
     let secret = "wrong-secret-4b1d9c";
-    let mut env = emu.env(dir.path());
+    let mut env = command_env(&emu, dir.path());
     for (k, v) in env.iter_mut() {
         if k == "SALESYNC_MARKETO_CLIENT_SECRET" {
             *v = secret.into();
@@ -295,7 +262,7 @@ fn assert_no_secret(place: &str, text: &str, secrets: &[String]) {
 
 #[test]
 fn trace_logging_never_prints_secrets_tokens_or_store_passwords() {
-    let emu = Emulator::start();
+    let emu = emulator();
     // `salesync emulate` listens on loopback unless told otherwise (--bind).
     for key in ["marketo_url", "salesforce_url"] {
         assert!(emu.get(key).starts_with("http://127.0.0.1:"), "{key}: {}", emu.get(key));
@@ -303,7 +270,7 @@ fn trace_logging_never_prints_secrets_tokens_or_store_passwords() {
     let dir = tempfile::tempdir().unwrap();
     let refresh = "salesync-emulator-refresh-token".to_string();
     let pg_password = "S3cretPgPass";
-    let mut env = emu.env(dir.path());
+    let mut env = command_env(&emu, dir.path());
     env.push(("SALESYNC_LOG".into(), "trace".into()));
     env.push(("RUST_LOG".into(), "trace".into()));
     env.push(("SALESYNC_SALESFORCE_REFRESH_TOKEN".into(), refresh.clone()));
@@ -372,9 +339,9 @@ fn trace_logging_never_prints_secrets_tokens_or_store_passwords() {
 
 #[test]
 fn a_store_synced_from_one_marketo_instance_is_refused_for_another() {
-    let (a, b) = (Emulator::start(), Emulator::start());
+    let (a, b) = (emulator(), emulator());
     let dir = tempfile::tempdir().unwrap();
-    let (env_a, env_b) = (a.env(dir.path()), b.env(dir.path()));
+    let (env_a, env_b) = (command_env(&a, dir.path()), command_env(&b, dir.path()));
     let (inst_a, inst_b) = (host_port(&a.get("marketo_url")), host_port(&b.get("marketo_url")));
     assert_ne!(inst_a, inst_b);
 
@@ -414,11 +381,11 @@ fn a_store_synced_from_one_marketo_instance_is_refused_for_another() {
 
 #[test]
 fn plain_http_to_a_host_that_is_not_loopback_needs_an_explicit_setting() {
-    let emu = Emulator::start();
+    let emu = emulator();
     let dir = tempfile::tempdir().unwrap();
     // 0.0.0.0 is not a loopback address, yet reaches the emulator on this machine.
     let remote = emu.get("marketo_url").replace("127.0.0.1", "0.0.0.0");
-    let mut env = emu.env(dir.path());
+    let mut env = command_env(&emu, dir.path());
     for (k, v) in env.iter_mut() {
         if k == "SALESYNC_MARKETO_URL" {
             *v = format!("{remote}/?client_secret=q5ecret");

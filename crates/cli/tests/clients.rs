@@ -11,12 +11,15 @@
 //! python3). Each client gets its own fresh emulator (`--people 500`, real limits), and the three
 //! run in parallel.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::EmulateChild;
+
+mod support;
 
 const PEOPLE: usize = 500;
 /// A client run longer than this is killed and fails the test.
@@ -93,56 +96,16 @@ fn venv() -> PathBuf {
     dir
 }
 
-/// A running `salesync emulate`; killed when dropped.
-struct Emulator {
-    child: Child,
-    line: Value,
-}
-
-impl Emulator {
-    fn start() -> Emulator {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_salesync"))
-            .args(["emulate", "--people", &PEOPLE.to_string(), "--seed", "1"])
-            .env_remove("SALESYNC_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn salesync emulate");
-        let mut first = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
-        let line: Value = match serde_json::from_str(first.trim()) {
-            Ok(v) => v,
-            Err(e) => {
-                let _ = child.kill();
-                panic!("emulate printed {first:?}: {e}");
-            }
-        };
-        Emulator { child, line }
-    }
-
-    fn env(&self) -> Vec<(&'static str, String)> {
-        [
-            ("MKTO_URL", "marketo_url"),
-            ("MKTO_ID", "marketo_client_id"),
-            ("MKTO_SECRET", "marketo_client_secret"),
-            ("SF_URL", "salesforce_url"),
-            ("SF_ID", "salesforce_client_id"),
-            ("SF_SECRET", "salesforce_client_secret"),
-        ]
-        .into_iter()
-        .map(|(var, key)| {
-            (var, self.line[key].as_str().unwrap_or_else(|| panic!("{key} missing in {}", self.line)).to_string())
-        })
-        .collect()
-    }
-}
-
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The variables the flow scripts read: where `emu` listens and its credentials.
+fn script_env(emu: &EmulateChild) -> Vec<(&'static str, String)> {
+    emu.vars(&[
+        ("MKTO_URL", "marketo_url"),
+        ("MKTO_ID", "marketo_client_id"),
+        ("MKTO_SECRET", "marketo_client_secret"),
+        ("SF_URL", "salesforce_url"),
+        ("SF_ID", "salesforce_client_id"),
+        ("SF_SECRET", "salesforce_client_secret"),
+    ])
 }
 
 /// One client's run: its output, exit status and SUMMARY.
@@ -156,12 +119,12 @@ struct Run {
 }
 
 fn run_client(venv: &Path, client: &'static str, script: &str) -> Run {
-    let emu = Emulator::start();
+    let emu = EmulateChild::start(&["--people", &PEOPLE.to_string(), "--seed", "1"]);
     let start = Instant::now();
     let mut child = Command::new(venv.join("bin/python"))
         .arg(scripts().join(script))
         .current_dir(scripts())
-        .envs(emu.env())
+        .envs(script_env(&emu))
         .env("PEOPLE", PEOPLE.to_string())
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .env("PYTHONUNBUFFERED", "1")

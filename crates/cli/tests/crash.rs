@@ -16,6 +16,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use salesync::core::ports::store::StreamId;
+use salesync_testkit::mirror;
 use support::*;
 
 /// Counted Marketo calls per one-second window, in the emulator and in the child's limiter.
@@ -53,7 +54,7 @@ async fn kill_at(world: &World, mut child: SyncChild, k: usize) {
 /// window. Panics when the child exits by itself.
 async fn kill_after(
     world: &World,
-    shared: &SharedStore,
+    shared: &TestStore,
     env: &[(String, String)],
     name: &str,
     phase: &'static str,
@@ -101,9 +102,9 @@ async fn kill_after(
     }
 }
 
-async fn crash_scenario(shared: SharedStore, seed: u64, initial_mode: &str) {
-    let world = World::start(PEOPLE, seed, RATE, &[]).await;
-    let mut env = world.env(&shared.url, 0, RATE, "crash-node");
+async fn crash_scenario(shared: TestStore, seed: u64, initial_mode: &str) {
+    let world = World::scaled(PEOPLE, seed, RATE, &[]).await;
+    let mut env = child_env(&world, &shared.url, 0, RATE, "crash-node");
     env.push(("SALESYNC_INITIAL_MODE".into(), initial_mode.into()));
     // Outbox claims of a killed process come back after this.
     env.push(("SALESYNC_LEASE_TTL_MS".into(), "1500".into()));
@@ -129,7 +130,7 @@ async fn crash_scenario(shared: SharedStore, seed: u64, initial_mode: &str) {
             let diff = world.mirror_diff(shared.store.as_ref()).await;
             let cp = shared.store.checkpoint(StreamId::InitialSync).await.unwrap();
             let done = cp.is_some_and(|cp| cp.position["status"] == "done");
-            if diff.is_empty() && done { Ok(()) } else { Err(format!("initial done {done}, mirror {diff:?}")) }
+            if diff.is_empty() && done { Ok(()) } else { Err(format!("initial done {done}, mirror: {diff}")) }
         })
         .await;
         assert!(child.running(), "{}", child.stderr());
@@ -159,7 +160,7 @@ async fn crash_scenario(shared: SharedStore, seed: u64, initial_mode: &str) {
     wait_for(Duration::from_secs(60), "convergence after the last restart", || async {
         let diff = world.mirror_diff(shared.store.as_ref()).await;
         let drained = outbox_drained(shared.store.as_ref()).await;
-        if diff.is_empty() && drained { Ok(()) } else { Err(format!("mirror {diff:?}, outbox drained {drained}")) }
+        if diff.is_empty() && drained { Ok(()) } else { Err(format!("mirror: {diff}, outbox drained {drained}")) }
     })
     .await;
     let code = last.terminate().await;
@@ -193,11 +194,11 @@ async fn finish(mut child: SyncChild, dir: &std::path::Path) -> (Option<i32>, St
 /// `salesync rebuild` SIGKILLed at seeded points: each time the live mirror is exactly as it
 /// was (the planted drift included), and a last `salesync rebuild` resumes, finishes and leaves
 /// the mirror equal to the oracle, the drift repaired.
-async fn rebuild_crash_scenario(shared: SharedStore, seed: u64) {
+async fn rebuild_crash_scenario(shared: TestStore, seed: u64) {
     use salesync::core::mirror::{Decision, RemovalReason};
     use salesync::core::ports::store::MirrorPage;
-    let world = World::start(PEOPLE, seed, RATE, &[]).await;
-    let mut env = world.env(&shared.url, 0, RATE, "crash-node");
+    let world = World::scaled(PEOPLE, seed, RATE, &[]).await;
+    let mut env = child_env(&world, &shared.url, 0, RATE, "crash-node");
     env.push(("SALESYNC_INITIAL_MODE".into(), "rest".into()));
     let dir = shared.dir.path();
     let (code, out) = finish(SyncChild::spawn(dir, "initial", &env, &["--once"]), dir).await;
@@ -242,16 +243,16 @@ async fn rebuild_crash_scenario(shared: SharedStore, seed: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_rebuild_survives_sigkill_at_seeded_points() {
-    rebuild_crash_scenario(SharedStore::sqlite().await, 0x5EED_0003).await;
+    rebuild_crash_scenario(shared_sqlite().await, 0x5EED_0003).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_survives_sigkill_at_seeded_points() {
-    crash_scenario(SharedStore::sqlite().await, 0x5EED_0001, "rest").await;
+    crash_scenario(shared_sqlite().await, 0x5EED_0001, "rest").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_survives_sigkill_at_seeded_points() {
-    let shared = SharedStore::postgres("crash").await;
+    let shared = shared_postgres("crash").await;
     shared.dropper().around(crash_scenario(shared, 0x5EED_0002, "auto")).await;
 }

@@ -35,7 +35,7 @@ fn first_pull_by(world: &World, from: usize, client: &str) -> Option<Instant> {
         .map(|c| c.at)
 }
 
-async fn converged(world: &World, shared: &SharedStore) -> Result<(), String> {
+async fn converged(world: &World, shared: &TestStore) -> Result<(), String> {
     let store = shared.store.as_ref();
     let done = store.checkpoint(StreamId::InitialSync).await.unwrap().is_some_and(|cp| cp.position["status"] == "done");
     let diff = world.mirror_diff(store).await;
@@ -50,21 +50,21 @@ async fn converged(world: &World, shared: &SharedStore) -> Result<(), String> {
     if done && diff.is_empty() && drained {
         Ok(())
     } else {
-        Err(format!("initial done {done}, outbox drained {drained} {pending:?}, mirror {diff:?}"))
+        Err(format!("initial done {done}, outbox drained {drained} {pending:?}, mirror: {diff}"))
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_one_puller_failover_within_the_lease_and_exactly_once_delivery() {
-    let shared = SharedStore::postgres("multi").await;
+    let shared = shared_postgres("multi").await;
     shared.dropper().around(failover(shared)).await;
 }
 
-async fn failover(shared: SharedStore) {
-    let world = World::start(PEOPLE, 0x0907, RATE, &[("node-a", "secret-a"), ("node-b", "secret-b")]).await;
+async fn failover(shared: TestStore) {
+    let world = World::scaled(PEOPLE, 0x0907, RATE, &[("node-a", "secret-a"), ("node-b", "secret-b")]).await;
     let mut rng = Rng::new(0x0907);
     let node_env = |client: usize, name: &str| {
-        let mut env = world.env(&shared.url, client, RATE / 2, name);
+        let mut env = child_env(&world, &shared.url, client, RATE / 2, name);
         env.push(("SALESYNC_LEASE_TTL_MS".into(), TTL.as_millis().to_string()));
         env.push(("SALESYNC_INITIAL_MODE".into(), "rest".into()));
         env
@@ -157,9 +157,9 @@ async fn failover(shared: SharedStore) {
 /// process that pulls releases the lease when done.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_once_skips_the_pull_while_another_process_leads_and_still_delivers() {
-    let world = World::start(120, 0x0908, RATE, &[]).await;
-    let shared = SharedStore::sqlite().await;
-    let env = world.env(&shared.url, 0, RATE, "cron-a");
+    let world = World::scaled(120, 0x0908, RATE, &[]).await;
+    let shared = shared_sqlite().await;
+    let env = child_env(&world, &shared.url, 0, RATE, "cron-a");
     let once = |env: &[(String, String)]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_salesync"))
             .current_dir(shared.dir.path())
