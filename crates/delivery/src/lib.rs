@@ -1,5 +1,7 @@
 //! salesync's outbound half: sales activities to Marketo (custom activities) and Salesforce
-//! (Tasks), unsubscribes to Salesforce, and two-way reminder task sync.
+//! (Tasks), unsubscribes to Salesforce, and two-way reminder task sync. The Salesforce side of
+//! those two-way streams (reminder Task edits and opt-out changes polled back) lives here too,
+//! beside the outbox whose rules it must agree with; the people mirror is the engine's.
 //!
 //! # Recording
 //!
