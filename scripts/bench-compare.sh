@@ -20,7 +20,7 @@ trap 'git worktree remove --force "$work/base" 2>/dev/null; git worktree remove 
 build() {
   local rev=$1 dir=$2
   if [[ -d $rev ]]; then ln -s "$(cd "$rev" && pwd)" "$dir"; else git worktree add -q --detach "$dir" "$rev"; fi
-  (cd "$dir" &&
+  (cd -P "$dir" &&
     cargo bench --all-features --no-run --bench mapping --bench initial_sync --bench delivery 2>&1 &&
     cargo bench -p salesync-store --all-features --no-run --bench store 2>&1) |
     sed -n 's/^ *Executable benches\/\([a-z_]*\)\.rs (\(.*\))$/\1 \2/p'
@@ -43,7 +43,7 @@ for round in $(seq 1 "$rounds"); do
       name=${line%% *}
       bin=${line#* }
       # Criterion benches run from their package's directory (they read fixtures relative to it).
-      (cd "$work/$side" && "$bin" --bench ${args[$name]} --noplot 2>/dev/null) |
+      (cd -P "$work/$side" && "$bin" --bench ${args[$name]} --noplot 2>/dev/null) |
         awk -v side="$side" -v round="$round" '
           /^[a-z_]+\/[^ ]*$/ { id = $1 }
           /^[a-z_]+\/[^ ]+ +time:/ { id = $1 }
