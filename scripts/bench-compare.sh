@@ -14,7 +14,8 @@ new=${2:-HEAD}
 rounds=${ROUNDS:-2}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/../target-bench}
 work=$(mktemp -d)
-trap 'git worktree remove --force "$work/base" 2>/dev/null; git worktree remove --force "$work/new" 2>/dev/null; rm -rf "$work"' EXIT
+# Only the worktrees this script adds are removed (a checkout given as a directory is linked).
+trap 'for w in "$work"/base "$work"/new; do [[ -L $w ]] || git worktree remove --force "$w" 2>/dev/null; done; rm -rf "$work"' EXIT
 
 # Builds the benches of a commit in a worktree; prints "name path" per bench executable.
 build() {
