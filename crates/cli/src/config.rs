@@ -255,7 +255,7 @@ pub mod vars {
     /// Drift repair interval in seconds (`0`: off).
     pub const RECONCILE_EVERY_SECS: &str = "SALESYNC_RECONCILE_EVERY_SECS";
     /// `true` allows plain `http://` Marketo and Salesforce URLs to hosts that are not loopback.
-    pub const ALLOW_INSECURE_HTTP: &str = "SALESYNC_ALLOW_INSECURE_HTTP";
+    pub const ALLOW_INSECURE_HTTP: &str = salesync_http::ALLOW_INSECURE_HTTP_VAR;
     /// `true` allows a plain `http://` Marketo URL to a host that is not loopback.
     pub const MARKETO_ALLOW_INSECURE_HTTP: &str = "SALESYNC_MARKETO_ALLOW_INSECURE_HTTP";
     /// `true` allows a plain `http://` Salesforce URL to a host that is not loopback.
